@@ -1,0 +1,676 @@
+//! Device runtime: the [`Device`] trait and the lifecycle every device goes
+//! through.
+//!
+//! Contract:
+//! - power on -> boot ([`Device::boot`]: load NV state, verify firmware, start
+//!   services) -> running -> power off (every task the device spawned through
+//!   its [`DeviceContext`] is cancelled and awaited, so its ports close and its
+//!   volatile state is gone; NV memory and the RTC stay) -> power on again.
+//!   A reboot is off then on; a factory reset wipes the NV namespace (except
+//!   [`Device::survives_factory_reset`]) and boots again.
+//! - Every transition is published as an [`Event`].
+//! - The RTC is kept here, not in the model: it counts on its backup while the
+//!   device is off and is saved in NV memory at every change.
+//! - Services opened through [`DeviceContext::listen_tcp`] are listed while
+//!   open, so the control API shows the ports that really answer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{Clock, Rtc};
+use crate::control::{Event, EventBus};
+use crate::net::{BoxStream, Listener, Stack};
+use crate::site::RtcConfig;
+use crate::storage::{Nv, StorageError, Store};
+
+/// Power state of a device.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Power {
+    Off,
+    Booting,
+    On,
+    /// Powered, but boot failed (e.g. firmware signature); health "Out of order".
+    Failed,
+}
+
+/// Why a boot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("non-volatile memory: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot open {service} on port {port}: {source}")]
+    Bind {
+        service: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("firmware image rejected: {0}")]
+    Firmware(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A network service that is open right now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceInfo {
+    pub name: String,
+    /// Interface name (`eth1`, `eth2`, ...).
+    pub interface: String,
+    pub protocol: String,
+    /// Port of the service on the device.
+    pub port: u16,
+    /// `host:port` a client uses (after any host-mode port offset).
+    pub address: String,
+}
+
+/// A login a user of the site needs (printed at start, listed by the API).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Credential {
+    pub service: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// A device model: configuration plus behaviour.
+pub trait Device: Send + Sync + 'static {
+    fn id(&self) -> &str;
+    /// Commercial reference or model name.
+    fn model(&self) -> &str;
+    /// Logins printed at start.
+    fn credentials(&self) -> Vec<Credential> {
+        Vec::new()
+    }
+    /// NV keys that a factory reset keeps.
+    fn survives_factory_reset(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Boots: loads NV state, verifies firmware and starts the services as
+    /// tasks of `ctx`. Returns once the device is running.
+    fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>>;
+}
+
+/// A device's RTC, shared by its services; every change is saved to NV.
+#[derive(Clone)]
+pub struct RtcHandle {
+    rtc: Arc<Mutex<Rtc>>,
+    nv: Nv,
+    clock: Clock,
+}
+
+const RTC_KEY: &str = "rtc";
+
+impl RtcHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rtc> {
+        self.rtc.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The RTC's reading now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.lock().read(self.clock.utc_now())
+    }
+
+    /// Sets the RTC (and saves it).
+    pub fn set(&self, t: DateTime<Utc>) -> Result<(), StorageError> {
+        let mut rtc = self.lock();
+        rtc.set(self.clock.utc_now(), t);
+        self.nv.put(RTC_KEY, &*rtc)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Rtc, DateTime<Utc>) -> bool) -> bool {
+        let mut rtc = self.lock();
+        let r = f(&mut rtc, self.clock.utc_now());
+        if let Err(e) = self.nv.put(RTC_KEY, &*rtc) {
+            tracing::error!("saving the RTC failed: {e}");
+        }
+        r
+    }
+}
+
+/// What a booting device gets: its clock, memory, RTC, network and task set.
+#[derive(Clone)]
+pub struct DeviceContext {
+    pub id: Arc<str>,
+    pub clock: Clock,
+    pub nv: Nv,
+    pub rtc: RtcHandle,
+    pub events: EventBus,
+    /// Seed for this device's random choices (stable per site seed and id).
+    pub seed: u64,
+    interfaces: Arc<BTreeMap<String, Arc<dyn Stack>>>,
+    services: Arc<Mutex<Vec<ServiceInfo>>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl DeviceContext {
+    /// The network interface named `name` (`eth1`, `eth2`, ...).
+    pub fn interface(&self, name: &str) -> Option<Arc<dyn Stack>> {
+        self.interfaces.get(name).cloned()
+    }
+
+    /// Names of the device's interfaces.
+    pub fn interface_names(&self) -> Vec<String> {
+        self.interfaces.keys().cloned().collect()
+    }
+
+    /// Spawns a task that lives until the device loses power.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
+    /// A token cancelled when the device loses power.
+    pub fn power_lost(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Publishes a device event.
+    pub fn emit(&self, kind: &str, message: impl Into<String>) {
+        self.events.send(Event::Device {
+            device: self.id.to_string(),
+            kind: kind.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Opens TCP `port` on interface `iface` for service `name`; the service
+    /// is listed while the returned listener lives.
+    pub async fn listen_tcp(
+        &self,
+        iface: &str,
+        name: &str,
+        port: u16,
+    ) -> Result<TrackedListener, BootError> {
+        let stack = self.interface(iface).ok_or_else(|| {
+            BootError::Other(format!("device {} has no interface {iface}", self.id))
+        })?;
+        let inner = stack
+            .listen_tcp(port)
+            .await
+            .map_err(|source| BootError::Bind {
+                service: name.to_string(),
+                port,
+                source,
+            })?;
+        let info = ServiceInfo {
+            name: name.to_string(),
+            interface: iface.to_string(),
+            protocol: "tcp".into(),
+            port,
+            address: inner.local_addr().to_string(),
+        };
+        self.services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(info.clone());
+        Ok(TrackedListener {
+            inner,
+            info,
+            services: self.services.clone(),
+        })
+    }
+}
+
+/// A listener that is listed as a service while it lives.
+pub struct TrackedListener {
+    inner: Box<dyn Listener>,
+    info: ServiceInfo,
+    services: Arc<Mutex<Vec<ServiceInfo>>>,
+}
+
+impl TrackedListener {
+    pub async fn accept(&mut self) -> std::io::Result<(BoxStream, SocketAddr)> {
+        self.inner.accept().await
+    }
+
+    pub fn info(&self) -> &ServiceInfo {
+        &self.info
+    }
+}
+
+impl Drop for TrackedListener {
+    fn drop(&mut self) {
+        let mut s = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = s.iter().position(|x| *x == self.info) {
+            s.remove(i);
+        }
+    }
+}
+
+/// What the control API shows of a device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceStatus {
+    pub id: String,
+    pub model: String,
+    pub power: Power,
+    /// Interface name -> IPv4 address.
+    pub addresses: BTreeMap<String, String>,
+    pub services: Vec<ServiceInfo>,
+    pub rtc: Option<DateTime<Utc>>,
+    pub credentials: Vec<Credential>,
+    /// Why the last boot failed, while `power` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+struct Lifecycle {
+    power: Power,
+    running: Option<Running>,
+    failure: Option<String>,
+}
+
+struct Slot {
+    device: Arc<dyn Device>,
+    nv: Nv,
+    rtc: RtcHandle,
+    interfaces: Arc<BTreeMap<String, Arc<dyn Stack>>>,
+    services: Arc<Mutex<Vec<ServiceInfo>>>,
+    seed: u64,
+    state: tokio::sync::Mutex<Lifecycle>,
+    power: Mutex<Power>,
+}
+
+/// Errors of lifecycle commands.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("no device {0:?}; GET /api/v1/devices lists them")]
+    UnknownDevice(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Everything a device needs to be added to a [`Runtime`].
+pub struct DeviceSetup {
+    pub device: Arc<dyn Device>,
+    pub interfaces: BTreeMap<String, Arc<dyn Stack>>,
+    pub rtc: RtcConfig,
+    pub seed: u64,
+}
+
+/// All devices of a site and their lifecycles.
+pub struct Runtime {
+    clock: Clock,
+    store: Store,
+    events: EventBus,
+    retention: Duration,
+    slots: BTreeMap<String, Slot>,
+}
+
+impl Runtime {
+    pub fn new(clock: Clock, store: Store, events: EventBus, retention: Duration) -> Self {
+        Self {
+            clock,
+            store,
+            events,
+            retention,
+            slots: BTreeMap::new(),
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Adds a device (powered off). Its RTC comes from NV memory, or starts
+    /// at site time + its configured offset on first boot.
+    pub fn add(&mut self, setup: DeviceSetup) -> Result<(), RuntimeError> {
+        let id = setup.device.id().to_string();
+        let nv = self.store.device(&id)?;
+        let rtc = match nv.get::<Rtc>(RTC_KEY)? {
+            Some(rtc) => rtc,
+            None => {
+                let mut rtc = Rtc::new(
+                    self.clock.utc_now(),
+                    setup.rtc.offset_s,
+                    setup.rtc.drift_ppm,
+                );
+                rtc.power_lost(self.clock.utc_now());
+                nv.put(RTC_KEY, &rtc)?;
+                rtc
+            }
+        };
+        let slot = Slot {
+            device: setup.device,
+            rtc: RtcHandle {
+                rtc: Arc::new(Mutex::new(rtc)),
+                nv: nv.clone(),
+                clock: self.clock.clone(),
+            },
+            nv,
+            interfaces: Arc::new(setup.interfaces),
+            services: Arc::default(),
+            seed: setup.seed,
+            state: tokio::sync::Mutex::new(Lifecycle {
+                power: Power::Off,
+                running: None,
+                failure: None,
+            }),
+            power: Mutex::new(Power::Off),
+        };
+        self.slots.insert(id, slot);
+        Ok(())
+    }
+
+    fn slot(&self, id: &str) -> Result<&Slot, RuntimeError> {
+        self.slots
+            .get(id)
+            .ok_or_else(|| RuntimeError::UnknownDevice(id.to_string()))
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.slots.keys().cloned().collect()
+    }
+
+    fn set_power(&self, id: &str, slot: &Slot, life: &mut Lifecycle, power: Power) {
+        life.power = power;
+        *slot.power.lock().unwrap_or_else(|e| e.into_inner()) = power;
+        self.events.send(Event::Power {
+            device: id.to_string(),
+            power,
+        });
+    }
+
+    /// Powers a device on and boots it. No-op if it is already on.
+    pub async fn power_on(&self, id: &str) -> Result<Power, RuntimeError> {
+        let slot = self.slot(id)?;
+        let mut life = slot.state.lock().await;
+        if life.power != Power::Off {
+            return Ok(life.power);
+        }
+        if slot.rtc.update(|rtc, now| rtc.power_restored(now, self.retention)) {
+            self.events.send(Event::Device {
+                device: id.to_string(),
+                kind: "rtc".into(),
+                message: "RTC backup ran out while off; clock restarted from the factory epoch"
+                    .into(),
+            });
+        }
+        self.set_power(id, slot, &mut life, Power::Booting);
+        let running = Running {
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        let ctx = DeviceContext {
+            id: Arc::from(id),
+            clock: self.clock.clone(),
+            nv: slot.nv.clone(),
+            rtc: slot.rtc.clone(),
+            events: self.events.clone(),
+            seed: slot.seed,
+            interfaces: slot.interfaces.clone(),
+            services: slot.services.clone(),
+            cancel: running.cancel.clone(),
+            tracker: running.tracker.clone(),
+        };
+        let outcome = slot.device.clone().boot(ctx).await;
+        life.running = Some(running);
+        match outcome {
+            Ok(()) => {
+                life.failure = None;
+                self.set_power(id, slot, &mut life, Power::On);
+            }
+            Err(e) => {
+                tracing::warn!("{id}: boot failed: {e}");
+                life.failure = Some(e.to_string());
+                self.events.send(Event::BootFailed {
+                    device: id.to_string(),
+                    reason: e.to_string(),
+                });
+                self.set_power(id, slot, &mut life, Power::Failed);
+            }
+        }
+        Ok(life.power)
+    }
+
+    /// Cuts a device's power: its tasks end and its ports close before this
+    /// returns. The RTC goes on counting on its backup.
+    pub async fn power_off(&self, id: &str) -> Result<Power, RuntimeError> {
+        let slot = self.slot(id)?;
+        let mut life = slot.state.lock().await;
+        if life.power == Power::Off {
+            return Ok(Power::Off);
+        }
+        if let Some(running) = life.running.take() {
+            running.cancel.cancel();
+            running.tracker.close();
+            running.tracker.wait().await;
+        }
+        slot.rtc.update(|rtc, now| {
+            rtc.power_lost(now);
+            false
+        });
+        self.set_power(id, slot, &mut life, Power::Off);
+        Ok(Power::Off)
+    }
+
+    /// Power off, then on.
+    pub async fn power_cycle(&self, id: &str) -> Result<Power, RuntimeError> {
+        self.power_off(id).await?;
+        self.power_on(id).await
+    }
+
+    /// Wipes the device's NV memory (except what survives a reset) and boots it.
+    pub async fn factory_reset(&self, id: &str) -> Result<Power, RuntimeError> {
+        let slot = self.slot(id)?;
+        let was_on = *slot.power.lock().unwrap_or_else(|e| e.into_inner()) != Power::Off;
+        self.power_off(id).await?;
+        let mut keep = vec![RTC_KEY];
+        keep.extend_from_slice(slot.device.survives_factory_reset());
+        slot.nv.wipe_except(&keep)?;
+        self.events.send(Event::FactoryReset {
+            device: id.to_string(),
+        });
+        if was_on {
+            self.power_on(id).await
+        } else {
+            Ok(Power::Off)
+        }
+    }
+
+    /// Powers off every device (clean shutdown) and flushes the store.
+    pub async fn shutdown(&self) -> Result<(), RuntimeError> {
+        for id in self.slots.keys() {
+            self.power_off(id).await?;
+        }
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// The device's NV memory (for tools and tests).
+    pub fn nv(&self, id: &str) -> Result<Nv, RuntimeError> {
+        Ok(self.slot(id)?.nv.clone())
+    }
+
+    pub fn status(&self, id: &str) -> Result<DeviceStatus, RuntimeError> {
+        let slot = self.slot(id)?;
+        let power = *slot.power.lock().unwrap_or_else(|e| e.into_inner());
+        let failure = slot.state.try_lock().ok().and_then(|l| l.failure.clone());
+        Ok(DeviceStatus {
+            id: id.to_string(),
+            model: slot.device.model().to_string(),
+            power,
+            addresses: slot
+                .interfaces
+                .iter()
+                .map(|(name, s)| (name.clone(), s.ipv4().to_string()))
+                .collect(),
+            services: slot
+                .services
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            rtc: Some(slot.rtc.now()),
+            credentials: slot.device.credentials(),
+            failure,
+        })
+    }
+
+    pub fn statuses(&self) -> Vec<DeviceStatus> {
+        self.slots
+            .keys()
+            .filter_map(|id| self.status(id).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::host::HostStack;
+    use futures::FutureExt;
+    use std::net::Ipv4Addr;
+    use tokio::io::AsyncWriteExt;
+
+    /// A device with one TCP service that counts its boots in NV memory.
+    struct Probe {
+        fail: bool,
+    }
+
+    impl Device for Probe {
+        fn id(&self) -> &str {
+            "probe"
+        }
+        fn model(&self) -> &str {
+            "Probe"
+        }
+        fn survives_factory_reset(&self) -> &'static [&'static str] {
+            &["fuse"]
+        }
+        fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
+            async move {
+                let boots: u32 = ctx.nv.get("boots")?.unwrap_or(0) + 1;
+                ctx.nv.put("boots", &boots)?;
+                if self.fail {
+                    return Err(BootError::Firmware("bad signature".into()));
+                }
+                let mut l = ctx.listen_tcp("eth1", "echo", 0).await?;
+                ctx.spawn(async move {
+                    while let Ok((mut s, _)) = l.accept().await {
+                        let _ = s.write_all(b"hi").await;
+                    }
+                });
+                Ok(())
+            }
+            .boxed()
+        }
+    }
+
+    async fn runtime(fail: bool) -> Runtime {
+        let clock = Clock::start(Utc::now(), 1.0).unwrap();
+        let store = Store::open(None).unwrap();
+        let mut rt = Runtime::new(clock, store, EventBus::new(), Duration::from_secs(3600));
+        let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+        ifs.insert(
+            "eth1".into(),
+            Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 201, 1))),
+        );
+        rt.add(DeviceSetup {
+            device: Arc::new(Probe { fail }),
+            interfaces: ifs,
+            rtc: RtcConfig::default(),
+            seed: 1,
+        })
+        .unwrap();
+        rt
+    }
+
+    #[tokio::test]
+    async fn power_cycle_closes_ports_and_keeps_nv() {
+        let rt = runtime(false).await;
+        let mut events = rt.events().subscribe();
+        assert_eq!(rt.power_on("probe").await.unwrap(), Power::On);
+        let st = rt.status("probe").unwrap();
+        assert_eq!(st.services.len(), 1);
+        let addr: SocketAddr = st.services[0].address.parse().unwrap();
+        tokio::net::TcpStream::connect(addr).await.unwrap();
+        rt.power_off("probe").await.unwrap();
+        assert!(rt.status("probe").unwrap().services.is_empty());
+        let err = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        rt.power_on("probe").await.unwrap();
+        assert_eq!(rt.nv("probe").unwrap().get::<u32>("boots").unwrap(), Some(2));
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if let Event::Power { power, .. } = e {
+                seen.push(power);
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![Power::Booting, Power::On, Power::Off, Power::Booting, Power::On]
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_boot_is_reported() {
+        let rt = runtime(true).await;
+        assert_eq!(rt.power_on("probe").await.unwrap(), Power::Failed);
+        let st = rt.status("probe").unwrap();
+        assert!(st.failure.unwrap().contains("bad signature"));
+        assert!(matches!(
+            rt.power_on("nope").await,
+            Err(RuntimeError::UnknownDevice(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn factory_reset_wipes_all_but_kept_keys() {
+        let rt = runtime(false).await;
+        rt.power_on("probe").await.unwrap();
+        let nv = rt.nv("probe").unwrap();
+        nv.put("fuse", &true).unwrap();
+        nv.append("audit", &"x").unwrap();
+        rt.factory_reset("probe").await.unwrap();
+        assert_eq!(nv.get::<bool>("fuse").unwrap(), Some(true));
+        assert!(nv.read_log::<String>("audit").unwrap().is_empty());
+        assert_eq!(nv.get::<u32>("boots").unwrap(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn rtc_keeps_counting_while_off() {
+        let rt = runtime(false).await;
+        rt.power_on("probe").await.unwrap();
+        let before = rt.status("probe").unwrap().rtc.unwrap();
+        rt.power_off("probe").await.unwrap();
+        rt.clock().advance(Duration::from_secs(1800));
+        rt.power_on("probe").await.unwrap();
+        let after = rt.status("probe").unwrap().rtc.unwrap();
+        assert!((after - before).num_seconds() >= 1800);
+        // Longer than the retention (one hour here): the RTC restarts.
+        rt.power_off("probe").await.unwrap();
+        rt.clock().advance(Duration::from_secs(7200));
+        rt.power_on("probe").await.unwrap();
+        let t = rt.status("probe").unwrap().rtc.unwrap();
+        assert!(t < crate::clock::FACTORY_EPOCH + chrono::Duration::seconds(5));
+    }
+}

@@ -1,0 +1,15 @@
+//! fieldtwin-emulator: the machine that emulated devices run on.
+//!
+//! - [`clock`]: virtual time and per-device RTCs.
+//! - [`net`]: the transport API services are written against, and its backends.
+//! - [`storage`]: per-device non-volatile memory.
+//! - [`device`]: the `Device` trait and the power/boot lifecycle.
+//! - [`control`]: the `Command`/`Event` bus and the REST control API.
+//! - [`site`]: the site file.
+
+pub mod clock;
+pub mod control;
+pub mod device;
+pub mod net;
+pub mod site;
+pub mod storage;

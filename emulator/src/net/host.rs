@@ -1,0 +1,201 @@
+//! Host backend of the transport API: kernel sockets on loopback.
+//!
+//! Contract: each device interface gets its own loopback address
+//! (127.77.S.N for the site address 10.77.S.N, see [`host_address`]) and binds
+//! its real ports. When the process may not bind ports below 1024 (no root,
+//! no `CAP_NET_BIND_SERVICE`), every such port is moved up by the fixed
+//! [`PORT_OFFSET`] (502 -> 10502, 443 -> 10443); the decision is taken once per
+//! process by [`privileged_ports`] and reported by [`Stack::public_port`].
+//! Outbound connections leave from the interface's own address, so a peer
+//! sees the device's IP.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::OnceLock;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+
+use super::{BoxStream, Datagram, Listener, Stack};
+
+/// Added to ports below 1024 when the process may not bind them.
+pub const PORT_OFFSET: u16 = 10_000;
+
+/// Loopback address used in host mode for site address `ip`: 127.77.S.N.
+pub fn host_address(ip: Ipv4Addr) -> Ipv4Addr {
+    let [_, _, s, n] = ip.octets();
+    Ipv4Addr::new(127, 77, s, n)
+}
+
+/// Whether this process may bind ports below 1024 (probed once, on a
+/// loopback address no device uses).
+pub fn privileged_ports() -> bool {
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::new(127, 77, 255, 254), 1))
+            .map(drop)
+            .map(|_| true)
+            .unwrap_or_else(|e| e.kind() != io::ErrorKind::PermissionDenied)
+    })
+}
+
+/// Maps a service port to the port actually bound in host mode.
+pub fn map_port(port: u16) -> u16 {
+    if port != 0 && port < 1024 && !privileged_ports() {
+        port + PORT_OFFSET
+    } else {
+        port
+    }
+}
+
+/// A device interface on kernel loopback.
+#[derive(Debug, Clone)]
+pub struct HostStack {
+    ip: Ipv4Addr,
+}
+
+impl HostStack {
+    /// An interface on loopback address `ip` (use [`host_address`]).
+    pub fn new(ip: Ipv4Addr) -> Self {
+        Self { ip }
+    }
+}
+
+struct HostListener {
+    inner: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listener for HostListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>> {
+        async move {
+            let (s, peer) = self.inner.accept().await?;
+            s.set_nodelay(true)?;
+            Ok((Box::new(s) as BoxStream, peer))
+        }
+        .boxed()
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+struct HostDatagram {
+    inner: UdpSocket,
+    addr: SocketAddr,
+}
+
+impl Datagram for HostDatagram {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        self.inner.send_to(buf, to).boxed()
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        self.inner.recv_from(buf).boxed()
+    }
+
+    fn join_multicast_v4(&self, group: Ipv4Addr) -> io::Result<()> {
+        self.inner.join_multicast_v4(group, Ipv4Addr::LOCALHOST)
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Stack for HostStack {
+    fn ipv4(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    fn public_port(&self, port: u16) -> u16 {
+        map_port(port)
+    }
+
+    fn listen_tcp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
+        async move {
+            let addr = SocketAddr::from((self.ip, map_port(port)));
+            let sock = TcpSocket::new_v4()?;
+            sock.set_reuseaddr(true)?;
+            sock.bind(addr)?;
+            let inner = sock.listen(1024)?;
+            let addr = inner.local_addr()?;
+            Ok(Box::new(HostListener { inner, addr }) as Box<dyn Listener>)
+        }
+        .boxed()
+    }
+
+    fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Datagram>>> {
+        async move {
+            let inner = UdpSocket::bind(SocketAddr::from((self.ip, map_port(port)))).await?;
+            let addr = inner.local_addr()?;
+            Ok(Box::new(HostDatagram { inner, addr }) as Box<dyn Datagram>)
+        }
+        .boxed()
+    }
+
+    fn connect_tcp(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
+        async move {
+            let sock = TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::from((self.ip, 0)))?;
+            let s = sock.connect(to).await?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s) as BoxStream)
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn site_addresses_map_to_their_own_loopback_address() {
+        assert_eq!(
+            host_address(Ipv4Addr::new(10, 77, 0, 10)),
+            Ipv4Addr::new(127, 77, 0, 10)
+        );
+        assert_eq!(
+            host_address(Ipv4Addr::new(10, 77, 1, 11)),
+            Ipv4Addr::new(127, 77, 1, 11)
+        );
+    }
+
+    #[tokio::test]
+    async fn listener_accepts_and_closing_it_refuses() {
+        let stack = HostStack::new(Ipv4Addr::new(127, 77, 200, 1));
+        let mut l = stack.listen_tcp(0).await.unwrap();
+        let addr = l.local_addr();
+        let client = HostStack::new(Ipv4Addr::new(127, 77, 200, 2));
+        let mut c = client.connect_tcp(addr).await.unwrap();
+        let (mut s, peer) = l.accept().await.unwrap();
+        assert_eq!(peer.ip(), Ipv4Addr::new(127, 77, 200, 2));
+        c.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        drop(l);
+        let err = client.connect_tcp(addr).await.err().expect("port closed");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[tokio::test]
+    async fn udp_round_trip() {
+        let a = HostStack::new(Ipv4Addr::new(127, 77, 200, 3));
+        let b = HostStack::new(Ipv4Addr::new(127, 77, 200, 4));
+        let sa = a.bind_udp(0).await.unwrap();
+        let sb = b.bind_udp(0).await.unwrap();
+        sa.send_to(b"hello", sb.local_addr()).await.unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = sb.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from, sa.local_addr());
+    }
+}

@@ -1,0 +1,61 @@
+//! Transport API that every device service is written against, once, for
+//! both network backends (DESIGN.md principle 3).
+//!
+//! Contract:
+//! - A device owns one [`Stack`] per network interface. A service asks it for
+//!   a TCP [`Listener`], a [`Datagram`] socket, or an outbound TCP connection,
+//!   and only ever sees [`BoxStream`]s: `AsyncRead + AsyncWrite + Unpin + Send`.
+//!   No kernel-only type appears in this API, so a smoltcp backend (listener
+//!   pools on a TAP device) implements the same traits.
+//! - Dropping a listener closes the port: new connections are refused.
+//!   Dropping a stream closes it gracefully (FIN).
+//! - [`Stack::public_port`] says which port a client really uses for a
+//!   service port (the host backend may apply [`host::PORT_OFFSET`]).
+
+pub mod host;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A connected byte stream (TCP in both backends).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// A boxed connected stream.
+pub type BoxStream = Box<dyn Stream>;
+
+/// A listening TCP port.
+pub trait Listener: Send + 'static {
+    /// Waits for the next client; returns its stream and address.
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>>;
+    /// The address clients connect to.
+    fn local_addr(&self) -> SocketAddr;
+}
+
+/// A bound UDP socket.
+pub trait Datagram: Send + Sync + 'static {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>>;
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8])
+    -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
+    fn join_multicast_v4(&self, group: Ipv4Addr) -> io::Result<()>;
+    fn local_addr(&self) -> SocketAddr;
+}
+
+/// One network interface of one device.
+pub trait Stack: Send + Sync + 'static {
+    /// The interface's IPv4 address as clients reach it.
+    fn ipv4(&self) -> Ipv4Addr;
+    /// The port a client must use to reach service port `port`.
+    fn public_port(&self, port: u16) -> u16 {
+        port
+    }
+    /// Opens a listening TCP port on this interface.
+    fn listen_tcp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Listener>>>;
+    /// Binds a UDP port on this interface.
+    fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Datagram>>>;
+    /// Opens an outbound TCP connection from this interface.
+    fn connect_tcp(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>>;
+}

@@ -1,0 +1,740 @@
+//! The site file: which devices exist, their addresses, segments and field
+//! devices (TOML, documented in docs/site-file.md).
+//!
+//! Contract:
+//! - [`Site::parse`] accepts only known fields (`deny_unknown_fields`) and
+//!   validates the whole file; every error names the field (as a path like
+//!   `device[2].ip`) and says what is allowed.
+//! - [`Site::default_site`] is the embedded default site (DESIGN.md "Default
+//!   site"); [`DEFAULT_SITE_TOML`] is its text.
+//! - The types here are configuration only (DESIGN.md principle 6): models
+//!   build their runtime state from them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Text of the embedded default site.
+pub const DEFAULT_SITE_TOML: &str = include_str!("default.toml");
+
+/// Errors of loading a site file.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("cannot read site file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("site file is not valid: {0}")]
+    Syntax(String),
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> SiteError {
+    SiteError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// A whole site.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub site: SiteInfo,
+    pub network: NetworkConfig,
+    #[serde(default, rename = "segment")]
+    pub segments: Vec<SegmentConfig>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// `[site]`: name, seed and time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteInfo {
+    pub name: String,
+    /// Seed of every random choice (noise, serial numbers, TCP sequence numbers).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Site time at start (RFC 3339); default: the host's time at start.
+    #[serde(default)]
+    pub start: Option<DateTime<Utc>>,
+    /// How long a powered-off device's RTC keeps time on its backup.
+    #[serde(default = "default_retention_days")]
+    pub rtc_retention_days: f64,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_retention_days() -> f64 {
+    90.0
+}
+
+/// `[network]`: the lab subnet and the host side's address on it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub subnet: Subnet,
+    pub host_address: Ipv4Addr,
+}
+
+/// An IPv4 subnet written `a.b.c.d/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = self.mask();
+        u32::from(ip) & mask == u32::from(self.network) & mask
+    }
+
+    fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+}
+
+impl TryFrom<String> for Subnet {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let err = || format!("{s:?} is not a subnet; write it like \"10.77.0.0/24\"");
+        let (ip, len) = s.split_once('/').ok_or_else(err)?;
+        let network: Ipv4Addr = ip.parse().map_err(|_| err())?;
+        let prefix: u8 = len.parse().map_err(|_| err())?;
+        if prefix > 32 {
+            return Err(err());
+        }
+        Ok(Self { network, prefix })
+    }
+}
+
+impl From<Subnet> for String {
+    fn from(s: Subnet) -> String {
+        s.to_string()
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// `[[segment]]`: an Ethernet segment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    pub name: String,
+    pub subnet: Subnet,
+    /// `tap`: bridged to the host side; `internal`: devices only.
+    pub bridge: Bridge,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Bridge {
+    Tap,
+    Internal,
+}
+
+/// Every device model fieldtwin knows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Model {
+    PAS400,
+    PAS600,
+    PAS600L,
+    PAS600T,
+    PAS600P,
+    PAS800,
+    PAS800L,
+    PAS800P,
+    DataLogger,
+    EVChargingExpert,
+    ChargingStation,
+    PM5560,
+    #[serde(rename = "iEM3155")]
+    IEM3155,
+}
+
+impl Model {
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::PAS400 => "PAS400",
+            Model::PAS600 => "PAS600",
+            Model::PAS600L => "PAS600L",
+            Model::PAS600T => "PAS600T",
+            Model::PAS600P => "PAS600P",
+            Model::PAS800 => "PAS800",
+            Model::PAS800L => "PAS800L",
+            Model::PAS800P => "PAS800P",
+            Model::DataLogger => "DataLogger",
+            Model::EVChargingExpert => "EVChargingExpert",
+            Model::ChargingStation => "ChargingStation",
+            Model::PM5560 => "PM5560",
+            Model::IEM3155 => "iEM3155",
+        }
+    }
+
+    pub fn is_panel_server(self) -> bool {
+        self.name().starts_with("PAS")
+    }
+
+    /// Panel Servers with two Ethernet ports (Universal and Advanced).
+    pub fn has_two_ethernet_ports(self) -> bool {
+        self.is_panel_server() && self != Model::PAS400
+    }
+}
+
+/// `[[device]]`: one networked device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub model: Model,
+    /// Static address on `segment`.
+    pub ip: Ipv4Addr,
+    pub segment: String,
+    /// Take the address by DHCPv4 instead (TAP mode).
+    #[serde(default)]
+    pub dhcp: bool,
+    /// Serial number; default: derived from the seed and the id.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Firmware version at first boot; default: the model's current version.
+    #[serde(default)]
+    pub firmware: Option<String>,
+    #[serde(default)]
+    pub rtc: RtcConfig,
+    /// Whether the device is powered at start.
+    #[serde(default = "yes")]
+    pub powered: bool,
+    /// Load profile of a metering device (see docs/site-file.md).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Panel Server settings; only for PAS models.
+    #[serde(default)]
+    pub panel_server: Option<PanelServerConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// RTC offset and drift of a device.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RtcConfig {
+    /// Offset from site time at first boot, in seconds.
+    #[serde(default)]
+    pub offset_s: f64,
+    /// Crystal error in parts per million (positive: runs fast).
+    #[serde(default)]
+    pub drift_ppm: f64,
+}
+
+/// `[device.panel_server]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PanelServerConfig {
+    #[serde(default)]
+    pub topology: Topology,
+    /// ETH2 address in separated topology.
+    #[serde(default)]
+    pub eth2_ip: Option<Ipv4Addr>,
+    /// ETH2 segment in separated topology.
+    #[serde(default)]
+    pub eth2_segment: Option<String>,
+    #[serde(default)]
+    pub serial_line: SerialLineConfig,
+    /// Modbus-SL devices on the RS-485 port.
+    #[serde(default)]
+    pub serial: Vec<FieldDeviceConfig>,
+    /// Modbus TCP devices reached through the gateway.
+    #[serde(default)]
+    pub modbus_tcp: Vec<TcpDownstreamConfig>,
+    /// IEEE 802.15.4 wireless devices.
+    #[serde(default)]
+    pub wireless: Vec<FieldDeviceConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    #[default]
+    Switched,
+    Separated,
+}
+
+/// RS-485 line settings.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SerialLineConfig {
+    pub baud: u32,
+    pub parity: Parity,
+    pub stop_bits: u8,
+}
+
+impl Default for SerialLineConfig {
+    fn default() -> Self {
+        Self {
+            baud: 19200,
+            parity: Parity::Even,
+            stop_bits: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// A field device behind a Panel Server (serial or wireless).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDeviceConfig {
+    pub id: String,
+    /// Commercial reference, e.g. `A9MEM1520`, `iEM3155`, `TH110`.
+    pub model: String,
+    /// Modbus unit id; wireless default: first free from 100.
+    #[serde(default)]
+    pub unit: Option<u8>,
+    /// Wireless RF-ID (hex, `0x` prefix allowed).
+    #[serde(default)]
+    pub rf_id: Option<String>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default = "yes")]
+    pub powered: bool,
+}
+
+/// A Modbus TCP device that a Panel Server reaches on its OT side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpDownstreamConfig {
+    /// Id of a `[[device]]` of the site.
+    pub device: String,
+    /// Virtual server id given at commissioning (1-247).
+    pub unit: u8,
+}
+
+impl Site {
+    /// The embedded default site.
+    pub fn default_site() -> Self {
+        Self::parse(DEFAULT_SITE_TOML).expect("the embedded default site is valid")
+    }
+
+    /// Reads and validates a site file.
+    pub fn load(path: &Path) -> Result<Self, SiteError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SiteError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates site-file text.
+    pub fn parse(text: &str) -> Result<Self, SiteError> {
+        let site: Site = toml::from_str(text).map_err(|e| SiteError::Syntax(e.to_string()))?;
+        site.validate()?;
+        Ok(site)
+    }
+
+    /// The site as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+
+    pub fn segment(&self, name: &str) -> Option<&SegmentConfig> {
+        self.segments.iter().find(|s| s.name == name)
+    }
+
+    /// Checks everything serde cannot: names, addresses, references, ranges.
+    pub fn validate(&self) -> Result<(), SiteError> {
+        check_name("site.name", &self.site.name)?;
+        if !(self.site.rtc_retention_days.is_finite() && self.site.rtc_retention_days >= 0.0) {
+            return Err(invalid(
+                "site.rtc_retention_days",
+                "must be a non-negative number of days",
+            ));
+        }
+        if !self.network.subnet.contains(self.network.host_address) {
+            return Err(invalid(
+                "network.host_address",
+                format!(
+                    "{} is outside network.subnet {}",
+                    self.network.host_address, self.network.subnet
+                ),
+            ));
+        }
+        let mut segments = BTreeSet::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            check_name(&format!("segment[{i}].name"), &s.name)?;
+            if !segments.insert(s.name.as_str()) {
+                return Err(invalid(
+                    format!("segment[{i}].name"),
+                    format!("segment {:?} is defined twice", s.name),
+                ));
+            }
+        }
+        let allowed_segments = segments.iter().copied().collect::<Vec<_>>().join(", ");
+        let mut ids = BTreeSet::new();
+        let mut ips: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+        ips.insert(self.network.host_address, "the host side".into());
+        for (i, d) in self.devices.iter().enumerate() {
+            let at = format!("device[{i}]");
+            check_name(&format!("{at}.id"), &d.id)?;
+            if !ids.insert(d.id.as_str()) {
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!("device id {:?} is used twice; ids must be unique", d.id),
+                ));
+            }
+            self.check_address(&format!("{at}.ip"), d.ip, &d.segment, &allowed_segments)?;
+            if let Some(other) = ips.insert(d.ip, d.id.clone()) {
+                return Err(invalid(
+                    format!("{at}.ip"),
+                    format!("{} is already used by {other}", d.ip),
+                ));
+            }
+            if !(d.rtc.drift_ppm.is_finite() && d.rtc.drift_ppm.abs() <= 1000.0) {
+                return Err(invalid(
+                    format!("{at}.rtc.drift_ppm"),
+                    "must be between -1000 and 1000 ppm",
+                ));
+            }
+            if !d.rtc.offset_s.is_finite() {
+                return Err(invalid(
+                    format!("{at}.rtc.offset_s"),
+                    "must be a number of seconds",
+                ));
+            }
+            if let Some(ps) = &d.panel_server {
+                if !d.model.is_panel_server() {
+                    return Err(invalid(
+                        format!("{at}.panel_server"),
+                        format!("only Panel Server models (PAS...) take this table, not {}", d.model.name()),
+                    ));
+                }
+                self.check_panel_server(&at, d, ps, &allowed_segments, &mut ips)?;
+            }
+        }
+        // Cross-device references are checked once all ids are known.
+        for (i, d) in self.devices.iter().enumerate() {
+            for (j, t) in d
+                .panel_server
+                .iter()
+                .flat_map(|p| p.modbus_tcp.iter())
+                .enumerate()
+            {
+                if !ids.contains(t.device.as_str()) {
+                    return Err(invalid(
+                        format!("device[{i}].panel_server.modbus_tcp[{j}].device"),
+                        format!("no device has id {:?}", t.device),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_address(
+        &self,
+        field: &str,
+        ip: Ipv4Addr,
+        segment: &str,
+        allowed: &str,
+    ) -> Result<(), SiteError> {
+        let seg = self.segment(segment).ok_or_else(|| {
+            invalid(
+                field.replace(".ip", ".segment").replace("eth2_ip", "eth2_segment"),
+                format!("no segment named {segment:?}; defined segments: {allowed}"),
+            )
+        })?;
+        if !seg.subnet.contains(ip) {
+            return Err(invalid(
+                field,
+                format!("{ip} is outside segment {}'s subnet {}", seg.name, seg.subnet),
+            ));
+        }
+        let last = ip.octets()[3];
+        if last == 0 || last == 255 {
+            return Err(invalid(
+                field,
+                format!("{ip} is a network or broadcast address; use .1 to .254"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_panel_server(
+        &self,
+        at: &str,
+        d: &DeviceConfig,
+        ps: &PanelServerConfig,
+        allowed: &str,
+        ips: &mut BTreeMap<Ipv4Addr, String>,
+    ) -> Result<(), SiteError> {
+        let at = format!("{at}.panel_server");
+        match (ps.topology, ps.eth2_ip, ps.eth2_segment.as_deref()) {
+            (Topology::Separated, Some(ip), Some(seg)) => {
+                if !d.model.has_two_ethernet_ports() {
+                    return Err(invalid(
+                        format!("{at}.topology"),
+                        format!("{} has one Ethernet port; only \"switched\" is allowed", d.model.name()),
+                    ));
+                }
+                if seg == d.segment {
+                    return Err(invalid(
+                        format!("{at}.eth2_segment"),
+                        "in separated topology ETH2 must be on another segment than ETH1",
+                    ));
+                }
+                self.check_address(&format!("{at}.eth2_ip"), ip, seg, allowed)?;
+                if let Some(other) = ips.insert(ip, d.id.clone()) {
+                    return Err(invalid(
+                        format!("{at}.eth2_ip"),
+                        format!("{ip} is already used by {other}"),
+                    ));
+                }
+            }
+            (Topology::Separated, _, _) => {
+                return Err(invalid(
+                    format!("{at}.eth2_ip"),
+                    "separated topology needs eth2_ip and eth2_segment",
+                ));
+            }
+            (Topology::Switched, None, None) => {}
+            (Topology::Switched, _, _) => {
+                return Err(invalid(
+                    format!("{at}.eth2_ip"),
+                    "eth2_ip and eth2_segment are only for topology = \"separated\"",
+                ));
+            }
+        }
+        const BAUDS: [u32; 4] = [9600, 19200, 38400, 115_200];
+        if !BAUDS.contains(&ps.serial_line.baud) {
+            return Err(invalid(
+                format!("{at}.serial_line.baud"),
+                format!("{} is not supported; use one of 9600, 19200, 38400, 115200", ps.serial_line.baud),
+            ));
+        }
+        if !(1..=2).contains(&ps.serial_line.stop_bits) {
+            return Err(invalid(format!("{at}.serial_line.stop_bits"), "must be 1 or 2"));
+        }
+        let mut units: BTreeMap<u8, String> = BTreeMap::new();
+        let mut field_ids = BTreeSet::new();
+        let lists = [("serial", &ps.serial), ("wireless", &ps.wireless)];
+        for (kind, list) in lists {
+            for (j, f) in list.iter().enumerate() {
+                let at = format!("{at}.{kind}[{j}]");
+                check_name(&format!("{at}.id"), &f.id)?;
+                if !field_ids.insert(f.id.clone()) {
+                    return Err(invalid(format!("{at}.id"), format!("{:?} is used twice", f.id)));
+                }
+                if kind == "serial" && f.unit.is_none() {
+                    return Err(invalid(
+                        format!("{at}.unit"),
+                        "a Modbus-SL device needs its unit id (1-247)",
+                    ));
+                }
+                if kind == "wireless" {
+                    match &f.rf_id {
+                        None => {
+                            return Err(invalid(
+                                format!("{at}.rf_id"),
+                                "a wireless device needs its RF-ID (hex, e.g. \"0x000000002A3B0001\")",
+                            ));
+                        }
+                        Some(r) => {
+                            parse_rf_id(r).ok_or_else(|| {
+                                invalid(
+                                    format!("{at}.rf_id"),
+                                    format!("{r:?} is not an RF-ID; write up to 16 hex digits"),
+                                )
+                            })?;
+                        }
+                    }
+                }
+                if let Some(u) = f.unit {
+                    check_unit(&format!("{at}.unit"), u, &f.id, &mut units)?;
+                }
+            }
+        }
+        for (j, t) in ps.modbus_tcp.iter().enumerate() {
+            check_unit(
+                &format!("{at}.modbus_tcp[{j}].unit"),
+                t.unit,
+                &t.device,
+                &mut units,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn check_unit(
+    field: &str,
+    unit: u8,
+    who: &str,
+    units: &mut BTreeMap<u8, String>,
+) -> Result<(), SiteError> {
+    if !(1..=247).contains(&unit) {
+        return Err(invalid(
+            field,
+            format!("unit id {unit} is out of range; allowed 1-247 (255 is the Panel Server itself)"),
+        ));
+    }
+    if let Some(other) = units.insert(unit, who.to_string()) {
+        return Err(invalid(
+            field,
+            format!("unit id {unit} is already used by {other}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an RF-ID written in hex with an optional `0x`.
+pub fn parse_rf_id(s: &str) -> Option<u64> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), SiteError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{name:?} is not allowed; use 1-32 characters from a-z, A-Z, 0-9, '-' and '_'"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_site_is_valid_and_complete() {
+        let s = Site::default_site();
+        let ps = s.device("ps1").unwrap();
+        assert_eq!(ps.model, Model::PAS600L);
+        assert_eq!(ps.ip, Ipv4Addr::new(10, 77, 0, 10));
+        let cfg = ps.panel_server.as_ref().unwrap();
+        assert_eq!(cfg.wireless.len(), 5);
+        assert_eq!(cfg.serial.len(), 1);
+        assert!(s.device("evce1").is_some());
+        assert!(s.device("dl1").is_some());
+        // The printed form parses back to the same site.
+        assert_eq!(Site::parse(&s.to_toml()).unwrap(), s);
+    }
+
+    fn with(text_from: &str, to: &str) -> String {
+        assert!(DEFAULT_SITE_TOML.contains(text_from));
+        DEFAULT_SITE_TOML.replacen(text_from, to, 1)
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = with("serial = \"NK231730251\"", "serail = \"x\"");
+        let err = Site::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("serail"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let err = Site::parse(&with("ip = \"10.77.0.10\"", "ip = \"10.77.0.300\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ip"), "{err}");
+        let err = Site::parse(&with("ip = \"10.77.0.10\"", "ip = \"10.78.0.10\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("device[0].ip: 10.78.0.10 is outside"), "{err}");
+        let err = Site::parse(&with("ip = \"10.77.0.20\"", "ip = \"10.77.0.10\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already used by ps1"), "{err}");
+    }
+
+    #[test]
+    fn bad_model_lists_the_allowed_ones() {
+        let err = Site::parse(&with("model = \"PAS600L\"", "model = \"PAS999\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PAS999") && err.contains("PAS800"), "{err}");
+    }
+
+    #[test]
+    fn unit_ids_are_checked() {
+        let err = Site::parse(&with("unit = 10", "unit = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already used by meter-sl"), "{err}");
+        let err = Site::parse(&with("unit = 10", "unit = 250"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1-247"), "{err}");
+    }
+
+    #[test]
+    fn references_are_checked() {
+        let err = Site::parse(&with("device = \"meter-tcp\"", "device = \"nope\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("modbus_tcp[0].device"), "{err}");
+        let err = Site::parse(&with("segment = \"lan\"", "segment = \"wan\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("device[0].segment") && err.contains("lan, ot"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for text in ["", "[[[", "site = 3", "\u{0}\u{1}"] {
+            assert!(Site::parse(text).is_err());
+        }
+    }
+
+    #[test]
+    fn subnets() {
+        let s = Subnet::try_from("10.77.0.0/24".to_string()).unwrap();
+        assert!(s.contains(Ipv4Addr::new(10, 77, 0, 200)));
+        assert!(!s.contains(Ipv4Addr::new(10, 77, 1, 1)));
+        assert!(Subnet::try_from("10.77.0.0/33".to_string()).is_err());
+        assert!(Subnet::try_from("10.77.0.0".to_string()).is_err());
+        assert_eq!(parse_rf_id("0x2A"), Some(42));
+        assert_eq!(parse_rf_id("0x"), None);
+        assert_eq!(parse_rf_id("12345678901234567"), None);
+    }
+}

@@ -1,0 +1,36 @@
+//! fieldtwin-models: device behaviour and protocols.
+//!
+//! - [`proto`]: protocol codecs (Modbus MBAP/RTU, ...), total and incremental.
+//! - [`panel_server`]: EcoStruxure Panel Server PAS400/600/800.
+//! - [`passive`]: devices whose behaviour is not emulated yet.
+//!
+//! [`build`] turns one `[[device]]` of the site file into a [`Device`].
+
+pub mod panel_server;
+pub mod passive;
+pub mod proto;
+
+use std::sync::Arc;
+
+use fieldtwin_emulator::device::Device;
+use fieldtwin_emulator::site::{DeviceConfig, Site};
+
+/// Builds the model of site device `dev`.
+pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
+    match dev.model {
+        m if m.is_panel_server() => Arc::new(panel_server::PanelServer::new(site, dev)),
+        _ => Arc::new(passive::Passive::new(dev)),
+    }
+}
+
+/// Interface names of a site device: `eth1`, plus `eth2` for a Panel Server
+/// in separated topology.
+pub fn interfaces(dev: &DeviceConfig) -> Vec<(String, std::net::Ipv4Addr, String)> {
+    let mut v = vec![("eth1".to_string(), dev.ip, dev.segment.clone())];
+    if let Some(ps) = &dev.panel_server
+        && let (Some(ip), Some(seg)) = (ps.eth2_ip, &ps.eth2_segment)
+    {
+        v.push(("eth2".to_string(), ip, seg.clone()));
+    }
+    v
+}

@@ -1,0 +1,5 @@
+//! Protocol codecs. Every codec is incremental ("need more bytes" on a
+//! partial frame) and total (malformed input gets a protocol-correct error,
+//! never a panic) — DESIGN.md principle 5.
+
+pub mod modbus;

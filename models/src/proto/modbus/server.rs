@@ -1,0 +1,112 @@
+//! Modbus TCP server loop over the transport API: accepts clients on a
+//! device listener, frames requests with [`super::mbap`], asks a [`Handler`]
+//! and writes the answers.
+//!
+//! Contract:
+//! - Requests on one connection are answered in order; every decodable
+//!   request gets an answer (data or exception). A frame with a bad MBAP
+//!   header closes the connection; nothing a client sends can panic or stop
+//!   the server.
+//! - At most `max_clients` connections are served at once (the Panel Server
+//!   allows 128); the next client is accepted and closed at once.
+//! - Connection tasks belong to the device ([`DeviceContext::spawn`]), so they
+//!   end when it loses power.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::BytesMut;
+use fieldtwin_emulator::device::{DeviceContext, TrackedListener};
+use fieldtwin_emulator::net::BoxStream;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::mbap::{self, Adu};
+use super::{Exception, Request, Response};
+
+/// What answers Modbus requests: the device's register logic.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request addressed to unit `unit`.
+    fn handle(&self, unit: u8, req: Request) -> BoxFuture<'_, Result<Response, Exception>>;
+}
+
+/// Answers one request PDU: decode, handle, encode (exceptions included).
+pub async fn answer(handler: &dyn Handler, unit: u8, pdu: &[u8]) -> Vec<u8> {
+    let function = pdu.first().copied().unwrap_or(0);
+    let response = match Request::decode(pdu) {
+        Ok(req) => handler
+            .handle(unit, req)
+            .await
+            .unwrap_or_else(|e| Response::exception(function, e)),
+        Err(e) => Response::exception(function, e),
+    };
+    response.encode()
+}
+
+/// Serves `listener` until the device loses power.
+pub async fn serve(
+    ctx: DeviceContext,
+    mut listener: TrackedListener,
+    handler: Arc<dyn Handler>,
+    max_clients: usize,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else {
+            continue;
+        };
+        if active.load(Ordering::Acquire) >= max_clients {
+            drop(stream);
+            continue;
+        }
+        active.fetch_add(1, Ordering::AcqRel);
+        let guard = ActiveGuard(active.clone());
+        let handler = handler.clone();
+        ctx.spawn(async move {
+            let _guard = guard;
+            let _ = connection(stream, &*handler).await;
+        });
+    }
+}
+
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn connection(mut stream: BoxStream, handler: &dyn Handler) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(512);
+    let mut out = Vec::with_capacity(512);
+    loop {
+        loop {
+            match mbap::decode(&mut buf) {
+                Ok(Some(req)) => {
+                    let pdu = answer(handler, req.unit, &req.pdu).await;
+                    mbap::encode(
+                        &Adu {
+                            transaction: req.transaction,
+                            unit: req.unit,
+                            pdu,
+                        },
+                        &mut out,
+                    );
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    stream.write_all(&out).await?;
+                    return stream.shutdown().await;
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}

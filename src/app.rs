@@ -1,0 +1,153 @@
+//! Wiring of a running site: site file -> clock, NV store, devices on their
+//! network backend, control API; and the `site` subcommands.
+//!
+//! Contract: `run` powers on every device the site marks powered, prints the
+//! device table, serves the control API until Ctrl-C or SIGTERM, then powers
+//! every device off (RTC backups saved) and flushes the state before exiting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use fieldtwin_emulator::clock::Clock;
+use fieldtwin_emulator::control::{self, EventBus};
+use fieldtwin_emulator::device::{DeviceSetup, Runtime};
+use fieldtwin_emulator::net::Stack;
+use fieldtwin_emulator::net::host::{self, HostStack};
+use fieldtwin_emulator::site::Site;
+use fieldtwin_emulator::storage::Store;
+
+/// Default address of the control API.
+pub const DEFAULT_API: &str = "127.0.0.1:7780";
+
+/// Options of `fieldtwin run`.
+#[derive(Debug, Args)]
+pub struct RunOptions {
+    /// Site file (TOML); default: the embedded default site.
+    #[arg(long)]
+    site: Option<PathBuf>,
+    /// Directory that keeps every device's NV memory across runs; default: a
+    /// fresh temporary state.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Address of the REST control API.
+    #[arg(long, default_value = DEFAULT_API)]
+    api: SocketAddr,
+    /// Speed of virtual time (1 = real time, up to 1000000).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+}
+
+fn load_site(file: Option<&Path>) -> anyhow::Result<Site> {
+    Ok(match file {
+        Some(f) => Site::load(f)?,
+        None => Site::default_site(),
+    })
+}
+
+/// Per-device seed: stable for a site seed and a device id.
+fn device_seed(site_seed: u64, id: &str) -> u64 {
+    id.bytes().fold(site_seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Builds the runtime of `site` in host mode.
+pub fn build_runtime(site: &Site, clock: Clock, store: Store) -> anyhow::Result<Runtime> {
+    let retention = Duration::from_secs_f64(site.site.rtc_retention_days * 86_400.0);
+    let mut rt = Runtime::new(clock, store, EventBus::new(), retention);
+    for dev in &site.devices {
+        let interfaces: BTreeMap<String, Arc<dyn Stack>> = fieldtwin_models::interfaces(dev)
+            .into_iter()
+            .map(|(name, ip, _segment)| {
+                let stack: Arc<dyn Stack> = Arc::new(HostStack::new(host::host_address(ip)));
+                (name, stack)
+            })
+            .collect();
+        rt.add(DeviceSetup {
+            device: fieldtwin_models::build(site, dev),
+            interfaces,
+            rtc: dev.rtc,
+            seed: device_seed(site.site.seed, &dev.id),
+        })
+        .with_context(|| format!("adding device {}", dev.id))?;
+    }
+    Ok(rt)
+}
+
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let site = load_site(opts.site.as_deref())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let epoch = site.site.start.unwrap_or_else(chrono::Utc::now);
+        let clock = Clock::start(epoch, opts.speed)?;
+        let store = Store::open(opts.state.as_deref())?;
+        let rt = Arc::new(build_runtime(&site, clock, store)?);
+        let api = tokio::net::TcpListener::bind(opts.api)
+            .await
+            .with_context(|| format!("cannot open the control API on {} (use --api)", opts.api))?;
+        for dev in site.devices.iter().filter(|d| d.powered) {
+            rt.power_on(&dev.id).await?;
+        }
+        if !host::privileged_ports() {
+            println!(
+                "note: this process may not bind ports below 1024; they are moved up by {} \
+                 (502 -> {}, 443 -> {}). Run as root or grant CAP_NET_BIND_SERVICE to use the real ports.",
+                host::PORT_OFFSET,
+                502 + host::PORT_OFFSET,
+                443 + host::PORT_OFFSET
+            );
+        }
+        println!("fieldtwin: site {:?}, host mode, {} devices", site.site.name, site.devices.len());
+        print!("{}", crate::report::table(&rt.statuses()));
+        println!("control API: http://{}/api/v1/devices", api.local_addr()?);
+        match opts.state.as_deref() {
+            Some(dir) => println!("state: {}", dir.display()),
+            None => println!("state: temporary (use --state DIR to keep it)"),
+        }
+        let server = axum::serve(api, control::router(rt.clone()))
+            .with_graceful_shutdown(shutdown_signal());
+        server.await.context("control API failed")?;
+        println!("fieldtwin: shutting down");
+        rt.shutdown().await?;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub fn site_show(file: Option<&Path>) -> anyhow::Result<()> {
+    match file {
+        None => print!("{}", fieldtwin_emulator::site::DEFAULT_SITE_TOML),
+        Some(f) => print!("{}", Site::load(f)?.to_toml()),
+    }
+    Ok(())
+}
+
+pub fn site_check(file: &Path) -> anyhow::Result<()> {
+    let site = Site::load(file).with_context(|| format!("{} is not a valid site file", file.display()))?;
+    println!(
+        "{}: valid site {:?} with {} devices",
+        file.display(),
+        site.site.name,
+        site.devices.len()
+    );
+    Ok(())
+}
