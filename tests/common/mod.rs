@@ -1,0 +1,209 @@
+//! Shared harness of the end-to-end tests: starts the real `fieldtwin`
+//! binary on a site of its own and talks to it with real clients (curl,
+//! mbpoll, ...).
+//!
+//! Tests run in parallel, and in host mode a device binds its real ports on
+//! 127.77.S.N, so every test uses its own site octets: [`site_text`] moves the
+//! default site from 10.77.0.x/10.77.1.x to 10.77.A.x/10.77.A+1.x. Each test
+//! picks a distinct even `A`; the list of octets in use is kept here:
+//!
+//! | octet | test |
+//! |---|---|
+//! | 10 | foundation_e2e::panel_server_slice |
+//! | 12 | foundation_e2e::power_and_clock |
+//! | 14 | foundation_e2e::state_survives_restart |
+//! | 20-39 | gateway tests |
+//! | 40-59 | security tests |
+//! | 60-79 | network tests |
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback for the control API.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The default site moved to octets `a` (lan) and `a + 1` (ot).
+pub fn site_text(a: u8) -> String {
+    fieldtwin_default_site()
+        .replace("10.77.1.", "@OT@")
+        .replace("10.77.0.", &format!("10.77.{a}."))
+        .replace("@OT@", &format!("10.77.{}.", a + 1))
+}
+
+/// The embedded default site, as `fieldtwin site show` prints it.
+pub fn fieldtwin_default_site() -> String {
+    let out = fieldtwin(&["site", "show"]);
+    assert!(out.status.success(), "site show failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `fieldtwin ARGS` to completion.
+pub fn fieldtwin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fieldtwin"))
+        .args(args)
+        .output()
+        .expect("run fieldtwin")
+}
+
+/// Runs a command and returns its output; panics with a clear message if the
+/// tool is not installed (scripts/test installs it).
+pub fn tool(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); scripts/test installs it"))
+}
+
+/// A running `fieldtwin run`, stopped with SIGTERM when dropped.
+pub struct RunningSite {
+    child: Child,
+    pub api: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub stdout: Arc<Mutex<String>>,
+}
+
+impl RunningSite {
+    /// Starts the site of `text` with extra `args`, waits until the API answers.
+    pub fn start(text: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site.toml");
+        std::fs::write(&site, text).unwrap();
+        Self::start_file(&site, dir, args)
+    }
+
+    pub fn start_file(site: &Path, dir: tempfile::TempDir, args: &[&str]) -> Self {
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fieldtwin"))
+            .arg("run")
+            .arg("--site")
+            .arg(site)
+            .arg("--api")
+            .arg(api.to_string())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start fieldtwin");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let site = Self {
+            child,
+            api,
+            dir,
+            stdout,
+        };
+        site.wait_until(Duration::from_secs(60), || {
+            site.stdout.lock().unwrap().contains("control API:")
+        });
+        site
+    }
+
+    /// Polls `f` until it is true; panics after `timeout`.
+    pub fn wait_until(&self, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out; fieldtwin printed:\n{}",
+                self.stdout.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    /// `curl` GET; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        curl(&["-s", "-w", "\n%{http_code}", &self.url(path)])
+    }
+
+    /// `curl` POST of a JSON body; returns (status, body).
+    pub fn post(&self, path: &str, json: &str) -> (u16, String) {
+        curl(&[
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            json,
+            &self.url(path),
+        ])
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn post_json(&self, path: &str, json: &str) -> serde_json::Value {
+        let (status, body) = self.post(path, json);
+        assert_eq!(status, 200, "{path} {json}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Stops the process with SIGTERM and waits; returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+impl Drop for RunningSite {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// Runs curl with `args`, expecting `-w "\n%{http_code}"` at the end.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = tool("curl", args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
