@@ -12,6 +12,8 @@
 //! | 10 | foundation_e2e::panel_server_slice |
 //! | 12 | foundation_e2e::power_and_clock |
 //! | 14 | foundation_e2e::state_survives_restart |
+//! | 16 | foundation_e2e::malformed_modbus_never_kills_the_device |
+//! | 18 | foundation_e2e::events_stream_reports_power_changes |
 //! | 20-39 | gateway tests |
 //! | 40-59 | security tests |
 //! | 60-79 | network tests |
