@@ -332,3 +332,33 @@ fn site_check_names_the_bad_field() {
     let out = fieldtwin(&["run", "--site", unknown.to_str().unwrap()]);
     assert!(!out.status.success(), "run refuses a bad site");
 }
+
+#[test]
+fn unprivileged_run_moves_low_ports_by_the_documented_offset() {
+    let is_root = tool("id", &["-u"]).stdout.starts_with(b"0");
+    if !is_root {
+        eprintln!("SKIPPED: needs root to switch to an unprivileged user");
+        return;
+    }
+    let site = RunningSite::start_unprivileged(&site_text(8), &[]);
+    let printed = site.stdout.lock().unwrap().clone();
+    assert!(printed.contains("502 -> 10502"), "{printed}");
+    let ps = site.get_json("/api/v1/devices/ps1");
+    assert_eq!(ps["services"][0]["address"], "127.77.8.10:10502");
+    assert_eq!(ps["services"][0]["port"], 502);
+    let words = mbpoll(&[
+        "-p",
+        "10502",
+        "-a",
+        "255",
+        "-t",
+        "4",
+        "-r",
+        "60",
+        "-c",
+        "8",
+        "127.77.8.10",
+    ])
+    .unwrap();
+    assert_eq!(ascii(&words), "PAS600L");
+}
