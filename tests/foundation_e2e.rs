@@ -47,6 +47,13 @@ fn ascii(words: &[u16]) -> String {
         .collect()
 }
 
+/// Reads the commercial reference (registers 61-68 at unit 255) with mbpoll.
+fn commercial_reference(target: &[&str]) -> String {
+    let mut args = vec!["-a", "255", "-t", "4", "-r", "60", "-c", "8"];
+    args.extend_from_slice(target);
+    ascii(&mbpoll(&args).unwrap())
+}
+
 fn rtc(ip: &str) -> DateTime<Utc> {
     // Registers 116-119 (protocol address 0x73) hold the DATETIME.
     let w = mbpoll(&["-a", "255", "-t", "4:hex", "-r", "115", "-c", "4", ip]).unwrap();
@@ -71,8 +78,7 @@ fn panel_server_slice() {
     let site = RunningSite::start(&site_text(10), &[]);
     let ip = "127.77.10.10";
     // Commercial reference: register 61 = protocol address 0x3C, 8 words.
-    let words = mbpoll(&["-a", "255", "-t", "4", "-r", "60", "-c", "8", ip]).unwrap();
-    assert_eq!(ascii(&words), "PAS600L");
+    assert_eq!(commercial_reference(&[ip]), "PAS600L");
     let vendor = mbpoll(&["-a", "255", "-t", "4", "-r", "159", "-c", "16", ip]).unwrap();
     assert_eq!(ascii(&vendor), "Schneider Electric");
     let serial = mbpoll(&["-a", "255", "-t", "4", "-r", "100", "-c", "6", ip]).unwrap();
@@ -149,19 +155,7 @@ fn malformed_modbus_never_kills_the_device() {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&[0, 9, 0, 0, 0, 6, 255]).unwrap();
     drop(s);
-    let words = mbpoll(&[
-        "-a",
-        "255",
-        "-t",
-        "4",
-        "-r",
-        "60",
-        "-c",
-        "8",
-        "127.77.16.10",
-    ])
-    .unwrap();
-    assert_eq!(ascii(&words), "PAS600L");
+    assert_eq!(commercial_reference(&["127.77.16.10"]), "PAS600L");
 }
 
 #[test]
@@ -286,50 +280,43 @@ fn state_survives_restart_and_shutdown_is_clean() {
     drop(site);
 }
 
+/// Writes `text` as a site file and runs `fieldtwin site check` on it;
+/// returns (success, stderr).
+fn site_check(dir: &std::path::Path, name: &str, text: &str) -> (bool, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let out = fieldtwin(&["site", "check", file.to_str().unwrap()]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 #[test]
 fn site_check_names_the_bad_field() {
     let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.toml");
-    std::fs::write(&good, site_text(30)).unwrap();
-    let out = fieldtwin(&["site", "check", good.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
+    let good = site_text(30);
+    assert!(site_check(dir.path(), "good.toml", &good).0);
 
-    let unknown = dir.path().join("unknown.toml");
-    std::fs::write(
-        &unknown,
-        site_text(30).replace("serial = ", "serail_number = "),
-    )
-    .unwrap();
-    let out = fieldtwin(&["site", "check", unknown.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("serail_number"), "{err}");
+    let unknown = good.replace("serial = ", "serail_number = ");
+    let (ok, err) = site_check(dir.path(), "unknown.toml", &unknown);
+    assert!(!ok && err.contains("serail_number"), "{err}");
 
-    let bad_ip = dir.path().join("bad_ip.toml");
-    std::fs::write(
-        &bad_ip,
-        site_text(30).replace("ip = \"10.77.30.10\"", "ip = \"10.77.30.999\""),
-    )
-    .unwrap();
-    let out = fieldtwin(&["site", "check", bad_ip.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("ip") && err.contains("10.77.30.999"), "{err}");
+    let bad_ip = good.replace("ip = \"10.77.30.10\"", "ip = \"10.77.30.999\"");
+    let (ok, err) = site_check(dir.path(), "bad_ip.toml", &bad_ip);
+    assert!(
+        !ok && err.contains("ip") && err.contains("10.77.30.999"),
+        "{err}"
+    );
 
-    let outside = dir.path().join("outside.toml");
-    std::fs::write(
-        &outside,
-        site_text(30).replace("ip = \"10.77.30.10\"", "ip = \"192.168.1.10\""),
-    )
-    .unwrap();
-    let out = fieldtwin(&["site", "check", outside.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("device[0].ip"), "{err}");
+    let outside = good.replace("ip = \"10.77.30.10\"", "ip = \"192.168.1.10\"");
+    let (ok, err) = site_check(dir.path(), "outside.toml", &outside);
+    assert!(!ok && err.contains("device[0].ip"), "{err}");
 
     let missing = fieldtwin(&["site", "check", "/nonexistent/site.toml"]);
     assert!(!missing.status.success());
-    let out = fieldtwin(&["run", "--site", unknown.to_str().unwrap()]);
+    let file = dir.path().join("unknown.toml");
+    let out = fieldtwin(&["run", "--site", file.to_str().unwrap()]);
     assert!(!out.status.success(), "run refuses a bad site");
 }
 
@@ -346,19 +333,8 @@ fn unprivileged_run_moves_low_ports_by_the_documented_offset() {
     let ps = site.get_json("/api/v1/devices/ps1");
     assert_eq!(ps["services"][0]["address"], "127.77.8.10:10502");
     assert_eq!(ps["services"][0]["port"], 502);
-    let words = mbpoll(&[
-        "-p",
-        "10502",
-        "-a",
-        "255",
-        "-t",
-        "4",
-        "-r",
-        "60",
-        "-c",
-        "8",
-        "127.77.8.10",
-    ])
-    .unwrap();
-    assert_eq!(ascii(&words), "PAS600L");
+    assert_eq!(
+        commercial_reference(&["-p", "10502", "127.77.8.10"]),
+        "PAS600L"
+    );
 }
