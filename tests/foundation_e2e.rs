@@ -122,6 +122,28 @@ fn panel_server_slice() {
         out.status.success() && text.contains("PAS600L") && text.contains("evce1"),
         "{text}"
     );
+
+    // The CLI sends the same commands.
+    let api = site.api.to_string();
+    let out = fieldtwin(&["power", "dl1", "off", "--api", &api]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("dl1") && text.contains("off"),
+        "{text}"
+    );
+    assert_eq!(site.get_json("/api/v1/devices/dl1")["power"], "off");
+    let out = fieldtwin(&["power", "nope", "on", "--api", &api]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no device \"nope\""),
+        "{err}"
+    );
+    let out = fieldtwin(&["clock", "--advance", "3600", "--api", &api]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("elapsed 36"),
+        "{text}"
+    );
 }
 
 #[test]
