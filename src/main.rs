@@ -2,7 +2,9 @@
 //! wiring of a site is in [`app`], the table printing in [`report`].
 
 mod app;
+mod lab;
 mod report;
+mod tap;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,11 @@ enum Cmd {
         /// Control API address of the running site.
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
+    },
+    /// Manage the lab network namespace of TAP mode (docs/lab.md).
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCmd,
     },
     /// Show or check site files.
     Site {
@@ -55,6 +62,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run(opts) => app::run(opts),
         Cmd::Devices { api } => report::devices(api),
+        Cmd::Lab { command } => match lab::run(command) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code.clamp(1, 255) as u8),
+            Err(e) => Err(e),
+        },
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),

@@ -12,7 +12,12 @@
 //! - [`Stack::public_port`] says which port a client really uses for a
 //!   service port (the host backend may apply [`host::PORT_OFFSET`]).
 
+pub mod fault;
 pub mod host;
+pub mod pcap;
+pub mod smol;
+pub mod switch;
+pub mod tap;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
