@@ -119,6 +119,7 @@ struct State {
     next_pool: u64,
     orphans: Vec<(SocketHandle, SmolInstant)>,
     rng: SmallRng,
+    next_port: u16,
 }
 
 struct Shared {
@@ -149,6 +150,25 @@ fn tcp_socket() -> tcp::Socket<'static> {
 }
 
 impl State {
+    /// Next ephemeral port: a random start, then sequential (49152-65535),
+    /// skipping ports in use by TCP sockets.
+    fn ephemeral_port(&mut self) -> u16 {
+        if self.next_port == 0 {
+            self.next_port = self.rng.random_range(49152..=65535);
+        }
+        loop {
+            let p = self.next_port;
+            self.next_port = if p == 65535 { 49152 } else { p + 1 };
+            let used = self.sockets.iter().any(|(_, s)| {
+                matches!(s, smoltcp::socket::Socket::Tcp(t)
+                    if t.local_endpoint().is_some_and(|e| e.port == p))
+            });
+            if !used {
+                return p;
+            }
+        }
+    }
+
     /// Moves sockets that took a SYN to `pending` and tops every pool up.
     fn replenish(&mut self) {
         for pool in self.pools.values_mut() {
@@ -265,6 +285,7 @@ impl SmolStack {
                 next_pool: 0,
                 orphans: Vec::new(),
                 rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
+                next_port: 0,
             }),
             wake: Notify::new(),
             start,
@@ -612,7 +633,7 @@ impl Stack for SmolStack {
         async move {
             let mut st = self.shared.lock();
             let port = if port == 0 {
-                st.rng.random_range(49152..=65535)
+                st.ephemeral_port()
             } else {
                 port
             };
@@ -648,7 +669,7 @@ impl Stack for SmolStack {
             };
             let handle = {
                 let mut st = self.shared.lock();
-                let local: u16 = st.rng.random_range(49152..=65535);
+                let local = st.ephemeral_port();
                 let mut s = tcp_socket();
                 let State { iface, sockets, .. } = &mut *st;
                 s.connect(
@@ -691,5 +712,110 @@ impl Stack for SmolStack {
             }
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::switch::{PortKind, Segment};
+    use crate::site::Bridge;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair() -> (SmolStack, SmolStack) {
+        let seg = Arc::new(Segment::new_for_test("lan", Bridge::Internal));
+        let mk = |n: u8| {
+            let (port, rx) = seg.attach(
+                PortKind::Device {
+                    device: format!("d{n}"),
+                    iface: "eth1".into(),
+                },
+                u64::from(n),
+            );
+            SmolStack::spawn(
+                Ipv4Addr::new(10, 9, 0, n),
+                24,
+                mac_from_seed(u64::from(n)),
+                u64::from(n),
+                port,
+                rx,
+            )
+        };
+        (mk(1), mk(2))
+    }
+
+    async fn echo_server(stack: &SmolStack, port: u16) {
+        let mut l = stack.listen_tcp(port).await.unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else { return };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn burst_of_64_connects_all_get_in_and_echo() {
+        let (server, client) = pair();
+        echo_server(&server, 502).await;
+        let to = SocketAddr::from((server.ipv4(), 502));
+        let conns = futures::future::join_all((0..64).map(|_| client.connect_tcp(to))).await;
+        let mut streams: Vec<BoxStream> = conns.into_iter().map(|c| c.unwrap()).collect();
+        for (i, s) in streams.iter_mut().enumerate() {
+            let msg = format!("hello {i}");
+            s.write_all(msg.as_bytes()).await.unwrap();
+            let mut buf = vec![0u8; msg.len()];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(buf, msg.as_bytes());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probes_do_not_wedge_the_listener_and_drop_sends_fin() {
+        let (server, client) = pair();
+        let mut l = server.listen_tcp(80).await.unwrap();
+        let to = SocketAddr::from((server.ipv4(), 80));
+        // Accepted streams are dropped at once: the client must see EOF (FIN).
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                drop(s);
+            }
+        });
+        for _ in 0..200 {
+            let c = client.connect_tcp(to).await.unwrap();
+            drop(c);
+        }
+        let mut c = client.connect_tcp(to).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("FIN within 10 s")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_port_refuses_and_udp_round_trips() {
+        let (server, client) = pair();
+        let to = SocketAddr::from((server.ipv4(), 81));
+        let l = server.listen_tcp(81).await.unwrap();
+        assert!(server.listen_tcp(81).await.is_err(), "port in use");
+        drop(l);
+        let err = client.connect_tcp(to).await.err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        let a = server.bind_udp(5000).await.unwrap();
+        let b = client.bind_udp(0).await.unwrap();
+        b.send_to(b"hi", a.local_addr()).await.unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = a.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        assert_eq!(from, b.local_addr());
     }
 }

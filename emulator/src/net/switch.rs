@@ -10,8 +10,10 @@
 //! - Ports: every device NIC, and the TAP for segments bridged to it.
 //!   Device-to-device frames never leave the process.
 //! - [`Network::from_site`] builds the segments of a site. A Panel Server in
-//!   *switched* topology bridges its ETH1 and ETH2 segments (its two ports
-//!   are one switch); in *separated* topology no frame crosses between them.
+//!   *switched* topology bridges its ETH1 segment with the segment its ETH2
+//!   is wired to (the segment of its Modbus TCP downstream devices): its two
+//!   ports are one switch. In *separated* topology no frame crosses between
+//!   them.
 //! - Every port has a [`fault::Shaper`] per direction; faults are set per
 //!   device (all its ports) or per segment (all ports of the segment).
 //! - With a capture directory, each segment writes `<segment>.pcap`.
@@ -99,6 +101,12 @@ impl Segment {
             drops: AtomicU64::new(0),
             frames: AtomicU64::new(0),
         }
+    }
+
+    /// A segment with no capture (for tests of the backends).
+    #[cfg(test)]
+    pub(crate) fn new_for_test(name: &str, bridge: Bridge) -> Self {
+        Self::new(name.to_string(), bridge, 24, None)
     }
 
     pub fn name(&self) -> &str {
@@ -297,13 +305,27 @@ impl Network {
         }
         let idx = |n: &str| names.iter().position(|x| x == n);
         for dev in &site.devices {
-            if let Some(ps) = &dev.panel_server
-                && ps.topology == Topology::Switched
-                && let Some(seg2) = &ps.eth2_segment
-                && let (Some(a), Some(b)) = (idx(&dev.segment), idx(seg2))
-            {
-                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
-                parent[rb] = ra;
+            let Some(ps) = &dev.panel_server else { continue };
+            if ps.topology != Topology::Switched {
+                continue;
+            }
+            // ETH2 is wired to the segment of its Modbus TCP downstream
+            // devices (and to `eth2_segment` if one is named).
+            let eth2 = ps
+                .eth2_segment
+                .iter()
+                .cloned()
+                .chain(
+                    ps.modbus_tcp
+                        .iter()
+                        .filter_map(|d| site.device(&d.device).map(|d| d.segment.clone())),
+                )
+                .collect::<Vec<_>>();
+            for seg2 in eth2 {
+                if let (Some(a), Some(b)) = (idx(&dev.segment), idx(&seg2)) {
+                    let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                    parent[rb] = ra;
+                }
             }
         }
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -518,7 +540,11 @@ mod tests {
             net.segment("ot").unwrap()
         ));
         let mut sw = sep.clone();
-        sw.devices[0].panel_server.as_mut().unwrap().topology = Topology::Switched;
+        let ps = sw.devices[0].panel_server.as_mut().unwrap();
+        ps.topology = Topology::Switched;
+        ps.eth2_ip = None;
+        ps.eth2_segment = None;
+        sw.validate().unwrap();
         let net = Network::from_site(&sw, None, 0).unwrap();
         assert!(Arc::ptr_eq(
             net.segment("lan").unwrap(),
