@@ -59,19 +59,29 @@ fn exists(name: &str) -> bool {
 
 /// Creates namespace `name` ready for a site.
 pub fn up(name: &str) -> anyhow::Result<()> {
+    up_quiet(name)?;
+    println!("lab namespace {name} is up; now run: fieldtwin run --tap --netns {name}");
+    println!("then: fieldtwin lab exec --name {name} -- ping 10.77.0.10");
+    Ok(())
+}
+
+/// [`up`] without the banner.
+pub fn up_quiet(name: &str) -> anyhow::Result<()> {
     if !exists(name) {
         ip(&["netns", "add", name]).with_context(
             || "creating a network namespace needs CAP_SYS_ADMIN: run `sudo fieldtwin lab up`",
         )?;
     }
     ip(&["-n", name, "link", "set", "lo", "up"])?;
-    // Room for the ARP entries of a 1,000-device site.
+    // Room for the ARP entries of a 1,000-device site. Kernels that keep
+    // these limits global (not per namespace) have no such file in the
+    // namespace; their default hard limit (gc_thresh3 = 1024) is then used.
     for (key, value) in [
         ("net.ipv4.neigh.default.gc_thresh1", "4096"),
         ("net.ipv4.neigh.default.gc_thresh2", "8192"),
         ("net.ipv4.neigh.default.gc_thresh3", "16384"),
     ] {
-        let out = Command::new("ip")
+        let _ = Command::new("ip")
             .args([
                 "netns",
                 "exec",
@@ -80,13 +90,9 @@ pub fn up(name: &str) -> anyhow::Result<()> {
                 "-qw",
                 &format!("{key}={value}"),
             ])
+            .stderr(std::process::Stdio::null())
             .output();
-        if !matches!(out, Ok(ref o) if o.status.success()) {
-            eprintln!("warning: could not set {key} in namespace {name}");
-        }
     }
-    println!("lab namespace {name} is up; now run: fieldtwin run --tap --netns {name}");
-    println!("then: fieldtwin lab exec --name {name} -- ping 10.77.0.10");
     Ok(())
 }
 

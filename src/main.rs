@@ -2,6 +2,7 @@
 //! wiring of a site is in [`app`], the table printing in [`report`].
 
 mod app;
+mod bench;
 mod lab;
 mod report;
 mod tap;
@@ -30,6 +31,11 @@ enum Cmd {
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
     },
+    /// Benchmarks (measure, assert nothing).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCmd,
+    },
     /// Manage the lab network namespace of TAP mode (docs/lab.md).
     Lab {
         #[command(subcommand)]
@@ -48,6 +54,13 @@ enum SiteCmd {
     Show { file: Option<PathBuf> },
     /// Validate a site file; exits non-zero and names the field on error.
     Check { file: PathBuf },
+    /// Print (or write to --out) a site of N Panel Servers on one TAP segment.
+    Generate {
+        #[arg(long)]
+        panel_servers: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run(opts) => app::run(opts),
         Cmd::Devices { api } => report::devices(api),
+        Cmd::Bench { command } => bench::run(command),
         Cmd::Lab { command } => match lab::run(command) {
             Ok(0) => Ok(()),
             Ok(code) => return ExitCode::from(code.clamp(1, 255) as u8),
@@ -70,6 +84,9 @@ fn main() -> ExitCode {
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),
+            SiteCmd::Generate { panel_servers, out } => {
+                bench::site_generate(panel_servers, out.as_deref())
+            }
         },
     };
     match result {

@@ -37,13 +37,28 @@ impl Netns {
     fn ping(&self, ip: &str, count: u32, interval: &str) -> Output {
         self.run(
             "ping",
-            &["-n", "-q", "-c", &count.to_string(), "-i", interval, "-W", "1", ip],
+            &[
+                "-n",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "1",
+                ip,
+            ],
         )
     }
 
     /// Reads 6 holding registers of unit 255 at address 10 with mbpoll.
     fn mbpoll(&self, ip: &str) -> Output {
-        self.run("mbpoll", &["-1", "-a", "255", "-r", "11", "-c", "6", "-t", "4", "-o", "3", ip])
+        self.run(
+            "mbpoll",
+            &[
+                "-1", "-a", "255", "-r", "11", "-c", "6", "-t", "4", "-o", "3", ip,
+            ],
+        )
     }
 
     fn python(&self, script: &str) -> Output {
@@ -53,7 +68,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -62,7 +79,9 @@ fn root() -> bool {
     let out = tool("id", &["-u"]);
     let uid = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if uid != "0" {
-        eprintln!("\n!!!!! SKIPPED: TAP-mode tests need root (CAP_NET_ADMIN); uid is {uid} !!!!!\n");
+        eprintln!(
+            "\n!!!!! SKIPPED: TAP-mode tests need root (CAP_NET_ADMIN); uid is {uid} !!!!!\n"
+        );
         return false;
     }
     true
@@ -117,7 +136,11 @@ fn ping_mbpoll_syn_burst_probes_and_time_wait() {
 
     let m = ns.mbpoll(ps);
     assert!(m.status.success(), "mbpoll: {}", text(&m));
-    assert!(text(&m).contains("[11]:"), "mbpoll read nothing: {}", text(&m));
+    assert!(
+        text(&m).contains("[11]:"),
+        "mbpoll read nothing: {}",
+        text(&m)
+    );
 
     // 64 clients connect at the same instant; all must be established.
     let burst = format!(
@@ -195,7 +218,15 @@ print("probes done")
 fn route_ot(ns: &Netns, a: u8) {
     let out = tool(
         "ip",
-        &["-n", &ns.name, "addr", "add", &format!("10.77.{}.2/24", a + 1), "dev", "ftlab0"],
+        &[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("10.77.{}.2/24", a + 1),
+            "dev",
+            "ftlab0",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
 }
@@ -213,7 +244,11 @@ fn separated_topology_hides_the_ot_segment() {
     assert_eq!(loss(&p), 0.0, "{}", text(&p));
     for ot in ["10.77.63.11", "10.77.63.1"] {
         let p = ns.ping(ot, 3, "0.2");
-        assert!(!p.status.success() && loss(&p) == 100.0, "{ot} reachable: {}", text(&p));
+        assert!(
+            !p.status.success() && loss(&p) == 100.0,
+            "{ot} reachable: {}",
+            text(&p)
+        );
     }
     drop(site);
 }
@@ -234,7 +269,11 @@ fn switched_topology_reaches_the_ot_device() {
     let site = start(&ns, &text_site, &[]);
     route_ot(&ns, 64);
     let p = ns.ping("10.77.65.11", 3, "0.2");
-    assert!(p.status.success() && loss(&p) == 0.0, "OT meter unreachable: {}", text(&p));
+    assert!(
+        p.status.success() && loss(&p) == 0.0,
+        "OT meter unreachable: {}",
+        text(&p)
+    );
     drop(site);
 }
 
@@ -275,7 +314,11 @@ fn loss_fault_loses_pings_and_clearing_restores() {
     assert_eq!(r["ps1"]["loss_pct"], 20.0, "{r}");
     let p = ns.ping(ps, 60, "0.01");
     let l = loss(&p);
-    assert!(l > 0.0 && l < 100.0, "20% loss each way should lose some pings: {}", text(&p));
+    assert!(
+        l > 0.0 && l < 100.0,
+        "20% loss each way should lose some pings: {}",
+        text(&p)
+    );
     let r = site.post_json("/api/v1/links/ps1", "{}");
     assert!(r.as_object().unwrap().is_empty(), "{r}");
     let p = ns.ping(ps, 30, "0.01");
@@ -286,6 +329,20 @@ fn loss_fault_loses_pings_and_clearing_restores() {
     assert!(body.contains("loss_pct"), "{body}");
     let (code, body) = site.post("/api/v1/links/nope", r#"{"down": true}"#);
     assert_eq!(code, 404, "{body}");
+    // A device that is off answers nothing, not even ping; on again, it does.
+    site.post_json("/api/v1/devices/ps1/power", r#"{"action":"off"}"#);
+    let p = ns.ping(ps, 3, "0.2");
+    assert_eq!(
+        loss(&p),
+        100.0,
+        "an unpowered device answered: {}",
+        text(&p)
+    );
+    site.post_json("/api/v1/devices/ps1/power", r#"{"action":"on"}"#);
+    let p = ns.ping(ps, 3, "0.2");
+    assert_eq!(loss(&p), 0.0, "{}", text(&p));
+    let m = ns.mbpoll(ps);
+    assert!(m.status.success(), "mbpoll after power cycle: {}", text(&m));
 }
 
 #[test]
@@ -301,12 +358,29 @@ fn lab_up_exec_down_manage_the_namespace() {
     // A tool run by `lab exec` sees the TAP and reaches the Panel Server;
     // the control API stays on the host's loopback.
     let ex = common::fieldtwin(&[
-        "lab", "exec", "--name", &name, "--", "ping", "-n", "-c", "2", "-i", "0.2", "10.77.70.10",
+        "lab",
+        "exec",
+        "--name",
+        &name,
+        "--",
+        "ping",
+        "-n",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "10.77.70.10",
     ]);
     assert!(ex.status.success(), "lab exec ping: {}", text(&ex));
-    assert_eq!(site.get_json("/api/v1/devices").as_array().unwrap().len(), 7);
+    assert_eq!(
+        site.get_json("/api/v1/devices").as_array().unwrap().len(),
+        7
+    );
     let fail = common::fieldtwin(&["lab", "exec", "--name", &name, "--", "false"]);
-    assert!(!fail.status.success(), "exit status of the command is passed on");
+    assert!(
+        !fail.status.success(),
+        "exit status of the command is passed on"
+    );
     drop(site);
     let down = common::fieldtwin(&["lab", "down", "--name", &name]);
     assert!(down.status.success(), "lab down: {}", text(&down));

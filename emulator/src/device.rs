@@ -371,6 +371,9 @@ impl Runtime {
                 rtc
             }
         };
+        for stack in setup.interfaces.values() {
+            stack.set_powered(false);
+        }
         let slot = Slot {
             device: setup.device,
             rtc: RtcHandle {
@@ -431,6 +434,9 @@ impl Runtime {
             });
         }
         self.set_power(id, slot, &mut life, Power::Booting);
+        for stack in slot.interfaces.values() {
+            stack.set_powered(true);
+        }
         let running = Running {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -479,6 +485,9 @@ impl Runtime {
             running.cancel.cancel();
             running.tracker.close();
             running.tracker.wait().await;
+        }
+        for stack in slot.interfaces.values() {
+            stack.set_powered(false);
         }
         slot.rtc.update(|rtc, now| {
             rtc.power_lost(now);

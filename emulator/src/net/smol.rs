@@ -18,6 +18,8 @@
 //! - A dropped stream closes with FIN and lingers in the socket set until the
 //!   TCP state machine reaches CLOSED (or [`LINGER`] passes, then RST).
 //! - Dropping a listener closes the port (new SYNs get RST).
+//! - An unpowered interface ([`Stack::set_powered`]) drops every frame in
+//!   and out: a device that is off answers neither ARP nor ping.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -123,6 +125,7 @@ struct State {
 }
 
 struct Shared {
+    powered: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     wake: Notify,
     start: std::time::Instant,
@@ -144,8 +147,9 @@ fn tcp_socket() -> tcp::Socket<'static> {
         tcp::SocketBuffer::new(vec![0; TCP_BUF]),
         tcp::SocketBuffer::new(vec![0; TCP_BUF]),
     );
+    // No Nagle (Modbus requests are small and latency-bound); smoltcp's
+    // default 10 ms delayed ACK lets the answer carry the ACK.
     s.set_nagle_enabled(false);
-    s.set_ack_delay(None);
     s
 }
 
@@ -277,6 +281,7 @@ impl SmolStack {
             let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
         });
         let shared = Arc::new(Shared {
+            powered: std::sync::atomic::AtomicBool::new(true),
             state: Mutex::new(State {
                 iface,
                 sockets: SocketSet::new(Vec::new()),
@@ -302,13 +307,21 @@ async fn reactor(shared: Arc<Shared>, port: PortHandle, mut rx: mpsc::Receiver<V
     loop {
         let delay = {
             let mut st = shared.lock();
+            let powered = shared.powered.load(std::sync::atomic::Ordering::Acquire);
             st.dev.rx.extend(inbox.drain(..));
             while let Ok(f) = rx.try_recv() {
                 st.dev.rx.push_back(f);
             }
+            if !powered {
+                // No power: frames fall on the floor, nothing is sent.
+                st.dev.rx.clear();
+            }
             let now = shared.now();
             st.poll(now);
             std::mem::swap(&mut out, &mut st.dev.tx);
+            if !powered {
+                out.clear();
+            }
             let State { iface, sockets, .. } = &mut *st;
             iface.poll_delay(now, sockets)
         };
@@ -344,11 +357,16 @@ impl AsyncRead for TcpStream {
         let mut st = self.shared.lock();
         let s = st.sockets.get_mut::<tcp::Socket>(self.handle);
         if s.can_recv() {
+            // Only a receive window that was nearly closed needs the reactor
+            // to announce the space freed here.
+            let was_full = s.recv_queue() * 2 >= s.recv_capacity();
             let dst = buf.initialize_unfilled();
             let n = s.recv_slice(dst).unwrap_or(0);
             buf.advance(n);
             drop(st);
-            self.shared.wake.notify_one();
+            if was_full {
+                self.shared.wake.notify_one();
+            }
             Poll::Ready(Ok(()))
         } else if !s.may_recv() {
             if s.state() == tcp::State::Closed && s.remote_endpoint().is_none() {
@@ -591,6 +609,23 @@ impl Stack for SmolStack {
         self.shared.ip
     }
 
+    fn set_powered(&self, on: bool) {
+        self.shared
+            .powered
+            .store(on, std::sync::atomic::Ordering::Release);
+        if !on {
+            // Power loss: every connection is gone (silently: nothing is
+            // sent while unpowered).
+            let mut st = self.shared.lock();
+            for (_, s) in st.sockets.iter_mut() {
+                if let smoltcp::socket::Socket::Tcp(t) = s {
+                    t.abort();
+                }
+            }
+        }
+        self.shared.wake.notify_one();
+    }
+
     fn listen_tcp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
         async move {
             if port == 0 {
@@ -632,11 +667,7 @@ impl Stack for SmolStack {
     fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Datagram>>> {
         async move {
             let mut st = self.shared.lock();
-            let port = if port == 0 {
-                st.ephemeral_port()
-            } else {
-                port
-            };
+            let port = if port == 0 { st.ephemeral_port() } else { port };
             let mut s = udp::Socket::new(
                 udp::PacketBuffer::new(
                     vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
@@ -748,7 +779,9 @@ mod tests {
         let mut l = stack.listen_tcp(port).await.unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 tokio::spawn(async move {
                     let mut buf = [0u8; 256];
                     while let Ok(n) = s.read(&mut buf).await {

@@ -305,7 +305,9 @@ impl Network {
         }
         let idx = |n: &str| names.iter().position(|x| x == n);
         for dev in &site.devices {
-            let Some(ps) = &dev.panel_server else { continue };
+            let Some(ps) = &dev.panel_server else {
+                continue;
+            };
             if ps.topology != Topology::Switched {
                 continue;
             }
