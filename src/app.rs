@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// Speed of virtual time (1 = real time, up to 1000000).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// Network backend (host loopback or TAP) and capture.
+    #[command(flatten)]
+    net: crate::tap::NetOptions,
 }
 
 fn load_site(file: Option<&Path>) -> anyhow::Result<Site> {
@@ -56,8 +59,14 @@ fn device_seed(site_seed: u64, id: &str) -> u64 {
     })
 }
 
-/// Builds the runtime of `site` in host mode.
-pub fn build_runtime(site: &Site, clock: Clock, store: Store) -> anyhow::Result<Runtime> {
+/// Builds the runtime of `site`: host mode, or TAP mode on the switch fabric
+/// `net` (call inside a tokio runtime).
+pub fn build_runtime(
+    site: &Site,
+    clock: Clock,
+    store: Store,
+    net: Option<&std::sync::Arc<fieldtwin_emulator::net::switch::Network>>,
+) -> anyhow::Result<Runtime> {
     let retention = Duration::from_secs_f64(site.site.rtc_retention_days * 86_400.0);
     let mut rt = Runtime::new(clock, store, EventBus::new(), retention);
     let mut taken: BTreeMap<std::net::Ipv4Addr, &str> = BTreeMap::new();
@@ -74,20 +83,31 @@ pub fn build_runtime(site: &Site, clock: Clock, store: Store) -> anyhow::Result<
         }
     }
     for dev in &site.devices {
-        let interfaces: BTreeMap<String, Arc<dyn Stack>> = fieldtwin_models::interfaces(dev)
-            .into_iter()
-            .map(|(name, ip, _segment)| {
-                let stack: Arc<dyn Stack> = Arc::new(HostStack::new(host::host_address(ip)));
-                (name, stack)
-            })
-            .collect();
+        let seed = device_seed(site.site.seed, &dev.id);
+        let mut interfaces: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+        for (i, (name, ip, segment)) in fieldtwin_models::interfaces(dev).into_iter().enumerate() {
+            let stack: Arc<dyn Stack> = match net {
+                None => Arc::new(HostStack::new(host::host_address(ip))),
+                Some(net) => Arc::new(net.attach_device(
+                    &dev.id,
+                    &name,
+                    ip,
+                    &segment,
+                    seed.wrapping_add(i as u64),
+                )?),
+            };
+            interfaces.insert(name, stack);
+        }
         rt.add(DeviceSetup {
             device: fieldtwin_models::build(site, dev),
             interfaces,
             rtc: dev.rtc,
-            seed: device_seed(site.site.seed, &dev.id),
+            seed,
         })
         .with_context(|| format!("adding device {}", dev.id))?;
+    }
+    if let Some(net) = net {
+        rt.set_network(net.clone());
     }
     Ok(rt)
 }
@@ -99,14 +119,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let epoch = site.site.start.unwrap_or_else(chrono::Utc::now);
         let clock = Clock::start(epoch, opts.speed)?;
         let store = Store::open(opts.state.as_deref())?;
-        let rt = Arc::new(build_runtime(&site, clock, store)?);
+        let net = crate::tap::setup(&site, &opts.net)?;
+        let rt = Arc::new(build_runtime(&site, clock, store, net.as_ref().map(|n| &n.network))?);
         let api = tokio::net::TcpListener::bind(opts.api)
             .await
             .with_context(|| format!("cannot open the control API on {} (use --api)", opts.api))?;
         for dev in site.devices.iter().filter(|d| d.powered) {
             rt.power_on(&dev.id).await?;
         }
-        if !host::privileged_ports() {
+        if net.is_none() && !host::privileged_ports() {
             println!(
                 "note: this process may not bind ports below 1024; they are moved up by {} \
                  (502 -> {}, 443 -> {}). Run as root or grant CAP_NET_BIND_SERVICE to use the real ports.",
@@ -115,7 +136,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 443 + host::PORT_OFFSET
             );
         }
-        println!("fieldtwin: site {:?}, host mode, {} devices", site.site.name, site.devices.len());
+        let mode = net.as_ref().map_or_else(|| "host mode".to_string(), |n| n.describe());
+        println!("fieldtwin: site {:?}, {mode}, {} devices", site.site.name, site.devices.len());
         print!("{}", crate::report::table(&rt.statuses()));
         println!("control API: http://{}/api/v1/devices", api.local_addr()?);
         match opts.state.as_deref() {

@@ -3,8 +3,11 @@
 //! table printing in [`report`].
 
 mod app;
+mod bench;
 mod client;
+mod lab;
 mod report;
+mod tap;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +59,16 @@ enum Cmd {
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
     },
+    /// Benchmarks (measure, assert nothing).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCmd,
+    },
+    /// Manage the lab network namespace of TAP mode (docs/lab.md).
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCmd,
+    },
     /// Show or check site files.
     Site {
         #[command(subcommand)]
@@ -86,6 +99,13 @@ enum SiteCmd {
     Show { file: Option<PathBuf> },
     /// Validate a site file; exits non-zero and names the field on error.
     Check { file: PathBuf },
+    /// Print (or write to --out) a site of N Panel Servers on one TAP segment.
+    Generate {
+        #[arg(long)]
+        panel_servers: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -121,9 +141,18 @@ fn main() -> ExitCode {
             };
             client::clock(api, cmd)
         }
+        Cmd::Bench { command } => bench::run(command),
+        Cmd::Lab { command } => match lab::run(command) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code.clamp(1, 255) as u8),
+            Err(e) => Err(e),
+        },
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),
+            SiteCmd::Generate { panel_servers, out } => {
+                bench::site_generate(panel_servers, out.as_deref())
+            }
         },
     };
     match result {

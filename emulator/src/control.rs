@@ -8,9 +8,11 @@
 //!   `POST /api/v1/devices/{id}/power` `{"action":"on"|"off"|"cycle"}`,
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
-//!   (server-sent events). Every error is a 4xx/5xx with a JSON body
+//!   (server-sent events), `GET /api/v1/links`, `POST /api/v1/links/{device}`
+//!   (a [`LinkFault`]; TAP mode). Every error is a 4xx/5xx with a JSON body
 //!   `{"error": "..."}` that says what was wrong.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::clock::{ClockError, ClockStatus};
 use crate::device::{DeviceStatus, Power, Runtime, RuntimeError};
+use crate::net::fault::{FaultError, LinkFault};
 
 /// What a power command does.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,11 +46,28 @@ pub enum PowerAction {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    Power { device: String, action: PowerAction },
-    FactoryReset { device: String },
-    AdvanceClock { seconds: f64 },
-    SetSpeed { speed: f64 },
-    Pause { paused: bool },
+    Power {
+        device: String,
+        action: PowerAction,
+    },
+    FactoryReset {
+        device: String,
+    },
+    AdvanceClock {
+        seconds: f64,
+    },
+    SetSpeed {
+        speed: f64,
+    },
+    Pause {
+        paused: bool,
+    },
+    /// Sets (or clears, with all fields default) a link fault on every port
+    /// of a device, or of a segment with `device = "segment:NAME"`.
+    SetLink {
+        device: String,
+        fault: LinkFault,
+    },
 }
 
 /// Everything a running site reports.
@@ -109,6 +129,8 @@ impl EventBus {
 pub enum Reply {
     Device(Box<DeviceStatus>),
     Clock(ClockStatus),
+    /// Link faults in force, by device or `segment:NAME`.
+    Links(BTreeMap<String, LinkFault>),
 }
 
 /// Why a command failed.
@@ -120,6 +142,8 @@ pub enum CommandError {
     Clock(#[from] ClockError),
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    Link(#[from] FaultError),
 }
 
 /// Carries out one command.
@@ -153,6 +177,15 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
         Command::Pause { paused } => {
             rt.clock().set_paused(paused);
             clock_reply(rt)
+        }
+        Command::SetLink { device, fault } => {
+            let net = rt.network().ok_or_else(|| {
+                CommandError::BadRequest(
+                    "link faults exist in TAP mode only (start with `fieldtwin run --tap`)".into(),
+                )
+            })?;
+            net.set_fault(&device, fault)?;
+            Ok(Reply::Links(net.faults()))
         }
     }
 }
@@ -188,7 +221,10 @@ impl From<CommandError> for ApiError {
         let status = match &e {
             CommandError::Runtime(RuntimeError::UnknownDevice(_)) => StatusCode::NOT_FOUND,
             CommandError::Runtime(RuntimeError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            CommandError::Clock(_) | CommandError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CommandError::Link(FaultError::Unknown(_)) => StatusCode::NOT_FOUND,
+            CommandError::Clock(_) | CommandError::BadRequest(_) | CommandError::Link(_) => {
+                StatusCode::BAD_REQUEST
+            }
         };
         Self {
             status,
@@ -233,6 +269,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/v1/devices/{id}/factory-reset", post(factory_reset))
         .route("/api/v1/clock", get(get_clock).post(set_clock))
         .route("/api/v1/commands", post(command))
+        .route("/api/v1/links", get(get_links))
+        .route("/api/v1/links/{device}", post(set_link))
         .route("/api/v1/events", get(events))
         .fallback(|| async {
             ApiError {
@@ -296,6 +334,21 @@ async fn set_clock(
         }
     };
     Ok(Json(execute(&rt, cmd).await?))
+}
+
+async fn get_links(State(rt): State<Shared>) -> Json<BTreeMap<String, LinkFault>> {
+    Json(rt.network().map(|n| n.faults()).unwrap_or_default())
+}
+
+async fn set_link(
+    State(rt): State<Shared>,
+    Path(device): Path<String>,
+    body: Result<Json<LinkFault>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(fault) = body?;
+    Ok(Json(
+        execute(&rt, Command::SetLink { device, fault }).await?,
+    ))
 }
 
 async fn command(

@@ -316,6 +316,7 @@ pub struct Runtime {
     events: EventBus,
     retention: Duration,
     slots: BTreeMap<String, Slot>,
+    network: Option<Arc<crate::net::switch::Network>>,
 }
 
 impl Runtime {
@@ -326,7 +327,18 @@ impl Runtime {
             events,
             retention,
             slots: BTreeMap::new(),
+            network: None,
         }
+    }
+
+    /// Attaches the switch fabric of TAP mode (for link faults).
+    pub fn set_network(&mut self, net: Arc<crate::net::switch::Network>) {
+        self.network = Some(net);
+    }
+
+    /// The switch fabric, in TAP mode.
+    pub fn network(&self) -> Option<&Arc<crate::net::switch::Network>> {
+        self.network.as_ref()
     }
 
     pub fn clock(&self) -> &Clock {
@@ -359,6 +371,9 @@ impl Runtime {
                 rtc
             }
         };
+        for stack in setup.interfaces.values() {
+            stack.set_powered(false);
+        }
         let slot = Slot {
             device: setup.device,
             rtc: RtcHandle {
@@ -419,6 +434,9 @@ impl Runtime {
             });
         }
         self.set_power(id, slot, &mut life, Power::Booting);
+        for stack in slot.interfaces.values() {
+            stack.set_powered(true);
+        }
         let running = Running {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -467,6 +485,9 @@ impl Runtime {
             running.cancel.cancel();
             running.tracker.close();
             running.tracker.wait().await;
+        }
+        for stack in slot.interfaces.values() {
+            stack.set_powered(false);
         }
         slot.rtc.update(|rtc, now| {
             rtc.power_lost(now);

@@ -12,7 +12,12 @@
 //! - [`Stack::public_port`] says which port a client really uses for a
 //!   service port (the host backend may apply [`host::PORT_OFFSET`]).
 
+pub mod fault;
 pub mod host;
+pub mod pcap;
+pub mod smol;
+pub mod switch;
+pub mod tap;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -58,4 +63,8 @@ pub trait Stack: Send + Sync + 'static {
     fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Datagram>>>;
     /// Opens an outbound TCP connection from this interface.
     fn connect_tcp(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>>;
+    /// Whether the device is powered: an unpowered NIC neither answers nor
+    /// sends anything (no ARP, no ping). The runtime calls this at power
+    /// changes; kernel-socket backends have nothing to do.
+    fn set_powered(&self, _on: bool) {}
 }

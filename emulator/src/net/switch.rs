@@ -1,0 +1,557 @@
+//! In-process L2 switch and the site's Ethernet segments (DESIGN.md
+//! "Networking"; Panel Server network segmentation, DOCA0211).
+//!
+//! Contract:
+//! - A [`Segment`] is one learning switch: it learns source MACs per port,
+//!   forwards known unicast to one port, floods broadcast, multicast and
+//!   unknown unicast to every other port, and drops a frame for a port whose
+//!   queue ([`PORT_QUEUE`] frames) is full, as a real switch does. IPv6
+//!   multicast (33:33:..) is not flooded to devices (they speak IPv4 only).
+//! - Ports: every device NIC, and the TAP for segments bridged to it.
+//!   Device-to-device frames never leave the process.
+//! - [`Network::from_site`] builds the segments of a site. A Panel Server in
+//!   *switched* topology bridges its ETH1 segment with the segment its ETH2
+//!   is wired to (the segment of its Modbus TCP downstream devices): its two
+//!   ports are one switch. In *separated* topology no frame crosses between
+//!   them.
+//! - Every port has a [`fault::Shaper`] per direction; faults are set per
+//!   device (all its ports) or per segment (all ports of the segment).
+//! - With a capture directory, each segment writes `<segment>.pcap`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::fault::{FaultError, LinkFault, Shaper, Verdict};
+use super::pcap::PcapWriter;
+use super::smol::SmolStack;
+use crate::site::{Bridge, Site, Topology};
+
+/// Frames a port queues before the switch drops.
+pub const PORT_QUEUE: usize = 512;
+
+type Mac = [u8; 6];
+
+/// What is plugged into a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortKind {
+    Device { device: String, iface: String },
+    Tap,
+}
+
+struct Port {
+    kind: PortKind,
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Frames from the port into the switch.
+    ingress: Mutex<Shaper>,
+    /// Frames from the switch to the port.
+    egress: Mutex<Shaper>,
+}
+
+/// One L2 segment (a learning switch).
+pub struct Segment {
+    name: String,
+    bridge: Bridge,
+    subnet_prefix: u8,
+    ports: RwLock<Vec<Arc<Port>>>,
+    macs: Mutex<HashMap<Mac, usize>>,
+    pcap: Option<Mutex<PcapWriter>>,
+    drops: AtomicU64,
+    frames: AtomicU64,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Segment({})", self.name)
+    }
+}
+
+/// A port's way into its segment (held by whoever feeds the port).
+#[derive(Clone, Debug)]
+pub struct PortHandle {
+    segment: Arc<Segment>,
+    port: usize,
+}
+
+impl PortHandle {
+    /// Offers a frame from the port to the switch.
+    pub fn send(&self, frame: Vec<u8>) {
+        self.segment.input(self.port, frame);
+    }
+}
+
+fn is_ipv6_multicast(mac: &[u8]) -> bool {
+    mac[0] == 0x33 && mac[1] == 0x33
+}
+
+impl Segment {
+    fn new(name: String, bridge: Bridge, subnet_prefix: u8, pcap: Option<PcapWriter>) -> Self {
+        Self {
+            name,
+            bridge,
+            subnet_prefix,
+            ports: RwLock::new(Vec::new()),
+            macs: Mutex::new(HashMap::new()),
+            pcap: pcap.map(Mutex::new),
+            drops: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+        }
+    }
+
+    /// A segment with no capture (for tests of the backends).
+    #[cfg(test)]
+    pub(crate) fn new_for_test(name: &str, bridge: Bridge) -> Self {
+        Self::new(name.to_string(), bridge, 24, None)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Frames dropped on full queues or faults so far.
+    pub fn drops(&self) -> u64 {
+        self.drops.load(Ordering::Relaxed)
+    }
+
+    /// Plugs a port in; returns its handle and the receiver of the frames the
+    /// switch sends to it.
+    pub fn attach(
+        self: &Arc<Self>,
+        kind: PortKind,
+        seed: u64,
+    ) -> (PortHandle, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel(PORT_QUEUE);
+        let port = Arc::new(Port {
+            kind,
+            tx,
+            ingress: Mutex::new(Shaper::new(seed)),
+            egress: Mutex::new(Shaper::new(seed.rotate_left(17) ^ 0xe9e5)),
+        });
+        let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
+        ports.push(port);
+        (
+            PortHandle {
+                segment: self.clone(),
+                port: ports.len() - 1,
+            },
+            rx,
+        )
+    }
+
+    fn input(self: &Arc<Self>, from: usize, frame: Vec<u8>) {
+        if frame.len() < 14 {
+            return;
+        }
+        let port = {
+            let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+            match ports.get(from) {
+                Some(p) => p.clone(),
+                None => return,
+            }
+        };
+        let verdict = port
+            .ingress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .offer(frame.len(), Instant::now());
+        match verdict {
+            Verdict::Pass => self.forward(from, frame),
+            Verdict::Drop => {
+                self.drops.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::DeliverAt(at) => {
+                let seg = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    seg.forward(from, frame);
+                });
+            }
+        }
+    }
+
+    fn forward(&self, from: usize, frame: Vec<u8>) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = &self.pcap {
+            p.lock().unwrap_or_else(|e| e.into_inner()).write(&frame);
+        }
+        let dst: Mac = frame[0..6].try_into().expect("14 bytes checked");
+        let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
+        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+        let known = {
+            let mut macs = self.macs.lock().unwrap_or_else(|e| e.into_inner());
+            if src[0] & 1 == 0 {
+                macs.insert(src, from);
+            }
+            if dst[0] & 1 == 0 {
+                macs.get(&dst).copied()
+            } else {
+                None
+            }
+        };
+        match known {
+            Some(to) if to == from => {}
+            Some(to) => self.deliver(&ports[to], frame),
+            None => {
+                let v6 = is_ipv6_multicast(&dst);
+                let targets: Vec<&Arc<Port>> = ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
+                    .map(|(_, p)| p)
+                    .collect();
+                if let Some((last, rest)) = targets.split_last() {
+                    for p in rest {
+                        self.deliver(p, frame.clone());
+                    }
+                    self.deliver(last, frame);
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, port: &Arc<Port>, frame: Vec<u8>) {
+        let verdict = port
+            .egress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .offer(frame.len(), Instant::now());
+        match verdict {
+            Verdict::Pass => {
+                if port.tx.try_send(frame).is_err() {
+                    self.drops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Verdict::Drop => {
+                self.drops.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::DeliverAt(at) => {
+                let tx = port.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = tx.try_send(frame);
+                });
+            }
+        }
+    }
+
+    fn set_fault(&self, filter: impl Fn(&PortKind) -> bool, fault: LinkFault) -> usize {
+        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for p in ports.iter().filter(|p| filter(&p.kind)) {
+            p.ingress.lock().unwrap_or_else(|e| e.into_inner()).fault = fault;
+            p.egress.lock().unwrap_or_else(|e| e.into_inner()).fault = fault;
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Errors of building a site's network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("cannot create capture file {path}: {source}")]
+    Pcap {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "device {device} interface {iface} is on segment {segment:?}, which the site does not define"
+    )]
+    UnknownSegment {
+        device: String,
+        iface: String,
+        segment: String,
+    },
+}
+
+/// The switch fabric of a site: its segments and device ports.
+pub struct Network {
+    /// Segment name -> the switch it belongs to (bridged segments share one).
+    segments: BTreeMap<String, Arc<Segment>>,
+    faults: Mutex<BTreeMap<String, LinkFault>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("segments", &self.segments.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Network {
+    /// Builds the segments of `site`; with `pcap_dir`, one capture per
+    /// switch, bounded to `pcap_max` bytes.
+    pub fn from_site(
+        site: &Site,
+        pcap_dir: Option<&Path>,
+        pcap_max: u64,
+    ) -> Result<Self, NetworkError> {
+        // Union-find of segments bridged by a switched Panel Server.
+        let names: Vec<String> = site.segments.iter().map(|s| s.name.clone()).collect();
+        let mut parent: Vec<usize> = (0..names.len()).collect();
+        fn find(p: &mut [usize], i: usize) -> usize {
+            let mut r = i;
+            while p[r] != r {
+                r = p[r];
+            }
+            p[i] = r;
+            r
+        }
+        let idx = |n: &str| names.iter().position(|x| x == n);
+        for dev in &site.devices {
+            let Some(ps) = &dev.panel_server else {
+                continue;
+            };
+            if ps.topology != Topology::Switched {
+                continue;
+            }
+            // ETH2 is wired to the segment of its Modbus TCP downstream
+            // devices (and to `eth2_segment` if one is named).
+            let eth2 = ps
+                .eth2_segment
+                .iter()
+                .cloned()
+                .chain(
+                    ps.modbus_tcp
+                        .iter()
+                        .filter_map(|d| site.device(&d.device).map(|d| d.segment.clone())),
+                )
+                .collect::<Vec<_>>();
+            for seg2 in eth2 {
+                if let (Some(a), Some(b)) = (idx(&dev.segment), idx(&seg2)) {
+                    let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                    parent[rb] = ra;
+                }
+            }
+        }
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for i in 0..names.len() {
+            let r = find(&mut parent, i);
+            groups.entry(r).or_default().push(i);
+        }
+        let mut segments = BTreeMap::new();
+        for members in groups.values() {
+            let name = members
+                .iter()
+                .map(|&i| names[i].as_str())
+                .collect::<Vec<_>>()
+                .join("+");
+            let bridge = if members
+                .iter()
+                .any(|&i| site.segments[i].bridge == Bridge::Tap)
+            {
+                Bridge::Tap
+            } else {
+                Bridge::Internal
+            };
+            let prefix = site.segments[members[0]].subnet.prefix;
+            let pcap = match pcap_dir {
+                Some(dir) => {
+                    let path = dir.join(format!("{name}.pcap"));
+                    Some(PcapWriter::create(&path, pcap_max).map_err(|source| {
+                        NetworkError::Pcap {
+                            path: path.display().to_string(),
+                            source,
+                        }
+                    })?)
+                }
+                None => None,
+            };
+            let seg = Arc::new(Segment::new(name, bridge, prefix, pcap));
+            for &i in members {
+                segments.insert(names[i].clone(), seg.clone());
+            }
+        }
+        Ok(Self {
+            segments,
+            faults: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The switch that segment `name` belongs to.
+    pub fn segment(&self, name: &str) -> Option<&Arc<Segment>> {
+        self.segments.get(name)
+    }
+
+    /// The distinct switches (bridged segments share one).
+    pub fn switches(&self) -> Vec<Arc<Segment>> {
+        let mut v: Vec<Arc<Segment>> = Vec::new();
+        for s in self.segments.values() {
+            if !v.iter().any(|x| Arc::ptr_eq(x, s)) {
+                v.push(s.clone());
+            }
+        }
+        v
+    }
+
+    /// The switches bridged to the TAP.
+    pub fn tap_switches(&self) -> Vec<Arc<Segment>> {
+        self.switches()
+            .into_iter()
+            .filter(|s| s.bridge == Bridge::Tap)
+            .collect()
+    }
+
+    /// Plugs interface `iface` (address `ip`) of `device` into `segment` and
+    /// returns its smoltcp stack (call inside a tokio runtime).
+    pub fn attach_device(
+        &self,
+        device: &str,
+        iface: &str,
+        ip: Ipv4Addr,
+        segment: &str,
+        seed: u64,
+    ) -> Result<SmolStack, NetworkError> {
+        let seg = self
+            .segments
+            .get(segment)
+            .ok_or_else(|| NetworkError::UnknownSegment {
+                device: device.to_string(),
+                iface: iface.to_string(),
+                segment: segment.to_string(),
+            })?;
+        let (port, rx) = seg.attach(
+            PortKind::Device {
+                device: device.to_string(),
+                iface: iface.to_string(),
+            },
+            seed,
+        );
+        let mac = super::smol::mac_from_seed(seed);
+        Ok(SmolStack::spawn(ip, seg.subnet_prefix, mac, seed, port, rx))
+    }
+
+    /// Sets (or, with the default fault, clears) the fault on every port of
+    /// `target`: a device id, or `segment:NAME` for every port of a segment.
+    pub fn set_fault(&self, target: &str, fault: LinkFault) -> Result<(), FaultError> {
+        fault.validate()?;
+        let n = if let Some(seg) = target.strip_prefix("segment:") {
+            let s = self
+                .segments
+                .get(seg)
+                .ok_or_else(|| FaultError::Unknown(target.to_string()))?;
+            s.set_fault(|_| true, fault)
+        } else {
+            self.switches()
+                .iter()
+                .map(|s| {
+                    s.set_fault(
+                        |k| matches!(k, PortKind::Device { device, .. } if device == target),
+                        fault,
+                    )
+                })
+                .sum()
+        };
+        if n == 0 {
+            return Err(FaultError::Unknown(target.to_string()));
+        }
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if fault.is_clear() {
+            faults.remove(target);
+        } else {
+            faults.insert(target.to_string(), fault);
+        }
+        Ok(())
+    }
+
+    /// Faults in force, by target.
+    pub fn faults(&self) -> BTreeMap<String, LinkFault> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(dst: Mac, src: Mac) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[0..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f
+    }
+
+    const A: Mac = [2, 0, 0, 0, 0, 1];
+    const B: Mac = [2, 0, 0, 0, 0, 2];
+    const BCAST: Mac = [0xff; 6];
+
+    #[tokio::test]
+    async fn learns_floods_and_forwards() {
+        let seg = Arc::new(Segment::new("lan".into(), Bridge::Tap, 24, None));
+        let (pa, mut ra) = seg.attach(PortKind::Tap, 1);
+        let (pb, mut rb) = seg.attach(
+            PortKind::Device {
+                device: "b".into(),
+                iface: "eth1".into(),
+            },
+            2,
+        );
+        let (_pc, mut rc) = seg.attach(
+            PortKind::Device {
+                device: "c".into(),
+                iface: "eth1".into(),
+            },
+            3,
+        );
+        // Broadcast from A floods to B and C, not back to A.
+        pa.send(frame(BCAST, A));
+        assert!(rb.try_recv().is_ok());
+        assert!(rc.try_recv().is_ok());
+        assert!(ra.try_recv().is_err());
+        // B answers A: A is learnt, so only A gets it.
+        pb.send(frame(A, B));
+        assert!(ra.try_recv().is_ok());
+        assert!(rc.try_recv().is_err());
+        // IPv6 multicast from the TAP is not flooded to devices.
+        pa.send(frame([0x33, 0x33, 0, 0, 0, 1], A));
+        assert!(rb.try_recv().is_err() && rc.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn full_queue_drops() {
+        let seg = Arc::new(Segment::new("lan".into(), Bridge::Tap, 24, None));
+        let (pa, _ra) = seg.attach(PortKind::Tap, 1);
+        let (_pb, _rb) = seg.attach(
+            PortKind::Device {
+                device: "b".into(),
+                iface: "eth1".into(),
+            },
+            2,
+        );
+        for _ in 0..PORT_QUEUE + 10 {
+            pa.send(frame(BCAST, A));
+        }
+        assert_eq!(seg.drops(), 10);
+    }
+
+    #[test]
+    fn separated_keeps_segments_apart_and_switched_bridges_them() {
+        let sep = Site::default_site();
+        let net = Network::from_site(&sep, None, 0).unwrap();
+        assert!(!Arc::ptr_eq(
+            net.segment("lan").unwrap(),
+            net.segment("ot").unwrap()
+        ));
+        let mut sw = sep.clone();
+        let ps = sw.devices[0].panel_server.as_mut().unwrap();
+        ps.topology = Topology::Switched;
+        ps.eth2_ip = None;
+        ps.eth2_segment = None;
+        sw.validate().unwrap();
+        let net = Network::from_site(&sw, None, 0).unwrap();
+        assert!(Arc::ptr_eq(
+            net.segment("lan").unwrap(),
+            net.segment("ot").unwrap()
+        ));
+        assert_eq!(net.tap_switches().len(), 1);
+    }
+}

@@ -1,0 +1,180 @@
+//! The TAP device: the host side's port on the switch (tun-rs, Linux).
+//!
+//! Contract:
+//! - [`Tap::open`] creates a TAP (Ethernet) device, gives it the site's
+//!   host-side address and brings it up, either in the network namespace the
+//!   process runs in, or — with `netns` — in that named namespace (created
+//!   by `fieldtwin lab up` or by a test): the TAP is created here, moved into
+//!   the namespace with `ip link set .. netns ..` and configured there, while
+//!   the process (and its control API) stays in its own namespace. The open
+//!   file descriptor keeps working across the move.
+//! - Frames read from the TAP enter every switch bridged to it; frames those
+//!   switches send to the TAP port are written to it.
+//! - Without CAP_NET_ADMIN the error says so and how to get it.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::Arc;
+
+use tun_rs::{DeviceBuilder, Layer};
+
+use super::switch::{PortKind, Segment};
+
+/// Errors of opening the TAP.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error(
+        "cannot create TAP device {name}: {source}. TAP mode needs CAP_NET_ADMIN: run as root, \
+         or inside the lab namespace (`sudo fieldtwin lab up`), or use host mode (no --tap)"
+    )]
+    Create {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("network namespace {0:?} does not exist; create it with `fieldtwin lab up --name {0}`")]
+    NoNamespace(String),
+    #[error("configuring TAP device {name} failed: `{command}`: {message}")]
+    Configure {
+        name: String,
+        command: String,
+        message: String,
+    },
+    #[error("no segment of the site is bridged to the TAP (set bridge = \"tap\" on one)")]
+    NothingBridged,
+}
+
+/// Settings of the TAP.
+#[derive(Debug, Clone)]
+pub struct TapConfig {
+    /// Interface name (at most 15 bytes).
+    pub name: String,
+    /// Host-side address on the TAP.
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    /// Named network namespace to put the TAP in (default: the current one).
+    pub netns: Option<String>,
+}
+
+/// An open TAP, plugged into the switches bridged to it.
+#[derive(Debug)]
+pub struct Tap {
+    pub name: String,
+    pub netns: Option<String>,
+}
+
+fn ip(args: &[&str], name: &str) -> Result<(), TapError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| TapError::Configure {
+            name: name.to_string(),
+            command: format!("ip {}", args.join(" ")),
+            message: format!("cannot run ip (iproute2): {e}"),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(TapError::Configure {
+            name: name.to_string(),
+            command: format!("ip {}", args.join(" ")),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Whether named network namespace `name` exists.
+pub fn netns_exists(name: &str) -> bool {
+    std::path::Path::new("/run/netns").join(name).exists()
+}
+
+impl Tap {
+    /// Creates the TAP and starts moving frames between it and `switches`
+    /// (call inside a tokio runtime).
+    pub fn open(cfg: &TapConfig, switches: Vec<Arc<Segment>>) -> Result<Tap, TapError> {
+        if switches.is_empty() {
+            return Err(TapError::NothingBridged);
+        }
+        let dev = match &cfg.netns {
+            None => DeviceBuilder::new()
+                .name(&cfg.name)
+                .layer(Layer::L2)
+                .mtu(1500)
+                .ipv4(cfg.address, cfg.prefix, None)
+                .build_async()
+                .map_err(|source| TapError::Create {
+                    name: cfg.name.clone(),
+                    source,
+                })?,
+            Some(ns) => {
+                if !netns_exists(ns) {
+                    return Err(TapError::NoNamespace(ns.clone()));
+                }
+                // A temporary unique name in this namespace, renamed there.
+                let tmp = format!("ftt{}", std::process::id() % 10_000_000);
+                let dev = DeviceBuilder::new()
+                    .name(&tmp)
+                    .layer(Layer::L2)
+                    .mtu(1500)
+                    .enable(false)
+                    .build_async()
+                    .map_err(|source| TapError::Create {
+                        name: cfg.name.clone(),
+                        source,
+                    })?;
+                ip(&["link", "set", "dev", &tmp, "netns", ns], &cfg.name)?;
+                ip(
+                    &["-n", ns, "link", "set", "dev", &tmp, "name", &cfg.name],
+                    &cfg.name,
+                )?;
+                let cidr = format!("{}/{}", cfg.address, cfg.prefix);
+                ip(
+                    &["-n", ns, "addr", "add", &cidr, "dev", &cfg.name],
+                    &cfg.name,
+                )?;
+                ip(
+                    &["-n", ns, "link", "set", "dev", &cfg.name, "up"],
+                    &cfg.name,
+                )?;
+                dev
+            }
+        };
+        let dev = Arc::new(dev);
+        let mut handles = Vec::new();
+        for seg in &switches {
+            let (handle, mut rx) = seg.attach(PortKind::Tap, 0x7a9);
+            handles.push(handle);
+            let dev = dev.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = rx.recv().await {
+                    if let Err(e) = dev.send(&frame).await {
+                        tracing::debug!("TAP write failed: {e}");
+                    }
+                }
+            });
+        }
+        let reader = dev.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match reader.recv(&mut buf).await {
+                    Ok(n) => {
+                        if let Some((last, rest)) = handles.split_last() {
+                            for h in rest {
+                                h.send(buf[..n].to_vec());
+                            }
+                            last.send(buf[..n].to_vec());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("TAP read failed: {e}; the host side is cut off");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Tap {
+            name: cfg.name.clone(),
+            netns: cfg.netns.clone(),
+        })
+    }
+}

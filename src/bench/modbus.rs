@@ -1,0 +1,270 @@
+//! `fieldtwin bench modbus`: the same Modbus load against four servers
+//! (see the module doc of [`super`]).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use fieldtwin_emulator::net::host;
+use tokio_modbus::prelude::*;
+use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
+
+use super::load::LoadResult;
+use super::{BenchNetns, generate_site, machine};
+
+#[derive(Debug, Args, Clone)]
+pub struct Options {
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Seconds of load per server.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn exe() -> std::path::PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| "fieldtwin".into())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `fieldtwin run ARGS` and waits until it prints its control API.
+pub fn start_site(site: &Path, args: &[&str], timeout: Duration) -> anyhow::Result<Proc> {
+    let api = format!("127.0.0.1:{}", free_port()?);
+    let mut child = Command::new(exe())
+        .args(["run", "--site"])
+        .arg(site)
+        .args(["--api", &api])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start fieldtwin run")?;
+    let out = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.starts_with("control API:") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let proc = Proc(child);
+    rx.recv_timeout(timeout)
+        .map_err(|_| anyhow::anyhow!("the site did not start within {timeout:?}"))?;
+    Ok(proc)
+}
+
+/// Runs the load in a child process (inside `netns` if given).
+fn run_load(o: &Options, addr: SocketAddr, netns: Option<&str>) -> anyhow::Result<LoadResult> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe());
+            c
+        }
+        None => Command::new(exe()),
+    };
+    let out = cmd
+        .args(["bench", "load", &addr.to_string()])
+        .args(["--connections", &o.connections.to_string()])
+        .args(["--seconds", &o.seconds.to_string()])
+        .output()
+        .context("cannot run the load")?;
+    if !out.status.success() {
+        bail!("load failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).context("load printed no result")
+}
+
+#[derive(Clone)]
+struct Bare;
+
+impl tokio_modbus::server::Service for Bare {
+    type Request = Request<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = std::future::Ready<Result<Response, ExceptionCode>>;
+
+    fn call(&self, req: Request<'static>) -> Self::Future {
+        std::future::ready(match req {
+            Request::ReadHoldingRegisters(_, n) => {
+                Ok(Response::ReadHoldingRegisters(vec![0x1234; usize::from(n)]))
+            }
+            _ => Err(ExceptionCode::IllegalFunction),
+        })
+    }
+}
+
+/// (a): a bare tokio-modbus server on 127.0.0.1 in this process.
+fn bare_server(rt: &tokio::runtime::Runtime) -> anyhow::Result<SocketAddr> {
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    rt.spawn(async move {
+        let server = Server::new(listener);
+        let svc = Arc::new(Bare);
+        let new = move |_| Ok(Some(svc.clone()));
+        let on_connected = move |stream, peer| {
+            let new = new.clone();
+            async move { accept_tcp_connection(stream, peer, new) }
+        };
+        let _ = server.serve(&on_connected, |_| {}).await;
+    });
+    Ok(addr)
+}
+
+const PYMODBUS_SERVER: &str = r#"
+import sys, asyncio
+from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext
+try:
+    from pymodbus.datastore import ModbusDeviceContext as Ctx
+    kw = "devices"
+except ImportError:
+    from pymodbus.datastore import ModbusSlaveContext as Ctx
+    kw = "slaves"
+from pymodbus.server import StartAsyncTcpServer
+block = ModbusSequentialDataBlock(0, [0x1234] * 200)
+ctx = ModbusServerContext(**{kw: Ctx(hr=block)}, single=True)
+print("ready", flush=True)
+asyncio.run(StartAsyncTcpServer(context=ctx, address=("127.0.0.1", int(sys.argv[1]))))
+"#;
+
+fn pymodbus_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import pymodbus"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+struct Row {
+    name: &'static str,
+    result: Result<LoadResult, String>,
+}
+
+pub fn run(o: Options) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut rows = Vec::new();
+    println!(
+        "bench modbus: {} connections, FC3 x 10 registers, {} s per server; {}",
+        o.connections,
+        o.seconds,
+        machine()
+    );
+
+    // (a) bare tokio-modbus server on kernel loopback.
+    let addr = bare_server(&rt)?;
+    rows.push(Row {
+        name: "a: tokio-modbus server, loopback",
+        result: run_load(&o, addr, None).map_err(|e| format!("{e:#}")),
+    });
+
+    let dir = tempfile::tempdir()?;
+    // (b) Panel Server, host mode (10.77.78.2 -> 127.77.78.2).
+    let site_b = dir.path().join("host.toml");
+    std::fs::write(&site_b, generate_site(1, 78)?)?;
+    rows.push(Row {
+        name: "b: Panel Server, host mode",
+        result: (|| {
+            let _site = start_site(&site_b, &[], Duration::from_secs(60))?;
+            let addr = SocketAddr::from((
+                host::host_address(super::generated_ip(78, 0)),
+                host::map_port(502),
+            ));
+            run_load(&o, addr, None)
+        })()
+        .map_err(|e| format!("{e:#}")),
+    });
+
+    // (c) Panel Server, TAP mode in a namespace of our own.
+    let site_c = dir.path().join("tap.toml");
+    std::fs::write(&site_c, generate_site(1, 1)?)?;
+    rows.push(Row {
+        name: "c: Panel Server, TAP mode",
+        result: (|| {
+            let ns = BenchNetns::create("m")?;
+            let _site = start_site(
+                &site_c,
+                &["--tap", "--netns", &ns.name, "--tap-name", "ftbench0"],
+                Duration::from_secs(60),
+            )?;
+            let addr = SocketAddr::from((super::generated_ip(1, 0), 502));
+            run_load(&o, addr, Some(&ns.name))
+        })()
+        .map_err(|e| format!("{e:#}")),
+    });
+
+    // (d) pymodbus, when installed.
+    rows.push(Row {
+        name: "d: pymodbus server, loopback",
+        result: if pymodbus_available() {
+            (|| {
+                let port = free_port()?;
+                let mut child = Command::new("python3")
+                    .args(["-c", PYMODBUS_SERVER, &port.to_string()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                let mut line = String::new();
+                BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+                let _p = Proc(child);
+                std::thread::sleep(Duration::from_millis(500));
+                run_load(&o, SocketAddr::from(([127, 0, 0, 1], port)), None)
+            })()
+            .map_err(|e| format!("{e:#}"))
+        } else {
+            Err("skipped: python3 cannot import pymodbus (pip install pymodbus)".into())
+        },
+    });
+
+    let base = rows[0].result.as_ref().ok().map(|r| r.rate());
+    println!(
+        "{:<34} {:>10} {:>8} {:>8} {:>8} {:>7}",
+        "server", "req/s", "p50 ms", "p99 ms", "errors", "vs a"
+    );
+    for r in &rows {
+        match &r.result {
+            Ok(l) => println!(
+                "{:<34} {:>10.0} {:>8.3} {:>8.3} {:>8} {:>7}",
+                r.name,
+                l.rate(),
+                l.p50_us as f64 / 1000.0,
+                l.p99_us as f64 / 1000.0,
+                l.errors,
+                base.map_or("-".into(), |b| format!("{:.2}x", l.rate() / b))
+            ),
+            Err(e) => println!("{:<34} {e}", r.name),
+        }
+    }
+    drop(rt);
+    Ok(())
+}

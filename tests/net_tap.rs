@@ -1,0 +1,391 @@
+//! End-to-end tests of TAP mode (issue 3): the real `fieldtwin run --tap`
+//! with its TAP in a network namespace that each test creates and removes,
+//! reached by real tools run inside it (ping, mbpoll, ss, tshark, python3
+//! sockets). Nothing leaves the namespace. Site octets 60-69 (see
+//! tests/common/mod.rs).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{RunningSite, site_text, tool};
+
+/// A network namespace owned by one test; deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("ftnet-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let out = tool("ip", &["netns", "add", &name]);
+        assert!(out.status.success(), "ip netns add {name}: {out:?}");
+        let out = tool("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        assert!(out.status.success(), "{out:?}");
+        Self { name }
+    }
+
+    /// Runs `program args` inside the namespace.
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let mut all = vec!["netns", "exec", &self.name, program];
+        all.extend_from_slice(args);
+        tool("ip", &all)
+    }
+
+    fn ping(&self, ip: &str, count: u32, interval: &str) -> Output {
+        self.run(
+            "ping",
+            &[
+                "-n",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "1",
+                ip,
+            ],
+        )
+    }
+
+    /// Reads 6 holding registers of unit 255 at address 10 with mbpoll.
+    fn mbpoll(&self, ip: &str) -> Output {
+        self.run(
+            "mbpoll",
+            &[
+                "-1", "-a", "255", "-r", "11", "-c", "6", "-t", "4", "-o", "3", ip,
+            ],
+        )
+    }
+
+    fn python(&self, script: &str) -> Output {
+        self.run("python3", &["-c", script])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Privileged tests need root (CAP_NET_ADMIN); others get a loud skip.
+fn root() -> bool {
+    let out = tool("id", &["-u"]);
+    let uid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if uid != "0" {
+        eprintln!(
+            "\n!!!!! SKIPPED: TAP-mode tests need root (CAP_NET_ADMIN); uid is {uid} !!!!!\n"
+        );
+        return false;
+    }
+    true
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Loss in percent from `ping -q` output.
+fn loss(o: &Output) -> f64 {
+    let t = text(o);
+    let l = t
+        .split(',')
+        .find(|p| p.contains("packet loss"))
+        .unwrap_or_else(|| panic!("no loss figure in ping output: {t}"));
+    l.trim()
+        .trim_end_matches("packet loss")
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap_or_else(|_| panic!("cannot read loss in {l:?}"))
+}
+
+fn start(ns: &Netns, site: &str, extra: &[&str]) -> RunningSite {
+    let mut args = vec!["--tap", "--netns", ns.name.as_str(), "--tap-name", "ftlab0"];
+    args.extend_from_slice(extra);
+    let site = RunningSite::start(site, &args);
+    assert!(
+        site.stdout.lock().unwrap().contains("TAP mode"),
+        "not in TAP mode:\n{}",
+        site.stdout.lock().unwrap()
+    );
+    site
+}
+
+#[test]
+fn ping_mbpoll_syn_burst_probes_and_time_wait() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("basic");
+    let site = start(&ns, &site_text(60), &[]);
+    let ps = "10.77.60.10";
+
+    let p = ns.ping(ps, 3, "0.2");
+    assert!(p.status.success() && loss(&p) == 0.0, "ping: {}", text(&p));
+
+    let m = ns.mbpoll(ps);
+    assert!(m.status.success(), "mbpoll: {}", text(&m));
+    assert!(
+        text(&m).contains("[11]:"),
+        "mbpoll read nothing: {}",
+        text(&m)
+    );
+
+    // 64 clients connect at the same instant; all must be established.
+    let burst = format!(
+        r#"
+import socket, select, time
+ss = []
+for i in range(64):
+    s = socket.socket(); s.setblocking(False)
+    try: s.connect(("{ps}", 502))
+    except BlockingIOError: pass
+    ss.append(s)
+deadline = time.time() + 10
+pending = list(ss)
+while pending and time.time() < deadline:
+    _, w, _ = select.select([], pending, [], 1)
+    for s in w: pending.remove(s)
+ok = sum(1 for s in ss if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and s not in pending)
+# Each connection also answers a Modbus request (FC3, unit 255, address 10).
+answered = 0
+for i, s in enumerate(ss):
+    s.setblocking(True); s.settimeout(5)
+    s.sendall(bytes([0, i, 0, 0, 0, 6, 255, 3, 0, 10, 0, 1]))
+    r = s.recv(64)
+    if len(r) >= 9 and r[7] == 3: answered += 1
+print("connected", ok, "answered", answered)
+"#
+    );
+    let b = ns.python(&burst);
+    assert!(
+        text(&b).contains("connected 64 answered 64"),
+        "SYN burst: {}",
+        text(&b)
+    );
+
+    // 500 connect-and-close probes, then Modbus still answers.
+    let probes = format!(
+        r#"
+import socket
+for i in range(500):
+    s = socket.create_connection(("{ps}", 502), timeout=5)
+    s.close()
+print("probes done")
+"#
+    );
+    let pr = ns.python(&probes);
+    assert!(text(&pr).contains("probes done"), "probes: {}", text(&pr));
+    let m = ns.mbpoll(ps);
+    assert!(
+        m.status.success() && text(&m).contains("[11]:"),
+        "mbpoll after probes: {}",
+        text(&m)
+    );
+
+    // The client closed first: its sockets end in TIME_WAIT, none hang in
+    // FIN_WAIT2 (the device closed its side with FIN).
+    std::thread::sleep(Duration::from_millis(500));
+    let tw = ns.run("ss", &["-tanH", "state", "time-wait", "dst", ps]);
+    let fw2 = ns.run("ss", &["-tanH", "state", "fin-wait-2", "dst", ps]);
+    assert!(
+        text(&tw).contains(&format!("{ps}:502")),
+        "no TIME_WAIT socket: {}",
+        text(&tw)
+    );
+    assert!(
+        text(&fw2).trim().is_empty(),
+        "sockets stuck in FIN_WAIT2: {}",
+        text(&fw2)
+    );
+    let st = site.stop();
+    assert!(st.success(), "fieldtwin exited with {st:?}");
+}
+
+/// The OT segment of the site (10.77.A+1.0/24), made reachable on-link from
+/// the namespace so that only the switch decides.
+fn route_ot(ns: &Netns, a: u8) {
+    let out = tool(
+        "ip",
+        &[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("10.77.{}.2/24", a + 1),
+            "dev",
+            "ftlab0",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn separated_topology_hides_the_ot_segment() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("sep");
+    let site = start(&ns, &site_text(62), &[]);
+    route_ot(&ns, 62);
+    // The IT side answers, the OT meter and the Panel Server's ETH2 do not.
+    let p = ns.ping("10.77.62.10", 2, "0.2");
+    assert_eq!(loss(&p), 0.0, "{}", text(&p));
+    for ot in ["10.77.63.11", "10.77.63.1"] {
+        let p = ns.ping(ot, 3, "0.2");
+        assert!(
+            !p.status.success() && loss(&p) == 100.0,
+            "{ot} reachable: {}",
+            text(&p)
+        );
+    }
+    drop(site);
+}
+
+#[test]
+fn switched_topology_reaches_the_ot_device() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("sw");
+    let text_site = site_text(64)
+        .replace("topology = \"separated\"", "topology = \"switched\"")
+        .lines()
+        .filter(|l| !l.starts_with("eth2_ip") && !l.starts_with("eth2_segment"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text_site.contains("topology = \"switched\""));
+    let site = start(&ns, &text_site, &[]);
+    route_ot(&ns, 64);
+    let p = ns.ping("10.77.65.11", 3, "0.2");
+    assert!(
+        p.status.success() && loss(&p) == 0.0,
+        "OT meter unreachable: {}",
+        text(&p)
+    );
+    drop(site);
+}
+
+#[test]
+fn pcap_shows_modbus_frames_in_tshark() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("pcap");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap_dir = dir.path().join("cap");
+    let site = start(&ns, &site_text(66), &["--pcap", pcap_dir.to_str().unwrap()]);
+    let m = ns.mbpoll("10.77.66.10");
+    assert!(m.status.success(), "mbpoll: {}", text(&m));
+    let st = site.stop();
+    assert!(st.success());
+    let lan = pcap_dir.join("lan.pcap");
+    assert!(pcap_dir.join("ot.pcap").exists(), "one capture per segment");
+    let out = tool("tshark", &["-r", lan.to_str().unwrap(), "-Y", "mbtcp"]);
+    let t = text(&out);
+    assert!(out.status.success(), "tshark: {t}");
+    assert!(
+        t.contains("Modbus/TCP") && t.contains("Read Holding Registers"),
+        "no Modbus frames in the capture: {t}"
+    );
+}
+
+#[test]
+fn loss_fault_loses_pings_and_clearing_restores() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("fault");
+    let site = start(&ns, &site_text(68), &[]);
+    let ps = "10.77.68.10";
+    assert_eq!(loss(&ns.ping(ps, 3, "0.2")), 0.0);
+    let r = site.post_json("/api/v1/links/ps1", r#"{"loss_pct": 20}"#);
+    assert_eq!(r["ps1"]["loss_pct"], 20.0, "{r}");
+    let p = ns.ping(ps, 60, "0.01");
+    let l = loss(&p);
+    assert!(
+        l > 0.0 && l < 100.0,
+        "20% loss each way should lose some pings: {}",
+        text(&p)
+    );
+    let r = site.post_json("/api/v1/links/ps1", "{}");
+    assert!(r.as_object().unwrap().is_empty(), "{r}");
+    let p = ns.ping(ps, 30, "0.01");
+    assert_eq!(loss(&p), 0.0, "cleared link still loses: {}", text(&p));
+    // Bad input is refused with a message.
+    let (code, body) = site.post("/api/v1/links/ps1", r#"{"loss_pct": 150}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("loss_pct"), "{body}");
+    let (code, body) = site.post("/api/v1/links/nope", r#"{"down": true}"#);
+    assert_eq!(code, 404, "{body}");
+    // A device that is off answers nothing, not even ping; on again, it does.
+    site.post_json("/api/v1/devices/ps1/power", r#"{"action":"off"}"#);
+    let p = ns.ping(ps, 3, "0.2");
+    assert_eq!(
+        loss(&p),
+        100.0,
+        "an unpowered device answered: {}",
+        text(&p)
+    );
+    site.post_json("/api/v1/devices/ps1/power", r#"{"action":"on"}"#);
+    let p = ns.ping(ps, 3, "0.2");
+    assert_eq!(loss(&p), 0.0, "{}", text(&p));
+    let m = ns.mbpoll(ps);
+    assert!(m.status.success(), "mbpoll after power cycle: {}", text(&m));
+}
+
+#[test]
+fn lab_up_exec_down_manage_the_namespace() {
+    if !root() {
+        return;
+    }
+    let name = format!("ftnet-lab-{}", std::process::id());
+    let up = common::fieldtwin(&["lab", "up", "--name", &name]);
+    assert!(up.status.success(), "lab up: {}", text(&up));
+    let ns = Netns { name: name.clone() };
+    let site = start(&ns, &site_text(70), &[]);
+    // A tool run by `lab exec` sees the TAP and reaches the Panel Server;
+    // the control API stays on the host's loopback.
+    let ex = common::fieldtwin(&[
+        "lab",
+        "exec",
+        "--name",
+        &name,
+        "--",
+        "ping",
+        "-n",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "10.77.70.10",
+    ]);
+    assert!(ex.status.success(), "lab exec ping: {}", text(&ex));
+    assert_eq!(
+        site.get_json("/api/v1/devices").as_array().unwrap().len(),
+        7
+    );
+    let fail = common::fieldtwin(&["lab", "exec", "--name", &name, "--", "false"]);
+    assert!(
+        !fail.status.success(),
+        "exit status of the command is passed on"
+    );
+    drop(site);
+    let down = common::fieldtwin(&["lab", "down", "--name", &name]);
+    assert!(down.status.success(), "lab down: {}", text(&down));
+    assert!(!std::path::Path::new("/run/netns").join(&name).exists());
+    let ex = common::fieldtwin(&["lab", "exec", "--name", &name, "--", "true"]);
+    assert!(!ex.status.success());
+    assert!(text(&ex).contains("lab up"), "{}", text(&ex));
+}
