@@ -7,6 +7,8 @@
 //! - REST: `GET /api/v1/devices`, `GET /api/v1/devices/{id}`,
 //!   `POST /api/v1/devices/{id}/power` `{"action":"on"|"off"|"cycle"}`,
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
 //!   (server-sent events). Every error is a 4xx/5xx with a JSON body
 //!   `{"error": "..."}` that says what was wrong.
@@ -28,7 +30,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::clock::{ClockError, ClockStatus};
-use crate::device::{DeviceStatus, Power, Runtime, RuntimeError};
+use crate::device::{DeviceStatus, FieldAction, Power, Runtime, RuntimeError};
 
 /// What a power command does.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,20 +45,52 @@ pub enum PowerAction {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    Power { device: String, action: PowerAction },
-    FactoryReset { device: String },
-    AdvanceClock { seconds: f64 },
-    SetSpeed { speed: f64 },
-    Pause { paused: bool },
+    Power {
+        device: String,
+        action: PowerAction,
+    },
+    FactoryReset {
+        device: String,
+    },
+    AdvanceClock {
+        seconds: f64,
+    },
+    SetSpeed {
+        speed: f64,
+    },
+    Pause {
+        paused: bool,
+    },
+    /// Switches a field device behind `device` (its serial meter, a PowerTag's
+    /// circuit, a wireless sensor) on or off.
+    FieldPower {
+        device: String,
+        field: String,
+        on: bool,
+    },
+    /// Puts a wireless field device behind `device` in or out of radio contact.
+    FieldRadio {
+        device: String,
+        field: String,
+        in_contact: bool,
+    },
 }
 
 /// Everything a running site reports.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Power { device: String, power: Power },
-    BootFailed { device: String, reason: String },
-    FactoryReset { device: String },
+    Power {
+        device: String,
+        power: Power,
+    },
+    BootFailed {
+        device: String,
+        reason: String,
+    },
+    FactoryReset {
+        device: String,
+    },
     Clock(ClockStatus),
     /// Something a device model reports (audit entries, alarms, ...).
     Device {
@@ -146,7 +180,31 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             rt.clock().set_paused(paused);
             clock_reply(rt)
         }
+        Command::FieldPower { device, field, on } => {
+            field_command(rt, &device, &field, FieldAction::Power { on })
+        }
+        Command::FieldRadio {
+            device,
+            field,
+            in_contact,
+        } => field_command(rt, &device, &field, FieldAction::Radio { in_contact }),
     }
+}
+
+fn field_command(
+    rt: &Runtime,
+    device: &str,
+    field: &str,
+    action: FieldAction,
+) -> Result<Reply, CommandError> {
+    rt.field_command(device, field, action)?
+        .map_err(CommandError::BadRequest)?;
+    rt.events().send(Event::Device {
+        device: device.to_string(),
+        kind: "field".into(),
+        message: format!("field device {field}: {action:?}"),
+    });
+    Ok(Reply::Device(Box::new(rt.status(device)?)))
 }
 
 /// An error as the REST API returns it.
@@ -223,6 +281,14 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/v1/devices/{id}", get(get_device))
         .route("/api/v1/devices/{id}/power", post(power))
         .route("/api/v1/devices/{id}/factory-reset", post(factory_reset))
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/power",
+            post(field_power),
+        )
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/radio",
+            post(field_radio),
+        )
         .route("/api/v1/clock", get(get_clock).post(set_clock))
         .route("/api/v1/commands", post(command))
         .route("/api/v1/events", get(events))
@@ -266,6 +332,47 @@ async fn factory_reset(
     Ok(Json(
         execute(&rt, Command::FactoryReset { device: id }).await?,
     ))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/fields/{field}/radio`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RadioBody {
+    in_contact: bool,
+}
+
+async fn field_power(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<PowerBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let on = match body.action {
+        PowerAction::On => true,
+        PowerAction::Off => false,
+        PowerAction::Cycle => {
+            return Err(ApiError::bad_request(
+                "a field device takes {\"action\": \"on\"} or {\"action\": \"off\"}",
+            ));
+        }
+    };
+    Ok(Json(
+        execute(&rt, Command::FieldPower { device, field, on }).await?,
+    ))
+}
+
+async fn field_radio(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<RadioBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::FieldRadio {
+        device,
+        field,
+        in_contact: body.in_contact,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
 }
 
 async fn get_clock(State(rt): State<Shared>) -> Json<ClockStatus> {

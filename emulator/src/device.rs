@@ -96,6 +96,26 @@ pub trait Device: Send + Sync + 'static {
     /// Boots: loads NV state, verifies firmware and starts the services as
     /// tasks of `ctx`. Returns once the device is running.
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>>;
+    /// Acts on field device `field` behind this device (a serial meter or a
+    /// wireless sensor of a Panel Server) at virtual time `now`. The error
+    /// says what was wrong and what is allowed.
+    fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
+        let _ = (action, now);
+        Err(format!(
+            "device {} has no field device {field:?} (it has no field devices)",
+            self.id()
+        ))
+    }
+}
+
+/// What can be done to a field device (see [`Device::field_command`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldAction {
+    /// Supply (for a PowerTag: the voltage of its circuit) on or off.
+    Power { on: bool },
+    /// In or out of radio contact with the Panel Server (wireless devices).
+    Radio { in_contact: bool },
 }
 
 /// A device's RTC, shared by its services; every change is saved to NV.
@@ -387,6 +407,17 @@ impl Runtime {
             .ok_or_else(|| RuntimeError::UnknownDevice(id.to_string()))
     }
 
+    /// Sends `action` to field device `field` behind device `id`.
+    pub fn field_command(
+        &self,
+        id: &str,
+        field: &str,
+        action: FieldAction,
+    ) -> Result<Result<(), String>, RuntimeError> {
+        let slot = self.slot(id)?;
+        Ok(slot.device.field_command(field, action, self.clock.now()))
+    }
+
     pub fn ids(&self) -> Vec<String> {
         self.slots.keys().cloned().collect()
     }
@@ -407,7 +438,10 @@ impl Runtime {
         if life.power != Power::Off {
             return Ok(life.power);
         }
-        if slot.rtc.update(|rtc, now| rtc.power_restored(now, self.retention)) {
+        if slot
+            .rtc
+            .update(|rtc, now| rtc.power_restored(now, self.retention))
+        {
             self.events.send(Event::Device {
                 device: id.to_string(),
                 kind: "rtc".into(),
@@ -618,7 +652,10 @@ mod tests {
         let err = tokio::net::TcpStream::connect(addr).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
         rt.power_on("probe").await.unwrap();
-        assert_eq!(rt.nv("probe").unwrap().get::<u32>("boots").unwrap(), Some(2));
+        assert_eq!(
+            rt.nv("probe").unwrap().get::<u32>("boots").unwrap(),
+            Some(2)
+        );
         let mut seen = Vec::new();
         while let Ok(e) = events.try_recv() {
             if let Event::Power { power, .. } = e {
@@ -627,7 +664,13 @@ mod tests {
         }
         assert_eq!(
             seen,
-            vec![Power::Booting, Power::On, Power::Off, Power::Booting, Power::On]
+            vec![
+                Power::Booting,
+                Power::On,
+                Power::Off,
+                Power::Booting,
+                Power::On
+            ]
         );
     }
 

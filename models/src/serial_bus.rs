@@ -1,0 +1,134 @@
+//! A simulated RS-485 line (Modbus over Serial Line V1.02): the Panel
+//! Server's Modbus-SL port as master, field devices as slaves.
+//!
+//! Contract:
+//! - One request at a time on the line: [`Line::transact`] holds the line
+//!   from the first request byte to the end of the answer (or the timeout).
+//! - Every frame is really RTU-encoded with its CRC-16 ([`rtu`]); each slave
+//!   decodes and checks the request frame, the addressed one answers with an
+//!   RTU frame that the master decodes and checks again. A frame with a bad
+//!   CRC is ignored, as on a real line.
+//! - Frames take their transmission time in virtual time: bits per character
+//!   (start + 8 data + parity + stop bits) / baud, plus the 3.5-character
+//!   silence. When no slave answers, the master waits the response timeout
+//!   ([`RESPONSE_TIMEOUT`], [NF] 500 ms) and reports 0x0B. Waits are on the
+//!   virtual clock, but never longer than the same duration (+50 ms) of wall
+//!   time, so a paused clock does not hang a SCADA client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fieldtwin_emulator::clock::Clock;
+use fieldtwin_emulator::site::{Parity, SerialLineConfig};
+
+use crate::field::FieldDevice;
+use crate::proto::modbus::{Exception, Request, Response, rtu};
+
+/// How long the master waits for an answer ([NF]; configurable on the real device).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Counters of a line.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub answers: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Virtual time the line was busy, in microseconds.
+    pub busy_us: AtomicU64,
+}
+
+/// One serial line and the slaves on it.
+#[derive(Debug)]
+pub struct Line {
+    pub baud: u32,
+    pub bits_per_char: u32,
+    pub slaves: Vec<Arc<FieldDevice>>,
+    pub stats: Stats,
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// Waits `d` of virtual time (capped in wall time, see the module docs).
+async fn wait(clock: &Clock, d: Duration) {
+    tokio::select! {
+        _ = clock.sleep(d) => {}
+        _ = tokio::time::sleep(d + Duration::from_millis(50)) => {}
+    }
+}
+
+impl Line {
+    pub fn new(cfg: &SerialLineConfig, slaves: Vec<Arc<FieldDevice>>) -> Self {
+        Self {
+            baud: cfg.baud,
+            bits_per_char: rtu::char_bits(cfg.parity != Parity::None, cfg.stop_bits),
+            slaves,
+            stats: Stats::default(),
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether a slave with this unit id is configured.
+    pub fn has_unit(&self, unit: u8) -> bool {
+        self.slaves.iter().any(|s| s.unit == unit)
+    }
+
+    /// What the slaves put on the line after `frame`: the answer frame, if any.
+    pub fn slaves_answer(&self, t: f64, frame: &[u8]) -> Option<Vec<u8>> {
+        let (unit, pdu) = rtu::decode(frame).ok()?;
+        let slave = self.slaves.iter().find(|s| s.unit == unit)?;
+        let answer = match Request::decode(pdu) {
+            Ok(req) => slave.handle(t, &req)?,
+            Err(e) => {
+                if !slave.answers() {
+                    return None;
+                }
+                Err(e)
+            }
+        };
+        let function = pdu.first().copied().unwrap_or(0);
+        let pdu = answer
+            .unwrap_or_else(|e| Response::exception(function, e))
+            .encode();
+        Some(rtu::encode(unit, &pdu))
+    }
+
+    /// Sends `pdu` to `unit` and returns the answer PDU (data or exception),
+    /// or 0x0B if no valid answer came before the timeout.
+    pub async fn transact(
+        &self,
+        clock: &Clock,
+        unit: u8,
+        pdu: &[u8],
+    ) -> Result<Vec<u8>, Exception> {
+        let _line = self.busy.lock().await;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let request = rtu::encode(unit, pdu);
+        let t_req = rtu::frame_time(request.len(), self.baud, self.bits_per_char);
+        wait(clock, t_req).await;
+        let answer = self.slaves_answer(clock.now().as_secs_f64(), &request);
+        let checked = answer
+            .as_deref()
+            .and_then(|f| rtu::decode(f).ok())
+            .filter(|(u, _)| *u == unit);
+        match (answer.as_ref(), checked) {
+            (Some(frame), Some((_, pdu))) => {
+                let t_resp = rtu::frame_time(frame.len(), self.baud, self.bits_per_char);
+                wait(clock, t_resp).await;
+                self.stats.answers.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .busy_us
+                    .fetch_add((t_req + t_resp).as_micros() as u64, Ordering::Relaxed);
+                Ok(pdu.to_vec())
+            }
+            _ => {
+                wait(clock, RESPONSE_TIMEOUT).await;
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.stats.busy_us.fetch_add(
+                    (t_req + RESPONSE_TIMEOUT).as_micros() as u64,
+                    Ordering::Relaxed,
+                );
+                Err(Exception::GatewayTargetFailedToRespond)
+            }
+        }
+    }
+}
