@@ -2,6 +2,7 @@
 //! wiring of a site is in [`app`], the table printing in [`report`].
 
 mod app;
+mod bench_physics;
 mod report;
 
 use std::net::SocketAddr;
@@ -28,11 +29,22 @@ enum Cmd {
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
     },
+    /// Benchmarks (figures in docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
     /// Show or check site files.
     Site {
         #[command(subcommand)]
         command: SiteCmd,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// 24 virtual hours of the default site's field devices at full speed.
+    Physics,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +67,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run(opts) => app::run(opts),
         Cmd::Devices { api } => report::devices(api),
+        Cmd::Bench {
+            command: BenchCmd::Physics,
+        } => bench_physics::run(),
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),

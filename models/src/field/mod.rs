@@ -597,6 +597,57 @@ pub fn seed_of(site_seed: u64, id: &str) -> u64 {
     })
 }
 
+/// Seconds of the day (UTC) at virtual time 0 of `clock`.
+pub fn day0(clock: &fieldtwin_emulator::clock::Clock) -> f64 {
+    use chrono::Timelike;
+    let e = clock.epoch();
+    f64::from(e.num_seconds_from_midnight()) + f64::from(e.nanosecond()) / 1e9
+}
+
+/// Every metered or sensing field device of `site` (the serial and wireless
+/// devices of each Panel Server, and the networked meters), built as the
+/// running site builds them, with time of day `day0` at virtual time 0.
+/// Used by `fieldtwin bench physics`.
+pub fn site_devices(site: &fieldtwin_emulator::site::Site, day0: f64) -> Vec<FieldDevice> {
+    let mut out = Vec::new();
+    for d in &site.devices {
+        if Kind::of_model(d.model.name()) == Some(Kind::Meter) {
+            let spec = Spec {
+                id: d.id.clone(),
+                model: d.model.name().to_string(),
+                unit: 1,
+                rf_id: None,
+                profile: Some(d.profile.clone().unwrap_or_else(|| "site_main".into())),
+                powered: true,
+                seed: seed_of(site.site.seed, &d.id),
+                day0,
+            };
+            out.extend(FieldDevice::new(&spec, GatewayCopy::default()));
+        }
+        for f in d
+            .panel_server
+            .iter()
+            .flat_map(|p| p.serial.iter().chain(&p.wireless))
+        {
+            let spec = Spec {
+                id: f.id.clone(),
+                model: f.model.clone(),
+                unit: f.unit.unwrap_or(0),
+                rf_id: f
+                    .rf_id
+                    .as_deref()
+                    .and_then(fieldtwin_emulator::site::parse_rf_id),
+                profile: f.profile.clone(),
+                powered: f.powered,
+                seed: seed_of(site.site.seed, &f.id),
+                day0,
+            };
+            out.extend(FieldDevice::new(&spec, GatewayCopy::default()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,11 +762,4 @@ mod tests {
             Err(Exception::IllegalFunction)
         );
     }
-}
-
-/// Seconds of the day (UTC) at virtual time 0 of `clock`.
-pub fn day0(clock: &fieldtwin_emulator::clock::Clock) -> f64 {
-    use chrono::Timelike;
-    let e = clock.epoch();
-    f64::from(e.num_seconds_from_midnight()) + f64::from(e.nanosecond()) / 1e9
 }
