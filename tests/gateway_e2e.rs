@@ -371,3 +371,72 @@ fn bench_physics_prints_its_table() {
     assert!(text.contains("stepped and jumped runs agree"), "{text}");
     assert!(text.contains("wall time:"), "{text}");
 }
+
+#[test]
+fn modbus_service_per_interface_and_the_128_client_limit() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let s = RunningSite::start(&site(32, 1), &[]);
+    let eth1 = ps_ip(32);
+    let eth2 = "127.77.33.1".to_string();
+    // Separated topology: ETH1 activated, ETH2 deactivated (DOCA0211).
+    assert!(
+        TcpStream::connect((eth2.as_str(), 502)).is_err(),
+        "ETH2 must be closed"
+    );
+    let r = pymodbus(&eth1, &["read:255:61:4"]);
+    assert_eq!(ascii(&words(&r[0])), "PAS600L");
+
+    // Activate ETH2 through the REST call, deactivate ETH1 through a Command.
+    s.post_json(
+        "/api/v1/devices/ps1/modbus-service",
+        r#"{"interface":"eth2","enabled":true}"#,
+    );
+    let r = pymodbus(&eth2, &["read:255:61:4"]);
+    assert_eq!(ascii(&words(&r[0])), "PAS600L");
+    s.post_json(
+        "/api/v1/commands",
+        r#"{"command":"modbus_service","device":"ps1","interface":"eth1","enabled":false}"#,
+    );
+    assert!(
+        TcpStream::connect((eth1.as_str(), 502)).is_err(),
+        "ETH1 must be closed now"
+    );
+    let (code, body) = s.post(
+        "/api/v1/devices/ps1/modbus-service",
+        r#"{"interface":"eth9","enabled":true}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("eth1, eth2 or wifi"), "{body}");
+    // The choice is kept in NV memory across a power cycle.
+    s.post_json("/api/v1/devices/ps1/power", r#"{"action":"cycle"}"#);
+    assert!(
+        TcpStream::connect((eth1.as_str(), 502)).is_err(),
+        "ETH1 stays closed after reboot"
+    );
+    let r = pymodbus(&eth2, &["read:255:61:4"]);
+    assert_eq!(ascii(&words(&r[0])), "PAS600L");
+
+    // At most 128 simultaneous clients: the 129th is accepted and closed.
+    let mut clients: Vec<TcpStream> = (0..128)
+        .map(|_| TcpStream::connect((eth2.as_str(), 502)).expect("client"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect((eth2.as_str(), 502)).expect("connect");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(&[0, 1, 0, 0, 0, 6, 255, 3, 0, 60, 0, 1]);
+    let mut buf = [0u8; 32];
+    let n = extra.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the 129th client must be refused");
+    // The first 128 are served.
+    let c = &mut clients[0];
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(&[0, 1, 0, 0, 0, 6, 255, 3, 0, 60, 0, 1])
+        .unwrap();
+    let n = c.read(&mut buf).unwrap();
+    assert_eq!(&buf[7..9], &[3, 2], "{:?}", &buf[..n]);
+}

@@ -9,6 +9,7 @@
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
+//!   `POST /api/v1/devices/{id}/modbus-service` `{"interface":"eth2","enabled":true}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
 //!   (server-sent events). Every error is a 4xx/5xx with a JSON body
 //!   `{"error": "..."}` that says what was wrong.
@@ -73,6 +74,13 @@ pub enum Command {
         device: String,
         field: String,
         in_contact: bool,
+    },
+    /// Activates or deactivates a Panel Server's Modbus TCP service on one
+    /// interface (`eth1`, `eth2`, `wifi`).
+    ModbusService {
+        device: String,
+        interface: String,
+        enabled: bool,
     },
 }
 
@@ -188,6 +196,24 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             field,
             in_contact,
         } => field_command(rt, &device, &field, FieldAction::Radio { in_contact }),
+        Command::ModbusService {
+            device,
+            interface,
+            enabled,
+        } => {
+            rt.set_modbus_service(&device, &interface, enabled)
+                .await?
+                .map_err(CommandError::BadRequest)?;
+            rt.events().send(Event::Device {
+                device: device.clone(),
+                kind: "modbus_service".into(),
+                message: format!(
+                    "Modbus TCP service {} on {interface}",
+                    if enabled { "activated" } else { "deactivated" }
+                ),
+            });
+            Ok(Reply::Device(Box::new(rt.status(&device)?)))
+        }
     }
 }
 
@@ -289,6 +315,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/api/v1/devices/{id}/fields/{field}/radio",
             post(field_radio),
         )
+        .route("/api/v1/devices/{id}/modbus-service", post(modbus_service))
         .route("/api/v1/clock", get(get_clock).post(set_clock))
         .route("/api/v1/commands", post(command))
         .route("/api/v1/events", get(events))
@@ -371,6 +398,28 @@ async fn field_radio(
         device,
         field,
         in_contact: body.in_contact,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/modbus-service`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModbusServiceBody {
+    interface: String,
+    enabled: bool,
+}
+
+async fn modbus_service(
+    State(rt): State<Shared>,
+    Path(device): Path<String>,
+    body: Result<Json<ModbusServiceBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::ModbusService {
+        device,
+        interface: body.interface,
+        enabled: body.enabled,
     };
     Ok(Json(execute(&rt, cmd).await?))
 }

@@ -106,6 +106,21 @@ pub trait Device: Send + Sync + 'static {
             self.id()
         ))
     }
+    /// Activates or deactivates the Modbus TCP service on `interface`
+    /// (`eth1`, `eth2`, `wifi`); the choice is kept in NV memory.
+    fn set_modbus_service<'a>(
+        &'a self,
+        interface: &'a str,
+        enabled: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let _ = (interface, enabled);
+        let id = self.id().to_string();
+        Box::pin(async move {
+            Err(format!(
+                "device {id} has no Modbus TCP service to configure"
+            ))
+        })
+    }
 }
 
 /// What can be done to a field device (see [`Device::field_command`]).
@@ -416,6 +431,17 @@ impl Runtime {
     ) -> Result<Result<(), String>, RuntimeError> {
         let slot = self.slot(id)?;
         Ok(slot.device.field_command(field, action, self.clock.now()))
+    }
+
+    /// Activates or deactivates the Modbus TCP service of device `id` on `interface`.
+    pub async fn set_modbus_service(
+        &self,
+        id: &str,
+        interface: &str,
+        enabled: bool,
+    ) -> Result<Result<(), String>, RuntimeError> {
+        let slot = self.slot(id)?;
+        Ok(slot.device.set_modbus_service(interface, enabled).await)
     }
 
     pub fn ids(&self) -> Vec<String> {

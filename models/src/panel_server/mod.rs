@@ -78,6 +78,32 @@ pub struct PanelServer {
     line_cfg: fieldtwin_emulator::site::SerialLineConfig,
     tcp_targets: Vec<Arc<gateway::TcpTarget>>,
     fields: OnceLock<Fields>,
+    modbus: std::sync::Mutex<Option<ModbusRunning>>,
+}
+
+/// The Modbus TCP service of the current boot: one stop handle per interface.
+struct ModbusRunning {
+    ctx: DeviceContext,
+    handler: Arc<dyn Handler>,
+    stops: std::collections::BTreeMap<String, tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Opens port 502 on `iface` and serves it until the returned sender is dropped.
+async fn start_modbus(
+    ctx: &DeviceContext,
+    handler: Arc<dyn Handler>,
+    iface: &str,
+) -> Result<tokio::sync::oneshot::Sender<()>, BootError> {
+    let listener = ctx.listen_tcp(iface, "modbus", MODBUS_PORT).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = server::serve(ctx.clone(), listener, handler, MAX_MODBUS_CLIENTS);
+    ctx.spawn(async move {
+        tokio::select! {
+            _ = stopped => {}
+            _ = serve => {}
+        }
+    });
+    Ok(stop)
 }
 
 /// The field devices behind a Panel Server, created at first boot.
@@ -187,6 +213,7 @@ impl PanelServer {
             line_cfg: cfg.serial_line,
             tcp_targets,
             fields: OnceLock::new(),
+            modbus: std::sync::Mutex::new(None),
         }
     }
 
@@ -309,16 +336,92 @@ impl Device for PanelServer {
                 ("eth1", settings.modbus.eth1),
                 ("eth2", settings.modbus.eth2),
             ];
+            let mut stops = std::collections::BTreeMap::new();
             for (iface, on) in wanted {
                 if on && ctx.interface(iface).is_some() {
-                    let listener = ctx.listen_tcp(iface, "modbus", MODBUS_PORT).await?;
-                    ctx.spawn(server::serve(
-                        ctx.clone(),
-                        listener,
-                        handler.clone(),
-                        MAX_MODBUS_CLIENTS,
+                    stops.insert(
+                        iface.to_string(),
+                        start_modbus(&ctx, handler.clone(), iface).await?,
+                    );
+                }
+            }
+            *self.modbus.lock().unwrap_or_else(|e| e.into_inner()) = Some(ModbusRunning {
+                ctx: ctx.clone(),
+                handler,
+                stops,
+            });
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn set_modbus_service<'a>(
+        &'a self,
+        interface: &'a str,
+        enabled: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let (ctx, handler, running) = {
+                let guard = self.modbus.lock().unwrap_or_else(|e| e.into_inner());
+                let m = guard.as_ref().ok_or_else(|| {
+                    format!(
+                        "{} is off; power it on before changing its Modbus service",
+                        self.id
+                    )
+                })?;
+                (
+                    m.ctx.clone(),
+                    m.handler.clone(),
+                    m.stops.contains_key(interface),
+                )
+            };
+            if ctx.power_lost().is_cancelled() {
+                return Err(format!(
+                    "{} is off; power it on before changing its Modbus service",
+                    self.id
+                ));
+            }
+            let mut settings: Settings = ctx
+                .nv
+                .get(SETTINGS_KEY)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_else(|| self.defaults.clone());
+            match interface {
+                "eth1" => settings.modbus.eth1 = enabled,
+                "eth2" if self.model.has_two_ethernet_ports() => settings.modbus.eth2 = enabled,
+                "eth2" => {
+                    return Err(format!(
+                        "{} has one Ethernet port; use eth1 or wifi",
+                        self.model.name()
                     ));
                 }
+                "wifi" => settings.modbus.wifi = enabled,
+                other => return Err(format!("no interface {other:?}; use eth1, eth2 or wifi")),
+            }
+            ctx.nv
+                .put(SETTINGS_KEY, &settings)
+                .map_err(|e| e.to_string())?;
+            // Apply now on interfaces the device really has (Wi-Fi is not emulated yet).
+            if enabled && !running && ctx.interface(interface).is_some() {
+                let stop = start_modbus(&ctx, handler, interface)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(m) = self
+                    .modbus
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                {
+                    m.stops.insert(interface.to_string(), stop);
+                }
+            } else if !enabled
+                && let Some(m) = self
+                    .modbus
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+            {
+                m.stops.remove(interface);
             }
             Ok(())
         }
