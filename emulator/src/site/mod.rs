@@ -734,6 +734,28 @@ mod tests {
     }
 
     #[test]
+    fn field_device_models_and_profiles_are_checked() {
+        let err = Site::parse(&with("model = \"A9MEM1540\"", "model = \"A9XYZ\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wireless[1].model") && err.contains("A9MEM15xx"),
+            "{err}"
+        );
+        let err = Site::parse(&with("profile = \"hvac\"", "profile = \"sauna\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wireless[1].profile") && err.contains("office"),
+            "{err}"
+        );
+        let err = Site::parse(&with("model = \"iEM3155\"", "model = \"A9MEM1540\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("serial[0].model"), "{err}");
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let text = with("serial = \"NK231730251\"", "serail = \"x\"");
         let err = Site::parse(&text).unwrap_err().to_string();
