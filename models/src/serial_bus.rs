@@ -132,3 +132,92 @@ impl Line {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::field::{GatewayCopy, Spec};
+    use fieldtwin_emulator::clock::FACTORY_EPOCH;
+
+    fn line(baud: u32) -> Line {
+        let meter = FieldDevice::new(
+            &Spec {
+                id: "m".into(),
+                model: "iEM3155".into(),
+                unit: 5,
+                rf_id: None,
+                profile: Some("office".into()),
+                powered: true,
+                seed: 1,
+                day0: 0.0,
+            },
+            GatewayCopy::default(),
+        )
+        .unwrap();
+        let cfg = SerialLineConfig {
+            baud,
+            parity: Parity::Even,
+            stop_bits: 1,
+        };
+        Line::new(&cfg, vec![Arc::new(meter)])
+    }
+
+    #[tokio::test]
+    async fn a_request_takes_its_transmission_time_in_virtual_time() {
+        let clock = Clock::start(FACTORY_EPOCH, 1.0).unwrap();
+        clock.set_paused(true);
+        let l = line(9600);
+        let t0 = clock.now();
+        let pdu = Request::ReadHolding {
+            addr: 3027,
+            count: 2,
+        }
+        .encode();
+        // The clock is paused: the answer comes when virtual time has moved on.
+        let ticker = {
+            let clock = clock.clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    clock.advance(Duration::from_millis(1));
+                }
+            })
+        };
+        let answer = l.transact(&clock, 5, &pdu).await.unwrap();
+        ticker.abort();
+        let took = clock.now() - t0;
+        // 8-byte request + 9-byte answer at 9600 8E1: 13.2 ms + 14.3 ms.
+        assert!(took >= Duration::from_millis(27), "{took:?}");
+        assert_eq!(answer[..2], [3, 4]);
+        let v = f32::from_bits(u32::from_be_bytes([
+            answer[2], answer[3], answer[4], answer[5],
+        ]));
+        assert!((220.0..240.0).contains(&v), "{v}");
+        assert_eq!(l.stats.answers.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn silent_or_absent_slaves_time_out_with_0x0b() {
+        let clock = Clock::start(FACTORY_EPOCH, 1000.0).unwrap();
+        let l = line(19200);
+        let pdu = Request::ReadHolding {
+            addr: 3027,
+            count: 2,
+        }
+        .encode();
+        l.slaves[0].set_power(0.0, false);
+        assert_eq!(
+            l.transact(&clock, 5, &pdu).await,
+            Err(Exception::GatewayTargetFailedToRespond)
+        );
+        assert_eq!(l.stats.timeouts.load(Ordering::Relaxed), 1);
+        // The slave's own exceptions come back unchanged.
+        l.slaves[0].set_power(0.0, true);
+        let bad = Request::ReadHolding { addr: 9, count: 1 }.encode();
+        assert_eq!(l.transact(&clock, 5, &bad).await, Ok(vec![0x83, 0x02]));
+        // A corrupted frame is ignored by the slave.
+        let mut frame = rtu::encode(5, &pdu);
+        frame[2] ^= 1;
+        assert_eq!(l.slaves_answer(1.0, &frame), None);
+    }
+}

@@ -763,3 +763,55 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn scattered_reads_and_device_id() {
+        let spec = |model: &str| Spec {
+            id: "d".into(),
+            model: model.into(),
+            unit: 100,
+            rf_id: Some(7),
+            profile: None,
+            powered: true,
+            seed: 3,
+            day0: 0.0,
+        };
+        let tag = FieldDevice::new(&spec("A9MEM1540"), GatewayCopy::default()).unwrap();
+        let Some(Ok(Response::Scattered { values })) = tag.handle(
+            1.0,
+            &Request::ReadScattered {
+                addrs: vec![31025, 31029],
+            },
+        ) else {
+            panic!()
+        };
+        assert_eq!(values, vec![100, 7]);
+        let meter = FieldDevice::new(&spec("PM5560"), GatewayCopy::default()).unwrap();
+        let Some(Ok(Response::DeviceId { objects, .. })) =
+            meter.handle(1.0, &Request::ReadDeviceId { code: 1, object: 0 })
+        else {
+            panic!()
+        };
+        assert_eq!(objects[1].1, b"PM5560".to_vec());
+        assert_eq!(
+            tag.handle(1.0, &Request::ReadDeviceId { code: 1, object: 0 }),
+            Some(Err(Exception::IllegalFunction))
+        );
+        let th = FieldDevice::new(&spec("TH110"), GatewayCopy::default()).unwrap();
+        assert_eq!(
+            th.handle(
+                1.0,
+                &Request::ReadHolding {
+                    addr: 4006,
+                    count: 2
+                }
+            ),
+            Some(Err(Exception::IllegalDataAddress)),
+            "TH110 has no humidity register"
+        );
+    }
+}
