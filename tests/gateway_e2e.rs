@@ -440,3 +440,32 @@ fn modbus_service_per_interface_and_the_128_client_limit() {
     let n = c.read(&mut buf).unwrap();
     assert_eq!(&buf[7..9], &[3, 2], "{:?}", &buf[..n]);
 }
+
+#[test]
+fn energy_registers_survive_a_restart_with_kept_state() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().join("state");
+    let args = ["--state", state_arg.to_str().unwrap()];
+    let ip = ps_ip(34);
+    let energy = |unit: u8| {
+        let w = tokio_read(&ip, unit, 3204, 4);
+        w.iter().fold(0i64, |a, x| (a << 16) | i64::from(*x))
+    };
+    let s = RunningSite::start(&site(34, 1), &args);
+    pause(&s);
+    let e0 = (energy(101), energy(1));
+    s.post_json("/api/v1/clock", r#"{"advance_s":3600}"#);
+    let e1 = (energy(101), energy(1));
+    assert!(e1.0 > e0.0 && e1.1 > e0.1, "{e0:?} -> {e1:?}");
+    assert!(s.stop().success());
+    let s = RunningSite::start(&site(34, 1), &args);
+    pause(&s);
+    let e2 = (energy(101), energy(1));
+    // Saved every 15 virtual minutes: after one hour the last save is at most e1.
+    assert!(e2.0 > e0.0 && e2.0 <= e1.0, "PowerTag {e0:?} {e1:?} {e2:?}");
+    assert!(
+        e2.1 > e0.1 && e2.1 <= e1.1,
+        "serial meter {e0:?} {e1:?} {e2:?}"
+    );
+    drop(s);
+}

@@ -80,6 +80,18 @@ pub struct GatewayCopy {
     pub model: String,
 }
 
+/// The registers a device keeps over a power loss (sheets: "Saved = Y").
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    pub energy_wh: f64,
+    pub partial_base_wh: f64,
+}
+
+/// NV key under which a Panel Server or a networked meter keeps [`Saved`] values.
+pub const SAVED_KEY: &str = "field_energy";
+/// How often (virtual time) energies are written to NV memory ([NF]).
+pub const SAVE_PERIOD: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// Site-file description of one field device.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -238,6 +250,25 @@ impl FieldDevice {
     /// Total active energy (Wh) at `t`, if the device meters energy.
     pub fn energy_wh(&self, t: f64) -> Option<f64> {
         self.lock().circuit.as_mut().map(|c| c.energy_wh(t))
+    }
+
+    /// Energy registers to keep in NV memory, at `t`.
+    pub fn saved(&self, t: f64) -> Option<Saved> {
+        let mut st = self.lock();
+        let base = st.partial_base_wh;
+        st.circuit.as_mut().map(|c| Saved {
+            energy_wh: c.energy_wh(t),
+            partial_base_wh: base,
+        })
+    }
+
+    /// Restores the energy registers of a previous run (call before any read).
+    pub fn restore(&self, saved: Saved) {
+        let mut st = self.lock();
+        if let Some(c) = st.circuit.as_mut() {
+            c.restore(saved.energy_wh);
+            st.partial_base_wh = saved.partial_base_wh.clamp(0.0, saved.energy_wh.max(0.0));
+        }
     }
 
     /// Does the device answer requests at all?
@@ -595,6 +626,38 @@ pub fn seed_of(site_seed: u64, id: &str) -> u64 {
     id.bytes().fold(site_seed ^ 0x5851_F42D_4C95_7F2D, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// Restores `devices` from NV and saves them every [`SAVE_PERIOD`] of
+/// virtual time while the owning device is powered.
+pub fn persist(
+    ctx: &fieldtwin_emulator::device::DeviceContext,
+    devices: Vec<std::sync::Arc<FieldDevice>>,
+    restore: bool,
+) {
+    use std::collections::BTreeMap;
+    if restore && let Ok(Some(saved)) = ctx.nv.get::<BTreeMap<String, Saved>>(SAVED_KEY) {
+        for d in &devices {
+            if let Some(s) = saved.get(&d.id) {
+                d.restore(*s);
+            }
+        }
+    }
+    let ctx2 = ctx.clone();
+    ctx.spawn(async move {
+        let mut tick = ctx2.clock.interval(SAVE_PERIOD);
+        tick.tick().await;
+        loop {
+            let now = tick.tick().await.as_secs_f64();
+            let map: BTreeMap<String, Saved> = devices
+                .iter()
+                .filter_map(|d| d.saved(now).map(|s| (d.id.clone(), s)))
+                .collect();
+            if let Err(e) = ctx2.nv.put(SAVED_KEY, &map) {
+                ctx2.emit("nv", format!("cannot save field energies: {e}"));
+            }
+        }
+    });
 }
 
 /// Seconds of the day (UTC) at virtual time 0 of `clock`.

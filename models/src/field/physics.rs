@@ -233,6 +233,14 @@ impl Circuit {
         }
     }
 
+    /// Restores the energy register saved in NV memory (at time 0 of this run).
+    pub fn restore(&mut self, energy_wh: f64) {
+        if energy_wh.is_finite() && energy_wh >= 0.0 {
+            self.acc_wh = energy_wh;
+            self.acc_t = 0.0;
+        }
+    }
+
     /// Switches the circuit's supply on or off at `t`.
     pub fn set_on(&mut self, t: f64, on: bool) {
         if on == self.on {

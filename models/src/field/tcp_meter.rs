@@ -80,6 +80,7 @@ impl Device for TcpMeter {
     }
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
         async move {
+            let first_boot = self.meter.get().is_none();
             let meter = self
                 .meter
                 .get_or_init(|| {
@@ -91,6 +92,7 @@ impl Device for TcpMeter {
                     )
                 })
                 .clone();
+            super::persist(&ctx, vec![meter.clone()], first_boot);
             let now = ctx.clock.now().as_secs_f64();
             meter.set_power(now, true);
             let listener = ctx.listen_tcp("eth1", "modbus", PORT).await?;

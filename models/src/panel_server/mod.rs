@@ -320,7 +320,16 @@ impl Device for PanelServer {
                     self.defaults.clone()
                 }
             };
+            let first_boot = self.fields.get().is_none();
             let fields = self.fields(&ctx);
+            let all: Vec<Arc<FieldDevice>> = fields
+                .line
+                .slaves
+                .iter()
+                .chain(&fields.wireless)
+                .cloned()
+                .collect();
+            field::persist(&ctx, all, first_boot);
             let handler: Arc<dyn Handler> = Arc::new(Gateway {
                 registers: OwnRegisters::new(&self.identity, &self.wireless),
                 rtc: ctx.rtc.clone(),
