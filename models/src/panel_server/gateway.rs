@@ -33,7 +33,7 @@ use crate::proto::modbus::{Exception, Request, Response, function};
 use crate::serial_bus::Line;
 
 /// How long the gateway waits for a Modbus TCP downstream device ([NF]).
-pub const TCP_TIMEOUT: Duration = Duration::from_secs(1);
+pub const TCP_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// A Modbus TCP device behind the gateway.
 pub struct TcpTarget {
