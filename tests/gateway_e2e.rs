@@ -469,3 +469,41 @@ fn energy_registers_survive_a_restart_with_kept_state() {
     );
     drop(s);
 }
+
+#[test]
+fn mbpoll_rtu_talks_to_the_serial_meter_on_the_line_pty() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = dir.path().join("modbus-sl");
+    let pty = pty.to_str().unwrap();
+    let text = site(36, 1).replacen(
+        "serial_line = {",
+        &format!("serial_pty = \"{pty}\"\nserial_line = {{"),
+        1,
+    );
+    assert!(
+        text.contains("serial_pty"),
+        "the default site has a serial_line"
+    );
+    let s = RunningSite::start(&text, &[]);
+    pause(&s);
+    let rtu = ["-m", "rtu", "-b", "19200", "-P", "even"];
+    let mut args = rtu.to_vec();
+    args.extend_from_slice(&[
+        "-a", "1", "-r", "3028", "-c", "3", "-t", "4:float", "-B", pty,
+    ]);
+    let out = mbpoll(&args);
+    let volts = mbpoll_values(&out);
+    assert_eq!(volts.len(), 3, "{out}");
+    // The same values as through the gateway (clock paused).
+    let r = pymodbus(&ps_ip(36), &["read:1:3028:6"]);
+    let w = words(&r[0]);
+    for (k, v) in volts.iter().enumerate() {
+        assert!((f32_of(&w[2 * k..]) - v).abs() < 0.01, "{volts:?} vs {w:?}");
+    }
+    // No slave 9 on the line: the master times out.
+    let mut args = rtu.to_vec();
+    args.extend_from_slice(&["-a", "9", "-r", "3028", "-t", "4:float", "-B", pty]);
+    let out = mbpoll(&args);
+    assert!(out.contains("timed out"), "{out}");
+    drop(s);
+}

@@ -14,6 +14,12 @@
 //!   ([`RESPONSE_TIMEOUT`], [NF] 500 ms) and reports 0x0B. Waits are on the
 //!   virtual clock, but never longer than the same duration (+50 ms) of wall
 //!   time, so a paused clock does not hang a SCADA client.
+//! - [`serve_pty`] optionally exposes the line on a pseudo-terminal so that
+//!   a real RTU master (`mbpoll -m rtu PATH`) talks to the slaves directly:
+//!   request frames are delimited by line silence ([NF]: 20 ms of wall time
+//!   without a byte ends a frame that is not yet complete), checked (CRC)
+//!   and answered by the addressed slave; nothing is answered to a frame
+//!   with a bad CRC, an unknown unit or a silent slave, as on a real line.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,6 +134,144 @@ impl Line {
                     Ordering::Relaxed,
                 );
                 Err(Exception::GatewayTargetFailedToRespond)
+            }
+        }
+    }
+}
+
+/// Why the PTY of a line could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum PtyError {
+    #[error("cannot open a pseudo-terminal: {0}")]
+    Open(nix::Error),
+    #[error(
+        "cannot link the pseudo-terminal at {path}: {source} (choose a writable path for serial_pty)"
+    )]
+    Link {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A pseudo-terminal whose slave side is linked at a path.
+pub struct Pty {
+    master: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    /// Kept open so the master does not see a hang-up between clients.
+    _slave: std::os::fd::OwnedFd,
+    link: std::path::PathBuf,
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
+impl Pty {
+    /// Opens a raw pseudo-terminal and links its slave side at `path`.
+    pub fn open(path: &str) -> Result<Self, PtyError> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let pty = nix::pty::openpty(None, None).map_err(PtyError::Open)?;
+        let mut t = tcgetattr(&pty.slave).map_err(PtyError::Open)?;
+        cfmakeraw(&mut t);
+        tcsetattr(&pty.slave, SetArg::TCSANOW, &t).map_err(PtyError::Open)?;
+        fcntl(&pty.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(PtyError::Open)?;
+        let name = nix::unistd::ttyname(&pty.slave).map_err(PtyError::Open)?;
+        let link = std::path::PathBuf::from(path);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&name, &link).map_err(|source| PtyError::Link {
+            path: path.to_string(),
+            source,
+        })?;
+        // An OwnedFd that nothing else closes or replaces: the I/O-safety
+        // concern behind the deprecation does not apply.
+        #[allow(deprecated)]
+        let master = tokio::io::unix::AsyncFd::new(pty.master).map_err(|e| PtyError::Link {
+            path: path.to_string(),
+            source: e,
+        })?;
+        Ok(Self {
+            master,
+            _slave: pty.slave,
+            link,
+        })
+    }
+
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut guard = self.master.readable().await?;
+            match guard
+                .try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from))
+            {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let mut guard = self.master.writable().await?;
+            match guard
+                .try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(std::io::Error::from))
+            {
+                Ok(Ok(n)) => buf = &buf[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves `line` to an external RTU master on `pty` until the task is dropped.
+pub async fn serve_pty(line: Arc<Line>, clock: Clock, pty: Pty) {
+    let mut frame: Vec<u8> = Vec::with_capacity(rtu::MAX_FRAME);
+    let mut buf = [0u8; 512];
+    loop {
+        let read = if frame.is_empty() {
+            pty.read(&mut buf).await.map(Some)
+        } else {
+            match tokio::time::timeout(Duration::from_millis(20), pty.read(&mut buf)).await {
+                Ok(r) => r.map(Some),
+                Err(_silence) => Ok(None),
+            }
+        };
+        match read {
+            Ok(Some(n)) => frame.extend_from_slice(&buf[..n]),
+            Ok(None) => frame.clear(), // silence ended an incomplete or corrupt frame
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => {
+                // No client has the terminal open: wait and retry.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => return,
+        }
+        if frame.len() > rtu::MAX_FRAME {
+            frame.clear();
+            continue;
+        }
+        if rtu::decode(&frame).is_err() {
+            continue;
+        }
+        let request = std::mem::take(&mut frame);
+        let _busy = line.busy.lock().await;
+        line.stats.requests.fetch_add(1, Ordering::Relaxed);
+        wait(
+            &clock,
+            rtu::frame_time(request.len(), line.baud, line.bits_per_char),
+        )
+        .await;
+        if let Some(answer) = line.slaves_answer(clock.now().as_secs_f64(), &request) {
+            wait(
+                &clock,
+                rtu::frame_time(answer.len(), line.baud, line.bits_per_char),
+            )
+            .await;
+            line.stats.answers.fetch_add(1, Ordering::Relaxed);
+            if pty.write_all(&answer).await.is_err() {
+                return;
             }
         }
     }

@@ -260,6 +260,10 @@ pub struct PanelServerConfig {
     pub eth2_segment: Option<String>,
     #[serde(default)]
     pub serial_line: SerialLineConfig,
+    /// Also expose the Modbus-SL line on a pseudo-terminal, linked at this
+    /// path, for an external RTU master (`mbpoll -m rtu PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_pty: Option<String>,
     /// Modbus-SL devices on the RS-485 port.
     #[serde(default)]
     pub serial: Vec<FieldDeviceConfig>,

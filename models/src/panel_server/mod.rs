@@ -76,6 +76,7 @@ pub struct PanelServer {
     serial_specs: Vec<Spec>,
     wireless_specs: Vec<Spec>,
     line_cfg: fieldtwin_emulator::site::SerialLineConfig,
+    serial_pty: Option<String>,
     tcp_targets: Vec<Arc<gateway::TcpTarget>>,
     fields: OnceLock<Fields>,
     modbus: std::sync::Mutex<Option<ModbusRunning>>,
@@ -211,6 +212,7 @@ impl PanelServer {
             serial_specs,
             wireless_specs,
             line_cfg: cfg.serial_line,
+            serial_pty: cfg.serial_pty.clone(),
             tcp_targets,
             fields: OnceLock::new(),
             modbus: std::sync::Mutex::new(None),
@@ -330,6 +332,15 @@ impl Device for PanelServer {
                 .cloned()
                 .collect();
             field::persist(&ctx, all, first_boot);
+            if let Some(path) = &self.serial_pty {
+                let pty = crate::serial_bus::Pty::open(path)
+                    .map_err(|e| BootError::Other(e.to_string()))?;
+                ctx.spawn(crate::serial_bus::serve_pty(
+                    fields.line.clone(),
+                    ctx.clock.clone(),
+                    pty,
+                ));
+            }
             let handler: Arc<dyn Handler> = Arc::new(Gateway {
                 registers: OwnRegisters::new(&self.identity, &self.wireless),
                 rtc: ctx.rtc.clone(),
