@@ -7,6 +7,9 @@
 //! - REST: `GET /api/v1/devices`, `GET /api/v1/devices/{id}`,
 //!   `POST /api/v1/devices/{id}/power` `{"action":"on"|"off"|"cycle"}`,
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
+//!   `POST /api/v1/devices/{id}/modbus-service` `{"interface":"eth2","enabled":true}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
 //!   (server-sent events), `GET /api/v1/links`, `POST /api/v1/links/{device}`
 //!   (a [`LinkFault`]; TAP mode). Every error is a 4xx/5xx with a JSON body
@@ -30,7 +33,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::clock::{ClockError, ClockStatus};
-use crate::device::{DeviceStatus, Power, Runtime, RuntimeError};
+use crate::device::{DeviceStatus, FieldAction, Power, Runtime, RuntimeError};
 use crate::net::fault::{FaultError, LinkFault};
 
 /// What a power command does.
@@ -67,6 +70,26 @@ pub enum Command {
     SetLink {
         device: String,
         fault: LinkFault,
+    },
+    /// Switches a field device behind `device` (its serial meter, a PowerTag's
+    /// circuit, a wireless sensor) on or off.
+    FieldPower {
+        device: String,
+        field: String,
+        on: bool,
+    },
+    /// Puts a wireless field device behind `device` in or out of radio contact.
+    FieldRadio {
+        device: String,
+        field: String,
+        in_contact: bool,
+    },
+    /// Activates or deactivates a Panel Server's Modbus TCP service on one
+    /// interface (`eth1`, `eth2`, `wifi`).
+    ModbusService {
+        device: String,
+        interface: String,
+        enabled: bool,
     },
 }
 
@@ -187,7 +210,49 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             net.set_fault(&device, fault)?;
             Ok(Reply::Links(net.faults()))
         }
+        Command::FieldPower { device, field, on } => {
+            field_command(rt, &device, &field, FieldAction::Power { on })
+        }
+        Command::FieldRadio {
+            device,
+            field,
+            in_contact,
+        } => field_command(rt, &device, &field, FieldAction::Radio { in_contact }),
+        Command::ModbusService {
+            device,
+            interface,
+            enabled,
+        } => {
+            rt.set_modbus_service(&device, &interface, enabled)
+                .await?
+                .map_err(CommandError::BadRequest)?;
+            rt.events().send(Event::Device {
+                device: device.clone(),
+                kind: "modbus_service".into(),
+                message: format!(
+                    "Modbus TCP service {} on {interface}",
+                    if enabled { "activated" } else { "deactivated" }
+                ),
+            });
+            Ok(Reply::Device(Box::new(rt.status(&device)?)))
+        }
     }
+}
+
+fn field_command(
+    rt: &Runtime,
+    device: &str,
+    field: &str,
+    action: FieldAction,
+) -> Result<Reply, CommandError> {
+    rt.field_command(device, field, action)?
+        .map_err(CommandError::BadRequest)?;
+    rt.events().send(Event::Device {
+        device: device.to_string(),
+        kind: "field".into(),
+        message: format!("field device {field}: {action:?}"),
+    });
+    Ok(Reply::Device(Box::new(rt.status(device)?)))
 }
 
 /// An error as the REST API returns it.
@@ -267,6 +332,15 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/v1/devices/{id}", get(get_device))
         .route("/api/v1/devices/{id}/power", post(power))
         .route("/api/v1/devices/{id}/factory-reset", post(factory_reset))
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/power",
+            post(field_power),
+        )
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/radio",
+            post(field_radio),
+        )
+        .route("/api/v1/devices/{id}/modbus-service", post(modbus_service))
         .route("/api/v1/clock", get(get_clock).post(set_clock))
         .route("/api/v1/commands", post(command))
         .route("/api/v1/links", get(get_links))
@@ -312,6 +386,69 @@ async fn factory_reset(
     Ok(Json(
         execute(&rt, Command::FactoryReset { device: id }).await?,
     ))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/fields/{field}/radio`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RadioBody {
+    in_contact: bool,
+}
+
+async fn field_power(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<PowerBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let on = match body.action {
+        PowerAction::On => true,
+        PowerAction::Off => false,
+        PowerAction::Cycle => {
+            return Err(ApiError::bad_request(
+                "a field device takes {\"action\": \"on\"} or {\"action\": \"off\"}",
+            ));
+        }
+    };
+    Ok(Json(
+        execute(&rt, Command::FieldPower { device, field, on }).await?,
+    ))
+}
+
+async fn field_radio(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<RadioBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::FieldRadio {
+        device,
+        field,
+        in_contact: body.in_contact,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/modbus-service`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModbusServiceBody {
+    interface: String,
+    enabled: bool,
+}
+
+async fn modbus_service(
+    State(rt): State<Shared>,
+    Path(device): Path<String>,
+    body: Result<Json<ModbusServiceBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::ModbusService {
+        device,
+        interface: body.interface,
+        enabled: body.enabled,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
 }
 
 async fn get_clock(State(rt): State<Shared>) -> Json<ClockStatus> {

@@ -96,6 +96,41 @@ pub trait Device: Send + Sync + 'static {
     /// Boots: loads NV state, verifies firmware and starts the services as
     /// tasks of `ctx`. Returns once the device is running.
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>>;
+    /// Acts on field device `field` behind this device (a serial meter or a
+    /// wireless sensor of a Panel Server) at virtual time `now`. The error
+    /// says what was wrong and what is allowed.
+    fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
+        let _ = (action, now);
+        Err(format!(
+            "device {} has no field device {field:?} (it has no field devices)",
+            self.id()
+        ))
+    }
+    /// Activates or deactivates the Modbus TCP service on `interface`
+    /// (`eth1`, `eth2`, `wifi`); the choice is kept in NV memory.
+    fn set_modbus_service<'a>(
+        &'a self,
+        interface: &'a str,
+        enabled: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let _ = (interface, enabled);
+        let id = self.id().to_string();
+        Box::pin(async move {
+            Err(format!(
+                "device {id} has no Modbus TCP service to configure"
+            ))
+        })
+    }
+}
+
+/// What can be done to a field device (see [`Device::field_command`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldAction {
+    /// Supply (for a PowerTag: the voltage of its circuit) on or off.
+    Power { on: bool },
+    /// In or out of radio contact with the Panel Server (wireless devices).
+    Radio { in_contact: bool },
 }
 
 /// A device's RTC, shared by its services; every change is saved to NV.
@@ -400,6 +435,28 @@ impl Runtime {
         self.slots
             .get(id)
             .ok_or_else(|| RuntimeError::UnknownDevice(id.to_string()))
+    }
+
+    /// Sends `action` to field device `field` behind device `id`.
+    pub fn field_command(
+        &self,
+        id: &str,
+        field: &str,
+        action: FieldAction,
+    ) -> Result<Result<(), String>, RuntimeError> {
+        let slot = self.slot(id)?;
+        Ok(slot.device.field_command(field, action, self.clock.now()))
+    }
+
+    /// Activates or deactivates the Modbus TCP service of device `id` on `interface`.
+    pub async fn set_modbus_service(
+        &self,
+        id: &str,
+        interface: &str,
+        enabled: bool,
+    ) -> Result<Result<(), String>, RuntimeError> {
+        let slot = self.slot(id)?;
+        Ok(slot.device.set_modbus_service(interface, enabled).await)
     }
 
     pub fn ids(&self) -> Vec<String> {

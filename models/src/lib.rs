@@ -2,13 +2,17 @@
 //!
 //! - [`proto`]: protocol codecs (Modbus MBAP/RTU, ...), total and incremental.
 //! - [`panel_server`]: EcoStruxure Panel Server PAS400/600/800.
+//! - [`field`]: meters, PowerTags, environmental sensors and their physics.
+//! - [`serial_bus`]: the simulated RS-485 line of a Panel Server's Modbus-SL port.
 //! - [`passive`]: devices whose behaviour is not emulated yet.
 //!
 //! [`build`] turns one `[[device]]` of the site file into a [`Device`].
 
+pub mod field;
 pub mod panel_server;
 pub mod passive;
 pub mod proto;
+pub mod serial_bus;
 
 use std::sync::Arc;
 
@@ -19,6 +23,9 @@ use fieldtwin_emulator::site::{DeviceConfig, Site};
 pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
     match dev.model {
         m if m.is_panel_server() => Arc::new(panel_server::PanelServer::new(site, dev)),
+        m if field::Kind::of_model(m.name()) == Some(field::Kind::Meter) => {
+            Arc::new(field::tcp_meter::TcpMeter::new(site.site.seed, dev))
+        }
         _ => Arc::new(passive::Passive::new(dev)),
     }
 }

@@ -1,5 +1,6 @@
 //! `fieldtwin bench ...` and `fieldtwin site generate`: benchmarks of the
-//! network backends (issue 3). Benchmarks measure; they assert nothing.
+//! network backends and of the field-device physics. Benchmarks measure;
+//! they assert nothing.
 //!
 //! Contract:
 //! - `bench modbus`: one load (N connections reading 10 holding registers
@@ -11,11 +12,14 @@
 //! - `bench scale --devices N`: boots a generated site of N Panel Servers in
 //!   TAP mode in its own namespace and prints the time until every device
 //!   answers Modbus and ping, RSS per device and idle CPU.
+//! - `bench physics`: 24 virtual hours of the default site's field devices
+//!   at full speed; wall time and energy totals.
 //! - TAP-mode runs always use a namespace created here (`ftnet-bench-PID`)
 //!   and deleted afterwards; nothing leaves the machine.
 
 pub mod load;
 pub mod modbus;
+pub mod physics;
 pub mod scale;
 
 use std::fmt::Write as _;
@@ -29,6 +33,8 @@ pub enum BenchCmd {
     Modbus(modbus::Options),
     /// Boot N Panel Servers in TAP mode: boot time, RSS per device, idle CPU.
     Scale(scale::Options),
+    /// 24 virtual hours of the default site's field devices at full speed.
+    Physics,
     /// (internal) Run one load against ADDR and print the result as JSON.
     #[command(hide = true)]
     Load(load::Options),
@@ -41,6 +47,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Modbus(o) => modbus::run(o),
         BenchCmd::Scale(o) => scale::run(o),
+        BenchCmd::Physics => physics::run(),
         BenchCmd::Load(o) => load::run(o),
         BenchCmd::Probe(o) => scale::probe(o),
     }

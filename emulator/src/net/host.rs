@@ -140,6 +140,14 @@ impl Stack for HostStack {
     }
 
     fn connect_tcp(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
+        // A site address (10.77.S.N) is reached on its host-mode loopback
+        // address and port, so services connect to site addresses unchanged.
+        let to = match to {
+            SocketAddr::V4(v4) if !v4.ip().is_loopback() => {
+                SocketAddr::from((host_address(*v4.ip()), map_port(v4.port())))
+            }
+            other => other,
+        };
         async move {
             let sock = TcpSocket::new_v4()?;
             sock.bind(SocketAddr::from((self.ip, 0)))?;

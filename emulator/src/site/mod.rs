@@ -260,6 +260,10 @@ pub struct PanelServerConfig {
     pub eth2_segment: Option<String>,
     #[serde(default)]
     pub serial_line: SerialLineConfig,
+    /// Also expose the Modbus-SL line on a pseudo-terminal, linked at this
+    /// path, for an external RTU master (`mbpoll -m rtu PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_pty: Option<String>,
     /// Modbus-SL devices on the RS-485 port.
     #[serde(default)]
     pub serial: Vec<FieldDeviceConfig>,
@@ -430,6 +434,7 @@ impl Site {
                     "must be a number of seconds",
                 ));
             }
+            check_profile(&format!("{at}.profile"), d.profile.as_deref())?;
             if let Some(ps) = &d.panel_server {
                 if !d.model.is_panel_server() {
                     return Err(invalid(
@@ -573,6 +578,29 @@ impl Site {
                         format!("{:?} is used twice", f.id),
                     ));
                 }
+                let known = if kind == "serial" {
+                    f.model.starts_with("PM5") || f.model.starts_with("iEM3")
+                } else {
+                    f.model.starts_with("A9MEM15")
+                        || ["TH110", "CL110"].contains(&f.model.as_str())
+                        || f.model.starts_with("TRH")
+                        || f.model.starts_with("CO2")
+                };
+                if !known {
+                    let allowed = if kind == "serial" {
+                        "PM5xxx or iEM3xxx meters"
+                    } else {
+                        "A9MEM15xx (PowerTag Energy), TH110, CL110, TRH or CO2 sensors"
+                    };
+                    return Err(invalid(
+                        format!("{at}.model"),
+                        format!(
+                            "{:?} is not emulated on the {kind} side; use {allowed}",
+                            f.model
+                        ),
+                    ));
+                }
+                check_profile(&format!("{at}.profile"), f.profile.as_deref())?;
                 if kind == "serial" && f.unit.is_none() {
                     return Err(invalid(
                         format!("{at}.unit"),
@@ -611,6 +639,26 @@ impl Site {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Load profiles of metered circuits and rooms (models::field::physics).
+pub const PROFILES: [&str; 6] = [
+    "office",
+    "hvac",
+    "lighting",
+    "ev_charging",
+    "site_main",
+    "indoor",
+];
+
+fn check_profile(field: &str, profile: Option<&str>) -> Result<(), SiteError> {
+    match profile {
+        Some(p) if !PROFILES.contains(&p) => Err(invalid(
+            field.to_string(),
+            format!("unknown profile {p:?}; use one of {}", PROFILES.join(", ")),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -687,6 +735,28 @@ mod tests {
     fn with(text_from: &str, to: &str) -> String {
         assert!(DEFAULT_SITE_TOML.contains(text_from));
         DEFAULT_SITE_TOML.replacen(text_from, to, 1)
+    }
+
+    #[test]
+    fn field_device_models_and_profiles_are_checked() {
+        let err = Site::parse(&with("model = \"A9MEM1540\"", "model = \"A9XYZ\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wireless[1].model") && err.contains("A9MEM15xx"),
+            "{err}"
+        );
+        let err = Site::parse(&with("profile = \"hvac\"", "profile = \"sauna\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wireless[1].profile") && err.contains("office"),
+            "{err}"
+        );
+        let err = Site::parse(&with("model = \"iEM3155\"", "model = \"A9MEM1540\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("serial[0].model"), "{err}");
     }
 
     #[test]

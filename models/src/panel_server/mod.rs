@@ -8,22 +8,33 @@
 //!   separated topology -> ETH1 activated, ETH2 deactivated.
 //! - Unit id 255 answers the Panel Server's own registers ([`registers`]),
 //!   with the date/time taken from the device's RTC and writable with FC16.
-//!   Other unit ids answer 0x0A (gateway path unavailable) until the gateway
-//!   routes them.
+//!   Other unit ids are routed by [`gateway::Router`] to the serial meters,
+//!   the Modbus TCP devices of the OT side and the wireless devices
+//!   (docs/gateway.md); a unit id nobody has answers 0x0A.
+//! - Field devices (serial and wireless) live as long as the Panel Server
+//!   model; `FieldPower`/`FieldRadio` commands reach them through
+//!   [`Device::field_command`].
 //! - At most 128 Modbus TCP clients at once.
 
+pub mod gateway;
 pub mod registers;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use fieldtwin_emulator::device::{BootError, Credential, Device, DeviceContext, RtcHandle};
+use fieldtwin_emulator::device::{
+    BootError, Credential, Device, DeviceContext, FieldAction, RtcHandle,
+};
 use fieldtwin_emulator::site::{DeviceConfig, Model, Site, Topology, parse_rf_id};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::field::{self, FieldDevice, GatewayCopy, Spec};
 use crate::proto::modbus::server::{self, Handler};
 use crate::proto::modbus::{Exception, Request, Response, function};
+use crate::serial_bus::Line;
 use registers::{Health, Identity, Live, OwnRegisters, WirelessSlot};
 
 /// Unit id of the Panel Server's own registers.
@@ -62,6 +73,54 @@ pub struct PanelServer {
     identity: Identity,
     defaults: Settings,
     wireless: Vec<WirelessSlot>,
+    serial_specs: Vec<Spec>,
+    wireless_specs: Vec<Spec>,
+    line_cfg: fieldtwin_emulator::site::SerialLineConfig,
+    serial_pty: Option<String>,
+    tcp_targets: Vec<Arc<gateway::TcpTarget>>,
+    fields: OnceLock<Fields>,
+    modbus: std::sync::Mutex<Option<ModbusRunning>>,
+}
+
+/// The Modbus TCP service of the current boot: one stop handle per interface.
+struct ModbusRunning {
+    ctx: DeviceContext,
+    handler: Arc<dyn Handler>,
+    stops: std::collections::BTreeMap<String, tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Opens port 502 on `iface` and serves it until the returned sender is dropped.
+async fn start_modbus(
+    ctx: &DeviceContext,
+    handler: Arc<dyn Handler>,
+    iface: &str,
+) -> Result<tokio::sync::oneshot::Sender<()>, BootError> {
+    let listener = ctx.listen_tcp(iface, "modbus", MODBUS_PORT).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = server::serve(ctx.clone(), listener, handler, MAX_MODBUS_CLIENTS);
+    ctx.spawn(async move {
+        tokio::select! {
+            _ = stopped => {}
+            _ = serve => {}
+        }
+    });
+    Ok(stop)
+}
+
+/// The field devices behind a Panel Server, created at first boot.
+struct Fields {
+    line: Arc<Line>,
+    wireless: Vec<Arc<FieldDevice>>,
+}
+
+impl Fields {
+    fn find(&self, id: &str) -> Option<&Arc<FieldDevice>> {
+        self.line
+            .slaves
+            .iter()
+            .chain(self.wireless.iter())
+            .find(|d| d.id == id)
+    }
 }
 
 impl PanelServer {
@@ -88,7 +147,7 @@ impl PanelServer {
             .filter_map(|f| f.unit)
             .chain(cfg.modbus_tcp.iter().map(|t| t.unit))
             .collect();
-        let wireless = cfg
+        let wireless: Vec<WirelessSlot> = cfg
             .wireless
             .iter()
             .map(|w| {
@@ -105,13 +164,87 @@ impl PanelServer {
                 }
             })
             .collect();
+        let spec = |f: &fieldtwin_emulator::site::FieldDeviceConfig, unit: u8| Spec {
+            id: f.id.clone(),
+            model: f.model.clone(),
+            unit,
+            rf_id: f.rf_id.as_deref().and_then(parse_rf_id),
+            profile: f.profile.clone(),
+            powered: f.powered,
+            seed: field::seed_of(site.site.seed, &f.id),
+            day0: 0.0,
+        };
+        let serial_specs = cfg
+            .serial
+            .iter()
+            .map(|f| spec(f, f.unit.unwrap_or(1)))
+            .collect();
+        let wireless_specs = cfg
+            .wireless
+            .iter()
+            .zip(&wireless)
+            .map(|(f, slot): (_, &WirelessSlot)| spec(f, slot.unit))
+            .collect();
+        let tcp_targets = cfg
+            .modbus_tcp
+            .iter()
+            .filter_map(|t| {
+                let target = site.device(&t.device)?;
+                let iface = if cfg.eth2_segment.as_deref() == Some(target.segment.as_str()) {
+                    "eth2"
+                } else {
+                    "eth1"
+                };
+                Some(Arc::new(gateway::TcpTarget::new(
+                    t.device.clone(),
+                    t.unit,
+                    iface.to_string(),
+                    SocketAddr::from((target.ip, field::tcp_meter::PORT)),
+                )))
+            })
+            .collect();
         Self {
             id: dev.id.clone(),
             model: dev.model,
             identity: identity(dev.model, serial(site, dev)),
             defaults,
             wireless,
+            serial_specs,
+            wireless_specs,
+            line_cfg: cfg.serial_line,
+            serial_pty: cfg.serial_pty.clone(),
+            tcp_targets,
+            fields: OnceLock::new(),
+            modbus: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Creates the field devices (once: they outlive reboots of the Panel Server).
+    fn fields(&self, ctx: &DeviceContext) -> &Fields {
+        self.fields.get_or_init(|| {
+            let day0 = field::day0(&ctx.clock);
+            let copy = GatewayCopy {
+                product_id: self.identity.product_id,
+                commercial_reference: self.identity.commercial_reference.clone(),
+                firmware: self.defaults.firmware.clone(),
+                serial: self.identity.serial.clone(),
+                model: self.identity.product_model.clone(),
+            };
+            let make = |specs: &[Spec]| -> Vec<Arc<FieldDevice>> {
+                specs
+                    .iter()
+                    .filter_map(|s| {
+                        let mut s = s.clone();
+                        s.day0 = day0;
+                        FieldDevice::new(&s, copy.clone()).map(Arc::new)
+                    })
+                    .collect()
+            };
+            Fields {
+                line: Arc::new(Line::new(&self.line_cfg, make(&self.serial_specs))),
+                wireless: make(&self.wireless_specs),
+            }
+        })
     }
 }
 
@@ -189,30 +322,167 @@ impl Device for PanelServer {
                     self.defaults.clone()
                 }
             };
+            let first_boot = self.fields.get().is_none();
+            let fields = self.fields(&ctx);
+            let all: Vec<Arc<FieldDevice>> = fields
+                .line
+                .slaves
+                .iter()
+                .chain(&fields.wireless)
+                .cloned()
+                .collect();
+            field::persist(&ctx, all, first_boot);
+            if let Some(path) = &self.serial_pty {
+                let pty = crate::serial_bus::Pty::open(path)
+                    .map_err(|e| BootError::Other(e.to_string()))?;
+                ctx.spawn(crate::serial_bus::serve_pty(
+                    fields.line.clone(),
+                    ctx.clock.clone(),
+                    pty,
+                ));
+            }
             let handler: Arc<dyn Handler> = Arc::new(Gateway {
                 registers: OwnRegisters::new(&self.identity, &self.wireless),
                 rtc: ctx.rtc.clone(),
                 firmware: settings.firmware.clone(),
                 events: ctx.clone(),
+                router: gateway::Router {
+                    line: fields.line.clone(),
+                    wireless: fields.wireless.clone(),
+                    tcp: self.tcp_targets.clone(),
+                },
             });
             let wanted = [
                 ("eth1", settings.modbus.eth1),
                 ("eth2", settings.modbus.eth2),
             ];
+            let mut stops = std::collections::BTreeMap::new();
             for (iface, on) in wanted {
                 if on && ctx.interface(iface).is_some() {
-                    let listener = ctx.listen_tcp(iface, "modbus", MODBUS_PORT).await?;
-                    ctx.spawn(server::serve(
-                        ctx.clone(),
-                        listener,
-                        handler.clone(),
-                        MAX_MODBUS_CLIENTS,
+                    stops.insert(
+                        iface.to_string(),
+                        start_modbus(&ctx, handler.clone(), iface).await?,
+                    );
+                }
+            }
+            *self.modbus.lock().unwrap_or_else(|e| e.into_inner()) = Some(ModbusRunning {
+                ctx: ctx.clone(),
+                handler,
+                stops,
+            });
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn set_modbus_service<'a>(
+        &'a self,
+        interface: &'a str,
+        enabled: bool,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let (ctx, handler, running) = {
+                let guard = self.modbus.lock().unwrap_or_else(|e| e.into_inner());
+                let m = guard.as_ref().ok_or_else(|| {
+                    format!(
+                        "{} is off; power it on before changing its Modbus service",
+                        self.id
+                    )
+                })?;
+                (
+                    m.ctx.clone(),
+                    m.handler.clone(),
+                    m.stops.contains_key(interface),
+                )
+            };
+            if ctx.power_lost().is_cancelled() {
+                return Err(format!(
+                    "{} is off; power it on before changing its Modbus service",
+                    self.id
+                ));
+            }
+            let mut settings: Settings = ctx
+                .nv
+                .get(SETTINGS_KEY)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_else(|| self.defaults.clone());
+            match interface {
+                "eth1" => settings.modbus.eth1 = enabled,
+                "eth2" if self.model.has_two_ethernet_ports() => settings.modbus.eth2 = enabled,
+                "eth2" => {
+                    return Err(format!(
+                        "{} has one Ethernet port; use eth1 or wifi",
+                        self.model.name()
                     ));
                 }
+                "wifi" => settings.modbus.wifi = enabled,
+                other => return Err(format!("no interface {other:?}; use eth1, eth2 or wifi")),
+            }
+            ctx.nv
+                .put(SETTINGS_KEY, &settings)
+                .map_err(|e| e.to_string())?;
+            // Apply now on interfaces the device really has (Wi-Fi is not emulated yet).
+            if enabled && !running && ctx.interface(interface).is_some() {
+                let stop = start_modbus(&ctx, handler, interface)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(m) = self
+                    .modbus
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                {
+                    m.stops.insert(interface.to_string(), stop);
+                }
+            } else if !enabled
+                && let Some(m) = self
+                    .modbus
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+            {
+                m.stops.remove(interface);
             }
             Ok(())
         }
         .boxed()
+    }
+
+    fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
+        let ids = || {
+            self.serial_specs
+                .iter()
+                .chain(&self.wireless_specs)
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let fields = self.fields.get().ok_or_else(|| {
+            format!(
+                "{} has not booted yet; power it on before acting on its field devices",
+                self.id
+            )
+        })?;
+        let dev = fields.find(field).ok_or_else(|| {
+            format!(
+                "{} has no field device {field:?}; it has: {}",
+                self.id,
+                ids()
+            )
+        })?;
+        let t = now.as_secs_f64();
+        match action {
+            FieldAction::Power { on } => dev.set_power(t, on),
+            FieldAction::Radio { in_contact } => {
+                if dev.kind == field::Kind::Meter {
+                    return Err(format!(
+                        "{field} is a serial device; only wireless devices take radio commands"
+                    ));
+                }
+                dev.set_contact(in_contact)
+            }
+        }
+        Ok(())
     }
 }
 
@@ -222,6 +492,7 @@ struct Gateway {
     rtc: RtcHandle,
     firmware: String,
     events: DeviceContext,
+    router: gateway::Router,
 }
 
 impl Gateway {
@@ -267,12 +538,14 @@ impl Gateway {
 
 impl Handler for Gateway {
     fn handle(&self, unit: u8, req: Request) -> BoxFuture<'_, Result<Response, Exception>> {
-        let result = if unit == OWN_UNIT {
-            self.own(req)
-        } else {
-            Err(Exception::GatewayPathUnavailable)
-        };
-        async move { result }.boxed()
+        async move {
+            if unit == OWN_UNIT {
+                self.own(req)
+            } else {
+                self.router.route(&self.events, unit, req).await
+            }
+        }
+        .boxed()
     }
 }
 

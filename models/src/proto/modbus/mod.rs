@@ -11,6 +11,7 @@
 //!   Panel Server Modbus file) is decoded as [`Request::ReadScattered`].
 
 pub mod mbap;
+pub mod rtu;
 pub mod server;
 
 /// Modbus exception codes.
@@ -93,6 +94,8 @@ pub enum Response {
         function: u8,
         exception: Exception,
     },
+    /// A response PDU relayed unchanged (a gateway forwarding a serial answer).
+    Raw(Vec<u8>),
 }
 
 fn be16(b: &[u8], i: usize) -> Option<u16> {
@@ -303,6 +306,7 @@ impl Response {
                 function,
                 exception,
             } => vec![function | 0x80, exception.code()],
+            Response::Raw(pdu) => pdu.clone(),
         }
     }
 }

@@ -1,0 +1,115 @@
+//! A PM5xxx/iEM3xxx meter with its own Ethernet port (Modbus TCP server on
+//! port 502), e.g. the PM5560 on a Panel Server's OT segment.
+//!
+//! Contract:
+//! - Powered on, it serves its register map ([`super::FieldDevice`]) on
+//!   port 502 of `eth1` to any unit id ([NF]: like PM5xxx meters, which
+//!   answer on their TCP port whatever the unit id).
+//! - Powered off, the port is closed (connections refused) and its energy
+//!   stops counting; the energy restarts from where it stopped.
+
+use std::sync::{Arc, OnceLock};
+
+use fieldtwin_emulator::device::{BootError, Device, DeviceContext};
+use fieldtwin_emulator::site::DeviceConfig;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{FieldDevice, GatewayCopy, Spec};
+use crate::proto::modbus::server::{self, Handler};
+use crate::proto::modbus::{Exception, Request, Response};
+
+/// Modbus TCP port of the meter.
+pub const PORT: u16 = 502;
+
+/// A networked meter.
+pub struct TcpMeter {
+    id: String,
+    model: &'static str,
+    spec: Spec,
+    meter: OnceLock<Arc<FieldDevice>>,
+}
+
+impl TcpMeter {
+    pub fn new(site_seed: u64, dev: &DeviceConfig) -> Self {
+        Self {
+            id: dev.id.clone(),
+            model: dev.model.name(),
+            spec: Spec {
+                id: dev.id.clone(),
+                model: dev.model.name().to_string(),
+                unit: 1,
+                rf_id: None,
+                profile: Some(dev.profile.clone().unwrap_or_else(|| "site_main".into())),
+                powered: true,
+                seed: super::seed_of(site_seed, &dev.id),
+                day0: 0.0,
+            },
+            meter: OnceLock::new(),
+        }
+    }
+
+    /// The meter model, once booted.
+    pub fn meter(&self) -> Option<&Arc<FieldDevice>> {
+        self.meter.get()
+    }
+}
+
+struct MeterHandler {
+    meter: Arc<FieldDevice>,
+    ctx: DeviceContext,
+}
+
+impl Handler for MeterHandler {
+    fn handle(&self, _unit: u8, req: Request) -> BoxFuture<'_, Result<Response, Exception>> {
+        let t = self.ctx.clock.now().as_secs_f64();
+        let r = self
+            .meter
+            .handle(t, &req)
+            .unwrap_or(Err(Exception::ServerDeviceFailure));
+        async move { r }.boxed()
+    }
+}
+
+impl Device for TcpMeter {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn model(&self) -> &str {
+        self.model
+    }
+    fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
+        async move {
+            let first_boot = self.meter.get().is_none();
+            let meter = self
+                .meter
+                .get_or_init(|| {
+                    let mut spec = self.spec.clone();
+                    spec.day0 = super::day0(&ctx.clock);
+                    Arc::new(
+                        FieldDevice::new(&spec, GatewayCopy::default())
+                            .expect("networked meters are PM5xxx/iEM3xxx"),
+                    )
+                })
+                .clone();
+            super::persist(&ctx, vec![meter.clone()], first_boot);
+            let now = ctx.clock.now().as_secs_f64();
+            meter.set_power(now, true);
+            let listener = ctx.listen_tcp("eth1", "modbus", PORT).await?;
+            let handler: Arc<dyn Handler> = Arc::new(MeterHandler {
+                meter: meter.clone(),
+                ctx: ctx.clone(),
+            });
+            ctx.spawn(server::serve(ctx.clone(), listener, handler, 32));
+            // Stop counting when the supply goes.
+            let lost = ctx.power_lost();
+            let clock = ctx.clock.clone();
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                meter.set_power(clock.now().as_secs_f64(), false);
+            });
+            Ok(())
+        }
+        .boxed()
+    }
+}
