@@ -142,7 +142,8 @@ pub fn site_show(file: Option<&Path>) -> anyhow::Result<()> {
 }
 
 pub fn site_check(file: &Path) -> anyhow::Result<()> {
-    let site = Site::load(file).with_context(|| format!("{} is not a valid site file", file.display()))?;
+    let site =
+        Site::load(file).with_context(|| format!("{} is not a valid site file", file.display()))?;
     println!(
         "{}: valid site {:?} with {} devices",
         file.display(),

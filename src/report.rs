@@ -68,12 +68,16 @@ pub fn table(devices: &[DeviceStatus]) -> String {
 
 /// `fieldtwin devices`: asks a running site for its devices.
 pub fn devices(api: SocketAddr) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let list: Vec<DeviceStatus> = rt.block_on(async {
         let url = format!("http://{api}/api/v1/devices");
         reqwest::get(&url)
             .await
-            .with_context(|| format!("no fieldtwin answers at {api}; is `fieldtwin run` running? (use --api)"))?
+            .with_context(|| {
+                format!("no fieldtwin answers at {api}; is `fieldtwin run` running? (use --api)")
+            })?
             .error_for_status()?
             .json()
             .await

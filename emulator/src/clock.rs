@@ -195,7 +195,9 @@ pub struct Clock {
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Clock").field("status", &self.status()).finish()
+        f.debug_struct("Clock")
+            .field("status", &self.status())
+            .finish()
     }
 }
 
@@ -521,7 +523,10 @@ mod tests {
         assert_eq!(b.wall_until(w0, Duration::from_secs(30)), None);
         b.set_paused(w0 + Duration::from_secs(100), false);
         b.advance(w0 + Duration::from_secs(100), Duration::from_secs(3600));
-        assert_eq!(b.at(w0 + Duration::from_secs(101)), Duration::from_secs(3630));
+        assert_eq!(
+            b.at(w0 + Duration::from_secs(101)),
+            Duration::from_secs(3630)
+        );
         assert_eq!(
             b.wall_until(w0 + Duration::from_secs(101), Duration::from_secs(3640)),
             Some(Duration::from_secs(1))

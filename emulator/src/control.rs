@@ -54,9 +54,17 @@ pub enum Command {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Power { device: String, power: Power },
-    BootFailed { device: String, reason: String },
-    FactoryReset { device: String },
+    Power {
+        device: String,
+        power: Power,
+    },
+    BootFailed {
+        device: String,
+        reason: String,
+    },
+    FactoryReset {
+        device: String,
+    },
     Clock(ClockStatus),
     /// Something a device model reports (audit entries, alarms, ...).
     Device {

@@ -407,7 +407,10 @@ impl Runtime {
         if life.power != Power::Off {
             return Ok(life.power);
         }
-        if slot.rtc.update(|rtc, now| rtc.power_restored(now, self.retention)) {
+        if slot
+            .rtc
+            .update(|rtc, now| rtc.power_restored(now, self.retention))
+        {
             self.events.send(Event::Device {
                 device: id.to_string(),
                 kind: "rtc".into(),
@@ -618,7 +621,10 @@ mod tests {
         let err = tokio::net::TcpStream::connect(addr).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
         rt.power_on("probe").await.unwrap();
-        assert_eq!(rt.nv("probe").unwrap().get::<u32>("boots").unwrap(), Some(2));
+        assert_eq!(
+            rt.nv("probe").unwrap().get::<u32>("boots").unwrap(),
+            Some(2)
+        );
         let mut seen = Vec::new();
         while let Ok(e) = events.try_recv() {
             if let Event::Power { power, .. } = e {
@@ -627,7 +633,13 @@ mod tests {
         }
         assert_eq!(
             seen,
-            vec![Power::Booting, Power::On, Power::Off, Power::Booting, Power::On]
+            vec![
+                Power::Booting,
+                Power::On,
+                Power::Off,
+                Power::Booting,
+                Power::On
+            ]
         );
     }
 

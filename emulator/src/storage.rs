@@ -87,7 +87,9 @@ pub struct Nv {
 
 impl std::fmt::Debug for Nv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nv").field("entries", &self.tree.len()).finish()
+        f.debug_struct("Nv")
+            .field("entries", &self.tree.len())
+            .finish()
     }
 }
 
@@ -104,12 +106,14 @@ impl Nv {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
         match self.tree.get(key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StorageError::Corrupt {
-                    key: key.to_string(),
-                    source,
-                }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StorageError::Corrupt {
+                        key: key.to_string(),
+                        source,
+                    })
+            }
         }
     }
 

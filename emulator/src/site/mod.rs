@@ -434,7 +434,10 @@ impl Site {
                 if !d.model.is_panel_server() {
                     return Err(invalid(
                         format!("{at}.panel_server"),
-                        format!("only Panel Server models (PAS...) take this table, not {}", d.model.name()),
+                        format!(
+                            "only Panel Server models (PAS...) take this table, not {}",
+                            d.model.name()
+                        ),
                     ));
                 }
                 self.check_panel_server(&at, d, ps, &allowed_segments, &mut ips)?;
@@ -468,14 +471,19 @@ impl Site {
     ) -> Result<(), SiteError> {
         let seg = self.segment(segment).ok_or_else(|| {
             invalid(
-                field.replace(".ip", ".segment").replace("eth2_ip", "eth2_segment"),
+                field
+                    .replace(".ip", ".segment")
+                    .replace("eth2_ip", "eth2_segment"),
                 format!("no segment named {segment:?}; defined segments: {allowed}"),
             )
         })?;
         if !seg.subnet.contains(ip) {
             return Err(invalid(
                 field,
-                format!("{ip} is outside segment {}'s subnet {}", seg.name, seg.subnet),
+                format!(
+                    "{ip} is outside segment {}'s subnet {}",
+                    seg.name, seg.subnet
+                ),
             ));
         }
         let last = ip.octets()[3];
@@ -502,7 +510,10 @@ impl Site {
                 if !d.model.has_two_ethernet_ports() {
                     return Err(invalid(
                         format!("{at}.topology"),
-                        format!("{} has one Ethernet port; only \"switched\" is allowed", d.model.name()),
+                        format!(
+                            "{} has one Ethernet port; only \"switched\" is allowed",
+                            d.model.name()
+                        ),
                     ));
                 }
                 if seg == d.segment {
@@ -537,11 +548,17 @@ impl Site {
         if !BAUDS.contains(&ps.serial_line.baud) {
             return Err(invalid(
                 format!("{at}.serial_line.baud"),
-                format!("{} is not supported; use one of 9600, 19200, 38400, 115200", ps.serial_line.baud),
+                format!(
+                    "{} is not supported; use one of 9600, 19200, 38400, 115200",
+                    ps.serial_line.baud
+                ),
             ));
         }
         if !(1..=2).contains(&ps.serial_line.stop_bits) {
-            return Err(invalid(format!("{at}.serial_line.stop_bits"), "must be 1 or 2"));
+            return Err(invalid(
+                format!("{at}.serial_line.stop_bits"),
+                "must be 1 or 2",
+            ));
         }
         let mut units: BTreeMap<u8, String> = BTreeMap::new();
         let mut field_ids = BTreeSet::new();
@@ -551,7 +568,10 @@ impl Site {
                 let at = format!("{at}.{kind}[{j}]");
                 check_name(&format!("{at}.id"), &f.id)?;
                 if !field_ids.insert(f.id.clone()) {
-                    return Err(invalid(format!("{at}.id"), format!("{:?} is used twice", f.id)));
+                    return Err(invalid(
+                        format!("{at}.id"),
+                        format!("{:?} is used twice", f.id),
+                    ));
                 }
                 if kind == "serial" && f.unit.is_none() {
                     return Err(invalid(
@@ -603,7 +623,9 @@ fn check_unit(
     if !(1..=247).contains(&unit) {
         return Err(invalid(
             field,
-            format!("unit id {unit} is out of range; allowed 1-247 (255 is the Panel Server itself)"),
+            format!(
+                "unit id {unit} is out of range; allowed 1-247 (255 is the Panel Server itself)"
+            ),
         ));
     }
     if let Some(other) = units.insert(unit, who.to_string()) {
@@ -617,7 +639,10 @@ fn check_unit(
 
 /// Parses an RF-ID written in hex with an optional `0x`.
 pub fn parse_rf_id(s: &str) -> Option<u64> {
-    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let hex = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
     if hex.is_empty() || hex.len() > 16 {
         return None;
     }
@@ -680,7 +705,10 @@ mod tests {
         let err = Site::parse(&with("ip = \"10.77.0.10\"", "ip = \"10.78.0.10\""))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("device[0].ip: 10.78.0.10 is outside"), "{err}");
+        assert!(
+            err.starts_with("device[0].ip: 10.78.0.10 is outside"),
+            "{err}"
+        );
         let err = Site::parse(&with("ip = \"10.77.0.20\"", "ip = \"10.77.0.10\""))
             .unwrap_err()
             .to_string();
@@ -716,7 +744,10 @@ mod tests {
         let err = Site::parse(&with("segment = \"lan\"", "segment = \"wan\""))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("device[0].segment") && err.contains("lan, ot"), "{err}");
+        assert!(
+            err.contains("device[0].segment") && err.contains("lan, ot"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - At most 128 Modbus TCP clients at once.
 
 pub mod registers;
+pub mod security;
 
 use std::sync::Arc;
 
@@ -195,7 +196,10 @@ impl Device for PanelServer {
                 firmware: settings.firmware.clone(),
                 events: ctx.clone(),
             });
-            let wanted = [("eth1", settings.modbus.eth1), ("eth2", settings.modbus.eth2)];
+            let wanted = [
+                ("eth1", settings.modbus.eth1),
+                ("eth2", settings.modbus.eth2),
+            ];
             for (iface, on) in wanted {
                 if on && ctx.interface(iface).is_some() {
                     let listener = ctx.listen_tcp(iface, "modbus", MODBUS_PORT).await?;
@@ -242,7 +246,9 @@ impl Gateway {
             Request::WriteMultiple { addr, values } => {
                 let t = self.registers.write(addr, &values)?;
                 let before = self.rtc.now();
-                self.rtc.set(t).map_err(|_| Exception::ServerDeviceFailure)?;
+                self.rtc
+                    .set(t)
+                    .map_err(|_| Exception::ServerDeviceFailure)?;
                 self.events.emit(
                     "datetime",
                     format!("date/time set over Modbus from {before} to {t}"),
@@ -253,9 +259,9 @@ impl Gateway {
                 })
             }
             // The Modbus file lists only FC3, FC16 and FC100-4 for unit 255.
-            Request::ReadInput { .. } | Request::WriteSingle { .. } | Request::ReadDeviceId { .. } => {
-                Err(Exception::IllegalFunction)
-            }
+            Request::ReadInput { .. }
+            | Request::WriteSingle { .. }
+            | Request::ReadDeviceId { .. } => Err(Exception::IllegalFunction),
         }
     }
 }
@@ -294,6 +300,13 @@ mod tests {
         let units: Vec<u8> = ps.wireless.iter().map(|w| w.unit).collect();
         assert_eq!(units, vec![100, 101, 102, 103, 104]);
         assert_eq!(ps.wireless[0].rf_id, 0x2A3B0001);
-        assert_eq!(ps.defaults.modbus, ModbusService { eth1: true, eth2: false, wifi: false });
+        assert_eq!(
+            ps.defaults.modbus,
+            ModbusService {
+                eth1: true,
+                eth2: false,
+                wifi: false
+            }
+        );
     }
 }

@@ -85,11 +85,19 @@ impl OwnRegisters {
         put(&mut m, 0x000A, &encode::ascii(&id.range, 16));
         put(&mut m, 0x001A, &encode::ascii(&id.family, 16));
         put(&mut m, 0x002A, &encode::ascii(&id.vendor_url, 17));
-        put(&mut m, COMMERCIAL_REFERENCE, &encode::ascii(&id.commercial_reference, 16));
+        put(
+            &mut m,
+            COMMERCIAL_REFERENCE,
+            &encode::ascii(&id.commercial_reference, 16),
+        );
         put(&mut m, 0x0050, &encode::ascii(&id.hardware_version, 6));
         put(&mut m, 0x0064, &encode::ascii(&id.serial, 6));
         put(&mut m, 0x007E, &encode::ascii(&id.capability, 16));
-        put(&mut m, 0x008E, &encode::ascii(&id.additional_capability, 16));
+        put(
+            &mut m,
+            0x008E,
+            &encode::ascii(&id.additional_capability, 16),
+        );
         put(&mut m, 0x009F, &encode::ascii(&id.manufacturer, 16));
         put(&mut m, 0x1605, &encode::ascii(&id.application_name, 32));
         put(&mut m, 0xF002, &[id.product_id]);
@@ -228,21 +236,48 @@ mod tests {
     #[test]
     fn unmapped_and_read_only_addresses() {
         let r = OwnRegisters::new(&identity(), &[]);
-        assert_eq!(r.read(0x0000, 1, &live()), Err(Exception::IllegalDataAddress));
+        assert_eq!(
+            r.read(0x0000, 1, &live()),
+            Err(Exception::IllegalDataAddress)
+        );
         // A block running off the end of the health register.
-        assert_eq!(r.read(0x00AE, 2, &live()), Err(Exception::IllegalDataAddress));
-        assert_eq!(r.write(COMMERCIAL_REFERENCE, &[0x4142]), Err(Exception::IllegalDataAddress));
-        assert_eq!(r.write(DATETIME, &[26, 0x0D01, 0, 0]), Err(Exception::IllegalDataValue));
-        assert_eq!(r.write(DATETIME, &[26, 0x0101]), Err(Exception::IllegalDataAddress));
+        assert_eq!(
+            r.read(0x00AE, 2, &live()),
+            Err(Exception::IllegalDataAddress)
+        );
+        assert_eq!(
+            r.write(COMMERCIAL_REFERENCE, &[0x4142]),
+            Err(Exception::IllegalDataAddress)
+        );
+        assert_eq!(
+            r.write(DATETIME, &[26, 0x0D01, 0, 0]),
+            Err(Exception::IllegalDataValue)
+        );
+        assert_eq!(
+            r.write(DATETIME, &[26, 0x0101]),
+            Err(Exception::IllegalDataAddress)
+        );
     }
 
     #[test]
     fn wireless_table_lists_slots_and_empty_ones() {
-        let slots = [WirelessSlot { rf_id: 0x2A3B0001, unit: 100 }];
+        let slots = [WirelessSlot {
+            rf_id: 0x2A3B0001,
+            unit: 100,
+        }];
         let r = OwnRegisters::new(&identity(), &slots);
-        assert_eq!(r.read(WIRELESS_TABLE, 5, &live()).unwrap(), vec![0, 0, 0x2A3B, 0x0001, 100]);
-        assert_eq!(r.read(WIRELESS_TABLE + 9, 1, &live()).unwrap(), vec![0xFFFF]);
-        assert_eq!(r.read(WIRELESS_TABLE + 5 * 99 + 4, 1, &live()).unwrap(), vec![0xFFFF]);
+        assert_eq!(
+            r.read(WIRELESS_TABLE, 5, &live()).unwrap(),
+            vec![0, 0, 0x2A3B, 0x0001, 100]
+        );
+        assert_eq!(
+            r.read(WIRELESS_TABLE + 9, 1, &live()).unwrap(),
+            vec![0xFFFF]
+        );
+        assert_eq!(
+            r.read(WIRELESS_TABLE + 5 * 99 + 4, 1, &live()).unwrap(),
+            vec![0xFFFF]
+        );
     }
 
     proptest! {

@@ -68,17 +68,31 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     /// Answer to FC3/FC4 (and the data part of FC100-4).
-    Registers { function: u8, values: Vec<u16> },
-    WriteSingle { addr: u16, value: u16 },
-    WriteMultiple { addr: u16, count: u16 },
-    Scattered { values: Vec<u16> },
+    Registers {
+        function: u8,
+        values: Vec<u16>,
+    },
+    WriteSingle {
+        addr: u16,
+        value: u16,
+    },
+    WriteMultiple {
+        addr: u16,
+        count: u16,
+    },
+    Scattered {
+        values: Vec<u16>,
+    },
     /// Read Device Identification: conformity level and (id, value) objects.
     DeviceId {
         code: u8,
         conformity: u8,
         objects: Vec<(u8, Vec<u8>)>,
     },
-    Exception { function: u8, exception: Exception },
+    Exception {
+        function: u8,
+        exception: Exception,
+    },
 }
 
 fn be16(b: &[u8], i: usize) -> Option<u16> {
@@ -133,7 +147,10 @@ impl Request {
                 if u32::from(addr) + u32::from(count) > 0x1_0000 {
                     return Err(Exception::IllegalDataAddress);
                 }
-                let values = data[5..].chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                let values = data[5..]
+                    .chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect();
                 Ok(Request::WriteMultiple { addr, values })
             }
             SCHNEIDER => {
@@ -149,7 +166,10 @@ impl Request {
                 if n == 0 || n > MAX_SCATTERED || len != 3 + 2 * n {
                     return Err(bad);
                 }
-                let addrs = data[4..].chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                let addrs = data[4..]
+                    .chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect();
                 Ok(Request::ReadScattered { addrs })
             }
             ENCAPSULATED_INTERFACE => {
@@ -197,12 +217,16 @@ impl Request {
                 out.extend_from_slice(&addr.to_be_bytes());
                 out.extend_from_slice(&(values.len() as u16).to_be_bytes());
                 out.push((values.len() * 2) as u8);
-                values.iter().for_each(|v| out.extend_from_slice(&v.to_be_bytes()));
+                values
+                    .iter()
+                    .for_each(|v| out.extend_from_slice(&v.to_be_bytes()));
             }
             Request::ReadScattered { addrs } => {
                 out.push((3 + 2 * addrs.len()) as u8);
                 out.extend_from_slice(&[function::SCHNEIDER_READ_SCATTERED, 0, addrs.len() as u8]);
-                addrs.iter().for_each(|a| out.extend_from_slice(&a.to_be_bytes()));
+                addrs
+                    .iter()
+                    .for_each(|a| out.extend_from_slice(&a.to_be_bytes()));
             }
             Request::ReadDeviceId { code, object } => {
                 out.extend_from_slice(&[function::MEI_READ_DEVICE_ID, *code, *object]);
@@ -229,7 +253,9 @@ impl Response {
                 let mut out = Vec::with_capacity(2 + 2 * values.len());
                 out.push(*function);
                 out.push((values.len() * 2) as u8);
-                values.iter().for_each(|v| out.extend_from_slice(&v.to_be_bytes()));
+                values
+                    .iter()
+                    .for_each(|v| out.extend_from_slice(&v.to_be_bytes()));
                 out
             }
             Response::WriteSingle { addr, value } => {
@@ -247,7 +273,9 @@ impl Response {
             Response::Scattered { values } => {
                 let mut out = vec![SCHNEIDER, (3 + 2 * values.len()) as u8];
                 out.extend_from_slice(&[SCHNEIDER_READ_SCATTERED, 0, values.len() as u8]);
-                values.iter().for_each(|v| out.extend_from_slice(&v.to_be_bytes()));
+                values
+                    .iter()
+                    .for_each(|v| out.extend_from_slice(&v.to_be_bytes()));
                 out
             }
             Response::DeviceId {
@@ -306,7 +334,12 @@ pub mod encode {
     }
 
     pub fn u64(v: u64) -> [u16; 4] {
-        [(v >> 48) as u16, (v >> 32) as u16, (v >> 16) as u16, v as u16]
+        [
+            (v >> 48) as u16,
+            (v >> 32) as u16,
+            (v >> 16) as u16,
+            v as u16,
+        ]
     }
 }
 
@@ -319,7 +352,10 @@ mod tests {
     fn known_requests_decode() {
         assert_eq!(
             Request::decode(&[3, 0, 0x3C, 0, 8]),
-            Ok(Request::ReadHolding { addr: 0x3C, count: 8 })
+            Ok(Request::ReadHolding {
+                addr: 0x3C,
+                count: 8
+            })
         );
         assert_eq!(
             Request::decode(&[0x10, 0, 0x73, 0, 1, 2, 0x12, 0x34]),
@@ -366,7 +402,10 @@ mod tests {
 
     #[test]
     fn register_encodings() {
-        assert_eq!(encode::ascii("PAS600L", 4), vec![0x5041, 0x5336, 0x3030, 0x4C00]);
+        assert_eq!(
+            encode::ascii("PAS600L", 4),
+            vec![0x5041, 0x5336, 0x3030, 0x4C00]
+        );
         // The Modbus file's worked example: 0, 0, 0x0017, 0x9692 = 1,545,874 Wh.
         assert_eq!(encode::i64(1_545_874), [0, 0, 0x0017, 0x9692]);
         assert_eq!(encode::f32(f32::NAN)[0] & 0x7FC0, 0x7FC0);
@@ -375,17 +414,24 @@ mod tests {
     fn any_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             (any::<u16>(), 1u16..=MAX_READ)
-                .prop_filter("in range", |(a, c)| u32::from(*a) + u32::from(*c) <= 0x1_0000)
+                .prop_filter("in range", |(a, c)| u32::from(*a) + u32::from(*c)
+                    <= 0x1_0000)
                 .prop_map(|(addr, count)| Request::ReadHolding { addr, count }),
             (any::<u16>(), 1u16..=MAX_READ)
-                .prop_filter("in range", |(a, c)| u32::from(*a) + u32::from(*c) <= 0x1_0000)
+                .prop_filter("in range", |(a, c)| u32::from(*a) + u32::from(*c)
+                    <= 0x1_0000)
                 .prop_map(|(addr, count)| Request::ReadInput { addr, count }),
-            (any::<u16>(), any::<u16>()).prop_map(|(addr, value)| Request::WriteSingle { addr, value }),
-            (0u16..0xFF00, proptest::collection::vec(any::<u16>(), 1..=MAX_WRITE as usize))
+            (any::<u16>(), any::<u16>())
+                .prop_map(|(addr, value)| Request::WriteSingle { addr, value }),
+            (
+                0u16..0xFF00,
+                proptest::collection::vec(any::<u16>(), 1..=MAX_WRITE as usize)
+            )
                 .prop_map(|(addr, values)| Request::WriteMultiple { addr, values }),
             proptest::collection::vec(any::<u16>(), 1..=MAX_SCATTERED)
                 .prop_map(|addrs| Request::ReadScattered { addrs }),
-            (any::<u8>(), any::<u8>()).prop_map(|(code, object)| Request::ReadDeviceId { code, object }),
+            (any::<u8>(), any::<u8>())
+                .prop_map(|(code, object)| Request::ReadDeviceId { code, object }),
         ]
     }
 
