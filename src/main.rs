@@ -2,6 +2,7 @@
 //! wiring of a site is in [`app`], the table printing in [`report`].
 
 mod app;
+mod firmware;
 mod report;
 
 use std::net::SocketAddr;
@@ -27,6 +28,11 @@ enum Cmd {
         /// Control API address of the running site.
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
+    },
+    /// Build and check signed firmware images.
+    Firmware {
+        #[command(subcommand)]
+        command: firmware::FirmwareCmd,
     },
     /// Show or check site files.
     Site {
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run(opts) => app::run(opts),
         Cmd::Devices { api } => report::devices(api),
+        Cmd::Firmware { command } => firmware::run(command),
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),

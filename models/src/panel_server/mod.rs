@@ -11,9 +11,15 @@
 //!   Other unit ids answer 0x0A (gateway path unavailable) until the gateway
 //!   routes them.
 //! - At most 128 Modbus TCP clients at once.
+//! - The security surface (HTTPS webpages and /api on 443, login lockout,
+//!   audit log, signed firmware verified at every boot, backup, factory
+//!   reset, DPWS) lives in [`node`], [`web`] and [`security`]
+//!   (docs/panel-server.md).
 
+pub mod node;
 pub mod registers;
 pub mod security;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -23,7 +29,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::proto::modbus::server::{self, Handler};
+use crate::proto::modbus::server::Handler;
 use crate::proto::modbus::{Exception, Request, Response, function};
 use registers::{Health, Identity, Live, OwnRegisters, WirelessSlot};
 
@@ -52,6 +58,52 @@ pub struct Settings {
     pub topology: Topology,
     pub modbus: ModbusService,
     pub firmware: String,
+    /// DPWS discovery (active by default, DOCA0211).
+    #[serde(default = "yes")]
+    pub dpws: bool,
+    /// DPWS metadata TCP port (5357 by default, configurable).
+    #[serde(default = "dpws_port")]
+    pub dpws_port: u16,
+    /// RSTP (not active by default).
+    #[serde(default)]
+    pub rstp: bool,
+    /// Wi-Fi and its access point.
+    #[serde(default)]
+    pub wifi: WifiSettings,
+    /// IEEE 802.15.4 radio activation (not active by default).
+    #[serde(default)]
+    pub ieee802154: bool,
+    /// NTP server; `None`: date and time set manually.
+    #[serde(default)]
+    pub ntp_server: Option<String>,
+}
+
+/// Wi-Fi settings (the radio itself arrives with the radio issue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WifiSettings {
+    pub enabled: bool,
+    pub access_point: bool,
+    /// WPA2 passphrase of the access point ([NF]: kept in NV memory as the
+    /// WPA2 handshake needs it).
+    pub ap_password: Option<String>,
+}
+
+impl Default for WifiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            access_point: true,
+            ap_password: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn dpws_port() -> u16 {
+    crate::proto::dpws::METADATA_PORT
 }
 
 const SETTINGS_KEY: &str = "settings";
@@ -63,6 +115,12 @@ pub struct PanelServer {
     identity: Identity,
     defaults: Settings,
     wireless: Vec<WirelessSlot>,
+    /// Initial web password (printed at start; changed on the Users page).
+    default_password: String,
+    /// PBKDF2 iterations for stored passwords.
+    iterations: u32,
+    /// Offer TLS 1.3 as well as 1.2.
+    tls13: bool,
 }
 
 impl PanelServer {
@@ -80,6 +138,12 @@ impl PanelServer {
                 .firmware
                 .clone()
                 .unwrap_or_else(|| DEFAULT_FIRMWARE.to_string()),
+            dpws: true,
+            dpws_port: dpws_port(),
+            rstp: false,
+            wifi: WifiSettings::default(),
+            ieee802154: false,
+            ntp_server: None,
         };
         let mut next_unit = FIRST_WIRELESS_UNIT;
         let taken: Vec<u8> = cfg
@@ -106,12 +170,18 @@ impl PanelServer {
                 }
             })
             .collect();
+        let serial = serial(site, dev);
         Self {
             id: dev.id.clone(),
             model: dev.model,
-            identity: identity(dev.model, serial(site, dev)),
+            default_password: default_password(site, dev),
+            identity: identity(dev.model, serial),
             defaults,
             wireless,
+            iterations: cfg
+                .pbkdf2_iterations
+                .unwrap_or(security::password::DEFAULT_ITERATIONS),
+            tls13: cfg.tls13,
         }
     }
 }
@@ -135,6 +205,15 @@ fn serial(site: &Site, dev: &DeviceConfig) -> String {
         1 + (h >> 16) % 7,
         (h >> 24) % 10_000
     )
+}
+
+/// The initial web password, derived from seed and id like the device code
+/// printed on a real unit's QR label ([NF]); it follows the user rules.
+fn default_password(site: &Site, dev: &DeviceConfig) -> String {
+    let h = dev.id.bytes().fold(site.site.seed ^ 0x5eed_0f_a55, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("Ps-{:010x}", h & 0xff_ffff_ffff)
 }
 
 /// Identification of each model ([NF] values documented in docs/panel-server.md).
@@ -174,46 +253,41 @@ impl Device for PanelServer {
     }
 
     fn credentials(&self) -> Vec<Credential> {
-        vec![Credential {
-            service: "modbus".into(),
-            user: "-".into(),
-            password: "- (Modbus TCP has no authentication)".into(),
-        }]
+        vec![
+            Credential {
+                service: "modbus".into(),
+                user: "-".into(),
+                password: "- (Modbus TCP has no authentication)".into(),
+            },
+            Credential {
+                service: "https".into(),
+                user: node::WEB_USER.into(),
+                password: format!(
+                    "{} (until changed on the Users page)",
+                    self.default_password
+                ),
+            },
+        ]
+    }
+
+    fn survives_factory_reset(&self) -> &'static [&'static str] {
+        &[node::WIRELESS_OFF_KEY]
     }
 
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
-        async move {
-            let settings = match ctx.nv.get::<Settings>(SETTINGS_KEY)? {
-                Some(s) => s,
-                None => {
-                    ctx.nv.put(SETTINGS_KEY, &self.defaults)?;
-                    self.defaults.clone()
-                }
-            };
-            let handler: Arc<dyn Handler> = Arc::new(Gateway {
-                registers: OwnRegisters::new(&self.identity, &self.wireless),
-                rtc: ctx.rtc.clone(),
-                firmware: settings.firmware.clone(),
-                events: ctx.clone(),
-            });
-            let wanted = [
-                ("eth1", settings.modbus.eth1),
-                ("eth2", settings.modbus.eth2),
-            ];
-            for (iface, on) in wanted {
-                if on && ctx.interface(iface).is_some() {
-                    let listener = ctx.listen_tcp(iface, "modbus", MODBUS_PORT).await?;
-                    ctx.spawn(server::serve(
-                        ctx.clone(),
-                        listener,
-                        handler.clone(),
-                        MAX_MODBUS_CLIENTS,
-                    ));
-                }
-            }
-            Ok(())
-        }
-        .boxed()
+        node::run(self, ctx)
+    }
+}
+
+impl PanelServer {
+    /// The Modbus handler of one boot (started by [`node`]).
+    fn modbus_handler(&self, ctx: &DeviceContext, settings: &Settings) -> Arc<dyn Handler> {
+        Arc::new(Gateway {
+            registers: OwnRegisters::new(&self.identity, &self.wireless),
+            rtc: ctx.rtc.clone(),
+            firmware: settings.firmware.clone(),
+            events: ctx.clone(),
+        })
     }
 }
 

@@ -179,6 +179,40 @@ impl Image {
     }
 }
 
+/// A new key pair as hex (secret seed, public key).
+pub fn keygen() -> (String, String) {
+    use rand::RngCore;
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let sk = SigningKey::from_bytes(&seed);
+    (hex(&seed), hex(sk.verifying_key().as_bytes()))
+}
+
+/// A human-readable report of an image: header fields and whether the
+/// signature verifies with `public` (hex) or, without it, the lab vendor key.
+pub fn inspect(b: &[u8], public: Option<&str>) -> Result<String, FirmwareError> {
+    let (img, signed) = header(b)?;
+    let key = match public {
+        Some(p) => public_key(p)?,
+        None => lab_vendor_key(),
+    };
+    let verdict = match Image::verify(b, &key, &img.family) {
+        Ok(_) => "valid".to_string(),
+        Err(e) => e.to_string(),
+    };
+    Ok(format!(
+        "format:    FTFW v1\nfamily:    {}\nversion:   {}\npayload:   {} bytes\nsigned:    {} bytes\nsignature: {}\nkey:       {}\n",
+        img.family,
+        img.version,
+        img.payload_len,
+        signed,
+        verdict,
+        hex(key.as_bytes())
+    ))
+}
+
+use crate::panel_server::security::password::hex;
+
 #[cfg(test)]
 mod tests {
     use super::*;

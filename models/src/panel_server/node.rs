@@ -1,0 +1,303 @@
+//! The running Panel Server: which services are up, and the operations the
+//! webpages and the /api trigger on the running device (apply settings,
+//! install firmware, reboot, factory reset).
+//!
+//! Contract (DOCA0211 "Security Features", "Disable Unused Features"):
+//! - [`run`] is the boot sequence: verify the stored firmware image's
+//!   Ed25519 signature (a bad one fails the boot: health "Out of order"),
+//!   load or create NV settings, accounts and the TLS certificate, then
+//!   start Modbus TCP (502, per interface), HTTPS (443) and DPWS (UDP 3702 +
+//!   TCP metadata port) as configured.
+//! - Every service runs under the node's generation token: a soft reboot
+//!   (page, API) stops them all, closes their ports, and runs [`run`] again.
+//! - [`Node::apply`] restarts only the services whose settings changed, so
+//!   disabling Modbus on ETH1 closes 502 there at once; settings persist in
+//!   NV under `settings`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fieldtwin_emulator::device::{BootError, DeviceContext};
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::security::audit::{self, Kind};
+use super::security::password::Hashed;
+use super::security::session::Sessions;
+use super::{PanelServer, SETTINGS_KEY, Settings, web};
+use crate::proto::firmware::{self, Image};
+use crate::proto::modbus::server;
+
+/// NV key of the installed firmware image.
+pub const IMAGE_KEY: &str = "firmware_image";
+/// NV key of the web accounts.
+pub const ACCOUNTS_KEY: &str = "accounts";
+/// NV key of the lockout state.
+pub const LOCKOUT_KEY: &str = "lockout";
+/// NV key of the TLS certificate and key.
+pub const TLS_KEY: &str = "tls";
+/// NV key of the reason for the next boot (set before a soft reboot).
+pub const RESTART_KEY: &str = "restart_reason";
+/// NV key of a permanent wireless deactivation (survives factory reset).
+pub const WIRELESS_OFF_KEY: &str = "wireless_permanently_off";
+/// The web user ([NF]: one administrator account).
+pub const WEB_USER: &str = "admin";
+
+/// Web accounts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Accounts {
+    pub admin: Hashed,
+}
+
+/// A group of tasks that stop together.
+struct Group {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Group {
+    fn new(parent: &CancellationToken) -> Self {
+        Self {
+            token: parent.child_token(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// One boot of a Panel Server.
+pub struct Node {
+    pub ps: Arc<PanelServer>,
+    pub ctx: DeviceContext,
+    pub settings: Mutex<Settings>,
+    pub sessions: Mutex<Sessions>,
+    /// Serialises logins (lockout read-modify-write) and setting changes.
+    pub auth: tokio::sync::Mutex<()>,
+    /// The installed image, if any.
+    pub image: Option<Image>,
+    generation: CancellationToken,
+    tracker: TaskTracker,
+    modbus: tokio::sync::Mutex<Option<Group>>,
+    dpws: tokio::sync::Mutex<Option<Group>>,
+}
+
+impl Node {
+    /// The device's site-time now (lockout and sessions run on it).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.ctx.clock.utc_now()
+    }
+
+    /// Writes an audit entry stamped by the RTC.
+    pub fn audit(&self, kind: Kind, detail: impl Into<String>) {
+        let detail = detail.into();
+        if let Err(e) = audit::record(&self.ctx.nv, self.ctx.rtc.now(), kind, detail.clone()) {
+            tracing::error!("{}: audit log write failed: {e}", self.ctx.id);
+        }
+        self.ctx.emit("audit", format!("{}: {detail}", kind.name()));
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Spawns a task of this boot.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        spawn_in(&self.ctx, &self.generation, &self.tracker, fut);
+    }
+
+    /// Saves `new` and restarts the services whose settings changed.
+    pub async fn apply(self: &Arc<Self>, new: Settings) -> Result<(), BootError> {
+        let old = self.settings();
+        self.ctx.nv.put(SETTINGS_KEY, &new)?;
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        if old.modbus != new.modbus {
+            self.start_modbus().await?;
+        }
+        if (old.dpws, old.dpws_port) != (new.dpws, new.dpws_port) {
+            self.start_dpws().await?;
+        }
+        Ok(())
+    }
+
+    async fn start_modbus(self: &Arc<Self>) -> Result<(), BootError> {
+        let mut slot = self.modbus.lock().await;
+        if let Some(g) = slot.take() {
+            g.stop().await;
+        }
+        let s = self.settings();
+        let group = Group::new(&self.generation);
+        let handler = self.ps.modbus_handler(&self.ctx, &s);
+        for (iface, on) in [("eth1", s.modbus.eth1), ("eth2", s.modbus.eth2)] {
+            if on && self.ctx.interface(iface).is_some() {
+                let listener = self
+                    .ctx
+                    .listen_tcp(iface, "modbus", super::MODBUS_PORT)
+                    .await?;
+                spawn_in(
+                    &self.ctx,
+                    &group.token,
+                    &group.tracker,
+                    server::serve(
+                        self.ctx.clone(),
+                        listener,
+                        handler.clone(),
+                        super::MAX_MODBUS_CLIENTS,
+                    ),
+                );
+            }
+        }
+        *slot = Some(group);
+        Ok(())
+    }
+
+    async fn start_dpws(self: &Arc<Self>) -> Result<(), BootError> {
+        let mut slot = self.dpws.lock().await;
+        if let Some(g) = slot.take() {
+            web::dpws::bye(self).await;
+            g.stop().await;
+        }
+        let s = self.settings();
+        if !s.dpws {
+            return Ok(());
+        }
+        let group = Group::new(&self.generation);
+        for iface in self.ctx.interface_names() {
+            web::dpws::start(self, &iface, s.dpws_port, &group.token, &group.tracker).await?;
+        }
+        *slot = Some(group);
+        Ok(())
+    }
+
+    /// Soft reboot: after a short delay (so the answer reaches the
+    /// browser) every service stops and the boot sequence runs again.
+    /// With `wipe`, NV memory is wiped first (factory reset).
+    pub fn restart(self: &Arc<Self>, reason: &str, wipe: bool) {
+        let me = self.clone();
+        let reason = reason.to_string();
+        self.ctx.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if let Some(g) = me.dpws.lock().await.take() {
+                web::dpws::bye(&me).await;
+                g.stop().await;
+            }
+            me.generation.cancel();
+            me.tracker.close();
+            me.tracker.wait().await;
+            let nv = &me.ctx.nv;
+            if wipe {
+                let mut keep = vec!["rtc"];
+                keep.extend_from_slice(fieldtwin_emulator::device::Device::survives_factory_reset(
+                    &*me.ps,
+                ));
+                if let Err(e) = nv.wipe_except(&keep) {
+                    tracing::error!("factory reset failed: {e}");
+                }
+            }
+            let _ = nv.put(RESTART_KEY, &reason);
+            me.ctx.emit("reboot", reason.clone());
+            if let Err(e) = run(me.ps.clone(), me.ctx.clone()).await {
+                tracing::error!("{}: boot after restart failed: {e}", me.ctx.id);
+                me.ctx.emit("boot_failed", e.to_string());
+            }
+        });
+    }
+}
+
+fn spawn_in<F>(ctx: &DeviceContext, token: &CancellationToken, tracker: &TaskTracker, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let token = token.clone();
+    ctx.spawn(tracker.track_future(async move {
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = fut => {}
+        }
+    }));
+}
+
+/// Verifies the stored image, if any.
+pub fn verify_stored(ctx: &DeviceContext) -> Result<Option<Image>, BootError> {
+    match ctx.nv.get_raw(IMAGE_KEY)? {
+        None => Ok(None),
+        Some(bytes) => Image::verify(
+            &bytes,
+            &firmware::lab_vendor_key(),
+            firmware::PANEL_SERVER_FAMILY,
+        )
+        .map(Some)
+        .map_err(|e| {
+            BootError::Firmware(format!(
+                "stored firmware image failed verification at boot: {e}"
+            ))
+        }),
+    }
+}
+
+/// The boot sequence (see the module contract).
+pub fn run(
+    ps: Arc<PanelServer>,
+    ctx: DeviceContext,
+) -> futures::future::BoxFuture<'static, Result<(), BootError>> {
+    async move {
+        let image = verify_stored(&ctx)?;
+        let first = ctx.nv.get::<Settings>(SETTINGS_KEY)?.is_none();
+        let mut settings = match ctx.nv.get::<Settings>(SETTINGS_KEY)? {
+            Some(s) => s,
+            None => ps.defaults.clone(),
+        };
+        if let Some(img) = &image {
+            settings.firmware = img.version.clone();
+        }
+        ctx.nv.put(SETTINGS_KEY, &settings)?;
+        if ctx.nv.get::<Accounts>(ACCOUNTS_KEY)?.is_none() {
+            let pw = ps.default_password.clone();
+            let it = ps.iterations;
+            let admin = tokio::task::spawn_blocking(move || Hashed::new(&pw, it))
+                .await
+                .map_err(|e| BootError::Other(e.to_string()))?;
+            ctx.nv.put(ACCOUNTS_KEY, &Accounts { admin })?;
+        }
+        let generation = ctx.power_lost().child_token();
+        let node = Arc::new(Node {
+            ps: ps.clone(),
+            ctx: ctx.clone(),
+            settings: Mutex::new(settings),
+            sessions: Mutex::default(),
+            auth: tokio::sync::Mutex::new(()),
+            image,
+            generation,
+            tracker: TaskTracker::new(),
+            modbus: tokio::sync::Mutex::new(None),
+            dpws: tokio::sync::Mutex::new(None),
+        });
+        let reason: Option<String> = ctx.nv.get(RESTART_KEY)?;
+        ctx.nv.remove(RESTART_KEY)?;
+        let why = match (first, reason) {
+            (_, Some(r)) => r,
+            (true, None) => "first boot with factory settings".into(),
+            (false, None) => "power on (after power loss or power cycle)".into(),
+        };
+        node.audit(
+            Kind::Boot,
+            format!("{why}; firmware {}", node.settings().firmware),
+        );
+        node.start_modbus().await?;
+        web::start(&node).await?;
+        node.start_dpws().await?;
+        Ok(())
+    }
+    .boxed()
+}
