@@ -284,7 +284,7 @@ impl Clock {
 
     /// Jumps forward by a number of seconds given by a user.
     pub fn advance_secs(&self, secs: f64) -> Result<(), ClockError> {
-        if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+        if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
             return Err(ClockError::BadAdvance(secs));
         }
         self.advance(Duration::from_secs_f64(secs));

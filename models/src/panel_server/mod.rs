@@ -210,7 +210,7 @@ fn serial(site: &Site, dev: &DeviceConfig) -> String {
 /// The initial web password, derived from seed and id like the device code
 /// printed on a real unit's QR label ([NF]); it follows the user rules.
 fn default_password(site: &Site, dev: &DeviceConfig) -> String {
-    let h = dev.id.bytes().fold(site.site.seed ^ 0x5eed_0f_a55, |h, b| {
+    let h = dev.id.bytes().fold(site.site.seed ^ 0x5eed_0fa5, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     format!("Ps-{:010x}", h & 0xff_ffff_ffff)

@@ -301,3 +301,74 @@ pub fn run(
     }
     .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use fieldtwin_emulator::clock::Clock;
+    use fieldtwin_emulator::control::EventBus;
+    use fieldtwin_emulator::device::{DeviceSetup, Power, Runtime};
+    use fieldtwin_emulator::net::Stack;
+    use fieldtwin_emulator::net::host::HostStack;
+    use fieldtwin_emulator::site::{RtcConfig, Site};
+    use fieldtwin_emulator::storage::Store;
+
+    use super::*;
+
+    /// DOCA0211: the firmware signature is validated at each boot; a
+    /// tampered stored image keeps the device from booting.
+    #[tokio::test]
+    async fn stored_image_is_verified_at_every_boot() {
+        let site = Site::default_site();
+        let mut dev = site.device("ps1").unwrap().clone();
+        dev.panel_server.as_mut().unwrap().pbkdf2_iterations = Some(10);
+        let ps = Arc::new(PanelServer::new(&site, &dev));
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        let mut rt = Runtime::new(
+            clock,
+            Store::open(None).unwrap(),
+            EventBus::new(),
+            Duration::from_secs(3600),
+        );
+        let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+        ifs.insert(
+            "eth1".into(),
+            Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, 10))),
+        );
+        rt.add(DeviceSetup {
+            device: ps,
+            interfaces: ifs,
+            rtc: RtcConfig::default(),
+            seed: 1,
+        })
+        .unwrap();
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        let nv = rt.nv("ps1").unwrap();
+        let key = firmware::signing_key(include_str!("../../../keys/lab-vendor.key")).unwrap();
+        let mut img =
+            firmware::sign(&key, firmware::PANEL_SERVER_FAMILY, "002.004.000", b"fw").unwrap();
+        nv.put_raw(IMAGE_KEY, &img).unwrap();
+        assert_eq!(rt.power_cycle("ps1").await.unwrap(), Power::On);
+        assert_eq!(
+            nv.get::<Settings>(SETTINGS_KEY).unwrap().unwrap().firmware,
+            "002.004.000"
+        );
+        img[12] ^= 0x20;
+        nv.put_raw(IMAGE_KEY, &img).unwrap();
+        assert_eq!(rt.power_cycle("ps1").await.unwrap(), Power::Failed);
+        let st = rt.status("ps1").unwrap();
+        assert!(st.failure.unwrap().contains("wrong signature"));
+        assert!(
+            st.services.is_empty(),
+            "no service runs after a failed boot"
+        );
+        let log = audit::read(&nv).unwrap();
+        assert!(
+            log.iter()
+                .any(|e| e.kind == Kind::Boot && e.detail.contains("002.004.000"))
+        );
+        rt.power_off("ps1").await.unwrap();
+    }
+}

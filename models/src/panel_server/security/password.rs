@@ -141,7 +141,7 @@ pub fn hex(b: &[u8]) -> String {
 /// Bytes of a hex string.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -42,15 +42,14 @@ impl Sessions {
     /// Opens a session; returns its token.
     pub fn open(&mut self, now: DateTime<Utc>) -> String {
         self.map.retain(|_, s| now - s.last_seen <= IDLE);
-        if self.map.len() >= MAX {
-            if let Some(oldest) = self
+        if self.map.len() >= MAX
+            && let Some(oldest) = self
                 .map
                 .iter()
                 .min_by_key(|(_, s)| s.last_seen)
                 .map(|(k, _)| k.clone())
-            {
-                self.map.remove(&oldest);
-            }
+        {
+            self.map.remove(&oldest);
         }
         let t = token();
         self.map.insert(

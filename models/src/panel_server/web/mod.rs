@@ -270,38 +270,40 @@ struct Auth {
     csrf: String,
 }
 
-fn auth(node: &Node, headers: &HeaderMap) -> Result<Auth, Response> {
+fn auth(node: &Node, headers: &HeaderMap) -> Result<Auth, Box<Response>> {
     session_of(node, cookie_token(headers))
         .map(|(token, s)| Auth {
             token,
             csrf: s.csrf,
         })
-        .ok_or_else(|| Redirect::to("/login").into_response())
+        .ok_or_else(|| Box::new(Redirect::to("/login").into_response()))
 }
 
 /// Same as [`auth`] for a form POST, also checking its CSRF token.
-fn auth_post(node: &Node, headers: &HeaderMap, csrf: &str) -> Result<Auth, Response> {
+fn auth_post(node: &Node, headers: &HeaderMap, csrf: &str) -> Result<Auth, Box<Response>> {
     let a = auth(node, headers)?;
     if a.csrf.len() == csrf.len() && a.csrf == csrf {
         Ok(a)
     } else {
-        Err((
-            StatusCode::FORBIDDEN,
-            Html(pages::message(
+        Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                Html(pages::message(
                 "Forbidden",
                 "The form was not sent from this device's own page (missing or wrong CSRF token). Open the page again and retry.",
             )),
-        )
-            .into_response())
+            )
+                .into_response(),
+        ))
     }
 }
 
-fn api_auth(node: &Node, headers: &HeaderMap) -> Result<(), Response> {
+fn api_auth(node: &Node, headers: &HeaderMap) -> Result<(), Box<Response>> {
     session_of(node, bearer(headers)).map(|_| ()).ok_or_else(|| {
-        api_error(
+        Box::new(api_error(
             StatusCode::UNAUTHORIZED,
             "missing or expired token: POST /api/login {\"username\",\"password\"} and send Authorization: Bearer <token>",
-        )
+        ))
     })
 }
 
@@ -449,7 +451,7 @@ async fn logout(State(node): St, headers: HeaderMap, Form(f): Form<CsrfForm>) ->
             );
             r
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -459,7 +461,7 @@ macro_rules! page {
     ($node:expr, $headers:expr) => {
         match auth(&$node, &$headers) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
 }
@@ -468,7 +470,7 @@ macro_rules! post_auth {
     ($node:expr, $headers:expr, $csrf:expr) => {
         match auth_post(&$node, &$headers, $csrf) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
 }
@@ -1022,7 +1024,7 @@ async fn api_login(State(node): St, body: axum::body::Bytes) -> Response {
 macro_rules! api {
     ($node:expr, $headers:expr) => {
         if let Err(r) = api_auth(&$node, &$headers) {
-            return r;
+            return *r;
         }
     };
 }
