@@ -603,4 +603,16 @@ fn security_passwords_backup_and_factory_reset() {
     let csv = ps.audit_csv();
     assert!(!csv.contains("password changed"), "{csv}");
     assert!(csv.contains("factory reset"), "{csv}");
+    // The physical Restart button held 15 s: factory reset again.
+    let before = fingerprint();
+    let v = ps.site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"restart_button","device":"ps1","hold_s":15}"#,
+    );
+    assert_eq!(v["power"], "on", "{v}");
+    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    assert_ne!(fingerprint(), before, "certificate not regenerated");
+    let csv = ps.audit_csv();
+    assert!(csv.contains("first boot with factory settings"), "{csv}");
+    assert!(!csv.contains("factory reset requested"), "{csv}");
 }
