@@ -603,6 +603,17 @@ fn security_passwords_backup_and_factory_reset() {
     let csv = ps.audit_csv();
     assert!(!csv.contains("password changed"), "{csv}");
     assert!(csv.contains("factory reset"), "{csv}");
+    // Permanent wireless deactivation...
+    let csrf = ps.csrf("/settings");
+    let (code, body) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "-d",
+        "confirm=on",
+        &ps.url("/settings/wireless-permanent-off"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("permanently deactivated"), "{body}");
     // The physical Restart button held 15 s: factory reset again.
     let before = fingerprint();
     let v = ps.site.post_json(
@@ -615,4 +626,15 @@ fn security_passwords_backup_and_factory_reset() {
     let csv = ps.audit_csv();
     assert!(csv.contains("first boot with factory settings"), "{csv}");
     assert!(!csv.contains("factory reset requested"), "{csv}");
+    // ... survives the factory reset and cannot be undone.
+    let csrf = ps.csrf("/settings");
+    let (code, body) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "-d",
+        "enabled=on",
+        &ps.url("/settings/wifi"),
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("permanently deactivated"), "{body}");
 }

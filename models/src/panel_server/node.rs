@@ -93,6 +93,11 @@ impl Node {
         self.ctx.clock.utc_now()
     }
 
+    /// Whether Wi-Fi and IEEE 802.15.4 are permanently deactivated.
+    pub fn wireless_permanently_off(&self) -> bool {
+        self.ctx.nv.get::<bool>(WIRELESS_OFF_KEY).ok().flatten() == Some(true)
+    }
+
     /// Writes an audit entry stamped by the RTC.
     pub fn audit(&self, kind: Kind, detail: impl Into<String>) {
         let detail = detail.into();
@@ -215,6 +220,14 @@ impl Node {
     }
 }
 
+/// Turns every wireless function off (permanent deactivation).
+pub fn force_wireless_off(s: &mut Settings) {
+    s.wifi.enabled = false;
+    s.wifi.access_point = false;
+    s.ieee802154 = false;
+    s.modbus.wifi = false;
+}
+
 fn spawn_in<F>(ctx: &DeviceContext, token: &CancellationToken, tracker: &TaskTracker, fut: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
@@ -260,6 +273,9 @@ pub fn run(
         };
         if let Some(img) = &image {
             settings.firmware = img.version.clone();
+        }
+        if ctx.nv.get::<bool>(WIRELESS_OFF_KEY)? == Some(true) {
+            force_wireless_off(&mut settings);
         }
         ctx.nv.put(SETTINGS_KEY, &settings)?;
         if ctx.nv.get::<Accounts>(ACCOUNTS_KEY)?.is_none() {

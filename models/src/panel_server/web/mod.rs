@@ -195,6 +195,10 @@ fn router(node: Arc<Node>) -> Router {
         .route("/settings/wifi", post(save_wifi))
         .route("/settings/wireless", post(save_wireless))
         .route("/settings/datetime", post(save_datetime))
+        .route(
+            "/settings/wireless-permanent-off",
+            post(wireless_permanent_off),
+        )
         .route("/users", get(users_page).post(change_password))
         .route("/firmware", get(firmware_page).post(firmware_upload))
         .route("/logs", get(logs_page))
@@ -494,7 +498,8 @@ async fn change_settings(
 ) -> Response {
     let _guard = node.auth.lock().await;
     let mut s = node.settings();
-    if let Err(m) = f(&mut s) {
+    let r = f(&mut s).and_then(|()| wireless_allowed(node, &s));
+    if let Err(m) = r {
         return (
             StatusCode::BAD_REQUEST,
             Html(pages::settings(
@@ -526,6 +531,58 @@ async fn change_settings(
         )
             .into_response(),
     }
+}
+
+/// Refuses wireless functions after a permanent deactivation.
+fn wireless_allowed(node: &Node, s: &Settings) -> Result<(), String> {
+    if node.wireless_permanently_off()
+        && (s.wifi.enabled || s.wifi.access_point || s.ieee802154 || s.modbus.wifi)
+    {
+        return Err("Wi-Fi and IEEE 802.15.4 are permanently deactivated on this device; they cannot be activated again (not even by a factory reset)".into());
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct PermanentOffForm {
+    #[serde(default)]
+    csrf: String,
+    confirm: Option<String>,
+}
+
+async fn wireless_permanent_off(
+    State(node): St,
+    headers: HeaderMap,
+    Form(f): Form<PermanentOffForm>,
+) -> Response {
+    let a = post_auth!(node, headers, &f.csrf);
+    if f.confirm.is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Html(pages::settings(
+                &node,
+                &a.csrf,
+                Some("Not done: tick the confirmation box to deactivate wireless permanently."),
+            )),
+        )
+            .into_response();
+    }
+    if let Err(e) = node.ctx.nv.put(super::node::WIRELESS_OFF_KEY, &true) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Html(pages::message("Error", &e.to_string())),
+        )
+            .into_response();
+    }
+    node.audit(
+        Kind::ConfigurationChanged,
+        "Wi-Fi and IEEE 802.15.4 permanently deactivated",
+    );
+    change_settings(&node, &a.csrf, "wireless", |s| {
+        super::node::force_wireless_off(s);
+        Ok(())
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1080,6 +1137,9 @@ async fn api_put_settings(
                 );
             }
         }
+    }
+    if let Err(e) = wireless_allowed(&node, &s) {
+        return api_error(StatusCode::BAD_REQUEST, &e);
     }
     if s.dpws_port == 0 || s.dpws_port == HTTPS_PORT || s.dpws_port == super::MODBUS_PORT {
         return api_error(

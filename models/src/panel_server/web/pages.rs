@@ -139,7 +139,8 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <button type="submit">Save</button></form></section>
 <section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Modbus unit</th><th>State</th></tr>{wireless}</table>
 <form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label><button type="submit">Save</button></form>
-<p>Adding devices by install code arrives with the radio model.</p></section>
+<p>Adding devices by install code arrives with the radio model.</p>
+<form method="post" action="/settings/wireless-permanent-off">{h}<p>Wireless: <strong id="wireless-state">{perm}</strong></p><label><input type="checkbox" name="confirm"> I understand that Wi-Fi and IEEE 802.15.4 can never be activated again, even after a factory reset</label><button type="submit">Deactivate wireless permanently</button></form></section>
 <section id="datetime"><h2>Date &amp; time</h2><form method="post" action="/settings/datetime">{h}
 <label><input type="radio" name="mode" value="manual"{man}> Manual, UTC: <input type="datetime-local" name="datetime"></label>
 <label><input type="radio" name="mode" value="ntp"{nt}> NTP server <input name="ntp_server" value="{ntp}"></label>
@@ -156,6 +157,11 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         man = checked(s.ntp_server.is_none()),
         nt = checked(s.ntp_server.is_some()),
         ntp = esc(&ntp),
+        perm = if node.wireless_permanently_off() {
+            "permanently deactivated"
+        } else {
+            "available"
+        },
     );
     layout("Settings", Some(csrf), msg, &body)
 }
