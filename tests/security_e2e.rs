@@ -638,3 +638,34 @@ fn security_passwords_backup_and_factory_reset() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("permanently deactivated"), "{body}");
 }
+
+#[test]
+fn security_tls13_site_switch() {
+    let text = site(50).replacen(
+        "pbkdf2_iterations = 1000",
+        "pbkdf2_iterations = 1000\ntls13 = true",
+        1,
+    );
+    let site = RunningSite::start(&text, &[]);
+    let ip = "127.77.50.10";
+    let handshake = |v: &str| {
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                &format!("echo | openssl s_client -connect {ip}:443 {v} 2>&1"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let t13 = handshake("-tls1_3");
+    assert!(
+        t13.contains("TLSv1.3") && t13.contains("BEGIN CERTIFICATE"),
+        "{t13}"
+    );
+    let t12 = handshake("-tls1_2");
+    assert!(t12.contains("BEGIN CERTIFICATE"), "{t12}");
+    let t11 = handshake("-tls1_1");
+    assert!(!t11.contains("BEGIN CERTIFICATE"), "{t11}");
+    drop(site);
+}
