@@ -60,6 +60,19 @@ fn device_seed(site_seed: u64, id: &str) -> u64 {
 pub fn build_runtime(site: &Site, clock: Clock, store: Store) -> anyhow::Result<Runtime> {
     let retention = Duration::from_secs_f64(site.site.rtc_retention_days * 86_400.0);
     let mut rt = Runtime::new(clock, store, EventBus::new(), retention);
+    let mut taken: BTreeMap<std::net::Ipv4Addr, &str> = BTreeMap::new();
+    for dev in &site.devices {
+        for (_, ip, _) in fieldtwin_models::interfaces(dev) {
+            let h = host::host_address(ip);
+            if let Some(other) = taken.insert(h, &dev.id) {
+                anyhow::bail!(
+                    "devices {other} and {} both map to {h} in host mode (127.77.S.N keeps the \
+                     last two octets of 10.77.S.N); give them addresses that differ there",
+                    dev.id
+                );
+            }
+        }
+    }
     for dev in &site.devices {
         let interfaces: BTreeMap<String, Arc<dyn Stack>> = fieldtwin_models::interfaces(dev)
             .into_iter()

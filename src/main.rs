@@ -1,7 +1,9 @@
 //! The `fieldtwin` command line. Only argument parsing lives here; the
-//! wiring of a site is in [`app`], the table printing in [`report`].
+//! wiring of a site is in [`app`], the control-API client in [`client`], the
+//! table printing in [`report`].
 
 mod app;
+mod client;
 mod firmware;
 mod report;
 
@@ -10,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fieldtwin_emulator::control::{Command, PowerAction};
 
 /// fieldtwin — a digital twin of a site of energy-management devices.
 #[derive(Debug, Parser)]
@@ -34,11 +37,53 @@ enum Cmd {
         #[command(subcommand)]
         command: firmware::FirmwareCmd,
     },
+    /// Power a device of a running site on, off, or off and on again.
+    Power {
+        device: String,
+        #[arg(value_enum)]
+        action: PowerArg,
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
+    /// Show or change the virtual clock of a running site.
+    Clock {
+        /// Jump forward this many virtual seconds.
+        #[arg(long, group = "change")]
+        advance: Option<f64>,
+        /// Run virtual time at this speed factor.
+        #[arg(long, group = "change")]
+        speed: Option<f64>,
+        /// Pause virtual time.
+        #[arg(long, group = "change")]
+        pause: bool,
+        /// Resume virtual time.
+        #[arg(long, group = "change")]
+        resume: bool,
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
     /// Show or check site files.
     Site {
         #[command(subcommand)]
         command: SiteCmd,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PowerArg {
+    On,
+    Off,
+    Cycle,
+}
+
+impl From<PowerArg> for PowerAction {
+    fn from(a: PowerArg) -> Self {
+        match a {
+            PowerArg::On => PowerAction::On,
+            PowerArg::Off => PowerAction::Off,
+            PowerArg::Cycle => PowerAction::Cycle,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,8 +105,29 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Cmd::Run(opts) => app::run(opts),
-        Cmd::Devices { api } => report::devices(api),
         Cmd::Firmware { command } => firmware::run(command),
+        Cmd::Devices { api } => client::devices(api),
+        Cmd::Power {
+            device,
+            action,
+            api,
+        } => client::power(api, device, action.into()),
+        Cmd::Clock {
+            advance,
+            speed,
+            pause,
+            resume,
+            api,
+        } => {
+            let cmd = match (advance, speed, pause, resume) {
+                (Some(seconds), ..) => Some(Command::AdvanceClock { seconds }),
+                (_, Some(speed), ..) => Some(Command::SetSpeed { speed }),
+                (_, _, true, _) => Some(Command::Pause { paused: true }),
+                (_, _, _, true) => Some(Command::Pause { paused: false }),
+                _ => None,
+            };
+            client::clock(api, cmd)
+        }
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),

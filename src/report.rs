@@ -1,9 +1,6 @@
-//! Human-readable output: the device table printed at start and by
-//! `fieldtwin devices`.
+//! Human-readable output: the device table printed at start and by the
+//! client subcommands.
 
-use std::net::SocketAddr;
-
-use anyhow::Context;
 use fieldtwin_emulator::device::DeviceStatus;
 
 /// Formats devices as an aligned table: id, model, power, addresses,
@@ -64,25 +61,4 @@ pub fn table(devices: &[DeviceStatus]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// `fieldtwin devices`: asks a running site for its devices.
-pub fn devices(api: SocketAddr) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let list: Vec<DeviceStatus> = rt.block_on(async {
-        let url = format!("http://{api}/api/v1/devices");
-        reqwest::get(&url)
-            .await
-            .with_context(|| {
-                format!("no fieldtwin answers at {api}; is `fieldtwin run` running? (use --api)")
-            })?
-            .error_for_status()?
-            .json()
-            .await
-            .context("the control API sent an unexpected answer")
-    })?;
-    print!("{}", table(&list));
-    Ok(())
 }

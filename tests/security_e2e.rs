@@ -108,10 +108,12 @@ impl Ps {
 }
 
 fn python() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let p = std::env::var_os("FIELDTWIN_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     assert!(
         p.exists(),
-        "{} is missing: scripts/test creates the venv (python3 -m venv .venv && .venv/bin/pip install wsdiscovery selenium)",
+        "{} is missing: scripts/test creates the venv (.venv with wsdiscovery==2.1.2 and selenium==4.51.0)",
         p.display()
     );
     p

@@ -9,9 +9,12 @@
 //!
 //! | octet | test |
 //! |---|---|
+//! | 8 | foundation_e2e::unprivileged_run_moves_low_ports_by_the_documented_offset |
 //! | 10 | foundation_e2e::panel_server_slice |
 //! | 12 | foundation_e2e::power_and_clock |
 //! | 14 | foundation_e2e::state_survives_restart |
+//! | 16 | foundation_e2e::malformed_modbus_never_kills_the_device |
+//! | 18 | foundation_e2e::events_stream_reports_power_changes |
 //! | 20-39 | gateway tests |
 //! | 40-59 | security tests |
 //! | 60-79 | network tests |
@@ -84,8 +87,44 @@ impl RunningSite {
     }
 
     pub fn start_file(site: &Path, dir: tempfile::TempDir, args: &[&str]) -> Self {
+        Self::start_wrapped(&[], site, dir, args)
+    }
+
+    /// Starts the site as an unprivileged user (nobody) through `setpriv`.
+    pub fn start_unprivileged(text: &str, args: &[&str]) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let site = dir.path().join("site.toml");
+        std::fs::write(&site, text).unwrap();
+        std::fs::set_permissions(&site, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let wrapper = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ];
+        Self::start_wrapped(&wrapper, &site, dir, args)
+    }
+
+    /// Starts `fieldtwin run`, behind `wrapper` (a command that execs its arguments) if any.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        site: &Path,
+        dir: tempfile::TempDir,
+        args: &[&str],
+    ) -> Self {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fieldtwin"))
+        let bin = env!("CARGO_BIN_EXE_fieldtwin");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .arg("run")
             .arg("--site")
             .arg(site)
