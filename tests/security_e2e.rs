@@ -429,6 +429,27 @@ fn security_firmware_update() {
     // Still installed after a power cycle (verified again at boot).
     ps.power_cycle();
     assert!(ps.login("admin", &ps.password).1.contains("002.003.000"));
+    // Date & time set on the page: audited, and later entries carry the
+    // device's RTC time.
+    let csrf = ps.csrf("/settings");
+    let (code, body) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "-d",
+        "mode=manual",
+        "-d",
+        "datetime=2031-02-03T04:05",
+        &ps.url("/settings/datetime"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    ps.login("admin", "Wrong-pw-1");
+    let csv = ps.audit_csv();
+    assert!(csv.contains("date/time set manually"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("2031-02-03T04:0") && l.contains(",login failed,")),
+        "{csv}"
+    );
 }
 
 #[test]

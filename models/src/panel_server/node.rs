@@ -310,6 +310,26 @@ pub fn run(
             Kind::Boot,
             format!("{why}; firmware {}", node.settings().firmware),
         );
+        // Date/time set by other services (Modbus FC16 at unit 255) is
+        // reported as a device event; it goes to the audit log too.
+        let mut events = ctx.events.subscribe();
+        let n = node.clone();
+        node.spawn(async move {
+            use fieldtwin_emulator::control::Event;
+            loop {
+                match events.recv().await {
+                    Ok(Event::Device {
+                        device,
+                        kind,
+                        message,
+                    }) if kind == "datetime" && *device == *n.ctx.id => {
+                        n.audit(Kind::DateTimeChanged, message);
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        });
         node.start_modbus().await?;
         web::start(&node).await?;
         node.start_dpws().await?;
