@@ -339,14 +339,18 @@ async fn login(node: &Arc<Node>, user: &str, pw: &str, via: &str) -> LoginOutcom
         ));
     }
     let accounts: Option<Accounts> = nv.get(ACCOUNTS_KEY).ok().flatten();
+    let pw_len = pw.len();
+    // The hash is computed whatever the user name, so the answer time does
+    // not tell whether the user exists.
     let ok = match accounts {
-        Some(a) if user == WEB_USER && !pw.is_empty() => {
+        Some(a) => {
             let pw = pw.to_string();
-            tokio::task::spawn_blocking(move || a.admin.verify(&pw))
+            let verified = tokio::task::spawn_blocking(move || a.admin.verify(&pw))
                 .await
-                .unwrap_or(false)
+                .unwrap_or(false);
+            verified && user == WEB_USER && pw_len > 0
         }
-        _ => false,
+        None => false,
     };
     if ok {
         lock.succeed();
