@@ -114,6 +114,16 @@ impl Node {
             .clone()
     }
 
+    /// A token cancelled when this boot ends (soft reboot or power loss).
+    pub fn boot_token(&self) -> CancellationToken {
+        self.generation.child_token()
+    }
+
+    /// The tracker of this boot's tasks (a soft reboot waits for them).
+    pub fn boot_tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
     /// Spawns a task of this boot.
     pub fn spawn<F>(&self, fut: F)
     where

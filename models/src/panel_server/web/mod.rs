@@ -170,7 +170,8 @@ pub async fn start(node: &Arc<Node>) -> Result<(), BootError> {
     let app = router(node.clone());
     for iface in node.ctx.interface_names() {
         let listener = node.ctx.listen_tcp(&iface, "https", HTTPS_PORT).await?;
-        let (token, tracker) = (CancellationToken::new(), TaskTracker::new());
+        // Open connections end with the boot, not only the listener.
+        let (token, tracker) = (node.boot_token(), node.boot_tracker());
         node.spawn(serve(
             node.ctx.clone(),
             listener,
