@@ -140,7 +140,11 @@ pub(crate) async fn serve(
         let t = token.clone();
         ctx.spawn(tracker.track_future(async move {
             let conn = async move {
-                let builder = hyper::server::conn::http1::Builder::new();
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                // A client that never finishes its request headers is dropped.
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30));
                 match tls {
                     Some(acc) => {
                         let Ok(Ok(s)) =
