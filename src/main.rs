@@ -5,6 +5,7 @@
 mod app;
 mod bench;
 mod client;
+mod firmware;
 mod lab;
 mod report;
 mod tap;
@@ -33,6 +34,11 @@ enum Cmd {
         /// Control API address of the running site.
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
+    },
+    /// Build and check signed firmware images.
+    Firmware {
+        #[command(subcommand)]
+        command: firmware::FirmwareCmd,
     },
     /// Power a device of a running site on, off, or off and on again.
     Power {
@@ -119,6 +125,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Cmd::Run(opts) => app::run(opts),
+        Cmd::Firmware { command } => firmware::run(command),
         Cmd::Devices { api } => client::devices(api),
         Cmd::Power {
             device,

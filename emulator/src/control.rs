@@ -56,6 +56,14 @@ pub enum Command {
     FactoryReset {
         device: String,
     },
+    /// The physical Restart button: held at least [`RESTART_BUTTON_RESET_S`]
+    /// seconds it erases the device (factory reset), shorter it reboots it
+    /// ([NF] durations, docs/panel-server.md).
+    RestartButton {
+        device: String,
+        #[serde(default)]
+        hold_s: f64,
+    },
     AdvanceClock {
         seconds: f64,
     },
@@ -92,6 +100,9 @@ pub enum Command {
         enabled: bool,
     },
 }
+
+/// Seconds the Restart button must be held for a factory reset.
+pub const RESTART_BUTTON_RESET_S: f64 = 10.0;
 
 /// Everything a running site reports.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -187,6 +198,14 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
         }
         Command::FactoryReset { device } => {
             rt.factory_reset(&device).await?;
+            Ok(Reply::Device(Box::new(rt.status(&device)?)))
+        }
+        Command::RestartButton { device, hold_s } => {
+            if hold_s >= RESTART_BUTTON_RESET_S {
+                rt.factory_reset(&device).await?;
+            } else {
+                rt.power_cycle(&device).await?;
+            }
             Ok(Reply::Device(Box::new(rt.status(&device)?)))
         }
         Command::AdvanceClock { seconds } => {

@@ -273,6 +273,12 @@ pub struct PanelServerConfig {
     /// IEEE 802.15.4 wireless devices.
     #[serde(default)]
     pub wireless: Vec<FieldDeviceConfig>,
+    /// PBKDF2-HMAC-SHA256 iterations for stored passwords (default 100000).
+    #[serde(default)]
+    pub pbkdf2_iterations: Option<u32>,
+    /// Also offer TLS 1.3 on HTTPS (default: TLS 1.2 only, as DOCA0211 states).
+    #[serde(default)]
+    pub tls13: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

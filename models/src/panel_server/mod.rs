@@ -15,9 +15,16 @@
 //!   model; `FieldPower`/`FieldRadio` commands reach them through
 //!   [`Device::field_command`].
 //! - At most 128 Modbus TCP clients at once.
+//! - The security surface (HTTPS webpages and /api on 443, login lockout,
+//!   audit log, signed firmware verified at every boot, backup, factory
+//!   reset, DPWS) lives in [`node`], [`web`] and [`security`]
+//!   (docs/panel-server.md).
 
 pub mod gateway;
+pub mod node;
 pub mod registers;
+pub mod security;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -32,7 +39,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::field::{self, FieldDevice, GatewayCopy, Spec};
-use crate::proto::modbus::server::{self, Handler};
+use crate::proto::modbus::server::Handler;
 use crate::proto::modbus::{Exception, Request, Response, function};
 use crate::serial_bus::Line;
 use registers::{Health, Identity, Live, OwnRegisters, WirelessSlot};
@@ -62,6 +69,52 @@ pub struct Settings {
     pub topology: Topology,
     pub modbus: ModbusService,
     pub firmware: String,
+    /// DPWS discovery (active by default, DOCA0211).
+    #[serde(default = "yes")]
+    pub dpws: bool,
+    /// DPWS metadata TCP port (5357 by default, configurable).
+    #[serde(default = "dpws_port")]
+    pub dpws_port: u16,
+    /// RSTP (not active by default).
+    #[serde(default)]
+    pub rstp: bool,
+    /// Wi-Fi and its access point.
+    #[serde(default)]
+    pub wifi: WifiSettings,
+    /// IEEE 802.15.4 radio activation (not active by default).
+    #[serde(default)]
+    pub ieee802154: bool,
+    /// NTP server; `None`: date and time set manually.
+    #[serde(default)]
+    pub ntp_server: Option<String>,
+}
+
+/// Wi-Fi settings (the radio itself arrives with the radio issue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WifiSettings {
+    pub enabled: bool,
+    pub access_point: bool,
+    /// WPA2 passphrase of the access point ([NF]: kept in NV memory as the
+    /// WPA2 handshake needs it).
+    pub ap_password: Option<String>,
+}
+
+impl Default for WifiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            access_point: true,
+            ap_password: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn dpws_port() -> u16 {
+    crate::proto::dpws::METADATA_PORT
 }
 
 const SETTINGS_KEY: &str = "settings";
@@ -79,32 +132,14 @@ pub struct PanelServer {
     serial_pty: Option<String>,
     tcp_targets: Vec<Arc<gateway::TcpTarget>>,
     fields: OnceLock<Fields>,
-    modbus: std::sync::Mutex<Option<ModbusRunning>>,
-}
-
-/// The Modbus TCP service of the current boot: one stop handle per interface.
-struct ModbusRunning {
-    ctx: DeviceContext,
-    handler: Arc<dyn Handler>,
-    stops: std::collections::BTreeMap<String, tokio::sync::oneshot::Sender<()>>,
-}
-
-/// Opens port 502 on `iface` and serves it until the returned sender is dropped.
-async fn start_modbus(
-    ctx: &DeviceContext,
-    handler: Arc<dyn Handler>,
-    iface: &str,
-) -> Result<tokio::sync::oneshot::Sender<()>, BootError> {
-    let listener = ctx.listen_tcp(iface, "modbus", MODBUS_PORT).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = server::serve(ctx.clone(), listener, handler, MAX_MODBUS_CLIENTS);
-    ctx.spawn(async move {
-        tokio::select! {
-            _ = stopped => {}
-            _ = serve => {}
-        }
-    });
-    Ok(stop)
+    /// The running boot, for commands that change settings.
+    current: std::sync::Mutex<std::sync::Weak<node::Node>>,
+    /// Initial web password (printed at start; changed on the Users page).
+    default_password: String,
+    /// PBKDF2 iterations for stored passwords.
+    iterations: u32,
+    /// Offer TLS 1.3 as well as 1.2.
+    tls13: bool,
 }
 
 /// The field devices behind a Panel Server, created at first boot.
@@ -138,6 +173,12 @@ impl PanelServer {
                 .firmware
                 .clone()
                 .unwrap_or_else(|| DEFAULT_FIRMWARE.to_string()),
+            dpws: true,
+            dpws_port: dpws_port(),
+            rstp: false,
+            wifi: WifiSettings::default(),
+            ieee802154: false,
+            ntp_server: None,
         };
         let mut next_unit = FIRST_WIRELESS_UNIT;
         let taken: Vec<u8> = cfg
@@ -203,10 +244,12 @@ impl PanelServer {
                 )))
             })
             .collect();
+        let serial = serial(site, dev);
         Self {
             id: dev.id.clone(),
             model: dev.model,
-            identity: identity(dev.model, serial(site, dev)),
+            default_password: default_password(site, dev),
+            identity: identity(dev.model, serial),
             defaults,
             wireless,
             serial_specs,
@@ -215,7 +258,11 @@ impl PanelServer {
             serial_pty: cfg.serial_pty.clone(),
             tcp_targets,
             fields: OnceLock::new(),
-            modbus: std::sync::Mutex::new(None),
+            current: Default::default(),
+            iterations: cfg
+                .pbkdf2_iterations
+                .unwrap_or(security::password::DEFAULT_ITERATIONS),
+            tls13: cfg.tls13,
         }
     }
 
@@ -269,6 +316,15 @@ fn serial(site: &Site, dev: &DeviceConfig) -> String {
     )
 }
 
+/// The initial web password, derived from seed and id like the device code
+/// printed on a real unit's QR label ([NF]); it follows the user rules.
+fn default_password(site: &Site, dev: &DeviceConfig) -> String {
+    let h = dev.id.bytes().fold(site.site.seed ^ 0x5eed_0fa5, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("Ps-{:010x}", h & 0xff_ffff_ffff)
+}
+
 /// Identification of each model ([NF] values documented in docs/panel-server.md).
 fn identity(model: Model, serial: String) -> Identity {
     let (family, capability, product_id) = match model {
@@ -306,22 +362,29 @@ impl Device for PanelServer {
     }
 
     fn credentials(&self) -> Vec<Credential> {
-        vec![Credential {
-            service: "modbus".into(),
-            user: "-".into(),
-            password: "- (Modbus TCP has no authentication)".into(),
-        }]
+        vec![
+            Credential {
+                service: "modbus".into(),
+                user: "-".into(),
+                password: "- (Modbus TCP has no authentication)".into(),
+            },
+            Credential {
+                service: "https".into(),
+                user: node::WEB_USER.into(),
+                password: format!(
+                    "{} (until changed on the Users page)",
+                    self.default_password
+                ),
+            },
+        ]
+    }
+
+    fn survives_factory_reset(&self) -> &'static [&'static str] {
+        &[node::WIRELESS_OFF_KEY]
     }
 
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
         async move {
-            let settings = match ctx.nv.get::<Settings>(SETTINGS_KEY)? {
-                Some(s) => s,
-                None => {
-                    ctx.nv.put(SETTINGS_KEY, &self.defaults)?;
-                    self.defaults.clone()
-                }
-            };
             let first_boot = self.fields.get().is_none();
             let fields = self.fields(&ctx);
             let all: Vec<Arc<FieldDevice>> = fields
@@ -341,36 +404,7 @@ impl Device for PanelServer {
                     pty,
                 ));
             }
-            let handler: Arc<dyn Handler> = Arc::new(Gateway {
-                registers: OwnRegisters::new(&self.identity, &self.wireless),
-                rtc: ctx.rtc.clone(),
-                firmware: settings.firmware.clone(),
-                events: ctx.clone(),
-                router: gateway::Router {
-                    line: fields.line.clone(),
-                    wireless: fields.wireless.clone(),
-                    tcp: self.tcp_targets.clone(),
-                },
-            });
-            let wanted = [
-                ("eth1", settings.modbus.eth1),
-                ("eth2", settings.modbus.eth2),
-            ];
-            let mut stops = std::collections::BTreeMap::new();
-            for (iface, on) in wanted {
-                if on && ctx.interface(iface).is_some() {
-                    stops.insert(
-                        iface.to_string(),
-                        start_modbus(&ctx, handler.clone(), iface).await?,
-                    );
-                }
-            }
-            *self.modbus.lock().unwrap_or_else(|e| e.into_inner()) = Some(ModbusRunning {
-                ctx: ctx.clone(),
-                handler,
-                stops,
-            });
-            Ok(())
+            node::run(self, ctx).await
         }
         .boxed()
     }
@@ -381,31 +415,22 @@ impl Device for PanelServer {
         enabled: bool,
     ) -> BoxFuture<'a, Result<(), String>> {
         async move {
-            let (ctx, handler, running) = {
-                let guard = self.modbus.lock().unwrap_or_else(|e| e.into_inner());
-                let m = guard.as_ref().ok_or_else(|| {
-                    format!(
-                        "{} is off; power it on before changing its Modbus service",
-                        self.id
-                    )
-                })?;
-                (
-                    m.ctx.clone(),
-                    m.handler.clone(),
-                    m.stops.contains_key(interface),
-                )
-            };
-            if ctx.power_lost().is_cancelled() {
-                return Err(format!(
+            let off = || {
+                format!(
                     "{} is off; power it on before changing its Modbus service",
                     self.id
-                ));
+                )
+            };
+            let node = self
+                .current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .upgrade()
+                .ok_or_else(off)?;
+            if node.ctx.power_lost().is_cancelled() {
+                return Err(off());
             }
-            let mut settings: Settings = ctx
-                .nv
-                .get(SETTINGS_KEY)
-                .map_err(|e| e.to_string())?
-                .unwrap_or_else(|| self.defaults.clone());
+            let mut settings = node.settings();
             match interface {
                 "eth1" => settings.modbus.eth1 = enabled,
                 "eth2" if self.model.has_two_ethernet_ports() => settings.modbus.eth2 = enabled,
@@ -418,36 +443,18 @@ impl Device for PanelServer {
                 "wifi" => settings.modbus.wifi = enabled,
                 other => return Err(format!("no interface {other:?}; use eth1, eth2 or wifi")),
             }
-            ctx.nv
-                .put(SETTINGS_KEY, &settings)
-                .map_err(|e| e.to_string())?;
-            // Apply now on interfaces the device really has (Wi-Fi is not emulated yet).
-            if enabled && !running && ctx.interface(interface).is_some() {
-                let stop = start_modbus(&ctx, handler, interface)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if let Some(m) = self
-                    .modbus
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_mut()
-                {
-                    m.stops.insert(interface.to_string(), stop);
-                }
-            } else if !enabled
-                && let Some(m) = self
-                    .modbus
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_mut()
-            {
-                m.stops.remove(interface);
-            }
-            Ok(())
+            node.apply_audited(
+                settings,
+                format!(
+                    "Modbus TCP service {} on {interface} (control API)",
+                    if enabled { "activated" } else { "deactivated" }
+                ),
+            )
+            .await
+            .map_err(|e| e.to_string())
         }
         .boxed()
     }
-
     fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
         let ids = || {
             self.serial_specs
@@ -483,6 +490,25 @@ impl Device for PanelServer {
             }
         }
         Ok(())
+    }
+}
+
+impl PanelServer {
+    /// The Modbus handler of one boot (started by [`node`]): unit 255 and the
+    /// gateway routes to the field devices created in [`Device::boot`].
+    fn modbus_handler(&self, ctx: &DeviceContext, settings: &Settings) -> Arc<dyn Handler> {
+        let fields = self.fields(ctx);
+        Arc::new(Gateway {
+            registers: OwnRegisters::new(&self.identity, &self.wireless),
+            rtc: ctx.rtc.clone(),
+            firmware: settings.firmware.clone(),
+            events: ctx.clone(),
+            router: gateway::Router {
+                line: fields.line.clone(),
+                wireless: fields.wireless.clone(),
+                tcp: self.tcp_targets.clone(),
+            },
+        })
     }
 }
 

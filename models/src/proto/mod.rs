@@ -2,4 +2,6 @@
 //! partial frame) and total (malformed input gets a protocol-correct error,
 //! never a panic) — DESIGN.md principle 5.
 
+pub mod dpws;
+pub mod firmware;
 pub mod modbus;

@@ -1,0 +1,434 @@
+//! The running Panel Server: which services are up, and the operations the
+//! webpages and the /api trigger on the running device (apply settings,
+//! install firmware, reboot, factory reset).
+//!
+//! Contract (DOCA0211 "Security Features", "Disable Unused Features"):
+//! - [`run`] is the boot sequence: verify the stored firmware image's
+//!   Ed25519 signature (a bad one fails the boot: health "Out of order"),
+//!   load or create NV settings, accounts and the TLS certificate, then
+//!   start Modbus TCP (502, per interface), HTTPS (443) and DPWS (UDP 3702 +
+//!   TCP metadata port) as configured.
+//! - Every service runs under the node's generation token: a soft reboot
+//!   (page, API) stops them all, closes their ports, and runs [`run`] again.
+//! - [`Node::apply`] restarts only the services whose settings changed, so
+//!   disabling Modbus on ETH1 closes 502 there at once; settings persist in
+//!   NV under `settings`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fieldtwin_emulator::device::{BootError, DeviceContext};
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::security::audit::{self, Kind};
+use super::security::password::Hashed;
+use super::security::session::Sessions;
+use super::{PanelServer, SETTINGS_KEY, Settings, web};
+use crate::proto::firmware::{self, Image};
+use crate::proto::modbus::server;
+
+/// NV key of the installed firmware image.
+pub const IMAGE_KEY: &str = "firmware_image";
+/// NV key of the web accounts.
+pub const ACCOUNTS_KEY: &str = "accounts";
+/// NV key of the lockout state.
+pub const LOCKOUT_KEY: &str = "lockout";
+/// NV key of the TLS certificate and key.
+pub const TLS_KEY: &str = "tls";
+/// NV key of the reason for the next boot (set before a soft reboot).
+pub const RESTART_KEY: &str = "restart_reason";
+/// NV key of a permanent wireless deactivation (survives factory reset).
+pub const WIRELESS_OFF_KEY: &str = "wireless_permanently_off";
+/// The web user ([NF]: one administrator account).
+pub const WEB_USER: &str = "admin";
+
+/// Web accounts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Accounts {
+    pub admin: Hashed,
+}
+
+/// A group of tasks that stop together.
+struct Group {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Group {
+    fn new(parent: &CancellationToken) -> Self {
+        Self {
+            token: parent.child_token(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// One boot of a Panel Server.
+pub struct Node {
+    pub ps: Arc<PanelServer>,
+    pub ctx: DeviceContext,
+    pub settings: Mutex<Settings>,
+    pub sessions: Mutex<Sessions>,
+    /// Serialises logins (lockout read-modify-write) and setting changes.
+    pub auth: tokio::sync::Mutex<()>,
+    /// The installed image, if any.
+    pub image: Option<Image>,
+    generation: CancellationToken,
+    tracker: TaskTracker,
+    modbus: tokio::sync::Mutex<Option<Group>>,
+    dpws: tokio::sync::Mutex<Option<Group>>,
+}
+
+impl Node {
+    /// The device's site-time now (lockout and sessions run on it).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.ctx.clock.utc_now()
+    }
+
+    /// Whether Wi-Fi and IEEE 802.15.4 are permanently deactivated.
+    pub fn wireless_permanently_off(&self) -> bool {
+        self.ctx.nv.get::<bool>(WIRELESS_OFF_KEY).ok().flatten() == Some(true)
+    }
+
+    /// Writes an audit entry stamped by the RTC.
+    pub fn audit(&self, kind: Kind, detail: impl Into<String>) {
+        let detail = detail.into();
+        if let Err(e) = audit::record(&self.ctx.nv, self.ctx.rtc.now(), kind, detail.clone()) {
+            tracing::error!("{}: audit log write failed: {e}", self.ctx.id);
+        }
+        self.ctx.emit("audit", format!("{}: {detail}", kind.name()));
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A token cancelled when this boot ends (soft reboot or power loss).
+    pub fn boot_token(&self) -> CancellationToken {
+        self.generation.child_token()
+    }
+
+    /// The tracker of this boot's tasks (a soft reboot waits for them).
+    pub fn boot_tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
+    /// Spawns a task of this boot.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        spawn_in(&self.ctx, &self.generation, &self.tracker, fut);
+    }
+
+    /// [`Node::apply`] for a change made outside the webpages (control API),
+    /// serialised with page changes and written to the audit log.
+    pub async fn apply_audited(
+        self: &Arc<Self>,
+        new: Settings,
+        what: String,
+    ) -> Result<(), BootError> {
+        let _serial = self.auth.lock().await;
+        self.apply(new).await?;
+        self.audit(Kind::ConfigurationChanged, what);
+        Ok(())
+    }
+
+    /// Saves `new` and restarts the services whose settings changed.
+    pub async fn apply(self: &Arc<Self>, new: Settings) -> Result<(), BootError> {
+        let old = self.settings();
+        self.ctx.nv.put(SETTINGS_KEY, &new)?;
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        if old.modbus != new.modbus {
+            self.start_modbus().await?;
+        }
+        if (old.dpws, old.dpws_port) != (new.dpws, new.dpws_port) {
+            self.start_dpws().await?;
+        }
+        Ok(())
+    }
+
+    async fn start_modbus(self: &Arc<Self>) -> Result<(), BootError> {
+        let mut slot = self.modbus.lock().await;
+        if let Some(g) = slot.take() {
+            g.stop().await;
+        }
+        let s = self.settings();
+        let group = Group::new(&self.generation);
+        let handler = self.ps.modbus_handler(&self.ctx, &s);
+        for (iface, on) in [("eth1", s.modbus.eth1), ("eth2", s.modbus.eth2)] {
+            if on && self.ctx.interface(iface).is_some() {
+                let listener = self
+                    .ctx
+                    .listen_tcp(iface, "modbus", super::MODBUS_PORT)
+                    .await?;
+                spawn_in(
+                    &self.ctx,
+                    &group.token,
+                    &group.tracker,
+                    server::serve(
+                        self.ctx.clone(),
+                        listener,
+                        handler.clone(),
+                        super::MAX_MODBUS_CLIENTS,
+                    ),
+                );
+            }
+        }
+        *slot = Some(group);
+        Ok(())
+    }
+
+    async fn start_dpws(self: &Arc<Self>) -> Result<(), BootError> {
+        let mut slot = self.dpws.lock().await;
+        if let Some(g) = slot.take() {
+            web::dpws::bye(self).await;
+            g.stop().await;
+        }
+        let s = self.settings();
+        if !s.dpws {
+            return Ok(());
+        }
+        let group = Group::new(&self.generation);
+        for iface in self.ctx.interface_names() {
+            web::dpws::start(self, &iface, s.dpws_port, &group.token, &group.tracker).await?;
+        }
+        *slot = Some(group);
+        Ok(())
+    }
+
+    /// Soft reboot: after a short delay (so the answer reaches the
+    /// browser) every service stops and the boot sequence runs again.
+    /// With `wipe`, NV memory is wiped first (factory reset).
+    pub fn restart(self: &Arc<Self>, reason: &str, wipe: bool) {
+        let me = self.clone();
+        let reason = reason.to_string();
+        self.ctx.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if let Some(g) = me.dpws.lock().await.take() {
+                web::dpws::bye(&me).await;
+                g.stop().await;
+            }
+            me.generation.cancel();
+            me.tracker.close();
+            me.tracker.wait().await;
+            let nv = &me.ctx.nv;
+            if wipe {
+                let mut keep = vec!["rtc"];
+                keep.extend_from_slice(fieldtwin_emulator::device::Device::survives_factory_reset(
+                    &*me.ps,
+                ));
+                if let Err(e) = nv.wipe_except(&keep) {
+                    tracing::error!("factory reset failed: {e}");
+                }
+            }
+            let _ = nv.put(RESTART_KEY, &reason);
+            me.ctx.emit("reboot", reason.clone());
+            if let Err(e) = run(me.ps.clone(), me.ctx.clone()).await {
+                tracing::error!("{}: boot after restart failed: {e}", me.ctx.id);
+                me.ctx.emit("boot_failed", e.to_string());
+            }
+        });
+    }
+}
+
+/// Turns every wireless function off (permanent deactivation).
+pub fn force_wireless_off(s: &mut Settings) {
+    s.wifi.enabled = false;
+    s.wifi.access_point = false;
+    s.ieee802154 = false;
+    s.modbus.wifi = false;
+}
+
+fn spawn_in<F>(ctx: &DeviceContext, token: &CancellationToken, tracker: &TaskTracker, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let token = token.clone();
+    ctx.spawn(tracker.track_future(async move {
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = fut => {}
+        }
+    }));
+}
+
+/// Verifies the stored image, if any.
+pub fn verify_stored(ctx: &DeviceContext) -> Result<Option<Image>, BootError> {
+    match ctx.nv.get_raw(IMAGE_KEY)? {
+        None => Ok(None),
+        Some(bytes) => Image::verify(
+            &bytes,
+            &firmware::lab_vendor_key(),
+            firmware::PANEL_SERVER_FAMILY,
+        )
+        .map(Some)
+        .map_err(|e| {
+            BootError::Firmware(format!(
+                "stored firmware image failed verification at boot: {e}"
+            ))
+        }),
+    }
+}
+
+/// The boot sequence (see the module contract).
+pub fn run(
+    ps: Arc<PanelServer>,
+    ctx: DeviceContext,
+) -> futures::future::BoxFuture<'static, Result<(), BootError>> {
+    async move {
+        let image = verify_stored(&ctx)?;
+        let first = ctx.nv.get::<Settings>(SETTINGS_KEY)?.is_none();
+        let mut settings = match ctx.nv.get::<Settings>(SETTINGS_KEY)? {
+            Some(s) => s,
+            None => ps.defaults.clone(),
+        };
+        if let Some(img) = &image {
+            settings.firmware = img.version.clone();
+        }
+        if ctx.nv.get::<bool>(WIRELESS_OFF_KEY)? == Some(true) {
+            force_wireless_off(&mut settings);
+        }
+        ctx.nv.put(SETTINGS_KEY, &settings)?;
+        if ctx.nv.get::<Accounts>(ACCOUNTS_KEY)?.is_none() {
+            let pw = ps.default_password.clone();
+            let it = ps.iterations;
+            let admin = tokio::task::spawn_blocking(move || Hashed::new(&pw, it))
+                .await
+                .map_err(|e| BootError::Other(e.to_string()))?;
+            ctx.nv.put(ACCOUNTS_KEY, &Accounts { admin })?;
+        }
+        let generation = ctx.power_lost().child_token();
+        let node = Arc::new(Node {
+            ps: ps.clone(),
+            ctx: ctx.clone(),
+            settings: Mutex::new(settings),
+            sessions: Mutex::default(),
+            auth: tokio::sync::Mutex::new(()),
+            image,
+            generation,
+            tracker: TaskTracker::new(),
+            modbus: tokio::sync::Mutex::new(None),
+            dpws: tokio::sync::Mutex::new(None),
+        });
+        *ps.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&node);
+        let reason: Option<String> = ctx.nv.get(RESTART_KEY)?;
+        ctx.nv.remove(RESTART_KEY)?;
+        let why = match (first, reason) {
+            (_, Some(r)) => r,
+            (true, None) => "first boot with factory settings".into(),
+            (false, None) => "power on (after power loss or power cycle)".into(),
+        };
+        node.audit(
+            Kind::Boot,
+            format!("{why}; firmware {}", node.settings().firmware),
+        );
+        // Date/time set by other services (Modbus FC16 at unit 255) is
+        // reported as a device event; it goes to the audit log too.
+        let mut events = ctx.events.subscribe();
+        let n = node.clone();
+        node.spawn(async move {
+            use fieldtwin_emulator::control::Event;
+            loop {
+                match events.recv().await {
+                    Ok(Event::Device {
+                        device,
+                        kind,
+                        message,
+                    }) if kind == "datetime" && *device == *n.ctx.id => {
+                        n.audit(Kind::DateTimeChanged, message);
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        node.start_modbus().await?;
+        web::start(&node).await?;
+        node.start_dpws().await?;
+        Ok(())
+    }
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use fieldtwin_emulator::clock::Clock;
+    use fieldtwin_emulator::control::EventBus;
+    use fieldtwin_emulator::device::{DeviceSetup, Power, Runtime};
+    use fieldtwin_emulator::net::Stack;
+    use fieldtwin_emulator::net::host::HostStack;
+    use fieldtwin_emulator::site::{RtcConfig, Site};
+    use fieldtwin_emulator::storage::Store;
+
+    use super::*;
+
+    /// DOCA0211: the firmware signature is validated at each boot; a
+    /// tampered stored image keeps the device from booting.
+    #[tokio::test]
+    async fn stored_image_is_verified_at_every_boot() {
+        let site = Site::default_site();
+        let mut dev = site.device("ps1").unwrap().clone();
+        dev.panel_server.as_mut().unwrap().pbkdf2_iterations = Some(10);
+        let ps = Arc::new(PanelServer::new(&site, &dev));
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        let mut rt = Runtime::new(
+            clock,
+            Store::open(None).unwrap(),
+            EventBus::new(),
+            Duration::from_secs(3600),
+        );
+        let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+        ifs.insert(
+            "eth1".into(),
+            Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, 10))),
+        );
+        rt.add(DeviceSetup {
+            device: ps,
+            interfaces: ifs,
+            rtc: RtcConfig::default(),
+            seed: 1,
+        })
+        .unwrap();
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        let nv = rt.nv("ps1").unwrap();
+        let key = firmware::signing_key(include_str!("../../../keys/lab-vendor.key")).unwrap();
+        let mut img =
+            firmware::sign(&key, firmware::PANEL_SERVER_FAMILY, "002.004.000", b"fw").unwrap();
+        nv.put_raw(IMAGE_KEY, &img).unwrap();
+        assert_eq!(rt.power_cycle("ps1").await.unwrap(), Power::On);
+        assert_eq!(
+            nv.get::<Settings>(SETTINGS_KEY).unwrap().unwrap().firmware,
+            "002.004.000"
+        );
+        img[12] ^= 0x20;
+        nv.put_raw(IMAGE_KEY, &img).unwrap();
+        assert_eq!(rt.power_cycle("ps1").await.unwrap(), Power::Failed);
+        let st = rt.status("ps1").unwrap();
+        assert!(st.failure.unwrap().contains("wrong signature"));
+        assert!(
+            st.services.is_empty(),
+            "no service runs after a failed boot"
+        );
+        let log = audit::read(&nv).unwrap();
+        assert!(
+            log.iter()
+                .any(|e| e.kind == Kind::Boot && e.detail.contains("002.004.000"))
+        );
+        rt.power_off("ps1").await.unwrap();
+    }
+}

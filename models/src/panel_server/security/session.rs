@@ -1,0 +1,100 @@
+//! Web sessions: random 256-bit tokens (sent as a Secure, HttpOnly,
+//! SameSite=Strict cookie), a per-session CSRF token, and an idle timeout
+//! on the device's virtual clock.
+//!
+//! Contract: sessions live in RAM only (a reboot logs everyone out);
+//! [`Sessions::touch`] returns the session if it exists and has not been
+//! idle longer than the timeout, and refreshes it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+
+use super::password::hex;
+
+/// Idle timeout of a web session ([NF]: 15 minutes).
+pub const IDLE: Duration = Duration::minutes(15);
+/// Most simultaneous sessions; the oldest is dropped beyond it.
+pub const MAX: usize = 32;
+
+/// One logged-in browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub csrf: String,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// All open sessions.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: HashMap<String, Session>,
+}
+
+/// A fresh random token (hex of 32 bytes).
+pub fn token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex(&b)
+}
+
+impl Sessions {
+    /// Opens a session; returns its token.
+    pub fn open(&mut self, now: DateTime<Utc>) -> String {
+        self.map.retain(|_, s| now - s.last_seen <= IDLE);
+        if self.map.len() >= MAX
+            && let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| k.clone())
+        {
+            self.map.remove(&oldest);
+        }
+        let t = token();
+        self.map.insert(
+            t.clone(),
+            Session {
+                csrf: token(),
+                last_seen: now,
+            },
+        );
+        t
+    }
+
+    /// The live session of `token`, refreshed.
+    pub fn touch(&mut self, token: &str, now: DateTime<Utc>) -> Option<Session> {
+        let s = self.map.get_mut(token)?;
+        if now - s.last_seen > IDLE {
+            self.map.remove(token);
+            return None;
+        }
+        s.last_seen = now;
+        Some(s.clone())
+    }
+
+    pub fn close(&mut self, token: &str) {
+        self.map.remove(token);
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_sessions_expire() {
+        let t = DateTime::from_timestamp(1_750_000_000, 0).unwrap();
+        let mut s = Sessions::default();
+        let tok = s.open(t);
+        assert_eq!(tok.len(), 64);
+        assert!(s.touch(&tok, t + Duration::minutes(14)).is_some());
+        assert!(s.touch(&tok, t + Duration::minutes(28)).is_some());
+        assert!(s.touch(&tok, t + Duration::minutes(44)).is_none());
+        assert!(s.touch("nope", t).is_none());
+    }
+}

@@ -1,0 +1,227 @@
+//! Server-rendered HTML of the webpages (plain forms, no JavaScript).
+//! Every form carries the session's CSRF token in a hidden `csrf` field.
+
+use crate::panel_server::node::{Node, WEB_USER};
+use crate::panel_server::security::audit::Entry;
+
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:0;background:#f4f6f4}header{background:#3dcd58;color:#fff;padding:8px 16px}nav a,nav button{margin-right:12px;color:#fff;background:none;border:none;font:inherit;cursor:pointer;text-decoration:underline}main{padding:16px;max-width:900px}section{background:#fff;padding:12px;margin-bottom:12px;border:1px solid #ccc}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.msg{padding:8px;background:#ffe;border:1px solid #cc9;margin-bottom:12px}label{display:block;margin:6px 0}";
+
+fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> String {
+    let nav = match csrf {
+        Some(c) => format!(
+            r#"<nav><a href="/">Home</a><a href="/settings">Settings</a><a href="/users">Users</a><a href="/firmware">Firmware update</a><a href="/logs">Logs</a><a href="/backup">Backup</a><a href="/maintenance">Maintenance</a><form method="post" action="/logout" style="display:inline"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form></nav>"#,
+            esc(c)
+        ),
+        None => String::new(),
+    };
+    let m = msg
+        .map(|m| format!(r#"<div class="msg" id="message">{}</div>"#, esc(m)))
+        .unwrap_or_default();
+    format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{t} - EcoStruxure Panel Server</title><style>{STYLE}</style></head><body><header><strong>EcoStruxure Panel Server</strong> {nav}</header><main><h1>{t}</h1>{m}{body}</main></body></html>"#,
+        t = esc(title)
+    )
+}
+
+fn hidden(csrf: &str) -> String {
+    format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf))
+}
+
+fn checked(b: bool) -> &'static str {
+    if b { " checked" } else { "" }
+}
+
+pub fn message(title: &str, text: &str) -> String {
+    layout(
+        title,
+        None,
+        Some(text),
+        r#"<p><a href="/">Home</a> · <a href="/login">Log in</a></p>"#,
+    )
+}
+
+pub fn login(msg: Option<&str>) -> String {
+    layout(
+        "Login",
+        None,
+        msg,
+        r#"<section><form method="post" action="/login"><label>User name <input id="username" name="username" autocomplete="username"></label><label>Password <input id="password" type="password" name="password" autocomplete="current-password"></label><button id="login" type="submit">Log in</button></form></section>"#,
+    )
+}
+
+pub fn home(node: &Node, csrf: &str) -> String {
+    let id = &node.ps.identity;
+    let s = node.settings();
+    let rows = [
+        ("Device", node.ps.id.clone()),
+        ("Commercial reference", id.commercial_reference.clone()),
+        ("Product", id.product_model.clone()),
+        ("Serial number", id.serial.clone()),
+        ("Hardware version", id.hardware_version.clone()),
+        ("Firmware version", s.firmware.clone()),
+        ("Health", "Nominal".into()),
+        (
+            "Date and time (device clock, UTC)",
+            node.ctx.rtc.now().format("%Y-%m-%d %H:%M:%S").to_string(),
+        ),
+    ];
+    let t: String = rows
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<tr><th>{}</th><td id=\"{}\">{}</td></tr>",
+                esc(k),
+                esc(&k.to_lowercase().replace([' ', '(', ')', ','], "-")),
+                esc(v)
+            )
+        })
+        .collect();
+    layout(
+        "Home",
+        Some(csrf),
+        None,
+        &format!("<section><table>{t}</table></section>"),
+    )
+}
+
+pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
+    let s = node.settings();
+    let h = hidden(csrf);
+    let addrs: String = node
+        .ctx
+        .interface_names()
+        .iter()
+        .filter_map(|i| node.ctx.interface(i).map(|st| (i.clone(), st.ipv4())))
+        .map(|(i, ip)| format!("<tr><td>{}</td><td>{ip}</td></tr>", esc(&i.to_uppercase())))
+        .collect();
+    let topo = format!("{:?}", s.topology).to_lowercase();
+    let wireless: String = node
+        .ps
+        .wireless
+        .iter()
+        .map(|w| {
+            format!(
+                "<tr><td>{:08X}</td><td>{}</td><td>{}</td></tr>",
+                w.rf_id,
+                w.unit,
+                if s.ieee802154 {
+                    "Connected"
+                } else {
+                    "Not connected"
+                }
+            )
+        })
+        .collect();
+    let ntp = s.ntp_server.clone().unwrap_or_default();
+    let body = format!(
+        r#"<section id="network"><h2>Network</h2><p>Topology: <strong>{topo}</strong></p><table><tr><th>Interface</th><th>IPv4 address</th></tr>{addrs}</table></section>
+<section id="network-communication"><h2>Network Communication</h2><form method="post" action="/settings/network-communication">{h}
+<fieldset><legend>Modbus TCP gateway</legend>
+<label><input type="checkbox" id="modbus_eth1" name="modbus_eth1"{m1}> ETH1</label>
+<label><input type="checkbox" id="modbus_eth2" name="modbus_eth2"{m2}> ETH2</label>
+<label><input type="checkbox" id="modbus_wifi" name="modbus_wifi"{mw}> Wi-Fi</label></fieldset>
+<fieldset><legend>DPWS</legend><label><input type="checkbox" id="dpws" name="dpws"{dp}> DPWS discovery</label>
+<label>Metadata port <input id="dpws_port" name="dpws_port" value="{port}" size="6"></label></fieldset>
+<fieldset><legend>RSTP</legend><label><input type="checkbox" id="rstp" name="rstp"{rs}> RSTP</label></fieldset>
+<button id="save-network-communication" type="submit">Save</button></form></section>
+<section id="wifi"><h2>Wi-Fi</h2><form method="post" action="/settings/wifi">{h}
+<label><input type="checkbox" name="enabled"{we}> Wi-Fi activation</label>
+<label><input type="checkbox" name="access_point"{wa}> Wi-Fi access point</label>
+<label>Access point password (leave empty to keep) <input type="password" name="ap_password" autocomplete="new-password"></label>
+<button type="submit">Save</button></form></section>
+<section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Modbus unit</th><th>State</th></tr>{wireless}</table>
+<form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label><button type="submit">Save</button></form>
+<p>Adding devices by install code arrives with the radio model.</p>
+<form method="post" action="/settings/wireless-permanent-off">{h}<p>Wireless: <strong id="wireless-state">{perm}</strong></p><label><input type="checkbox" name="confirm"> I understand that Wi-Fi and IEEE 802.15.4 can never be activated again, even after a factory reset</label><button type="submit">Deactivate wireless permanently</button></form></section>
+<section id="datetime"><h2>Date &amp; time</h2><form method="post" action="/settings/datetime">{h}
+<label><input type="radio" name="mode" value="manual"{man}> Manual, UTC: <input type="datetime-local" name="datetime"></label>
+<label><input type="radio" name="mode" value="ntp"{nt}> NTP server <input name="ntp_server" value="{ntp}"></label>
+<button type="submit">Save</button></form></section>"#,
+        m1 = checked(s.modbus.eth1),
+        m2 = checked(s.modbus.eth2),
+        mw = checked(s.modbus.wifi),
+        dp = checked(s.dpws),
+        port = s.dpws_port,
+        rs = checked(s.rstp),
+        we = checked(s.wifi.enabled),
+        wa = checked(s.wifi.access_point),
+        ie = checked(s.ieee802154),
+        man = checked(s.ntp_server.is_none()),
+        nt = checked(s.ntp_server.is_some()),
+        ntp = esc(&ntp),
+        perm = if node.wireless_permanently_off() {
+            "permanently deactivated"
+        } else {
+            "available"
+        },
+    );
+    layout("Settings", Some(csrf), msg, &body)
+}
+
+pub fn users(csrf: &str, msg: Option<&str>) -> String {
+    let body = format!(
+        r##"<section><h2>Change password of {WEB_USER}</h2><p>8 to 50 characters with at least three of: uppercase, lowercase, digits, special characters (space and !"#$%&amp;'()*+,-./:;&lt;=&gt;?@[\]^_`{{|}}~).</p><form method="post" action="/users">{h}
+<label>Current password <input type="password" name="current" autocomplete="current-password"></label>
+<label>New password <input type="password" name="new" autocomplete="new-password"></label>
+<label>Confirm new password <input type="password" name="confirm" autocomplete="new-password"></label>
+<button type="submit">Change password</button></form></section>"##,
+        h = hidden(csrf)
+    );
+    layout("Users", Some(csrf), msg, &body)
+}
+
+pub fn firmware(node: &Node, csrf: &str, msg: Option<&str>) -> String {
+    let body = format!(
+        r#"<section><p>Installed firmware: <strong id="firmware-version">{}</strong></p><p>Only firmware signed by the vendor key installs. The device reboots after installing.</p>
+<form method="post" action="/firmware" enctype="multipart/form-data">{}<label>Firmware image <input type="file" id="image" name="image"></label><button id="upload" type="submit">Upload and install</button></form></section>"#,
+        esc(&node.settings().firmware),
+        hidden(csrf)
+    );
+    layout("Firmware update", Some(csrf), msg, &body)
+}
+
+pub fn logs(csrf: &str, entries: &[Entry]) -> String {
+    let rows: String = entries
+        .iter()
+        .rev()
+        .take(500)
+        .map(|e| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                e.time.format("%Y-%m-%d %H:%M:%S"),
+                esc(e.kind.name()),
+                esc(&e.detail)
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<section><p><a id="download" href="/logs/audit.csv">Download the audit log (CSV)</a></p><table><tr><th>Time (device clock, UTC)</th><th>Event</th><th>Detail</th></tr>{rows}</table></section>"#
+    );
+    layout("Logs", Some(csrf), None, &body)
+}
+
+pub fn backup(csrf: &str, msg: Option<&str>) -> String {
+    let h = hidden(csrf);
+    let body = format!(
+        r#"<section><h2>Download a backup</h2><p>The file is encrypted (AES-256-GCM) with this password: 6 to 32 characters with at least one uppercase, one lowercase and one special character.</p><form method="post" action="/backup/download">{h}<label>Backup password <input type="password" name="password" autocomplete="new-password"></label><button type="submit">Download</button></form></section>
+<section><h2>Restore</h2><form method="post" action="/backup/restore" enctype="multipart/form-data">{h}<label>Backup file <input type="file" name="file"></label><label>Backup password <input type="password" name="password"></label><button type="submit">Restore</button></form></section>"#
+    );
+    layout("Backup", Some(csrf), msg, &body)
+}
+
+pub fn maintenance(csrf: &str) -> String {
+    let h = hidden(csrf);
+    let body = format!(
+        r#"<section><h2>Reboot</h2><form method="post" action="/maintenance/reboot">{h}<button type="submit">Reboot</button></form></section>
+<section><h2>Factory reset</h2><p>Erases configuration, accounts, logs, data log and wireless pairing, and makes a new certificate.</p><form method="post" action="/maintenance/factory-reset">{h}<button type="submit">Factory reset</button></form></section>"#
+    );
+    layout("Maintenance", Some(csrf), None, &body)
+}

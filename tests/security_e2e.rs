@@ -1,0 +1,694 @@
+//! End-to-end tests of the Panel Server security surface (issue 5) against
+//! the real binary in host mode, with real clients: curl, openssl s_client,
+//! nmap, the PyPI `wsdiscovery` codec and headless Chromium (Selenium +
+//! chromedriver). Site octets 40-59 (tests/common/mod.rs).
+//!
+//! The nmap test runs against 127.77.S.10 (host mode); the TAP variant
+//! (`nmap -p- 10.77.0.10` in a namespace) follows with the TAP lab.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{RunningSite, curl, site_text, tool};
+
+/// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
+fn site(a: u8) -> String {
+    let t = site_text(a);
+    assert!(t.contains("topology = \"separated\""));
+    t.replacen(
+        "topology = \"separated\"",
+        "topology = \"separated\"\npbkdf2_iterations = 1000",
+        1,
+    )
+}
+
+struct Ps {
+    site: RunningSite,
+    ip: String,
+    password: String,
+    jar: tempfile::NamedTempFile,
+}
+
+impl Ps {
+    fn start(a: u8) -> Self {
+        let site = RunningSite::start(&site(a), &[]);
+        let out = site.stdout.lock().unwrap().clone();
+        let password = out
+            .split("https: admin / ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no https login printed:\n{out}"))
+            .to_string();
+        Self {
+            site,
+            ip: format!("127.77.{a}.10"),
+            password,
+            jar: tempfile::NamedTempFile::new().unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{}", self.ip, path)
+    }
+
+    /// curl -k with the cookie jar; returns (status, body).
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let jar = self.jar.path().to_str().unwrap();
+        let mut a = vec!["-sk", "-b", jar, "-c", jar, "-w", "\n%{http_code}"];
+        a.extend_from_slice(args);
+        curl(&a)
+    }
+
+    fn login(&self, user: &str, pw: &str) -> (u16, String) {
+        self.curl(&[
+            "-L",
+            "--data-urlencode",
+            &format!("username={user}"),
+            "--data-urlencode",
+            &format!("password={pw}"),
+            &self.url("/login"),
+        ])
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.curl(&[&self.url(path)])
+    }
+
+    /// The CSRF token of a page.
+    fn csrf(&self, path: &str) -> String {
+        let (code, body) = self.get(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        body.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_else(|| panic!("no csrf on {path}: {body}"))
+            .to_string()
+    }
+
+    fn advance(&self, secs: u64) {
+        self.site
+            .post_json("/api/v1/clock", &format!("{{\"advance_s\": {secs}}}"));
+    }
+
+    fn power_cycle(&self) {
+        let v = self
+            .site
+            .post_json("/api/v1/devices/ps1/power", r#"{"action":"cycle"}"#);
+        assert_eq!(v["power"], "on", "{v}");
+    }
+
+    fn audit_csv(&self) -> String {
+        let (code, body) = self.get("/logs/audit.csv");
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("FIELDTWIN_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/test creates the venv (.venv with wsdiscovery==2.1.2 and selenium==4.51.0)",
+        p.display()
+    );
+    p
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/security/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Directed WS-Discovery probe with the PyPI client; returns its JSON.
+fn wsd_probe(ip: &str) -> serde_json::Value {
+    let out = Command::new(python())
+        .args([&script("wsd_probe.py"), ip])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "wsd_probe failed: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Open TCP ports of `ip` per `nmap -p-`, minus ports some other program
+/// listens on for every address (0.0.0.0 / [::]), which host mode cannot
+/// tell apart from the device's.
+fn open_ports(ip: &str) -> Vec<u16> {
+    let out = tool("nmap", &["-n", "-Pn", "-p-", "-T4", ip]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "nmap failed: {text}");
+    let ss = String::from_utf8_lossy(&tool("ss", &["-ltnH"]).stdout).to_string();
+    let wildcard: Vec<u16> = ss
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter(|a| a.starts_with("0.0.0.0:") || a.starts_with("*:") || a.starts_with("[::]:"))
+        .filter_map(|a| a.rsplit(':').next()?.parse().ok())
+        .collect();
+    text.lines()
+        .filter(|l| l.contains("/tcp") && l.contains(" open "))
+        .filter_map(|l| l.split('/').next()?.parse().ok())
+        .filter(|p| !wildcard.contains(p))
+        .collect()
+}
+
+#[test]
+fn security_tls_and_port_surface() {
+    let ps = Ps::start(40);
+    // curl -k -v: TLS 1.2.
+    let out = tool("curl", &["-k", "-v", "-o", "/dev/null", &ps.url("/login")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SSL connection using TLSv1.2"), "{err}");
+    // Nothing below 1.2, and no 1.3 by default.
+    for v in ["-tls1_1", "-tls1_3"] {
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                &format!("echo | openssl s_client -connect {}:443 {v} 2>&1", ps.ip),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("BEGIN CERTIFICATE") && !text.contains("Cipher is ECDHE"),
+            "{v} was accepted:\n{text}"
+        );
+    }
+    // The certificate is X.509v3 and self-signed.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo | openssl s_client -connect {}:443 -tls1_2 2>/dev/null | openssl x509 -noout -text",
+                ps.ip
+            ),
+        ])
+        .output()
+        .unwrap();
+    let cert = String::from_utf8_lossy(&out.stdout);
+    assert!(cert.contains("Version: 3 (0x2)"), "{cert}");
+    // Port surface: exactly 443, 502, 5357 (no 80, no SSH).
+    assert_eq!(open_ports(&ps.ip), vec![443, 502, 5357]);
+    // Disabling Modbus on ETH1 through the API closes 502; DPWS off closes 5357.
+    let (code, body) = curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(r#"{{"username":"admin","password":"{}"}}"#, ps.password),
+        &ps.url("/api/login"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let auth = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let (code, body) = curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        &auth,
+        &ps.url("/api/settings"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let mut s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    s["modbus"]["eth1"] = false.into();
+    s["dpws"] = false.into();
+    let (code, body) = curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &s.to_string(),
+        &ps.url("/api/settings"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(open_ports(&ps.ip), vec![443]);
+    // ... and it persists across a power cycle.
+    ps.power_cycle();
+    assert_eq!(open_ports(&ps.ip), vec![443]);
+}
+
+#[test]
+fn security_lockout_bookmark_and_audit() {
+    let ps = Ps::start(42);
+    // A bookmarked settings URL without a session redirects to login.
+    let out = tool(
+        "curl",
+        &[
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            &ps.url("/settings"),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, format!("303 https://{}/login", ps.ip));
+    // No password and wrong passwords: no access.
+    let (code, body) = ps.login("admin", "");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("Wrong user name or password"));
+    for i in 2..=9 {
+        let (code, body) = ps.login("admin", &format!("Wrong-{i}"));
+        assert_eq!(code, 401, "attempt {i}: {body}");
+    }
+    let (code, body) = ps.login("admin", "Wrong-10");
+    assert_eq!(code, 403);
+    assert!(body.contains("locked for 10 minutes"), "{body}");
+    // Eleventh: locked, even with the right password; not counted.
+    let (code, body) = ps.login("admin", &ps.password);
+    assert_eq!(code, 403);
+    assert!(body.contains("locked"), "{body}");
+    // The lock survives a power cycle.
+    ps.power_cycle();
+    let (code, body) = ps.login("admin", &ps.password);
+    assert_eq!(code, 403, "lock lost across power cycle: {body}");
+    // After 10 minutes of device time: login works again...
+    ps.advance(600);
+    let (code, body) = ps.login("admin", &ps.password);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Home - EcoStruxure Panel Server"), "{body}");
+    // ... success reset the counter, so 10 failures lock again for 10 min;
+    // then 5 more failures lock for 60 minutes.
+    for i in 1..=10 {
+        ps.login("admin", &format!("Wrong-{i}"));
+    }
+    ps.advance(600);
+    for i in 1..=4 {
+        let (code, _) = ps.login("admin", &format!("Again-{i}"));
+        assert_eq!(code, 401, "attempt {i} after the first lock");
+    }
+    let (code, body) = ps.login("admin", "Again-5");
+    assert_eq!(code, 403);
+    assert!(body.contains("locked for 60 minutes"), "{body}");
+    ps.advance(59 * 60);
+    assert_eq!(
+        ps.login("admin", &ps.password).0,
+        403,
+        "still locked after 59 min"
+    );
+    ps.advance(60);
+    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    // Audit CSV: the failures and the lockouts, no passwords.
+    let csv = ps.audit_csv();
+    assert!(csv.starts_with("time,event,detail"), "{csv}");
+    assert!(csv.matches(",login failed,").count() >= 25, "{csv}");
+    assert_eq!(csv.matches(",lockout,").count(), 3, "{csv}");
+    assert!(csv.contains("locked for 60 minutes"));
+    assert!(csv.contains(",login refused (locked),"));
+    assert!(!csv.contains(&ps.password) && !csv.contains("Wrong-") && !csv.contains("Again-"));
+    // The session cookie flags.
+    let out = tool(
+        "curl",
+        &[
+            "-sk",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--data-urlencode",
+            "username=admin",
+            "--data-urlencode",
+            &format!("password={}", ps.password),
+            &ps.url("/login"),
+        ],
+    );
+    let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let cookie = headers
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_default()
+        .to_string();
+    for flag in ["secure", "httponly", "samesite=strict"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    // A form without the CSRF token is refused.
+    let (code, _) = ps.curl(&["-d", "dpws=on", &ps.url("/settings/network-communication")]);
+    assert_eq!(code, 403);
+}
+
+#[test]
+fn security_firmware_update() {
+    let ps = Ps::start(44);
+    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let txt = dir.path().join("notes.txt");
+    std::fs::write(&txt, "this is not firmware\n").unwrap();
+    let csrf = ps.csrf("/firmware");
+    let (code, body) = ps.curl(&[
+        "-F",
+        &format!("csrf={csrf}"),
+        "-F",
+        &format!("image=@{}", txt.display()),
+        &ps.url("/firmware"),
+    ]);
+    assert_eq!(code, 400);
+    assert!(body.contains("wrong signature"), "{body}");
+    assert!(ps.audit_csv().contains(",firmware update failed,"));
+    // A lab-signed image.
+    let bin = env!("CARGO_BIN_EXE_fieldtwin");
+    let payload = dir.path().join("payload.bin");
+    std::fs::write(&payload, vec![0x5au8; 4096]).unwrap();
+    let img = dir.path().join("fw.img");
+    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(bin)
+        .args([
+            "firmware",
+            "sign",
+            "--key",
+            &key,
+            "--version",
+            "002.003.000",
+        ])
+        .arg(&payload)
+        .arg("-o")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(bin)
+        .args(["firmware", "inspect"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("signature: valid"),
+        "{out:?}"
+    );
+    let out = Command::new(bin)
+        .args(["firmware", "inspect"])
+        .arg(&txt)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let csrf = ps.csrf("/firmware");
+    let (code, body) = ps.curl(&[
+        "-F",
+        &format!("csrf={csrf}"),
+        "-F",
+        &format!("image=@{}", img.display()),
+        &ps.url("/firmware"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("installed"), "{body}");
+    // It reboots: sessions are gone; log in again and see the version.
+    ps.site.wait_until(Duration::from_secs(30), || {
+        ps.login("admin", &ps.password).1.contains("002.003.000")
+    });
+    // The unit-255 firmware register (0x0078, 6 registers, ASCII).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let regs = rt.block_on(async {
+        use tokio_modbus::prelude::*;
+        let addr = format!("{}:502", ps.ip).parse().unwrap();
+        let mut ctx = tcp::connect_slave(addr, Slave(255)).await.unwrap();
+        ctx.read_holding_registers(0x0078, 6)
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    let ascii: String = regs
+        .iter()
+        .flat_map(|r| r.to_be_bytes())
+        .filter(|b| *b != 0)
+        .map(char::from)
+        .collect();
+    assert_eq!(ascii, "002.003.000");
+    let csv = ps.audit_csv();
+    assert!(csv.contains("firmware 002.002.000 -> 002.003.000"), "{csv}");
+    // Still installed after a power cycle (verified again at boot).
+    ps.power_cycle();
+    assert!(ps.login("admin", &ps.password).1.contains("002.003.000"));
+    // Date & time set on the page: audited, and later entries carry the
+    // device's RTC time.
+    let csrf = ps.csrf("/settings");
+    let (code, body) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "-d",
+        "mode=manual",
+        "-d",
+        "datetime=2031-02-03T04:05",
+        &ps.url("/settings/datetime"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    ps.login("admin", "Wrong-pw-1");
+    let csv = ps.audit_csv();
+    assert!(csv.contains("date/time set manually"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("2031-02-03T04:0") && l.contains(",login failed,")),
+        "{csv}"
+    );
+}
+
+#[test]
+fn security_dpws_and_chromium() {
+    let ps = Ps::start(46);
+    let found = wsd_probe(&ps.ip);
+    let m = &found["matches"][0];
+    assert!(
+        m["epr"].as_str().unwrap().starts_with("urn:uuid:"),
+        "{found}"
+    );
+    assert_eq!(found["resolved"][0][0], m["xaddrs"][0]);
+    let meta = found["metadata"].as_str().unwrap();
+    for want in [
+        "Schneider Electric",
+        "PAS600L",
+        "NK231730251",
+        "002.002.000",
+        &format!("https://{}/", ps.ip),
+    ] {
+        assert!(meta.contains(want), "{want} missing in {meta}");
+    }
+    // Headless Chromium: bookmark -> login -> Settings -> DPWS off -> Save.
+    let art = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
+    std::fs::create_dir_all(&art).unwrap();
+    let shot = art.join("security-chromium-dpws-off.png");
+    let _ = std::fs::remove_file(&shot);
+    for t in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(t).exists(),
+            "{t} missing: scripts/test installs apt packages chromium chromium-driver"
+        );
+    }
+    let out = Command::new(python())
+        .env("SE_AVOID_STATS", "true")
+        .args([
+            &script("chromium_dpws.py"),
+            &format!("https://{}", ps.ip),
+            "admin",
+            &ps.password,
+        ])
+        .arg(&shot)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium run failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["bookmark_landed_on"],
+        format!("https://{}/login", ps.ip),
+        "{v}"
+    );
+    assert_eq!(v["dpws_was_checked"], true, "{v}");
+    assert_eq!(v["dpws_now_checked"], false, "{v}");
+    assert_eq!(v["message"], "Saved.", "{v}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    // A WS-Discovery probe now finds nothing, and 5357 is closed.
+    let found = wsd_probe(&ps.ip);
+    assert_eq!(found["matches"], serde_json::json!([]), "{found}");
+    let err = std::net::TcpStream::connect(format!("{}:5357", ps.ip)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    // Persisted across a power cycle.
+    ps.power_cycle();
+    assert_eq!(wsd_probe(&ps.ip)["matches"], serde_json::json!([]));
+}
+
+#[test]
+fn security_passwords_backup_and_factory_reset() {
+    let ps = Ps::start(48);
+    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    // Password rules, each failure names the rule.
+    let csrf = ps.csrf("/users");
+    let change = |new: &str| {
+        ps.curl(&[
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            &format!("current={}", ps.password),
+            "--data-urlencode",
+            &format!("new={new}"),
+            "--data-urlencode",
+            &format!("confirm={new}"),
+            &ps.url("/users"),
+        ])
+    };
+    let (code, body) = change("short1A");
+    assert_eq!(code, 400);
+    assert!(body.contains("between 8 and 50 characters"), "{body}");
+    let (_, body) = change("alllowercase1");
+    assert!(body.contains("at least three of"), "{body}");
+    let (code, body) = change("New-Passw0rd");
+    assert_eq!(code, 200, "{body}");
+    // Backup: password rules, then a real encrypted file.
+    let csrf = ps.csrf("/backup");
+    let (code, body) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "--data-urlencode",
+        "password=abcdef",
+        &ps.url("/backup/download"),
+    ]);
+    assert_eq!(code, 400);
+    assert!(body.contains("uppercase"), "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.ftbk");
+    let (code, _) = ps.curl(&[
+        "-o",
+        file.to_str().unwrap(),
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "--data-urlencode",
+        "password=Back-up!",
+        &ps.url("/backup/download"),
+    ]);
+    assert_eq!(code, 200);
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"FTBK"));
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("modbus"),
+        "backup is not encrypted"
+    );
+    let (code, body) = ps.curl(&[
+        "-F",
+        &format!("csrf={csrf}"),
+        "-F",
+        &format!("file=@{}", file.display()),
+        "-F",
+        "password=Wrong-pw!",
+        &ps.url("/backup/restore"),
+    ]);
+    assert_eq!(code, 400);
+    assert!(body.contains("wrong backup password"), "{body}");
+    let (code, body) = ps.curl(&[
+        "-F",
+        &format!("csrf={csrf}"),
+        "-F",
+        &format!("file=@{}", file.display()),
+        "-F",
+        "password=Back-up!",
+        &ps.url("/backup/restore"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    // The device reboots 0.3 s after answering; wait for the new boot.
+    std::thread::sleep(Duration::from_secs(1));
+    ps.site.wait_until(Duration::from_secs(30), || {
+        ps.login("admin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
+    });
+    // Factory reset (page): new certificate, default password back, log wiped.
+    let fingerprint = || {
+        let out = Command::new("sh")
+            .args(["-c", &format!("echo | openssl s_client -connect {}:443 2>/dev/null | openssl x509 -noout -fingerprint -sha256", ps.ip)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = fingerprint();
+    assert!(before.contains("Fingerprint"), "{before}");
+    let csrf = ps.csrf("/maintenance");
+    let (code, _) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        &ps.url("/maintenance/factory-reset"),
+    ]);
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    ps.site.wait_until(Duration::from_secs(30), || {
+        ps.login("admin", &ps.password).0 == 200 && ps.get("/logs").0 == 200
+    });
+    assert_ne!(fingerprint(), before, "certificate not regenerated");
+    let csv = ps.audit_csv();
+    assert!(!csv.contains("password changed"), "{csv}");
+    assert!(csv.contains("factory reset"), "{csv}");
+    // Permanent wireless deactivation...
+    let csrf = ps.csrf("/settings");
+    let (code, body) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "-d",
+        "confirm=on",
+        &ps.url("/settings/wireless-permanent-off"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("permanently deactivated"), "{body}");
+    // The physical Restart button held 15 s: factory reset again.
+    let before = fingerprint();
+    let v = ps.site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"restart_button","device":"ps1","hold_s":15}"#,
+    );
+    assert_eq!(v["power"], "on", "{v}");
+    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    assert_ne!(fingerprint(), before, "certificate not regenerated");
+    let csv = ps.audit_csv();
+    assert!(csv.contains("first boot with factory settings"), "{csv}");
+    assert!(!csv.contains("factory reset requested"), "{csv}");
+    // ... survives the factory reset and cannot be undone.
+    let csrf = ps.csrf("/settings");
+    let (code, body) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "-d",
+        "enabled=on",
+        &ps.url("/settings/wifi"),
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("permanently deactivated"), "{body}");
+}
+
+#[test]
+fn security_tls13_site_switch() {
+    let text = site(50).replacen(
+        "pbkdf2_iterations = 1000",
+        "pbkdf2_iterations = 1000\ntls13 = true",
+        1,
+    );
+    let site = RunningSite::start(&text, &[]);
+    let ip = "127.77.50.10";
+    let handshake = |v: &str| {
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                &format!("echo | openssl s_client -connect {ip}:443 {v} 2>&1"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let t13 = handshake("-tls1_3");
+    assert!(
+        t13.contains("TLSv1.3") && t13.contains("BEGIN CERTIFICATE"),
+        "{t13}"
+    );
+    let t12 = handshake("-tls1_2");
+    assert!(t12.contains("BEGIN CERTIFICATE"), "{t12}");
+    let t11 = handshake("-tls1_1");
+    assert!(!t11.contains("BEGIN CERTIFICATE"), "{t11}");
+    drop(site);
+}
