@@ -37,7 +37,7 @@ impl Ps {
         let site = RunningSite::start(&site(a), &[]);
         let out = site.stdout.lock().unwrap().clone();
         let password = out
-            .split("https: admin / ")
+            .split("https: SecurityAdmin / ")
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .unwrap_or_else(|| panic!("no https login printed:\n{out}"))
@@ -199,7 +199,10 @@ fn security_tls_and_port_surface() {
         "-H",
         "content-type: application/json",
         "-d",
-        &format!(r#"{{"username":"admin","password":"{}"}}"#, ps.password),
+        &format!(
+            r#"{{"username":"SecurityAdmin","password":"{}"}}"#,
+            ps.password
+        ),
         &ps.url("/api/login"),
     ]);
     assert_eq!(code, 200, "{body}");
@@ -256,50 +259,50 @@ fn security_lockout_bookmark_and_audit() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, format!("303 https://{}/login", ps.ip));
     // No password and wrong passwords: no access.
-    let (code, body) = ps.login("admin", "");
+    let (code, body) = ps.login("SecurityAdmin", "");
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("Wrong user name or password"));
     for i in 2..=9 {
-        let (code, body) = ps.login("admin", &format!("Wrong-{i}"));
+        let (code, body) = ps.login("SecurityAdmin", &format!("Wrong-{i}"));
         assert_eq!(code, 401, "attempt {i}: {body}");
     }
-    let (code, body) = ps.login("admin", "Wrong-10");
+    let (code, body) = ps.login("SecurityAdmin", "Wrong-10");
     assert_eq!(code, 403);
     assert!(body.contains("locked for 10 minutes"), "{body}");
     // Eleventh: locked, even with the right password; not counted.
-    let (code, body) = ps.login("admin", &ps.password);
+    let (code, body) = ps.login("SecurityAdmin", &ps.password);
     assert_eq!(code, 403);
     assert!(body.contains("locked"), "{body}");
     // The lock survives a power cycle.
     ps.power_cycle();
-    let (code, body) = ps.login("admin", &ps.password);
+    let (code, body) = ps.login("SecurityAdmin", &ps.password);
     assert_eq!(code, 403, "lock lost across power cycle: {body}");
     // After 10 minutes of device time: login works again...
     ps.advance(600);
-    let (code, body) = ps.login("admin", &ps.password);
+    let (code, body) = ps.login("SecurityAdmin", &ps.password);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Home - EcoStruxure Panel Server"), "{body}");
     // ... success reset the counter, so 10 failures lock again for 10 min;
     // then 5 more failures lock for 60 minutes.
     for i in 1..=10 {
-        ps.login("admin", &format!("Wrong-{i}"));
+        ps.login("SecurityAdmin", &format!("Wrong-{i}"));
     }
     ps.advance(600);
     for i in 1..=4 {
-        let (code, _) = ps.login("admin", &format!("Again-{i}"));
+        let (code, _) = ps.login("SecurityAdmin", &format!("Again-{i}"));
         assert_eq!(code, 401, "attempt {i} after the first lock");
     }
-    let (code, body) = ps.login("admin", "Again-5");
+    let (code, body) = ps.login("SecurityAdmin", "Again-5");
     assert_eq!(code, 403);
     assert!(body.contains("locked for 60 minutes"), "{body}");
     ps.advance(59 * 60);
     assert_eq!(
-        ps.login("admin", &ps.password).0,
+        ps.login("SecurityAdmin", &ps.password).0,
         403,
         "still locked after 59 min"
     );
     ps.advance(60);
-    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
     // Audit CSV: the failures and the lockouts, no passwords.
     let csv = ps.audit_csv();
     assert!(csv.starts_with("time,event,detail"), "{csv}");
@@ -318,7 +321,7 @@ fn security_lockout_bookmark_and_audit() {
             "-o",
             "/dev/null",
             "--data-urlencode",
-            "username=admin",
+            "username=SecurityAdmin",
             "--data-urlencode",
             &format!("password={}", ps.password),
             &ps.url("/login"),
@@ -341,7 +344,7 @@ fn security_lockout_bookmark_and_audit() {
 #[test]
 fn security_firmware_update() {
     let ps = Ps::start(44);
-    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
     let dir = tempfile::tempdir().unwrap();
     let txt = dir.path().join("notes.txt");
     std::fs::write(&txt, "this is not firmware\n").unwrap();
@@ -404,7 +407,9 @@ fn security_firmware_update() {
     assert!(body.contains("installed"), "{body}");
     // It reboots: sessions are gone; log in again and see the version.
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("admin", &ps.password).1.contains("002.003.000")
+        ps.login("SecurityAdmin", &ps.password)
+            .1
+            .contains("002.003.000")
     });
     // The unit-255 firmware register (0x0078, 6 registers, ASCII).
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -428,7 +433,11 @@ fn security_firmware_update() {
     assert!(csv.contains("firmware 002.002.000 -> 002.003.000"), "{csv}");
     // Still installed after a power cycle (verified again at boot).
     ps.power_cycle();
-    assert!(ps.login("admin", &ps.password).1.contains("002.003.000"));
+    assert!(
+        ps.login("SecurityAdmin", &ps.password)
+            .1
+            .contains("002.003.000")
+    );
     // Date & time set on the page: audited, and later entries carry the
     // device's RTC time.
     let csrf = ps.csrf("/settings");
@@ -442,7 +451,7 @@ fn security_firmware_update() {
         &ps.url("/settings/datetime"),
     ]);
     assert_eq!(code, 200, "{body}");
-    ps.login("admin", "Wrong-pw-1");
+    ps.login("SecurityAdmin", "Wrong-pw-1");
     let csv = ps.audit_csv();
     assert!(csv.contains("date/time set manually"), "{csv}");
     assert!(
@@ -488,7 +497,7 @@ fn security_dpws_and_chromium() {
         .args([
             &script("chromium_dpws.py"),
             &format!("https://{}", ps.ip),
-            "admin",
+            "SecurityAdmin",
             &ps.password,
         ])
         .arg(&shot)
@@ -523,7 +532,7 @@ fn security_dpws_and_chromium() {
 #[test]
 fn security_passwords_backup_and_factory_reset() {
     let ps = Ps::start(48);
-    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
     // Password rules, each failure names the rule.
     let csrf = ps.csrf("/users");
     let change = |new: &str| {
@@ -599,7 +608,7 @@ fn security_passwords_backup_and_factory_reset() {
     // The device reboots 0.3 s after answering; wait for the new boot.
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("admin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
+        ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
     });
     // Factory reset (page): new certificate, default password back, log wiped.
     let fingerprint = || {
@@ -620,7 +629,7 @@ fn security_passwords_backup_and_factory_reset() {
     assert_eq!(code, 200);
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("admin", &ps.password).0 == 200 && ps.get("/logs").0 == 200
+        ps.login("SecurityAdmin", &ps.password).0 == 200 && ps.get("/logs").0 == 200
     });
     assert_ne!(fingerprint(), before, "certificate not regenerated");
     let csv = ps.audit_csv();
@@ -644,7 +653,7 @@ fn security_passwords_backup_and_factory_reset() {
         r#"{"command":"restart_button","device":"ps1","hold_s":15}"#,
     );
     assert_eq!(v["power"], "on", "{v}");
-    assert_eq!(ps.login("admin", &ps.password).0, 200);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
     assert_ne!(fingerprint(), before, "certificate not regenerated");
     let csv = ps.audit_csv();
     assert!(csv.contains("first boot with factory settings"), "{csv}");

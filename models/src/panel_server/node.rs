@@ -41,8 +41,9 @@ pub const TLS_KEY: &str = "tls";
 pub const RESTART_KEY: &str = "restart_reason";
 /// NV key of a permanent wireless deactivation (survives factory reset).
 pub const WIRELESS_OFF_KEY: &str = "wireless_permanently_off";
-/// The web user ([NF]: one administrator account).
-pub const WEB_USER: &str = "admin";
+/// The web user: the default administrator account named in DOCA0172
+/// (devices.md §1.7); one account only ([NF]: no SupportUser yet).
+pub const WEB_USER: &str = "SecurityAdmin";
 
 /// Web accounts.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
