@@ -304,6 +304,8 @@ impl SmolStack {
 async fn reactor(shared: Arc<Shared>, port: PortHandle, mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut inbox: Vec<Vec<u8>> = Vec::new();
     let mut out = Vec::new();
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
     loop {
         let delay = {
             let mut st = shared.lock();
@@ -328,17 +330,19 @@ async fn reactor(shared: Arc<Shared>, port: PortHandle, mut rx: mpsc::Receiver<V
         for f in out.drain(..) {
             port.send(f);
         }
-        let sleep = delay
+        let delay = delay
             .map(|d| Duration::from_micros(d.total_micros()))
             .unwrap_or(Duration::from_secs(3600));
+        sleep.as_mut().reset(tokio::time::Instant::now() + delay);
         let notified = shared.wake.notified();
         tokio::select! {
+            biased;
             f = rx.recv() => match f {
                 Some(f) => inbox.push(f),
                 None => return,
             },
             _ = notified => {}
-            _ = tokio::time::sleep(sleep) => {}
+            _ = &mut sleep => {}
         }
     }
 }

@@ -141,16 +141,11 @@ impl Tap {
         let dev = Arc::new(dev);
         let mut handles = Vec::new();
         for seg in &switches {
-            let (handle, mut rx) = seg.attach(PortKind::Tap, 0x7a9);
-            handles.push(handle);
             let dev = dev.clone();
-            tokio::spawn(async move {
-                while let Some(frame) = rx.recv().await {
-                    if let Err(e) = dev.send(&frame).await {
-                        tracing::debug!("TAP write failed: {e}");
-                    }
-                }
-            });
+            // Written without blocking from the switch; a full TAP queue
+            // drops the frame like a full switch port.
+            let sink = Arc::new(move |frame: &[u8]| dev.try_send(frame).is_ok());
+            handles.push(seg.attach_direct(PortKind::Tap, 0x7a9, sink));
         }
         let reader = dev.clone();
         tokio::spawn(async move {
