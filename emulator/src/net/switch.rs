@@ -45,7 +45,7 @@ pub enum PortKind {
 }
 
 /// A synchronous frame sink: returns false when the frame was dropped.
-pub type DirectSink = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+pub type DirectSink = Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>;
 
 enum Sink {
     Queue(mpsc::Sender<Vec<u8>>),
@@ -56,7 +56,7 @@ impl Sink {
     fn offer(&self, frame: Vec<u8>) -> bool {
         match self {
             Sink::Queue(tx) => tx.try_send(frame).is_ok(),
-            Sink::Direct(f) => f(&frame),
+            Sink::Direct(f) => f(frame),
         }
     }
 }
@@ -210,7 +210,6 @@ impl Segment {
         }
         let dst: Mac = frame[0..6].try_into().expect("14 bytes checked");
         let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
-        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
         let known = {
             let mut macs = self.macs.lock().unwrap_or_else(|e| e.into_inner());
             if src[0] & 1 == 0 {
@@ -222,24 +221,29 @@ impl Segment {
                 None
             }
         };
-        match known {
-            Some(to) if to == from => {}
-            Some(to) => self.deliver(&ports[to], frame),
-            None => {
-                let v6 = is_ipv6_multicast(&dst);
-                let targets: Vec<&Arc<Port>> = ports
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
-                    .map(|(_, p)| p)
-                    .collect();
-                if let Some((last, rest)) = targets.split_last() {
-                    for p in rest {
-                        self.deliver(p, frame.clone());
-                    }
-                    self.deliver(last, frame);
+        // Targets are taken out of the lock: delivering may run a stack
+        // inline, whose answers come back through this switch.
+        let targets: Vec<Arc<Port>> = {
+            let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+            match known {
+                Some(to) if to == from => return,
+                Some(to) => ports.get(to).cloned().into_iter().collect(),
+                None => {
+                    let v6 = is_ipv6_multicast(&dst);
+                    ports
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
+                        .map(|(_, p)| p.clone())
+                        .collect()
                 }
             }
+        };
+        if let Some((last, rest)) = targets.split_last() {
+            for p in rest {
+                self.deliver(p, frame.clone());
+            }
+            self.deliver(last, frame);
         }
     }
 

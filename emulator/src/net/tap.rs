@@ -24,8 +24,9 @@ use super::switch::{PortKind, Segment};
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
     #[error(
-        "cannot create TAP device {name}: {source}. TAP mode needs CAP_NET_ADMIN: run as root, \
-         or inside the lab namespace (`sudo fieldtwin lab up`), or use host mode (no --tap)"
+        "cannot create TAP device {name}. TAP mode needs CAP_NET_ADMIN: run it as root \
+         (`sudo fieldtwin lab up`, then `sudo fieldtwin run --tap --netns fieldtwin`), \
+         or use host mode (no --tap)"
     )]
     Create {
         name: String,
@@ -144,7 +145,7 @@ impl Tap {
             let dev = dev.clone();
             // Written without blocking from the switch; a full TAP queue
             // drops the frame like a full switch port.
-            let sink = Arc::new(move |frame: &[u8]| dev.try_send(frame).is_ok());
+            let sink = Arc::new(move |frame: Vec<u8>| dev.try_send(&frame).is_ok());
             handles.push(seg.attach_direct(PortKind::Tap, 0x7a9, sink));
         }
         let reader = dev.clone();
