@@ -242,6 +242,22 @@ fn separated_topology_hides_the_ot_segment() {
     // The IT side answers, the OT meter and the Panel Server's ETH2 do not.
     let p = ns.ping("10.77.62.10", 2, "0.2");
     assert_eq!(loss(&p), 0.0, "{}", text(&p));
+    // A 3000-byte echo is fragmented both ways (IPv4 reassembly on the device).
+    let big = ns.run(
+        "ping",
+        &[
+            "-n",
+            "-q",
+            "-c",
+            "2",
+            "-s",
+            "3000",
+            "-W",
+            "2",
+            "10.77.62.10",
+        ],
+    );
+    assert_eq!(loss(&big), 0.0, "fragmented ping: {}", text(&big));
     for ot in ["10.77.63.11", "10.77.63.1"] {
         let p = ns.ping(ot, 3, "0.2");
         assert!(

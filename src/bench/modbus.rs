@@ -25,6 +25,9 @@ pub struct Options {
     /// Seconds of load per server.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Python interpreter for the pymodbus server (d).
+    #[arg(long, default_value = "python3")]
+    pub python: String,
 }
 
 /// A child process killed (SIGTERM, then SIGKILL) on drop.
@@ -153,14 +156,14 @@ except ImportError:
     from pymodbus.datastore import ModbusSlaveContext as Ctx
     kw = "slaves"
 from pymodbus.server import StartAsyncTcpServer
-block = ModbusSequentialDataBlock(0, [0x1234] * 200)
+block = ModbusSequentialDataBlock(1, [0x1234] * 200)
 ctx = ModbusServerContext(**{kw: Ctx(hr=block)}, single=True)
 print("ready", flush=True)
 asyncio.run(StartAsyncTcpServer(context=ctx, address=("127.0.0.1", int(sys.argv[1]))))
 "#;
 
-fn pymodbus_available() -> bool {
-    Command::new("python3")
+fn pymodbus_available(python: &str) -> bool {
+    Command::new(python)
         .args(["-c", "import pymodbus"])
         .output()
         .is_ok_and(|o| o.status.success())
@@ -226,23 +229,41 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     // (d) pymodbus, when installed.
     rows.push(Row {
         name: "d: pymodbus server, loopback",
-        result: if pymodbus_available() {
+        result: if pymodbus_available(&o.python) {
             (|| {
                 let port = free_port()?;
-                let mut child = Command::new("python3")
+                let mut child = Command::new(&o.python)
                     .args(["-c", PYMODBUS_SERVER, &port.to_string()])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
+                    .env("PYTHONWARNINGS", "ignore")
                     .spawn()?;
-                let mut line = String::new();
-                BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+                let out = child.stdout.take().expect("piped");
                 let _p = Proc(child);
-                std::thread::sleep(Duration::from_millis(500));
-                run_load(&o, SocketAddr::from(([127, 0, 0, 1], port)), None)
+                let mut reader = BufReader::new(out);
+                let mut line = String::new();
+                while line.trim() != "ready" {
+                    line.clear();
+                    if reader.read_line(&mut line)? == 0 {
+                        bail!("the pymodbus server did not start");
+                    }
+                }
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let start = Instant::now();
+                while std::net::TcpStream::connect(addr).is_err() {
+                    if start.elapsed() > Duration::from_secs(20) {
+                        bail!("the pymodbus server does not listen on {addr}");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                run_load(&o, addr, None)
             })()
             .map_err(|e| format!("{e:#}"))
         } else {
-            Err("skipped: python3 cannot import pymodbus (pip install pymodbus)".into())
+            Err(format!(
+                "skipped: {} cannot import pymodbus (pip install pymodbus, or --python)",
+                o.python
+            ))
         },
     });
 

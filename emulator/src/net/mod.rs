@@ -11,6 +11,9 @@
 //!   Dropping a stream closes it gracefully (FIN).
 //! - [`Stack::public_port`] says which port a client really uses for a
 //!   service port (the host backend may apply [`host::PORT_OFFSET`]).
+//! - Backends: [`host`] (kernel sockets on 127.77.S.N) and [`smol`] (TAP
+//!   mode: smoltcp per interface on the [`switch`] fabric, bridged to a
+//!   [`tap`]; [`fault`] wraps switch ports, [`pcap`] captures segments).
 
 pub mod fault;
 pub mod host;

@@ -126,6 +126,9 @@ struct State {
 
 struct Shared {
     powered: std::sync::atomic::AtomicBool,
+    /// When the reactor wakes next on its own (µs since `start`).
+    deadline: std::sync::atomic::AtomicU64,
+    port: PortHandle,
     state: Mutex<State>,
     wake: Notify,
     start: std::time::Instant,
@@ -282,6 +285,8 @@ impl SmolStack {
         });
         let shared = Arc::new(Shared {
             powered: std::sync::atomic::AtomicBool::new(true),
+            deadline: std::sync::atomic::AtomicU64::new(0),
+            port,
             state: Mutex::new(State {
                 iface,
                 sockets: SocketSet::new(Vec::new()),
@@ -296,14 +301,16 @@ impl SmolStack {
             start,
             ip,
         });
-        tokio::spawn(reactor(shared.clone(), port, rx));
+        tokio::spawn(reactor(shared.clone(), rx));
         Self { shared }
     }
 }
 
-async fn reactor(shared: Arc<Shared>, port: PortHandle, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn reactor(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut inbox: Vec<Vec<u8>> = Vec::new();
     let mut out = Vec::new();
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
     loop {
         let delay = {
             let mut st = shared.lock();
@@ -323,22 +330,29 @@ async fn reactor(shared: Arc<Shared>, port: PortHandle, mut rx: mpsc::Receiver<V
                 out.clear();
             }
             let State { iface, sockets, .. } = &mut *st;
-            iface.poll_delay(now, sockets)
+            let delay = iface.poll_delay(now, sockets);
+            let wake_at = delay.map_or(u64::MAX, |d| (now + d).total_micros() as u64);
+            shared
+                .deadline
+                .store(wake_at, std::sync::atomic::Ordering::Release);
+            delay
         };
         for f in out.drain(..) {
-            port.send(f);
+            shared.port.send(f);
         }
-        let sleep = delay
+        let delay = delay
             .map(|d| Duration::from_micros(d.total_micros()))
             .unwrap_or(Duration::from_secs(3600));
+        sleep.as_mut().reset(tokio::time::Instant::now() + delay);
         let notified = shared.wake.notified();
         tokio::select! {
+            biased;
             f = rx.recv() => match f {
                 Some(f) => inbox.push(f),
                 None => return,
             },
             _ = notified => {}
-            _ = tokio::time::sleep(sleep) => {}
+            _ = &mut sleep => {}
         }
     }
 }
@@ -391,8 +405,42 @@ impl AsyncWrite for TcpStream {
         let s = st.sockets.get_mut::<tcp::Socket>(self.handle);
         if s.can_send() {
             let n = s.send_slice(data).unwrap_or(0);
+            if !self
+                .shared
+                .powered
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                drop(st);
+                self.shared.wake.notify_one();
+                return Poll::Ready(Ok(n));
+            }
+            // Send at once from this task (one hand-off less per answer);
+            // wake the reactor only if a timer of this send (retransmit)
+            // falls before its own next wake-up.
+            let now = self.shared.now();
+            let State {
+                iface,
+                sockets,
+                dev,
+                ..
+            } = &mut *st;
+            iface.poll_egress(now, dev, sockets);
+            let out = std::mem::take(&mut dev.tx);
+            let at = iface
+                .poll_at(now, sockets)
+                .map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
+            let wake = at
+                < self
+                    .shared
+                    .deadline
+                    .load(std::sync::atomic::Ordering::Acquire);
             drop(st);
-            self.shared.wake.notify_one();
+            for f in out {
+                self.shared.port.send(f);
+            }
+            if wake {
+                self.shared.wake.notify_one();
+            }
             Poll::Ready(Ok(n))
         } else if !s.may_send() {
             Poll::Ready(Err(io::Error::new(

@@ -44,9 +44,26 @@ pub enum PortKind {
     Tap,
 }
 
+/// A synchronous frame sink: returns false when the frame was dropped.
+pub type DirectSink = Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>;
+
+enum Sink {
+    Queue(mpsc::Sender<Vec<u8>>),
+    Direct(DirectSink),
+}
+
+impl Sink {
+    fn offer(&self, frame: Vec<u8>) -> bool {
+        match self {
+            Sink::Queue(tx) => tx.try_send(frame).is_ok(),
+            Sink::Direct(f) => f(frame),
+        }
+    }
+}
+
 struct Port {
     kind: PortKind,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: Arc<Sink>,
     /// Frames from the port into the switch.
     ingress: Mutex<Shaper>,
     /// Frames from the switch to the port.
@@ -126,21 +143,33 @@ impl Segment {
         seed: u64,
     ) -> (PortHandle, mpsc::Receiver<Vec<u8>>) {
         let (tx, rx) = mpsc::channel(PORT_QUEUE);
+        (self.attach_sink(kind, seed, Sink::Queue(tx)), rx)
+    }
+
+    /// Plugs in a port whose frames are handed to `sink` at once (a TAP
+    /// file descriptor written without blocking: a full device queue drops).
+    pub fn attach_direct(
+        self: &Arc<Self>,
+        kind: PortKind,
+        seed: u64,
+        sink: DirectSink,
+    ) -> PortHandle {
+        self.attach_sink(kind, seed, Sink::Direct(sink))
+    }
+
+    fn attach_sink(self: &Arc<Self>, kind: PortKind, seed: u64, sink: Sink) -> PortHandle {
         let port = Arc::new(Port {
             kind,
-            tx,
+            tx: Arc::new(sink),
             ingress: Mutex::new(Shaper::new(seed)),
             egress: Mutex::new(Shaper::new(seed.rotate_left(17) ^ 0xe9e5)),
         });
         let mut ports = self.ports.write().unwrap_or_else(|e| e.into_inner());
         ports.push(port);
-        (
-            PortHandle {
-                segment: self.clone(),
-                port: ports.len() - 1,
-            },
-            rx,
-        )
+        PortHandle {
+            segment: self.clone(),
+            port: ports.len() - 1,
+        }
     }
 
     fn input(self: &Arc<Self>, from: usize, frame: Vec<u8>) {
@@ -181,7 +210,6 @@ impl Segment {
         }
         let dst: Mac = frame[0..6].try_into().expect("14 bytes checked");
         let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
-        let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
         let known = {
             let mut macs = self.macs.lock().unwrap_or_else(|e| e.into_inner());
             if src[0] & 1 == 0 {
@@ -193,24 +221,29 @@ impl Segment {
                 None
             }
         };
-        match known {
-            Some(to) if to == from => {}
-            Some(to) => self.deliver(&ports[to], frame),
-            None => {
-                let v6 = is_ipv6_multicast(&dst);
-                let targets: Vec<&Arc<Port>> = ports
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
-                    .map(|(_, p)| p)
-                    .collect();
-                if let Some((last, rest)) = targets.split_last() {
-                    for p in rest {
-                        self.deliver(p, frame.clone());
-                    }
-                    self.deliver(last, frame);
+        // Targets are taken out of the lock: delivering may run a stack
+        // inline, whose answers come back through this switch.
+        let targets: Vec<Arc<Port>> = {
+            let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
+            match known {
+                Some(to) if to == from => return,
+                Some(to) => ports.get(to).cloned().into_iter().collect(),
+                None => {
+                    let v6 = is_ipv6_multicast(&dst);
+                    ports
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
+                        .map(|(_, p)| p.clone())
+                        .collect()
                 }
             }
+        };
+        if let Some((last, rest)) = targets.split_last() {
+            for p in rest {
+                self.deliver(p, frame.clone());
+            }
+            self.deliver(last, frame);
         }
     }
 
@@ -222,7 +255,7 @@ impl Segment {
             .offer(frame.len(), Instant::now());
         match verdict {
             Verdict::Pass => {
-                if port.tx.try_send(frame).is_err() {
+                if !port.tx.offer(frame) {
                     self.drops.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -233,7 +266,7 @@ impl Segment {
                 let tx = port.tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep_until(at.into()).await;
-                    let _ = tx.try_send(frame);
+                    let _ = tx.offer(frame);
                 });
             }
         }

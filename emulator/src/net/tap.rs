@@ -24,8 +24,9 @@ use super::switch::{PortKind, Segment};
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
     #[error(
-        "cannot create TAP device {name}: {source}. TAP mode needs CAP_NET_ADMIN: run as root, \
-         or inside the lab namespace (`sudo fieldtwin lab up`), or use host mode (no --tap)"
+        "cannot create TAP device {name}. TAP mode needs CAP_NET_ADMIN: run it as root \
+         (`sudo fieldtwin lab up`, then `sudo fieldtwin run --tap --netns fieldtwin`), \
+         or use host mode (no --tap)"
     )]
     Create {
         name: String,
@@ -141,16 +142,11 @@ impl Tap {
         let dev = Arc::new(dev);
         let mut handles = Vec::new();
         for seg in &switches {
-            let (handle, mut rx) = seg.attach(PortKind::Tap, 0x7a9);
-            handles.push(handle);
             let dev = dev.clone();
-            tokio::spawn(async move {
-                while let Some(frame) = rx.recv().await {
-                    if let Err(e) = dev.send(&frame).await {
-                        tracing::debug!("TAP write failed: {e}");
-                    }
-                }
-            });
+            // Written without blocking from the switch; a full TAP queue
+            // drops the frame like a full switch port.
+            let sink = Arc::new(move |frame: Vec<u8>| dev.try_send(&frame).is_ok());
+            handles.push(seg.attach_direct(PortKind::Tap, 0x7a9, sink));
         }
         let reader = dev.clone();
         tokio::spawn(async move {
