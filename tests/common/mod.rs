@@ -18,8 +18,11 @@
 //! | 20-39 | gateway tests |
 //! | 40-59 | security tests |
 //! | 60-79 | network tests |
+//! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
 
 #![allow(dead_code)]
+
+pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

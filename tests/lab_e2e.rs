@@ -1,0 +1,123 @@
+//! The "in the TAP lab" checks of the gateway and security issues: the
+//! default site runs in TAP mode with its TAP in a namespace this test
+//! creates, and real tools run inside it — nmap sees exactly the Panel
+//! Server's three ports, curl negotiates TLS 1.2 and openssl's TLS 1.1 is
+//! refused, mbpoll and pymodbus read the Panel Server, a PowerTag and the
+//! serial meter through the gateway. Site octet 80.
+
+mod common;
+
+use common::netns::{Netns, root, start, text};
+use common::site_text;
+
+/// Reads `count` float registers from register `reg` of `unit` with mbpoll
+/// (big-endian word order, as the Modbus file says).
+fn floats(ns: &Netns, ip: &str, unit: &str, reg: &str, count: &str) -> Vec<f32> {
+    let out = ns.run(
+        "mbpoll",
+        &[
+            "-1", "-m", "tcp", "-B", "-a", unit, "-t", "4:float", "-r", reg, "-c", count, ip,
+        ],
+    );
+    let t = text(&out);
+    let values: Vec<f32> = t
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse().ok())
+        .collect();
+    assert!(!values.is_empty(), "mbpoll read nothing: {t}");
+    values
+}
+
+#[test]
+fn gateway_and_security_checks_in_the_tap_lab() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("lab");
+    let _site = start(&ns, &site_text(80), &[]);
+    let ip = "10.77.80.10";
+
+    // nmap -p- lists exactly 443, 502 and 5357.
+    let out = ns.run("nmap", &["-n", "-Pn", "-p-", "-T4", ip]);
+    let t = text(&out);
+    let open: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains("/tcp") && l.contains(" open "))
+        .filter_map(|l| l.split('/').next())
+        .collect();
+    assert_eq!(open, vec!["443", "502", "5357"], "{t}");
+
+    // TLS 1.2 with curl; TLS 1.1 refused by openssl.
+    let out = ns.run(
+        "curl",
+        &[
+            "-k",
+            "-v",
+            "-s",
+            "-o",
+            "/dev/null",
+            &format!("https://{ip}/"),
+        ],
+    );
+    let t = text(&out);
+    assert!(t.contains("SSL connection using TLSv1.2"), "{t}");
+    let out = ns.run(
+        "openssl",
+        &["s_client", "-tls1_1", "-connect", &format!("{ip}:443")],
+    );
+    assert!(!out.status.success(), "TLS 1.1 must fail: {}", text(&out));
+
+    // mbpoll: identification at 255, PowerTag power at unit 100, serial
+    // meter voltages at its own unit id 1, all plausible.
+    let out = ns.run(
+        "mbpoll",
+        &[
+            "-1", "-m", "tcp", "-a", "255", "-t", "4:hex", "-r", "61", "-c", "4", ip,
+        ],
+    );
+    let t = text(&out);
+    assert!(t.contains("0x5041") && t.contains("0x5336"), "PAS600L: {t}");
+    let p = floats(&ns, ip, "100", "3060", "1")[0];
+    assert!((0.0..5_000.0).contains(&p), "PowerTag total power {p} W");
+    let v = floats(&ns, ip, "1", "3028", "3");
+    assert!(
+        v.iter().all(|v| (200.0..260.0).contains(v)),
+        "serial meter V L-N {v:?}"
+    );
+    // The PowerTag's voltages too (its sheet: V A-N at 3028).
+    let v = floats(&ns, ip, "100", "3028", "1");
+    assert!((200.0..260.0).contains(&v[0]), "PowerTag V A-N {v:?}");
+
+    // pymodbus reads the same through the gateway.
+    let python = std::env::var("FIELDTWIN_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let script = format!("{}/tests/gateway_client.py", env!("CARGO_MANIFEST_DIR"));
+    let out = ns.run(
+        &python,
+        &[
+            &script,
+            ip,
+            "502",
+            "read:255:61:4",
+            "read:100:3060:2",
+            "read:1:3028:2",
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "pymodbus: {t}");
+    let lines: Vec<serde_json::Value> = t
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 3, "{t}");
+    assert_eq!(lines[0]["words"][0], 0x5041, "{t}");
+    let word = |v: &serde_json::Value, i: usize| v["words"][i].as_u64().unwrap() as u32;
+    let p = f32::from_bits((word(&lines[1], 0) << 16) | word(&lines[1], 1));
+    assert!((0.0..5_000.0).contains(&p), "pymodbus PowerTag power {p}");
+    let v = f32::from_bits((word(&lines[2], 0) << 16) | word(&lines[2], 1));
+    assert!(
+        (200.0..260.0).contains(&v),
+        "pymodbus serial meter voltage {v}"
+    );
+}
