@@ -3,7 +3,8 @@
 //! creates, and real tools run inside it — nmap sees exactly the Panel
 //! Server's three ports, curl negotiates TLS 1.2 and openssl's TLS 1.1 is
 //! refused, mbpoll and pymodbus read the Panel Server, a PowerTag and the
-//! serial meter through the gateway. Site octet 80.
+//! serial meter through the gateway, a WS-Discovery multicast probe finds
+//! the Panel Server. Site octet 80.
 
 mod common;
 
@@ -89,9 +90,30 @@ fn gateway_and_security_checks_in_the_tap_lab() {
     let v = floats(&ns, ip, "100", "3028", "1");
     assert!((200.0..260.0).contains(&v[0]), "PowerTag V A-N {v:?}");
 
-    // pymodbus reads the same through the gateway.
+    // A real WS-Discovery client's multicast Probe finds the Panel Server,
+    // resolves it and reads its DPWS metadata.
     let python = std::env::var("FIELDTWIN_PYTHON")
         .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let probe = format!("{}/tests/security/wsd_probe.py", env!("CARGO_MANIFEST_DIR"));
+    let out = ns.run(
+        &python,
+        &[&probe, "239.255.255.250", "--multicast-if", "10.77.80.1"],
+    );
+    let t = text(&out);
+    let found: serde_json::Value = serde_json::from_str(t.trim()).expect(&t);
+    let xaddr = found["matches"][0]["xaddrs"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(xaddr.contains("10.77.80.10:5357"), "{t}");
+    assert!(
+        found["metadata"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PAS600L"),
+        "{t}"
+    );
+
+    // pymodbus reads the same through the gateway.
     let script = format!("{}/tests/gateway_client.py", env!("CARGO_MANIFEST_DIR"));
     let out = ns.run(
         &python,

@@ -25,9 +25,19 @@ pub struct Options {
     /// Seconds of load per server.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Python interpreter for the pymodbus server (d).
-    #[arg(long, default_value = "python3")]
+    /// Python interpreter for the pymodbus server (d); default: the venv
+    /// that scripts/test creates (.venv), else `python3`.
+    #[arg(long, default_value_t = default_python())]
     pub python: String,
+}
+
+fn default_python() -> String {
+    let venv = std::path::Path::new(".venv/bin/python");
+    if venv.exists() {
+        venv.display().to_string()
+    } else {
+        "python3".into()
+    }
 }
 
 /// A child process killed (SIGTERM, then SIGKILL) on drop.

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Directed (unicast) WS-Discovery probe with the PyPI `wsdiscovery` codec.
 
-Usage: wsd_probe.py IP [PORT]
+Usage: wsd_probe.py IP [PORT] [--multicast-if ADDR]
 
 Builds a Probe and a Resolve with wsdiscovery's own message builders, sends
 them unicast to IP:PORT (3702), parses the answers with wsdiscovery's parser
 and then fetches the DPWS metadata (WS-Transfer Get) from the XAddrs.
 Prints one JSON object. Only unicast to the given (loopback) address is
 sent: the library's multicast daemon is not started, so nothing leaves the
-machine.
+machine. With `--multicast-if ADDR` (TAP lab, inside a test's own network
+namespace) IP is the WS-Discovery group 239.255.255.250 and the probe is
+multicast out of the interface that has ADDR, as a real client does.
 """
 import json
 import socket
@@ -31,9 +33,18 @@ def ask(sock, addr, env):
 
 
 def main():
-    ip = sys.argv[1]
-    port = int(sys.argv[2]) if len(sys.argv) > 2 else 3702
+    args = sys.argv[1:]
+    mif = None
+    if "--multicast-if" in args:
+        i = args.index("--multicast-if")
+        mif = args[i + 1]
+        del args[i : i + 2]
+    ip = args[0]
+    port = int(args[1]) if len(args) > 1 else 3702
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if mif is not None:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(mif))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
     sock.settimeout(2.0)
     addr = (ip, port)
     out = {"matches": [], "resolved": None, "metadata": None}

@@ -635,10 +635,20 @@ impl Datagram for SmolDatagram {
     }
 
     fn join_multicast_v4(&self, group: Ipv4Addr) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("multicast group {group}: the TAP backend does not support multicast yet"),
-        ))
+        // The interface accepts datagrams to the group from now on; the
+        // socket is bound to its port on every address, so it receives them.
+        self.shared
+            .lock()
+            .iface
+            .join_multicast_group(smoltcp::wire::IpAddress::Ipv4(group))
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cannot join multicast group {group}: {e}"),
+                )
+            })?;
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     fn local_addr(&self) -> SocketAddr {
