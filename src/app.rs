@@ -92,6 +92,7 @@ pub fn build_runtime(
                     &dev.id,
                     &name,
                     ip,
+                    dev.dhcp && i == 0,
                     &segment,
                     seed.wrapping_add(i as u64),
                 )?),

@@ -267,6 +267,70 @@ fn loss_fault_loses_pings_and_clearing_restores() {
 }
 
 #[test]
+fn dhcp_client_takes_its_address_from_a_dhcp_server_in_the_lab() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("dhcp");
+    // The Data Logger takes its address by DHCPv4 (its static one is unused).
+    let text_site = site_text(72).replacen(
+        "id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.72.30\"",
+        "id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.72.30\"\ndhcp = true",
+        1,
+    );
+    assert!(text_site.contains("dhcp = true"));
+    let site = start(&ns, &text_site, &[]);
+    // A real DHCP server (dnsmasq) on the host side of the TAP.
+    let dir = tempfile::tempdir().unwrap();
+    let leases = dir.path().join("leases");
+    let pid = dir.path().join("pid");
+    let out = ns.run(
+        "dnsmasq",
+        &[
+            "--port=0",
+            "--interface=ftlab0",
+            "--bind-interfaces",
+            "--dhcp-range=10.77.72.200,10.77.72.220,255.255.255.0,1h",
+            "--dhcp-option=3,10.77.72.1",
+            &format!("--dhcp-leasefile={}", leases.display()),
+            &format!("--pid-file={}", pid.display()),
+        ],
+    );
+    assert!(out.status.success(), "dnsmasq: {}", text(&out));
+    /// Stops the daemon this test started (by its pid file) however the test ends.
+    struct Daemon(std::path::PathBuf);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(&self.0) {
+                let _ = tool("kill", &[pid.trim()]);
+            }
+        }
+    }
+    let daemon = Daemon(pid);
+    let mut got = String::new();
+    site.wait_until(Duration::from_secs(30), || {
+        got = site.get_json("/api/v1/devices/dl1")["addresses"]["eth1"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        got.starts_with("10.77.72.2")
+    });
+    // The first echo may go while the device still resolves the host's MAC.
+    let _ = ns.ping(&got, 1, "0.2");
+    let p = ns.ping(&got, 3, "0.2");
+    let lease = std::fs::read_to_string(&leases).unwrap_or_default();
+    drop(daemon);
+    assert!(p.status.success() && loss(&p) == 0.0, "{got}: {}", text(&p));
+    assert!(lease.contains(&got), "dnsmasq lease file: {lease}");
+    // Devices with a static address keep it.
+    assert_eq!(
+        site.get_json("/api/v1/devices/ps1")["addresses"]["eth1"],
+        "10.77.72.10"
+    );
+    drop(site);
+}
+
+#[test]
 fn lab_up_exec_down_manage_the_namespace() {
     if !root() {
         return;

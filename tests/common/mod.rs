@@ -17,7 +17,7 @@
 //! | 18 | foundation_e2e::events_stream_reports_power_changes |
 //! | 20-39 | gateway tests |
 //! | 40-59 | security tests |
-//! | 60-79 | network tests |
+//! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
 
 #![allow(dead_code)]

@@ -38,7 +38,7 @@ use smoltcp::iface::{
     Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
 };
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
-use smoltcp::socket::{tcp, udp};
+use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -122,6 +122,8 @@ struct State {
     orphans: Vec<(SocketHandle, SmolInstant)>,
     rng: SmallRng,
     next_port: u16,
+    /// The DHCPv4 client, when the address comes from a DHCP server.
+    dhcp: Option<SocketHandle>,
 }
 
 struct Shared {
@@ -132,10 +134,15 @@ struct Shared {
     state: Mutex<State>,
     wake: Notify,
     start: std::time::Instant,
-    ip: Ipv4Addr,
+    /// The interface's address (0.0.0.0 while a DHCP client has no lease).
+    ip: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
+    fn ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.ip.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -199,6 +206,38 @@ impl State {
         }
     }
 
+    /// Applies what the DHCPv4 client learnt: a lease sets the address and
+    /// the default route, its loss removes them.
+    fn dhcp_events(&mut self) {
+        let Some(h) = self.dhcp else { return };
+        match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+            None => {}
+            Some(dhcpv4::Event::Configured(config)) => {
+                self.iface.update_ip_addrs(|a| {
+                    a.clear();
+                    let _ = a.push(IpCidr::Ipv4(config.address));
+                });
+                match config.router {
+                    Some(router) => {
+                        let _ = self.iface.routes_mut().add_default_ipv4_route(router);
+                    }
+                    None => {
+                        self.iface.routes_mut().remove_default_ipv4_route();
+                    }
+                }
+            }
+            Some(dhcpv4::Event::Deconfigured) => {
+                self.iface.update_ip_addrs(|a| a.clear());
+                self.iface.routes_mut().remove_default_ipv4_route();
+            }
+        }
+    }
+
+    /// The interface's IPv4 address, if it has one.
+    fn address(&self) -> Ipv4Addr {
+        self.iface.ipv4_addr().unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
     fn poll(&mut self, now: SmolInstant) {
         self.iface.poll_maintenance(now);
         loop {
@@ -216,6 +255,7 @@ impl State {
             }
         }
         self.replenish();
+        self.dhcp_events();
         while self
             .iface
             .poll_egress(now, &mut self.dev, &mut self.sockets)
@@ -253,7 +293,7 @@ pub struct SmolStack {
 
 impl std::fmt::Debug for SmolStack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SmolStack({})", self.shared.ip)
+        write!(f, "SmolStack({})", self.shared.ip())
     }
 }
 
@@ -264,11 +304,13 @@ pub fn mac_from_seed(seed: u64) -> [u8; 6] {
 }
 
 impl SmolStack {
-    /// Creates the interface `ip/prefix` with MAC `mac` on switch port
+    /// Creates the interface `ip/prefix` (or, with `dhcp`, an interface that
+    /// takes its address from a DHCPv4 server) with MAC `mac` on switch port
     /// `port`, whose frames arrive on `rx`, and spawns its reactor (call
     /// inside a tokio runtime).
     pub fn spawn(
         ip: Ipv4Addr,
+        dhcp: bool,
         prefix: u8,
         mac: [u8; 6],
         seed: u64,
@@ -280,26 +322,36 @@ impl SmolStack {
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(0));
-        iface.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
-        });
+        let mut sockets = SocketSet::new(Vec::new());
+        let dhcp = dhcp.then(|| sockets.add(dhcpv4::Socket::new()));
+        if dhcp.is_none() {
+            iface.update_ip_addrs(|a| {
+                let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
+            });
+        }
+        let ip = if dhcp.is_some() {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            ip
+        };
         let shared = Arc::new(Shared {
             powered: std::sync::atomic::AtomicBool::new(true),
             deadline: std::sync::atomic::AtomicU64::new(0),
             port,
             state: Mutex::new(State {
                 iface,
-                sockets: SocketSet::new(Vec::new()),
+                sockets,
                 dev,
                 pools: HashMap::new(),
                 next_pool: 0,
                 orphans: Vec::new(),
                 rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
                 next_port: 0,
+                dhcp,
             }),
             wake: Notify::new(),
             start,
-            ip,
+            ip: std::sync::atomic::AtomicU32::new(u32::from(ip)),
         });
         tokio::spawn(reactor(shared.clone(), rx));
         Self { shared }
@@ -325,6 +377,10 @@ async fn reactor(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<u8>>) {
             }
             let now = shared.now();
             st.poll(now);
+            shared.ip.store(
+                u32::from(st.address()),
+                std::sync::atomic::Ordering::Release,
+            );
             std::mem::swap(&mut out, &mut st.dev.tx);
             if !powered {
                 out.clear();
@@ -664,7 +720,7 @@ impl Drop for SmolDatagram {
 
 impl Stack for SmolStack {
     fn ipv4(&self) -> Ipv4Addr {
-        self.shared.ip
+        self.shared.ip()
     }
 
     fn set_powered(&self, on: bool) {
@@ -696,7 +752,7 @@ impl Stack for SmolStack {
             if st.pools.values().any(|p| p.port == port) {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!("port {port} is already open on {}", self.shared.ip),
+                    format!("port {port} is already open on {}", self.shared.ip()),
                 ));
             }
             let id = st.next_pool;
@@ -716,7 +772,7 @@ impl Stack for SmolStack {
             Ok(Box::new(SmolListener {
                 shared: self.shared.clone(),
                 id,
-                addr: SocketAddr::from((self.shared.ip, port)),
+                addr: SocketAddr::from((self.shared.ip(), port)),
             }) as Box<dyn Listener>)
         }
         .boxed()
@@ -742,7 +798,7 @@ impl Stack for SmolStack {
             Ok(Box::new(SmolDatagram {
                 shared: self.shared.clone(),
                 handle,
-                addr: SocketAddr::from((self.shared.ip, port)),
+                addr: SocketAddr::from((self.shared.ip(), port)),
             }) as Box<dyn Datagram>)
         }
         .boxed()
@@ -823,6 +879,7 @@ mod tests {
             );
             SmolStack::spawn(
                 Ipv4Addr::new(10, 9, 0, n),
+                false,
                 24,
                 mac_from_seed(u64::from(n)),
                 u64::from(n),

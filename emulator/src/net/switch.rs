@@ -431,13 +431,16 @@ impl Network {
             .collect()
     }
 
-    /// Plugs interface `iface` (address `ip`) of `device` into `segment` and
-    /// returns its smoltcp stack (call inside a tokio runtime).
+    /// Plugs interface `iface` (static address `ip`, or a DHCPv4 client with
+    /// `dhcp`) of `device` into `segment` and returns its smoltcp stack (call
+    /// inside a tokio runtime).
+    #[allow(clippy::too_many_arguments)]
     pub fn attach_device(
         &self,
         device: &str,
         iface: &str,
         ip: Ipv4Addr,
+        dhcp: bool,
         segment: &str,
         seed: u64,
     ) -> Result<SmolStack, NetworkError> {
@@ -457,7 +460,15 @@ impl Network {
             seed,
         );
         let mac = super::smol::mac_from_seed(seed);
-        Ok(SmolStack::spawn(ip, seg.subnet_prefix, mac, seed, port, rx))
+        Ok(SmolStack::spawn(
+            ip,
+            dhcp,
+            seg.subnet_prefix,
+            mac,
+            seed,
+            port,
+            rx,
+        ))
     }
 
     /// Sets (or, with the default fault, clears) the fault on every port of
