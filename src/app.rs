@@ -37,6 +37,12 @@ pub struct RunOptions {
     /// Address of the REST control API.
     #[arg(long, default_value = DEFAULT_API)]
     api: SocketAddr,
+    /// Worker threads of the emulator; default: every core in host mode,
+    /// half of them (at least one) in TAP mode, where the TAP, the device
+    /// stacks and their services hand frames to each other and one thread
+    /// avoids cross-thread wake-ups (docs/performance.md).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Speed of virtual time (1 = real time, up to 1000000).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -113,9 +119,20 @@ pub fn build_runtime(
     Ok(rt)
 }
 
+/// Every core in host mode; half of them, at least one, in TAP mode.
+fn default_threads(tap: bool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if tap { (cores / 2).max(1) } else { cores }
+}
+
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let site = load_site(opts.site.as_deref())?;
-    let runtime = tokio::runtime::Runtime::new()?;
+    let tap = opts.net.tap || opts.net.netns.is_some();
+    let threads = opts.threads.unwrap_or_else(|| default_threads(tap)).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let epoch = site.site.start.unwrap_or_else(chrono::Utc::now);
         let clock = Clock::start(epoch, opts.speed)?;
