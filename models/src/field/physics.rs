@@ -36,14 +36,7 @@ pub enum Profile {
 
 impl Profile {
     /// Profile names accepted in the site file.
-    pub const NAMES: [&'static str; 6] = [
-        "office",
-        "hvac",
-        "lighting",
-        "ev_charging",
-        "site_main",
-        "indoor",
-    ];
+    pub const NAMES: [&'static str; 6] = fieldtwin_emulator::site::PROFILES;
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {

@@ -858,16 +858,21 @@ fn install(node: &Arc<Node>, bytes: &[u8]) -> Result<String, String> {
     Ok(img.version)
 }
 
+/// The fields of a multipart upload, or the page that says why it failed.
+async fn upload(m: Multipart) -> Result<HashMap<String, Vec<u8>>, Response> {
+    fields(m).await.map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            Html(pages::message("Upload failed", &e)),
+        )
+            .into_response()
+    })
+}
+
 async fn firmware_upload(State(node): St, headers: HeaderMap, m: Multipart) -> Response {
-    let f = match fields(m).await {
+    let f = match upload(m).await {
         Ok(f) => f,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Html(pages::message("Upload failed", &e)),
-            )
-                .into_response();
-        }
+        Err(refused) => return refused,
     };
     let a = post_auth!(node, headers, &text(&f, "csrf"));
     let bytes = f.get("image").cloned().unwrap_or_default();
@@ -976,15 +981,9 @@ async fn backup_download(
 }
 
 async fn backup_restore(State(node): St, headers: HeaderMap, m: Multipart) -> Response {
-    let f = match fields(m).await {
+    let f = match upload(m).await {
         Ok(f) => f,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Html(pages::message("Upload failed", &e)),
-            )
-                .into_response();
-        }
+        Err(refused) => return refused,
     };
     let a = post_auth!(node, headers, &text(&f, "csrf"));
     let file = f.get("file").cloned().unwrap_or_default();
