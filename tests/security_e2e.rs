@@ -701,3 +701,113 @@ fn security_tls13_site_switch() {
     assert!(!t11.contains("BEGIN CERTIFICATE"), "{t11}");
     drop(site);
 }
+
+/// Reads `count` registers at `addr` of `unit` with tokio-modbus; `Err` is
+/// the Modbus exception code.
+fn modbus_read(ip: &str, unit: u8, addr: u16, count: u16) -> Result<Vec<u16>, u8> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use tokio_modbus::prelude::*;
+        let sock = format!("{ip}:502").parse().unwrap();
+        let mut ctx = tcp::connect_slave(sock, Slave(unit)).await.unwrap();
+        ctx.read_holding_registers(addr, count)
+            .await
+            .unwrap()
+            .map_err(u8::from)
+    })
+}
+
+/// The Wireless devices page adds a device by its install code and removes
+/// it, and the gateway follows: device table at 501+, unit id routed or
+/// answered 0x0A. A factory reset wipes the pairing.
+#[test]
+fn security_wireless_pairing_add_remove_and_factory_reset() {
+    let ps = Ps::start(52);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    // Commissioned from the site file: PowerTag 0x2A3B0001 at unit 100.
+    assert_eq!(
+        modbus_read(&ps.ip, 255, 0x01F4, 5).unwrap(),
+        vec![0, 0, 0x2A3B, 0x0001, 100]
+    );
+    assert!(modbus_read(&ps.ip, 100, 0x0BF3, 2).is_ok());
+    let (_, page) = ps.get("/settings");
+    assert!(
+        page.contains("000000002A3B0001") && page.contains("A9MEM1520"),
+        "{page}"
+    );
+
+    // Remove it: its unit id is no longer routed and its slot is empty.
+    let csrf = ps.csrf("/settings");
+    let (code, body) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "-d",
+        "rf_id=000000002A3B0001",
+        &ps.url("/settings/wireless/remove"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Saved."), "{body}");
+    ps.site.wait_until(Duration::from_secs(10), || {
+        modbus_read(&ps.ip, 100, 0x0BF3, 2) == Err(0x0A)
+    });
+    // The table closes up: slot 1 now lists the next paired PowerTag.
+    assert_eq!(
+        modbus_read(&ps.ip, 255, 0x01F4, 5).unwrap(),
+        vec![0, 0, 0x2A3B, 0x0002, 101]
+    );
+
+    // Bad install codes are refused with the rule they break.
+    let add = |code: &str| {
+        let csrf = ps.csrf("/settings");
+        ps.curl(&[
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            &format!("install_code={code}"),
+            &ps.url("/settings/wireless/add"),
+        ])
+    };
+    let (code, body) = add("1234");
+    assert_eq!(code, 400);
+    assert!(body.contains("36 characters"), "{body}");
+    let (code, body) = add(&format!("00000000DEADBEEF{}", "0".repeat(20)));
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("no device with RF-ID 00000000DEADBEEF"),
+        "{body}"
+    );
+
+    // Add it back by its install code: routed again at unit 100.
+    let (code, body) = add(&format!("000000002A3B0001{}", "A1".repeat(10)));
+    assert_eq!(code, 200, "{body}");
+    ps.site.wait_until(Duration::from_secs(10), || {
+        modbus_read(&ps.ip, 100, 0x0BF3, 2).is_ok()
+    });
+    let csv = ps.audit_csv();
+    assert!(
+        csv.contains("device removed") && csv.contains("device added"),
+        "{csv}"
+    );
+
+    // A factory reset wipes the pairing: no wireless unit answers.
+    let csrf = ps.csrf("/maintenance");
+    let (code, _) = ps.curl(&[
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        &ps.url("/maintenance/factory-reset"),
+    ]);
+    assert_eq!(code, 200);
+    ps.site.wait_until(Duration::from_secs(30), || {
+        modbus_read(&ps.ip, 255, 0x01F4, 5).ok() == Some(vec![0xFFFF; 5])
+    });
+    for unit in 100..=104 {
+        assert_eq!(
+            modbus_read(&ps.ip, unit, 0x0BF3, 2),
+            Err(0x0A),
+            "unit {unit}"
+        );
+    }
+    // A power cycle does not bring the factory pairing back.
+    ps.power_cycle();
+    assert_eq!(modbus_read(&ps.ip, 100, 0x0BF3, 2), Err(0x0A));
+}

@@ -87,6 +87,10 @@ pub struct Settings {
     /// NTP server; `None`: date and time set manually.
     #[serde(default)]
     pub ntp_server: Option<String>,
+    /// Wireless devices paired with the gateway (the device table at 501+
+    /// and the unit ids it routes); empty after a factory reset.
+    #[serde(default)]
+    pub pairing: Vec<WirelessSlot>,
 }
 
 /// Wi-Fi settings (the radio itself arrives with the radio issue).
@@ -162,7 +166,7 @@ impl PanelServer {
     pub fn new(site: &Site, dev: &DeviceConfig) -> Self {
         let cfg = dev.panel_server.clone().unwrap_or_default();
         let topology = cfg.topology;
-        let defaults = Settings {
+        let mut defaults = Settings {
             topology,
             modbus: ModbusService {
                 eth1: true,
@@ -179,6 +183,7 @@ impl PanelServer {
             wifi: WifiSettings::default(),
             ieee802154: false,
             ntp_server: None,
+            pairing: Vec::new(),
         };
         let mut next_unit = FIRST_WIRELESS_UNIT;
         let taken: Vec<u8> = cfg
@@ -244,6 +249,8 @@ impl PanelServer {
                 )))
             })
             .collect();
+        // The site's wireless devices are commissioned: paired at first boot.
+        defaults.pairing = wireless.clone();
         let serial = serial(site, dev);
         Self {
             id: dev.id.clone(),
@@ -380,7 +387,7 @@ impl Device for PanelServer {
     }
 
     fn survives_factory_reset(&self) -> &'static [&'static str] {
-        &[node::WIRELESS_OFF_KEY]
+        &[node::WIRELESS_OFF_KEY, node::COMMISSIONED_KEY]
     }
 
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
@@ -498,17 +505,31 @@ impl PanelServer {
     /// gateway routes to the field devices created in [`Device::boot`].
     fn modbus_handler(&self, ctx: &DeviceContext, settings: &Settings) -> Arc<dyn Handler> {
         let fields = self.fields(ctx);
+        let paired =
+            |d: &Arc<FieldDevice>| settings.pairing.iter().any(|p| Some(p.rf_id) == d.rf_id);
         Arc::new(Gateway {
-            registers: OwnRegisters::new(&self.identity, &self.wireless),
+            registers: OwnRegisters::new(&self.identity, &settings.pairing),
             rtc: ctx.rtc.clone(),
             firmware: settings.firmware.clone(),
             events: ctx.clone(),
             router: gateway::Router {
                 line: fields.line.clone(),
-                wireless: fields.wireless.clone(),
+                wireless: fields
+                    .wireless
+                    .iter()
+                    .filter(|d| paired(d))
+                    .cloned()
+                    .collect(),
                 tcp: self.tcp_targets.clone(),
             },
         })
+    }
+
+    /// The wireless devices in radio range (the site's), as slots with the
+    /// unit id each gets when paired, and their commercial references.
+    pub(crate) fn wireless_in_range(&self) -> Vec<(WirelessSlot, String)> {
+        let models = self.wireless_specs.iter().map(|s| s.model.clone());
+        self.wireless.iter().copied().zip(models).collect()
     }
 }
 

@@ -39,6 +39,9 @@ pub const LOCKOUT_KEY: &str = "lockout";
 pub const TLS_KEY: &str = "tls";
 /// NV key of the reason for the next boot (set before a soft reboot).
 pub const RESTART_KEY: &str = "restart_reason";
+/// NV key set at first boot, once the site's wireless devices are paired; it
+/// survives a factory reset, after which the gateway starts unpaired.
+pub const COMMISSIONED_KEY: &str = "commissioned";
 /// NV key of a permanent wireless deactivation (survives factory reset).
 pub const WIRELESS_OFF_KEY: &str = "wireless_permanently_off";
 /// The web user: the default administrator account named in DOCA0172
@@ -151,7 +154,7 @@ impl Node {
         let old = self.settings();
         self.ctx.nv.put(SETTINGS_KEY, &new)?;
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
-        if old.modbus != new.modbus {
+        if old.modbus != new.modbus || old.pairing != new.pairing {
             self.start_modbus().await?;
         }
         if (old.dpws, old.dpws_port) != (new.dpws, new.dpws_port) {
@@ -293,7 +296,16 @@ pub fn run(
         let first = ctx.nv.get::<Settings>(SETTINGS_KEY)?.is_none();
         let mut settings = match ctx.nv.get::<Settings>(SETTINGS_KEY)? {
             Some(s) => s,
-            None => ps.defaults.clone(),
+            None => {
+                let mut s = ps.defaults.clone();
+                if ctx.nv.get::<bool>(COMMISSIONED_KEY)?.is_some() {
+                    // After a factory reset: no wireless pairing.
+                    s.pairing.clear();
+                } else {
+                    ctx.nv.put(COMMISSIONED_KEY, &true)?;
+                }
+                s
+            }
         };
         if let Some(img) = &image {
             settings.firmware = img.version.clone();

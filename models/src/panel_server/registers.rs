@@ -52,8 +52,8 @@ pub struct Identity {
     pub application_name: String,
 }
 
-/// One slot of the wireless device table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One slot of the wireless device table: a paired device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WirelessSlot {
     pub rf_id: u64,
     pub unit: u8,

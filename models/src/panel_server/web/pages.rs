@@ -103,20 +103,26 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         .map(|(i, ip)| format!("<tr><td>{}</td><td>{ip}</td></tr>", esc(&i.to_uppercase())))
         .collect();
     let topo = format!("{:?}", s.topology).to_lowercase();
-    let wireless: String = node
-        .ps
-        .wireless
+    let in_range = node.ps.wireless_in_range();
+    let wireless: String = s
+        .pairing
         .iter()
         .map(|w| {
+            let model = in_range
+                .iter()
+                .find(|(slot, _)| slot.rf_id == w.rf_id)
+                .map_or("", |(_, m)| m.as_str());
             format!(
-                "<tr><td>{:08X}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{:016X}</td><td>{}</td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/settings/wireless/remove\">{h}<input type=\"hidden\" name=\"rf_id\" value=\"{:016X}\"><button type=\"submit\">Remove</button></form></td></tr>",
                 w.rf_id,
+                esc(model),
                 w.unit,
                 if s.ieee802154 {
                     "Connected"
                 } else {
                     "Not connected"
-                }
+                },
+                w.rf_id,
             )
         })
         .collect();
@@ -137,9 +143,9 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <label><input type="checkbox" name="access_point"{wa}> Wi-Fi access point</label>
 <label>Access point password (leave empty to keep) <input type="password" name="ap_password" autocomplete="new-password"></label>
 <button type="submit">Save</button></form></section>
-<section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Modbus unit</th><th>State</th></tr>{wireless}</table>
+<section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Model</th><th>Modbus unit</th><th>State</th><th></th></tr>{wireless}</table>
 <form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label><button type="submit">Save</button></form>
-<p>Adding devices by install code arrives with the radio model.</p>
+<form method="post" action="/settings/wireless/add">{h}<label>Install code (36 characters) <input type="text" name="install_code" size="40" autocomplete="off"></label><button type="submit">Add device</button></form>
 <form method="post" action="/settings/wireless-permanent-off">{h}<p>Wireless: <strong id="wireless-state">{perm}</strong></p><label><input type="checkbox" name="confirm"> I understand that Wi-Fi and IEEE 802.15.4 can never be activated again, even after a factory reset</label><button type="submit">Deactivate wireless permanently</button></form></section>
 <section id="datetime"><h2>Date &amp; time</h2><form method="post" action="/settings/datetime">{h}
 <label><input type="radio" name="mode" value="manual"{man}> Manual, UTC: <input type="datetime-local" name="datetime"></label>
