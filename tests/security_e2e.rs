@@ -811,3 +811,59 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
     ps.power_cycle();
     assert_eq!(modbus_read(&ps.ip, 100, 0x0BF3, 2), Err(0x0A));
 }
+
+/// The SupportUser account: disabled until the administrator sets its
+/// password (same rules, confirmed with the administrator's password), then
+/// it logs in; emptied, it is disabled again. Each step is audited.
+#[test]
+fn security_support_user_account() {
+    let ps = Ps::start(54);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    // Disabled at first: no login, whatever the password.
+    assert_eq!(ps.login("SupportUser", &ps.password).0, 401);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    let set = |admin_pw: &str, new: &str| {
+        let csrf = ps.csrf("/users");
+        ps.curl(&[
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "-d",
+            "account=SupportUser",
+            "--data-urlencode",
+            &format!("current={admin_pw}"),
+            "--data-urlencode",
+            &format!("new={new}"),
+            "--data-urlencode",
+            &format!("confirm={new}"),
+            &ps.url("/users"),
+        ])
+    };
+    let (code, body) = set(&ps.password, "weakpassword");
+    assert_eq!(code, 400);
+    assert!(body.contains("at least three of"), "{body}");
+    let (code, body) = set("Not-The-Admin-1", "Supp0rt-Access");
+    assert_eq!(code, 400);
+    assert!(body.contains("current password is wrong"), "{body}");
+    let (code, body) = set(&ps.password, "Supp0rt-Access");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("id=\"support-state\">enabled"), "{body}");
+    // SupportUser logs in with its own password, not the administrator's.
+    assert_eq!(ps.login("SupportUser", &ps.password).0, 401);
+    assert_eq!(ps.login("SupportUser", "Supp0rt-Access").0, 200);
+    // Disabled again by the administrator.
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    let (code, body) = set(&ps.password, "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("id=\"support-state\">disabled"), "{body}");
+    assert_eq!(ps.login("SupportUser", "Supp0rt-Access").0, 401);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    let csv = ps.audit_csv();
+    for want in [
+        "SupportUser password set (account enabled)",
+        "support user logged in",
+        "SupportUser account disabled",
+    ] {
+        assert!(csv.contains(want), "{want}: {csv}");
+    }
+    assert!(!csv.contains("Supp0rt-Access"), "no password in the log");
+}

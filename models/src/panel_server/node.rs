@@ -48,10 +48,17 @@ pub const WIRELESS_OFF_KEY: &str = "wireless_permanently_off";
 /// (devices.md §1.7); one account only ([NF]: no SupportUser yet).
 pub const WEB_USER: &str = "SecurityAdmin";
 
+/// The support account of DOCA0211 ([NF]: disabled until the administrator
+/// gives it a password on the Users page).
+pub const SUPPORT_USER: &str = "SupportUser";
+
 /// Web accounts.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Accounts {
     pub admin: Hashed,
+    /// The SupportUser's password; `None`: the account is disabled.
+    #[serde(default)]
+    pub support: Option<Hashed>,
 }
 
 /// A group of tasks that stop together.
@@ -320,7 +327,13 @@ pub fn run(
             let admin = tokio::task::spawn_blocking(move || Hashed::new(&pw, it))
                 .await
                 .map_err(|e| BootError::Other(e.to_string()))?;
-            ctx.nv.put(ACCOUNTS_KEY, &Accounts { admin })?;
+            ctx.nv.put(
+                ACCOUNTS_KEY,
+                &Accounts {
+                    admin,
+                    support: None,
+                },
+            )?;
         }
         let generation = ctx.power_lost().child_token();
         let node = Arc::new(Node {

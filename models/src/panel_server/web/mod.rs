@@ -38,7 +38,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::node::{ACCOUNTS_KEY, Accounts, IMAGE_KEY, LOCKOUT_KEY, Node, TLS_KEY, WEB_USER};
+use super::node::{
+    ACCOUNTS_KEY, Accounts, IMAGE_KEY, LOCKOUT_KEY, Node, SUPPORT_USER, TLS_KEY, WEB_USER,
+};
 use super::security::audit::{self, Kind};
 use super::security::backup;
 use super::security::lockout::{Failure, Lockout};
@@ -349,23 +351,31 @@ async fn login(node: &Arc<Node>, user: &str, pw: &str, via: &str) -> LoginOutcom
     let pw_len = pw.len();
     // The hash is computed whatever the user name, so the answer time does
     // not tell whether the user exists.
+    let support = user == SUPPORT_USER;
     let ok = match accounts {
         Some(a) => {
             let pw = pw.to_string();
-            let verified = tokio::task::spawn_blocking(move || a.admin.verify(&pw))
+            let known = user == WEB_USER || (support && a.support.is_some());
+            let hash = match (support, a.support) {
+                (true, Some(h)) => h,
+                _ => a.admin,
+            };
+            let verified = tokio::task::spawn_blocking(move || hash.verify(&pw))
                 .await
                 .unwrap_or(false);
-            verified && user == WEB_USER && pw_len > 0
+            verified && known && pw_len > 0
         }
         None => false,
+    };
+    let who = if support {
+        "support user"
+    } else {
+        "administrator"
     };
     if ok {
         lock.succeed();
         let _ = nv.put(LOCKOUT_KEY, &lock);
-        node.audit(
-            Kind::LoginSucceeded,
-            format!("{via}: administrator logged in"),
-        );
+        node.audit(Kind::LoginSucceeded, format!("{via}: {who} logged in"));
         let t = node
             .sessions
             .lock()
@@ -828,15 +838,30 @@ async fn save_datetime(
     .await
 }
 
+/// The Users page with the SupportUser's state read from NV memory.
+fn users_html(node: &Node, csrf: &str, msg: Option<&str>) -> String {
+    let support = node
+        .ctx
+        .nv
+        .get::<Accounts>(ACCOUNTS_KEY)
+        .ok()
+        .flatten()
+        .is_some_and(|a| a.support.is_some());
+    pages::users(csrf, msg, support)
+}
+
 async fn users_page(State(node): St, headers: HeaderMap) -> Response {
     let a = page!(node, headers);
-    Html(pages::users(&a.csrf, None)).into_response()
+    Html(users_html(&node, &a.csrf, None)).into_response()
 }
 
 #[derive(Deserialize)]
 struct PasswordForm {
     #[serde(default)]
     csrf: String,
+    /// `SecurityAdmin` (default) or `SupportUser`.
+    #[serde(default)]
+    account: String,
     #[serde(default)]
     current: String,
     #[serde(default)]
@@ -854,32 +879,57 @@ async fn change_password(
     let bad = |m: String| {
         (
             StatusCode::BAD_REQUEST,
-            Html(pages::users(&a.csrf, Some(&m))),
+            Html(users_html(&node, &a.csrf, Some(&m))),
         )
             .into_response()
     };
     if f.new != f.confirm {
         return bad("Not changed: the new password and its confirmation differ.".into());
     }
-    if let Err(e) = password::check(password::Kind::User, &f.new) {
-        return bad(format!("Not changed: {e}."));
-    }
     let _guard = node.auth.lock().await;
     let Some(acc) = node.ctx.nv.get::<Accounts>(ACCOUNTS_KEY).ok().flatten() else {
         return bad("Not changed: no account in memory.".into());
     };
-    let (cur, new, it) = (f.current.clone(), f.new.clone(), node.ps.iterations);
-    let res =
-        tokio::task::spawn_blocking(move || acc.admin.verify(&cur).then(|| Hashed::new(&new, it)))
-            .await;
-    match res {
-        Ok(Some(h)) => {
-            let _ = node.ctx.nv.put(ACCOUNTS_KEY, &Accounts { admin: h });
-            node.audit(Kind::PasswordChanged, "administrator password changed");
-            Html(pages::users(&a.csrf, Some("Password changed."))).into_response()
-        }
-        _ => bad("Not changed: the current password is wrong.".into()),
+    // The administrator's current password authorises both accounts.
+    let support = f.account == SUPPORT_USER;
+    let disable = support && f.new.is_empty() && f.confirm.is_empty();
+    if !disable && let Err(e) = password::check(password::Kind::User, &f.new) {
+        return bad(format!("Not changed: {e}."));
     }
+    let (cur, new, it) = (f.current.clone(), f.new.clone(), node.ps.iterations);
+    let admin = acc.admin.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        admin
+            .verify(&cur)
+            .then(|| (!disable).then(|| Hashed::new(&new, it)))
+    })
+    .await;
+    let Ok(Some(hash)) = res else {
+        return bad("Not changed: the administrator's current password is wrong.".into());
+    };
+    let (accounts, what) = match (support, hash) {
+        (false, Some(h)) => (
+            Accounts { admin: h, ..acc },
+            "administrator password changed",
+        ),
+        (true, Some(h)) => (
+            Accounts {
+                support: Some(h),
+                ..acc
+            },
+            "SupportUser password set (account enabled)",
+        ),
+        (_, None) => (
+            Accounts {
+                support: None,
+                ..acc
+            },
+            "SupportUser account disabled",
+        ),
+    };
+    let _ = node.ctx.nv.put(ACCOUNTS_KEY, &accounts);
+    node.audit(Kind::PasswordChanged, what);
+    Html(users_html(&node, &a.csrf, Some(&format!("Done: {what}.")))).into_response()
 }
 
 // ---------- firmware ----------

@@ -1,7 +1,7 @@
 //! Server-rendered HTML of the webpages (plain forms, no JavaScript).
 //! Every form carries the session's CSRF token in a hidden `csrf` field.
 
-use crate::panel_server::node::{Node, WEB_USER};
+use crate::panel_server::node::{Node, SUPPORT_USER, WEB_USER};
 use crate::panel_server::security::audit::Entry;
 
 pub fn esc(s: &str) -> String {
@@ -172,13 +172,24 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
     layout("Settings", Some(csrf), msg, &body)
 }
 
-pub fn users(csrf: &str, msg: Option<&str>) -> String {
+pub fn users(csrf: &str, msg: Option<&str>, support_enabled: bool) -> String {
+    let support = if support_enabled {
+        "enabled"
+    } else {
+        "disabled"
+    };
     let body = format!(
         r##"<section><h2>Change password of {WEB_USER}</h2><p>8 to 50 characters with at least three of: uppercase, lowercase, digits, special characters (space and !"#$%&amp;'()*+,-./:;&lt;=&gt;?@[\]^_`{{|}}~).</p><form method="post" action="/users">{h}
 <label>Current password <input type="password" name="current" autocomplete="current-password"></label>
 <label>New password <input type="password" name="new" autocomplete="new-password"></label>
 <label>Confirm new password <input type="password" name="confirm" autocomplete="new-password"></label>
-<button type="submit">Change password</button></form></section>"##,
+<button type="submit">Change password</button></form></section>
+<section><h2>{SUPPORT_USER}</h2><p>The account for the vendor's support is <strong id="support-state">{support}</strong>. Setting its password (same rules) enables it; leaving both fields empty disables it. Confirm with the password of {WEB_USER}.</p><form method="post" action="/users">{h}
+<input type="hidden" name="account" value="{SUPPORT_USER}">
+<label>Password of {WEB_USER} <input type="password" name="current" autocomplete="current-password"></label>
+<label>New {SUPPORT_USER} password <input type="password" name="new" autocomplete="new-password"></label>
+<label>Confirm <input type="password" name="confirm" autocomplete="new-password"></label>
+<button type="submit">Save</button></form></section>"##,
         h = hidden(csrf)
     );
     layout("Users", Some(csrf), msg, &body)
