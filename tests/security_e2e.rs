@@ -62,6 +62,21 @@ impl Ps {
         curl(&a)
     }
 
+    /// Posts a form of `page` (its CSRF token included) to `action`.
+    fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let csrf = self.csrf(page);
+        let pairs: Vec<String> = std::iter::once(format!("csrf={csrf}"))
+            .chain(fields.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        let mut args: Vec<&str> = Vec::new();
+        for p in &pairs {
+            args.extend(["--data-urlencode", p.as_str()]);
+        }
+        let url = self.url(action);
+        args.push(&url);
+        self.curl(&args)
+    }
+
     fn login(&self, user: &str, pw: &str) -> (u16, String) {
         self.curl(&[
             "-L",
@@ -534,19 +549,12 @@ fn security_passwords_backup_and_factory_reset() {
     let ps = Ps::start(48);
     assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
     // Password rules, each failure names the rule.
-    let csrf = ps.csrf("/users");
     let change = |new: &str| {
-        ps.curl(&[
-            "--data-urlencode",
-            &format!("csrf={csrf}"),
-            "--data-urlencode",
-            &format!("current={}", ps.password),
-            "--data-urlencode",
-            &format!("new={new}"),
-            "--data-urlencode",
-            &format!("confirm={new}"),
-            &ps.url("/users"),
-        ])
+        ps.submit(
+            "/users",
+            "/users",
+            &[("current", &ps.password), ("new", new), ("confirm", new)],
+        )
     };
     let (code, body) = change("short1A");
     assert_eq!(code, 400);
@@ -737,14 +745,11 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
     );
 
     // Remove it: its unit id is no longer routed and its slot is empty.
-    let csrf = ps.csrf("/settings");
-    let (code, body) = ps.curl(&[
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "-d",
-        "rf_id=000000002A3B0001",
-        &ps.url("/settings/wireless/remove"),
-    ]);
+    let (code, body) = ps.submit(
+        "/settings",
+        "/settings/wireless/remove",
+        &[("rf_id", "000000002A3B0001")],
+    );
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Saved."), "{body}");
     ps.site.wait_until(Duration::from_secs(10), || {
@@ -758,14 +763,11 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
 
     // Bad install codes are refused with the rule they break.
     let add = |code: &str| {
-        let csrf = ps.csrf("/settings");
-        ps.curl(&[
-            "--data-urlencode",
-            &format!("csrf={csrf}"),
-            "--data-urlencode",
-            &format!("install_code={code}"),
-            &ps.url("/settings/wireless/add"),
-        ])
+        ps.submit(
+            "/settings",
+            "/settings/wireless/add",
+            &[("install_code", code)],
+        )
     };
     let (code, body) = add("1234");
     assert_eq!(code, 400);
@@ -823,20 +825,16 @@ fn security_support_user_account() {
     assert_eq!(ps.login("SupportUser", &ps.password).0, 401);
     assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
     let set = |admin_pw: &str, new: &str| {
-        let csrf = ps.csrf("/users");
-        ps.curl(&[
-            "--data-urlencode",
-            &format!("csrf={csrf}"),
-            "-d",
-            "account=SupportUser",
-            "--data-urlencode",
-            &format!("current={admin_pw}"),
-            "--data-urlencode",
-            &format!("new={new}"),
-            "--data-urlencode",
-            &format!("confirm={new}"),
-            &ps.url("/users"),
-        ])
+        ps.submit(
+            "/users",
+            "/users",
+            &[
+                ("account", "SupportUser"),
+                ("current", admin_pw),
+                ("new", new),
+                ("confirm", new),
+            ],
+        )
     };
     let (code, body) = set(&ps.password, "weakpassword");
     assert_eq!(code, 400);
