@@ -455,16 +455,11 @@ fn security_firmware_update() {
     );
     // Date & time set on the page: audited, and later entries carry the
     // device's RTC time.
-    let csrf = ps.csrf("/settings");
-    let (code, body) = ps.curl(&[
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "-d",
-        "mode=manual",
-        "-d",
-        "datetime=2031-02-03T04:05",
-        &ps.url("/settings/datetime"),
-    ]);
+    let (code, body) = ps.submit(
+        "/settings",
+        "/settings/datetime",
+        &[("mode", "manual"), ("datetime", "2031-02-03T04:05")],
+    );
     assert_eq!(code, 200, "{body}");
     ps.login("SecurityAdmin", "Wrong-pw-1");
     let csv = ps.audit_csv();
@@ -564,16 +559,10 @@ fn security_passwords_backup_and_factory_reset() {
     let (code, body) = change("New-Passw0rd");
     assert_eq!(code, 200, "{body}");
     // Backup: password rules, then a real encrypted file.
-    let csrf = ps.csrf("/backup");
-    let (code, body) = ps.curl(&[
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "--data-urlencode",
-        "password=abcdef",
-        &ps.url("/backup/download"),
-    ]);
+    let (code, body) = ps.submit("/backup", "/backup/download", &[("password", "abcdef")]);
     assert_eq!(code, 400);
     assert!(body.contains("uppercase"), "{body}");
+    let csrf = ps.csrf("/backup");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.ftbk");
     let (code, _) = ps.curl(&[
@@ -628,12 +617,7 @@ fn security_passwords_backup_and_factory_reset() {
     };
     let before = fingerprint();
     assert!(before.contains("Fingerprint"), "{before}");
-    let csrf = ps.csrf("/maintenance");
-    let (code, _) = ps.curl(&[
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        &ps.url("/maintenance/factory-reset"),
-    ]);
+    let (code, _) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
     assert_eq!(code, 200);
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
@@ -644,14 +628,11 @@ fn security_passwords_backup_and_factory_reset() {
     assert!(!csv.contains("password changed"), "{csv}");
     assert!(csv.contains("factory reset"), "{csv}");
     // Permanent wireless deactivation...
-    let csrf = ps.csrf("/settings");
-    let (code, body) = ps.curl(&[
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "-d",
-        "confirm=on",
-        &ps.url("/settings/wireless-permanent-off"),
-    ]);
+    let (code, body) = ps.submit(
+        "/settings",
+        "/settings/wireless-permanent-off",
+        &[("confirm", "on")],
+    );
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("permanently deactivated"), "{body}");
     // The physical Restart button held 15 s: factory reset again.
@@ -667,14 +648,7 @@ fn security_passwords_backup_and_factory_reset() {
     assert!(csv.contains("first boot with factory settings"), "{csv}");
     assert!(!csv.contains("factory reset requested"), "{csv}");
     // ... survives the factory reset and cannot be undone.
-    let csrf = ps.csrf("/settings");
-    let (code, body) = ps.curl(&[
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "-d",
-        "enabled=on",
-        &ps.url("/settings/wifi"),
-    ]);
+    let (code, body) = ps.submit("/settings", "/settings/wifi", &[("enabled", "on")]);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("permanently deactivated"), "{body}");
 }
@@ -711,13 +685,24 @@ fn security_tls13_site_switch() {
 }
 
 /// Reads `count` registers at `addr` of `unit` with tokio-modbus; `Err` is
-/// the Modbus exception code.
+/// the Modbus exception code. Waits up to 10 s for port 502.
 fn modbus_read(ip: &str, unit: u8, addr: u16, count: u16) -> Result<Vec<u16>, u8> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use tokio_modbus::prelude::*;
         let sock = format!("{ip}:502").parse().unwrap();
-        let mut ctx = tcp::connect_slave(sock, Slave(unit)).await.unwrap();
+        // 502 closes for a moment while the device restarts its services.
+        let mut tries = 0;
+        let mut ctx = loop {
+            match tcp::connect_slave(sock, Slave(unit)).await {
+                Ok(ctx) => break ctx,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{ip}:502 refuses connections: {e}"),
+            }
+        };
         ctx.read_holding_registers(addr, count)
             .await
             .unwrap()
@@ -792,12 +777,7 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
     );
 
     // A factory reset wipes the pairing: no wireless unit answers.
-    let csrf = ps.csrf("/maintenance");
-    let (code, _) = ps.curl(&[
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        &ps.url("/maintenance/factory-reset"),
-    ]);
+    let (code, _) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
     assert_eq!(code, 200);
     ps.site.wait_until(Duration::from_secs(30), || {
         modbus_read(&ps.ip, 255, 0x01F4, 5).ok() == Some(vec![0xFFFF; 5])
