@@ -508,9 +508,8 @@ impl PanelServer {
         let paired =
             |d: &Arc<FieldDevice>| settings.pairing.iter().any(|p| Some(p.rf_id) == d.rf_id);
         Arc::new(Gateway {
-            registers: OwnRegisters::new(&self.identity, &settings.pairing),
+            registers: OwnRegisters::new(&self.identity, &settings.firmware, &settings.pairing),
             rtc: ctx.rtc.clone(),
-            firmware: settings.firmware.clone(),
             events: ctx.clone(),
             router: gateway::Router {
                 line: fields.line.clone(),
@@ -537,18 +536,13 @@ impl PanelServer {
 struct Gateway {
     registers: OwnRegisters,
     rtc: RtcHandle,
-    firmware: String,
     events: DeviceContext,
     router: gateway::Router,
 }
 
 impl Gateway {
     fn live(&self) -> Live {
-        Live {
-            rtc: self.rtc.now(),
-            health: Health::Nominal,
-            firmware: self.firmware.clone(),
-        }
+        Live::new(self.rtc.now(), Health::Nominal)
     }
 
     fn own(&self, req: Request) -> Result<Response, Exception> {

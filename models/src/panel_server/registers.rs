@@ -65,12 +65,20 @@ pub struct OwnRegisters {
     fixed: BTreeMap<u16, u16>,
 }
 
-/// What changes between reads: clock, health, firmware.
+/// What changes between reads: the RTC (as DATETIME words) and health.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Live {
-    pub rtc: DateTime<Utc>,
+    pub datetime: [u16; 4],
     pub health: Health,
-    pub firmware: String,
+}
+
+impl Live {
+    pub fn new(rtc: DateTime<Utc>, health: Health) -> Self {
+        Self {
+            datetime: datetime_words(rtc),
+            health,
+        }
+    }
 }
 
 fn put(map: &mut BTreeMap<u16, u16>, addr: u16, words: &[u16]) {
@@ -80,8 +88,10 @@ fn put(map: &mut BTreeMap<u16, u16>, addr: u16, words: &[u16]) {
 }
 
 impl OwnRegisters {
-    pub fn new(id: &Identity, wireless: &[WirelessSlot]) -> Self {
+    /// The image of one boot: identity, installed firmware, paired devices.
+    pub fn new(id: &Identity, firmware: &str, wireless: &[WirelessSlot]) -> Self {
         let mut m = BTreeMap::new();
+        put(&mut m, FIRMWARE, &encode::ascii(firmware, 6));
         put(&mut m, 0x000A, &encode::ascii(&id.range, 16));
         put(&mut m, 0x001A, &encode::ascii(&id.family, 16));
         put(&mut m, 0x002A, &encode::ascii(&id.vendor_url, 17));
@@ -117,10 +127,7 @@ impl OwnRegisters {
 
     fn word(&self, addr: u16, live: &Live) -> Option<u16> {
         match addr {
-            DATETIME..=0x0076 => Some(datetime_words(live.rtc)[usize::from(addr - DATETIME)]),
-            FIRMWARE..=0x007D => {
-                Some(encode::ascii(&live.firmware, 6)[usize::from(addr - FIRMWARE)])
-            }
+            DATETIME..=0x0076 => Some(live.datetime[usize::from(addr - DATETIME)]),
             HEALTH => Some(live.health as u16),
             _ => self.fixed.get(&addr).copied(),
         }
@@ -209,16 +216,15 @@ mod tests {
     }
 
     fn live() -> Live {
-        Live {
-            rtc: Utc.with_ymd_and_hms(2026, 11, 22, 10, 30, 15).unwrap(),
-            health: Health::Nominal,
-            firmware: "002.002.000".into(),
-        }
+        Live::new(
+            Utc.with_ymd_and_hms(2026, 11, 22, 10, 30, 15).unwrap(),
+            Health::Nominal,
+        )
     }
 
     #[test]
     fn commercial_reference_reads_as_ascii() {
-        let r = OwnRegisters::new(&identity(), &[]);
+        let r = OwnRegisters::new(&identity(), "002.002.000", &[]);
         let words = r.read(COMMERCIAL_REFERENCE, 8, &live()).unwrap();
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
         assert_eq!(&bytes[..7], b"PAS600L");
@@ -227,7 +233,7 @@ mod tests {
 
     #[test]
     fn datetime_and_health() {
-        let r = OwnRegisters::new(&identity(), &[]);
+        let r = OwnRegisters::new(&identity(), "002.002.000", &[]);
         let w = r.read(DATETIME, 4, &live()).unwrap();
         assert_eq!(w, vec![26, (11 << 8) | 22, (10 << 8) | 30, 15_000]);
         assert_eq!(r.read(HEALTH, 1, &live()).unwrap(), vec![0]);
@@ -235,7 +241,7 @@ mod tests {
 
     #[test]
     fn unmapped_and_read_only_addresses() {
-        let r = OwnRegisters::new(&identity(), &[]);
+        let r = OwnRegisters::new(&identity(), "002.002.000", &[]);
         assert_eq!(
             r.read(0x0000, 1, &live()),
             Err(Exception::IllegalDataAddress)
@@ -265,7 +271,7 @@ mod tests {
             rf_id: 0x2A3B0001,
             unit: 100,
         }];
-        let r = OwnRegisters::new(&identity(), &slots);
+        let r = OwnRegisters::new(&identity(), "002.002.000", &slots);
         assert_eq!(
             r.read(WIRELESS_TABLE, 5, &live()).unwrap(),
             vec![0, 0, 0x2A3B, 0x0001, 100]
