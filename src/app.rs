@@ -187,11 +187,41 @@ async fn shutdown_signal() {
 }
 
 pub fn site_show(file: Option<&Path>) -> anyhow::Result<()> {
-    match file {
-        None => print!("{}", fieldtwin_emulator::site::DEFAULT_SITE_TOML),
-        Some(f) => print!("{}", Site::load(f)?.to_toml()),
-    }
+    let site = match file {
+        None => {
+            print!("{}", fieldtwin_emulator::site::DEFAULT_SITE_TOML);
+            Site::default_site()
+        }
+        Some(f) => {
+            let site = Site::load(f)?;
+            print!("{}", site.to_toml());
+            site
+        }
+    };
+    print!("{}", labels(&site));
     Ok(())
+}
+
+/// The product labels of the site's Panel Servers, as TOML comments: what
+/// the sticker shows, device code included (derived from the seed where
+/// the site file gives none).
+fn labels(site: &Site) -> String {
+    let lines: Vec<String> = site
+        .devices
+        .iter()
+        .filter(|d| d.model.is_panel_server())
+        .map(|d| {
+            let label = fieldtwin_models::panel_server::label::Label::of(site, d);
+            format!("#   {}: {}\n", d.id, label.text())
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n# Product labels (the QR code gives the device code, the Wi-Fi access point's default password):\n{}",
+        lines.concat()
+    )
 }
 
 pub fn site_check(file: &Path) -> anyhow::Result<()> {

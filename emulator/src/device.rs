@@ -133,6 +133,9 @@ pub enum FieldAction {
     Power { on: bool },
     /// In or out of radio contact with the Panel Server (wireless devices).
     Radio { in_contact: bool },
+    /// The contact wired to a digital input (`field` = `DI1`/`DI2`) closes
+    /// or opens, and/or gives `pulses` whole pulses.
+    DigitalInput { closed: Option<bool>, pulses: u32 },
 }
 
 /// A device's RTC, shared by its services; every change is saved to NV.
