@@ -52,10 +52,7 @@ fn uuid(node: &Node) -> String {
 }
 
 fn random_id() -> String {
-    format!(
-        "urn:uuid:{}",
-        &crate::panel_server::security::session::token()[..32]
-    )
+    format!("urn:uuid:{}", &crate::security::session::token()[..32])
 }
 
 /// What the device announces on an interface.
@@ -148,7 +145,7 @@ pub async fn start(
         .route("/{uuid}", post(metadata))
         .with_state(Arc::new(id));
     let t = token.clone();
-    let serve = super::serve(
+    let serve = crate::security::https::serve(
         node.ctx.clone(),
         listener,
         None,

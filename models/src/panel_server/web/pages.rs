@@ -1,16 +1,10 @@
 //! Server-rendered HTML of the webpages (plain forms, no JavaScript).
 //! Every form carries the session's CSRF token in a hidden `csrf` field.
 
-use crate::panel_server::node::{Node, SUPPORT_USER, WEB_USER};
-use crate::panel_server::security::audit::Entry;
-
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+use crate::panel_server::node::Node;
+use crate::panel_server::policy::{SUPPORT_USER, WEB_USER};
+use crate::security::audit::Entry;
+pub use crate::security::html::esc;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:0;background:#f4f6f4}header{background:#3dcd58;color:#fff;padding:8px 16px}nav a,nav button{margin-right:12px;color:#fff;background:none;border:none;font:inherit;cursor:pointer;text-decoration:underline}main{padding:16px;max-width:900px}section{background:#fff;padding:12px;margin-bottom:12px;border:1px solid #ccc}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.msg{padding:8px;background:#ffe;border:1px solid #cc9;margin-bottom:12px}label{display:block;margin:6px 0}";
 
