@@ -845,3 +845,63 @@ fn security_support_user_account() {
     }
     assert!(!csv.contains("Supp0rt-Access"), "no password in the log");
 }
+
+/// Issue 8 defect 5: a wrong current password on the Users page is a failed
+/// login: counted toward the lockout (the tenth locks the webpages, so even
+/// the right password is then refused at the login page) and audited.
+#[test]
+fn security_wrong_current_password_counts_toward_lockout() {
+    let ps = Ps::start(56);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    let change = |current: &str| {
+        ps.submit(
+            "/users",
+            "/users",
+            &[
+                ("current", current),
+                ("new", "New-Passw0rd"),
+                ("confirm", "New-Passw0rd"),
+            ],
+        )
+    };
+    for i in 1..10 {
+        let (code, body) = change(&format!("Guess-{i:04}"));
+        assert_eq!(code, 400, "{body}");
+        assert!(
+            body.contains(&format!("{} more failure(s) lock", 10 - i)),
+            "{body}"
+        );
+    }
+    let (code, body) = change("Guess-0010");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("locked for 10 minutes"), "{body}");
+    // Locked: even the right current password is refused now.
+    let (code, body) = change(&ps.password);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("Try again in"), "{body}");
+    let csv = ps.audit_csv();
+    assert!(
+        csv.contains("users page: the administrator's current password is wrong (9 consecutive)"),
+        "{csv}"
+    );
+    assert!(csv.contains("lockout"), "{csv}");
+    assert!(!csv.contains("Guess-"), "no password in the log");
+    // A new browser cannot log in either until the lock ends.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    let jar = other.path().to_str().unwrap();
+    let (code, body) = curl(&[
+        "-sk",
+        "-c",
+        jar,
+        "-w",
+        "\n%{http_code}",
+        "--data-urlencode",
+        "username=SecurityAdmin",
+        "--data-urlencode",
+        &format!("password={}", ps.password),
+        &ps.url("/login"),
+    ]);
+    assert_eq!(code, 403, "{body}");
+    ps.advance(601);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+}

@@ -8,6 +8,9 @@
 //!   does not tell whether the user exists. A success resets the lockout and
 //!   opens a session; a failure counts toward the lockout and is audited.
 //! - The lockout state is written to NV memory at every change.
+//! - A wrong current password given to confirm an operation (a password
+//!   change) is a failed login: [`reauthenticate`] refuses it while locked,
+//!   counts it toward the lockout and audits it.
 
 use super::Surface;
 use super::accounts::{self, Accounts};
@@ -30,19 +33,11 @@ pub enum Outcome {
 /// Checks a login made through `via` ("webpages", "api").
 pub async fn login(sec: &Surface, user: &str, pw: &str, via: &str) -> Outcome {
     let _guard = sec.auth.lock().await;
-    let now = sec.now();
     let nv = &sec.ctx.nv;
     let names = sec.config.accounts;
     let mut lock: Lockout = nv.get(LOCKOUT_KEY).ok().flatten().unwrap_or_default();
-    if let Some(rem) = lock.locked(now) {
-        let min = (rem.num_seconds() + 59) / 60;
-        sec.audit(
-            Kind::LoginRefusedLocked,
-            format!("{via}: attempt refused while locked"),
-        );
-        return Outcome::Locked(format!(
-            "The webpages are locked after too many failed logins. Try again in {min} minute(s)."
-        ));
+    if let Some(refused) = refuse_if_locked(sec, &lock, via) {
+        return refused;
     }
     let stored: Option<Accounts> = accounts::load(nv);
     let pw_len = pw.len();
@@ -73,26 +68,42 @@ pub async fn login(sec: &Surface, user: &str, pw: &str, via: &str) -> Outcome {
         sec.audit(Kind::LoginSucceeded, format!("{via}: {who} logged in"));
         return Outcome::Ok(sec.open_session());
     }
-    let outcome = lock.fail(&sec.config.lockout, now);
-    let _ = nv.put(LOCKOUT_KEY, &lock);
+    count_failure(sec, &mut lock, via, "wrong user name or password")
+}
+
+/// The refusal of an attempt while locked (audited), if locked.
+fn refuse_if_locked(sec: &Surface, lock: &Lockout, via: &str) -> Option<Outcome> {
+    let rem = lock.locked(sec.now())?;
+    let min = (rem.num_seconds() + 59) / 60;
+    sec.audit(
+        Kind::LoginRefusedLocked,
+        format!("{via}: attempt refused while locked"),
+    );
+    Some(Outcome::Locked(format!(
+        "The webpages are locked after too many failed logins. Try again in {min} minute(s)."
+    )))
+}
+
+/// Counts a failed authentication (`what` went wrong) and audits it.
+fn count_failure(sec: &Surface, lock: &mut Lockout, via: &str, what: &str) -> Outcome {
+    let outcome = lock.fail(&sec.config.lockout, sec.now());
+    let _ = sec.ctx.nv.put(LOCKOUT_KEY, &*lock);
+    let cap = {
+        let mut c = what.chars();
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
     match outcome {
         Failure::Counted { left } => {
             sec.audit(
                 Kind::LoginFailed,
-                format!(
-                    "{via}: wrong user name or password ({} consecutive)",
-                    lock.failures
-                ),
+                format!("{via}: {what} ({} consecutive)", lock.failures),
             );
-            Outcome::Wrong(format!(
-                "Wrong user name or password. {left} more failure(s) lock the webpages."
-            ))
+            Outcome::Wrong(format!("{cap}. {left} more failure(s) lock the webpages."))
         }
         Failure::LockedNow { minutes } => {
-            sec.audit(
-                Kind::LoginFailed,
-                format!("{via}: wrong user name or password"),
-            );
+            sec.audit(Kind::LoginFailed, format!("{via}: {what}"));
             sec.audit(
                 Kind::Lockout,
                 format!(
@@ -101,8 +112,43 @@ pub async fn login(sec: &Surface, user: &str, pw: &str, via: &str) -> Outcome {
                 ),
             );
             Outcome::Locked(format!(
-                "Wrong user name or password. Too many failed logins: the webpages are locked for {minutes} minutes."
+                "{cap}. Too many failed logins: the webpages are locked for {minutes} minutes."
             ))
         }
     }
+}
+
+/// Checks the administrator's current password given to confirm an
+/// operation of a logged-in session, under the lockout: `Ok(())` when it is
+/// right (the failure count is reset), otherwise the refusal, counted and
+/// audited like a failed login. The caller holds `sec.auth`.
+pub async fn reauthenticate(sec: &Surface, current: &str, via: &str) -> Result<(), Outcome> {
+    let nv = &sec.ctx.nv;
+    let mut lock: Lockout = nv.get(LOCKOUT_KEY).ok().flatten().unwrap_or_default();
+    if let Some(refused) = refuse_if_locked(sec, &lock, via) {
+        return Err(refused);
+    }
+    let ok = match accounts::load(nv) {
+        Some(a) => {
+            let (hash, pw) = (a.admin, current.to_string());
+            tokio::task::spawn_blocking(move || hash.verify(&pw))
+                .await
+                .unwrap_or(false)
+                && !current.is_empty()
+        }
+        None => false,
+    };
+    if ok {
+        if lock != Lockout::default() {
+            lock.succeed();
+            let _ = nv.put(LOCKOUT_KEY, &lock);
+        }
+        return Ok(());
+    }
+    Err(count_failure(
+        sec,
+        &mut lock,
+        via,
+        "the administrator's current password is wrong",
+    ))
 }

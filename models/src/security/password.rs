@@ -66,8 +66,8 @@ pub enum Class {
 impl Class {
     fn name(self) -> &'static str {
         match self {
-            Class::Upper => "uppercase letter",
-            Class::Lower => "lowercase letter",
+            Class::Upper => "ASCII uppercase letter (A-Z)",
+            Class::Lower => "ASCII lowercase letter (a-z)",
             Class::Digit => "digit",
             Class::Special => "special character",
         }
@@ -119,11 +119,11 @@ pub enum RuleError {
     #[error("the password must have between {min} and {max} characters (it has {got})")]
     Length { min: usize, max: usize, got: usize },
     #[error(
-        "the password may contain only letters, digits, space and the special characters {SPECIALS}"
+        "the password may contain only ASCII letters (A-Z, a-z), digits (0-9), space and the special characters {SPECIALS}"
     )]
     Character,
     #[error(
-        "the password must contain at least three of: uppercase, lowercase, digits, special characters"
+        "the password must contain at least three of: ASCII uppercase letters (A-Z), ASCII lowercase letters (a-z), digits (0-9), special characters"
     )]
     ThreeClasses,
     #[error("the password must contain at least one {0}")]
@@ -247,6 +247,21 @@ mod tests {
         );
         assert_eq!(check(&kind::BACKUP, "abcD!x"), Ok(()));
         assert!(RuleError::ThreeClasses.to_string().contains("three"));
+        // Issue 8 defect 9: the rules say ASCII where they mean ASCII.
+        assert!(
+            RuleError::Character
+                .to_string()
+                .contains("only ASCII letters")
+        );
+        assert!(
+            RuleError::ThreeClasses
+                .to_string()
+                .contains("ASCII uppercase")
+        );
+        assert_eq!(
+            check(&kind::BACKUP, "abcdef!1").unwrap_err().to_string(),
+            "the password must contain at least one ASCII uppercase letter (A-Z)"
+        );
     }
 
     proptest! {

@@ -173,7 +173,7 @@ pub fn users(csrf: &str, msg: Option<&str>, support_enabled: bool) -> String {
         "disabled"
     };
     let body = format!(
-        r##"<section><h2>Change password of {WEB_USER}</h2><p>8 to 50 characters with at least three of: uppercase, lowercase, digits, special characters (space and !"#$%&amp;'()*+,-./:;&lt;=&gt;?@[\]^_`{{|}}~).</p><form method="post" action="/users">{h}
+        r##"<section><h2>Change password of {WEB_USER}</h2><p>8 to 50 characters: ASCII letters, digits and special characters, with at least three of: uppercase letters (A-Z), lowercase letters (a-z), digits (0-9), special characters (space and !"#$%&amp;'()*+,-./:;&lt;=&gt;?@[\]^_`{{|}}~).</p><form method="post" action="/users">{h}
 <label>Current password <input type="password" name="current" autocomplete="current-password"></label>
 <label>New password <input type="password" name="new" autocomplete="new-password"></label>
 <label>Confirm new password <input type="password" name="confirm" autocomplete="new-password"></label>
@@ -222,7 +222,7 @@ pub fn logs(csrf: &str, entries: &[Entry]) -> String {
 pub fn backup(csrf: &str, msg: Option<&str>) -> String {
     let h = hidden(csrf);
     let body = format!(
-        r#"<section><h2>Download a backup</h2><p>The file is encrypted (AES-256-GCM) with this password: 6 to 32 characters with at least one uppercase, one lowercase and one special character.</p><form method="post" action="/backup/download">{h}<label>Backup password <input type="password" name="password" autocomplete="new-password"></label><button type="submit">Download</button></form></section>
+        r#"<section><h2>Download a backup</h2><p>The file is encrypted (AES-256-GCM) with this password: 6 to 32 characters (ASCII letters, digits and special characters) with at least one uppercase letter (A-Z), one lowercase letter (a-z) and one special character.</p><form method="post" action="/backup/download">{h}<label>Backup password <input type="password" name="password" autocomplete="new-password"></label><button type="submit">Download</button></form></section>
 <section><h2>Restore</h2><form method="post" action="/backup/restore" enctype="multipart/form-data">{h}<label>Backup file <input type="file" name="file"></label><label>Backup password <input type="password" name="password"></label><button type="submit">Restore</button></form></section>"#
     );
     layout("Backup", Some(csrf), msg, &body)

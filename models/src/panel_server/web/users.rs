@@ -68,16 +68,28 @@ pub(super) async fn change_password(
     if !disable && let Err(e) = password::check(&node.config.rules.user, &f.new) {
         return bad(format!("Not changed: {e}."));
     }
-    let (cur, new, it) = (f.current.clone(), f.new.clone(), node.config.iterations);
-    let admin = acc.admin.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        admin
-            .verify(&cur)
-            .then(|| (!disable).then(|| Hashed::new(&new, it)))
-    })
-    .await;
-    let Ok(Some(hash)) = res else {
-        return bad("Not changed: the administrator's current password is wrong.".into());
+    if let Err(refused) =
+        crate::security::login::reauthenticate(&node, &f.current, "users page").await
+    {
+        let (code, m) = match refused {
+            Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
+            Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
+        };
+        return (
+            code,
+            Html(users_html(
+                &node,
+                &a.csrf,
+                Some(&format!("Not changed: {m}")),
+            )),
+        )
+            .into_response();
+    }
+    let (new, it) = (f.new.clone(), node.config.iterations);
+    let Ok(hash) =
+        tokio::task::spawn_blocking(move || (!disable).then(|| Hashed::new(&new, it))).await
+    else {
+        return bad("Not changed: the new password could not be stored.".into());
     };
     let (accounts, what) = match (support, hash) {
         (false, Some(h)) => (
