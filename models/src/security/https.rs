@@ -8,6 +8,8 @@
 //!   a reboot closes it. A TLS handshake has 10 s, request headers 30 s.
 //! - [`security_headers`] adds `Cache-Control: no-store`, `X-Frame-Options:
 //!   DENY`, `X-Content-Type-Options: nosniff` and HSTS to every answer.
+//! - Hyper adds no `Date` header: the model sets it from the device's RTC
+//!   ([`http_date`]).
 //! - The session cookie is `session=<token>; Path=/; Secure; HttpOnly;
 //!   SameSite=Strict`.
 
@@ -47,9 +49,12 @@ pub async fn serve(
             let conn = async move {
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 // A client that never finishes its request headers is dropped.
+                // The Date header comes from the device's RTC (the
+                // application sets it), never from the host clock.
                 builder
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT);
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .auto_date_header(false);
                 match tls {
                     Some(acc) => {
                         let Ok(Ok(s)) =
@@ -87,6 +92,12 @@ pub async fn security_headers(mut r: Response) -> Response {
         HeaderValue::from_static("max-age=31536000"),
     );
     r
+}
+
+/// An HTTP `Date` value (IMF-fixdate) of `t`.
+pub fn http_date(t: chrono::DateTime<chrono::Utc>) -> HeaderValue {
+    HeaderValue::from_str(&t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .expect("a formatted date is a valid header")
 }
 
 /// The session token of the request's cookie.

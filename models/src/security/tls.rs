@@ -3,7 +3,8 @@
 //!
 //! Contract:
 //! - [`make`] builds a self-signed certificate for a [`CertificateSpec`]
-//!   (subject and the addresses/names of its SAN); [`load_or_make`] keeps it
+//!   (subject, the addresses/names of its SAN, validity from the device's
+//!   RTC); [`load_or_make`] keeps it
 //!   in NV memory under [`KEY`] so it survives reboots and changes only with
 //!   a factory reset or an explicit [`remake`] (a new address, for instance).
 //! - [`acceptor`] offers exactly the model's [`Versions`], never below 1.2,
@@ -40,6 +41,10 @@ pub struct CertificateSpec {
     pub organization: String,
     /// Subject alternative names: IP addresses and DNS names.
     pub names: Vec<String>,
+    /// Start of validity (the device's RTC when the certificate is made).
+    pub not_before: chrono::DateTime<chrono::Utc>,
+    /// Length of validity.
+    pub validity: chrono::Duration,
 }
 
 /// A certificate and its private key, DER.
@@ -69,6 +74,12 @@ pub fn make(spec: &CertificateSpec) -> Result<Material, BootError> {
     params
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, spec.organization.clone());
+    let at = |t: chrono::DateTime<chrono::Utc>| {
+        time::OffsetDateTime::from_unix_timestamp(t.timestamp())
+            .map_err(|e| BootError::Other(format!("certificate validity {t}: {e}")))
+    };
+    params.not_before = at(spec.not_before)?;
+    params.not_after = at(spec.not_before + spec.validity)?;
     let key = rcgen::KeyPair::generate().map_err(boot_err)?;
     let cert = params.self_signed(&key).map_err(boot_err)?;
     Ok(Material {

@@ -125,6 +125,10 @@ pub async fn start(node: &Arc<Node>) -> Result<(), BootError> {
     Ok(())
 }
 
+/// Validity of the device certificate from its creation ([NF]: ten years,
+/// like the self-signed certificates of comparable gateways).
+pub const CERTIFICATE_VALIDITY: chrono::Duration = chrono::Duration::days(3652);
+
 /// The device certificate: made at first boot for the interfaces'
 /// addresses and the device id, kept in NV memory until a factory reset.
 fn certificate(node: &Node) -> Result<tls::Material, BootError> {
@@ -146,12 +150,35 @@ pub fn certificate_spec(node: &Node) -> tls::CertificateSpec {
             "{} {}",
             node.ps.identity.commercial_reference, node.ps.identity.serial
         ),
-        organization: "Schneider Electric (fieldtwin)".into(),
+        organization: "Schneider Electric".into(),
         names,
+        not_before: node.ctx.rtc.now(),
+        validity: CERTIFICATE_VALIDITY,
     }
 }
 
 type St = State<Arc<Node>>;
+
+/// The `Date` header from the device's RTC (not the host clock).
+async fn device_date(State(node): St, mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::DATE, https::http_date(node.ctx.rtc.now()));
+    r
+}
+
+/// A method a route does not have: without a session, the same answer as
+/// any protected page (the login redirect, or 401 on the API); with one,
+/// 405.
+async fn method_not_allowed(State(node): St, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    if uri.path().starts_with("/api/") {
+        if let Err(r) = api_auth(&node, &headers) {
+            return *r;
+        }
+    } else if let Err(r) = auth(&node, &headers) {
+        return *r;
+    }
+    StatusCode::METHOD_NOT_ALLOWED.into_response()
+}
 
 fn router(node: Arc<Node>) -> Router {
     Router::new()
@@ -187,7 +214,12 @@ fn router(node: Arc<Node>) -> Router {
         .route("/api/reboot", post(api_reboot))
         .route("/api/factory-reset", post(api_factory_reset))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(https::security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            node.clone(),
+            device_date,
+        ))
         .with_state(node)
 }
 
