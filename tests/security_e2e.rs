@@ -904,6 +904,27 @@ fn security_wrong_current_password_counts_toward_lockout() {
     assert_eq!(code, 403, "{body}");
     ps.advance(601);
     assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+
+    // Defect 9: pairing while the radio is permanently off says so.
+    let (code, body) = ps.submit(
+        "/settings",
+        "/settings/wireless-permanent-off",
+        &[("confirm", "on")],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = ps.submit(
+        "/settings",
+        "/settings/wireless/add",
+        &[(
+            "install_code",
+            &format!("000000002A3B0001{}", "A1".repeat(10)),
+        )],
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("IEEE 802.15.4 radio of this device is permanently deactivated"),
+        "{body}"
+    );
 }
 
 /// Issue 8 defect 7: nothing a client can fetch from a device names the

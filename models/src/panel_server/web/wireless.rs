@@ -36,6 +36,21 @@ pub(super) async fn add_wireless(
     Form(f): Form<AddWirelessForm>,
 ) -> Response {
     let a = post_auth!(node, headers, &f.csrf);
+    if node.wireless_permanently_off() {
+        node.audit(
+            Kind::ConfigurationChanged,
+            "wireless device not added: IEEE 802.15.4 is permanently deactivated",
+        );
+        return (
+            StatusCode::BAD_REQUEST,
+            Html(pages::settings(
+                &node,
+                &a.csrf,
+                Some("Not added: the IEEE 802.15.4 radio of this device is permanently deactivated, so no wireless device can be paired (not even after a factory reset)."),
+            )),
+        )
+            .into_response();
+    }
     let found = install_code_rf_id(&f.install_code).and_then(|rf_id| {
         node.ps
             .wireless_in_range()
