@@ -469,6 +469,19 @@ fn security_firmware_update() {
             .any(|l| l.starts_with("2031-02-03T04:0") && l.contains(",login failed,")),
         "{csv}"
     );
+    // Issue 8 defect 3: a factory reset (the Restart button) keeps the
+    // installed firmware; no silent revert to the site's version.
+    let v = ps.site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"restart_button","device":"ps1","hold_s":11}"#,
+    );
+    assert_eq!(v["power"], "on", "{v}");
+    assert!(
+        ps.login("SecurityAdmin", &ps.password)
+            .1
+            .contains("002.003.000"),
+        "firmware reverted by the factory reset"
+    );
 }
 
 #[test]
@@ -607,7 +620,8 @@ fn security_passwords_backup_and_factory_reset() {
     ps.site.wait_until(Duration::from_secs(30), || {
         ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
     });
-    // Factory reset (page): new certificate, default password back, log wiped.
+    // Factory reset asked on the page (issue 8 defect 3): nothing erased,
+    // audited, the device reboots. Then the Restart button erases it.
     let fingerprint = || {
         let out = Command::new("sh")
             .args(["-c", &format!("echo | openssl s_client -connect {}:443 2>/dev/null | openssl x509 -noout -fingerprint -sha256", ps.ip)])
@@ -617,16 +631,29 @@ fn security_passwords_backup_and_factory_reset() {
     };
     let before = fingerprint();
     assert!(before.contains("Fingerprint"), "{before}");
-    let (code, _) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
+    let (code, body) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
     assert_eq!(code, 200);
+    assert!(body.contains("Nothing was erased"), "{body}");
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("SecurityAdmin", &ps.password).0 == 200 && ps.get("/logs").0 == 200
+        ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/logs").0 == 200
     });
+    assert_eq!(fingerprint(), before, "a remote request must not erase");
+    let csv = ps.audit_csv();
+    assert!(csv.contains("password changed"), "{csv}");
+    assert!(
+        csv.contains("factory reset requested remotely (webpages): refused"),
+        "{csv}"
+    );
+    let v = ps.site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"restart_button","device":"ps1","hold_s":12}"#,
+    );
+    assert_eq!(v["power"], "on", "{v}");
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
     assert_ne!(fingerprint(), before, "certificate not regenerated");
     let csv = ps.audit_csv();
     assert!(!csv.contains("password changed"), "{csv}");
-    assert!(csv.contains("factory reset"), "{csv}");
     // Permanent wireless deactivation...
     let (code, body) = ps.submit(
         "/settings",
@@ -776,9 +803,13 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
         "{csv}"
     );
 
-    // A factory reset wipes the pairing: no wireless unit answers.
-    let (code, _) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
-    assert_eq!(code, 200);
+    // A factory reset (the Restart button) wipes the pairing: no wireless
+    // unit answers.
+    let v = ps.site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"restart_button","device":"ps1","hold_s":10}"#,
+    );
+    assert_eq!(v["power"], "on", "{v}");
     ps.site.wait_until(Duration::from_secs(30), || {
         modbus_read(&ps.ip, 255, 0x01F4, 5).ok() == Some(vec![0xFFFF; 5])
     });

@@ -388,7 +388,13 @@ impl Device for PanelServer {
     }
 
     fn survives_factory_reset(&self) -> &'static [&'static str] {
-        &[node::WIRELESS_OFF_KEY, node::COMMISSIONED_KEY]
+        // The installed firmware stays: a factory reset erases settings and
+        // data, not the firmware (no silent revert to the site's version).
+        &[
+            node::WIRELESS_OFF_KEY,
+            node::COMMISSIONED_KEY,
+            crate::security::firmware::IMAGE_KEY,
+        ]
     }
 
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {

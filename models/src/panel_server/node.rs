@@ -252,8 +252,19 @@ pub fn run(
     ctx: DeviceContext,
 ) -> futures::future::BoxFuture<'static, Result<(), BootError>> {
     async move {
-        let image = verify_stored(&ctx)?;
         let first = ctx.nv.get::<Settings>(SETTINGS_KEY)?.is_none();
+        let after_reset = first && ctx.nv.get::<bool>(COMMISSIONED_KEY)?.is_some();
+        // A stored image that fails its check fails the boot, except at the
+        // first boot after a factory reset: then the boot loader falls back
+        // to the factory firmware (the recovery of docs/panel-server.md).
+        let (image, recovered) = match verify_stored(&ctx) {
+            Ok(image) => (image, None),
+            Err(e) if after_reset => {
+                ctx.nv.remove(security::firmware::IMAGE_KEY)?;
+                (None, Some(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
         let mut settings = match ctx.nv.get::<Settings>(SETTINGS_KEY)? {
             Some(s) => s,
             None => {
@@ -295,6 +306,12 @@ pub fn run(
             (true, None) => "first boot with factory settings".into(),
             (false, None) => "power on (after power loss or power cycle)".into(),
         };
+        if let Some(e) = recovered {
+            node.audit(
+                Kind::FirmwareUpdateFailed,
+                format!("{e}; factory firmware restored by the factory reset"),
+            );
+        }
         node.audit(
             Kind::Boot,
             format!("{why}; firmware {}", node.settings().firmware),
@@ -393,6 +410,20 @@ mod tests {
         assert!(
             log.iter()
                 .any(|e| e.kind == Kind::Boot && e.detail.contains("002.004.000"))
+        );
+        // Recovery: a factory reset (the Restart button) falls back to the
+        // factory firmware and boots.
+        assert_eq!(rt.factory_reset("ps1").await.unwrap(), Power::On);
+        assert_eq!(
+            nv.get::<Settings>(SETTINGS_KEY).unwrap().unwrap().firmware,
+            super::super::DEFAULT_FIRMWARE
+        );
+        assert!(nv.get_raw(security::firmware::IMAGE_KEY).unwrap().is_none());
+        let log = security::audit::read(&nv).unwrap();
+        assert!(
+            log.iter()
+                .any(|e| e.detail.contains("factory firmware restored")),
+            "{log:?}"
         );
         rt.power_off("ps1").await.unwrap();
     }

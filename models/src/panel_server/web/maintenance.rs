@@ -1,4 +1,9 @@
 //! Maintenance page and `/api/reboot`, `/api/factory-reset`.
+//!
+//! Contract (DOCA0211: erasing the device needs physical access): a factory
+//! reset asked for remotely (page or API) erases nothing; it is audited and
+//! the device reboots. Only the Restart button held at least 10 s (the
+//! `restart_button` command) erases it.
 
 use super::*;
 
@@ -28,22 +33,29 @@ pub(super) async fn factory_reset(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let _a = post_auth!(node, headers, &f.csrf);
-    do_factory_reset(&node, "webpages");
+    remote_factory_reset(&node, "webpages");
     Html(pages::message(
-        "Factory reset",
-        "Configuration, accounts, logs and certificate are being erased; the Panel Server restarts with factory settings.",
+        "Factory reset needs physical access",
+        REMOTE_RESET_ANSWER,
     ))
     .into_response()
 }
 
-pub(super) fn do_factory_reset(node: &Arc<Node>, via: &str) {
+/// What a remote factory-reset request answers.
+pub(super) const REMOTE_RESET_ANSWER: &str = "Nothing was erased: a factory reset needs physical access (hold the Restart button of the Panel Server for at least 10 seconds). The Panel Server is rebooting; log in again in a few seconds.";
+
+/// A factory reset asked for remotely: audited, nothing erased, reboot.
+pub(super) fn remote_factory_reset(node: &Arc<Node>, via: &str) {
     node.audit(
-        Kind::FactoryReset,
-        format!("factory reset requested ({via})"),
+        Kind::Reboot,
+        format!(
+            "factory reset requested remotely ({via}): refused, it needs the Restart button; rebooting without erasing"
+        ),
     );
-    node.ctx
-        .emit("factory_reset", format!("factory reset requested ({via})"));
-    node.restart(&format!("factory reset ({via})"), true);
+    node.restart(
+        &format!("reboot after a remote factory-reset request ({via})"),
+        false,
+    );
 }
 
 pub(super) async fn api_reboot(State(node): St, headers: HeaderMap) -> Response {
@@ -55,6 +67,11 @@ pub(super) async fn api_reboot(State(node): St, headers: HeaderMap) -> Response 
 
 pub(super) async fn api_factory_reset(State(node): St, headers: HeaderMap) -> Response {
     api!(node, headers);
-    do_factory_reset(&node, "api");
-    Json(serde_json::json!({ "factory_reset": true })).into_response()
+    remote_factory_reset(&node, "api");
+    Json(serde_json::json!({
+        "factory_reset": false,
+        "rebooting": true,
+        "message": REMOTE_RESET_ANSWER,
+    }))
+    .into_response()
 }

@@ -232,7 +232,7 @@ pub fn maintenance(csrf: &str) -> String {
     let h = hidden(csrf);
     let body = format!(
         r#"<section><h2>Reboot</h2><form method="post" action="/maintenance/reboot">{h}<button type="submit">Reboot</button></form></section>
-<section><h2>Factory reset</h2><p>Erases configuration, accounts, logs, data log and wireless pairing, and makes a new certificate.</p><form method="post" action="/maintenance/factory-reset">{h}<button type="submit">Factory reset</button></form></section>"#
+<section><h2>Factory reset</h2><p>A factory reset needs physical access: hold the Restart button of the Panel Server for at least 10 seconds. It erases configuration, accounts, logs, Wi-Fi passwords and wireless pairing, makes a new certificate and keeps the installed firmware. From this page the Panel Server only reboots.</p><form method="post" action="/maintenance/factory-reset">{h}<button type="submit">Factory reset</button></form></section>"#
     );
     layout("Maintenance", Some(csrf), None, &body)
 }
