@@ -6,6 +6,8 @@
 //!   services) -> running -> power off (every task the device spawned through
 //!   its [`DeviceContext`] is cancelled and awaited, so its ports close and its
 //!   volatile state is gone; NV memory and the RTC stay) -> power on again.
+//!   Tasks spawned with [`DeviceContext::spawn_orderly`] see the power loss
+//!   and finish (a last message, a last save) before the interfaces go down.
 //!   A reboot is off then on; a factory reset wipes the NV namespace (except
 //!   [`Device::survives_factory_reset`]) and boots again.
 //! - Every transition is published as an [`Event`].
@@ -209,6 +211,17 @@ impl DeviceContext {
                 _ = fut => {}
             }
         });
+    }
+
+    /// Spawns a task that watches [`DeviceContext::power_lost`] itself
+    /// instead of being dropped when power goes: a power-off waits for it
+    /// with the network still up, so it can say goodbye (a WS-Discovery
+    /// Bye, a last NV write). It must end promptly once the token fires.
+    pub fn spawn_orderly<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(fut);
     }
 
     /// A token cancelled when the device loses power.
@@ -605,15 +618,30 @@ impl Runtime {
                 .iter()
                 .map(|(name, s)| (name.clone(), s.ipv4().to_string()))
                 .collect(),
-            services: slot
-                .services
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            services: self.services_now(slot),
             rtc: Some(slot.rtc.now()),
             credentials: slot.device.credentials(),
             failure,
         })
+    }
+
+    /// The open services, each with its interface's address now (a DHCP
+    /// interface opens its ports before it has a lease).
+    fn services_now(&self, slot: &Slot) -> Vec<ServiceInfo> {
+        let mut services = slot
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for s in &mut services {
+            if let (Some(stack), Ok(addr)) = (
+                slot.interfaces.get(&s.interface),
+                s.address.parse::<SocketAddr>(),
+            ) {
+                s.address = SocketAddr::from((stack.ipv4(), addr.port())).to_string();
+            }
+        }
+        services
     }
 
     pub fn statuses(&self) -> Vec<DeviceStatus> {

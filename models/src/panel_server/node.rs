@@ -173,7 +173,7 @@ impl Node {
     async fn start_dpws(self: &Arc<Self>) -> Result<(), BootError> {
         let mut slot = self.dpws.lock().await;
         if let Some(g) = slot.take() {
-            web::dpws::bye(self).await;
+            // Each interface's discovery task says Bye as it stops.
             g.stop().await;
         }
         let s = self.settings();
@@ -196,8 +196,8 @@ impl Node {
         let reason = reason.to_string();
         self.ctx.spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
+            // DPWS first: its Bye leaves while the network is up.
             if let Some(g) = me.dpws.lock().await.take() {
-                web::dpws::bye(&me).await;
                 g.stop().await;
             }
             me.generation.cancel();
