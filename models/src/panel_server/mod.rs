@@ -21,15 +21,16 @@
 //! - At most 128 Modbus TCP clients at once.
 //! - The security surface (HTTPS webpages and /api on 443, login lockout,
 //!   audit log, signed firmware verified at every boot, backup, factory
-//!   reset, DPWS) lives in [`node`], [`web`] and [`security`]
+//!   reset) is the shared [`crate::security`] configured by [`policy`]; the
+//!   Panel Server's pages and DPWS live in [`node`] and [`web`]
 //!   (docs/panel-server.md).
 
 pub mod gateway;
 pub mod inputs;
 pub mod label;
 pub mod node;
+pub mod policy;
 pub mod registers;
-pub mod security;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -150,10 +151,9 @@ pub struct PanelServer {
     current: std::sync::Mutex<std::sync::Weak<node::Node>>,
     /// Initial web password (printed at start; changed on the Users page).
     default_password: String,
-    /// PBKDF2 iterations for stored passwords.
-    iterations: u32,
-    /// Offer TLS 1.3 as well as 1.2.
-    tls13: bool,
+    /// The shared security surface's rules for this device (PBKDF2
+    /// iterations and TLS 1.3 from the site file).
+    security: crate::security::Config,
 }
 
 /// The field devices behind a Panel Server, created at first boot.
@@ -282,10 +282,11 @@ impl PanelServer {
                 .map(|_| Arc::new(inputs::Bank::new(&cfg.digital_input))),
             fields: OnceLock::new(),
             current: Default::default(),
-            iterations: cfg
-                .pbkdf2_iterations
-                .unwrap_or(security::password::DEFAULT_ITERATIONS),
-            tls13: cfg.tls13,
+            security: policy::config(
+                cfg.pbkdf2_iterations
+                    .unwrap_or(crate::security::password::DEFAULT_ITERATIONS),
+                cfg.tls13,
+            ),
         }
     }
 
@@ -438,7 +439,7 @@ impl Device for PanelServer {
             },
             Credential {
                 service: "https".into(),
-                user: node::WEB_USER.into(),
+                user: policy::WEB_USER.into(),
                 password: format!(
                     "{} (until changed on the Users page)",
                     self.default_password
@@ -461,7 +462,13 @@ impl Device for PanelServer {
     }
 
     fn survives_factory_reset(&self) -> &'static [&'static str] {
-        &[node::WIRELESS_OFF_KEY, node::COMMISSIONED_KEY]
+        // The installed firmware stays: a factory reset erases settings and
+        // data, not the firmware (no silent revert to the site's version).
+        &[
+            node::WIRELESS_OFF_KEY,
+            node::COMMISSIONED_KEY,
+            crate::security::firmware::IMAGE_KEY,
+        ]
     }
 
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {

@@ -61,10 +61,7 @@ fn uuid(node: &Node) -> String {
 }
 
 fn random_id() -> String {
-    format!(
-        "urn:uuid:{}",
-        &crate::panel_server::security::session::token()[..32]
-    )
+    format!("urn:uuid:{}", &crate::security::session::token()[..32])
 }
 
 /// What the device announces on an interface.
@@ -127,7 +124,7 @@ pub async fn start(
         .route("/{uuid}", post(metadata))
         .with_state(current);
     let t = token.clone();
-    let serve = super::serve(
+    let serve = crate::security::https::serve(
         node.ctx.clone(),
         listener,
         None,
