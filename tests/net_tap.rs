@@ -425,8 +425,8 @@ fn ws_discovery_announcements(pcap: &std::path::Path, from: &str) -> Vec<(String
 /// Issue 8 defect 6 in the TAP lab: a Panel Server with `dhcp = true`
 /// announces itself (Hello) with its leased address once dnsmasq leases
 /// one, a multicast Probe finds it at that address (XAddrs, presentation
-/// URL, service list), and it says Bye on the wire when DPWS is switched
-/// off on its API and when it is powered off. Site octet 74.
+/// URL, service list, certificate SAN), and it says Bye on the wire when
+/// DPWS is switched off on its API and when it is powered off. Site octet 74.
 #[test]
 fn dpws_hello_after_a_dhcp_lease_and_bye_when_switched_off_or_powered_off() {
     if !root() {
@@ -502,6 +502,22 @@ fn dpws_hello_after_a_dhcp_lease_and_bye_when_switched_off_or_powered_off() {
         "{t}"
     );
     assert!(!t.contains("0.0.0.0"), "{t}");
+    // The HTTPS certificate names the leased address.
+    let mut cert = String::new();
+    site.wait_until(Duration::from_secs(10), || {
+        let out = ns.run(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "echo | openssl s_client -connect {ip}:443 2>/dev/null | openssl x509 -noout -text"
+                ),
+            ],
+        );
+        cert = text(&out);
+        cert.contains(&format!("IP Address:{ip}"))
+    });
+    assert!(!cert.contains("IP Address:0.0.0.0"), "{cert}");
 
     // DPWS off through the device's own API (curl in the namespace).
     let password = status["credentials"]
