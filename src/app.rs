@@ -112,6 +112,11 @@ pub fn build_runtime(
             seed,
         })
         .with_context(|| format!("adding device {}", dev.id))?;
+        let segments = fieldtwin_models::interfaces(dev)
+            .into_iter()
+            .map(|(name, _, segment)| (name, segment))
+            .collect();
+        rt.set_segments(&dev.id, segments)?;
     }
     if let Some(net) = net {
         rt.set_network(net.clone());
