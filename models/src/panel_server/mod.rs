@@ -37,10 +37,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{
-    BootError, Credential, Device, DeviceContext, FieldAction, RtcHandle,
+    BootError, Credential, Details, Device, DeviceContext, FieldAction, FieldDeviceInfo, RtcHandle,
 };
 use fieldtwin_emulator::site::{DeviceConfig, FirmwareEdition, Model, Site, Topology, parse_rf_id};
+use fieldtwin_emulator::storage::Nv;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -146,6 +148,8 @@ pub struct PanelServer {
     tcp_targets: Vec<Arc<gateway::TcpTarget>>,
     /// DI1/DI2 (L models); `None` on models without digital inputs.
     inputs: Option<Arc<inputs::Bank>>,
+    /// Models of the Modbus TCP targets (for the dashboard).
+    tcp_models: Vec<String>,
     fields: OnceLock<Fields>,
     /// The running boot, for commands that change settings.
     current: std::sync::Mutex<std::sync::Weak<node::Node>>,
@@ -241,7 +245,7 @@ impl PanelServer {
             .zip(&wireless)
             .map(|(f, slot): (_, &WirelessSlot)| spec(f, slot.unit))
             .collect();
-        let tcp_targets = cfg
+        let tcp_targets: Vec<Arc<gateway::TcpTarget>> = cfg
             .modbus_tcp
             .iter()
             .filter_map(|t| {
@@ -257,6 +261,14 @@ impl PanelServer {
                     iface.to_string(),
                     SocketAddr::from((target.ip, field::tcp_meter::PORT)),
                 )))
+            })
+            .collect();
+        let tcp_models = tcp_targets
+            .iter()
+            .map(|t| {
+                site.device(&t.device)
+                    .map(|d| d.model.name().to_string())
+                    .unwrap_or_default()
             })
             .collect();
         // The site's wireless devices are commissioned: paired at first boot.
@@ -280,6 +292,7 @@ impl PanelServer {
                 .capabilities()
                 .filter(|c| c.digital_inputs > 0)
                 .map(|_| Arc::new(inputs::Bank::new(&cfg.digital_input))),
+            tcp_models,
             fields: OnceLock::new(),
             current: Default::default(),
             security: policy::config(
@@ -543,6 +556,16 @@ impl Device for PanelServer {
         }
         .boxed()
     }
+    fn details(&self, nv: &Nv, clock: &Clock) -> Details {
+        let (lockout, audit_tail) = crate::security::details(nv, &policy::LOCKOUT, clock.utc_now());
+        Details {
+            field_devices: self.field_devices(nv),
+            web_lockout: Some(lockout),
+            audit_tail,
+            extra: Default::default(),
+        }
+    }
+
     fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
         if let FieldAction::DigitalInput { closed, pulses } = action {
             return self.digital_input(field, closed, pulses, now);
@@ -680,6 +703,58 @@ impl PanelServer {
                 tcp: self.tcp_targets.clone(),
             },
         })
+    }
+
+    /// The field devices for the dashboard: serial meters, Modbus TCP
+    /// targets and wireless devices (connected = in radio contact and
+    /// paired), with their state once the Panel Server has booted.
+    fn field_devices(&self, nv: &Nv) -> Vec<FieldDeviceInfo> {
+        let fields = self.fields.get();
+        let live = |id: &str| fields.and_then(|f| f.find(id));
+        let pairing = nv
+            .get::<Settings>(SETTINGS_KEY)
+            .ok()
+            .flatten()
+            .map_or_else(|| self.defaults.pairing.clone(), |s| s.pairing);
+        let mut out = Vec::new();
+        for s in &self.serial_specs {
+            let d = live(&s.id);
+            out.push(FieldDeviceInfo {
+                id: s.id.clone(),
+                model: s.model.clone(),
+                link: "serial".into(),
+                unit: Some(s.unit),
+                powered: d.map(|d| d.is_powered()),
+                connected: d.map(|d| d.is_powered()),
+                ..Default::default()
+            });
+        }
+        for (t, model) in self.tcp_targets.iter().zip(&self.tcp_models) {
+            out.push(FieldDeviceInfo {
+                id: t.device.clone(),
+                model: model.clone(),
+                link: "modbus_tcp".into(),
+                unit: Some(t.unit),
+                address: Some(format!("{} via {}", t.addr, t.interface)),
+                connected: t.is_connected(),
+                ..Default::default()
+            });
+        }
+        for s in &self.wireless_specs {
+            let d = live(&s.id);
+            let paired = pairing.iter().any(|p| Some(p.rf_id) == s.rf_id);
+            out.push(FieldDeviceInfo {
+                id: s.id.clone(),
+                model: s.model.clone(),
+                link: "wireless".into(),
+                unit: Some(s.unit),
+                address: s.rf_id.map(|r| format!("{r:016X}")),
+                powered: d.map(|d| d.is_powered()),
+                connected: d.map(|d| d.in_contact() && paired),
+                ..Default::default()
+            });
+        }
+        out
     }
 
     /// The wireless devices in radio range (the site's), as slots with the
