@@ -856,6 +856,39 @@ fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
             )))
         },
     );
+    let cx = c!();
+    engine.register_fn(
+        "modbus_flood_start",
+        move |id: &str, u: i64, addr: i64, count: i64, connections: i64| -> R<()> {
+            cx.device(id)?;
+            let conns = usize::try_from(connections)
+                .ok()
+                .filter(|c| (1..=64).contains(c))
+                .ok_or_else(|| rerr(format!("{connections} connections: use 1..=64")))?;
+            cx.site
+                .flood_start(
+                    id,
+                    unit(u)?,
+                    register_addr(addr)?,
+                    reg(count, "count")?,
+                    conns,
+                )
+                .map_err(rerr)
+        },
+    );
+    let cx = c!();
+    engine.register_fn("modbus_flood_stop", move || -> R<Map> {
+        let r = cx.site.flood_stop().map_err(rerr)?;
+        let mut m = Map::new();
+        m.insert("requests".into(), (r.requests as i64).into());
+        m.insert("errors".into(), (r.errors as i64).into());
+        m.insert("wall_s".into(), r.wall_s.into());
+        m.insert(
+            "rate".into(),
+            (r.requests as f64 / r.wall_s.max(1e-9)).into(),
+        );
+        Ok(m)
+    });
     // ---- web ----
     let cx = c!();
     engine.register_fn("https_get", move |id: &str, path: &str| -> R<Map> {

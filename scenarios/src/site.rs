@@ -41,6 +41,26 @@ pub struct SiteClient {
     events: Arc<Mutex<Vec<SeenEvent>>>,
     /// Cookie jars by device id (HTTPS sessions of the scenario).
     jars: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    flood: Mutex<Option<Flood>>,
+}
+
+/// A Modbus flood running in the background.
+struct Flood {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<std::sync::atomic::AtomicU64>,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a flood did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FloodReport {
+    /// Requests answered (data or exception).
+    pub requests: u64,
+    /// Transport errors (refused, reset, timeout).
+    pub errors: u64,
+    pub wall_s: f64,
 }
 
 impl std::fmt::Debug for SiteClient {
@@ -79,6 +99,7 @@ impl SiteClient {
             http,
             events: events.clone(),
             jars: Mutex::new(BTreeMap::new()),
+            flood: Mutex::new(None),
         };
         // The event stream first, so nothing the scenario causes is missed.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -252,6 +273,98 @@ impl SiteClient {
         };
         self.rt
             .block_on(modbus(target, unit, ModbusOp::Write { addr, value }))
+    }
+
+    /// Starts a Modbus flood: `connections` clients each sending function-3
+    /// reads of `count` registers at `addr` back to back, as fast as the
+    /// device answers, until [`SiteClient::flood_stop`].
+    pub fn flood_start(
+        &self,
+        device: &str,
+        unit: u8,
+        addr: u16,
+        count: u16,
+        connections: usize,
+    ) -> Result<(), String> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let mut slot = self.flood.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Err("a Modbus flood is already running; stop it first".into());
+        }
+        let target: SocketAddr = self
+            .service_address(device, 502)?
+            .parse()
+            .map_err(|e| format!("bad Modbus address of {device}: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let tasks = (0..connections.clamp(1, 64))
+            .map(|_| {
+                let (stop, requests, errors) = (stop.clone(), requests.clone(), errors.clone());
+                self.rt.spawn(async move {
+                    use tokio_modbus::prelude::*;
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(Ok(mut ctx)) = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            tcp::connect_slave(target, Slave(unit)),
+                        )
+                        .await
+                        else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        };
+                        while !stop.load(Ordering::Relaxed) {
+                            match tokio::time::timeout(
+                                Duration::from_secs(2),
+                                ctx.read_holding_registers(addr, count),
+                            )
+                            .await
+                            {
+                                Ok(Ok(_)) => {
+                                    requests.fetch_add(1, Ordering::Relaxed);
+                                }
+                                _ => {
+                                    errors.fetch_add(1, Ordering::Relaxed);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        *slot = Some(Flood {
+            stop,
+            requests,
+            errors,
+            started: std::time::Instant::now(),
+            tasks,
+        });
+        Ok(())
+    }
+
+    /// Stops the flood and reports what it did.
+    pub fn flood_stop(&self) -> Result<FloodReport, String> {
+        use std::sync::atomic::Ordering;
+        let flood = self
+            .flood
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| "no Modbus flood is running (modbus_flood_start first)".to_string())?;
+        flood.stop.store(true, Ordering::Relaxed);
+        let wall_s = flood.started.elapsed().as_secs_f64();
+        self.rt.block_on(async {
+            for t in flood.tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+            }
+        });
+        Ok(FloodReport {
+            requests: flood.requests.load(Ordering::Relaxed),
+            errors: flood.errors.load(Ordering::Relaxed),
+            wall_s,
+        })
     }
 
     /// One HTTPS request to a device's web server (port 443), with the
