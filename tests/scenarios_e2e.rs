@@ -2,8 +2,8 @@
 //! the whole library passes against a host-mode site (in-process sites,
 //! virtual-time jumps), a failing assertion and a syntax error give a
 //! non-zero exit, the step or line:column, and a JUnit file that parses
-//! (Python's xml.etree) with a `<failure>`/`<error>` element. Site octets
-//! 96-99 (tests/common/mod.rs).
+//! (Python's xml.etree) with a `<failure>`/`<error>` element; two seeded
+//! runs give identical event logs. Site octets 96-101 (tests/common/mod.rs).
 
 mod common;
 
@@ -76,24 +76,41 @@ fn run(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Runs the whole library with `extra` arguments; returns the output, the
+/// JUnit file and the event log.
+fn run_library(dir: &Path, tag: &str, octet: u8, extra: &[&str]) -> (String, PathBuf, PathBuf) {
+    let site_file = dir.join(format!("{tag}.toml"));
+    std::fs::write(&site_file, site(octet)).unwrap();
+    let xml = dir.join(format!("{tag}.xml"));
+    let events = dir.join(format!("{tag}.jsonl"));
+    let files = library();
+    assert!(files.len() >= 10, "{files:?}");
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let (site_s, xml_s, ev_s) = (
+        site_file.display().to_string(),
+        xml.display().to_string(),
+        events.display().to_string(),
+    );
+    let mut args = vec!["scenario", "run"];
+    args.extend(names.iter().map(String::as_str));
+    args.extend(["--site", &site_s, "--junit", &xml_s, "--events", &ev_s]);
+    args.extend(extra);
+    let t = Instant::now();
+    let (ok, out) = run(&args);
+    eprintln!(
+        "library ({tag}): {} scenarios in {:?}",
+        files.len(),
+        t.elapsed()
+    );
+    assert!(ok, "library failed ({tag}):\n{out}");
+    (out, xml, events)
+}
+
 #[test]
 fn library_passes_against_the_default_site() {
     let dir = tempfile::tempdir().unwrap();
-    let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(96)).unwrap();
-    let xml = dir.path().join("out.xml");
     let files = library();
-    assert!(files.len() >= 10, "{files:?}");
-    let mut args = vec!["scenario", "run"];
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    args.extend(names.iter().map(String::as_str));
-    let (site_s, xml_s) = (site_file.display().to_string(), xml.display().to_string());
-    args.extend(["--site", &site_s, "--junit", &xml_s]);
-    let t = Instant::now();
-    let (ok, out) = run(&args);
-    let wall = t.elapsed();
-    assert!(ok, "library failed:\n{out}");
-    eprintln!("library: {} scenarios in {wall:?}", files.len());
+    let (out, xml, _) = run_library(dir.path(), "realtime", 96, &[]);
     assert!(
         out.contains(&format!("scenarios: {} passed, 0 failed", files.len())),
         "{out}"
@@ -128,6 +145,51 @@ fn library_passes_against_the_default_site() {
         ok && check.matches("valid scenario").count() == 2,
         "{check}"
     );
+}
+
+/// With the same seed and site, the library gives the same event log byte
+/// for byte (the clock is paused from the start and moves by the
+/// scenarios' jumps only).
+#[test]
+fn seeded_runs_give_identical_event_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, xml, first) = run_library(dir.path(), "seeded-1", 100, &["--seed", "7"]);
+    assert!(junit(&xml).iter().all(|(_, s)| s == "pass"));
+    let (_, _, second) = run_library(dir.path(), "seeded-2", 100, &["--seed", "7"]);
+    let (a, b) = (
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&second).unwrap(),
+    );
+    let text = String::from_utf8_lossy(&a);
+    assert!(
+        text.contains("\"kind\":\"audit\"") && text.contains("\"event\":\"power\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("2026-01-01T"),
+        "seeded runs start at 2026-01-01: {text}"
+    );
+    if a != b {
+        let other = String::from_utf8_lossy(&b);
+        let first = text
+            .lines()
+            .zip(other.lines())
+            .position(|(x, y)| x != y)
+            .unwrap_or(text.lines().count().min(other.lines().count()));
+        let show = |t: &str| {
+            t.lines()
+                .skip(first.saturating_sub(3))
+                .take(8)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "event logs differ from line {}:\n{}\n--- second run ---\n{}",
+            first + 1,
+            show(&text),
+            show(&other)
+        );
+    }
 }
 
 #[test]
