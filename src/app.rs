@@ -50,6 +50,10 @@ pub struct RunOptions {
     /// table; quitting it stops the site.
     #[arg(long)]
     tui: bool,
+    /// Scenario library served by the control API (`/api/v1/scenarios`,
+    /// docs/control-api.md).
+    #[arg(long, default_value = fieldtwin_scenarios::LIBRARY_DIR)]
+    scenarios: PathBuf,
     /// Network backend (host loopback or TAP) and capture.
     #[command(flatten)]
     net: crate::tap::NetOptions,
@@ -171,11 +175,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some(dir) => println!("state: {}", dir.display()),
             None => println!("state: temporary (use --state DIR to keep it)"),
         }
+        // The control API, with the scenario endpoints (the engine runs
+        // scenarios against this very API).
+        let routes = control::router(rt.clone()).merge(fieldtwin_scenarios::serve::router(
+            fieldtwin_scenarios::serve::Service::new(api.local_addr()?, opts.scenarios.clone()),
+        ));
         if opts.tui {
             // The dashboard is a client of the API like any other.
             let addr = api.local_addr()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = axum::serve(api, control::router(rt.clone())).with_graceful_shutdown(
+            let server = axum::serve(api, routes).with_graceful_shutdown(
                 async move {
                     tokio::select! {
                         _ = shutdown_signal() => {}
@@ -189,8 +198,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             server.await?.context("control API failed")?;
             dashboard??;
         } else {
-            let server = axum::serve(api, control::router(rt.clone()))
-                .with_graceful_shutdown(shutdown_signal());
+            let server = axum::serve(api, routes).with_graceful_shutdown(shutdown_signal());
             server.await.context("control API failed")?;
         }
         println!("fieldtwin: shutting down");

@@ -3,7 +3,9 @@
 //! virtual-time jumps), a failing assertion and a syntax error give a
 //! non-zero exit, the step or line:column, and a JUnit file that parses
 //! (Python's xml.etree) with a `<failure>`/`<error>` element; two seeded
-//! runs give identical event logs. Site octets 96-101 (tests/common/mod.rs).
+//! runs give identical event logs; a running site serves its library and
+//! runs a scenario posted to it, its steps visible as they are recorded.
+//! Site octets 96-103 (tests/common/mod.rs).
 
 mod common;
 
@@ -299,5 +301,109 @@ fn failures_errors_and_bad_input_are_reported() {
         assert!(state.starts_with("error: "), "{cases:?}");
     }
     // The site survived all of it.
+    assert_eq!(s.get_json("/api/v1/devices/ps1")["power"], "on");
+}
+
+/// Polls `GET /api/v1/scenarios` until run `id` has ended; returns it and
+/// how many distinct step counts were seen while it ran.
+fn wait_run(s: &RunningSite, id: u64) -> (serde_json::Value, usize) {
+    let t = Instant::now();
+    let mut counts = std::collections::BTreeSet::new();
+    loop {
+        let v = s.get_json("/api/v1/scenarios");
+        let run = v["run"].clone();
+        assert_eq!(run["id"], id, "{v}");
+        if run["state"] != "running" {
+            return (run, counts.len());
+        }
+        counts.insert(run["steps"].as_array().unwrap().len());
+        assert!(t.elapsed().as_secs() < 120, "run {id} never ended: {run}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A running `fieldtwin run` serves its scenario library: `POST
+/// /api/v1/scenarios/run` runs one against the site itself, and `GET
+/// /api/v1/scenarios` shows its steps with pass/fail as they are recorded,
+/// then the final state; one run at a time; bad names are refused.
+#[test]
+fn a_running_site_serves_and_runs_its_scenarios() {
+    let lib = tempfile::tempdir().unwrap();
+    let real = "modbus-write-read-only";
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/library/{real}.rhai")),
+        lib.path().join(format!("{real}.rhai")),
+    )
+    .unwrap();
+    std::fs::write(
+        lib.path().join("slow-failing.rhai"),
+        "//! name: Slow and failing\n//! description: steps over time, then a false one\n\
+         //! tags: demo\n\
+         for i in 0..40 { sleep(\"1s\"); expect(power_state(\"ps1\") == \"on\", `ps1 on at ${i}`); }\n\
+         expect_eq(1, 2, \"one is two\");\n",
+    )
+    .unwrap();
+    let lib_s = lib.path().display().to_string();
+    let s = RunningSite::start(&site(102), &["--scenarios", &lib_s]);
+
+    let v = s.get_json("/api/v1/scenarios");
+    assert_eq!(v["library_dir"], lib_s.as_str(), "{v}");
+    let files: Vec<&str> = v["library"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, [real, "slow-failing"], "{v}");
+    assert_eq!(v["library"][1]["name"], "Slow and failing");
+    assert_eq!(v["library"][1]["tags"][0], "demo");
+    assert!(v["run"].is_null(), "{v}");
+
+    let (code, body) = s.post("/api/v1/scenarios/run", r#"{"name":"slow-failing"}"#);
+    assert_eq!(code, 202, "{body}");
+    let started: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (started["id"].as_u64(), started["state"].as_str()),
+        (Some(1), Some("running")),
+        "{body}"
+    );
+    let (code, body) = s.post("/api/v1/scenarios/run", &format!(r#"{{"name":"{real}"}}"#));
+    assert_eq!(code, 409, "one run at a time: {body}");
+    assert!(body.contains("slow-failing"), "{body}");
+    let (run, seen) = wait_run(&s, 1);
+    assert_eq!(run["state"], "failed", "{run}");
+    let steps = run["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 41, "{run}");
+    assert!(steps[..40].iter().all(|st| st["passed"] == true), "{run}");
+    assert_eq!(steps[40]["passed"], false);
+    assert_eq!(steps[40]["message"], "one is two");
+    assert_eq!(steps[40]["observed"], "1 != expected 2");
+    assert_eq!(steps[40]["line"], 5);
+    assert!(steps[40]["virtual_s"].as_f64().unwrap() >= 40.0, "{run}");
+    assert!(
+        seen >= 3,
+        "steps appear while the scenario runs ({seen} counts seen)"
+    );
+
+    let (code, body) = s.post("/api/v1/scenarios/run", &format!(r#"{{"name":"{real}"}}"#));
+    assert_eq!(code, 202, "{body}");
+    let (run, _) = wait_run(&s, 2);
+    assert_eq!(run["state"], "passed", "{run}");
+    assert_eq!(run["name"], "Modbus write to a read-only register");
+    let steps = run["steps"].as_array().unwrap();
+    assert!(steps.len() >= 4, "{run}");
+    assert!(steps.iter().all(|st| st["passed"] == true), "{run}");
+
+    for (body, code, says) in [
+        (r#"{"name":"nope"}"#, 404, "slow-failing"),
+        (r#"{"name":"../etc/passwd"}"#, 400, "not a scenario name"),
+        (r#"{"nom":"x"}"#, 422, "unknown field `nom`"),
+    ] {
+        let (got, text) = s.post("/api/v1/scenarios/run", body);
+        assert_eq!(got, code, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    // The last run stays on show; the site is fine.
+    assert_eq!(s.get_json("/api/v1/scenarios")["run"]["id"], 2);
     assert_eq!(s.get_json("/api/v1/devices/ps1")["power"], "on");
 }

@@ -19,7 +19,7 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
-//! | 96, 98, 100 | scenarios_e2e (library run, failing scenarios, seeded runs) |
+//! | 96, 98, 100, 102 | scenarios_e2e (library run, failing scenarios, seeded runs, served runs) |
 
 #![allow(dead_code)]
 
