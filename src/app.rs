@@ -178,7 +178,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         // The control API, with the scenario endpoints (the engine runs
         // scenarios against this very API).
         let routes = control::router(rt.clone()).merge(fieldtwin_scenarios::serve::router(
-            fieldtwin_scenarios::serve::Service::new(api.local_addr()?, opts.scenarios.clone()),
+            fieldtwin_scenarios::serve::Service::new(
+                api.local_addr()?,
+                opts.scenarios.clone(),
+                Some(rt.events().clone()),
+            ),
         ));
         if opts.tui {
             // The dashboard is a client of the API like any other.

@@ -325,7 +325,8 @@ fn wait_run(s: &RunningSite, id: u64) -> (serde_json::Value, usize) {
 /// A running `fieldtwin run` serves its scenario library: `POST
 /// /api/v1/scenarios/run` runs one against the site itself, and `GET
 /// /api/v1/scenarios` shows its steps with pass/fail as they are recorded,
-/// then the final state; one run at a time; bad names are refused.
+/// then the final state; the steps and the end also arrive on the event
+/// stream; one run at a time; bad names are refused.
 #[test]
 fn a_running_site_serves_and_runs_its_scenarios() {
     let lib = tempfile::tempdir().unwrap();
@@ -385,9 +386,72 @@ fn a_running_site_serves_and_runs_its_scenarios() {
         "steps appear while the scenario runs ({seen} counts seen)"
     );
 
+    // Follow the event stream during the second run: its steps go there too.
+    let mut stream = Command::new("curl")
+        .args([
+            "-sN",
+            "-D",
+            "-",
+            "--max-time",
+            "120",
+            &s.url("/api/v1/events"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl (scripts/test installs it)");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let (out, seen) = (stream.stdout.take().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    s.wait_until(std::time::Duration::from_secs(20), || {
+        seen.lock().unwrap().contains(" 200")
+    });
     let (code, body) = s.post("/api/v1/scenarios/run", &format!(r#"{{"name":"{real}"}}"#));
     assert_eq!(code, 202, "{body}");
     let (run, _) = wait_run(&s, 2);
+    s.wait_until(std::time::Duration::from_secs(20), || {
+        seen.lock()
+            .unwrap()
+            .contains("\"event\":\"scenario_ended\"")
+    });
+    let _ = stream.kill();
+    let _ = stream.wait();
+    let text = seen.lock().unwrap().clone();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect();
+    let steps: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "scenario_step")
+        .collect();
+    assert_eq!(
+        steps.len(),
+        run["steps"].as_array().unwrap().len(),
+        "{text}"
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|e| e["run"] == 2 && e["scenario"] == real && e["step"]["passed"] == true),
+        "{text}"
+    );
+    let ended = events
+        .iter()
+        .find(|e| e["event"] == "scenario_ended")
+        .unwrap();
+    assert_eq!(
+        (&ended["run"], &ended["state"]),
+        (&2.into(), &"passed".into()),
+        "{text}"
+    );
     assert_eq!(run["state"], "passed", "{run}");
     assert_eq!(run["name"], "Modbus write to a read-only register");
     let steps = run["steps"].as_array().unwrap();

@@ -10,7 +10,9 @@
 //!   steps yet). The scenario runs on a thread of its own against the
 //!   site's own control API (the engine is an API client like any other),
 //!   so the site keeps its state and the scenario's effects; its header's
-//!   `site` is not used. Each step appears in the run as it is recorded.
+//!   `site` is not used. Each step appears in the run as it is recorded,
+//!   and goes on the site's event stream (`scenario_step`, then
+//!   `scenario_ended`).
 //!   Errors (`{"error": ...}`): `400` a name that is not a bare file stem,
 //!   `404` no such scenario (the message lists the library), `409` a
 //!   scenario is already running, `415`/`422` a body that is not
@@ -27,6 +29,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fieldtwin_emulator::control::{Event, EventBus};
 use fieldtwin_emulator::scenario_api::{Entry, Run, RunRequest, RunState, Scenarios, Step};
 
 use crate::engine::{self, Scenario};
@@ -39,6 +42,8 @@ pub struct Service {
     api: SocketAddr,
     library: PathBuf,
     run: Mutex<Option<Run>>,
+    /// The site's event bus: steps and the end of a run go on it too.
+    events: Option<EventBus>,
 }
 
 /// Why a run could not start.
@@ -94,8 +99,10 @@ fn stem(p: &Path) -> String {
 
 impl Service {
     /// Serves the library in `library` and runs scenarios against the
-    /// control API at `api` (the address this process serves it on).
-    pub fn new(api: SocketAddr, library: PathBuf) -> Arc<Self> {
+    /// control API at `api` (the address this process serves it on);
+    /// `events`: the site's bus, where each step and the end of each run
+    /// are also sent.
+    pub fn new(api: SocketAddr, library: PathBuf, events: Option<EventBus>) -> Arc<Self> {
         let api = match api.ip() {
             // Connect where a wildcard listener answers.
             ip if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], api.port())),
@@ -105,6 +112,7 @@ impl Service {
             api,
             library,
             run: Mutex::new(None),
+            events,
         })
     }
 
@@ -217,10 +225,19 @@ impl Service {
             }
         };
         let me = self.clone();
+        let file = self.file_of(id);
         let result = engine::run(scenario, site, move |s| {
+            let step = step_of(s);
+            if let Some(bus) = &me.events {
+                bus.send(Event::ScenarioStep {
+                    run: id,
+                    scenario: file.clone(),
+                    step: step.clone(),
+                });
+            }
             let mut cur = lock(&me.run);
             if let Some(r) = cur.as_mut().filter(|r| r.id == id) {
-                r.steps.push(step_of(s));
+                r.steps.push(step);
                 r.wall_s = s.wall_s;
             }
         });
@@ -229,21 +246,38 @@ impl Service {
             (None, true) => RunState::Passed,
             (None, false) => RunState::Failed,
         };
-        let mut cur = lock(&self.run);
-        if let Some(r) = cur.as_mut().filter(|r| r.id == id) {
-            r.steps = result.steps.iter().map(step_of).collect();
-            r.state = state;
-            r.error = result.error;
-            r.wall_s = result.wall_s;
+        {
+            let mut cur = lock(&self.run);
+            if let Some(r) = cur.as_mut().filter(|r| r.id == id) {
+                r.steps = result.steps.iter().map(step_of).collect();
+            }
         }
+        self.finish(id, state, result.error, result.wall_s);
     }
 
+    fn file_of(&self, id: u64) -> String {
+        lock(&self.run)
+            .as_ref()
+            .filter(|r| r.id == id)
+            .map(|r| r.file.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ends run `id` (and says so on the event bus).
     fn finish(&self, id: u64, state: RunState, error: Option<String>, wall_s: f64) {
         let mut cur = lock(&self.run);
         if let Some(r) = cur.as_mut().filter(|r| r.id == id) {
             r.state = state;
-            r.error = error;
+            r.error = error.clone();
             r.wall_s = wall_s;
+            if let Some(bus) = &self.events {
+                bus.send(Event::ScenarioEnded {
+                    run: id,
+                    scenario: r.file.clone(),
+                    state,
+                    error,
+                });
+            }
         }
     }
 }
@@ -305,7 +339,7 @@ mod tests {
     #[test]
     fn lists_headers_and_names_broken_ones() {
         let dir = library(&[("fine.rhai", OK), ("broken.rhai", "let x = 1;\n")]);
-        let s = Service::new("127.0.0.1:1".parse().unwrap(), dir.path().into());
+        let s = Service::new("127.0.0.1:1".parse().unwrap(), dir.path().into(), None);
         let l = s.list();
         assert_eq!(l.library.len(), 2);
         assert_eq!(l.library[0].file, "broken");
@@ -316,7 +350,11 @@ mod tests {
         assert_eq!(l.library[1].name, "Fine");
         assert_eq!(l.library[1].tags, ["a", "b"]);
         assert!(l.run.is_none());
-        let missing = Service::new("127.0.0.1:1".parse().unwrap(), "/nonexistent/lib".into());
+        let missing = Service::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "/nonexistent/lib".into(),
+            None,
+        );
         assert!(
             missing
                 .list()
@@ -329,7 +367,7 @@ mod tests {
     #[test]
     fn refuses_bad_and_unknown_names() {
         let dir = library(&[("fine.rhai", OK), ("broken.rhai", "let x = 1;\n")]);
-        let s = Service::new("127.0.0.1:1".parse().unwrap(), dir.path().into());
+        let s = Service::new("127.0.0.1:1".parse().unwrap(), dir.path().into(), None);
         for bad in ["", "../fine", "a/b", ".hidden"] {
             let e = s.start(bad).unwrap_err();
             assert!(matches!(e, StartError::BadName(_)), "{bad}: {e}");
@@ -347,7 +385,13 @@ mod tests {
     fn a_run_without_a_site_ends_in_error_and_a_second_one_gets_the_next_id() {
         // Port 1 on loopback: nothing answers, so the run cannot connect.
         let dir = library(&[("fine.rhai", OK)]);
-        let s = Service::new("0.0.0.0:1".parse().unwrap(), dir.path().into());
+        let bus = EventBus::new();
+        let mut seen = bus.subscribe();
+        let s = Service::new(
+            "0.0.0.0:1".parse().unwrap(),
+            dir.path().into(),
+            Some(bus.clone()),
+        );
         let run = s.start("fine").unwrap();
         assert_eq!((run.id, run.state), (1, RunState::Running));
         let t = Instant::now();
@@ -357,7 +401,17 @@ mod tests {
         }
         let done = s.current().unwrap();
         assert_eq!(done.state, RunState::Error);
-        assert!(done.error.unwrap().contains("127.0.0.1:1"));
+        assert!(done.error.clone().unwrap().contains("127.0.0.1:1"));
+        // The end of the run went on the event bus too.
+        match seen.try_recv() {
+            Ok(Event::ScenarioEnded {
+                run: 1,
+                scenario,
+                state: RunState::Error,
+                error,
+            }) => assert_eq!((scenario.as_str(), error), ("fine", done.error)),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(s.start("fine").unwrap().id, 2);
     }
 }

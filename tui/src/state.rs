@@ -51,7 +51,7 @@ impl EventLine {
             | Event::BootFailed { device, .. }
             | Event::FactoryReset { device }
             | Event::Device { device, .. } => Some(device),
-            Event::Clock(_) => None,
+            Event::Clock(_) | Event::ScenarioStep { .. } | Event::ScenarioEnded { .. } => None,
         }
     }
 
@@ -83,6 +83,39 @@ impl EventLine {
                 kind,
                 message,
             } => (kind.clone(), format!("{device} {message}")),
+            Event::ScenarioStep {
+                run,
+                scenario,
+                step,
+            } => (
+                "scenario".into(),
+                format!(
+                    "{scenario} (run {run}) step {} {}: {} {}",
+                    step.n,
+                    if step.passed { "ok" } else { "FAIL" },
+                    step.kind,
+                    step.message
+                ),
+            ),
+            Event::ScenarioEnded {
+                run,
+                scenario,
+                state,
+                error,
+            } => (
+                "scenario".into(),
+                format!(
+                    "{scenario} (run {run}) ended: {}{}",
+                    serde_json::to_value(state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    error
+                        .as_ref()
+                        .map(|e| format!(" — {e}"))
+                        .unwrap_or_default()
+                ),
+            ),
         }
     }
 }

@@ -1046,6 +1046,33 @@ mod tests {
             s.contains(" PASSED ") && s.contains("Run 2: Port scan"),
             "{s}"
         );
+        // Steps and the end of a run also arrive as events.
+        let mut snap = snap;
+        let run = snap.scenarios.as_ref().unwrap().run.clone().unwrap();
+        snap.push_event(
+            None,
+            fieldtwin_emulator::control::Event::ScenarioStep {
+                run: 2,
+                scenario: "port-scan".into(),
+                step: run.steps[2].clone(),
+            },
+        );
+        snap.push_event(
+            None,
+            fieldtwin_emulator::control::Event::ScenarioEnded {
+                run: 2,
+                scenario: "port-scan".into(),
+                state: RunState::Failed,
+                error: None,
+            },
+        );
+        press(&mut app, &snap, "2");
+        let s = screen(&app, &snap);
+        assert!(
+            s.contains("port-scan (run 2) step 3 FAIL: expect_eq open ports")
+                && s.contains("port-scan (run 2) ended: failed"),
+            "{s}"
+        );
     }
 
     #[test]
