@@ -19,6 +19,7 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
+//! | 92 | tui_e2e (the dashboard in tmux) |
 
 #![allow(dead_code)]
 
