@@ -490,9 +490,17 @@ mod tests {
     use super::*;
     use crate::site::DEFAULT_SITE_TOML;
 
+    /// The default site without ps1's digital inputs.
+    fn default_without_inputs() -> String {
+        let t = DEFAULT_SITE_TOML;
+        let from = t.find("# The L model's digital inputs").unwrap();
+        let to = t.find("[[device.panel_server.serial]]").unwrap();
+        format!("{}{}", &t[..from], &t[to..])
+    }
+
     /// The default site with ps1 turned into `model`, its table extended by `extra`.
     fn site_with(model: &str, extra: &str) -> Result<Site, SiteError> {
-        let text = DEFAULT_SITE_TOML
+        let text = default_without_inputs()
             .replacen("model = \"PAS600L\"", &format!("model = \"{model}\""), 1)
             .replacen(
                 "[device.panel_server]\n",
@@ -504,7 +512,7 @@ mod tests {
 
     /// A PAS400 site: switched, no serial, no OT-side device.
     fn entry_site(extra: &str) -> String {
-        let mut text = DEFAULT_SITE_TOML
+        let mut text = default_without_inputs()
             .replacen("model = \"PAS600L\"", "model = \"PAS400\"", 1)
             .replace(
                 "topology = \"separated\"\neth2_ip = \"10.77.1.1\"\neth2_segment = \"ot\"\n",
@@ -636,7 +644,7 @@ mod tests {
     const DI: &str = "[[device.panel_server.digital_input]]\ninput = 1\nname = \"Water\"\nmode = \"pulse\"\npulse_weight = 10.0\npulses_per_hour = 120.0\n\n";
 
     fn with_di(model: &str, di: &str) -> Result<Site, SiteError> {
-        let text = DEFAULT_SITE_TOML
+        let text = default_without_inputs()
             .replacen("model = \"PAS600L\"", &format!("model = \"{model}\""), 1)
             .replacen(
                 "[[device.panel_server.serial]]",
@@ -644,6 +652,26 @@ mod tests {
                 1,
             );
         Site::parse(&text)
+    }
+
+    #[test]
+    fn the_default_site_wires_both_inputs_of_its_pas600l() {
+        let s = Site::default_site();
+        let di = &s.devices[0].panel_server.as_ref().unwrap().digital_input;
+        assert_eq!(s.devices[0].model, Model::PAS600L);
+        assert_eq!(
+            di.iter().map(|d| (d.input, d.mode)).collect::<Vec<_>>(),
+            [(1, InputMode::Pulse), (2, InputMode::Status)]
+        );
+        let err = Site::parse(&DEFAULT_SITE_TOML.replacen("PAS600L", "PAS600", 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "device[0].panel_server.digital_input[0]: PAS600 has no digital inputs"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

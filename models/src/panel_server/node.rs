@@ -268,7 +268,10 @@ pub fn run(
         let mut settings = match ctx.nv.get::<Settings>(SETTINGS_KEY)? {
             Some(s) => s,
             None => {
-                let mut s = ps.defaults.clone();
+                let version = image
+                    .as_ref()
+                    .map_or_else(|| ps.defaults.firmware.clone(), |i| i.version.clone());
+                let mut s = ps.factory_settings(&version);
                 if ctx.nv.get::<bool>(COMMISSIONED_KEY)?.is_some() {
                     // After a factory reset: no wireless pairing.
                     s.pairing.clear();
@@ -336,6 +339,7 @@ pub fn run(
                 }
             }
         });
+        ps.start_inputs(&node)?;
         node.start_modbus().await?;
         web::start(&node).await?;
         node.start_dpws().await?;

@@ -8,7 +8,10 @@
 //!   in NV memory under [`KEY`] so it survives reboots and changes only with
 //!   a factory reset or an explicit [`remake`] (a new address, for instance).
 //! - [`acceptor`] offers exactly the model's [`Versions`], never below 1.2,
-//!   and ALPN `http/1.1`.
+//!   and ALPN `http/1.1`. [`reloadable_acceptor`] does the same with a
+//!   certificate that can be replaced while the server runs
+//!   ([`Reloadable::set`]; handshakes after the call get the new one).
+//! - [`names_ip`] tells whether a certificate's SAN has an IPv4 address.
 
 use std::sync::Arc;
 
@@ -122,6 +125,98 @@ pub fn load_or_make(
     }
 }
 
+/// The certificate a [`reloadable_acceptor`] serves; replaceable.
+#[derive(Debug)]
+pub struct Reloadable {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<(Material, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl Reloadable {
+    fn certified(
+        provider: &rustls::crypto::CryptoProvider,
+        m: &Material,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, BootError> {
+        rustls::sign::CertifiedKey::from_der(
+            vec![CertificateDer::from(m.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(m.key_der.clone())),
+            provider,
+        )
+        .map(Arc::new)
+        .map_err(|e| BootError::Other(format!("TLS certificate: {e}")))
+    }
+
+    /// Serves `m` from the next handshake on.
+    pub fn set(&self, m: Material) -> Result<(), BootError> {
+        let key = Self::certified(&self.provider, &m)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (m, key);
+        Ok(())
+    }
+
+    /// The certificate served now.
+    pub fn material(&self) -> Material {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Reloadable {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .clone(),
+        )
+    }
+}
+
+/// A TLS acceptor like [`acceptor`] whose certificate can be replaced.
+pub fn reloadable_acceptor(
+    material: &Material,
+    versions: Versions,
+) -> Result<(TlsAcceptor, Arc<Reloadable>), BootError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = Reloadable::certified(&provider, material)?;
+    let certs = Arc::new(Reloadable {
+        provider: provider.clone(),
+        current: std::sync::RwLock::new((material.clone(), key)),
+    });
+    let err = |e: rustls::Error| BootError::Other(format!("TLS configuration: {e}"));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(protocol_versions(versions))
+        .map_err(err)?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((TlsAcceptor::from(Arc::new(cfg)), certs))
+}
+
+/// Whether the certificate's subject alternative names include `ip` (an
+/// iPAddress GeneralName: context tag 7, four octets).
+pub fn names_ip(cert_der: &[u8], ip: std::net::Ipv4Addr) -> bool {
+    let o = ip.octets();
+    let needle = [0x87, 0x04, o[0], o[1], o[2], o[3]];
+    cert_der.windows(needle.len()).any(|w| w == needle)
+}
+
+fn protocol_versions(versions: Versions) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS12, &rustls::version::TLS13];
+    match versions {
+        Versions::Tls12 => &TLS12,
+        Versions::Tls12And13 => &BOTH,
+    }
+}
+
 /// A TLS acceptor serving `material` with `versions`.
 pub fn acceptor(material: &Material, versions: Versions) -> Result<TlsAcceptor, BootError> {
     let versions: &[&rustls::SupportedProtocolVersion] = match versions {
@@ -141,4 +236,38 @@ pub fn acceptor(material: &Material, versions: Versions) -> Result<TlsAcceptor, 
         .map_err(err)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(names: &[&str]) -> CertificateSpec {
+        CertificateSpec {
+            common_name: "PAS600L NK231730251".into(),
+            organization: "Schneider Electric".into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            not_before: chrono::DateTime::from_timestamp(1_770_000_000, 0).unwrap(),
+            validity: chrono::Duration::days(3652),
+        }
+    }
+
+    #[test]
+    fn san_addresses_are_found_and_certificates_reload() {
+        let a = make(&spec(&["10.77.74.201", "ps1"])).unwrap();
+        assert!(names_ip(&a.cert_der, "10.77.74.201".parse().unwrap()));
+        assert!(!names_ip(&a.cert_der, "10.77.74.202".parse().unwrap()));
+        assert!(!names_ip(&a.cert_der, "0.0.0.0".parse().unwrap()));
+        let (_acceptor, certs) = reloadable_acceptor(&a, Versions::Tls12).unwrap();
+        let b = make(&spec(&["10.77.74.202", "ps1"])).unwrap();
+        certs.set(b.clone()).unwrap();
+        assert_eq!(certs.material(), b);
+        // A key that does not match its certificate is refused.
+        let bad = Material {
+            cert_der: a.cert_der.clone(),
+            key_der: b.key_der.clone(),
+        };
+        assert!(certs.set(bad).is_err());
+        assert_eq!(certs.material(), b);
+    }
 }

@@ -7,7 +7,9 @@
 //! - HTTPS on 443 of every interface; TLS 1.2 only unless the site file sets
 //!   `tls13 = true` (then 1.2 and 1.3); nothing below 1.2. The certificate is
 //!   an X.509v3 self-signed one made per device at first boot (rcgen) and
-//!   kept in NV memory until a factory reset. HTTP on 80 is not served.
+//!   kept in NV memory until a factory reset; it names every interface
+//!   address, so a DHCP lease to an address it does not name makes a new
+//!   one, served from the next handshake. HTTP on 80 is not served.
 //! - Server-rendered HTML pages (no JavaScript needed). Any page other than
 //!   the login page answers 303 -> /login without a valid session. Sessions
 //!   are random 256-bit tokens in a `Secure; HttpOnly; SameSite=Strict`
@@ -107,7 +109,8 @@ pub const MAX_UPLOAD: usize = 64 << 20;
 
 /// Starts HTTPS on every interface (a task of the node's boot).
 pub async fn start(node: &Arc<Node>) -> Result<(), BootError> {
-    let acceptor = tls::acceptor(&certificate(node)?, node.config.tls)?;
+    let (acceptor, certs) = tls::reloadable_acceptor(&certificate(node)?, node.config.tls)?;
+    follow_addresses(node, certs);
     let app = router(node.clone());
     for iface in node.ctx.interface_names() {
         let listener = node.ctx.listen_tcp(&iface, "https", HTTPS_PORT).await?;
@@ -130,20 +133,66 @@ pub async fn start(node: &Arc<Node>) -> Result<(), BootError> {
 pub const CERTIFICATE_VALIDITY: chrono::Duration = chrono::Duration::days(3652);
 
 /// The device certificate: made at first boot for the interfaces'
-/// addresses and the device id, kept in NV memory until a factory reset.
+/// addresses and the device id, kept in NV memory until a factory reset,
+/// and made again when an interface has an address it does not name (a
+/// DHCP lease, a new static address).
 fn certificate(node: &Node) -> Result<tls::Material, BootError> {
-    tls::load_or_make(&node.ctx.nv, || certificate_spec(node))
+    let m = tls::load_or_make(&node.ctx.nv, || certificate_spec(node))?;
+    if addresses(node)
+        .iter()
+        .all(|ip| tls::names_ip(&m.cert_der, *ip))
+    {
+        Ok(m)
+    } else {
+        tls::remake(&node.ctx.nv, &certificate_spec(node))
+    }
+}
+
+/// The interfaces' addresses now (none for a DHCP interface without lease).
+fn addresses(node: &Node) -> Vec<std::net::Ipv4Addr> {
+    node.ctx
+        .interface_names()
+        .iter()
+        .filter_map(|i| node.ctx.interface(i))
+        .map(|s| s.ipv4())
+        .filter(|ip| !ip.is_unspecified())
+        .collect()
+}
+
+/// Keeps the served certificate naming every interface address: when an
+/// address changes (a DHCP lease) to one the certificate does not name, a
+/// new one is made ([NF], as the device makes its own self-signed one),
+/// stored and served from the next handshake on.
+fn follow_addresses(node: &Arc<Node>, certs: Arc<tls::Reloadable>) {
+    for iface in node.ctx.interface_names() {
+        let Some(stack) = node.ctx.interface(&iface) else {
+            continue;
+        };
+        let mut address = stack.watch_ipv4();
+        let (n, certs) = (node.clone(), certs.clone());
+        node.spawn(async move {
+            // A static address never changes: `changed` then ends the task.
+            while address.changed().await.is_ok() {
+                let ip = *address.borrow_and_update();
+                if ip.is_unspecified() || tls::names_ip(&certs.material().cert_der, ip) {
+                    continue;
+                }
+                let made = tls::remake(&n.ctx.nv, &certificate_spec(&n)).and_then(|m| certs.set(m));
+                match made {
+                    Ok(()) => n.ctx.emit(
+                        "certificate",
+                        format!("new self-signed certificate for {iface} address {ip}"),
+                    ),
+                    Err(e) => tracing::error!("{}: certificate for {ip}: {e}", n.ctx.id),
+                }
+            }
+        });
+    }
 }
 
 /// What the Panel Server's certificate says (subject and SAN).
 pub fn certificate_spec(node: &Node) -> tls::CertificateSpec {
-    let mut names: Vec<String> = node
-        .ctx
-        .interface_names()
-        .iter()
-        .filter_map(|i| node.ctx.interface(i))
-        .map(|s| s.ipv4().to_string())
-        .collect();
+    let mut names: Vec<String> = addresses(node).iter().map(|ip| ip.to_string()).collect();
     names.push(node.ps.id.clone());
     tls::CertificateSpec {
         common_name: format!(
