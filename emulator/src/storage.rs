@@ -543,9 +543,9 @@ impl Nv {
             .take(n)
             .map(|v| {
                 let v = v?;
-                serde_json::from_slice(&v).map_err(|source| StorageError::Corrupt {
+                serde_json::from_slice(&v).map_err(|cause| StorageError::Corrupt {
                     key: format!("{LOG_PREFIX}{log}"),
-                    source,
+                    cause,
                 })
             })
             .collect::<Result<Vec<T>, _>>()?;
