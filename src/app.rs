@@ -3,7 +3,9 @@
 //!
 //! Contract: `run` powers on every device the site marks powered, prints the
 //! device table, serves the control API until Ctrl-C or SIGTERM, then powers
-//! every device off (RTC backups saved) and flushes the state before exiting.
+//! every device off (RTC backups saved), saves the site clock and flushes the
+//! state before exiting. With `--state DIR` site time resumes where the last
+//! run stopped (`--start` chooses another, later start).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use fieldtwin_emulator::clock::Clock;
+use fieldtwin_emulator::clock::{Clock, Start};
 use fieldtwin_emulator::control::{self, EventBus};
 use fieldtwin_emulator::device::{DeviceSetup, Runtime};
 use fieldtwin_emulator::net::Stack;
@@ -43,6 +45,13 @@ pub struct RunOptions {
     /// avoids cross-thread wake-ups (docs/performance.md).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where site time starts: `resume` (default) continues the clock saved
+    /// in the --state directory (or starts at the site file's `start`, else
+    /// the host's time, when there is none); `now` starts at the host's time;
+    /// an RFC 3339 time (2027-01-01T00:00:00Z) starts there. With a saved
+    /// clock a start may not be earlier than where it stopped.
+    #[arg(long, default_value = "resume")]
+    start: Start,
     /// Speed of virtual time (1 = real time, up to 1000000).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -143,9 +152,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let epoch = site.site.start.unwrap_or_else(chrono::Utc::now);
-        let clock = Clock::start(epoch, opts.speed)?;
         let store = Store::open(opts.state.as_deref())?;
+        let saved = store.saved_clock();
+        let start = fieldtwin_emulator::clock::starting_clock(
+            opts.start,
+            site.site.start,
+            saved,
+            chrono::Utc::now(),
+        )?;
+        let clock = Clock::resume(start, opts.speed)?;
         let net = crate::tap::setup(&site, &opts.net)?;
         let rt = Arc::new(build_runtime(&site, clock, store, net.as_ref().map(|n| &n.network))?);
         let api = tokio::net::TcpListener::bind(opts.api)
@@ -166,6 +181,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mode = net.as_ref().map_or_else(|| "host mode".to_string(), |n| n.describe());
         println!("fieldtwin: site {:?}, {mode}, {} devices", site.site.name, site.devices.len());
         print!("{}", crate::report::table(&rt.statuses()));
+        let site_time = start.site_time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match saved {
+            Some(s) if s == start => println!("site time: {site_time}, resumed from the state"),
+            Some(s) => println!(
+                "site time: {site_time}; the state stopped at {} (the site was off in between)",
+                s.site_time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => println!("site time: {site_time}"),
+        }
         println!("control API: http://{}/api/v1/devices", api.local_addr()?);
         match opts.state.as_deref() {
             Some(dir) => println!("state: {}", dir.display()),

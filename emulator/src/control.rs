@@ -13,7 +13,8 @@
 //!   `POST /api/v1/devices/{id}/digital-inputs/{1|2}` `{"closed":bool,"pulses":N}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
 //!   (server-sent events), `GET /api/v1/links`, `POST /api/v1/links/{device}`
-//!   (a [`LinkFault`]; TAP mode). Every error is a 4xx/5xx with a JSON body
+//!   (a [`LinkFault`]; TAP mode). A clock command (jump, speed, pause) is
+//!   answered once the new site time is saved in the state. Every error is a 4xx/5xx with a JSON body
 //!   `{"error": "..."}` that says what was wrong.
 
 use std::collections::BTreeMap;
@@ -223,14 +224,17 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
         }
         Command::AdvanceClock { seconds } => {
             rt.clock().advance_secs(seconds)?;
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::SetSpeed { speed } => {
             rt.clock().set_speed(speed)?;
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::Pause { paused } => {
             rt.clock().set_paused(paused);
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::SetLink { device, fault } => {

@@ -13,6 +13,12 @@
 //! - Every transition is published as an [`Event`].
 //! - The RTC is kept here, not in the model: it counts on its backup while the
 //!   device is off and is saved in NV memory at every change.
+//! - The site clock is kept with the state: [`Runtime::new`] saves it at
+//!   every jump, speed change and pause, and every [`CLOCK_SAVE_PERIOD`] of
+//!   wall time; [`Runtime::shutdown`] saves it last. A process killed without
+//!   a clean shutdown loses at most that period of virtual time (times the
+//!   speed); its devices' RTCs are then treated as having lost power at the
+//!   last saved site time, like hardware whose supply was cut.
 //! - Services opened through [`DeviceContext::listen_tcp`] are listed while
 //!   open, so the control API shows the ports that really answer.
 //! - What the dashboard shows of a device beyond its lifecycle comes from
@@ -33,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, Rtc};
+use crate::clock::{Clock, Rtc, WeakClock};
 use crate::control::{Event, EventBus};
 use crate::net::{BoxStream, Listener, Stack};
 use crate::site::RtcConfig;
@@ -565,8 +571,40 @@ pub struct Runtime {
     network: Option<Arc<crate::net::switch::Network>>,
 }
 
+/// Wall time between two saves of the site clock while nothing changes it.
+pub const CLOCK_SAVE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Saves the site clock at every change and every [`CLOCK_SAVE_PERIOD`].
+async fn keep_clock(
+    store: Store,
+    clock: WeakClock,
+    mut changed: tokio::sync::watch::Receiver<u64>,
+) {
+    loop {
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(CLOCK_SAVE_PERIOD) => {}
+        }
+        let Some(saved) = clock.upgrade().map(|c| c.saved()) else {
+            return;
+        };
+        if let Err(e) = store.save_clock_async(saved).await {
+            tracing::error!("saving the site clock failed: {e}");
+        }
+    }
+}
+
 impl Runtime {
+    /// A runtime of no devices yet. Inside a tokio runtime it starts saving
+    /// the clock in `store` (see the module contract).
     pub fn new(clock: Clock, store: Store, events: EventBus, retention: Duration) -> Self {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(keep_clock(
+                store.clone(),
+                clock.downgrade(),
+                clock.changed(),
+            ));
+        }
         Self {
             clock,
             store,
@@ -605,7 +643,19 @@ impl Runtime {
         let id = setup.device.id().to_string();
         let nv = self.store.device(&id)?;
         let rtc = match nv.get::<Rtc>(RTC_KEY)? {
-            Some(rtc) => rtc,
+            Some(mut rtc) => {
+                if !rtc.is_running_on_backup() {
+                    // The last run ended without powering this device off
+                    // (killed): its supply was cut when the clock was last saved.
+                    let at = self
+                        .store
+                        .saved_clock()
+                        .map_or_else(|| self.clock.utc_now(), |c| c.site_time());
+                    rtc.power_lost(at);
+                    nv.put(RTC_KEY, &rtc)?;
+                }
+                rtc
+            }
             None => {
                 let mut rtc = Rtc::new(
                     self.clock.utc_now(),
@@ -814,12 +864,20 @@ impl Runtime {
         }
     }
 
-    /// Powers off every device (clean shutdown) and flushes the store.
+    /// Powers off every device (clean shutdown), saves the clock and
+    /// flushes the store.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
         for id in self.slots.keys() {
             self.power_off(id).await?;
         }
+        self.save_clock().await?;
         self.store.flush()?;
+        Ok(())
+    }
+
+    /// Saves the site clock in the state now (durably).
+    pub async fn save_clock(&self) -> Result<(), RuntimeError> {
+        self.store.save_clock_async(self.clock.saved()).await?;
         Ok(())
     }
 

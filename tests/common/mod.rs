@@ -20,6 +20,7 @@
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
 //! | 92 | tui_e2e (the dashboard in tmux) |
+//! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
 
 #![allow(dead_code)]
 

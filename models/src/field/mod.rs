@@ -262,11 +262,12 @@ impl FieldDevice {
         })
     }
 
-    /// Restores the energy registers of a previous run (call before any read).
-    pub fn restore(&self, saved: Saved) {
+    /// Restores the energy registers of a previous run as their values at
+    /// virtual time `t` (call at boot, before any read).
+    pub fn restore(&self, saved: Saved, t: f64) {
         let mut st = self.lock();
         if let Some(c) = st.circuit.as_mut() {
-            c.restore(saved.energy_wh);
+            c.restore(saved.energy_wh, t);
             st.partial_base_wh = saved.partial_base_wh.clamp(0.0, saved.energy_wh.max(0.0));
         }
     }
@@ -637,15 +638,19 @@ pub fn persist(
 ) {
     use std::collections::BTreeMap;
     if restore && let Ok(Some(saved)) = ctx.nv.get::<BTreeMap<String, Saved>>(SAVED_KEY) {
+        let now = ctx.clock.now().as_secs_f64();
         for d in &devices {
             if let Some(s) = saved.get(&d.id) {
-                d.restore(*s);
+                d.restore(*s, now);
             }
         }
     }
     let ctx2 = ctx.clone();
     ctx.spawn(async move {
         let mut tick = ctx2.clock.interval(SAVE_PERIOD);
+        // A jump passes many periods: one save at its end says the same as
+        // one per period (the energies are exact integrals at any time).
+        tick.set_missed_ticks(fieldtwin_emulator::clock::MissedTicks::Skip);
         tick.tick().await;
         loop {
             let now = tick.tick().await.as_secs_f64();
@@ -653,7 +658,7 @@ pub fn persist(
                 .iter()
                 .filter_map(|d| d.saved(now).map(|s| (d.id.clone(), s)))
                 .collect();
-            if let Err(e) = ctx2.nv.put(SAVED_KEY, &map) {
+            if let Err(e) = ctx2.nv.put_async(SAVED_KEY, &map).await {
                 ctx2.emit("nv", format!("cannot save field energies: {e}"));
             }
         }
