@@ -31,6 +31,7 @@ pub mod label;
 pub mod node;
 pub mod policy;
 pub mod registers;
+pub mod topology;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -40,7 +41,9 @@ use std::time::Duration;
 use fieldtwin_emulator::device::{
     BootError, Credential, Device, DeviceContext, FieldAction, RtcHandle,
 };
-use fieldtwin_emulator::site::{DeviceConfig, FirmwareEdition, Model, Site, Topology, parse_rf_id};
+use fieldtwin_emulator::site::{
+    DeviceConfig, FirmwareEdition, InstallCode, Model, Site, Subnet, Topology, parse_rf_id,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -98,6 +101,19 @@ pub struct Settings {
     /// and the unit ids it routes); empty after a factory reset.
     #[serde(default)]
     pub pairing: Vec<WirelessSlot>,
+    /// The Modbus topology behind the gateway ([`topology`]): the site's
+    /// at commissioning, empty after a factory reset. `None` only in
+    /// settings saved before it was kept in NV memory (the boot fills in
+    /// the site's).
+    #[serde(default)]
+    pub modbus_devices: Option<Vec<topology::Downstream>>,
+}
+
+impl Settings {
+    /// The configured Modbus devices.
+    pub fn modbus_devices(&self) -> &[topology::Downstream] {
+        self.modbus_devices.as_deref().unwrap_or(&[])
+    }
 }
 
 /// Wi-Fi settings (the radio itself arrives with the radio issue).
@@ -139,11 +155,15 @@ pub struct PanelServer {
     pub label: label::Label,
     defaults: Settings,
     wireless: Vec<WirelessSlot>,
+    /// The install code of each wireless device of `wireless`.
+    install_codes: Vec<InstallCode>,
     serial_specs: Vec<Spec>,
     wireless_specs: Vec<Spec>,
     line_cfg: fieldtwin_emulator::site::SerialLineConfig,
     serial_pty: Option<String>,
-    tcp_targets: Vec<Arc<gateway::TcpTarget>>,
+    /// The subnet of ETH2's segment (separated topology): Modbus TCP
+    /// devices there are reached from ETH2, others from ETH1.
+    eth2_subnet: Option<Subnet>,
     /// DI1/DI2 (L models); `None` on models without digital inputs.
     inputs: Option<Arc<inputs::Bank>>,
     fields: OnceLock<Fields>,
@@ -194,6 +214,7 @@ impl PanelServer {
             ieee802154: false,
             ntp_server: None,
             pairing: Vec::new(),
+            modbus_devices: None,
         };
         let mut next_unit = FIRST_WIRELESS_UNIT;
         let taken: Vec<u8> = cfg
@@ -241,23 +262,32 @@ impl PanelServer {
             .zip(&wireless)
             .map(|(f, slot): (_, &WirelessSlot)| spec(f, slot.unit))
             .collect();
-        let tcp_targets = cfg
-            .modbus_tcp
+        // The site's Modbus devices are the commissioning topology.
+        let mut modbus_devices: Vec<topology::Downstream> = cfg
+            .serial
             .iter()
-            .filter_map(|t| {
-                let target = site.device(&t.device)?;
-                let iface = if cfg.eth2_segment.as_deref() == Some(target.segment.as_str()) {
-                    "eth2"
-                } else {
-                    "eth1"
-                };
-                Some(Arc::new(gateway::TcpTarget::new(
-                    t.device.clone(),
-                    t.unit,
-                    iface.to_string(),
-                    SocketAddr::from((target.ip, field::tcp_meter::PORT)),
-                )))
+            .filter_map(|f| f.unit)
+            .map(|unit| topology::Downstream::Serial { unit })
+            .collect();
+        modbus_devices.extend(cfg.modbus_tcp.iter().filter_map(|t| {
+            let target = site.device(&t.device)?;
+            Some(topology::Downstream::Tcp {
+                unit: t.unit,
+                ip: target.ip,
+                port: field::tcp_meter::PORT,
             })
+        }));
+        defaults.modbus_devices = Some(modbus_devices);
+        let eth2_subnet = cfg.eth2_segment.as_deref().and_then(|name| {
+            site.segments
+                .iter()
+                .find(|g| g.name == name)
+                .map(|g| g.subnet)
+        });
+        let install_codes = cfg
+            .wireless
+            .iter()
+            .map(|w| w.install_code(site.site.seed))
             .collect();
         // The site's wireless devices are commissioned: paired at first boot.
         defaults.pairing = wireless.clone();
@@ -270,11 +300,12 @@ impl PanelServer {
             label,
             defaults,
             wireless,
+            install_codes,
             serial_specs,
             wireless_specs,
             line_cfg: cfg.serial_line,
             serial_pty: cfg.serial_pty.clone(),
-            tcp_targets,
+            eth2_subnet,
             inputs: dev
                 .model
                 .capabilities()
@@ -677,16 +708,66 @@ impl PanelServer {
                     .filter(|d| paired(d))
                     .cloned()
                     .collect(),
-                tcp: self.tcp_targets.clone(),
+                serial_units: settings
+                    .modbus_devices()
+                    .iter()
+                    .filter_map(|d| match d {
+                        topology::Downstream::Serial { unit } => Some(*unit),
+                        topology::Downstream::Tcp { .. } => None,
+                    })
+                    .collect(),
+                tcp: settings
+                    .modbus_devices()
+                    .iter()
+                    .filter_map(|d| match *d {
+                        topology::Downstream::Tcp { unit, ip, port } => {
+                            Some(Arc::new(gateway::TcpTarget::new(
+                                ip.to_string(),
+                                unit,
+                                self.tcp_interface(ip).to_string(),
+                                SocketAddr::from((ip, port)),
+                            )))
+                        }
+                        topology::Downstream::Serial { .. } => None,
+                    })
+                    .collect(),
             },
         })
     }
 
+    /// The interface a Modbus TCP device at `ip` is reached from: ETH2
+    /// when its address is on ETH2's segment, otherwise ETH1.
+    fn tcp_interface(&self, ip: std::net::Ipv4Addr) -> &'static str {
+        if self.eth2_subnet.is_some_and(|n| n.contains(ip)) {
+            "eth2"
+        } else {
+            "eth1"
+        }
+    }
+
     /// The wireless devices in radio range (the site's), as slots with the
-    /// unit id each gets when paired, and their commercial references.
-    pub(crate) fn wireless_in_range(&self) -> Vec<(WirelessSlot, String)> {
+    /// unit id each gets when paired, their commercial references and
+    /// install codes.
+    pub(crate) fn wireless_in_range(&self) -> Vec<(WirelessSlot, String, InstallCode)> {
         let models = self.wireless_specs.iter().map(|s| s.model.clone());
-        self.wireless.iter().copied().zip(models).collect()
+        self.wireless
+            .iter()
+            .copied()
+            .zip(models)
+            .zip(self.install_codes.iter().copied())
+            .map(|((slot, model), code)| (slot, model, code))
+            .collect()
+    }
+
+    /// The install codes of the site's wireless devices (device id, RF-ID,
+    /// code), as their labels show them.
+    pub fn install_codes(&self) -> Vec<(String, u64, InstallCode)> {
+        self.wireless_specs
+            .iter()
+            .zip(&self.wireless)
+            .zip(&self.install_codes)
+            .map(|((spec, slot), code)| (spec.id.clone(), slot.rf_id, *code))
+            .collect()
     }
 }
 

@@ -130,7 +130,10 @@ impl Node {
         let old = self.settings();
         self.ctx.nv.put(SETTINGS_KEY, &new)?;
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
-        if old.modbus != new.modbus || old.pairing != new.pairing {
+        if old.modbus != new.modbus
+            || old.pairing != new.pairing
+            || old.modbus_devices != new.modbus_devices
+        {
             self.start_modbus().await?;
         }
         if (old.dpws, old.dpws_port) != (new.dpws, new.dpws_port) {
@@ -273,14 +276,20 @@ pub fn run(
                     .map_or_else(|| ps.defaults.firmware.clone(), |i| i.version.clone());
                 let mut s = ps.factory_settings(&version);
                 if ctx.nv.get::<bool>(COMMISSIONED_KEY)?.is_some() {
-                    // After a factory reset: no wireless pairing.
+                    // After a factory reset: no wireless pairing and no
+                    // Modbus topology (the site's is the commissioning).
                     s.pairing.clear();
+                    s.modbus_devices = Some(Vec::new());
                 } else {
                     ctx.nv.put(COMMISSIONED_KEY, &true)?;
                 }
                 s
             }
         };
+        if settings.modbus_devices.is_none() {
+            // Settings saved before the topology was kept in NV memory.
+            settings.modbus_devices = ps.defaults.modbus_devices.clone();
+        }
         if let Some(img) = &image {
             settings.firmware = img.version.clone();
         }

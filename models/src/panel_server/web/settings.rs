@@ -298,6 +298,14 @@ pub(super) async fn api_put_settings(
     let cur = node.settings();
     s.firmware = cur.firmware.clone();
     s.topology = cur.topology;
+    if s.modbus_devices.is_none() {
+        s.modbus_devices = cur.modbus_devices.clone();
+    }
+    if let Err(e) =
+        crate::panel_server::topology::check(node.ps.model, s.modbus_devices(), &s.pairing)
+    {
+        return api_error(StatusCode::BAD_REQUEST, &format!("modbus_devices: {e}"));
+    }
     match s.wifi.ap_password.as_deref() {
         Some("********") | None => s.wifi.ap_password = cur.wifi.ap_password.clone(),
         Some(p) => {
