@@ -315,6 +315,9 @@ pub fn run(
         ctx.nv.remove(RESTART_KEY)?;
         let why = match (first, reason) {
             (_, Some(r)) => r,
+            (true, None) if after_reset => {
+                "first boot with factory settings, after a factory reset (Restart button)".into()
+            }
             (true, None) => "first boot with factory settings".into(),
             (false, None) => "power on (after power loss or power cycle)".into(),
         };
