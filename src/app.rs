@@ -46,6 +46,10 @@ pub struct RunOptions {
     /// Speed of virtual time (1 = real time, up to 1000000).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// Show the terminal dashboard (docs/tui.md) instead of the device
+    /// table; quitting it stops the site.
+    #[arg(long)]
+    tui: bool,
     /// Network backend (host loopback or TAP) and capture.
     #[command(flatten)]
     net: crate::tap::NetOptions,
@@ -112,6 +116,11 @@ pub fn build_runtime(
             seed,
         })
         .with_context(|| format!("adding device {}", dev.id))?;
+        let segments = fieldtwin_models::interfaces(dev)
+            .into_iter()
+            .map(|(name, _, segment)| (name, segment))
+            .collect();
+        rt.set_segments(&dev.id, segments)?;
     }
     if let Some(net) = net {
         rt.set_network(net.clone());
@@ -162,9 +171,28 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some(dir) => println!("state: {}", dir.display()),
             None => println!("state: temporary (use --state DIR to keep it)"),
         }
-        let server = axum::serve(api, control::router(rt.clone()))
-            .with_graceful_shutdown(shutdown_signal());
-        server.await.context("control API failed")?;
+        if opts.tui {
+            // The dashboard is a client of the API like any other.
+            let addr = api.local_addr()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = axum::serve(api, control::router(rt.clone())).with_graceful_shutdown(
+                async move {
+                    tokio::select! {
+                        _ = shutdown_signal() => {}
+                        _ = stopped => {}
+                    }
+                },
+            );
+            let server = tokio::spawn(server.into_future());
+            let dashboard = tokio::task::spawn_blocking(move || fieldtwin_tui::run(addr)).await;
+            let _ = stop.send(());
+            server.await?.context("control API failed")?;
+            dashboard??;
+        } else {
+            let server = axum::serve(api, control::router(rt.clone()))
+                .with_graceful_shutdown(shutdown_signal());
+            server.await.context("control API failed")?;
+        }
         println!("fieldtwin: shutting down");
         rt.shutdown().await?;
         anyhow::Ok(())

@@ -410,7 +410,7 @@ async fn get_device(
     State(rt): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceStatus>, ApiError> {
-    Ok(Json(rt.status(&id).map_err(CommandError::from)?))
+    Ok(Json(rt.status_detailed(&id).map_err(CommandError::from)?))
 }
 
 async fn power(

@@ -38,12 +38,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{
-    BootError, Credential, Device, DeviceContext, FieldAction, RtcHandle,
+    BootError, Credential, Details, Device, DeviceContext, FieldAction, FieldDeviceInfo, RtcHandle,
 };
 use fieldtwin_emulator::site::{
     DeviceConfig, FirmwareEdition, InstallCode, Model, Site, Subnet, Topology, parse_rf_id,
 };
+use fieldtwin_emulator::storage::Nv;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -166,6 +168,11 @@ pub struct PanelServer {
     eth2_subnet: Option<Subnet>,
     /// DI1/DI2 (L models); `None` on models without digital inputs.
     inputs: Option<Arc<inputs::Bank>>,
+    /// The site's Modbus TCP devices: id, model, address (for the
+    /// dashboard, which names a configured target by them).
+    site_tcp: Vec<(String, String, std::net::Ipv4Addr)>,
+    /// The Modbus TCP targets of the running boot's routes.
+    tcp_live: std::sync::Mutex<Vec<Arc<gateway::TcpTarget>>>,
     fields: OnceLock<Fields>,
     /// The running boot, for commands that change settings.
     current: std::sync::Mutex<std::sync::Weak<node::Node>>,
@@ -289,6 +296,14 @@ impl PanelServer {
             .iter()
             .map(|w| w.install_code(site.site.seed))
             .collect();
+        let site_tcp = cfg
+            .modbus_tcp
+            .iter()
+            .filter_map(|t| {
+                let d = site.device(&t.device)?;
+                Some((d.id.clone(), d.model.name().to_string(), d.ip))
+            })
+            .collect();
         // The site's wireless devices are commissioned: paired at first boot.
         defaults.pairing = wireless.clone();
         let label = label::Label::of(site, dev);
@@ -311,6 +326,8 @@ impl PanelServer {
                 .capabilities()
                 .filter(|c| c.digital_inputs > 0)
                 .map(|_| Arc::new(inputs::Bank::new(&cfg.digital_input))),
+            site_tcp,
+            tcp_live: Default::default(),
             fields: OnceLock::new(),
             current: Default::default(),
             security: policy::config(
@@ -574,6 +591,16 @@ impl Device for PanelServer {
         }
         .boxed()
     }
+    fn details(&self, nv: &Nv, clock: &Clock) -> Details {
+        let (lockout, audit_tail) = crate::security::details(nv, &policy::LOCKOUT, clock.utc_now());
+        Details {
+            field_devices: self.field_devices(nv),
+            web_lockout: Some(lockout),
+            audit_tail,
+            extra: Default::default(),
+        }
+    }
+
     fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
         if let FieldAction::DigitalInput { closed, pulses } = action {
             return self.digital_input(field, closed, pulses, now);
@@ -695,6 +722,22 @@ impl PanelServer {
         let fields = self.fields(ctx);
         let paired =
             |d: &Arc<FieldDevice>| settings.pairing.iter().any(|p| Some(p.rf_id) == d.rf_id);
+        let tcp: Vec<Arc<gateway::TcpTarget>> = settings
+            .modbus_devices()
+            .iter()
+            .filter_map(|d| match *d {
+                topology::Downstream::Tcp { unit, ip, port } => {
+                    Some(Arc::new(gateway::TcpTarget::new(
+                        ip.to_string(),
+                        unit,
+                        self.tcp_interface(ip).to_string(),
+                        SocketAddr::from((ip, port)),
+                    )))
+                }
+                topology::Downstream::Serial { .. } => None,
+            })
+            .collect();
+        *self.tcp_live.lock().unwrap_or_else(|e| e.into_inner()) = tcp.clone();
         Arc::new(Gateway {
             registers: OwnRegisters::new(&self.identity, &settings.firmware, &settings.pairing),
             inputs: self.inputs.clone(),
@@ -716,21 +759,7 @@ impl PanelServer {
                         topology::Downstream::Tcp { .. } => None,
                     })
                     .collect(),
-                tcp: settings
-                    .modbus_devices()
-                    .iter()
-                    .filter_map(|d| match *d {
-                        topology::Downstream::Tcp { unit, ip, port } => {
-                            Some(Arc::new(gateway::TcpTarget::new(
-                                ip.to_string(),
-                                unit,
-                                self.tcp_interface(ip).to_string(),
-                                SocketAddr::from((ip, port)),
-                            )))
-                        }
-                        topology::Downstream::Serial { .. } => None,
-                    })
-                    .collect(),
+                tcp,
             },
         })
     }
@@ -743,6 +772,72 @@ impl PanelServer {
         } else {
             "eth1"
         }
+    }
+
+    /// The field devices for the dashboard: serial meters, Modbus TCP
+    /// targets and wireless devices (connected = in radio contact and
+    /// paired), with their state once the Panel Server has booted.
+    fn field_devices(&self, nv: &Nv) -> Vec<FieldDeviceInfo> {
+        let fields = self.fields.get();
+        let live = |id: &str| fields.and_then(|f| f.find(id));
+        let saved = nv.get::<Settings>(SETTINGS_KEY).ok().flatten();
+        let modbus_devices = saved
+            .as_ref()
+            .and_then(|s| s.modbus_devices.clone())
+            .or_else(|| self.defaults.modbus_devices.clone())
+            .unwrap_or_default();
+        let pairing = saved.map_or_else(|| self.defaults.pairing.clone(), |s| s.pairing);
+        let mut out = Vec::new();
+        for s in &self.serial_specs {
+            let d = live(&s.id);
+            out.push(FieldDeviceInfo {
+                id: s.id.clone(),
+                model: s.model.clone(),
+                link: "serial".into(),
+                unit: Some(s.unit),
+                powered: d.map(|d| d.is_powered()),
+                connected: d.map(|d| d.is_powered()),
+                ..Default::default()
+            });
+        }
+        // The configured Modbus TCP devices, named after the site's device
+        // at that address.
+        let live_tcp = self
+            .tcp_live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for d in &modbus_devices {
+            let topology::Downstream::Tcp { unit, ip, port } = *d else {
+                continue;
+            };
+            let known = self.site_tcp.iter().find(|(_, _, a)| *a == ip);
+            let live = live_tcp.iter().find(|t| t.unit == unit);
+            out.push(FieldDeviceInfo {
+                id: known.map_or_else(|| ip.to_string(), |(id, _, _)| id.clone()),
+                model: known.map(|(_, m, _)| m.clone()).unwrap_or_default(),
+                link: "modbus_tcp".into(),
+                unit: Some(unit),
+                address: Some(format!("{ip}:{port} via {}", self.tcp_interface(ip))),
+                connected: live.and_then(|t| t.is_connected()),
+                ..Default::default()
+            });
+        }
+        for s in &self.wireless_specs {
+            let d = live(&s.id);
+            let paired = pairing.iter().any(|p| Some(p.rf_id) == s.rf_id);
+            out.push(FieldDeviceInfo {
+                id: s.id.clone(),
+                model: s.model.clone(),
+                link: "wireless".into(),
+                unit: Some(s.unit),
+                address: s.rf_id.map(|r| format!("{r:016X}")),
+                powered: d.map(|d| d.is_powered()),
+                connected: d.map(|d| d.in_contact() && paired),
+                ..Default::default()
+            });
+        }
+        out
     }
 
     /// The wireless devices in radio range (the site's), as slots with the

@@ -54,7 +54,8 @@ impl Lockout {
         self.locked_until.filter(|&t| t > now).map(|t| t - now)
     }
 
-    fn threshold(&self, policy: &Policy) -> u32 {
+    /// Failures that start the next lock.
+    pub fn threshold(&self, policy: &Policy) -> u32 {
         if self.locks == 0 {
             policy.first_threshold
         } else {

@@ -28,6 +28,41 @@ use std::sync::Mutex;
 
 use fieldtwin_emulator::device::DeviceContext;
 
+/// What the dashboard shows of the security surface of a device (lockout
+/// state and the newest audit entries), read from its NV memory at site time
+/// `now`; `Device::details` of every model with web pages uses it.
+pub fn details(
+    nv: &fieldtwin_emulator::storage::Nv,
+    policy: &lockout::Policy,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (
+    fieldtwin_emulator::device::LockoutInfo,
+    Vec<fieldtwin_emulator::device::AuditInfo>,
+) {
+    let lock: lockout::Lockout = nv
+        .get(login::LOCKOUT_KEY)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let info = fieldtwin_emulator::device::LockoutInfo {
+        failures: lock.failures,
+        threshold: lock.threshold(policy),
+        locks: lock.locks,
+        locked_until: lock.locked_until.filter(|&t| t > now),
+    };
+    let audit = nv
+        .read_log_tail::<audit::Entry>(audit::LOG, fieldtwin_emulator::device::AUDIT_TAIL)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| fieldtwin_emulator::device::AuditInfo {
+            time: e.time,
+            kind: e.kind.name().to_string(),
+            detail: e.detail,
+        })
+        .collect();
+    (info, audit)
+}
+
 /// The per-model rules of the security surface.
 #[derive(Debug, Clone)]
 pub struct Config {
