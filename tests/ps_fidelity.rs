@@ -105,21 +105,36 @@ impl Ps {
         self.curl(&args)
     }
 
-    /// A bearer token of the JSON API.
+    /// A bearer token of the JSON API (waiting out a reboot).
     fn api_token(&self, pw: &str) -> String {
-        let (code, body) = curl(&[
-            "-sk",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{pw}\"}}"),
-            &self.url("/api/login"),
-        ]);
-        assert_eq!(code, 200, "{body}");
+        let login = || {
+            curl(&[
+                "-sk",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{pw}\"}}"),
+                &self.url("/api/login"),
+            ])
+        };
+        let mut answer = login();
+        self.site.wait_until(Duration::from_secs(30), || {
+            answer = login();
+            answer.0 == 200
+        });
+        let body = answer.1;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         format!("Authorization: Bearer {}", v["token"].as_str().unwrap())
+    }
+
+    /// Waits until the device has booted again with the audit entry
+    /// `boot` (the reason of the reboot), logged in with `pw`.
+    fn wait_rebooted(&self, pw: &str, boot: &str) {
+        self.site.wait_until(Duration::from_secs(30), || {
+            self.login(pw).0 == 200 && self.get("/logs/audit.csv").1.contains(boot)
+        });
     }
 
     fn audit_csv(&self) -> String {
@@ -286,8 +301,10 @@ fn fidelity_factory_reset_is_physical_and_erases_the_topology() {
     let (code, body) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Restart button"), "{body}");
-    ps.site
-        .wait_until(Duration::from_secs(30), || ps.login(new_pw).0 == 200);
+    ps.wait_rebooted(
+        new_pw,
+        "reboot after a remote factory-reset request (webpages)",
+    );
     let bearer = ps.api_token(new_pw);
     let (code, body) = curl(&[
         "-sk",
@@ -302,8 +319,7 @@ fn fidelity_factory_reset_is_physical_and_erases_the_topology() {
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["factory_reset"], false, "{v}");
-    ps.site
-        .wait_until(Duration::from_secs(30), || ps.login(new_pw).0 == 200);
+    ps.wait_rebooted(new_pw, "reboot after a remote factory-reset request (api)");
     assert!(ps.modbus(1, METER_REG, 2).is_ok());
     assert!(ps.modbus(10, METER_REG, 2).is_ok());
     assert_eq!(ps.firmware_register(), "002.003.000");
