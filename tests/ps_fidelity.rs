@@ -396,6 +396,31 @@ fn fidelity_wrong_install_code_and_current_password_are_counted_and_audited() {
     ps.site.wait_until(Duration::from_secs(10), || {
         ps.modbus(100, METER_REG, 2) == Err(0x0A)
     });
+    // The JSON API cannot pair it back without its install code.
+    let bearer = ps.api_token(&ps.password);
+    let api = |args: &[&str]| {
+        let mut a = vec!["-sk", "-w", "\n%{http_code}", "-H", &bearer];
+        a.extend_from_slice(args);
+        curl(&a)
+    };
+    let (code, body) = api(&[&ps.url("/api/settings")]);
+    assert_eq!(code, 200, "{body}");
+    let mut settings: serde_json::Value = serde_json::from_str(&body).unwrap();
+    settings["pairing"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"rf_id": 0x2A3B0001u64, "unit": 100}));
+    let (code, body) = api(&[
+        "-X",
+        "PUT",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &settings.to_string(),
+        &ps.url("/api/settings"),
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("install code"), "{body}");
     let right = label_install_code(&ps.text, "pt-lighting");
     // Another device's code (well-formed, right CRC) is not this one's.
     let other = label_install_code(&ps.text, "pt-hvac");

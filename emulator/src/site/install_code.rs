@@ -147,4 +147,21 @@ mod tests {
         assert_ne!(a, InstallCode::derived(2, "pt-lighting"));
         assert_eq!(InstallCode::parse(&a.text()).unwrap(), a);
     }
+
+    proptest::proptest! {
+        /// Any text is parsed or refused with a message, never a panic;
+        /// every key prints as a code that parses back to it, and a
+        /// changed character is caught.
+        #[test]
+        fn parse_is_total_and_round_trips(text in ".{0,60}", key in proptest::array::uniform16(0u8..), at in 0usize..36) {
+            let _ = InstallCode::parse(&text);
+            let code = InstallCode { key };
+            let printed = code.text();
+            proptest::prop_assert_eq!(InstallCode::parse(&printed), Ok(code));
+            let mut typo: Vec<char> = printed.chars().collect();
+            typo[at] = if typo[at] == '0' { '1' } else { '0' };
+            let typo: String = typo.into_iter().collect();
+            proptest::prop_assert!(InstallCode::parse(&typo).is_err());
+        }
+    }
 }
