@@ -512,10 +512,14 @@ impl Device for PanelServer {
     fn survives_factory_reset(&self) -> &'static [&'static str] {
         // The installed firmware stays: a factory reset erases settings and
         // data, not the firmware (no silent revert to the site's version).
+        // The field devices' energy counters are kept in this device's NV
+        // store by the twin, but they are the meters' own memory: a reset
+        // of the Panel Server does not zero a meter's index.
         &[
             node::WIRELESS_OFF_KEY,
             node::COMMISSIONED_KEY,
             crate::security::firmware::IMAGE_KEY,
+            field::SAVED_KEY,
         ]
     }
 
