@@ -794,13 +794,16 @@ impl PanelServer {
         let mut out = Vec::new();
         for s in &self.serial_specs {
             let d = live(&s.id);
+            // Reached when powered and configured in the topology.
+            let configured =
+                modbus_devices.contains(&topology::Downstream::Serial { unit: s.unit });
             out.push(FieldDeviceInfo {
                 id: s.id.clone(),
                 model: s.model.clone(),
                 link: "serial".into(),
                 unit: Some(s.unit),
                 powered: d.map(|d| d.is_powered()),
-                connected: d.map(|d| d.is_powered()),
+                connected: d.map(|d| d.is_powered() && configured),
                 ..Default::default()
             });
         }
