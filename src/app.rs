@@ -286,14 +286,29 @@ fn labels(site: &Site) -> String {
         .filter(|d| d.model.is_panel_server())
         .map(|d| {
             let label = fieldtwin_models::panel_server::label::Label::of(site, d);
-            format!("#   {}: {}\n", d.id, label.text())
+            let mut text = format!("#   {}: {}\n", d.id, label.text());
+            // The wireless devices' labels: RF-ID and install code.
+            for w in d.panel_server.iter().flat_map(|p| &p.wireless) {
+                let rf_id = w
+                    .rf_id
+                    .as_deref()
+                    .and_then(fieldtwin_emulator::site::parse_rf_id)
+                    .unwrap_or(0);
+                text += &format!(
+                    "#     {}: {}  RF-ID {rf_id:016X}  Install code {}\n",
+                    w.id,
+                    w.model,
+                    w.install_code(site.site.seed).text()
+                );
+            }
+            text
         })
         .collect();
     if lines.is_empty() {
         return String::new();
     }
     format!(
-        "\n# Product labels (the QR code gives the device code, the Wi-Fi access point's default password):\n{}",
+        "\n# Product labels (the QR code gives the device code, the Wi-Fi access point's default password;\n# a wireless device's label gives its RF-ID and the install code that pairs it):\n{}",
         lines.concat()
     )
 }

@@ -10,7 +10,10 @@
 //! - The types here are configuration only (DESIGN.md principle 6): models
 //!   build their runtime state from them.
 
+mod install_code;
 mod matrix;
+
+pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 
 pub use matrix::{
     Capabilities, Commodity, DigitalInputConfig, FirmwareEdition, InputMode, PANEL_SERVERS,
@@ -354,6 +357,21 @@ pub struct FieldDeviceConfig {
     pub profile: Option<String>,
     #[serde(default = "yes")]
     pub powered: bool,
+    /// Install code of a wireless device (36 hex characters: 128-bit key +
+    /// CRC-16, as on its label); default: derived from the seed and the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_code: Option<String>,
+}
+
+impl FieldDeviceConfig {
+    /// The install code of this wireless device: the site file's, or the
+    /// one derived from the site seed and the device id.
+    pub fn install_code(&self, site_seed: u64) -> InstallCode {
+        self.install_code
+            .as_deref()
+            .and_then(|c| InstallCode::parse(c).ok())
+            .unwrap_or_else(|| InstallCode::derived(site_seed, &self.id))
+    }
 }
 
 /// A Modbus TCP device that a Panel Server reaches on its OT side.
@@ -653,6 +671,20 @@ impl Site {
                         }
                     }
                 }
+                if let Some(code) = &f.install_code {
+                    if kind == "serial" {
+                        return Err(invalid(
+                            format!("{at}.install_code"),
+                            "only wireless devices have an install code",
+                        ));
+                    }
+                    InstallCode::parse(code).map_err(|e| {
+                        invalid(
+                            format!("{at}.install_code"),
+                            format!("{e} (e.g. \"83FED3407A939723A5C639B26916D505C3B5\")"),
+                        )
+                    })?;
+                }
                 if let Some(u) = f.unit {
                     check_unit(&format!("{at}.unit"), u, &f.id, &mut units)?;
                 }
@@ -831,6 +863,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("1-247"), "{err}");
+    }
+
+    #[test]
+    fn install_codes_are_checked_and_derived_when_absent() {
+        let rf = "rf_id = \"0x000000002A3B0001\"";
+        let good = "83FED3407A939723A5C639B26916D505C3B5";
+        let site = Site::parse(&with(rf, &format!("{rf}\ninstall_code = \"{good}\""))).unwrap();
+        let ps = site.devices[0].panel_server.as_ref().unwrap();
+        assert_eq!(ps.wireless[0].install_code(1).text(), good);
+        assert_eq!(
+            ps.wireless[1].install_code(1),
+            InstallCode::derived(1, "pt-hvac")
+        );
+        let bad = format!("{rf}\ninstall_code = \"83FED3407A939723A5C639B26916D505C3B6\"");
+        let err = Site::parse(&with(rf, &bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("wireless[0].install_code") && err.contains("CRC"),
+            "{err}"
+        );
     }
 
     #[test]
