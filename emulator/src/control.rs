@@ -12,7 +12,9 @@
 //!   `POST /api/v1/devices/{id}/modbus-service` `{"interface":"eth2","enabled":true}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
 //!   (server-sent events), `GET /api/v1/links`, `POST /api/v1/links/{device}`
-//!   (a [`LinkFault`]; TAP mode). Every error is a 4xx/5xx with a JSON body
+//!   (a [`LinkFault`]; TAP mode), `POST /api/v1/workstations`
+//!   `{"id","segment","ip"?}`, `POST /api/v1/devices/{id}/attack` (an
+//!   [`Attack`] run from Workstation `id`). Every error is a 4xx/5xx with a JSON body
 //!   `{"error": "..."}` that says what was wrong.
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::attack::{Attack, AttackReport};
 use crate::clock::{ClockError, ClockStatus};
 use crate::device::{DeviceStatus, FieldAction, Power, Runtime, RuntimeError};
 use crate::net::fault::{FaultError, LinkFault};
@@ -99,6 +102,20 @@ pub enum Command {
         interface: String,
         enabled: bool,
     },
+    // --- Workstations, attacks and field faults (issue 9; docs/control-api.md) ---
+    /// Adds a device of model `Workstation` on `segment` (at `ip`, or the
+    /// first free address from .200) and powers it on.
+    AddWorkstation {
+        id: String,
+        segment: String,
+        #[serde(default)]
+        ip: Option<std::net::Ipv4Addr>,
+    },
+    /// Runs an attack from Workstation `from`; answers an [`AttackReport`].
+    Attack {
+        from: String,
+        attack: Attack,
+    },
 }
 
 /// Seconds the Restart button must be held for a factory reset.
@@ -165,6 +182,8 @@ pub enum Reply {
     Clock(ClockStatus),
     /// Link faults in force, by device or `segment:NAME`.
     Links(BTreeMap<String, LinkFault>),
+    /// What an attack observed.
+    Attack(Box<AttackReport>),
 }
 
 /// Why a command failed.
@@ -255,6 +274,22 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             });
             Ok(Reply::Device(Box::new(rt.status(&device)?)))
         }
+        Command::AddWorkstation { id, segment, ip } => Ok(Reply::Device(Box::new(
+            rt.add_workstation(&id, &segment, ip).await?,
+        ))),
+        Command::Attack { from, attack } => {
+            let kind = attack.kind();
+            let report = rt
+                .attack(&from, attack)
+                .await?
+                .map_err(CommandError::BadRequest)?;
+            rt.events().send(Event::Device {
+                device: from.clone(),
+                kind: "attack".into(),
+                message: format!("{kind} on {}", report.target),
+            });
+            Ok(Reply::Attack(Box::new(report)))
+        }
     }
 }
 
@@ -305,6 +340,7 @@ impl From<CommandError> for ApiError {
         let status = match &e {
             CommandError::Runtime(RuntimeError::UnknownDevice(_)) => StatusCode::NOT_FOUND,
             CommandError::Runtime(RuntimeError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            CommandError::Runtime(RuntimeError::Refused(_)) => StatusCode::BAD_REQUEST,
             CommandError::Link(FaultError::Unknown(_)) => StatusCode::NOT_FOUND,
             CommandError::Clock(_) | CommandError::BadRequest(_) | CommandError::Link(_) => {
                 StatusCode::BAD_REQUEST
@@ -365,6 +401,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/v1/links", get(get_links))
         .route("/api/v1/links/{device}", post(set_link))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/workstations", post(add_workstation))
+        .route("/api/v1/devices/{id}/attack", post(attack))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -505,6 +543,38 @@ async fn set_link(
     Ok(Json(
         execute(&rt, Command::SetLink { device, fault }).await?,
     ))
+}
+
+/// JSON body of `POST /api/v1/workstations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkstationBody {
+    id: String,
+    segment: String,
+    #[serde(default)]
+    ip: Option<std::net::Ipv4Addr>,
+}
+
+async fn add_workstation(
+    State(rt): State<Shared>,
+    body: Result<Json<WorkstationBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(b) = body?;
+    let cmd = Command::AddWorkstation {
+        id: b.id,
+        segment: b.segment,
+        ip: b.ip,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+async fn attack(
+    State(rt): State<Shared>,
+    Path(from): Path<String>,
+    body: Result<Json<Attack>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(attack) = body?;
+    Ok(Json(execute(&rt, Command::Attack { from, attack }).await?))
 }
 
 async fn command(

@@ -17,6 +17,8 @@
 //! - Every port has a [`fault::Shaper`] per direction; faults are set per
 //!   device (all its ports) or per segment (all ports of the segment).
 //! - With a capture directory, each segment writes `<segment>.pcap`.
+//! - Every switch also keeps its last [`CAPTURE_FRAMES`] forwarded frames in
+//!   memory ([`Segment::recent_frames`]), the buffer replay attacks draw on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -34,6 +36,8 @@ use crate::site::{Bridge, Site, Topology};
 
 /// Frames a port queues before the switch drops.
 pub const PORT_QUEUE: usize = 512;
+/// Most recent frames a segment keeps in memory for replays.
+pub const CAPTURE_FRAMES: usize = 2048;
 
 type Mac = [u8; 6];
 
@@ -78,6 +82,8 @@ pub struct Segment {
     ports: RwLock<Vec<Arc<Port>>>,
     macs: Mutex<HashMap<Mac, usize>>,
     pcap: Option<Mutex<PcapWriter>>,
+    /// The last [`CAPTURE_FRAMES`] frames forwarded (replay buffer).
+    recent: Mutex<std::collections::VecDeque<Vec<u8>>>,
     drops: AtomicU64,
     frames: AtomicU64,
 }
@@ -115,6 +121,7 @@ impl Segment {
             ports: RwLock::new(Vec::new()),
             macs: Mutex::new(HashMap::new()),
             pcap: pcap.map(Mutex::new),
+            recent: Mutex::new(std::collections::VecDeque::with_capacity(CAPTURE_FRAMES)),
             drops: AtomicU64::new(0),
             frames: AtomicU64::new(0),
         }
@@ -128,6 +135,17 @@ impl Segment {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The most recent frames forwarded on this switch, oldest first (at
+    /// most [`CAPTURE_FRAMES`]).
+    pub fn recent_frames(&self) -> Vec<Vec<u8>> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Frames dropped on full queues or faults so far.
@@ -207,6 +225,13 @@ impl Segment {
         self.frames.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &self.pcap {
             p.lock().unwrap_or_else(|e| e.into_inner()).write(&frame);
+        }
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == CAPTURE_FRAMES {
+                recent.pop_front();
+            }
+            recent.push_back(frame.clone());
         }
         let dst: Mac = frame[0..6].try_into().expect("14 bytes checked");
         let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
@@ -410,6 +435,11 @@ impl Network {
     /// The switch that segment `name` belongs to.
     pub fn segment(&self, name: &str) -> Option<&Arc<Segment>> {
         self.segments.get(name)
+    }
+
+    /// Names of the site's segments.
+    pub fn segment_names(&self) -> Vec<String> {
+        self.segments.keys().cloned().collect()
     }
 
     /// The distinct switches (bridged segments share one).
