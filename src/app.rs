@@ -46,6 +46,10 @@ pub struct RunOptions {
     /// Speed of virtual time (1 = real time, up to 1000000).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// Show the terminal dashboard (docs/tui.md) instead of the device
+    /// table; quitting it stops the site.
+    #[arg(long)]
+    tui: bool,
     /// Network backend (host loopback or TAP) and capture.
     #[command(flatten)]
     net: crate::tap::NetOptions,
@@ -105,6 +109,11 @@ pub fn build_runtime(
             seed,
         })
         .with_context(|| format!("adding device {}", dev.id))?;
+        let segments = fieldtwin_models::interfaces(dev)
+            .into_iter()
+            .map(|(name, _, segment)| (name, segment))
+            .collect();
+        rt.set_segments(&dev.id, segments)?;
     }
     if let Some(net) = net {
         rt.set_network(net.clone());
@@ -159,9 +168,28 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some(dir) => println!("state: {}", dir.display()),
             None => println!("state: temporary (use --state DIR to keep it)"),
         }
-        let server = axum::serve(api, control::router(rt.clone()))
-            .with_graceful_shutdown(shutdown_signal());
-        server.await.context("control API failed")?;
+        if opts.tui {
+            // The dashboard is a client of the API like any other.
+            let addr = api.local_addr()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = axum::serve(api, control::router(rt.clone())).with_graceful_shutdown(
+                async move {
+                    tokio::select! {
+                        _ = shutdown_signal() => {}
+                        _ = stopped => {}
+                    }
+                },
+            );
+            let server = tokio::spawn(server.into_future());
+            let dashboard = tokio::task::spawn_blocking(move || fieldtwin_tui::run(addr)).await;
+            let _ = stop.send(());
+            server.await?.context("control API failed")?;
+            dashboard??;
+        } else {
+            let server = axum::serve(api, control::router(rt.clone()))
+                .with_graceful_shutdown(shutdown_signal());
+            server.await.context("control API failed")?;
+        }
         println!("fieldtwin: shutting down");
         rt.shutdown().await?;
         anyhow::Ok(())
@@ -184,11 +212,41 @@ async fn shutdown_signal() {
 }
 
 pub fn site_show(file: Option<&Path>) -> anyhow::Result<()> {
-    match file {
-        None => print!("{}", fieldtwin_emulator::site::DEFAULT_SITE_TOML),
-        Some(f) => print!("{}", Site::load(f)?.to_toml()),
-    }
+    let site = match file {
+        None => {
+            print!("{}", fieldtwin_emulator::site::DEFAULT_SITE_TOML);
+            Site::default_site()
+        }
+        Some(f) => {
+            let site = Site::load(f)?;
+            print!("{}", site.to_toml());
+            site
+        }
+    };
+    print!("{}", labels(&site));
     Ok(())
+}
+
+/// The product labels of the site's Panel Servers, as TOML comments: what
+/// the sticker shows, device code included (derived from the seed where
+/// the site file gives none).
+fn labels(site: &Site) -> String {
+    let lines: Vec<String> = site
+        .devices
+        .iter()
+        .filter(|d| d.model.is_panel_server())
+        .map(|d| {
+            let label = fieldtwin_models::panel_server::label::Label::of(site, d);
+            format!("#   {}: {}\n", d.id, label.text())
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n# Product labels (the QR code gives the device code, the Wi-Fi access point's default password):\n{}",
+        lines.concat()
+    )
 }
 
 pub fn site_check(file: &Path) -> anyhow::Result<()> {

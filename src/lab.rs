@@ -3,7 +3,8 @@
 //! inside it while the emulator and its control API stay on the host's
 //! loopback (docs/lab.md).
 //!
-//! Contract: `up` creates the namespace (idempotent), brings its loopback up
+//! Contract: `up` refuses to run from inside another network namespace than
+//! the host's (PID 1's), saying so; it creates the namespace (idempotent), brings its loopback up
 //! and raises its neighbour-table limits for large sites; `down` deletes it
 //! (the TAP inside goes with it); `exec` runs a command inside it and exits
 //! with its status. Nothing here touches the host's own namespace.
@@ -65,8 +66,36 @@ pub fn up(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Which other network namespace this process runs in, if it is not the
+/// host's: a named one (`ip netns exec NAME ...`) or, when PID 1's is
+/// readable, any namespace other than PID 1's.
+fn inside_other_netns() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            if std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == own) {
+                return Some(format!(
+                    "the network namespace {:?}",
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    let host = std::fs::metadata("/proc/1/ns/net").ok()?.ino();
+    (host != own).then(|| format!("network namespace net:[{own}], not the host's net:[{host}]"))
+}
+
 /// [`up`] without the banner.
 pub fn up_quiet(name: &str) -> anyhow::Result<()> {
+    if let Some(other) = inside_other_netns() {
+        bail!(
+            "`fieldtwin lab up` must run in the host's network namespace, but it runs inside \
+             {other} (e.g. in `ip netns exec`): a lab namespace made from here would not be \
+             reachable as documented. Leave this namespace (exit the `ip netns exec` shell) \
+             and run `sudo fieldtwin lab up --name {name}` again."
+        );
+    }
     if !exists(name) {
         ip(&["netns", "add", name]).with_context(
             || "creating a network namespace needs CAP_SYS_ADMIN: run `sudo fieldtwin lab up`",

@@ -35,6 +35,12 @@ enum Cmd {
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
     },
+    /// Terminal dashboard of a running site (docs/tui.md).
+    Tui {
+        /// Control API address of the running site.
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
     /// Build and check signed firmware images.
     Firmware {
         #[command(subcommand)]
@@ -126,6 +132,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run(opts) => app::run(opts),
         Cmd::Firmware { command } => firmware::run(command),
+        Cmd::Tui { api } => fieldtwin_tui::run(api),
         Cmd::Devices { api } => client::devices(api),
         Cmd::Power {
             device,

@@ -342,6 +342,49 @@ fn site_check_names_the_bad_field() {
     assert!(!out.status.success(), "run refuses a bad site");
 }
 
+/// Issue 8 defect 8: the model matrix of the site file. A PAS400 (one
+/// Ethernet port, no Modbus-SL) with the default site's serial meter is
+/// refused by `site check` and by `run`, naming the field and what the
+/// model allows; its product label (device code) is shown by `site show`.
+#[test]
+fn site_check_refuses_what_the_model_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = site_text(30)
+        .replacen("model = \"PAS600L\"", "model = \"PAS400\"", 1)
+        .replacen(
+            "topology = \"separated\"\neth2_ip = \"10.77.31.1\"\neth2_segment = \"ot\"\n",
+            "",
+            1,
+        );
+    assert!(entry.contains("model = \"PAS400\"") && !entry.contains("eth2_ip"));
+    let (ok, err) = site_check(dir.path(), "pas400.toml", &entry);
+    let says = "device[0].panel_server.serial[0]: PAS400 has no Modbus-SL port";
+    assert!(!ok && err.contains(says) && err.contains("PAS600"), "{err}");
+    let file = dir.path().join("pas400.toml");
+    let out = fieldtwin(&[
+        "run",
+        "--site",
+        file.to_str().unwrap(),
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(says), "{err}");
+    // The separated topology is refused first, naming its field.
+    let separated = site_text(30).replacen("model = \"PAS600L\"", "model = \"PAS400\"", 1);
+    let (ok, err) = site_check(dir.path(), "sep.toml", &separated);
+    assert!(
+        !ok && err.contains("device[0].panel_server.topology: PAS400 has one Ethernet port"),
+        "{err}"
+    );
+    // The label of the default site's Panel Server, with its device code.
+    let shown = String::from_utf8(fieldtwin(&["site", "show"]).stdout).unwrap();
+    assert!(
+        shown.contains("#   ps1: PAS600L  S/N NK231730251  Device code "),
+        "{shown}"
+    );
+}
+
 #[test]
 fn unprivileged_run_moves_low_ports_by_the_documented_offset() {
     let is_root = tool("id", &["-u"]).stdout.starts_with(b"0");

@@ -3,7 +3,8 @@
 //! tokio-modbus) against the `fieldtwin` binary in host mode.
 //!
 //! Site octets 20-39 belong to these tests (see tests/common/mod.rs):
-//! 20 reads, 22 errors, 24 energy, 26/28/30 determinism.
+//! 20 reads, 22 errors, 24 energy, 26/28/30 determinism, 38 digital inputs
+//! and DPWS probe types.
 
 mod common;
 
@@ -505,5 +506,156 @@ fn mbpoll_rtu_talks_to_the_serial_meter_on_the_line_pty() {
     args.extend_from_slice(&["-a", "9", "-r", "3028", "-t", "4:float", "-B", pty]);
     let out = mbpoll(&args);
     assert!(out.contains("timed out"), "{out}");
+    drop(s);
+}
+
+/// An INT64 of four registers (most significant first).
+fn i64_of(w: &[u16]) -> i64 {
+    w.iter().fold(0i64, |a, x| (a << 16) | i64::from(*x))
+}
+
+/// Runs tests/security/wsd_probe.py (the PyPI `wsdiscovery` codec) against
+/// `ip` with a directed Probe for `types` (`{namespace}local`).
+fn wsd_probe(ip: &str, types: &[&str]) -> serde_json::Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut cmd = Command::new(format!("{root}/.venv/bin/python"));
+    cmd.arg(format!("{root}/tests/security/wsd_probe.py"))
+        .arg(ip);
+    for t in types {
+        cmd.args(["--type", t]);
+    }
+    let out = cmd.output().expect("run wsd_probe.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wsd_probe: {text} {out:?}");
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+/// Issue 8 defects 6 and 8 in host mode: the default site's PAS600L answers
+/// its digital-input registers (1001+ at unit 255, tokio-modbus and
+/// pymodbus): DI1 counts the water meter's pulses on virtual time and the
+/// control API's pulses, DI2 follows its contact; counters reset with FC16
+/// and survive a restart with kept state. Its DPWS answers a real
+/// WS-Discovery client's directed Probe for the Schneider types and not for
+/// an unrelated type. Site octet 38.
+#[test]
+fn digital_inputs_of_the_pas600l_and_dpws_probe_types() {
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().join("state");
+    let args = ["--state", state_arg.to_str().unwrap()];
+    let ip = ps_ip(38);
+    let s = RunningSite::start(&site(38, 1), &args);
+    pause(&s);
+    // Validity and mode: DI1 pulse (0), DI2 status (1); names as ASCII.
+    assert_eq!(tokio_read(&ip, 255, 1001, 4), vec![1, 1, 0, 1]);
+    assert_eq!(ascii(&tokio_read(&ip, 255, 1005, 20)), "Water meter");
+    assert_eq!(ascii(&tokio_read(&ip, 255, 1025, 20)), "Incomer breaker");
+    // One virtual hour of the meter's 30 pulses/h, 10 litres each.
+    s.post_json("/api/v1/clock", r#"{"advance_s":3600}"#);
+    assert_eq!(i64_of(&tokio_read(&ip, 255, 1099, 4)), 30);
+    assert_eq!(i64_of(&tokio_read(&ip, 255, 1123, 4)), 300);
+    assert_eq!(
+        tokio_read(&ip, 255, 1087, 2),
+        vec![0x4120, 0],
+        "10.0 l/pulse"
+    );
+    // Five pulses through the control API.
+    s.post_json("/api/v1/devices/ps1/digital-inputs/1", r#"{"pulses":5}"#);
+    assert_eq!(i64_of(&tokio_read(&ip, 255, 1099, 4)), 35);
+    // DI2: the breaker's contact is closed (active); open, then close again
+    // through the generic command endpoint: one operation.
+    assert_eq!(tokio_read(&ip, 255, 1053, 2), vec![0, 1]);
+    s.post_json(
+        "/api/v1/devices/ps1/digital-inputs/2",
+        r#"{"closed":false}"#,
+    );
+    assert_eq!(tokio_read(&ip, 255, 1054, 1), vec![0]);
+    s.post_json(
+        "/api/v1/commands",
+        r#"{"command":"digital_input","device":"ps1","input":2,"closed":true}"#,
+    );
+    assert_eq!(tokio_read(&ip, 255, 1054, 1), vec![1]);
+    assert_eq!(tokio_read(&ip, 255, 1073, 2), vec![0, 1]);
+    // Wrong commands say what is allowed.
+    let (code, body) = s.post("/api/v1/devices/ps1/digital-inputs/2", r#"{"pulses":3}"#);
+    assert!(code == 400 && body.contains("status input"), "{body}");
+    let (code, body) = s.post("/api/v1/devices/ps1/digital-inputs/3", r#"{"closed":true}"#);
+    assert!(
+        code == 404 && body.contains("use 1 (DI1) or 2 (DI2)"),
+        "{body}"
+    );
+    let (code, body) = s.post(
+        "/api/v1/devices/meter-tcp/digital-inputs/1",
+        r#"{"pulses":1}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    // FC16: a 0 resets the resettable pulse count, anything else is 0x03;
+    // the non-resettable counter stays; a gap of the Modbus file is 0x02.
+    let r = pymodbus(
+        &ip,
+        &[
+            "write:255:1107:0,0,0,0",
+            "write:255:1107:0,0,0,1",
+            "read:255:1107:4",
+            "read:255:1131:1",
+        ],
+    );
+    assert!(r[0].get("words").is_some(), "reset accepted: {r:?}");
+    assert_eq!(r[1]["exception"], 3, "{r:?}");
+    assert_eq!(words(&r[2]), vec![0, 0, 0, 0]);
+    assert_eq!(r[3]["exception"], 2, "{r:?}");
+    assert_eq!(i64_of(&tokio_read(&ip, 255, 1099, 4)), 35);
+    assert_eq!(tokio_read(&ip, 255, 1115, 1), vec![26], "reset date: 2026");
+
+    // DPWS: the Schneider types with their namespaces, alone or together
+    // with wsdp:Device, find the device; an unrelated type does not.
+    let gateway = "{http://www.schneider-electric.com}GatewayServer";
+    let panel = "{http://www.schneider-electric.com/CyberSecurity}EcoStruxurePanelServer";
+    let device = "{http://schemas.xmlsoap.org/ws/2006/02/devprof}Device";
+    for types in [
+        vec![],
+        vec![gateway],
+        vec![panel],
+        vec![device, gateway, panel],
+    ] {
+        let found = wsd_probe(&ip, &types);
+        let m = &found["matches"][0];
+        assert!(
+            m["xaddrs"][0].as_str().unwrap_or_default().contains(&ip),
+            "{types:?}: {found}"
+        );
+        let listed: Vec<&str> = m["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "http://schemas.xmlsoap.org/ws/2006/02/devprof:Device",
+                "http://www.schneider-electric.com:GatewayServer",
+                "http://www.schneider-electric.com/CyberSecurity:EcoStruxurePanelServer",
+            ],
+            "{found}"
+        );
+    }
+    for unrelated in [
+        "{http://schemas.microsoft.com/windows/pub/2005/07}Computer",
+        "{http://example.com/other}GatewayServer",
+    ] {
+        let found = wsd_probe(&ip, &[device, unrelated]);
+        assert_eq!(
+            found["matches"],
+            serde_json::json!([]),
+            "{unrelated}: {found}"
+        );
+    }
+
+    // The counters are kept in NV memory across a restart.
+    assert!(s.stop().success());
+    let s = RunningSite::start(&site(38, 1), &args);
+    pause(&s);
+    assert_eq!(i64_of(&tokio_read(&ip, 255, 1099, 4)), 35);
+    assert_eq!(tokio_read(&ip, 255, 1073, 2), vec![0, 1]);
     drop(s);
 }

@@ -143,3 +143,33 @@ fn gateway_and_security_checks_in_the_tap_lab() {
         "pymodbus serial meter voltage {v}"
     );
 }
+
+/// Issue 8 defect 9: `lab up` run inside another network namespace says so
+/// and creates nothing.
+#[test]
+fn lab_up_inside_another_namespace_says_so() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("labin");
+    let inner = format!("ftnet-labinner-{}", std::process::id());
+    let out = ns.run(
+        env!("CARGO_BIN_EXE_fieldtwin"),
+        &["lab", "up", "--name", &inner],
+    );
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "runs inside the network namespace \"{}\"",
+            ns.name
+        )),
+        "{t}"
+    );
+    assert!(t.contains("Leave this namespace"), "{t}");
+    let list = common::tool("ip", &["netns", "list"]);
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&inner),
+        "no namespace made"
+    );
+}

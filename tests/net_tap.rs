@@ -266,6 +266,46 @@ fn loss_fault_loses_pings_and_clearing_restores() {
     assert!(m.status.success(), "mbpoll after power cycle: {}", text(&m));
 }
 
+/// A DHCP server (dnsmasq) on the host side of the TAP in `ns`, leasing
+/// 10.77.A.200-220; stopped (by its pid file) when dropped, however the
+/// test ends.
+struct Dnsmasq {
+    dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    fn leases(&self) -> std::path::PathBuf {
+        self.dir.path().join("leases")
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
+            let _ = tool("kill", &[pid.trim()]);
+        }
+    }
+}
+
+fn dnsmasq(ns: &Netns, a: u8) -> Dnsmasq {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Dnsmasq { dir };
+    let out = ns.run(
+        "dnsmasq",
+        &[
+            "--port=0",
+            "--interface=ftlab0",
+            "--bind-interfaces",
+            &format!("--dhcp-range=10.77.{a}.200,10.77.{a}.220,255.255.255.0,1h"),
+            &format!("--dhcp-option=3,10.77.{a}.1"),
+            &format!("--dhcp-leasefile={}", daemon.leases().display()),
+            &format!("--pid-file={}", daemon.dir.path().join("pid").display()),
+        ],
+    );
+    assert!(out.status.success(), "dnsmasq: {}", text(&out));
+    daemon
+}
+
 #[test]
 fn dhcp_client_takes_its_address_from_a_dhcp_server_in_the_lab() {
     if !root() {
@@ -280,33 +320,7 @@ fn dhcp_client_takes_its_address_from_a_dhcp_server_in_the_lab() {
     );
     assert!(text_site.contains("dhcp = true"));
     let site = start(&ns, &text_site, &[]);
-    // A real DHCP server (dnsmasq) on the host side of the TAP.
-    let dir = tempfile::tempdir().unwrap();
-    let leases = dir.path().join("leases");
-    let pid = dir.path().join("pid");
-    let out = ns.run(
-        "dnsmasq",
-        &[
-            "--port=0",
-            "--interface=ftlab0",
-            "--bind-interfaces",
-            "--dhcp-range=10.77.72.200,10.77.72.220,255.255.255.0,1h",
-            "--dhcp-option=3,10.77.72.1",
-            &format!("--dhcp-leasefile={}", leases.display()),
-            &format!("--pid-file={}", pid.display()),
-        ],
-    );
-    assert!(out.status.success(), "dnsmasq: {}", text(&out));
-    /// Stops the daemon this test started (by its pid file) however the test ends.
-    struct Daemon(std::path::PathBuf);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(&self.0) {
-                let _ = tool("kill", &[pid.trim()]);
-            }
-        }
-    }
-    let daemon = Daemon(pid);
+    let daemon = dnsmasq(&ns, 72);
     let mut got = String::new();
     site.wait_until(Duration::from_secs(30), || {
         got = site.get_json("/api/v1/devices/dl1")["addresses"]["eth1"]
@@ -318,7 +332,7 @@ fn dhcp_client_takes_its_address_from_a_dhcp_server_in_the_lab() {
     // The first echo may go while the device still resolves the host's MAC.
     let _ = ns.ping(&got, 1, "0.2");
     let p = ns.ping(&got, 3, "0.2");
-    let lease = std::fs::read_to_string(&leases).unwrap_or_default();
+    let lease = std::fs::read_to_string(daemon.leases()).unwrap_or_default();
     drop(daemon);
     assert!(p.status.success() && loss(&p) == 0.0, "{got}: {}", text(&p));
     assert!(lease.contains(&got), "dnsmasq lease file: {lease}");
@@ -373,4 +387,206 @@ fn lab_up_exec_down_manage_the_namespace() {
     let ex = common::fieldtwin(&["lab", "exec", "--name", &name, "--", "true"]);
     assert!(!ex.status.success());
     assert!(text(&ex).contains("lab up"), "{}", text(&ex));
+}
+
+/// The WS-Discovery messages a device multicast, in capture order:
+/// (source address, "Hello"/"Bye", the SOAP text).
+fn ws_discovery_announcements(pcap: &std::path::Path, from: &str) -> Vec<(String, String)> {
+    let out = tool(
+        "tshark",
+        &[
+            "-r",
+            pcap.to_str().unwrap(),
+            "-Y",
+            &format!("udp.dstport == 3702 && ip.dst == 239.255.255.250 && ip.src == {from}"),
+            "-T",
+            "fields",
+            "-e",
+            "udp.payload",
+        ],
+    );
+    assert!(out.status.success(), "tshark: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|hex| {
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            let soap = String::from_utf8_lossy(&bytes).to_string();
+            let kind = ["Hello", "Bye", "Probe"]
+                .into_iter()
+                .find(|k| soap.contains(&format!("/discovery/{k}</")))
+                .unwrap_or("other");
+            (kind.to_string(), soap)
+        })
+        .collect()
+}
+
+/// Issue 8 defect 6 in the TAP lab: a Panel Server with `dhcp = true`
+/// announces itself (Hello) with its leased address once dnsmasq leases
+/// one, a multicast Probe finds it at that address (XAddrs, presentation
+/// URL, service list, certificate SAN), and it says Bye on the wire when
+/// DPWS is switched off on its API and when it is powered off. Site octet 74.
+#[test]
+fn dpws_hello_after_a_dhcp_lease_and_bye_when_switched_off_or_powered_off() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::named(&format!("ft-dpwsmodels-dpws-{}", std::process::id()));
+    let text_site = site_text(74)
+        .replacen(
+            "ip = \"10.77.74.10\"\nsegment = \"lan\"\n",
+            "ip = \"10.77.74.10\"\nsegment = \"lan\"\ndhcp = true\n",
+            1,
+        )
+        .replacen(
+            "[device.panel_server]\n",
+            "[device.panel_server]\npbkdf2_iterations = 1000\n",
+            1,
+        );
+    assert!(text_site.contains("dhcp = true") && text_site.contains("pbkdf2"));
+    let dir = tempfile::tempdir().unwrap();
+    let pcap_dir = dir.path().join("cap");
+    let site = start(&ns, &text_site, &["--pcap", pcap_dir.to_str().unwrap()]);
+    let daemon = dnsmasq(&ns, 74);
+    let mut ip = String::new();
+    site.wait_until(Duration::from_secs(30), || {
+        ip = site.get_json("/api/v1/devices/ps1")["addresses"]["eth1"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ip.starts_with("10.77.74.2")
+    });
+    // The service list carries the leased address, not 0.0.0.0.
+    let status = site.get_json("/api/v1/devices/ps1");
+    let services = status["services"].as_array().unwrap();
+    assert!(
+        services
+            .iter()
+            .filter(|s| s["interface"] == "eth1")
+            .all(|s| s["address"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{ip}:"))),
+        "{status}"
+    );
+    // A real WS-Discovery client's multicast Probe for the Schneider type.
+    let python = std::env::var("FIELDTWIN_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let probe = format!("{}/tests/security/wsd_probe.py", env!("CARGO_MANIFEST_DIR"));
+    let found = ns.run(
+        &python,
+        &[
+            &probe,
+            "239.255.255.250",
+            "--multicast-if",
+            "10.77.74.1",
+            "--type",
+            "{http://www.schneider-electric.com/CyberSecurity}EcoStruxurePanelServer",
+        ],
+    );
+    let t = text(&found);
+    let found: serde_json::Value = serde_json::from_str(t.trim()).expect(&t);
+    assert_eq!(
+        found["matches"][0]["xaddrs"][0]
+            .as_str()
+            .unwrap_or_default()
+            .split('/')
+            .nth(2),
+        Some(format!("{ip}:5357").as_str()),
+        "{t}"
+    );
+    let metadata = found["metadata"].as_str().unwrap_or_default();
+    assert!(
+        metadata.contains(&format!("<wsdp:PresentationUrl>https://{ip}/<")),
+        "{t}"
+    );
+    assert!(!t.contains("0.0.0.0"), "{t}");
+    // The HTTPS certificate names the leased address.
+    let mut cert = String::new();
+    site.wait_until(Duration::from_secs(10), || {
+        let out = ns.run(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "echo | openssl s_client -connect {ip}:443 2>/dev/null | openssl x509 -noout -text"
+                ),
+            ],
+        );
+        cert = text(&out);
+        cert.contains(&format!("IP Address:{ip}"))
+    });
+    assert!(!cert.contains("IP Address:0.0.0.0"), "{cert}");
+
+    // DPWS off through the device's own API (curl in the namespace).
+    let password = status["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "https")
+        .and_then(|c| c["password"].as_str()?.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let curl = |args: &[&str]| {
+        let mut all = vec!["-sk", "--max-time", "20"];
+        all.extend_from_slice(args);
+        let out = ns.run("curl", &all);
+        assert!(out.status.success(), "curl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let login = curl(&[
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(r#"{{"username":"SecurityAdmin","password":"{password}"}}"#),
+        &format!("https://{ip}/api/login"),
+    ]);
+    let token: serde_json::Value = serde_json::from_str(&login).expect(&login);
+    let auth = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let settings_url = format!("https://{ip}/api/settings");
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&curl(&["-H", &auth, &settings_url])).unwrap();
+    for on in [false, true] {
+        settings["dpws"] = on.into();
+        let body = settings.to_string();
+        let answer = curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+            &settings_url,
+        ]);
+        assert!(answer.contains(&format!("\"dpws\":{on}")), "{answer}");
+    }
+    // Power off (through the control API): Bye before the NIC goes down.
+    site.post_json("/api/v1/devices/ps1/power", r#"{"action":"off"}"#);
+    drop(daemon);
+    assert!(site.stop().success());
+
+    let said = ws_discovery_announcements(&pcap_dir.join("lan.pcap"), &ip);
+    let kinds: Vec<&str> = said.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["Hello", "Bye", "Hello", "Bye"],
+        "lease -> Hello, DPWS off -> Bye, on -> Hello, power off -> Bye"
+    );
+    for (kind, soap) in &said {
+        assert!(
+            soap.contains("urn:uuid:") && !soap.contains("0.0.0.0"),
+            "{kind}: {soap}"
+        );
+        if kind == "Hello" {
+            assert!(
+                soap.contains(&format!("<wsd:XAddrs>http://{ip}:5357/")),
+                "{soap}"
+            );
+        }
+    }
+    // Nothing left from the unleased address either.
+    assert!(ws_discovery_announcements(&pcap_dir.join("lan.pcap"), "0.0.0.0").is_empty());
 }

@@ -469,6 +469,19 @@ fn security_firmware_update() {
             .any(|l| l.starts_with("2031-02-03T04:0") && l.contains(",login failed,")),
         "{csv}"
     );
+    // Issue 8 defect 3: a factory reset (the Restart button) keeps the
+    // installed firmware; no silent revert to the site's version.
+    let v = ps.site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"restart_button","device":"ps1","hold_s":11}"#,
+    );
+    assert_eq!(v["power"], "on", "{v}");
+    assert!(
+        ps.login("SecurityAdmin", &ps.password)
+            .1
+            .contains("002.003.000"),
+        "firmware reverted by the factory reset"
+    );
 }
 
 #[test]
@@ -607,7 +620,8 @@ fn security_passwords_backup_and_factory_reset() {
     ps.site.wait_until(Duration::from_secs(30), || {
         ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
     });
-    // Factory reset (page): new certificate, default password back, log wiped.
+    // Factory reset asked on the page (issue 8 defect 3): nothing erased,
+    // audited, the device reboots. Then the Restart button erases it.
     let fingerprint = || {
         let out = Command::new("sh")
             .args(["-c", &format!("echo | openssl s_client -connect {}:443 2>/dev/null | openssl x509 -noout -fingerprint -sha256", ps.ip)])
@@ -617,16 +631,29 @@ fn security_passwords_backup_and_factory_reset() {
     };
     let before = fingerprint();
     assert!(before.contains("Fingerprint"), "{before}");
-    let (code, _) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
+    let (code, body) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
     assert_eq!(code, 200);
+    assert!(body.contains("Nothing was erased"), "{body}");
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("SecurityAdmin", &ps.password).0 == 200 && ps.get("/logs").0 == 200
+        ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/logs").0 == 200
     });
+    assert_eq!(fingerprint(), before, "a remote request must not erase");
+    let csv = ps.audit_csv();
+    assert!(csv.contains("password changed"), "{csv}");
+    assert!(
+        csv.contains("factory reset requested remotely (webpages): refused"),
+        "{csv}"
+    );
+    let v = ps.site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"restart_button","device":"ps1","hold_s":12}"#,
+    );
+    assert_eq!(v["power"], "on", "{v}");
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
     assert_ne!(fingerprint(), before, "certificate not regenerated");
     let csv = ps.audit_csv();
     assert!(!csv.contains("password changed"), "{csv}");
-    assert!(csv.contains("factory reset"), "{csv}");
     // Permanent wireless deactivation...
     let (code, body) = ps.submit(
         "/settings",
@@ -776,9 +803,13 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
         "{csv}"
     );
 
-    // A factory reset wipes the pairing: no wireless unit answers.
-    let (code, _) = ps.submit("/maintenance", "/maintenance/factory-reset", &[]);
-    assert_eq!(code, 200);
+    // A factory reset (the Restart button) wipes the pairing: no wireless
+    // unit answers.
+    let v = ps.site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"restart_button","device":"ps1","hold_s":10}"#,
+    );
+    assert_eq!(v["power"], "on", "{v}");
     ps.site.wait_until(Duration::from_secs(30), || {
         modbus_read(&ps.ip, 255, 0x01F4, 5).ok() == Some(vec![0xFFFF; 5])
     });
@@ -844,4 +875,239 @@ fn security_support_user_account() {
         assert!(csv.contains(want), "{want}: {csv}");
     }
     assert!(!csv.contains("Supp0rt-Access"), "no password in the log");
+}
+
+/// Issue 8 defect 5: a wrong current password on the Users page is a failed
+/// login: counted toward the lockout (the tenth locks the webpages, so even
+/// the right password is then refused at the login page) and audited.
+#[test]
+fn security_wrong_current_password_counts_toward_lockout() {
+    let ps = Ps::start(56);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    let change = |current: &str| {
+        ps.submit(
+            "/users",
+            "/users",
+            &[
+                ("current", current),
+                ("new", "New-Passw0rd"),
+                ("confirm", "New-Passw0rd"),
+            ],
+        )
+    };
+    for i in 1..10 {
+        let (code, body) = change(&format!("Guess-{i:04}"));
+        assert_eq!(code, 400, "{body}");
+        assert!(
+            body.contains(&format!("{} more failure(s) lock", 10 - i)),
+            "{body}"
+        );
+    }
+    let (code, body) = change("Guess-0010");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("locked for 10 minutes"), "{body}");
+    // Locked: even the right current password is refused now.
+    let (code, body) = change(&ps.password);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("Try again in"), "{body}");
+    let csv = ps.audit_csv();
+    assert!(
+        csv.contains("users page: the administrator's current password is wrong (9 consecutive)"),
+        "{csv}"
+    );
+    assert!(csv.contains("lockout"), "{csv}");
+    assert!(!csv.contains("Guess-"), "no password in the log");
+    // A new browser cannot log in either until the lock ends.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    let jar = other.path().to_str().unwrap();
+    let (code, body) = curl(&[
+        "-sk",
+        "-c",
+        jar,
+        "-w",
+        "\n%{http_code}",
+        "--data-urlencode",
+        "username=SecurityAdmin",
+        "--data-urlencode",
+        &format!("password={}", ps.password),
+        &ps.url("/login"),
+    ]);
+    assert_eq!(code, 403, "{body}");
+    ps.advance(601);
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+
+    // Defect 9: pairing while the radio is permanently off says so.
+    let (code, body) = ps.submit(
+        "/settings",
+        "/settings/wireless-permanent-off",
+        &[("confirm", "on")],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = ps.submit(
+        "/settings",
+        "/settings/wireless/add",
+        &[(
+            "install_code",
+            &format!("000000002A3B0001{}", "A1".repeat(10)),
+        )],
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("IEEE 802.15.4 radio of this device is permanently deactivated"),
+        "{body}"
+    );
+}
+
+/// Issue 8 defect 7: nothing a client can fetch from a device names the
+/// emulator: every page and API answer with its headers, the certificate
+/// (as `openssl x509 -text` prints it), a downloaded backup file, the
+/// answer to a foreign backup file and the DPWS metadata. The `Date` header
+/// is the device's RTC, the certificate's validity starts at the RTC when it
+/// was made and lasts years, and an unknown method on a protected route gets
+/// the login redirect, not 405.
+#[test]
+fn security_nothing_a_client_sees_names_the_emulator() {
+    let ps = Ps::start(58);
+    let mut seen = String::new();
+    // Before login: the redirect of every protected page, with headers.
+    for path in ["/", "/settings", "/login", "/api/status"] {
+        seen += &ps.curl(&["-i", &ps.url(path)]).1;
+    }
+    // Unknown methods on protected routes: the login redirect (401 on the API).
+    for (method, path) in [("PUT", "/settings"), ("DELETE", "/users"), ("PATCH", "/")] {
+        let (code, text) = ps.curl(&["-i", "-X", method, &ps.url(path)]);
+        assert_eq!(code, 303, "{method} {path}: {text}");
+        assert!(text.to_lowercase().contains("location: /login"), "{text}");
+        seen += &text;
+    }
+    let (code, text) = ps.curl(&["-i", "-X", "DELETE", &ps.url("/api/audit")]);
+    assert_eq!(code, 401, "{text}");
+    seen += &text;
+    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    // Set the device clock: the Date header follows the RTC, not the host.
+    let (code, body) = ps.submit(
+        "/settings",
+        "/settings/datetime",
+        &[("mode", "manual"), ("datetime", "2031-05-06T07:08")],
+    );
+    assert_eq!(code, 200, "{body}");
+    for path in [
+        "/",
+        "/settings",
+        "/users",
+        "/firmware",
+        "/logs",
+        "/logs/audit.csv",
+        "/backup",
+        "/maintenance",
+    ] {
+        let (code, text) = ps.curl(&["-i", &ps.url(path)]);
+        assert_eq!(code, 200, "{path}: {text}");
+        seen += &text;
+    }
+    let (_, home) = ps.curl(&["-i", &ps.url("/")]);
+    let date = home
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("date:"))
+        .unwrap_or_else(|| panic!("no Date header: {home}"));
+    assert!(
+        date.contains("May 2031 07:0"),
+        "Date not from the RTC: {date}"
+    );
+    // The JSON API.
+    let (code, tok) = curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(
+            "{{\"username\":\"SecurityAdmin\",\"password\":\"{}\"}}",
+            ps.password
+        ),
+        &ps.url("/api/login"),
+    ]);
+    assert_eq!(code, 200, "{tok}");
+    let tok: serde_json::Value = serde_json::from_str(&tok).unwrap();
+    let bearer = format!("Authorization: Bearer {}", tok["token"].as_str().unwrap());
+    for path in ["/api/status", "/api/settings", "/api/audit"] {
+        seen += &curl(&["-ski", "-w", "\n%{http_code}", "-H", &bearer, &ps.url(path)]).1;
+    }
+    // A downloaded backup and the answer to a foreign file.
+    let csrf = ps.csrf("/backup");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.bin");
+    let (code, _) = ps.curl(&[
+        "-o",
+        file.to_str().unwrap(),
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "--data-urlencode",
+        "password=Back-up!",
+        &ps.url("/backup/download"),
+    ]);
+    assert_eq!(code, 200);
+    seen += &String::from_utf8_lossy(&std::fs::read(&file).unwrap());
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, b"this is not a backup").unwrap();
+    let (code, text) = ps.curl(&[
+        "-F",
+        &format!("csrf={csrf}"),
+        "-F",
+        &format!("file=@{}", junk.display()),
+        "-F",
+        "password=Back-up!",
+        &ps.url("/backup/restore"),
+    ]);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("not a Panel Server backup file"), "{text}");
+    seen += &text;
+    // The certificate in text form.
+    let pem = tool(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "openssl s_client -connect {}:443 -servername {} </dev/null 2>/dev/null | openssl x509 -text -noout",
+                ps.ip, ps.ip
+            ),
+        ],
+    );
+    let cert = String::from_utf8_lossy(&pem.stdout).to_string();
+    assert!(cert.contains("Subject:"), "{cert}");
+    assert!(cert.contains("O = Schneider Electric"), "{cert}");
+    let year = |label: &str| -> i32 {
+        let l = cert
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("{label}: {cert}"));
+        l.split_whitespace()
+            .find_map(|w| w.parse::<i32>().ok().filter(|y| *y > 1900))
+            .unwrap_or_else(|| panic!("{l}"))
+    };
+    let (from, to) = (year("Not Before"), year("Not After"));
+    let now: i32 = chrono_year();
+    assert!(
+        (now - 1..=now + 1).contains(&from),
+        "notBefore {from}: {cert}"
+    );
+    assert!((5..=25).contains(&(to - from)), "validity {from}-{to}");
+    seen += &cert;
+    // DPWS metadata.
+    seen += &wsd_probe(&ps.ip).to_string();
+    assert!(seen.len() > 20_000, "too little fetched: {}", seen.len());
+    let lower = seen.to_lowercase();
+    if let Some(i) = lower.find("fieldtwin") {
+        panic!(
+            "a client sees the emulator's name: ...{}...",
+            &seen[i.saturating_sub(200)..(i + 200).min(seen.len())]
+        );
+    }
+}
+
+/// The host's current year (the site starts at the host's time).
+fn chrono_year() -> i32 {
+    let out = tool("date", &["-u", "+%Y"]);
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }

@@ -92,6 +92,11 @@ impl<T> Timers<T> {
         self.entries.len()
     }
 
+    /// Pending deadlines, earliest first.
+    pub fn deadlines(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.entries.keys().map(|(d, _)| *d)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -185,7 +190,14 @@ pub struct ClockStatus {
     pub paused: bool,
     /// Sleepers waiting on virtual time.
     pub pending_timers: usize,
+    /// Virtual seconds from now to the earliest pending deadlines (at most
+    /// [`NEXT_DEADLINES`], soonest first).
+    #[serde(default)]
+    pub next_deadlines_s: Vec<f64>,
 }
+
+/// How many upcoming deadlines [`ClockStatus`] lists.
+pub const NEXT_DEADLINES: usize = 5;
 
 /// The site's virtual clock. Cheap to clone; every clone is the same clock.
 #[derive(Clone)]
@@ -251,6 +263,12 @@ impl Clock {
             speed: st.base.speed(),
             paused: st.base.paused(),
             pending_timers: st.timers.len(),
+            next_deadlines_s: st
+                .timers
+                .deadlines()
+                .take(NEXT_DEADLINES)
+                .map(|d| d.saturating_sub(now).as_secs_f64())
+                .collect(),
         }
     }
 

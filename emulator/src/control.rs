@@ -10,6 +10,7 @@
 //!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
 //!   `POST /api/v1/devices/{id}/modbus-service` `{"interface":"eth2","enabled":true}`,
+//!   `POST /api/v1/devices/{id}/digital-inputs/{1|2}` `{"closed":bool,"pulses":N}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
 //!   (server-sent events), `GET /api/v1/links`, `POST /api/v1/links/{device}`
 //!   (a [`LinkFault`]; TAP mode), `POST /api/v1/workstations`
@@ -94,6 +95,18 @@ pub enum Command {
         device: String,
         field: String,
         in_contact: bool,
+    },
+    /// Drives a digital input of a Panel Server L model (`input` 1 = DI1,
+    /// 2 = DI2): the contact wired to it closes or opens (`closed`; a
+    /// closing counts a pulse in pulse mode, an operation in status mode),
+    /// and/or it receives `pulses` whole pulses (pulse mode).
+    DigitalInput {
+        device: String,
+        input: u8,
+        #[serde(default)]
+        closed: Option<bool>,
+        #[serde(default)]
+        pulses: u32,
     },
     /// Activates or deactivates a Panel Server's Modbus TCP service on one
     /// interface (`eth1`, `eth2`, `wifi`).
@@ -256,6 +269,17 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             field,
             in_contact,
         } => field_command(rt, &device, &field, FieldAction::Radio { in_contact }),
+        Command::DigitalInput {
+            device,
+            input,
+            closed,
+            pulses,
+        } => field_command(
+            rt,
+            &device,
+            &format!("DI{input}"),
+            FieldAction::DigitalInput { closed, pulses },
+        ),
         Command::ModbusService {
             device,
             interface,
@@ -396,6 +420,10 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             post(field_radio),
         )
         .route("/api/v1/devices/{id}/modbus-service", post(modbus_service))
+        .route(
+            "/api/v1/devices/{id}/digital-inputs/{input}",
+            post(digital_input),
+        )
         .route("/api/v1/clock", get(get_clock).post(set_clock))
         .route("/api/v1/commands", post(command))
         .route("/api/v1/links", get(get_links))
@@ -420,7 +448,7 @@ async fn get_device(
     State(rt): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceStatus>, ApiError> {
-    Ok(Json(rt.status(&id).map_err(CommandError::from)?))
+    Ok(Json(rt.status_detailed(&id).map_err(CommandError::from)?))
 }
 
 async fn power(
@@ -504,6 +532,40 @@ async fn modbus_service(
         device,
         interface: body.interface,
         enabled: body.enabled,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/digital-inputs/{input}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DigitalInputBody {
+    #[serde(default)]
+    closed: Option<bool>,
+    #[serde(default)]
+    pulses: u32,
+}
+
+async fn digital_input(
+    State(rt): State<Shared>,
+    Path((device, input)): Path<(String, String)>,
+    body: Result<Json<DigitalInputBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let input = match input.to_ascii_uppercase().trim_start_matches("DI").parse() {
+        Ok(n @ 1..=2) => n,
+        _ => {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: format!("no digital input {input:?}; use 1 (DI1) or 2 (DI2)"),
+            });
+        }
+    };
+    let cmd = Command::DigitalInput {
+        device,
+        input,
+        closed: body.closed,
+        pulses: body.pulses,
     };
     Ok(Json(execute(&rt, cmd).await?))
 }

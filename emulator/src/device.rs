@@ -6,6 +6,8 @@
 //!   services) -> running -> power off (every task the device spawned through
 //!   its [`DeviceContext`] is cancelled and awaited, so its ports close and its
 //!   volatile state is gone; NV memory and the RTC stay) -> power on again.
+//!   Tasks spawned with [`DeviceContext::spawn_orderly`] see the power loss
+//!   and finish (a last message, a last save) before the interfaces go down.
 //!   A reboot is off then on; a factory reset wipes the NV namespace (except
 //!   [`Device::survives_factory_reset`]) and boots again.
 //! - Every transition is published as an [`Event`].
@@ -13,9 +15,15 @@
 //!   device is off and is saved in NV memory at every change.
 //! - Services opened through [`DeviceContext::listen_tcp`] are listed while
 //!   open, so the control API shows the ports that really answer.
+//! - What the dashboard shows of a device beyond its lifecycle comes from
+//!   the same status: [`Counter`]s a service bumps through
+//!   [`DeviceContext::counter`] (e.g. `modbus_requests`), the uptime, the RTC
+//!   offset from site time, and the model's [`Details`]
+//!   ([`Device::details`]: field devices, web lockout, audit tail).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,6 +115,14 @@ pub trait Device: Send + Sync + 'static {
             self.id()
         ))
     }
+    /// What the dashboard shows of this device beyond its lifecycle (field
+    /// devices, web lockout, audit tail), read from its NV memory `nv` and
+    /// its state at the time of `clock`. Called while the device is on or
+    /// off, so it reads what survives power loss from `nv`.
+    fn details(&self, nv: &Nv, clock: &Clock) -> Details {
+        let _ = (nv, clock);
+        Details::default()
+    }
     /// Activates or deactivates the Modbus TCP service on `interface`
     /// (`eth1`, `eth2`, `wifi`); the choice is kept in NV memory.
     fn set_modbus_service<'a>(
@@ -148,6 +164,9 @@ pub enum FieldAction {
     Power { on: bool },
     /// In or out of radio contact with the Panel Server (wireless devices).
     Radio { in_contact: bool },
+    /// The contact wired to a digital input (`field` = `DI1`/`DI2`) closes
+    /// or opens, and/or gives `pulses` whole pulses.
+    DigitalInput { closed: Option<bool>, pulses: u32 },
 }
 
 /// A device's RTC, shared by its services; every change is saved to NV.
@@ -168,6 +187,11 @@ impl RtcHandle {
     /// The RTC's reading now.
     pub fn now(&self) -> DateTime<Utc> {
         self.lock().read(self.clock.utc_now())
+    }
+
+    /// The RTC's reading at site time `site`.
+    pub fn read_at(&self, site: DateTime<Utc>) -> DateTime<Utc> {
+        self.lock().read(site)
     }
 
     /// Sets the RTC (and saves it).
@@ -199,11 +223,19 @@ pub struct DeviceContext {
     pub seed: u64,
     interfaces: Arc<BTreeMap<String, Arc<dyn Stack>>>,
     services: Arc<Mutex<Vec<ServiceInfo>>>,
+    counters: Counters,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl DeviceContext {
+    /// The device's counter `name` (created at 0 on first use). Counters
+    /// outlive reboots (they count since the site started) and are listed in
+    /// the status as `counters`.
+    pub fn counter(&self, name: &str) -> Counter {
+        self.counters.get(name)
+    }
+
     /// The network interface named `name` (`eth1`, `eth2`, ...).
     pub fn interface(&self, name: &str) -> Option<Arc<dyn Stack>> {
         self.interfaces.get(name).cloned()
@@ -226,6 +258,17 @@ impl DeviceContext {
                 _ = fut => {}
             }
         });
+    }
+
+    /// Spawns a task that watches [`DeviceContext::power_lost`] itself
+    /// instead of being dropped when power goes: a power-off waits for it
+    /// with the network still up, so it can say goodbye (a WS-Discovery
+    /// Bye, a last NV write). It must end promptly once the token fires.
+    pub fn spawn_orderly<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(fut);
     }
 
     /// A token cancelled when the device loses power.
@@ -306,6 +349,152 @@ impl Drop for TrackedListener {
     }
 }
 
+// ---- What the dashboard reads (counters, health, details) ----
+
+/// A monotonic event counter of a device (cheap to clone and bump).
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The counters of one device, by name.
+#[derive(Clone, Debug, Default)]
+struct Counters(Arc<Mutex<BTreeMap<String, Counter>>>);
+
+impl Counters {
+    fn get(&self, name: &str) -> Counter {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn values(&self) -> BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, c)| (k.clone(), c.get()))
+            .collect()
+    }
+}
+
+/// Health of a device as the dashboard shows it, derived from its power
+/// state (the Panel Server's health register says the same: "Nominal"
+/// when running, "Out of order" when the boot failed).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Nominal,
+    /// Powered and booting.
+    Starting,
+    /// Powered but the boot failed.
+    OutOfOrder,
+    /// Not powered.
+    #[default]
+    Off,
+}
+
+impl From<Power> for Health {
+    fn from(p: Power) -> Self {
+        match p {
+            Power::On => Health::Nominal,
+            Power::Booting => Health::Starting,
+            Power::Failed => Health::OutOfOrder,
+            Power::Off => Health::Off,
+        }
+    }
+}
+
+/// What a model reports of itself for the dashboard
+/// (`GET /api/v1/devices/{id}` only; docs/control-api.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Details {
+    /// Devices behind this one (serial, Modbus TCP, wireless).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_devices: Vec<FieldDeviceInfo>,
+    /// The web login's lockout state, for devices with web pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_lockout: Option<LockoutInfo>,
+    /// The newest audit entries, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_tail: Vec<AuditInfo>,
+    /// Anything else a model wants to show, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// How many audit entries [`Details::audit_tail`] carries at most.
+pub const AUDIT_TAIL: usize = 20;
+
+/// One field device behind a device.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FieldDeviceInfo {
+    pub id: String,
+    pub model: String,
+    /// `serial`, `modbus_tcp` or `wireless`.
+    pub link: String,
+    /// Modbus unit id through the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<u8>,
+    /// Network address (Modbus TCP) or RF-ID (wireless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Supplied (for a PowerTag: its circuit has voltage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub powered: Option<bool>,
+    /// In contact with the gateway (wireless: radio contact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// Received signal strength, dBm (wireless, once the radio reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rssi_dbm: Option<f64>,
+    /// Link quality indicator 0-255 (wireless, once the radio reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lqi: Option<u8>,
+}
+
+/// Lockout state of a web login.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LockoutInfo {
+    /// Consecutive failures counted toward the next lock.
+    pub failures: u32,
+    /// Failures that lock the login (the threshold now).
+    pub threshold: u32,
+    /// Locks since the last successful login.
+    pub locks: u32,
+    /// End of the lock in force (site time), if locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AuditInfo {
+    /// RTC time of the entry.
+    pub time: DateTime<Utc>,
+    pub kind: String,
+    pub detail: String,
+}
+
+// ---- end of what the dashboard reads ----
+
 /// What the control API shows of a device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeviceStatus {
@@ -320,6 +509,24 @@ pub struct DeviceStatus {
     /// Why the last boot failed, while `power` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Interface name -> segment of the site file.
+    #[serde(default)]
+    pub segments: BTreeMap<String, String>,
+    #[serde(default)]
+    pub health: Health,
+    /// Virtual seconds since power-on; `None` while off.
+    #[serde(default)]
+    pub uptime_s: Option<f64>,
+    /// RTC minus site time now, seconds (offset plus accumulated drift).
+    #[serde(default)]
+    pub rtc_offset_s: Option<f64>,
+    /// Counters of the device's services since the site started (e.g.
+    /// `modbus_requests`).
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    /// The model's details (only in `GET /api/v1/devices/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Details>,
 }
 
 struct Running {
@@ -342,6 +549,10 @@ struct Slot {
     seed: u64,
     state: tokio::sync::Mutex<Lifecycle>,
     power: Mutex<Power>,
+    counters: Counters,
+    /// Virtual time of the last power-on, while powered.
+    powered_at: Mutex<Option<Duration>>,
+    segments: Mutex<BTreeMap<String, String>>,
 }
 
 /// Errors of lifecycle commands.
@@ -470,11 +681,29 @@ impl Runtime {
                 failure: None,
             }),
             power: Mutex::new(Power::Off),
+            counters: Counters::default(),
+            powered_at: Mutex::new(None),
+            segments: Mutex::new(BTreeMap::new()),
         };
         self.slots
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Arc::new(slot));
+        Ok(())
+    }
+
+    /// Records which site segment each interface of device `id` is on
+    /// (shown in its status).
+    pub fn set_segments(
+        &self,
+        id: &str,
+        segments: BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        *self
+            .slot(id)?
+            .segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = segments;
         Ok(())
     }
 
@@ -683,6 +912,7 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(ip, id.to_string());
+        self.set_segments(id, [("eth1".to_string(), segment.to_string())].into())?;
         self.power_on(id).await?;
         self.events.send(Event::Device {
             device: id.to_string(),
@@ -704,6 +934,13 @@ impl Runtime {
     fn set_power(&self, id: &str, slot: &Slot, life: &mut Lifecycle, power: Power) {
         life.power = power;
         *slot.power.lock().unwrap_or_else(|e| e.into_inner()) = power;
+        let mut at = slot.powered_at.lock().unwrap_or_else(|e| e.into_inner());
+        match power {
+            Power::Off => *at = None,
+            _ if at.is_none() => *at = Some(self.clock.now()),
+            _ => {}
+        }
+        drop(at);
         self.events.send(Event::Power {
             device: id.to_string(),
             power,
@@ -745,6 +982,7 @@ impl Runtime {
             seed: slot.seed,
             interfaces: slot.interfaces.clone(),
             services: slot.services.clone(),
+            counters: slot.counters.clone(),
             cancel: running.cancel.clone(),
             tracker: running.tracker.clone(),
         };
@@ -834,6 +1072,14 @@ impl Runtime {
         let slot = self.slot(id)?;
         let power = *slot.power.lock().unwrap_or_else(|e| e.into_inner());
         let failure = slot.state.try_lock().ok().and_then(|l| l.failure.clone());
+        let now = self.clock.now();
+        let site_now = self.clock.utc_at(now);
+        let rtc = slot.rtc.read_at(site_now);
+        let uptime_s = slot
+            .powered_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|at| now.saturating_sub(at).as_secs_f64());
         Ok(DeviceStatus {
             id: id.to_string(),
             model: slot.device.model().to_string(),
@@ -843,15 +1089,48 @@ impl Runtime {
                 .iter()
                 .map(|(name, s)| (name.clone(), s.ipv4().to_string()))
                 .collect(),
-            services: slot
-                .services
+            services: self.services_now(&slot),
+            rtc: Some(rtc),
+            credentials: slot.device.credentials(),
+            failure,
+            segments: slot
+                .segments
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
-            rtc: Some(slot.rtc.now()),
-            credentials: slot.device.credentials(),
-            failure,
+            health: power.into(),
+            uptime_s,
+            rtc_offset_s: Some((rtc - site_now).num_microseconds().unwrap_or(0) as f64 / 1e6),
+            counters: slot.counters.values(),
+            details: None,
         })
+    }
+
+    /// [`Runtime::status`] with the model's [`Details`].
+    pub fn status_detailed(&self, id: &str) -> Result<DeviceStatus, RuntimeError> {
+        let mut st = self.status(id)?;
+        let slot = self.slot(id)?;
+        st.details = Some(slot.device.details(&slot.nv, &self.clock));
+        Ok(st)
+    }
+
+    /// The open services, each with its interface's address now (a DHCP
+    /// interface opens its ports before it has a lease).
+    fn services_now(&self, slot: &Slot) -> Vec<ServiceInfo> {
+        let mut services = slot
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for s in &mut services {
+            if let (Some(stack), Ok(addr)) = (
+                slot.interfaces.get(&s.interface),
+                s.address.parse::<SocketAddr>(),
+            ) {
+                s.address = SocketAddr::from((stack.ipv4(), addr.port())).to_string();
+            }
+        }
+        services
     }
 
     pub fn statuses(&self) -> Vec<DeviceStatus> {

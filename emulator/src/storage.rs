@@ -183,6 +183,30 @@ impl Nv {
             .collect()
     }
 
+    /// The newest `n` entries of log `log`, oldest first (reads only those).
+    pub fn read_log_tail<T: DeserializeOwned>(
+        &self,
+        log: &str,
+        n: usize,
+    ) -> Result<Vec<T>, StorageError> {
+        let mut tail = self
+            .tree
+            .scan_prefix(format!("{LOG_PREFIX}{log}/"))
+            .values()
+            .rev()
+            .take(n)
+            .map(|v| {
+                let v = v?;
+                serde_json::from_slice(&v).map_err(|source| StorageError::Corrupt {
+                    key: format!("{LOG_PREFIX}{log}"),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<T>, _>>()?;
+        tail.reverse();
+        Ok(tail)
+    }
+
     /// Drops the oldest entries of log `log` so at most `keep` remain.
     pub fn trim_log(&self, log: &str, keep: usize) -> Result<(), StorageError> {
         let keys: Vec<_> = self
@@ -245,6 +269,9 @@ mod tests {
         assert_eq!(log.len(), 300);
         assert_eq!(log[0], "entry 0");
         assert_eq!(log[299], "entry 299");
+        let tail: Vec<String> = nv.read_log_tail("audit", 3).unwrap();
+        assert_eq!(tail, ["entry 297", "entry 298", "entry 299"]);
+        assert!(nv.read_log_tail::<String>("none", 3).unwrap().is_empty());
         nv.trim_log("audit", 10).unwrap();
         let log: Vec<String> = nv.read_log("audit").unwrap();
         assert_eq!(log.first().map(String::as_str), Some("entry 290"));

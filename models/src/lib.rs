@@ -1,6 +1,8 @@
 //! fieldtwin-models: device behaviour and protocols.
 //!
 //! - [`proto`]: protocol codecs (Modbus MBAP/RTU, ...), total and incremental.
+//! - [`security`]: the hardened web surface shared by every model with
+//!   web pages (accounts, lockout, sessions, audit, firmware, backup, HTTPS).
 //! - [`panel_server`]: EcoStruxure Panel Server PAS400/600/800.
 //! - [`field`]: meters, PowerTags, environmental sensors and their physics.
 //! - [`serial_bus`]: the simulated RS-485 line of a Panel Server's Modbus-SL port.
@@ -13,6 +15,7 @@ pub mod field;
 pub mod panel_server;
 pub mod passive;
 pub mod proto;
+pub mod security;
 pub mod serial_bus;
 pub mod workstation;
 

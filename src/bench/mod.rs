@@ -14,6 +14,8 @@
 //!   answers Modbus and ping, RSS per device and idle CPU.
 //! - `bench physics`: 24 virtual hours of the default site's field devices
 //!   at full speed; wall time and energy totals.
+//! - `bench tui`: frame time of the dashboard with N devices against two
+//!   references of the same run (docs/performance.md).
 //! - TAP-mode runs always use a namespace created here (`ftnet-bench-PID`)
 //!   and deleted afterwards; nothing leaves the machine.
 
@@ -21,6 +23,7 @@ pub mod load;
 pub mod modbus;
 pub mod physics;
 pub mod scale;
+pub mod tui;
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -35,6 +38,8 @@ pub enum BenchCmd {
     Scale(scale::Options),
     /// 24 virtual hours of the default site's field devices at full speed.
     Physics,
+    /// Frame time of the terminal dashboard with N devices.
+    Tui(tui::Options),
     /// (internal) Run one load against ADDR and print the result as JSON.
     #[command(hide = true)]
     Load(load::Options),
@@ -48,6 +53,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Modbus(o) => modbus::run(o),
         BenchCmd::Scale(o) => scale::run(o),
         BenchCmd::Physics => physics::run(),
+        BenchCmd::Tui(o) => tui::run(o),
         BenchCmd::Load(o) => load::run(o),
         BenchCmd::Probe(o) => scale::probe(o),
     }

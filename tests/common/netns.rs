@@ -13,7 +13,12 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Self {
-        let name = format!("ftnet-{tag}-{}", std::process::id());
+        Self::named(&format!("ftnet-{tag}-{}", std::process::id()))
+    }
+
+    /// A namespace called exactly `name` (unique to the caller).
+    pub fn named(name: &str) -> Self {
+        let name = name.to_string();
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let out = tool("ip", &["netns", "add", &name]);
         assert!(out.status.success(), "ip netns add {name}: {out:?}");

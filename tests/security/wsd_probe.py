@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Directed (unicast) WS-Discovery probe with the PyPI `wsdiscovery` codec.
 
-Usage: wsd_probe.py IP [PORT] [--multicast-if ADDR]
+Usage: wsd_probe.py IP [PORT] [--multicast-if ADDR] [--type {NS}LOCAL ...]
 
 Builds a Probe and a Resolve with wsdiscovery's own message builders, sends
 them unicast to IP:PORT (3702), parses the answers with wsdiscovery's parser
@@ -10,7 +10,9 @@ Prints one JSON object. Only unicast to the given (loopback) address is
 sent: the library's multicast daemon is not started, so nothing leaves the
 machine. With `--multicast-if ADDR` (TAP lab, inside a test's own network
 namespace) IP is the WS-Discovery group 239.255.255.250 and the probe is
-multicast out of the interface that has ADDR, as a real client does.
+multicast out of the interface that has ADDR, as a real client does. Each
+`--type {NS}LOCAL` adds a type to the Probe (the library declares a prefix
+for NS on the envelope); without any, the Probe has no types.
 """
 import json
 import socket
@@ -20,6 +22,7 @@ import uuid
 
 from wsdiscovery.actions import constructProbe, constructResolve
 from wsdiscovery.message import createSOAPMessage, parseSOAPMessage
+from wsdiscovery.qname import QName
 
 
 def ask(sock, addr, env):
@@ -39,6 +42,12 @@ def main():
         i = args.index("--multicast-if")
         mif = args[i + 1]
         del args[i : i + 2]
+    types = []
+    while "--type" in args:
+        i = args.index("--type")
+        ns, local = args[i + 1][1:].split("}", 1)
+        types.append(QName(ns, local))
+        del args[i : i + 2]
     ip = args[0]
     port = int(args[1]) if len(args) > 1 else 3702
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -48,7 +57,7 @@ def main():
     sock.settimeout(2.0)
     addr = (ip, port)
     out = {"matches": [], "resolved": None, "metadata": None}
-    reply = ask(sock, addr, constructProbe([], []))
+    reply = ask(sock, addr, constructProbe(types, []))
     if reply is not None:
         for m in reply.getProbeResolveMatches():
             out["matches"].append({"epr": m.getEPR(), "xaddrs": m.getXAddrs(), "types": [str(t) for t in m.getTypes()]})

@@ -9,6 +9,8 @@
 //!   pools on a TAP device) implements the same traits.
 //! - Dropping a listener closes the port: new connections are refused.
 //!   Dropping a stream closes it gracefully (FIN).
+//! - [`Stack::watch_ipv4`] follows the interface's address (a DHCP lease
+//!   in TAP mode); static addresses never change.
 //! - [`Stack::public_port`] says which port a client really uses for a
 //!   service port (the host backend may apply [`host::PORT_OFFSET`]).
 //! - Backends: [`host`] (kernel sockets on 127.77.S.N) and [`smol`] (TAP
@@ -50,12 +52,24 @@ pub trait Datagram: Send + Sync + 'static {
     -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
     fn join_multicast_v4(&self, group: Ipv4Addr) -> io::Result<()>;
     fn local_addr(&self) -> SocketAddr;
+    /// Waits until every datagram sent so far has left the interface (a
+    /// kernel socket hands them to the kernel at once: nothing to wait for).
+    fn flush(&self) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// One network interface of one device.
 pub trait Stack: Send + Sync + 'static {
-    /// The interface's IPv4 address as clients reach it.
+    /// The interface's IPv4 address as clients reach it (0.0.0.0 while a
+    /// DHCP client has no lease).
     fn ipv4(&self) -> Ipv4Addr;
+    /// Follows the interface's address: the receiver sees every change (a
+    /// DHCP lease, its loss). A static address never changes; the default
+    /// receiver's `changed()` then returns an error at once.
+    fn watch_ipv4(&self) -> tokio::sync::watch::Receiver<Ipv4Addr> {
+        tokio::sync::watch::channel(self.ipv4()).1
+    }
     /// The port a client must use to reach service port `port`.
     fn public_port(&self, port: u16) -> u16 {
         port

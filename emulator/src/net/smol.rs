@@ -18,6 +18,12 @@
 //! - A dropped stream closes with FIN and lingers in the socket set until the
 //!   TCP state machine reaches CLOSED (or [`LINGER`] passes, then RST).
 //! - Dropping a listener closes the port (new SYNs get RST).
+//! - Dropping a UDP socket still sends what was queued on it (as a kernel
+//!   socket does): it leaves the socket set once its queue is empty (or
+//!   after [`UDP_LINGER`]), so a datagram sent just before a service stops
+//!   (a WS-Discovery Bye) reaches the wire.
+//! - [`Stack::watch_ipv4`] follows the address: a DHCP lease or its loss
+//!   wakes the watchers.
 //! - An unpowered interface ([`Stack::set_powered`]) drops every frame in
 //!   and out: a device that is off answers neither ARP nor ping.
 
@@ -53,6 +59,8 @@ pub const BACKLOG: usize = 1024;
 const POOL_MIN: usize = 2;
 /// How long a dropped stream may take to close before it is reset.
 pub const LINGER: Duration = Duration::from_secs(60);
+/// How long a dropped UDP socket may take to send what it queued.
+pub const UDP_LINGER: Duration = Duration::from_secs(2);
 /// Socket buffer sizes (per direction).
 const TCP_BUF: usize = 8 * 1024;
 const UDP_PACKETS: usize = 16;
@@ -120,6 +128,8 @@ struct State {
     pools: HashMap<u64, Pool>,
     next_pool: u64,
     orphans: Vec<(SocketHandle, SmolInstant)>,
+    /// Dropped UDP sockets that still have datagrams to send.
+    udp_orphans: Vec<(SocketHandle, SmolInstant)>,
     rng: SmallRng,
     next_port: u16,
     /// The DHCPv4 client, when the address comes from a DHCP server.
@@ -136,6 +146,8 @@ struct Shared {
     start: std::time::Instant,
     /// The interface's address (0.0.0.0 while a DHCP client has no lease).
     ip: std::sync::atomic::AtomicU32,
+    /// The same address, for tasks that follow its changes.
+    ip_watch: tokio::sync::watch::Sender<Ipv4Addr>,
 }
 
 impl Shared {
@@ -275,6 +287,16 @@ impl State {
                 true
             }
         });
+        self.udp_orphans.retain(|&(h, since)| {
+            let s = sockets.get::<udp::Socket>(h);
+            let done = s.send_queue() == 0
+                || now - since
+                    > smoltcp::time::Duration::from_millis(UDP_LINGER.as_millis() as u64);
+            if done {
+                sockets.remove(h);
+            }
+            !done
+        });
         for pool in self.pools.values_mut() {
             if !pool.pending.is_empty()
                 && let Some(w) = pool.waker.take()
@@ -345,6 +367,7 @@ impl SmolStack {
                 pools: HashMap::new(),
                 next_pool: 0,
                 orphans: Vec::new(),
+                udp_orphans: Vec::new(),
                 rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
                 next_port: 0,
                 dhcp,
@@ -352,6 +375,7 @@ impl SmolStack {
             wake: Notify::new(),
             start,
             ip: std::sync::atomic::AtomicU32::new(u32::from(ip)),
+            ip_watch: tokio::sync::watch::Sender::new(ip),
         });
         tokio::spawn(reactor(shared.clone(), rx));
         Self { shared }
@@ -377,10 +401,15 @@ async fn reactor(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<u8>>) {
             }
             let now = shared.now();
             st.poll(now);
-            shared.ip.store(
-                u32::from(st.address()),
-                std::sync::atomic::Ordering::Release,
-            );
+            let address = st.address();
+            shared
+                .ip
+                .store(u32::from(address), std::sync::atomic::Ordering::Release);
+            shared.ip_watch.send_if_modified(|ip| {
+                let changed = *ip != address;
+                *ip = address;
+                changed
+            });
             std::mem::swap(&mut out, &mut st.dev.tx);
             if !powered {
                 out.clear();
@@ -610,7 +639,7 @@ impl Listener for SmolListener {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.addr
+        SocketAddr::from((self.shared.ip(), self.addr.port()))
     }
 }
 
@@ -708,13 +737,39 @@ impl Datagram for SmolDatagram {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.addr
+        SocketAddr::from((self.shared.ip(), self.addr.port()))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, io::Result<()>> {
+        async move {
+            poll_fn(|cx| {
+                let mut st = self.shared.lock();
+                let s = st.sockets.get_mut::<udp::Socket>(self.handle);
+                if s.send_queue() == 0 {
+                    Poll::Ready(Ok(()))
+                } else {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+            })
+            .await
+        }
+        .boxed()
     }
 }
 
 impl Drop for SmolDatagram {
     fn drop(&mut self) {
-        self.shared.lock().sockets.remove(self.handle);
+        let mut st = self.shared.lock();
+        if st.sockets.get::<udp::Socket>(self.handle).send_queue() == 0 {
+            st.sockets.remove(self.handle);
+            return;
+        }
+        // Datagrams still queued go out first (see the module contract).
+        let now = self.shared.now();
+        st.udp_orphans.push((self.handle, now));
+        drop(st);
+        self.shared.wake.notify_one();
     }
 }
 
@@ -750,6 +805,10 @@ impl Stack for SmolStack {
         }
         self.shared.port.send(frame);
         Ok(())
+    }
+
+    fn watch_ipv4(&self) -> tokio::sync::watch::Receiver<Ipv4Addr> {
+        self.shared.ip_watch.subscribe()
     }
 
     fn set_powered(&self, on: bool) {

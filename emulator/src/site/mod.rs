@@ -10,6 +10,13 @@
 //! - The types here are configuration only (DESIGN.md principle 6): models
 //!   build their runtime state from them.
 
+mod matrix;
+
+pub use matrix::{
+    Capabilities, Commodity, DigitalInputConfig, FirmwareEdition, InputMode, PANEL_SERVERS,
+    Polarity, check_device_code, current_edition_from, parse_version,
+};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -159,6 +166,8 @@ pub enum Model {
     PAS600L,
     PAS600T,
     PAS600P,
+    PAS600LWD,
+    PAS600PWD,
     PAS800,
     PAS800L,
     PAS800P,
@@ -180,6 +189,8 @@ impl Model {
             Model::PAS600L => "PAS600L",
             Model::PAS600T => "PAS600T",
             Model::PAS600P => "PAS600P",
+            Model::PAS600LWD => "PAS600LWD",
+            Model::PAS600PWD => "PAS600PWD",
             Model::PAS800 => "PAS800",
             Model::PAS800L => "PAS800L",
             Model::PAS800P => "PAS800P",
@@ -198,7 +209,7 @@ impl Model {
 
     /// Panel Servers with two Ethernet ports (Universal and Advanced).
     pub fn has_two_ethernet_ports(self) -> bool {
-        self.is_panel_server() && self != Model::PAS400
+        self.capabilities().is_some_and(|c| c.ethernet_ports >= 2)
     }
 }
 
@@ -282,6 +293,16 @@ pub struct PanelServerConfig {
     /// Also offer TLS 1.3 on HTTPS (default: TLS 1.2 only, as DOCA0211 states).
     #[serde(default)]
     pub tls13: bool,
+    /// RSTP active in factory settings (two-port models, firmware with RSTP).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rstp: bool,
+    /// The device code of the QR label (the Wi-Fi access point's default
+    /// password); default: derived from the seed and the serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_code: Option<String>,
+    /// What is wired to the digital inputs DI1/DI2 (L models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digital_input: Vec<DigitalInputConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -454,6 +475,7 @@ impl Site {
                         ),
                     ));
                 }
+                self.check_model_matrix(&at, d, ps)?;
                 self.check_panel_server(&at, d, ps, &allowed_segments, &mut ips)?;
             }
         }

@@ -56,6 +56,12 @@ impl TcpTarget {
             conn: tokio::sync::Mutex::new(None),
         }
     }
+
+    /// Whether the gateway holds a connection to the target now (`None`
+    /// while a request is using it).
+    pub fn is_connected(&self) -> Option<bool> {
+        self.conn.try_lock().ok().map(|c| c.is_some())
+    }
 }
 
 /// Routes requests by unit id.

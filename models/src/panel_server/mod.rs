@@ -7,7 +7,11 @@
 //!   the guide's "Network Segmentation" table: switched topology -> activated;
 //!   separated topology -> ETH1 activated, ETH2 deactivated.
 //! - Unit id 255 answers the Panel Server's own registers ([`registers`]),
-//!   with the date/time taken from the device's RTC and writable with FC16.
+//!   with the date/time taken from the device's RTC and writable with FC16;
+//!   on the L models also the digital inputs DI1/DI2 ([`inputs`], driven by
+//!   the site file and the `DigitalInput` command, counters kept in NV
+//!   memory under `digital_inputs`). Models without inputs answer 0x02
+//!   there, as for any address that is not a register.
 //!   Other unit ids are routed by [`gateway::Router`] to the serial meters,
 //!   the Modbus TCP devices of the OT side and the wireless devices
 //!   (docs/gateway.md); a unit id nobody has answers 0x0A.
@@ -17,23 +21,28 @@
 //! - At most 128 Modbus TCP clients at once.
 //! - The security surface (HTTPS webpages and /api on 443, login lockout,
 //!   audit log, signed firmware verified at every boot, backup, factory
-//!   reset, DPWS) lives in [`node`], [`web`] and [`security`]
+//!   reset) is the shared [`crate::security`] configured by [`policy`]; the
+//!   Panel Server's pages and DPWS live in [`node`] and [`web`]
 //!   (docs/panel-server.md).
 
 pub mod gateway;
+pub mod inputs;
+pub mod label;
 pub mod node;
+pub mod policy;
 pub mod registers;
-pub mod security;
 pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{
-    BootError, Credential, Device, DeviceContext, FieldAction, RtcHandle,
+    BootError, Credential, Details, Device, DeviceContext, FieldAction, FieldDeviceInfo, RtcHandle,
 };
-use fieldtwin_emulator::site::{DeviceConfig, Model, Site, Topology, parse_rf_id};
+use fieldtwin_emulator::site::{DeviceConfig, FirmwareEdition, Model, Site, Topology, parse_rf_id};
+use fieldtwin_emulator::storage::Nv;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -128,6 +137,8 @@ pub struct PanelServer {
     id: String,
     model: Model,
     identity: Identity,
+    /// The product label (serial number, device code of the QR code).
+    pub label: label::Label,
     defaults: Settings,
     wireless: Vec<WirelessSlot>,
     serial_specs: Vec<Spec>,
@@ -135,15 +146,18 @@ pub struct PanelServer {
     line_cfg: fieldtwin_emulator::site::SerialLineConfig,
     serial_pty: Option<String>,
     tcp_targets: Vec<Arc<gateway::TcpTarget>>,
+    /// DI1/DI2 (L models); `None` on models without digital inputs.
+    inputs: Option<Arc<inputs::Bank>>,
+    /// Models of the Modbus TCP targets (for the dashboard).
+    tcp_models: Vec<String>,
     fields: OnceLock<Fields>,
     /// The running boot, for commands that change settings.
     current: std::sync::Mutex<std::sync::Weak<node::Node>>,
     /// Initial web password (printed at start; changed on the Users page).
     default_password: String,
-    /// PBKDF2 iterations for stored passwords.
-    iterations: u32,
-    /// Offer TLS 1.3 as well as 1.2.
-    tls13: bool,
+    /// The shared security surface's rules for this device (PBKDF2
+    /// iterations and TLS 1.3 from the site file).
+    security: crate::security::Config,
 }
 
 /// The field devices behind a Panel Server, created at first boot.
@@ -179,7 +193,7 @@ impl PanelServer {
                 .unwrap_or_else(|| DEFAULT_FIRMWARE.to_string()),
             dpws: true,
             dpws_port: dpws_port(),
-            rstp: false,
+            rstp: cfg.rstp,
             wifi: WifiSettings::default(),
             ieee802154: false,
             ntp_server: None,
@@ -231,7 +245,7 @@ impl PanelServer {
             .zip(&wireless)
             .map(|(f, slot): (_, &WirelessSlot)| spec(f, slot.unit))
             .collect();
-        let tcp_targets = cfg
+        let tcp_targets: Vec<Arc<gateway::TcpTarget>> = cfg
             .modbus_tcp
             .iter()
             .filter_map(|t| {
@@ -249,14 +263,23 @@ impl PanelServer {
                 )))
             })
             .collect();
+        let tcp_models = tcp_targets
+            .iter()
+            .map(|t| {
+                site.device(&t.device)
+                    .map(|d| d.model.name().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
         // The site's wireless devices are commissioned: paired at first boot.
         defaults.pairing = wireless.clone();
-        let serial = serial(site, dev);
+        let label = label::Label::of(site, dev);
         Self {
             id: dev.id.clone(),
             model: dev.model,
             default_password: default_password(site, dev),
-            identity: identity(dev.model, serial),
+            identity: identity(dev.model, label.serial.clone()),
+            label,
             defaults,
             wireless,
             serial_specs,
@@ -264,13 +287,40 @@ impl PanelServer {
             line_cfg: cfg.serial_line,
             serial_pty: cfg.serial_pty.clone(),
             tcp_targets,
+            inputs: dev
+                .model
+                .capabilities()
+                .filter(|c| c.digital_inputs > 0)
+                .map(|_| Arc::new(inputs::Bank::new(&cfg.digital_input))),
+            tcp_models,
             fields: OnceLock::new(),
             current: Default::default(),
-            iterations: cfg
-                .pbkdf2_iterations
-                .unwrap_or(security::password::DEFAULT_ITERATIONS),
-            tls13: cfg.tls13,
+            security: policy::config(
+                cfg.pbkdf2_iterations
+                    .unwrap_or(crate::security::password::DEFAULT_ITERATIONS),
+                cfg.tls13,
+            ),
         }
+    }
+
+    /// Factory settings of a device running firmware `version`: the site's
+    /// settings, with Wi-Fi, its access point and RSTP as the model and that
+    /// firmware's edition have them (a Wired by Design model has no Wi-Fi;
+    /// firmware before the EN-10 edition has Wi-Fi off, no access point and
+    /// no RSTP). The access point's password is the device code.
+    pub(crate) fn factory_settings(&self, version: &str) -> Settings {
+        let mut s = self.defaults.clone();
+        s.firmware = version.to_string();
+        let edition = FirmwareEdition::of(version);
+        let caps = self.model.capabilities();
+        let wifi = caps.is_some_and(|c| c.wifi);
+        s.wifi = WifiSettings {
+            enabled: wifi && edition.wifi_on_by_default(),
+            access_point: wifi && edition.has_access_point(),
+            ap_password: Some(self.label.device_code.clone()),
+        };
+        s.rstp = s.rstp && caps.is_some_and(|c| c.rstp()) && edition.has_rstp();
+        s
     }
 
     /// Creates the field devices (once: they outlive reboots of the Panel Server).
@@ -332,6 +382,25 @@ fn default_password(site: &Site, dev: &DeviceConfig) -> String {
     format!("Ps-{:010x}", h & 0xff_ffff_ffff)
 }
 
+/// The "additional product capability" text ([NF] wording): the model's
+/// field interfaces from the interface matrix, at most 32 characters.
+fn additional_capability(model: Model) -> String {
+    let Some(c) = model.capabilities() else {
+        return String::new();
+    };
+    let mut v = Vec::new();
+    if c.ieee802154 {
+        v.push("IEEE 802.15.4".to_string());
+    }
+    if c.modbus_sl {
+        v.push("Modbus-SL".to_string());
+    }
+    if c.digital_inputs > 0 {
+        v.push(format!("{} DI", c.digital_inputs));
+    }
+    v.join(", ")
+}
+
 /// Identification of each model ([NF] values documented in docs/panel-server.md).
 fn identity(model: Model, serial: String) -> Identity {
     let (family, capability, product_id) = match model {
@@ -351,7 +420,7 @@ fn identity(model: Model, serial: String) -> Identity {
         hardware_version: "000.000.002".into(),
         serial,
         capability: capability.into(),
-        additional_capability: "IEEE 802.15.4, Modbus-SL".into(),
+        additional_capability: additional_capability(model),
         manufacturer: "Schneider Electric".into(),
         product_id,
         product_model: format!("EcoStruxure {family}"),
@@ -369,7 +438,13 @@ impl Device for PanelServer {
     }
 
     fn credentials(&self) -> Vec<Credential> {
-        vec![
+        let firmware = self
+            .running()
+            .map_or_else(|| self.defaults.firmware.clone(), |n| n.settings().firmware);
+        let access_point = self.model.capabilities().is_some_and(|c| c.wifi)
+            && FirmwareEdition::of(&firmware).has_access_point();
+        let code = &self.label.device_code;
+        let mut v = vec![
             Credential {
                 service: "modbus".into(),
                 user: "-".into(),
@@ -377,17 +452,36 @@ impl Device for PanelServer {
             },
             Credential {
                 service: "https".into(),
-                user: node::WEB_USER.into(),
+                user: policy::WEB_USER.into(),
                 password: format!(
                     "{} (until changed on the Users page)",
                     self.default_password
                 ),
             },
-        ]
+            Credential {
+                service: "qr-label".into(),
+                user: format!("S/N {}", self.label.serial),
+                password: format!("device code {code}"),
+            },
+        ];
+        if access_point {
+            v.push(Credential {
+                service: "wifi-ap".into(),
+                user: self.label.ssid(),
+                password: format!("{code} (the device code, until changed on the Wi-Fi page)"),
+            });
+        }
+        v
     }
 
     fn survives_factory_reset(&self) -> &'static [&'static str] {
-        &[node::WIRELESS_OFF_KEY, node::COMMISSIONED_KEY]
+        // The installed firmware stays: a factory reset erases settings and
+        // data, not the firmware (no silent revert to the site's version).
+        &[
+            node::WIRELESS_OFF_KEY,
+            node::COMMISSIONED_KEY,
+            crate::security::firmware::IMAGE_KEY,
+        ]
     }
 
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
@@ -462,7 +556,20 @@ impl Device for PanelServer {
         }
         .boxed()
     }
+    fn details(&self, nv: &Nv, clock: &Clock) -> Details {
+        let (lockout, audit_tail) = crate::security::details(nv, &policy::LOCKOUT, clock.utc_now());
+        Details {
+            field_devices: self.field_devices(nv),
+            web_lockout: Some(lockout),
+            audit_tail,
+            extra: Default::default(),
+        }
+    }
+
     fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
+        if let FieldAction::DigitalInput { closed, pulses } = action {
+            return self.digital_input(field, closed, pulses, now);
+        }
         let ids = || {
             self.serial_specs
                 .iter()
@@ -495,12 +602,85 @@ impl Device for PanelServer {
                 }
                 dev.set_contact(in_contact)
             }
+            FieldAction::DigitalInput { .. } => unreachable!("handled above"),
         }
         Ok(())
     }
 }
 
+/// NV key of the digital inputs' counters.
+pub const INPUTS_KEY: &str = "digital_inputs";
+
 impl PanelServer {
+    /// The `DigitalInput` command: the contact on `input` ("DI1"/"DI2")
+    /// closes or opens, or gives `pulses` pulses.
+    fn digital_input(
+        &self,
+        input: &str,
+        closed: Option<bool>,
+        pulses: u32,
+        now: Duration,
+    ) -> Result<(), String> {
+        let bank = self.inputs.as_ref().ok_or_else(|| {
+            format!(
+                "{} is a {} without digital inputs; DI1 and DI2 exist on {}",
+                self.id,
+                self.model.name(),
+                fieldtwin_emulator::site::Capabilities::models_with_digital_inputs()
+            )
+        })?;
+        let n = match input.to_ascii_uppercase().as_str() {
+            "DI1" | "1" => 1,
+            "DI2" | "2" => 2,
+            other => return Err(format!("no digital input {other:?}; use DI1 or DI2")),
+        };
+        if closed.is_none() && pulses == 0 {
+            return Err("say what happens: \"closed\": true|false and/or \"pulses\": N".into());
+        }
+        if pulses > 0 {
+            bank.add_pulses(n, pulses, now)?;
+        }
+        if let Some(high) = closed {
+            bank.set_level(n, high, now)?;
+        }
+        if let Some(node) = self.running() {
+            let counters = bank.counters(now, false);
+            node.ctx
+                .nv
+                .put(INPUTS_KEY, &counters)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The running boot, if the device is on.
+    fn running(&self) -> Option<Arc<node::Node>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+            .filter(|n| !n.ctx.power_lost().is_cancelled())
+    }
+
+    /// Boot: the digital inputs' counters from NV memory, counting from now;
+    /// saved again when this boot ends (power-off, reboot).
+    fn start_inputs(&self, node: &Arc<node::Node>) -> Result<(), BootError> {
+        let Some(bank) = self.inputs.clone() else {
+            return Ok(());
+        };
+        let ctx = &node.ctx;
+        bank.restore(ctx.nv.get(INPUTS_KEY)?, ctx.clock.now());
+        let (token, ctx2) = (node.boot_token(), ctx.clone());
+        ctx.spawn_orderly(node.boot_tracker().track_future(async move {
+            token.cancelled().await;
+            let counters = bank.counters(ctx2.clock.now(), true);
+            if let Err(e) = ctx2.nv.put(INPUTS_KEY, &counters) {
+                tracing::error!("{}: saving the digital inputs failed: {e}", ctx2.id);
+            }
+        }));
+        Ok(())
+    }
+
     /// The Modbus handler of one boot (started by [`node`]): unit 255 and the
     /// gateway routes to the field devices created in [`Device::boot`].
     fn modbus_handler(&self, ctx: &DeviceContext, settings: &Settings) -> Arc<dyn Handler> {
@@ -509,6 +689,7 @@ impl PanelServer {
             |d: &Arc<FieldDevice>| settings.pairing.iter().any(|p| Some(p.rf_id) == d.rf_id);
         Arc::new(Gateway {
             registers: OwnRegisters::new(&self.identity, &settings.firmware, &settings.pairing),
+            inputs: self.inputs.clone(),
             rtc: ctx.rtc.clone(),
             events: ctx.clone(),
             router: gateway::Router {
@@ -524,6 +705,58 @@ impl PanelServer {
         })
     }
 
+    /// The field devices for the dashboard: serial meters, Modbus TCP
+    /// targets and wireless devices (connected = in radio contact and
+    /// paired), with their state once the Panel Server has booted.
+    fn field_devices(&self, nv: &Nv) -> Vec<FieldDeviceInfo> {
+        let fields = self.fields.get();
+        let live = |id: &str| fields.and_then(|f| f.find(id));
+        let pairing = nv
+            .get::<Settings>(SETTINGS_KEY)
+            .ok()
+            .flatten()
+            .map_or_else(|| self.defaults.pairing.clone(), |s| s.pairing);
+        let mut out = Vec::new();
+        for s in &self.serial_specs {
+            let d = live(&s.id);
+            out.push(FieldDeviceInfo {
+                id: s.id.clone(),
+                model: s.model.clone(),
+                link: "serial".into(),
+                unit: Some(s.unit),
+                powered: d.map(|d| d.is_powered()),
+                connected: d.map(|d| d.is_powered()),
+                ..Default::default()
+            });
+        }
+        for (t, model) in self.tcp_targets.iter().zip(&self.tcp_models) {
+            out.push(FieldDeviceInfo {
+                id: t.device.clone(),
+                model: model.clone(),
+                link: "modbus_tcp".into(),
+                unit: Some(t.unit),
+                address: Some(format!("{} via {}", t.addr, t.interface)),
+                connected: t.is_connected(),
+                ..Default::default()
+            });
+        }
+        for s in &self.wireless_specs {
+            let d = live(&s.id);
+            let paired = pairing.iter().any(|p| Some(p.rf_id) == s.rf_id);
+            out.push(FieldDeviceInfo {
+                id: s.id.clone(),
+                model: s.model.clone(),
+                link: "wireless".into(),
+                unit: Some(s.unit),
+                address: s.rf_id.map(|r| format!("{r:016X}")),
+                powered: d.map(|d| d.is_powered()),
+                connected: d.map(|d| d.in_contact() && paired),
+                ..Default::default()
+            });
+        }
+        out
+    }
+
     /// The wireless devices in radio range (the site's), as slots with the
     /// unit id each gets when paired, and their commercial references.
     pub(crate) fn wireless_in_range(&self) -> Vec<(WirelessSlot, String)> {
@@ -535,25 +768,56 @@ impl PanelServer {
 /// Answers Modbus requests by unit id.
 struct Gateway {
     registers: OwnRegisters,
+    inputs: Option<Arc<inputs::Bank>>,
     rtc: RtcHandle,
     events: DeviceContext,
     router: gateway::Router,
 }
 
 impl Gateway {
-    fn live(&self) -> Live {
-        Live::new(self.rtc.now(), Health::Nominal)
+    /// What changes between reads; the inputs' image only when the request
+    /// reads them.
+    fn live(&self, reads_inputs: bool) -> Live {
+        let mut live = Live::new(self.rtc.now(), Health::Nominal);
+        if reads_inputs && let Some(bank) = &self.inputs {
+            live.inputs = Some(bank.image(self.events.clock.now()));
+        }
+        live
     }
 
     fn own(&self, req: Request) -> Result<Response, Exception> {
         match req {
             Request::ReadHolding { addr, count } => Ok(Response::Registers {
                 function: function::READ_HOLDING_REGISTERS,
-                values: self.registers.read(addr, count, &self.live())?,
+                values: self.registers.read(
+                    addr,
+                    count,
+                    &self.live(inputs::touches(addr, count)),
+                )?,
             }),
-            Request::ReadScattered { addrs } => Ok(Response::Scattered {
-                values: self.registers.read_scattered(&addrs, &self.live())?,
-            }),
+            Request::ReadScattered { addrs } => {
+                let reads_inputs = addrs.iter().any(|a| inputs::touches(*a, 1));
+                Ok(Response::Scattered {
+                    values: self
+                        .registers
+                        .read_scattered(&addrs, &self.live(reads_inputs))?,
+                })
+            }
+            Request::WriteMultiple { addr, values }
+                if inputs::touches(addr, values.len() as u16) =>
+            {
+                let bank = self.inputs.as_ref().ok_or(Exception::IllegalDataAddress)?;
+                bank.write(addr, &values, self.events.clock.now(), self.rtc.now())?;
+                let counters = bank.counters(self.events.clock.now(), false);
+                self.events
+                    .nv
+                    .put(INPUTS_KEY, &counters)
+                    .map_err(|_| Exception::ServerDeviceFailure)?;
+                Ok(Response::WriteMultiple {
+                    addr,
+                    count: values.len() as u16,
+                })
+            }
             Request::WriteMultiple { addr, values } => {
                 let t = self.registers.write(addr, &values)?;
                 let before = self.rtc.now();
@@ -604,6 +868,46 @@ mod tests {
         assert!(s.starts_with("NK"));
         assert!(s[2..].chars().all(|c| c.is_ascii_digit()));
         assert_eq!(s, serial(&site, &dev), "stable for a seed");
+    }
+
+    fn credential(ps: &PanelServer, service: &str) -> Option<Credential> {
+        ps.credentials().into_iter().find(|c| c.service == service)
+    }
+
+    #[test]
+    fn factory_settings_follow_the_model_and_the_firmware_edition() {
+        let site = Site::default_site();
+        let mut dev = site.device("ps1").unwrap().clone();
+        let ps = PanelServer::new(&site, &dev);
+        let code = ps.label.device_code.clone();
+        let s = ps.factory_settings("002.002.000");
+        assert!(s.wifi.enabled && s.wifi.access_point);
+        assert_eq!(s.wifi.ap_password.as_deref(), Some(code.as_str()));
+        let ap = credential(&ps, "wifi-ap").unwrap();
+        assert_eq!(ap.user, "PAS600L-0251");
+        assert!(ap.password.starts_with(&code), "{ap:?}");
+        let label = credential(&ps, "qr-label").unwrap();
+        assert_eq!(label.password, format!("device code {code}"));
+        // The EN-08 edition's firmware: Wi-Fi off, no access point, no RSTP.
+        let s = ps.factory_settings("001.008.007");
+        assert!(!s.wifi.enabled && !s.wifi.access_point && !s.rstp);
+        assert_eq!(s.firmware, "001.008.007");
+        dev.firmware = Some("001.008.007".into());
+        let old = PanelServer::new(&site, &dev);
+        assert!(credential(&old, "wifi-ap").is_none());
+        assert!(credential(&old, "qr-label").is_some());
+        // Wired by Design: no Wi-Fi whatever the firmware; RSTP from the site.
+        dev.firmware = None;
+        dev.model = Model::PAS600LWD;
+        let cfg = dev.panel_server.as_mut().unwrap();
+        cfg.wireless.clear();
+        cfg.rstp = true;
+        let wd = PanelServer::new(&site, &dev);
+        let s = wd.factory_settings("002.002.000");
+        assert!(!s.wifi.enabled && !s.wifi.access_point && s.rstp);
+        assert!(credential(&wd, "wifi-ap").is_none());
+        assert_eq!(additional_capability(Model::PAS600LWD), "Modbus-SL, 2 DI");
+        assert_eq!(additional_capability(Model::PAS400), "IEEE 802.15.4");
     }
 
     #[test]

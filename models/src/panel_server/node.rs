@@ -14,6 +14,7 @@
 //!   disabling Modbus on ETH1 closes 502 there at once; settings persist in
 //!   NV under `settings`.
 
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,21 +23,11 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::security::audit::{self, Kind};
-use super::security::password::Hashed;
-use super::security::session::Sessions;
 use super::{PanelServer, SETTINGS_KEY, Settings, web};
 use crate::proto::firmware::{self, Image};
 use crate::proto::modbus::server;
-
-/// NV key of the installed firmware image.
-pub const IMAGE_KEY: &str = "firmware_image";
-/// NV key of the web accounts.
-pub const ACCOUNTS_KEY: &str = "accounts";
-/// NV key of the lockout state.
-pub const LOCKOUT_KEY: &str = "lockout";
-/// NV key of the TLS certificate and key.
-pub const TLS_KEY: &str = "tls";
+use crate::security::audit::Kind;
+use crate::security::{self, Surface, accounts};
 /// NV key of the reason for the next boot (set before a soft reboot).
 pub const RESTART_KEY: &str = "restart_reason";
 /// NV key set at first boot, once the site's wireless devices are paired; it
@@ -44,23 +35,6 @@ pub const RESTART_KEY: &str = "restart_reason";
 pub const COMMISSIONED_KEY: &str = "commissioned";
 /// NV key of a permanent wireless deactivation (survives factory reset).
 pub const WIRELESS_OFF_KEY: &str = "wireless_permanently_off";
-/// The web user: the default administrator account named in DOCA0172
-/// (devices.md §1.7); one account only ([NF]: no SupportUser yet).
-pub const WEB_USER: &str = "SecurityAdmin";
-
-/// The support account of DOCA0211 ([NF]: disabled until the administrator
-/// gives it a password on the Users page).
-pub const SUPPORT_USER: &str = "SupportUser";
-
-/// Web accounts.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Accounts {
-    pub admin: Hashed,
-    /// The SupportUser's password; `None`: the account is disabled.
-    #[serde(default)]
-    pub support: Option<Hashed>,
-}
-
 /// A group of tasks that stop together.
 struct Group {
     token: CancellationToken,
@@ -87,9 +61,10 @@ pub struct Node {
     pub ps: Arc<PanelServer>,
     pub ctx: DeviceContext,
     pub settings: Mutex<Settings>,
-    pub sessions: Mutex<Sessions>,
-    /// Serialises logins (lockout read-modify-write) and setting changes.
-    pub auth: tokio::sync::Mutex<()>,
+    /// Accounts, sessions, lockout and audit of this boot (the shared
+    /// security surface with the Panel Server's rules); `node.auth`
+    /// serialises logins and setting changes.
+    pub sec: Surface,
     /// The installed image, if any.
     pub image: Option<Image>,
     generation: CancellationToken,
@@ -98,24 +73,18 @@ pub struct Node {
     dpws: tokio::sync::Mutex<Option<Group>>,
 }
 
-impl Node {
-    /// The device's site-time now (lockout and sessions run on it).
-    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.ctx.clock.utc_now()
-    }
+impl Deref for Node {
+    type Target = Surface;
 
+    fn deref(&self) -> &Surface {
+        &self.sec
+    }
+}
+
+impl Node {
     /// Whether Wi-Fi and IEEE 802.15.4 are permanently deactivated.
     pub fn wireless_permanently_off(&self) -> bool {
         self.ctx.nv.get::<bool>(WIRELESS_OFF_KEY).ok().flatten() == Some(true)
-    }
-
-    /// Writes an audit entry stamped by the RTC.
-    pub fn audit(&self, kind: Kind, detail: impl Into<String>) {
-        let detail = detail.into();
-        if let Err(e) = audit::record(&self.ctx.nv, self.ctx.rtc.now(), kind, detail.clone()) {
-            tracing::error!("{}: audit log write failed: {e}", self.ctx.id);
-        }
-        self.ctx.emit("audit", format!("{}: {detail}", kind.name()));
     }
 
     pub fn settings(&self) -> Settings {
@@ -204,7 +173,7 @@ impl Node {
     async fn start_dpws(self: &Arc<Self>) -> Result<(), BootError> {
         let mut slot = self.dpws.lock().await;
         if let Some(g) = slot.take() {
-            web::dpws::bye(self).await;
+            // Each interface's discovery task says Bye as it stops.
             g.stop().await;
         }
         let s = self.settings();
@@ -227,8 +196,8 @@ impl Node {
         let reason = reason.to_string();
         self.ctx.spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
+            // DPWS first: its Bye leaves while the network is up.
             if let Some(g) = me.dpws.lock().await.take() {
-                web::dpws::bye(&me).await;
                 g.stop().await;
             }
             me.generation.cancel();
@@ -236,11 +205,8 @@ impl Node {
             me.tracker.wait().await;
             let nv = &me.ctx.nv;
             if wipe {
-                let mut keep = vec!["rtc"];
-                keep.extend_from_slice(fieldtwin_emulator::device::Device::survives_factory_reset(
-                    &*me.ps,
-                ));
-                if let Err(e) = nv.wipe_except(&keep) {
+                let keep = fieldtwin_emulator::device::Device::survives_factory_reset(&*me.ps);
+                if let Err(e) = security::reset::wipe(nv, keep) {
                     tracing::error!("factory reset failed: {e}");
                 }
             }
@@ -277,20 +243,7 @@ where
 
 /// Verifies the stored image, if any.
 pub fn verify_stored(ctx: &DeviceContext) -> Result<Option<Image>, BootError> {
-    match ctx.nv.get_raw(IMAGE_KEY)? {
-        None => Ok(None),
-        Some(bytes) => Image::verify(
-            &bytes,
-            &firmware::lab_vendor_key(),
-            firmware::PANEL_SERVER_FAMILY,
-        )
-        .map(Some)
-        .map_err(|e| {
-            BootError::Firmware(format!(
-                "stored firmware image failed verification at boot: {e}"
-            ))
-        }),
-    }
+    security::firmware::verify_stored(&ctx.nv, firmware::PANEL_SERVER_FAMILY)
 }
 
 /// The boot sequence (see the module contract).
@@ -299,12 +252,26 @@ pub fn run(
     ctx: DeviceContext,
 ) -> futures::future::BoxFuture<'static, Result<(), BootError>> {
     async move {
-        let image = verify_stored(&ctx)?;
         let first = ctx.nv.get::<Settings>(SETTINGS_KEY)?.is_none();
+        let after_reset = first && ctx.nv.get::<bool>(COMMISSIONED_KEY)?.is_some();
+        // A stored image that fails its check fails the boot, except at the
+        // first boot after a factory reset: then the boot loader falls back
+        // to the factory firmware (the recovery of docs/panel-server.md).
+        let (image, recovered) = match verify_stored(&ctx) {
+            Ok(image) => (image, None),
+            Err(e) if after_reset => {
+                ctx.nv.remove(security::firmware::IMAGE_KEY)?;
+                (None, Some(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
         let mut settings = match ctx.nv.get::<Settings>(SETTINGS_KEY)? {
             Some(s) => s,
             None => {
-                let mut s = ps.defaults.clone();
+                let version = image
+                    .as_ref()
+                    .map_or_else(|| ps.defaults.firmware.clone(), |i| i.version.clone());
+                let mut s = ps.factory_settings(&version);
                 if ctx.nv.get::<bool>(COMMISSIONED_KEY)?.is_some() {
                     // After a factory reset: no wireless pairing.
                     s.pairing.clear();
@@ -321,27 +288,13 @@ pub fn run(
             force_wireless_off(&mut settings);
         }
         ctx.nv.put(SETTINGS_KEY, &settings)?;
-        if ctx.nv.get::<Accounts>(ACCOUNTS_KEY)?.is_none() {
-            let pw = ps.default_password.clone();
-            let it = ps.iterations;
-            let admin = tokio::task::spawn_blocking(move || Hashed::new(&pw, it))
-                .await
-                .map_err(|e| BootError::Other(e.to_string()))?;
-            ctx.nv.put(
-                ACCOUNTS_KEY,
-                &Accounts {
-                    admin,
-                    support: None,
-                },
-            )?;
-        }
+        accounts::ensure(&ctx.nv, &ps.default_password, ps.security.iterations).await?;
         let generation = ctx.power_lost().child_token();
         let node = Arc::new(Node {
             ps: ps.clone(),
             ctx: ctx.clone(),
             settings: Mutex::new(settings),
-            sessions: Mutex::default(),
-            auth: tokio::sync::Mutex::new(()),
+            sec: Surface::new(ctx.clone(), ps.security.clone()),
             image,
             generation,
             tracker: TaskTracker::new(),
@@ -356,6 +309,12 @@ pub fn run(
             (true, None) => "first boot with factory settings".into(),
             (false, None) => "power on (after power loss or power cycle)".into(),
         };
+        if let Some(e) = recovered {
+            node.audit(
+                Kind::FirmwareUpdateFailed,
+                format!("{e}; factory firmware restored by the factory reset"),
+            );
+        }
         node.audit(
             Kind::Boot,
             format!("{why}; firmware {}", node.settings().firmware),
@@ -380,6 +339,7 @@ pub fn run(
                 }
             }
         });
+        ps.start_inputs(&node)?;
         node.start_modbus().await?;
         web::start(&node).await?;
         node.start_dpws().await?;
@@ -435,14 +395,14 @@ mod tests {
         let key = firmware::signing_key(include_str!("../../../keys/lab-vendor.key")).unwrap();
         let mut img =
             firmware::sign(&key, firmware::PANEL_SERVER_FAMILY, "002.004.000", b"fw").unwrap();
-        nv.put_raw(IMAGE_KEY, &img).unwrap();
+        nv.put_raw(security::firmware::IMAGE_KEY, &img).unwrap();
         assert_eq!(rt.power_cycle("ps1").await.unwrap(), Power::On);
         assert_eq!(
             nv.get::<Settings>(SETTINGS_KEY).unwrap().unwrap().firmware,
             "002.004.000"
         );
         img[12] ^= 0x20;
-        nv.put_raw(IMAGE_KEY, &img).unwrap();
+        nv.put_raw(security::firmware::IMAGE_KEY, &img).unwrap();
         assert_eq!(rt.power_cycle("ps1").await.unwrap(), Power::Failed);
         let st = rt.status("ps1").unwrap();
         assert!(st.failure.unwrap().contains("wrong signature"));
@@ -450,10 +410,24 @@ mod tests {
             st.services.is_empty(),
             "no service runs after a failed boot"
         );
-        let log = audit::read(&nv).unwrap();
+        let log = security::audit::read(&nv).unwrap();
         assert!(
             log.iter()
                 .any(|e| e.kind == Kind::Boot && e.detail.contains("002.004.000"))
+        );
+        // Recovery: a factory reset (the Restart button) falls back to the
+        // factory firmware and boots.
+        assert_eq!(rt.factory_reset("ps1").await.unwrap(), Power::On);
+        assert_eq!(
+            nv.get::<Settings>(SETTINGS_KEY).unwrap().unwrap().firmware,
+            super::super::DEFAULT_FIRMWARE
+        );
+        assert!(nv.get_raw(security::firmware::IMAGE_KEY).unwrap().is_none());
+        let log = security::audit::read(&nv).unwrap();
+        assert!(
+            log.iter()
+                .any(|e| e.detail.contains("factory firmware restored")),
+            "{log:?}"
         );
         rt.power_off("ps1").await.unwrap();
     }

@@ -65,11 +65,15 @@ pub struct OwnRegisters {
     fixed: BTreeMap<u16, u16>,
 }
 
-/// What changes between reads: the RTC (as DATETIME words) and health.
+/// What changes between reads: the RTC (as DATETIME words), health and,
+/// on the L models, the digital inputs' registers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Live {
     pub datetime: [u16; 4],
     pub health: Health,
+    /// The digital inputs block ([`super::inputs`]); `None` on models
+    /// without inputs, where those addresses are not registers.
+    pub inputs: Option<super::inputs::Image>,
 }
 
 impl Live {
@@ -77,6 +81,7 @@ impl Live {
         Self {
             datetime: datetime_words(rtc),
             health,
+            inputs: None,
         }
     }
 }
@@ -129,6 +134,7 @@ impl OwnRegisters {
         match addr {
             DATETIME..=0x0076 => Some(live.datetime[usize::from(addr - DATETIME)]),
             HEALTH => Some(live.health as u16),
+            super::inputs::FIRST..=super::inputs::LAST => live.inputs.as_ref()?.word(addr),
             _ => self.fixed.get(&addr).copied(),
         }
     }
@@ -263,6 +269,25 @@ mod tests {
             r.write(DATETIME, &[26, 0x0101]),
             Err(Exception::IllegalDataAddress)
         );
+    }
+
+    #[test]
+    fn digital_inputs_exist_only_with_an_image() {
+        let r = OwnRegisters::new(&identity(), "002.002.000", &[]);
+        // A model without inputs: not registers (0x02).
+        assert_eq!(
+            r.read(super::super::inputs::FIRST, 1, &live()),
+            Err(Exception::IllegalDataAddress)
+        );
+        // An L model: the inputs' image answers, even with nothing wired.
+        let mut l = live();
+        l.inputs = Some(super::super::inputs::Bank::new(&[]).image(std::time::Duration::ZERO));
+        assert_eq!(
+            r.read(super::super::inputs::FIRST, 2, &l),
+            Ok(vec![0xFFFF, 0xFFFF])
+        );
+        // A block from the wireless table into the inputs reads across.
+        assert_eq!(r.read(0x03E7, 2, &l), Ok(vec![0xFFFF, 0xFFFF]));
     }
 
     #[test]

@@ -20,7 +20,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
-use crate::panel_server::security::password::unhex;
+use crate::security::password::unhex;
 
 pub const MAGIC: &[u8; 4] = b"FTFW";
 /// Target family accepted by every Panel Server model.
@@ -211,7 +211,7 @@ pub fn inspect(b: &[u8], public: Option<&str>) -> Result<String, FirmwareError> 
     ))
 }
 
-use crate::panel_server::security::password::hex;
+use crate::security::password::hex;
 
 #[cfg(test)]
 mod tests {

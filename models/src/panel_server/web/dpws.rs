@@ -1,17 +1,25 @@
 //! DPWS discovery service of the running device (I/O edge of
 //! [`crate::proto::dpws`]): UDP 3702 answering Probe and Resolve with
-//! unicast ProbeMatches/ResolveMatches, Hello when started and Bye when
-//! stopped, and the WS-Transfer metadata over HTTP on the metadata port.
+//! unicast ProbeMatches/ResolveMatches, Hello when it comes up and Bye when
+//! it goes, and the WS-Transfer metadata over HTTP on the metadata port.
 //!
-//! Contract: started per interface only while DPWS is activated; disabling
-//! it sends Bye and closes 3702 and the metadata port. Hello and Bye go to
-//! 239.255.255.250:3702 only from a non-loopback interface address: in host
-//! mode (127.77.x.y) there is no multicast segment to announce on, and a
-//! client reaches the device with a unicast (directed) Probe.
+//! Contract: started per interface only while DPWS is activated. Each
+//! interface's discovery task follows the interface's address
+//! ([`Stack::watch_ipv4`]): it announces (Hello) and answers only once the
+//! interface has an address, so a DHCP device waits for its lease and then
+//! sends Hello with the leased address in its XAddrs; a new lease sends a
+//! new Hello. The task ends with a Bye, sent before it stops: when DPWS is
+//! switched off, before a soft reboot, and at a power-off (the task is
+//! spawned with [`fieldtwin_emulator::device::DeviceContext::spawn_orderly`],
+//! so the power-off waits for the Bye to reach the wire). Hello and Bye go
+//! to 239.255.255.250:3702 only from a non-loopback interface address: in
+//! host mode (127.77.x.y) there is no multicast segment to announce on, and
+//! a client reaches the device with a unicast (directed) Probe.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,6 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use fieldtwin_emulator::device::BootError;
+use fieldtwin_emulator::net::{Datagram, Stack};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,10 +61,7 @@ fn uuid(node: &Node) -> String {
 }
 
 fn random_id() -> String {
-    format!(
-        "urn:uuid:{}",
-        &crate::panel_server::security::session::token()[..32]
-    )
+    format!("urn:uuid:{}", &crate::security::session::token()[..32])
 }
 
 /// What the device announces on an interface.
@@ -101,54 +107,24 @@ pub async fn start(
     // Joining may fail on a loopback-only host: unicast probes still work.
     let _ = udp.join_multicast_v4(dpws::MULTICAST);
     let listener = node.ctx.listen_tcp(iface, "dpws", meta_port).await?;
-    let id = identity(
-        node,
-        stack.ipv4(),
-        stack.public_port(meta_port),
-        stack.public_port(443),
-    );
-    if !stack.ipv4().is_loopback() {
-        let hello = dpws::hello(&id, &random_id(), seq(node));
-        let _ = udp.send_to(hello.as_bytes(), multicast()).await;
-    }
-    let n = node.clone();
-    let id2 = id.clone();
-    let udp_loop = async move {
-        let mut buf = vec![0u8; dpws::MAX_MESSAGE + 1];
-        loop {
-            let Ok((len, from)) = udp.recv_from(&mut buf).await else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&buf[..len]);
-            let reply = match dpws::parse(&text) {
-                Message::Probe { message_id, types } if dpws::matches(&types) => Some(
-                    dpws::probe_matches(&id2, &random_id(), &message_id, seq(&n)),
-                ),
-                Message::Resolve {
-                    message_id,
-                    address,
-                } if address == id2.endpoint => Some(dpws::resolve_matches(
-                    &id2,
-                    &random_id(),
-                    &message_id,
-                    seq(&n),
-                )),
-                _ => None,
-            };
-            if let Some(r) = reply {
-                let _ = udp.send_to(r.as_bytes(), from).await;
-            }
-        }
+    let ports = (stack.public_port(meta_port), stack.public_port(443));
+    let shown = stack.ipv4();
+    let current = Arc::new(RwLock::new(identity(node, shown, ports.0, ports.1)));
+    let discovery = Discovery {
+        node: node.clone(),
+        stack,
+        shown,
+        udp,
+        ports,
+        current: current.clone(),
     };
-    let t = token.clone();
-    node.ctx.spawn(tracker.track_future(async move {
-        tokio::select! { _ = t.cancelled() => {} _ = udp_loop => {} }
-    }));
+    node.ctx
+        .spawn_orderly(tracker.track_future(discovery.run(token.clone())));
     let app = Router::new()
         .route("/{uuid}", post(metadata))
-        .with_state(Arc::new(id));
+        .with_state(current);
     let t = token.clone();
-    let serve = super::serve(
+    let serve = crate::security::https::serve(
         node.ctx.clone(),
         listener,
         None,
@@ -162,28 +138,110 @@ pub async fn start(
     Ok(())
 }
 
-fn multicast() -> SocketAddr {
-    SocketAddr::from((dpws::MULTICAST, dpws::PORT))
+/// How long the goodbye may take before the task gives up on it.
+const GOODBYE: Duration = Duration::from_secs(1);
+
+/// The discovery side of one interface (UDP 3702).
+struct Discovery {
+    node: Arc<Node>,
+    stack: Arc<dyn Stack>,
+    udp: Box<dyn Datagram>,
+    /// The address `current` was made for.
+    shown: Ipv4Addr,
+    /// Public metadata and HTTPS ports.
+    ports: (u16, u16),
+    /// What the device announces now (its address changes with DHCP).
+    current: Arc<RwLock<Identity>>,
 }
 
-/// Sends Bye from every non-loopback interface.
-pub async fn bye(node: &Arc<Node>) {
-    for iface in node.ctx.interface_names() {
-        let Some(stack) = node.ctx.interface(&iface) else {
-            continue;
-        };
-        if stack.ipv4().is_loopback() {
-            continue;
+impl Discovery {
+    fn identity(&self) -> Identity {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `ip` may announce on the multicast group.
+    fn announces(ip: Ipv4Addr) -> bool {
+        !ip.is_loopback() && !ip.is_unspecified()
+    }
+
+    async fn run(mut self, token: CancellationToken) {
+        let mut address = self.stack.watch_ipv4();
+        let mut follow = true;
+        let mut announced = false;
+        let mut buf = vec![0u8; dpws::MAX_MESSAGE + 1];
+        loop {
+            let ip = *address.borrow_and_update();
+            if ip != self.shown {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    identity(&self.node, ip, self.ports.0, self.ports.1);
+                self.shown = ip;
+                announced = false;
+            }
+            if !announced && Self::announces(ip) {
+                let hello = dpws::hello(&self.identity(), &random_id(), seq(&self.node));
+                let _ = self.udp.send_to(hello.as_bytes(), multicast()).await;
+                announced = true;
+            }
+            tokio::select! {
+                _ = token.cancelled() => break,
+                changed = address.changed(), if follow => {
+                    // A static address never changes: stop following it.
+                    follow = changed.is_ok();
+                }
+                got = self.udp.recv_from(&mut buf) => {
+                    if let Ok((len, from)) = got {
+                        self.answer(&buf[..len], from).await;
+                    }
+                }
+            }
         }
-        if let Ok(udp) = stack.bind_udp(0).await {
-            let id = identity(node, stack.ipv4(), 0, 443);
-            let b = dpws::bye(&id, &random_id(), seq(node));
-            let _ = udp.send_to(b.as_bytes(), multicast()).await;
+        if announced && Self::announces(self.shown) {
+            let bye = dpws::bye(&self.identity(), &random_id(), seq(&self.node));
+            let goodbye = async {
+                let _ = self.udp.send_to(bye.as_bytes(), multicast()).await;
+                let _ = self.udp.flush().await;
+            };
+            let _ = tokio::time::timeout(GOODBYE, goodbye).await;
+        }
+    }
+
+    async fn answer(&self, datagram: &[u8], from: SocketAddr) {
+        if self.stack.ipv4().is_unspecified() {
+            // No address yet (DHCP): nothing to advertise.
+            return;
+        }
+        let id = self.identity();
+        let text = String::from_utf8_lossy(datagram);
+        let reply = match dpws::parse(&text) {
+            Message::Probe { message_id, types } if dpws::matches(&types) => Some(
+                dpws::probe_matches(&id, &random_id(), &message_id, seq(&self.node)),
+            ),
+            Message::Resolve {
+                message_id,
+                address,
+            } if address == id.endpoint => Some(dpws::resolve_matches(
+                &id,
+                &random_id(),
+                &message_id,
+                seq(&self.node),
+            )),
+            _ => None,
+        };
+        if let Some(r) = reply {
+            let _ = self.udp.send_to(r.as_bytes(), from).await;
         }
     }
 }
 
-async fn metadata(State(id): State<Arc<Identity>>, body: Bytes) -> impl IntoResponse {
+fn multicast() -> SocketAddr {
+    SocketAddr::from((dpws::MULTICAST, dpws::PORT))
+}
+
+async fn metadata(State(current): State<Arc<RwLock<Identity>>>, body: Bytes) -> impl IntoResponse {
+    let id = current.read().unwrap_or_else(|e| e.into_inner()).clone();
     let text = String::from_utf8_lossy(&body);
     match dpws::parse(&text) {
         Message::Get { message_id } => (

@@ -1,16 +1,10 @@
 //! Server-rendered HTML of the webpages (plain forms, no JavaScript).
 //! Every form carries the session's CSRF token in a hidden `csrf` field.
 
-use crate::panel_server::node::{Node, SUPPORT_USER, WEB_USER};
-use crate::panel_server::security::audit::Entry;
-
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+use crate::panel_server::node::Node;
+use crate::panel_server::policy::{SUPPORT_USER, WEB_USER};
+use crate::security::audit::Entry;
+pub use crate::security::html::esc;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:0;background:#f4f6f4}header{background:#3dcd58;color:#fff;padding:8px 16px}nav a,nav button{margin-right:12px;color:#fff;background:none;border:none;font:inherit;cursor:pointer;text-decoration:underline}main{padding:16px;max-width:900px}section{background:#fff;padding:12px;margin-bottom:12px;border:1px solid #ccc}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.msg{padding:8px;background:#ffe;border:1px solid #cc9;margin-bottom:12px}label{display:block;margin:6px 0}";
 
@@ -179,7 +173,7 @@ pub fn users(csrf: &str, msg: Option<&str>, support_enabled: bool) -> String {
         "disabled"
     };
     let body = format!(
-        r##"<section><h2>Change password of {WEB_USER}</h2><p>8 to 50 characters with at least three of: uppercase, lowercase, digits, special characters (space and !"#$%&amp;'()*+,-./:;&lt;=&gt;?@[\]^_`{{|}}~).</p><form method="post" action="/users">{h}
+        r##"<section><h2>Change password of {WEB_USER}</h2><p>8 to 50 characters: ASCII letters, digits and special characters, with at least three of: uppercase letters (A-Z), lowercase letters (a-z), digits (0-9), special characters (space and !"#$%&amp;'()*+,-./:;&lt;=&gt;?@[\]^_`{{|}}~).</p><form method="post" action="/users">{h}
 <label>Current password <input type="password" name="current" autocomplete="current-password"></label>
 <label>New password <input type="password" name="new" autocomplete="new-password"></label>
 <label>Confirm new password <input type="password" name="confirm" autocomplete="new-password"></label>
@@ -228,7 +222,7 @@ pub fn logs(csrf: &str, entries: &[Entry]) -> String {
 pub fn backup(csrf: &str, msg: Option<&str>) -> String {
     let h = hidden(csrf);
     let body = format!(
-        r#"<section><h2>Download a backup</h2><p>The file is encrypted (AES-256-GCM) with this password: 6 to 32 characters with at least one uppercase, one lowercase and one special character.</p><form method="post" action="/backup/download">{h}<label>Backup password <input type="password" name="password" autocomplete="new-password"></label><button type="submit">Download</button></form></section>
+        r#"<section><h2>Download a backup</h2><p>The file is encrypted (AES-256-GCM) with this password: 6 to 32 characters (ASCII letters, digits and special characters) with at least one uppercase letter (A-Z), one lowercase letter (a-z) and one special character.</p><form method="post" action="/backup/download">{h}<label>Backup password <input type="password" name="password" autocomplete="new-password"></label><button type="submit">Download</button></form></section>
 <section><h2>Restore</h2><form method="post" action="/backup/restore" enctype="multipart/form-data">{h}<label>Backup file <input type="file" name="file"></label><label>Backup password <input type="password" name="password"></label><button type="submit">Restore</button></form></section>"#
     );
     layout("Backup", Some(csrf), msg, &body)
@@ -238,7 +232,7 @@ pub fn maintenance(csrf: &str) -> String {
     let h = hidden(csrf);
     let body = format!(
         r#"<section><h2>Reboot</h2><form method="post" action="/maintenance/reboot">{h}<button type="submit">Reboot</button></form></section>
-<section><h2>Factory reset</h2><p>Erases configuration, accounts, logs, data log and wireless pairing, and makes a new certificate.</p><form method="post" action="/maintenance/factory-reset">{h}<button type="submit">Factory reset</button></form></section>"#
+<section><h2>Factory reset</h2><p>A factory reset needs physical access: hold the Restart button of the Panel Server for at least 10 seconds. It erases configuration, accounts, logs, Wi-Fi passwords and wireless pairing, makes a new certificate and keeps the installed firmware. From this page the Panel Server only reboots.</p><form method="post" action="/maintenance/factory-reset">{h}<button type="submit">Factory reset</button></form></section>"#
     );
     layout("Maintenance", Some(csrf), None, &body)
 }

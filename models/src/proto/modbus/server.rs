@@ -11,18 +11,23 @@
 //!   allows 128); the next client is accepted and closed at once.
 //! - Connection tasks belong to the device ([`DeviceContext::spawn`]), so they
 //!   end when it loses power.
+//! - Every decoded request bumps the device's [`REQUESTS_COUNTER`] (shown by
+//!   the control API and the dashboard as requests per second).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
-use fieldtwin_emulator::device::{DeviceContext, TrackedListener};
+use fieldtwin_emulator::device::{Counter, DeviceContext, TrackedListener};
 use fieldtwin_emulator::net::BoxStream;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::mbap::{self, Adu};
 use super::{Exception, Request, Response};
+
+/// Name of the device counter of Modbus requests served.
+pub const REQUESTS_COUNTER: &str = "modbus_requests";
 
 /// What answers Modbus requests: the device's register logic.
 pub trait Handler: Send + Sync + 'static {
@@ -51,6 +56,7 @@ pub async fn serve(
     max_clients: usize,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let requests = ctx.counter(REQUESTS_COUNTER);
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             continue;
@@ -62,9 +68,10 @@ pub async fn serve(
         active.fetch_add(1, Ordering::AcqRel);
         let guard = ActiveGuard(active.clone());
         let handler = handler.clone();
+        let requests = requests.clone();
         ctx.spawn(async move {
             let _guard = guard;
-            let _ = connection(stream, &*handler).await;
+            let _ = connection(stream, &*handler, &requests).await;
         });
     }
 }
@@ -77,13 +84,18 @@ impl Drop for ActiveGuard {
     }
 }
 
-async fn connection(mut stream: BoxStream, handler: &dyn Handler) -> std::io::Result<()> {
+async fn connection(
+    mut stream: BoxStream,
+    handler: &dyn Handler,
+    requests: &Counter,
+) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(512);
     let mut out = Vec::with_capacity(512);
     loop {
         loop {
             match mbap::decode(&mut buf) {
                 Ok(Some(req)) => {
+                    requests.inc();
                     let pdu = answer(handler, req.unit, &req.pdu).await;
                     mbap::encode(
                         &Adu {

@@ -1,5 +1,6 @@
 //! Passwords: salted slow hashes and the composition rules of DOCA0211
-//! "Password Management" and "Backup Function".
+//! "Password Management" and "Backup Function". Each model fills in a
+//! [`Rule`] per kind of password (web user, Wi-Fi access point, backup).
 //!
 //! Contract:
 //! - [`Hashed::new`] stores PBKDF2-HMAC-SHA256 with a 16-byte per-account
@@ -53,15 +54,63 @@ impl Hashed {
     }
 }
 
-/// Which password a rule applies to.
+/// A character class of the composition rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Web user and SupportUser.
-    User,
+pub enum Class {
+    Upper,
+    Lower,
+    Digit,
+    Special,
+}
+
+impl Class {
+    fn name(self) -> &'static str {
+        match self {
+            Class::Upper => "ASCII uppercase letter (A-Z)",
+            Class::Lower => "ASCII lowercase letter (a-z)",
+            Class::Digit => "digit",
+            Class::Special => "special character",
+        }
+    }
+
+    fn has(self, pw: &str) -> bool {
+        match self {
+            Class::Upper => pw.chars().any(|c| c.is_ascii_uppercase()),
+            Class::Lower => pw.chars().any(|c| c.is_ascii_lowercase()),
+            Class::Digit => pw.chars().any(|c| c.is_ascii_digit()),
+            Class::Special => pw.chars().any(|c| SPECIALS.contains(c)),
+        }
+    }
+}
+
+/// Which classes a password must contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Composition {
+    /// At least three of uppercase, lowercase, digits, special characters.
+    ThreeOfFour,
+    /// Every class listed.
+    All(&'static [Class]),
+}
+
+/// The rule for one kind of password of a model (length in characters and
+/// composition; the alphabet is always ASCII letters, digits and
+/// [`SPECIALS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub min: usize,
+    pub max: usize,
+    pub composition: Composition,
+}
+
+/// The rules of every kind of password of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Web accounts.
+    pub user: Rule,
     /// Wi-Fi access point.
-    WifiAp,
+    pub wifi_ap: Rule,
     /// Backup file encryption.
-    Backup,
+    pub backup: Rule,
 }
 
 /// A failed password rule.
@@ -70,24 +119,20 @@ pub enum RuleError {
     #[error("the password must have between {min} and {max} characters (it has {got})")]
     Length { min: usize, max: usize, got: usize },
     #[error(
-        "the password may contain only letters, digits, space and the special characters {SPECIALS}"
+        "the password may contain only ASCII letters (A-Z, a-z), digits (0-9), space and the special characters {SPECIALS}"
     )]
     Character,
     #[error(
-        "the password must contain at least three of: uppercase, lowercase, digits, special characters"
+        "the password must contain at least three of: ASCII uppercase letters (A-Z), ASCII lowercase letters (a-z), digits (0-9), special characters"
     )]
     ThreeClasses,
     #[error("the password must contain at least one {0}")]
     Missing(&'static str),
 }
 
-/// Checks `pw` against the rules of `kind`.
-pub fn check(kind: Kind, pw: &str) -> Result<(), RuleError> {
-    let (min, max) = match kind {
-        Kind::User => (8, 50),
-        Kind::WifiAp => (8, 32),
-        Kind::Backup => (6, 32),
-    };
+/// Checks `pw` against `rule`.
+pub fn check(rule: &Rule, pw: &str) -> Result<(), RuleError> {
+    let (min, max) = (rule.min, rule.max);
     let got = pw.chars().count();
     if got < min || got > max {
         return Err(RuleError::Length { min, max, got });
@@ -98,35 +143,16 @@ pub fn check(kind: Kind, pw: &str) -> Result<(), RuleError> {
     {
         return Err(RuleError::Character);
     }
-    let upper = pw.chars().any(|c| c.is_ascii_uppercase());
-    let lower = pw.chars().any(|c| c.is_ascii_lowercase());
-    let digit = pw.chars().any(|c| c.is_ascii_digit());
-    let special = pw.chars().any(|c| SPECIALS.contains(c));
-    match kind {
-        Kind::User => {
-            if [upper, lower, digit, special]
-                .iter()
-                .filter(|&&b| b)
-                .count()
-                < 3
-            {
+    match rule.composition {
+        Composition::ThreeOfFour => {
+            let classes = [Class::Upper, Class::Lower, Class::Digit, Class::Special];
+            if classes.iter().filter(|c| c.has(pw)).count() < 3 {
                 return Err(RuleError::ThreeClasses);
             }
         }
-        Kind::WifiAp | Kind::Backup => {
-            let third = if kind == Kind::WifiAp {
-                (digit, "digit")
-            } else {
-                (special, "special character")
-            };
-            for (ok, what) in [
-                (upper, "uppercase letter"),
-                (lower, "lowercase letter"),
-                third,
-            ] {
-                if !ok {
-                    return Err(RuleError::Missing(what));
-                }
+        Composition::All(classes) => {
+            if let Some(c) = classes.iter().find(|c| !c.has(pw)) {
+                return Err(RuleError::Missing(c.name()));
             }
         }
     }
@@ -155,6 +181,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The Panel Server's rules (DOCA0211).
+    mod kind {
+        use super::*;
+        pub const USER: Rule = Rule {
+            min: 8,
+            max: 50,
+            composition: Composition::ThreeOfFour,
+        };
+        pub const WIFI_AP: Rule = Rule {
+            min: 8,
+            max: 32,
+            composition: Composition::All(&[Class::Upper, Class::Lower, Class::Digit]),
+        };
+        pub const BACKUP: Rule = Rule {
+            min: 6,
+            max: 32,
+            composition: Composition::All(&[Class::Upper, Class::Lower, Class::Special]),
+        };
+    }
+
     #[test]
     fn hash_verifies_and_is_salted() {
         let a = Hashed::new("Secret-123", 1000);
@@ -169,35 +215,53 @@ mod tests {
     #[test]
     fn rules_name_what_failed() {
         assert!(matches!(
-            check(Kind::User, "Ab1"),
+            check(&kind::USER, "Ab1"),
             Err(RuleError::Length { min: 8, .. })
         ));
-        assert_eq!(check(Kind::User, "abcdefgh1"), Err(RuleError::ThreeClasses));
-        assert_eq!(check(Kind::User, "abcdefG1"), Ok(()));
-        assert_eq!(check(Kind::User, "abc def!1"), Ok(()));
-        assert_eq!(check(Kind::User, "abcdéfG1"), Err(RuleError::Character));
         assert_eq!(
-            check(Kind::WifiAp, "abcdefG!"),
+            check(&kind::USER, "abcdefgh1"),
+            Err(RuleError::ThreeClasses)
+        );
+        assert_eq!(check(&kind::USER, "abcdefG1"), Ok(()));
+        assert_eq!(check(&kind::USER, "abc def!1"), Ok(()));
+        assert_eq!(check(&kind::USER, "abcdéfG1"), Err(RuleError::Character));
+        assert_eq!(
+            check(&kind::WIFI_AP, "abcdefG!"),
             Err(RuleError::Missing("digit"))
         );
         assert!(matches!(
-            check(Kind::WifiAp, &"aB1".repeat(11)),
+            check(&kind::WIFI_AP, &"aB1".repeat(11)),
             Err(RuleError::Length { max: 32, .. })
         ));
         assert_eq!(
-            check(Kind::Backup, "abcDE1"),
+            check(&kind::BACKUP, "abcDE1"),
             Err(RuleError::Missing("special character"))
         );
         assert_eq!(
-            check(Kind::Backup, "abcD!"),
+            check(&kind::BACKUP, "abcD!"),
             Err(RuleError::Length {
                 min: 6,
                 max: 32,
                 got: 5
             })
         );
-        assert_eq!(check(Kind::Backup, "abcD!x"), Ok(()));
+        assert_eq!(check(&kind::BACKUP, "abcD!x"), Ok(()));
         assert!(RuleError::ThreeClasses.to_string().contains("three"));
+        // Issue 8 defect 9: the rules say ASCII where they mean ASCII.
+        assert!(
+            RuleError::Character
+                .to_string()
+                .contains("only ASCII letters")
+        );
+        assert!(
+            RuleError::ThreeClasses
+                .to_string()
+                .contains("ASCII uppercase")
+        );
+        assert_eq!(
+            check(&kind::BACKUP, "abcdef!1").unwrap_err().to_string(),
+            "the password must contain at least one ASCII uppercase letter (A-Z)"
+        );
     }
 
     proptest! {
@@ -208,7 +272,7 @@ mod tests {
 
         #[test]
         fn check_never_panics(s in "\\PC{0,60}") {
-            for k in [Kind::User, Kind::WifiAp, Kind::Backup] { let _ = check(k, &s); }
+            for k in [kind::USER, kind::WIFI_AP, kind::BACKUP] { let _ = check(&k, &s); }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Web sessions: random 256-bit tokens (sent as a Secure, HttpOnly,
 //! SameSite=Strict cookie), a per-session CSRF token, and an idle timeout
-//! on the device's virtual clock.
+//! on the device's virtual clock. The timeout and the most simultaneous
+//! sessions are a [`Policy`] of the model.
 //!
 //! Contract: sessions live in RAM only (a reboot logs everyone out);
 //! [`Sessions::touch`] returns the session if it exists and has not been
@@ -13,10 +14,14 @@ use rand::RngCore;
 
 use super::password::hex;
 
-/// Idle timeout of a web session ([NF]: 15 minutes).
-pub const IDLE: Duration = Duration::minutes(15);
-/// Most simultaneous sessions; the oldest is dropped beyond it.
-pub const MAX: usize = 32;
+/// The per-model limits of sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Idle timeout of a web session.
+    pub idle: Duration,
+    /// Most simultaneous sessions; the oldest is dropped beyond it.
+    pub max: usize,
+}
 
 /// One logged-in browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +31,9 @@ pub struct Session {
 }
 
 /// All open sessions.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
+    policy: Policy,
     map: HashMap<String, Session>,
 }
 
@@ -39,10 +45,19 @@ pub fn token() -> String {
 }
 
 impl Sessions {
+    /// No session yet, under `policy`.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            map: HashMap::new(),
+        }
+    }
+
     /// Opens a session; returns its token.
     pub fn open(&mut self, now: DateTime<Utc>) -> String {
-        self.map.retain(|_, s| now - s.last_seen <= IDLE);
-        if self.map.len() >= MAX
+        let idle = self.policy.idle;
+        self.map.retain(|_, s| now - s.last_seen <= idle);
+        if self.map.len() >= self.policy.max
             && let Some(oldest) = self
                 .map
                 .iter()
@@ -65,7 +80,7 @@ impl Sessions {
     /// The live session of `token`, refreshed.
     pub fn touch(&mut self, token: &str, now: DateTime<Utc>) -> Option<Session> {
         let s = self.map.get_mut(token)?;
-        if now - s.last_seen > IDLE {
+        if now - s.last_seen > self.policy.idle {
             self.map.remove(token);
             return None;
         }
@@ -89,7 +104,10 @@ mod tests {
     #[test]
     fn idle_sessions_expire() {
         let t = DateTime::from_timestamp(1_750_000_000, 0).unwrap();
-        let mut s = Sessions::default();
+        let mut s = Sessions::new(Policy {
+            idle: Duration::minutes(15),
+            max: 32,
+        });
         let tok = s.open(t);
         assert_eq!(tok.len(), 64);
         assert!(s.touch(&tok, t + Duration::minutes(14)).is_some());

@@ -17,7 +17,7 @@ const HEADER: usize = 4 + 1 + 4 + 16 + 12;
 /// Why a backup file cannot be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackupError {
-    #[error("not a fieldtwin Panel Server backup file (bad header)")]
+    #[error("not a Panel Server backup file (bad header)")]
     NotABackup,
     #[error("wrong backup password, or the backup file was modified")]
     WrongPassword,

@@ -1,0 +1,72 @@
+//! Login page, logout and `POST /api/login` (DOCA0211 "Web Authentication"):
+//! the shared [`crate::security::login`] with the session cookie or a bearer
+//! token.
+
+use super::*;
+
+pub(super) async fn login_page() -> Html<String> {
+    Html(pages::login(None))
+}
+
+#[derive(Deserialize)]
+pub(super) struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub(super) async fn login_form(State(node): St, Form(f): Form<LoginForm>) -> Response {
+    match crate::security::login::login(&node, &f.username, &f.password, "webpages").await {
+        Outcome::Ok(t) => {
+            let mut r = Redirect::to("/").into_response();
+            r.headers_mut()
+                .insert(header::SET_COOKIE, https::session_cookie(&t));
+            r
+        }
+        Outcome::Wrong(m) => {
+            (StatusCode::UNAUTHORIZED, Html(pages::login(Some(&m)))).into_response()
+        }
+        Outcome::Locked(m) => (StatusCode::FORBIDDEN, Html(pages::login(Some(&m)))).into_response(),
+    }
+}
+
+pub(super) async fn logout(
+    State(node): St,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    match auth_post(&node, &headers, &f.csrf) {
+        Ok(a) => {
+            node.close_session(&a.token);
+            node.audit(Kind::Logout, "webpages: administrator logged out");
+            let mut r = Redirect::to("/login").into_response();
+            r.headers_mut()
+                .insert(header::SET_COOKIE, https::cleared_cookie());
+            r
+        }
+        Err(r) => *r,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ApiLogin {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub(super) async fn api_login(State(node): St, body: axum::body::Bytes) -> Response {
+    let Ok(l) = serde_json::from_slice::<ApiLogin>(&body) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON {\"username\": \"...\", \"password\": \"...\"}",
+        );
+    };
+    match crate::security::login::login(&node, &l.username, &l.password, "api").await {
+        Outcome::Ok(t) => Json(serde_json::json!({ "token": t })).into_response(),
+        Outcome::Wrong(m) => api_error(StatusCode::UNAUTHORIZED, &m),
+        Outcome::Locked(m) => api_error(StatusCode::FORBIDDEN, &format!("locked: {m}")),
+    }
+}

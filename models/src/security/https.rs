@@ -1,0 +1,141 @@
+//! HTTPS server scaffolding shared by every model with web pages: the
+//! HTTP/1.1 connection loop over TLS, the security headers, the session
+//! cookie and the bearer token of the JSON API.
+//!
+//! Contract:
+//! - [`serve`] accepts connections on a device listener until the boot's
+//!   token is cancelled; every connection is tracked by the boot's tracker so
+//!   a reboot closes it. A TLS handshake has 10 s, request headers 30 s.
+//! - [`security_headers`] adds `Cache-Control: no-store`, `X-Frame-Options:
+//!   DENY`, `X-Content-Type-Options: nosniff` and HSTS to every answer.
+//! - Hyper adds no `Date` header: the model sets it from the device's RTC
+//!   ([`http_date`]).
+//! - The session cookie is `session=<token>; Path=/; Secure; HttpOnly;
+//!   SameSite=Strict`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use fieldtwin_emulator::device::{DeviceContext, TrackedListener};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Time a client has for its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` over HTTP/1.1 on `listener`, through TLS when `tls` is set.
+pub async fn serve(
+    ctx: DeviceContext,
+    mut listener: TrackedListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    token: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
+        let t = token.clone();
+        ctx.spawn(tracker.track_future(async move {
+            let conn = async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                // A client that never finishes its request headers is dropped.
+                // The Date header comes from the device's RTC (the
+                // application sets it), never from the host clock.
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .auto_date_header(false);
+                match tls {
+                    Some(acc) => {
+                        let Ok(Ok(s)) =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        let _ = builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                            .await;
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    }
+                }
+            };
+            tokio::select! { _ = t.cancelled() => {} _ = conn => {} }
+        }));
+    }
+}
+
+/// Adds the security headers to an answer (an axum `map_response` layer).
+pub async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    r
+}
+
+/// An HTTP `Date` value (IMF-fixdate) of `t`.
+pub fn http_date(t: chrono::DateTime<chrono::Utc>) -> HeaderValue {
+    HeaderValue::from_str(&t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .expect("a formatted date is a valid header")
+}
+
+/// The session token of the request's cookie.
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().strip_prefix("session="))
+        .map(str::to_string)
+        .next()
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|s| s.trim().to_string())
+}
+
+/// The `Set-Cookie` value of a new session.
+pub fn session_cookie(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "session={token}; Path=/; Secure; HttpOnly; SameSite=Strict"
+    ))
+    .expect("hex token is a valid header")
+}
+
+/// The `Set-Cookie` value that ends a session in the browser.
+pub fn cleared_cookie() -> HeaderValue {
+    HeaderValue::from_static("session=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict")
+}
+
+/// Whether `sent` is the session's CSRF token.
+pub fn csrf_ok(expected: &str, sent: &str) -> bool {
+    expected.len() == sent.len() && expected == sent
+}

@@ -1,0 +1,273 @@
+//! TLS of the HTTPS server (DOCA0211 "Supported Protocols": TLS 1.2; the
+//! device's default certificate is a self-signed X.509v3 one).
+//!
+//! Contract:
+//! - [`make`] builds a self-signed certificate for a [`CertificateSpec`]
+//!   (subject, the addresses/names of its SAN, validity from the device's
+//!   RTC); [`load_or_make`] keeps it
+//!   in NV memory under [`KEY`] so it survives reboots and changes only with
+//!   a factory reset or an explicit [`remake`] (a new address, for instance).
+//! - [`acceptor`] offers exactly the model's [`Versions`], never below 1.2,
+//!   and ALPN `http/1.1`. [`reloadable_acceptor`] does the same with a
+//!   certificate that can be replaced while the server runs
+//!   ([`Reloadable::set`]; handshakes after the call get the new one).
+//! - [`names_ip`] tells whether a certificate's SAN has an IPv4 address.
+
+use std::sync::Arc;
+
+use fieldtwin_emulator::device::BootError;
+use fieldtwin_emulator::storage::Nv;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde::{Deserialize, Serialize};
+use tokio_rustls::TlsAcceptor;
+
+use super::password::{hex, unhex};
+
+/// NV key of the TLS certificate and key.
+pub const KEY: &str = "tls";
+
+/// TLS versions offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versions {
+    /// TLS 1.2 only.
+    Tls12,
+    /// TLS 1.2 and 1.3.
+    Tls12And13,
+}
+
+/// What the certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSpec {
+    /// Subject CN.
+    pub common_name: String,
+    /// Subject O.
+    pub organization: String,
+    /// Subject alternative names: IP addresses and DNS names.
+    pub names: Vec<String>,
+    /// Start of validity (the device's RTC when the certificate is made).
+    pub not_before: chrono::DateTime<chrono::Utc>,
+    /// Length of validity.
+    pub validity: chrono::Duration,
+}
+
+/// A certificate and its private key, DER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Material {
+    pub cert_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+}
+
+/// Certificate and key as kept in NV memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    cert_der: String,
+    key_der: String,
+}
+
+fn boot_err(e: rcgen::Error) -> BootError {
+    BootError::Other(format!("certificate generation failed: {e}"))
+}
+
+/// A fresh self-signed certificate for `spec`.
+pub fn make(spec: &CertificateSpec) -> Result<Material, BootError> {
+    let mut params = rcgen::CertificateParams::new(spec.names.clone()).map_err(boot_err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, spec.common_name.clone());
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, spec.organization.clone());
+    let at = |t: chrono::DateTime<chrono::Utc>| {
+        time::OffsetDateTime::from_unix_timestamp(t.timestamp())
+            .map_err(|e| BootError::Other(format!("certificate validity {t}: {e}")))
+    };
+    params.not_before = at(spec.not_before)?;
+    params.not_after = at(spec.not_before + spec.validity)?;
+    let key = rcgen::KeyPair::generate().map_err(boot_err)?;
+    let cert = params.self_signed(&key).map_err(boot_err)?;
+    Ok(Material {
+        cert_der: cert.der().to_vec(),
+        key_der: key.serialize_der(),
+    })
+}
+
+/// The stored certificate, if any.
+pub fn load(nv: &Nv) -> Result<Option<Material>, BootError> {
+    Ok(nv.get::<Stored>(KEY)?.and_then(|m| {
+        Some(Material {
+            cert_der: unhex(&m.cert_der)?,
+            key_der: unhex(&m.key_der)?,
+        })
+    }))
+}
+
+/// Makes a new certificate for `spec` and stores it (replacing any).
+pub fn remake(nv: &Nv, spec: &CertificateSpec) -> Result<Material, BootError> {
+    let m = make(spec)?;
+    nv.put(
+        KEY,
+        &Stored {
+            cert_der: hex(&m.cert_der),
+            key_der: hex(&m.key_der),
+        },
+    )?;
+    Ok(m)
+}
+
+/// The stored certificate, or a new one for `spec()` stored at once.
+pub fn load_or_make(
+    nv: &Nv,
+    spec: impl FnOnce() -> CertificateSpec,
+) -> Result<Material, BootError> {
+    match load(nv)? {
+        Some(m) => Ok(m),
+        None => remake(nv, &spec()),
+    }
+}
+
+/// The certificate a [`reloadable_acceptor`] serves; replaceable.
+#[derive(Debug)]
+pub struct Reloadable {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<(Material, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl Reloadable {
+    fn certified(
+        provider: &rustls::crypto::CryptoProvider,
+        m: &Material,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, BootError> {
+        rustls::sign::CertifiedKey::from_der(
+            vec![CertificateDer::from(m.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(m.key_der.clone())),
+            provider,
+        )
+        .map(Arc::new)
+        .map_err(|e| BootError::Other(format!("TLS certificate: {e}")))
+    }
+
+    /// Serves `m` from the next handshake on.
+    pub fn set(&self, m: Material) -> Result<(), BootError> {
+        let key = Self::certified(&self.provider, &m)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (m, key);
+        Ok(())
+    }
+
+    /// The certificate served now.
+    pub fn material(&self) -> Material {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Reloadable {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .clone(),
+        )
+    }
+}
+
+/// A TLS acceptor like [`acceptor`] whose certificate can be replaced.
+pub fn reloadable_acceptor(
+    material: &Material,
+    versions: Versions,
+) -> Result<(TlsAcceptor, Arc<Reloadable>), BootError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = Reloadable::certified(&provider, material)?;
+    let certs = Arc::new(Reloadable {
+        provider: provider.clone(),
+        current: std::sync::RwLock::new((material.clone(), key)),
+    });
+    let err = |e: rustls::Error| BootError::Other(format!("TLS configuration: {e}"));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(protocol_versions(versions))
+        .map_err(err)?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((TlsAcceptor::from(Arc::new(cfg)), certs))
+}
+
+/// Whether the certificate's subject alternative names include `ip` (an
+/// iPAddress GeneralName: context tag 7, four octets).
+pub fn names_ip(cert_der: &[u8], ip: std::net::Ipv4Addr) -> bool {
+    let o = ip.octets();
+    let needle = [0x87, 0x04, o[0], o[1], o[2], o[3]];
+    cert_der.windows(needle.len()).any(|w| w == needle)
+}
+
+fn protocol_versions(versions: Versions) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS12, &rustls::version::TLS13];
+    match versions {
+        Versions::Tls12 => &TLS12,
+        Versions::Tls12And13 => &BOTH,
+    }
+}
+
+/// A TLS acceptor serving `material` with `versions`.
+pub fn acceptor(material: &Material, versions: Versions) -> Result<TlsAcceptor, BootError> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match versions {
+        Versions::Tls12 => &[&rustls::version::TLS12],
+        Versions::Tls12And13 => &[&rustls::version::TLS12, &rustls::version::TLS13],
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let err = |e: rustls::Error| BootError::Other(format!("TLS configuration: {e}"));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(err)?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(material.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(material.key_der.clone())),
+        )
+        .map_err(err)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(names: &[&str]) -> CertificateSpec {
+        CertificateSpec {
+            common_name: "PAS600L NK231730251".into(),
+            organization: "Schneider Electric".into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            not_before: chrono::DateTime::from_timestamp(1_770_000_000, 0).unwrap(),
+            validity: chrono::Duration::days(3652),
+        }
+    }
+
+    #[test]
+    fn san_addresses_are_found_and_certificates_reload() {
+        let a = make(&spec(&["10.77.74.201", "ps1"])).unwrap();
+        assert!(names_ip(&a.cert_der, "10.77.74.201".parse().unwrap()));
+        assert!(!names_ip(&a.cert_der, "10.77.74.202".parse().unwrap()));
+        assert!(!names_ip(&a.cert_der, "0.0.0.0".parse().unwrap()));
+        let (_acceptor, certs) = reloadable_acceptor(&a, Versions::Tls12).unwrap();
+        let b = make(&spec(&["10.77.74.202", "ps1"])).unwrap();
+        certs.set(b.clone()).unwrap();
+        assert_eq!(certs.material(), b);
+        // A key that does not match its certificate is refused.
+        let bad = Material {
+            cert_der: a.cert_der.clone(),
+            key_der: b.key_der.clone(),
+        };
+        assert!(certs.set(bad).is_err());
+        assert_eq!(certs.material(), b);
+    }
+}
