@@ -9,6 +9,9 @@
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/responsive` `{"responsive":bool}`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/force`
+//!   `{"register":3028,"force":{"mode":"value","value":1000.0}}`,
 //!   `POST /api/v1/devices/{id}/modbus-service` `{"interface":"eth2","enabled":true}`,
 //!   `POST /api/v1/devices/{id}/digital-inputs/{1|2}` `{"closed":bool,"pulses":N}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
@@ -37,7 +40,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::attack::{Attack, AttackReport};
 use crate::clock::{ClockError, ClockStatus};
-use crate::device::{DeviceStatus, FieldAction, Power, Runtime, RuntimeError};
+use crate::device::{DeviceStatus, FieldAction, Force, Power, Runtime, RuntimeError};
 use crate::net::fault::{FaultError, LinkFault};
 
 /// What a power command does.
@@ -128,6 +131,23 @@ pub enum Command {
     Attack {
         from: String,
         attack: Attack,
+    },
+    /// A serial field device behind `device` (or a networked meter, with
+    /// `field` = its own id) hangs: powered, but silent on its Modbus link
+    /// (`responsive: false`), or answers again.
+    FieldResponsive {
+        device: String,
+        field: String,
+        responsive: bool,
+    },
+    /// Forces what register `register` (numbered as in the field device's
+    /// sheet) of a field device reads: stuck, drifting, a fixed (e.g. out of
+    /// range) value, or back to the true value (`{"mode":"clear"}`).
+    FieldForce {
+        device: String,
+        field: String,
+        register: u16,
+        force: Force,
     },
 }
 
@@ -269,6 +289,17 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             field,
             in_contact,
         } => field_command(rt, &device, &field, FieldAction::Radio { in_contact }),
+        Command::FieldResponsive {
+            device,
+            field,
+            responsive,
+        } => field_command(rt, &device, &field, FieldAction::Responsive { responsive }),
+        Command::FieldForce {
+            device,
+            field,
+            register,
+            force,
+        } => field_command(rt, &device, &field, FieldAction::Force { register, force }),
         Command::DigitalInput {
             device,
             input,
@@ -419,6 +450,14 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/api/v1/devices/{id}/fields/{field}/radio",
             post(field_radio),
         )
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/responsive",
+            post(field_responsive),
+        )
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/force",
+            post(field_force),
+        )
         .route("/api/v1/devices/{id}/modbus-service", post(modbus_service))
         .route(
             "/api/v1/devices/{id}/digital-inputs/{input}",
@@ -510,6 +549,50 @@ async fn field_radio(
         device,
         field,
         in_contact: body.in_contact,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/fields/{field}/responsive`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponsiveBody {
+    responsive: bool,
+}
+
+async fn field_responsive(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<ResponsiveBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::FieldResponsive {
+        device,
+        field,
+        responsive: body.responsive,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/fields/{field}/force`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceBody {
+    register: u16,
+    force: Force,
+}
+
+async fn field_force(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<ForceBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::FieldForce {
+        device,
+        field,
+        register: body.register,
+        force: body.force,
     };
     Ok(Json(execute(&rt, cmd).await?))
 }

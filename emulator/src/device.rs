@@ -167,6 +167,27 @@ pub enum FieldAction {
     /// The contact wired to a digital input (`field` = `DI1`/`DI2`) closes
     /// or opens, and/or gives `pulses` whole pulses.
     DigitalInput { closed: Option<bool>, pulses: u32 },
+    /// A serial device stops answering (or answers again) while it stays
+    /// powered: its measurements keep running, its Modbus link is silent.
+    Responsive { responsive: bool },
+    /// Forces the value a register of the field device reads (`register`
+    /// as numbered in its register sheet), or clears the forcing.
+    Force { register: u16, force: Force },
+}
+
+/// How a forced register reads (see [`FieldAction::Force`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Force {
+    /// Holds the value it read when forced (a frozen sensor).
+    Stuck,
+    /// The true value plus `per_hour` per hour of virtual time since forced
+    /// (a drifting sensor).
+    Drift { per_hour: f64 },
+    /// A fixed value, in the register's unit (e.g. 1000 V: out of range).
+    Value { value: f64 },
+    /// Back to the true value.
+    Clear,
 }
 
 /// A device's RTC, shared by its services; every change is saved to NV.
