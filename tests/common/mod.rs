@@ -19,6 +19,7 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
+//! | 84 | attacker (attacker node, attacks and field faults) |
 
 #![allow(dead_code)]
 
