@@ -20,6 +20,7 @@
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
 //! | 84 | attacker (attacker node, attacks and field faults) |
+//! | 92 | tui_e2e (the dashboard in tmux) |
 
 #![allow(dead_code)]
 
