@@ -2,7 +2,10 @@
 //! site file and one added at run time drive real attacks through the
 //! control API (REST) against the default site in host mode, and the
 //! effects are checked on the devices themselves, with mbpoll where a real
-//! client reads back a forced field value.
+//! client reads back a forced field value. In TAP mode (as root, in a
+//! namespace `ft-attacker-PID` of its own) the Workstation's traffic and a
+//! replay are checked in the segment's pcap with tshark. Site octets 84
+//! (host mode) and 86 (TAP mode).
 
 mod common;
 
@@ -282,4 +285,109 @@ fn attacker_node_attacks_and_field_faults() {
     assert!(body.contains("no segment"), "{body}");
     assert_eq!(site.get_json("/api/v1/devices/ps1")["power"], "on");
     eprintln!("attacker test took {:?}", started.elapsed());
+}
+
+/// TAP mode: the Workstation is a NIC of its own on the switch. Its Modbus
+/// read and port scan show in the segment's pcap from its own MAC address,
+/// and a replay re-sends its captured frames onto the segment.
+#[test]
+fn tap_workstation_traffic_in_the_pcap_and_replay() {
+    use common::netns::{Netns, root, start};
+    if !root() {
+        return;
+    }
+    const T: u8 = 86;
+    let ns = Netns::named(&format!("ft-attacker-{}", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let pcap_dir = dir.path().join("cap");
+    let text = format!(
+        "{}\n[[device]]\nid = \"ws1\"\nmodel = \"Workstation\"\nip = \"10.77.{T}.200\"\nsegment = \"lan\"\n",
+        site_text(T)
+    );
+    let site = start(&ns, &text, &["--pcap", pcap_dir.to_str().unwrap()]);
+    site.wait_until(std::time::Duration::from_secs(30), || {
+        site.get_json("/api/v1/devices/ps1")["power"] == "on"
+    });
+    let ws_ip = format!("10.77.{T}.200");
+    let ps_ip = format!("10.77.{T}.10");
+    let read = attack(
+        &site,
+        "ws1",
+        json!({"kind": "modbus_read", "target": "ps1", "unit": 255, "address": 61, "count": 8}),
+    );
+    assert_eq!(read["source"], ws_ip.as_str(), "{read}");
+    assert_eq!(
+        read["values"].as_array().map(|v| v.len()),
+        Some(8),
+        "{read}"
+    );
+    let scan = attack(
+        &site,
+        "ws1",
+        json!({"kind": "port_scan", "target": "ps1", "ports": [80, 443, 502]}),
+    );
+    assert_eq!(scan["open"], json!([443, 502]), "{scan}");
+    let replay = attack(
+        &site,
+        "ws1",
+        json!({"kind": "replay", "segment": "lan",
+               "filter": format!("tcp and dst port 502 and src {ws_ip}"), "count": 1024}),
+    );
+    let sent = replay["sent"].as_u64().unwrap();
+    assert!(sent >= 3, "{replay}");
+    assert_eq!(replay["matched"].as_u64().unwrap(), sent, "{replay}");
+    assert!(site.stop().success());
+
+    let lan = pcap_dir.join("lan.pcap");
+    let fields = |filter: &str, field: &str| -> Vec<String> {
+        let out = tool(
+            "tshark",
+            &[
+                "-r",
+                lan.to_str().unwrap(),
+                "-Y",
+                filter,
+                "-T",
+                "fields",
+                "-e",
+                field,
+            ],
+        );
+        assert!(out.status.success(), "tshark: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // One MAC address of its own, not the Panel Server's.
+    let mut ws_macs = fields(&format!("ip.src == {ws_ip}"), "eth.src");
+    ws_macs.sort();
+    ws_macs.dedup();
+    let mut ps_macs = fields(&format!("ip.src == {ps_ip}"), "eth.src");
+    ps_macs.dedup();
+    assert_eq!(ws_macs.len(), 1, "{ws_macs:?}");
+    assert!(!ps_macs.contains(&ws_macs[0]), "{ws_macs:?} {ps_macs:?}");
+    // Its Modbus request is in the capture, then again as replayed (tshark
+    // calls the copy a spurious retransmission and does not decode it), and
+    // the replay doubled every frame it sent to 502.
+    let requests = fields(
+        &format!("ip.src == {ws_ip} && mbtcp && modbus.func_code == 3"),
+        "frame.number",
+    );
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let payloads = fields(
+        &format!("ip.src == {ws_ip} && tcp.dstport == 502 && tcp.len == 12"),
+        "tcp.payload",
+    );
+    assert_eq!(payloads.len(), 2, "original and replayed: {payloads:?}");
+    assert_eq!(payloads[0], payloads[1]);
+    let to_502 = fields(
+        &format!("ip.src == {ws_ip} && tcp.dstport == 502"),
+        "frame.number",
+    );
+    assert!(
+        to_502.len() as u64 >= 2 * sent,
+        "{} frames to 502 for {sent} replayed",
+        to_502.len()
+    );
 }

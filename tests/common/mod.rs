@@ -19,7 +19,7 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
-//! | 84 | attacker (attacker node, attacks and field faults) |
+//! | 84 | attacker (attacker node, attacks and field faults; 86: its TAP test) |
 //! | 92 | tui_e2e (the dashboard in tmux) |
 
 #![allow(dead_code)]
