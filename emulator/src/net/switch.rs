@@ -227,11 +227,17 @@ impl Segment {
             p.lock().unwrap_or_else(|e| e.into_inner()).write(&frame);
         }
         {
+            // Once full, the oldest frame's buffer is reused: no allocation
+            // per frame on the forwarding path.
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() == CAPTURE_FRAMES {
-                recent.pop_front();
-            }
-            recent.push_back(frame.clone());
+            let mut slot = if recent.len() == CAPTURE_FRAMES {
+                recent.pop_front().unwrap_or_default()
+            } else {
+                Vec::with_capacity(frame.len())
+            };
+            slot.clear();
+            slot.extend_from_slice(&frame);
+            recent.push_back(slot);
         }
         let dst: Mac = frame[0..6].try_into().expect("14 bytes checked");
         let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
@@ -588,6 +594,30 @@ mod tests {
         // IPv6 multicast from the TAP is not flooded to devices.
         pa.send(frame([0x33, 0x33, 0, 0, 0, 1], A));
         assert!(rb.try_recv().is_err() && rc.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn keeps_the_most_recent_frames_for_replays() {
+        let seg = Arc::new(Segment::new("lan".into(), Bridge::Tap, 24, None));
+        let (pa, _ra) = seg.attach(PortKind::Tap, 1);
+        let (_pb, _rb) = seg.attach(
+            PortKind::Device {
+                device: "b".into(),
+                iface: "eth1".into(),
+            },
+            2,
+        );
+        for i in 0..CAPTURE_FRAMES + 10 {
+            let mut f = frame(B, A);
+            f[20..28].copy_from_slice(&(i as u64).to_be_bytes());
+            pa.send(f);
+        }
+        let recent = seg.recent_frames();
+        assert_eq!(recent.len(), CAPTURE_FRAMES);
+        let n = |f: &Vec<u8>| u64::from_be_bytes(f[20..28].try_into().unwrap());
+        assert_eq!(n(&recent[0]), 10, "oldest kept");
+        assert_eq!(n(&recent[CAPTURE_FRAMES - 1]), CAPTURE_FRAMES as u64 + 9);
+        assert!(recent.iter().all(|f| f.len() == 60));
     }
 
     #[tokio::test]
