@@ -17,10 +17,10 @@ use anyhow::Context;
 use clap::Args;
 use fieldtwin_emulator::clock::{Clock, Start};
 use fieldtwin_emulator::control::{self, EventBus};
-use fieldtwin_emulator::device::{DeviceSetup, Runtime};
+use fieldtwin_emulator::device::{DeviceSetup, Provisioner, Runtime};
 use fieldtwin_emulator::net::Stack;
 use fieldtwin_emulator::net::host::{self, HostStack};
-use fieldtwin_emulator::site::Site;
+use fieldtwin_emulator::site::{Site, device_seed};
 use fieldtwin_emulator::storage::Store;
 
 /// Default address of the control API.
@@ -68,13 +68,6 @@ fn load_site(file: Option<&Path>) -> anyhow::Result<Site> {
     Ok(match file {
         Some(f) => Site::load(f)?,
         None => Site::default_site(),
-    })
-}
-
-/// Per-device seed: stable for a site seed and a device id.
-fn device_seed(site_seed: u64, id: &str) -> u64 {
-    id.bytes().fold(site_seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
 }
 
@@ -134,6 +127,10 @@ pub fn build_runtime(
     if let Some(net) = net {
         rt.set_network(net.clone());
     }
+    rt.set_provisioner(Provisioner {
+        site: site.clone(),
+        build: Arc::new(fieldtwin_models::build),
+    });
     Ok(rt)
 }
 

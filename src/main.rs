@@ -54,6 +54,21 @@ enum Cmd {
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
     },
+    /// Send any control command (JSON, docs/control-api.md) to a running
+    /// site and print its JSON answer; `-` reads the JSON from stdin.
+    Command {
+        json: String,
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
+    /// Run an attack (JSON with a `kind`, docs/control-api.md) from
+    /// Workstation FROM of a running site and print what it observed.
+    Attack {
+        from: String,
+        json: String,
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
     /// Show or change the virtual clock of a running site.
     Clock {
         /// Jump forward this many virtual seconds.
@@ -134,6 +149,8 @@ fn main() -> ExitCode {
         Cmd::Firmware { command } => firmware::run(command),
         Cmd::Tui { api } => fieldtwin_tui::run(api),
         Cmd::Devices { api } => client::devices(api),
+        Cmd::Command { json, api } => client::command(api, &json),
+        Cmd::Attack { from, json, api } => client::attack(api, from, &json),
         Cmd::Power {
             device,
             action,

@@ -180,6 +180,8 @@ pub enum Model {
     PM5560,
     #[serde(rename = "iEM3155")]
     IEM3155,
+    /// The attacker/engineering node scenarios act from (serves nothing).
+    Workstation,
 }
 
 impl Model {
@@ -200,6 +202,7 @@ impl Model {
             Model::ChargingStation => "ChargingStation",
             Model::PM5560 => "PM5560",
             Model::IEM3155 => "iEM3155",
+            Model::Workstation => "Workstation",
         }
     }
 
@@ -743,6 +746,14 @@ fn check_unit(
         ));
     }
     Ok(())
+}
+
+/// Per-device seed: stable for a site seed and a device id (MAC address,
+/// TCP sequence numbers, serial number of a device derive from it).
+pub fn device_seed(site_seed: u64, id: &str) -> u64 {
+    id.bytes().fold(site_seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Parses an RF-ID written in hex with an optional `0x`.

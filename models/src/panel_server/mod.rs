@@ -641,6 +641,8 @@ impl Device for PanelServer {
                 }
                 dev.set_contact(in_contact)
             }
+            FieldAction::Responsive { responsive } => dev.set_responsive(responsive)?,
+            FieldAction::Force { register, force } => dev.force(t, register, force)?,
             FieldAction::DigitalInput { .. } => unreachable!("handled above"),
         }
         Ok(())
