@@ -752,3 +752,260 @@ async fn events(
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Issue 16: whatever a client posts to the control API (arbitrary
+    //! bytes, or JSON shaped like a command with arbitrary values), the
+    //! API answers 2xx/4xx without panicking and keeps answering.
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::device::{BootError, Device, DeviceContext, DeviceSetup};
+    use crate::site::RtcConfig;
+    use crate::storage::Store;
+
+    /// A device without services that counts its boots in NV memory.
+    struct Quiet;
+
+    impl Device for Quiet {
+        fn id(&self) -> &str {
+            "quiet"
+        }
+        fn model(&self) -> &str {
+            "Quiet"
+        }
+        fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
+            async move {
+                let boots: u32 = ctx.nv.get("boots")?.unwrap_or(0) + 1;
+                ctx.nv.put("boots", &boots)?;
+                Ok(())
+            }
+            .boxed()
+        }
+    }
+
+    /// The API of a runtime with one device, on a free loopback port.
+    async fn serve() -> SocketAddr {
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        let mut rt = Runtime::new(
+            clock,
+            Store::open(None).unwrap(),
+            EventBus::new(),
+            Duration::from_secs(3600),
+        );
+        rt.add(DeviceSetup {
+            device: Arc::new(Quiet),
+            interfaces: BTreeMap::new(),
+            rtc: RtcConfig::default(),
+            seed: 1,
+        })
+        .unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(axum::serve(l, router(Arc::new(rt))).into_future());
+        addr
+    }
+
+    /// One HTTP/1.1 request on its own connection; the status code.
+    async fn request(api: SocketAddr, method: &str, path: &str, body: &[u8]) -> u16 {
+        let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: fieldtwin\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the control API answers within 10 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        text.strip_prefix("HTTP/1.1 ")
+            .and_then(|t| t.get(..3))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"))
+    }
+
+    fn json_scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            prop_oneof![
+                any::<f64>(),
+                Just(1e300),
+                Just(-1e300),
+                Just(1e12),
+                Just(11.0),
+                Just(-0.0)
+            ]
+            .prop_map(Value::from),
+            prop_oneof![
+                "\\PC{0,12}",
+                Just("quiet".to_string()),
+                Just("on".to_string()),
+                Just("off".to_string()),
+                Just("cycle".to_string()),
+                Just("eth1".to_string()),
+                Just("segment:lan".to_string()),
+                Just("DI1".to_string()),
+            ]
+            .prop_map(Value::from),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        json_scalar().prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const COMMANDS: [&str; 12] = [
+        "power",
+        "factory_reset",
+        "restart_button",
+        "advance_clock",
+        "set_speed",
+        "pause",
+        "set_link",
+        "field_power",
+        "field_radio",
+        "digital_input",
+        "modbus_service",
+        "no_such_command",
+    ];
+    const FIELDS: [&str; 18] = [
+        "device",
+        "action",
+        "hold_s",
+        "seconds",
+        "speed",
+        "paused",
+        "fault",
+        "field",
+        "on",
+        "in_contact",
+        "input",
+        "closed",
+        "pulses",
+        "interface",
+        "enabled",
+        "advance_s",
+        "latency_ms",
+        "extra",
+    ];
+
+    /// A JSON object shaped like a command: a known name (mostly), known
+    /// field names, arbitrary values.
+    fn command_like() -> impl Strategy<Value = Value> {
+        (
+            proptest::sample::select(&COMMANDS[..]),
+            proptest::collection::vec((proptest::sample::select(&FIELDS[..]), json_value()), 0..5),
+        )
+            .prop_map(|(name, fields)| {
+                let mut m = serde_json::Map::new();
+                m.insert("command".into(), name.into());
+                for (k, v) in fields {
+                    m.insert(k.into(), v);
+                }
+                Value::Object(m)
+            })
+    }
+
+    const PATHS: [&str; 10] = [
+        "/api/v1/commands",
+        "/api/v1/clock",
+        "/api/v1/devices/quiet/power",
+        "/api/v1/devices/nobody/power",
+        "/api/v1/devices/quiet/factory-reset",
+        "/api/v1/devices/quiet/fields/DI1/power",
+        "/api/v1/devices/quiet/fields/x/radio",
+        "/api/v1/devices/quiet/modbus-service",
+        "/api/v1/devices/quiet/digital-inputs/300",
+        "/api/v1/links/quiet",
+    ];
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => command_like().prop_map(|v| v.to_string().into_bytes()),
+            2 => json_value().prop_map(|v| v.to_string().into_bytes()),
+            1 => proptest::collection::vec(any::<u8>(), 0..200),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_posts_get_an_answer_and_the_api_keeps_answering(
+            posts in proptest::collection::vec((proptest::sample::select(&PATHS[..]), body()), 1..4)
+        ) {
+            thread_local! {
+                static TOKIO: tokio::runtime::Runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                static API: std::cell::OnceCell<SocketAddr> = const { std::cell::OnceCell::new() };
+            }
+            TOKIO.with(|t| {
+                let api = API.with(|a| *a.get_or_init(|| t.block_on(serve())));
+                t.block_on(async {
+                    for (path, body) in &posts {
+                        let code = request(api, "POST", path, body).await;
+                        prop_assert!(
+                            (200..500).contains(&code),
+                            "POST {} {:?}: {}", path, String::from_utf8_lossy(body), code
+                        );
+                    }
+                    prop_assert_eq!(request(api, "GET", "/api/v1/devices/quiet", b"").await, 200);
+                    Ok(())
+                })
+            })?;
+        }
+    }
+
+    /// The shapes a client gets wrong are refused with 4xx naming the
+    /// problem: the parser's word, not a panic or a 500.
+    #[tokio::test]
+    async fn typical_mistakes_are_4xx() {
+        let api = serve().await;
+        for (path, body) in [
+            (
+                "/api/v1/commands",
+                r#"{"command":"advance_clock","seconds":1e300}"#,
+            ),
+            ("/api/v1/commands", r#"{"command":"set_speed","speed":-1}"#),
+            (
+                "/api/v1/commands",
+                r#"{"command":"digital_input","device":"quiet","input":300}"#,
+            ),
+            (
+                "/api/v1/commands",
+                r#"{"command":"power","device":"quiet"}"#,
+            ),
+            ("/api/v1/commands", "{"),
+            ("/api/v1/clock", r#"{"advance_s":"x"}"#),
+        ] {
+            let code = request(api, "POST", path, body.as_bytes()).await;
+            assert!((400..500).contains(&code), "{path} {body}: {code}");
+        }
+    }
+}
