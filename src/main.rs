@@ -8,6 +8,7 @@ mod client;
 mod firmware;
 mod lab;
 mod report;
+mod scenario;
 mod tap;
 
 use std::net::SocketAddr;
@@ -96,6 +97,11 @@ enum Cmd {
         #[command(subcommand)]
         command: lab::LabCmd,
     },
+    /// Run, list and check scenarios (docs/scenarios.md).
+    Scenario {
+        #[command(subcommand)]
+        command: scenario::ScenarioCmd,
+    },
     /// Show or check site files.
     Site {
         #[command(subcommand)]
@@ -176,6 +182,11 @@ fn main() -> ExitCode {
         Cmd::Lab { command } => match lab::run(command) {
             Ok(0) => Ok(()),
             Ok(code) => return ExitCode::from(code.clamp(1, 255) as u8),
+            Err(e) => Err(e),
+        },
+        Cmd::Scenario { command } => match scenario::run(command) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },
         Cmd::Site { command } => match command {

@@ -23,6 +23,7 @@
 //! | 92 | tui_e2e (the dashboard in tmux) |
 //! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
 //! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
+//! | 96, 98 | scenarios_e2e (library run, failing scenarios) |
 
 #![allow(dead_code)]
 
