@@ -112,6 +112,18 @@ pub enum Command {
         interface: String,
         enabled: bool,
     },
+    /// The cellular network around a Data Logger: coverage lost (`false`) or
+    /// back (`true`), signal strength in dBm (-120 to -40), technology
+    /// generation (4, 3 or 2). Omitted fields stay as they are.
+    Cellular {
+        device: String,
+        #[serde(default)]
+        coverage: Option<bool>,
+        #[serde(default)]
+        signal_dbm: Option<i16>,
+        #[serde(default)]
+        generation: Option<u8>,
+    },
 }
 
 /// Seconds the Restart button must be held for a factory reset.
@@ -279,6 +291,21 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             });
             Ok(Reply::Device(Box::new(rt.status(&device)?)))
         }
+        Command::Cellular {
+            device,
+            coverage,
+            signal_dbm,
+            generation,
+        } => field_command(
+            rt,
+            &device,
+            "modem",
+            FieldAction::Cellular {
+                coverage,
+                signal_dbm,
+                generation,
+            },
+        ),
     }
 }
 

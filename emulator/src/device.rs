@@ -150,6 +150,14 @@ pub enum FieldAction {
     /// The contact wired to a digital input (`field` = `DI1`/`DI2`) closes
     /// or opens, and/or gives `pulses` whole pulses.
     DigitalInput { closed: Option<bool>, pulses: u32 },
+    /// The cellular network around a Data Logger (`field` = `modem`):
+    /// coverage present or lost, the received signal strength in dBm, the
+    /// technology (4, 3 or 2 for 4G/3G/2G). `None` leaves a value as it is.
+    Cellular {
+        coverage: Option<bool>,
+        signal_dbm: Option<i16>,
+        generation: Option<u8>,
+    },
 }
 
 /// A device's RTC, shared by its services; every change is saved to NV.

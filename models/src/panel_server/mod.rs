@@ -603,6 +603,12 @@ impl Device for PanelServer {
                 dev.set_contact(in_contact)
             }
             FieldAction::DigitalInput { .. } => unreachable!("handled above"),
+            FieldAction::Cellular { .. } => {
+                return Err(format!(
+                    "{} has no cellular modem; cellular commands are for Data Loggers",
+                    self.id
+                ));
+            }
         }
         Ok(())
     }
