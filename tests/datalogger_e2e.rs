@@ -1,0 +1,509 @@
+//! End-to-end tests of the cellular Data Logger (issue 12) against real
+//! components started by the test on loopback: Debian's mosquitto with a
+//! TLS 1.2 listener and a password file, mosquitto_sub decoding every
+//! record, `openssl s_server -trace` to see the logger's ClientHello, and
+//! nmap for the port checks.
+//!
+//! Site octets 86 and 88 belong to these tests (see tests/common/mod.rs).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{RunningSite, free_port, site_text, tool};
+use fieldtwin_models::datalogger::payload;
+
+const START: &str = "start = \"2026-03-02T00:00:00Z\"\n";
+
+/// A child process killed (by its PID) when dropped.
+struct Proc {
+    child: Child,
+    out: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Self {
+        // stdin stays open while the child lives (s_server stops at EOF).
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?} ({e}); scripts/test installs it"));
+        let out = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let sink = out.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        Self { child, out }
+    }
+
+    fn text(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// [`wait_for`] that prints `context()` when it times out.
+fn wait_or_show(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting for {what}:\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fieldtwin test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+/// Makes `dir` and its files readable by the mosquitto user (it drops root).
+fn readable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+fn wait_port(port: u16) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for("the broker's port", Duration::from_secs(15), || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+}
+
+/// The default site at octet `a` with dl1 uploading to `broker_port`.
+fn site(a: u8, broker_port: u16, ca: &Path, transmit_s: u32) -> String {
+    let text = site_text(a).replace("seed = 1\n", &format!("seed = 1\n{START}"));
+    let dl = format!(
+        "id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.{a}.30\"\nsegment = \"lan\"\n\n\
+         [device.datalogger]\nbroker = \"127.0.0.1:{broker_port}\"\npassword = \"dl1-secret\"\n\
+         ca_file = \"{}\"\ntransmit_s = {transmit_s}\n",
+        ca.display()
+    );
+    let old =
+        format!("id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.{a}.30\"\nsegment = \"lan\"\n");
+    assert!(text.contains(&old), "default site changed: {text}");
+    text.replace(&old, &dl)
+}
+
+/// Records the subscriber printed (one hex payload a line), by sequence number.
+fn received(sub: &Proc) -> Vec<payload::Row> {
+    let names = ["level", "pressure", "flow", "door", "water_temp"].map(String::from);
+    sub.text()
+        .lines()
+        .filter(|l| !l.starts_with("Client") && !l.is_empty())
+        .filter_map(|l| {
+            let bytes: Option<Vec<u8>> = (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(l.get(i..i + 2)?, 16).ok())
+                .collect();
+            payload::decode(&bytes?).ok()
+        })
+        .flat_map(|d| payload::rows(&d, &names))
+        .collect()
+}
+
+fn command(site: &RunningSite, json: &str) {
+    site.post_json("/api/v1/commands", json);
+}
+
+#[test]
+fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_power_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "").unwrap();
+    for (user, pass) in [("dl1", "dl1-secret"), ("reader", "reader-secret")] {
+        let out = tool(
+            "mosquitto_passwd",
+            &["-b", passwd.to_str().unwrap(), user, pass],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let port = free_port();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("mosquitto.conf"),
+        format!(
+            "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\n\
+             persistence false\nlog_type all\nlistener {port} 127.0.0.1\ncafile {d}/ca.crt\n\
+             certfile {d}/server.crt\nkeyfile {d}/server.key\ntls_version tlsv1.2\n"
+        ),
+    )
+    .unwrap();
+    readable(dir.path());
+    let broker = Proc::spawn(
+        Command::new("mosquitto").args(["-c", dir.path().join("mosquitto.conf").to_str().unwrap()]),
+    );
+    wait_port(port);
+    let ca = dir.path().join("ca.crt");
+    // Line-buffered, so every payload shows as soon as it arrives.
+    let sub = Proc::spawn(Command::new("stdbuf").args([
+        "-oL",
+        "mosquitto_sub",
+        "-d",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--cafile",
+        ca.to_str().unwrap(),
+        "--tls-version",
+        "tlsv1.2",
+        "-u",
+        "reader",
+        "-P",
+        "reader-secret",
+        "-q",
+        "1",
+        "-t",
+        "fieldtwin/dl1/records",
+        "-F",
+        "%x",
+    ]));
+    wait_for("the subscription", Duration::from_secs(15), || {
+        sub.text().contains("SUBACK") || broker.text().contains("Sending SUBACK")
+    });
+
+    let a = 86;
+    let s = RunningSite::start(&site(a, port, &ca, 60), &["--speed", "60"]);
+    // A few sessions in coverage.
+    let show = || format!("broker:\n{}\nsubscriber:\n{}", broker.text(), sub.text());
+    wait_or_show(
+        "the first records",
+        Duration::from_secs(60),
+        || received(&sub).len() >= 15,
+        show,
+    );
+    let st = s.get_json("/api/v1/devices/dl1");
+    assert!(
+        st["services"].as_array().unwrap().is_empty(),
+        "the logger lists a listening service: {st}"
+    );
+    assert_eq!(st["details"]["extra"]["modem"]["attached"], true, "{st}");
+
+    // Coverage lost for 6 virtual hours, with a power cycle in the middle.
+    command(
+        &s,
+        r#"{"command":"cellular","device":"dl1","coverage":false}"#,
+    );
+    let lost_at = received(&sub).len();
+    command(&s, r#"{"command":"advance_clock","seconds":10800}"#);
+    s.post_json("/api/v1/devices/dl1/power", r#"{"action":"cycle"}"#);
+    command(&s, r#"{"command":"advance_clock","seconds":10800}"#);
+    std::thread::sleep(Duration::from_secs(2));
+    let st = s.get_json("/api/v1/devices/dl1");
+    let unsent = st["details"]["extra"]["store"]["unsent"].as_u64().unwrap();
+    assert!(
+        unsent >= 6 * 60 * 5 - 60,
+        "6 h at 5 samples a minute should be waiting: {st}"
+    );
+    assert!(
+        received(&sub).len() <= lost_at + 5,
+        "records arrived without coverage"
+    );
+    command(
+        &s,
+        r#"{"command":"cellular","device":"dl1","coverage":true}"#,
+    );
+    let head = st["details"]["extra"]["store"]["next_seq"]
+        .as_u64()
+        .unwrap();
+    wait_or_show(
+        "the stored records",
+        Duration::from_secs(90),
+        || received(&sub).iter().any(|r| u64::from(r.seq) >= head),
+        || format!("{}\n{}", show(), s.get("/api/v1/devices/dl1").1),
+    );
+
+    let rows = received(&sub);
+    let mut seqs: Vec<u32> = rows.iter().map(|r| r.seq).collect();
+    let n = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "duplicates at the server");
+    let max = *seqs.last().unwrap();
+    assert_eq!(
+        seqs,
+        (0..=max).collect::<Vec<_>>(),
+        "gap in the sequence numbers"
+    );
+    // Samples timestamped inside the coverage loss reached the broker.
+    let by_stream: BTreeMap<&str, usize> = rows.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.stream_id.as_str()).or_default() += 1;
+        m
+    });
+    for s in ["level", "pressure", "flow", "door", "water_temp"] {
+        assert!(
+            by_stream.get(s).copied().unwrap_or(0) > 300,
+            "{by_stream:?}"
+        );
+    }
+    let hours: std::collections::BTreeSet<&str> = rows.iter().map(|r| &r.ts[..13]).collect();
+    assert!(hours.len() >= 6, "timestamps span {hours:?}");
+    // The samples are physical: a level of 1.5-3.5 m on 4-20 mA, an SDI-12
+    // temperature of 9-15 degC, a growing pulse count.
+    for r in &rows {
+        assert_eq!(r.status, "ok", "{r:?}");
+        match r.stream_id.as_str() {
+            "level" => {
+                assert!(
+                    (4.0..=20.0).contains(&r.raw) && (1.4..=3.6).contains(&r.value),
+                    "{r:?}"
+                )
+            }
+            "water_temp" => assert!((8.5..=15.5).contains(&r.value), "{r:?}"),
+            _ => {}
+        }
+    }
+    let flow: Vec<f32> = rows
+        .iter()
+        .filter(|r| r.stream_id == "flow")
+        .map(|r| r.raw)
+        .collect();
+    assert!(
+        flow.windows(2).all(|w| w[0] <= w[1]),
+        "pulse count went back"
+    );
+
+    // Nothing listens on the logger: every TCP port it could have is
+    // refused, and a full nmap scan finds no more open ports on its address
+    // than on an address no device uses (host mode shares the kernel's
+    // wildcard listeners of the machine).
+    let ip = format!("127.77.{a}.30");
+    for port in [22u16, 80, 443, 502, 1883, 8883, 8080, 10443, 10502] {
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let e = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{port}");
+    }
+    let open = |host: &str| -> Vec<String> {
+        let out = tool(
+            "nmap",
+            &["-n", "-Pn", "-p-", "-T5", "--open", "-oG", "-", host],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{text}");
+        let mut v: Vec<String> = text
+            .split("Ports:")
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .filter(|p| p.contains("/open/"))
+            .map(|p| p.trim().split('/').next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let reference = format!("127.77.{a}.222");
+    assert_eq!(
+        open(&ip),
+        open(&reference),
+        "the logger has a listening port"
+    );
+    let udp = |host: &str| -> String {
+        let out = tool(
+            "nmap",
+            &[
+                "-n",
+                "-Pn",
+                "-sU",
+                "--top-ports",
+                "20",
+                "-T5",
+                "--open",
+                "-oG",
+                "-",
+                host,
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .filter(|l| l.contains("Ports:"))
+            .map(|l| {
+                l.split("Ports:")
+                    .nth(1)
+                    .unwrap_or("")
+                    .replace("open|filtered", "?")
+            })
+            .collect()
+    };
+    let u = udp(&ip);
+    assert!(!u.contains("/open/"), "UDP port open on the logger: {u}");
+    drop(broker);
+}
+
+#[test]
+fn client_hello_offers_exactly_the_seed_suites_and_tls12_only() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let port = free_port();
+    // A server that offers only suites outside the seed's list.
+    let server = Proc::spawn(
+        Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                &port.to_string(),
+                "-cert",
+                "server.crt",
+                "-key",
+                "server.key",
+                "-tls1_2",
+                "-cipher",
+                "AES256-SHA:ECDHE-RSA-AES256-GCM-SHA384",
+                "-trace",
+            ])
+            .current_dir(dir.path()),
+    );
+    wait_port(port);
+    let ca = dir.path().join("ca.crt");
+    let s = RunningSite::start(&site(88, port, &ca, 60), &["--speed", "60"]);
+    wait_for("the ClientHello", Duration::from_secs(60), || {
+        server.text().contains("ClientHello") && server.text().contains("extensions")
+    });
+    let text = server.text();
+    let hello = &text[text.find("ClientHello").unwrap()..];
+    let suites: Vec<&str> = hello
+        .lines()
+        .skip_while(|l| !l.contains("cipher_suites"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| l.split('}').nth(1))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        suites,
+        [
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+            "TLS_EMPTY_RENEGOTIATION_INFO_SCSV",
+        ],
+        "{hello}"
+    );
+    assert!(
+        hello.contains("client_version=0x303 (TLS 1.2)"),
+        "ClientHello version: {hello}"
+    );
+    assert!(
+        !hello.contains("supported_versions"),
+        "the logger offers TLS 1.3: {hello}"
+    );
+    // The handshake fails: no shared suite.
+    wait_for("the failed session", Duration::from_secs(30), || {
+        s.get_json("/api/v1/devices/dl1")["details"]["extra"]["uplink"]["last_session"]
+            .as_str()
+            .is_some_and(|m| m.contains("failed") && m.contains("TLS"))
+    });
+    let st = s.get_json("/api/v1/devices/dl1");
+    assert_eq!(
+        st["details"]["extra"]["store"]["unsent"]
+            .as_u64()
+            .map(|u| u > 0),
+        Some(true)
+    );
+}
