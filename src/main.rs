@@ -5,6 +5,7 @@
 mod app;
 mod bench;
 mod client;
+mod datalogger;
 mod firmware;
 mod lab;
 mod report;
@@ -81,6 +82,11 @@ enum Cmd {
         #[command(subcommand)]
         command: lab::LabCmd,
     },
+    /// Data Logger tools (docs/datalogger.md).
+    Datalogger {
+        #[command(subcommand)]
+        command: DataloggerCmd,
+    },
     /// Show or check site files.
     Site {
         #[command(subcommand)]
@@ -103,6 +109,21 @@ impl From<PowerArg> for PowerAction {
             PowerArg::Cycle => PowerAction::Cycle,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum DataloggerCmd {
+    /// Decode MQTT payloads (hex, e.g. from `mosquitto_sub -F %x`) into JSON
+    /// rows; reads one payload a line from stdin when none is given.
+    Decode {
+        payload: Option<String>,
+        /// Site file the logger is in (for its input names); default: the default site.
+        #[arg(long)]
+        site: Option<PathBuf>,
+        /// Id of the logger in the site.
+        #[arg(long, default_value = "dl1")]
+        device: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +182,14 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(code.clamp(1, 255) as u8),
             Err(e) => Err(e),
         },
+        Cmd::Datalogger {
+            command:
+                DataloggerCmd::Decode {
+                    payload,
+                    site,
+                    device,
+                },
+        } => datalogger::decode(payload.as_deref(), site.as_deref(), &device),
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),

@@ -369,6 +369,57 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
         "pulse count went back"
     );
 
+    // The carrier NAT: sessions come from addresses of the pool, at least
+    // two different ones; no session lasts more than about 2 minutes of
+    // virtual time (mosquitto logs wall seconds; the site runs at 60x).
+    let log = broker.text();
+    let sources: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.split("New connection from ").nth(1))
+        .filter_map(|r| r.split(':').next())
+        .filter(|ip| *ip != "127.0.0.1")
+        .collect();
+    assert!(sources.len() >= 2, "source addresses: {sources:?}");
+    assert!(
+        sources
+            .iter()
+            .all(|ip| ip.starts_with(&format!("127.78.{a}."))),
+        "not from the carrier pool: {sources:?}"
+    );
+    let stamp = |l: &str| l.split(':').next().and_then(|t| t.parse::<u64>().ok());
+    let mut opened = None;
+    let mut sessions = 0;
+    for l in log.lines() {
+        if l.contains("as dl1 ") {
+            opened = stamp(l);
+        } else if l.contains("Client dl1 disconnected")
+            && let (Some(a), Some(b)) = (opened.take(), stamp(l))
+        {
+            sessions += 1;
+            assert!(
+                b - a <= 3,
+                "a session lasted {} wall s at 60x:\n{log}",
+                b - a
+            );
+        }
+    }
+    assert!(sessions >= 3, "{sessions} sessions:\n{log}");
+
+    // `fieldtwin datalogger decode` gives the same rows as the library.
+    let line = sub
+        .text()
+        .lines()
+        .find(|l| !l.starts_with("Client") && l.len() > 40)
+        .unwrap()
+        .to_string();
+    let out = common::fieldtwin(&["datalogger", "decode", &line]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["deviceId"], "dl1");
+    assert_eq!(first["streamId"], "level");
+    assert_eq!(first["seq"], 0);
+
     // Nothing listens on the logger: every TCP port it could have is
     // refused, and a full nmap scan finds no more open ports on its address
     // than on an address no device uses (host mode shares the kernel's

@@ -44,6 +44,7 @@ use serde_json::json;
 use sha2::Digest;
 use tokio::sync::Notify;
 
+use crate::field::physics::noise as physics_noise;
 use modem::Modem;
 use sensors::{Bank, Wiring};
 use store::{Record, Ring};
@@ -235,6 +236,8 @@ impl DataLogger {
             let session = uplink::Session {
                 stack: stack.as_ref(),
                 broker,
+                nat_pick: ((physics_noise(self.seed, 0x4E47, sessions.get() as i64) + 1.0)
+                    * f64::from(u32::MAX / 2)) as u32,
                 broker_name: &name,
                 connector: &connector,
                 verify: self.config.ca_file.is_some(),

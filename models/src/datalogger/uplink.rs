@@ -112,6 +112,8 @@ pub fn connector(ca_file: Option<&Path>) -> Result<SslConnector, UplinkError> {
 pub struct Session<'a> {
     pub stack: &'a dyn Stack,
     pub broker: SocketAddr,
+    /// Random number of this session: picks the carrier NAT address.
+    pub nat_pick: u32,
     /// Name checked against the broker's certificate (host or IP).
     pub broker_name: &'a str,
     pub connector: &'a SslConnector,
@@ -183,7 +185,7 @@ impl Session<'_> {
         let start = self.clock.now();
         let tcp = self
             .stack
-            .connect_tcp(self.broker)
+            .connect_tcp_carrier(self.broker, self.nat_pick)
             .await
             .map_err(|e| UplinkError::Connect(self.broker, e))?;
         let tls = |e: openssl::error::ErrorStack| UplinkError::Tls(e.to_string());
