@@ -175,13 +175,15 @@ fn wait_port(port: u16) {
 }
 
 /// The default site at octet `a` with dl1 uploading to `broker_port`.
-fn site(a: u8, broker_port: u16, ca: &Path, transmit_s: u32) -> String {
+fn site(a: u8, broker_port: u16, ca: &Path, transmit_s: u32, usb: Option<&Path>) -> String {
     let text = site_text(a).replace("seed = 1\n", &format!("seed = 1\n{START}"));
     let dl = format!(
         "id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.{a}.30\"\nsegment = \"lan\"\n\n\
          [device.datalogger]\nbroker = \"127.0.0.1:{broker_port}\"\npassword = \"dl1-secret\"\n\
-         ca_file = \"{}\"\ntransmit_s = {transmit_s}\n",
-        ca.display()
+         ca_file = \"{}\"\ntransmit_s = {transmit_s}\n{}",
+        ca.display(),
+        usb.map(|p| format!("usb_pty = \"{}\"\n", p.display()))
+            .unwrap_or_default()
     );
     let old =
         format!("id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.{a}.30\"\nsegment = \"lan\"\n");
@@ -269,7 +271,7 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     });
 
     let a = 86;
-    let s = RunningSite::start(&site(a, port, &ca, 60), &["--speed", "60"]);
+    let s = RunningSite::start(&site(a, port, &ca, 60, None), &["--speed", "60"]);
     // A few sessions in coverage.
     let show = || format!("broker:\n{}\nsubscriber:\n{}", broker.text(), sub.text());
     wait_or_show(
@@ -511,7 +513,8 @@ fn client_hello_offers_exactly_the_seed_suites_and_tls12_only() {
     );
     wait_port(port);
     let ca = dir.path().join("ca.crt");
-    let s = RunningSite::start(&site(88, port, &ca, 60), &["--speed", "60"]);
+    let usb = dir.path().join("dl1-usb");
+    let s = RunningSite::start(&site(88, port, &ca, 60, Some(&usb)), &["--speed", "60"]);
     wait_for("the ClientHello", Duration::from_secs(60), || {
         server.text().contains("ClientHello") && server.text().contains("extensions")
     });
@@ -557,4 +560,97 @@ fn client_hello_offers_exactly_the_seed_suites_and_tls12_only() {
             .map(|u| u > 0),
         Some(true)
     );
+    usb_checks(&s, &usb);
+}
+
+/// The USB console of the logger of `site` (octet 88), on its PTY.
+struct Console {
+    tty: std::fs::File,
+    out: Arc<Mutex<String>>,
+}
+
+impl Console {
+    fn open(path: &Path) -> Self {
+        wait_for("the USB console's PTY", Duration::from_secs(15), || {
+            path.exists()
+        });
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut reader = tty.try_clone().unwrap();
+        let out = Arc::new(Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = std::io::Read::read(&mut reader, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self { tty, out }
+    }
+
+    /// Sends `line` and returns the answer (up to its OK or ERROR line).
+    fn ask(&mut self, line: &[u8]) -> String {
+        self.out.lock().unwrap().clear();
+        std::io::Write::write_all(&mut self.tty, line).unwrap();
+        std::io::Write::write_all(&mut self.tty, b"\r\n").unwrap();
+        let start = Instant::now();
+        loop {
+            let text = self.out.lock().unwrap().clone();
+            let done = text
+                .lines()
+                .any(|l| l.starts_with("OK") || l.starts_with("ERROR"));
+            if done {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no answer to {:?}: {text:?}",
+                String::from_utf8_lossy(line)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn usb_checks(s: &RunningSite, usb: &Path) {
+    let mut c = Console::open(usb);
+    assert!(c.ask(b"apn").contains("APN fieldtwin.iot"));
+    let r = c.ask(b"apn set iot.example.net");
+    assert!(r.contains("APN iot.example.net") && r.contains("OK"), "{r}");
+    let apn = || s.get_json("/api/v1/devices/dl1")["details"]["extra"]["modem"]["apn"].clone();
+    assert_eq!(apn(), "iot.example.net");
+    // Injection: refused with the character named, nothing changed.
+    let r = c.ask(b"apn set x;reboot");
+    assert!(
+        r.starts_with("ERROR refused: character 0x3B ';' at column 10"),
+        "{r}"
+    );
+    let r = c.ask(b"apn set $(touch /tmp/pwned)");
+    assert!(r.starts_with("ERROR refused"), "{r}");
+    assert_eq!(apn(), "iot.example.net");
+    // No firmware, no stored data, no binary transfer over USB.
+    let r = c.ask(b"firmware upload");
+    assert!(
+        r.contains("ERROR refused") && r.contains("not available over USB"),
+        "{r}"
+    );
+    assert!(c.ask(b"records").contains("not available over USB"));
+    let r = c.ask(&[0x01]);
+    assert!(r.contains("binary transfer"), "{r}");
+    // Real-time status, AT passthrough.
+    let r = c.ask(b"status");
+    assert!(r.contains("TRACE battery=") && r.contains("rssi="), "{r}");
+    let r = c.ask(b"at AT+CGDCONT?");
+    assert!(r.contains("+CGDCONT: 1,\"IP\",\"iot.example.net\""), "{r}");
+    assert!(c.ask(b"AT+CSQ").contains("+CSQ: "));
+    let r = c.ask(b"baud set 4800");
+    assert!(r.contains("BAUD 4800"), "{r}");
 }

@@ -146,6 +146,9 @@ pub struct DataLoggerConfig {
     /// Mean received signal strength in dBm (-120 to -40).
     #[serde(default = "default_signal_dbm")]
     pub signal_dbm: f64,
+    /// Expose the USB console on a pseudo-terminal linked at this path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usb_pty: Option<String>,
     /// Sensor inputs; default: docs/datalogger.md "Default inputs".
     #[serde(default = "default_inputs")]
     pub input: Vec<InputConfig>,
@@ -165,6 +168,7 @@ impl Default for DataLoggerConfig {
             apn: default_apn(),
             technology: CellTechnology::default(),
             signal_dbm: default_signal_dbm(),
+            usb_pty: None,
             input: default_inputs(),
         }
     }
@@ -318,6 +322,14 @@ impl DataLoggerConfig {
             return Err(invalid(
                 format!("{at}.apn"),
                 "must be 1 to 63 characters from a-z, A-Z, 0-9, '.' and '-'",
+            ));
+        }
+        if let Some(p) = &self.usb_pty
+            && (p.is_empty() || p.len() > 200 || p.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                format!("{at}.usb_pty"),
+                "must be a path of 1 to 200 characters",
             ));
         }
         if self.input.len() > 32 {

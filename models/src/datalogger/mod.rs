@@ -27,6 +27,7 @@ pub mod sdi12;
 pub mod sensors;
 pub mod store;
 pub mod uplink;
+pub mod usb;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use sha2::Digest;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::field::physics::noise as physics_noise;
 use modem::Modem;
@@ -53,6 +56,14 @@ use store::{Record, Ring};
 const PULSES_KEY: &str = "dl/pulses";
 /// NV key of the last session's summary.
 const LAST_SESSION_KEY: &str = "dl/last_session";
+/// NV key of the APN set over USB.
+const APN_KEY: &str = "dl/apn";
+/// NV key of the serial sensors' baud rate set over USB.
+const BAUD_KEY: &str = "dl/serial_baud";
+/// Firmware version the logger reports.
+pub const FIRMWARE: &str = "1.0.0";
+/// Period of the USB trace lines (virtual time).
+const TRACE_PERIOD: Duration = Duration::from_secs(10);
 /// MQTT port (MQTTS).
 pub const MQTTS_PORT: u16 = 8883;
 
@@ -69,6 +80,8 @@ pub struct DataLogger {
     powered: Mutex<bool>,
     /// Wakes the uplink: coverage changed or a threshold was crossed.
     wake: Notify,
+    /// The running firmware's tasks (ended by a reboot).
+    generation: Mutex<Option<(CancellationToken, TaskTracker)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -99,6 +112,7 @@ impl DataLogger {
             seed,
             powered: Mutex::new(false),
             wake: Notify::new(),
+            generation: Mutex::new(None),
         }
     }
 
@@ -176,8 +190,12 @@ impl DataLogger {
         }
     }
 
-    async fn uplink(self: Arc<Self>, ctx: DeviceContext, ring: Arc<Mutex<Ring>>) {
-        let power = ctx.power_lost();
+    async fn uplink(
+        self: Arc<Self>,
+        ctx: DeviceContext,
+        ring: Arc<Mutex<Ring>>,
+        power: CancellationToken,
+    ) {
         let (broker, name) = match self.broker_addr() {
             Ok(b) => b,
             Err(e) => {
@@ -286,6 +304,192 @@ impl DataLogger {
             };
         }
     }
+
+    /// Starts the firmware: opens the ring, powers the modem, starts the
+    /// sampler and the uplink as one generation (a reboot ends it).
+    fn start(self: &Arc<Self>, ctx: &DeviceContext) -> Result<(), BootError> {
+        let ring = Ring::open(ctx.nv.clone(), self.config.store_records)?;
+        let ring = Arc::new(Mutex::new(ring));
+        let generation = ctx.power_lost().child_token();
+        let tracker = TaskTracker::new();
+        *lock(&self.generation) = Some((generation.clone(), tracker.clone()));
+        *lock(&self.powered) = true;
+        lock(&self.modem).set_powered(true, ctx.clock.now());
+        let sampler = self.clone().sampler(ctx.clone(), ring.clone());
+        let g = generation.clone();
+        ctx.spawn(tracker.track_future(async move {
+            tokio::select! {
+                _ = g.cancelled() => {}
+                _ = sampler => {}
+            }
+        }));
+        let me = self.clone();
+        let c = ctx.clone();
+        ctx.spawn_orderly(tracker.track_future(async move {
+            me.clone().uplink(c.clone(), ring, generation).await;
+            *lock(&me.powered) = false;
+            lock(&me.modem).set_powered(false, c.clock.now());
+        }));
+        tracker.close();
+        Ok(())
+    }
+
+    /// Reboots the firmware (USB `reboot`): the uplink finishes its message,
+    /// every task ends, then the logger starts again.
+    fn reboot(self: &Arc<Self>, ctx: &DeviceContext, reason: &str) {
+        let Some((generation, tracker)) = lock(&self.generation).take() else {
+            return;
+        };
+        generation.cancel();
+        let me = self.clone();
+        let c = ctx.clone();
+        let reason = reason.to_string();
+        ctx.spawn(async move {
+            tracker.wait().await;
+            c.emit("reboot", reason);
+            if let Err(e) = me.start(&c) {
+                c.emit("boot_failed", e.to_string());
+            }
+        });
+    }
+
+    /// The APN in force (set over USB, else the site file's).
+    fn apn(&self, nv: &Nv) -> String {
+        nv.get::<String>(APN_KEY)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.config.apn.clone())
+    }
+
+    fn snapshot(&self, ctx: &DeviceContext) -> usb::Snapshot {
+        let now = ctx.clock.now();
+        let m = lock(&self.modem);
+        let k = (now.as_secs() / 60) as i64;
+        let get = |key: &str| ctx.nv.get::<u64>(key).ok().flatten().unwrap_or(0);
+        let attached = m.attached(now);
+        usb::Snapshot {
+            battery_v: 3.62 + 0.02 * physics_noise(self.seed, 0xBA77, k),
+            humidity_pct: 22.0 + 3.0 * physics_noise(self.seed, 0x4B1D, k),
+            rssi_dbm: m.rssi(now),
+            technology: format!("{}G", m.technology.generation()),
+            attached,
+            apn: self.apn(&ctx.nv),
+            baud: ctx.nv.get(BAUD_KEY).ok().flatten().unwrap_or(9600),
+            health: if !m.coverage {
+                "no_coverage"
+            } else if attached {
+                "ok"
+            } else {
+                "attaching"
+            },
+            unsent: get("dl/head").saturating_sub(get("dl/sent")),
+            firmware: FIRMWARE,
+        }
+    }
+
+    /// Answers one console line.
+    fn console_line(
+        self: &Arc<Self>,
+        ctx: &DeviceContext,
+        line: &[u8],
+        trace: &mut bool,
+    ) -> String {
+        let cmd = match usb::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.emit("usb", format!("{e}"));
+                return format!("ERROR {e}");
+            }
+        };
+        let snap = self.snapshot(ctx);
+        match cmd {
+            usb::Cmd::Help => format!("{}\r\nOK", usb::HELP),
+            usb::Cmd::Status => format!("{}\r\nOK", usb::trace_line(&snap)),
+            usb::Cmd::Diag => format!(
+                "DIAG firmware={} modem={} attached={} apn={} baud={} unsent_records={}\r\nOK",
+                snap.firmware, snap.technology, snap.attached, snap.apn, snap.baud, snap.unsent
+            ),
+            usb::Cmd::Trace(on) => {
+                *trace = on;
+                "OK".into()
+            }
+            usb::Cmd::ApnShow => format!("APN {}\r\nOK", snap.apn),
+            usb::Cmd::ApnSet(apn) => match ctx.nv.put(APN_KEY, &apn) {
+                Ok(()) => {
+                    // The modem attaches again with the new APN.
+                    lock(&self.modem).set_powered(true, ctx.clock.now());
+                    ctx.emit("usb", format!("APN set to {apn} over USB"));
+                    format!("APN {apn}\r\nOK")
+                }
+                Err(e) => format!("ERROR {e}"),
+            },
+            usb::Cmd::BaudShow => format!("BAUD {}\r\nOK", snap.baud),
+            usb::Cmd::BaudSet(b) => match ctx.nv.put(BAUD_KEY, &b) {
+                Ok(()) => format!("BAUD {b}\r\nOK"),
+                Err(e) => format!("ERROR {e}"),
+            },
+            usb::Cmd::Reboot => {
+                self.reboot(ctx, "reboot requested on the USB console");
+                "OK rebooting".into()
+            }
+            usb::Cmd::At(at) => usb::at_answer(&at, &snap),
+        }
+    }
+
+    /// Serves the USB console on `pty` until the power goes.
+    async fn console(self: Arc<Self>, ctx: DeviceContext, pty: crate::serial_bus::Pty) {
+        let mut line: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut trace = false;
+        let mut overflow = false;
+        loop {
+            let read = tokio::select! {
+                r = pty.read(&mut buf) => Some(r),
+                _ = ctx.clock.sleep(TRACE_PERIOD), if trace => None,
+            };
+            let n = match read {
+                None => {
+                    let t = usb::trace_line(&self.snapshot(&ctx));
+                    if pty.write_all(format!("{t}\r\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Ok(n)) => n,
+                Some(Err(e)) if e.raw_os_error() == Some(nix::libc::EIO) => {
+                    // No client has the terminal open.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Some(Err(_)) => return,
+            };
+            for &b in &buf[..n] {
+                if b == b'\r' || b == b'\n' {
+                    if line.is_empty() && !overflow {
+                        continue;
+                    }
+                    let answer = if overflow {
+                        format!("ERROR refused: line longer than {} bytes", usb::MAX_LINE)
+                    } else {
+                        self.console_line(&ctx, &line, &mut trace)
+                    };
+                    line.clear();
+                    overflow = false;
+                    if pty
+                        .write_all(format!("{answer}\r\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                } else if line.len() > usb::MAX_LINE {
+                    overflow = true;
+                } else {
+                    line.push(b);
+                }
+            }
+        }
+    }
 }
 
 impl Device for DataLogger {
@@ -307,18 +511,12 @@ impl Device for DataLogger {
 
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
         async move {
-            let ring = Ring::open(ctx.nv.clone(), self.config.store_records)?;
-            let ring = Arc::new(Mutex::new(ring));
-            *lock(&self.powered) = true;
-            lock(&self.modem).set_powered(true, ctx.clock.now());
-            ctx.spawn(self.clone().sampler(ctx.clone(), ring.clone()));
-            let me = self.clone();
-            let c = ctx.clone();
-            ctx.spawn_orderly(async move {
-                me.clone().uplink(c.clone(), ring).await;
-                *lock(&me.powered) = false;
-                lock(&me.modem).set_powered(false, c.clock.now());
-            });
+            self.start(&ctx)?;
+            if let Some(path) = &self.config.usb_pty {
+                let pty = crate::serial_bus::Pty::open(path)
+                    .map_err(|e| BootError::Other(format!("USB console: {e}")))?;
+                ctx.spawn(self.clone().console(ctx.clone(), pty));
+            }
             Ok(())
         }
         .boxed()
@@ -399,7 +597,7 @@ impl Device for DataLogger {
                 "coverage": m.coverage,
                 "attached": m.attached(now),
                 "rssi_dbm": m.rssi(now),
-                "apn": self.config.apn,
+                "apn": self.apn(nv),
             }),
         );
         let (head, sent) = (get("dl/head"), get("dl/sent"));
