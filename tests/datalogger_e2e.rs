@@ -100,8 +100,9 @@ fn wait_or_show(
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
-fn certificates(dir: &Path) {
+/// A CA and a server certificate for 127.0.0.1 (and `also`), made with the
+/// openssl CLI.
+fn certificates(dir: &Path, also: Option<&str>) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -137,7 +138,12 @@ fn certificates(dir: &Path) {
         "-subj",
         "/CN=127.0.0.1",
     ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let extra = also.map(|ip| format!(",IP:{ip}")).unwrap_or_default();
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName=IP:127.0.0.1{extra}\n"),
+    )
+    .unwrap();
     run(&[
         "x509",
         "-req",
@@ -176,10 +182,14 @@ fn wait_port(port: u16) {
 
 /// The default site at octet `a` with dl1 uploading to `broker_port`.
 fn site(a: u8, broker_port: u16, ca: &Path, transmit_s: u32, usb: Option<&Path>) -> String {
+    site_with_broker(a, &format!("127.0.0.1:{broker_port}"), ca, transmit_s, usb)
+}
+
+fn site_with_broker(a: u8, broker: &str, ca: &Path, transmit_s: u32, usb: Option<&Path>) -> String {
     let text = site_text(a).replace("seed = 1\n", &format!("seed = 1\n{START}"));
     let dl = format!(
         "id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.{a}.30\"\nsegment = \"lan\"\n\n\
-         [device.datalogger]\nbroker = \"127.0.0.1:{broker_port}\"\npassword = \"dl1-secret\"\n\
+         [device.datalogger]\nbroker = \"{broker}\"\npassword = \"dl1-secret\"\n\
          ca_file = \"{}\"\ntransmit_s = {transmit_s}\n{}",
         ca.display(),
         usb.map(|p| format!("usb_pty = \"{}\"\n", p.display()))
@@ -215,60 +225,10 @@ fn command(site: &RunningSite, json: &str) {
 #[test]
 fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_power_cycle() {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
-    let passwd = dir.path().join("passwd");
-    std::fs::write(&passwd, "").unwrap();
-    for (user, pass) in [("dl1", "dl1-secret"), ("reader", "reader-secret")] {
-        let out = tool(
-            "mosquitto_passwd",
-            &["-b", passwd.to_str().unwrap(), user, pass],
-        );
-        assert!(out.status.success(), "{out:?}");
-    }
+    certificates(dir.path(), None);
     let port = free_port();
-    let d = dir.path().display();
-    std::fs::write(
-        dir.path().join("mosquitto.conf"),
-        format!(
-            "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\n\
-             persistence false\nlog_type all\nlistener {port} 127.0.0.1\ncafile {d}/ca.crt\n\
-             certfile {d}/server.crt\nkeyfile {d}/server.key\ntls_version tlsv1.2\n"
-        ),
-    )
-    .unwrap();
-    readable(dir.path());
-    let broker = Proc::spawn(
-        Command::new("mosquitto").args(["-c", dir.path().join("mosquitto.conf").to_str().unwrap()]),
-    );
-    wait_port(port);
+    let (broker, sub) = broker_and_subscriber(dir.path(), port, "listener {port} 127.0.0.1", None);
     let ca = dir.path().join("ca.crt");
-    // Line-buffered, so every payload shows as soon as it arrives.
-    let sub = Proc::spawn(Command::new("stdbuf").args([
-        "-oL",
-        "mosquitto_sub",
-        "-d",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "--cafile",
-        ca.to_str().unwrap(),
-        "--tls-version",
-        "tlsv1.2",
-        "-u",
-        "reader",
-        "-P",
-        "reader-secret",
-        "-q",
-        "1",
-        "-t",
-        "fieldtwin/dl1/records",
-        "-F",
-        "%x",
-    ]));
-    wait_for("the subscription", Duration::from_secs(15), || {
-        sub.text().contains("SUBACK") || broker.text().contains("Sending SUBACK")
-    });
 
     let a = 86;
     let s = RunningSite::start(&site(a, port, &ca, 60, None), &["--speed", "60"]);
@@ -488,10 +448,141 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     drop(broker);
 }
 
+/// mosquitto (TLS 1.2, password file, `listener` line with `{port}`) and a
+/// subscriber to dl1's records, both run through `ns` if given.
+fn broker_and_subscriber(dir: &Path, port: u16, listener: &str, ns: Option<&str>) -> (Proc, Proc) {
+    let passwd = dir.join("passwd");
+    std::fs::write(&passwd, "").unwrap();
+    for (user, pass) in [("dl1", "dl1-secret"), ("reader", "reader-secret")] {
+        let out = tool(
+            "mosquitto_passwd",
+            &["-b", passwd.to_str().unwrap(), user, pass],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let d = dir.display();
+    let listener = listener.replace("{port}", &port.to_string());
+    std::fs::write(
+        dir.join("mosquitto.conf"),
+        format!(
+            "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\n\
+             persistence false\nlog_type all\n{listener}\ncafile {d}/ca.crt\n\
+             certfile {d}/server.crt\nkeyfile {d}/server.key\ntls_version tlsv1.2\n"
+        ),
+    )
+    .unwrap();
+    readable(dir);
+    let conf = dir.join("mosquitto.conf");
+    let in_ns = |program: &str| -> Command {
+        match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    };
+    let broker = Proc::spawn(in_ns("mosquitto").args(["-c", conf.to_str().unwrap()]));
+    let ca = dir.join("ca.crt");
+    wait_for("the broker", Duration::from_secs(15), || {
+        broker.text().contains("running")
+    });
+    // Line-buffered, so every payload shows as soon as it arrives.
+    let sub = Proc::spawn(in_ns("stdbuf").args([
+        "-oL",
+        "mosquitto_sub",
+        "-d",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--cafile",
+        ca.to_str().unwrap(),
+        "--tls-version",
+        "tlsv1.2",
+        "-u",
+        "reader",
+        "-P",
+        "reader-secret",
+        "-q",
+        "1",
+        "-t",
+        "fieldtwin/dl1/records",
+        "-F",
+        "%x",
+    ]));
+    wait_for("the subscription", Duration::from_secs(15), || {
+        sub.text().contains("SUBACK") || broker.text().contains("Sending SUBACK")
+    });
+    (broker, sub)
+}
+
+/// TAP mode, in a namespace of this test: the logger's MQTTS session
+/// leaves from its own MAC and IP through the userspace stack and reaches
+/// mosquitto on the host side; nmap finds every TCP port closed (RST) and
+/// every scanned UDP port closed (ICMP port unreachable). Site octet 84.
+#[test]
+fn tap_mode_uplink_and_no_open_port() {
+    if !common::netns::root() {
+        return;
+    }
+    let ns = common::netns::Netns::named(&format!("ft-datalogger-tap-{}", std::process::id()));
+    let a = 84;
+    let host = format!("10.77.{a}.1");
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), Some(&host));
+    let (broker, sub) = broker_and_subscriber(dir.path(), 8883, "listener {port}", Some(&ns.name));
+    let ca = dir.path().join("ca.crt");
+    let site = site_with_broker(a, &format!("{host}:8883"), &ca, 60, None);
+    let _s = common::netns::start(&ns, &site, &["--speed", "60"]);
+    wait_or_show(
+        "records in TAP mode",
+        Duration::from_secs(60),
+        || received(&sub).len() >= 10,
+        || format!("broker:\n{}\nsubscriber:\n{}", broker.text(), sub.text()),
+    );
+    let ip = format!("10.77.{a}.30");
+    assert!(
+        broker
+            .text()
+            .contains(&format!("New connection from {ip}:")),
+        "{}",
+        broker.text()
+    );
+    let mut seqs: Vec<u32> = received(&sub).iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>());
+
+    let out = ns.run("nmap", &["-n", "-Pn", "-p-", "-T4", "--reason", &ip]);
+    let t = common::netns::text(&out);
+    assert!(!t.contains(" open "), "open TCP port on the logger: {t}");
+    assert!(t.contains("65535 closed tcp ports (reset)"), "{t}");
+    let out = ns.run(
+        "nmap",
+        &[
+            "-n",
+            "-Pn",
+            "-sU",
+            "--top-ports",
+            "10",
+            "-T4",
+            "--reason",
+            &ip,
+        ],
+    );
+    let t = common::netns::text(&out);
+    assert!(!t.contains(" open "), "open UDP port on the logger: {t}");
+    assert!(
+        t.contains("port-unreach"),
+        "UDP ports do not answer ICMP: {t}"
+    );
+}
+
 #[test]
 fn client_hello_offers_exactly_the_seed_suites_and_tls12_only() {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    certificates(dir.path(), None);
     let port = free_port();
     // A server that offers only suites outside the seed's list.
     let server = Proc::spawn(
