@@ -64,3 +64,52 @@ pub fn decode(payload_hex: Option<&str>, site: Option<&Path>, device: &str) -> a
         }
     }
 }
+
+/// `fieldtwin ble`: plays the mobile app on a logger's BLE link: the
+/// handshake with the pairing key, then `request`; prints the answer. With
+/// `replay`, sends the same sealed request a second time and reports that
+/// the logger slammed the connection.
+pub fn ble(socket: &Path, key: &str, request: &str, replay: bool) -> anyhow::Result<()> {
+    use fieldtwin_models::datalogger::ble::{App, frame};
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("cannot reach the BLE link at {}", socket.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let read = |s: &mut std::os::unix::net::UnixStream| -> anyhow::Result<Option<Vec<u8>>> {
+        let mut len = [0u8; 2];
+        match s.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let mut b = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut b)?;
+        Ok(Some(b))
+    };
+    let mut app = App::new(key.as_bytes());
+    s.write_all(&frame(&app.hello()))?;
+    let ack = read(&mut s)?.context("the logger slammed the connection: wrong pairing key?")?;
+    app.on_hello_ack(&ack).map_err(anyhow::Error::msg)?;
+    let req = app.request(request.as_bytes()).context("no session keys")?;
+    s.write_all(&frame(&req))?;
+    let ans = read(&mut s)?.context("the logger slammed the connection")?;
+    let plain = app
+        .open(&ans)
+        .context("the logger's answer does not authenticate; slamming")?;
+    println!("{}", String::from_utf8_lossy(&plain));
+    if replay {
+        s.write_all(&frame(&req))?;
+        match read(&mut s) {
+            Ok(None) => println!("replay: the logger slammed the connection"),
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset) =>
+            {
+                println!("replay: the logger slammed the connection")
+            }
+            Ok(Some(_)) => bail!("the logger answered a replayed message"),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -87,6 +87,22 @@ enum Cmd {
         #[command(subcommand)]
         command: DataloggerCmd,
     },
+    /// Play the mobile app on a Data Logger's BLE link (docs/datalogger.md).
+    Ble {
+        /// The logger's BLE link socket (`ble_socket` in the site file).
+        #[arg(long)]
+        socket: PathBuf,
+        /// The logger's pairing key (printed at start).
+        #[arg(long)]
+        key: String,
+        /// What to ask.
+        #[arg(default_value = "status")]
+        request: String,
+        /// Send the sealed request a second time (a replay attack) and show
+        /// that the logger slams the connection.
+        #[arg(long)]
+        replay: bool,
+    },
     /// Show or check site files.
     Site {
         #[command(subcommand)]
@@ -190,6 +206,12 @@ fn main() -> ExitCode {
                     device,
                 },
         } => datalogger::decode(payload.as_deref(), site.as_deref(), &device),
+        Cmd::Ble {
+            socket,
+            key,
+            request,
+            replay,
+        } => datalogger::ble(&socket, &key, &request, replay),
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),

@@ -192,8 +192,12 @@ fn site_with_broker(a: u8, broker: &str, ca: &Path, transmit_s: u32, usb: Option
          [device.datalogger]\nbroker = \"{broker}\"\npassword = \"dl1-secret\"\n\
          ca_file = \"{}\"\ntransmit_s = {transmit_s}\n{}",
         ca.display(),
-        usb.map(|p| format!("usb_pty = \"{}\"\n", p.display()))
-            .unwrap_or_default()
+        usb.map(|p| format!(
+            "usb_pty = \"{}\"\nble_socket = \"{}\"\n",
+            p.display(),
+            p.with_file_name("dl1-ble").display()
+        ))
+        .unwrap_or_default()
     );
     let old =
         format!("id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.{a}.30\"\nsegment = \"lan\"\n");
@@ -652,6 +656,7 @@ fn client_hello_offers_exactly_the_seed_suites_and_tls12_only() {
         Some(true)
     );
     usb_checks(&s, &usb);
+    ble_checks(&s, &usb.with_file_name("dl1-ble"));
 }
 
 /// The USB console of the logger of `site` (octet 88), on its PTY.
@@ -744,4 +749,50 @@ fn usb_checks(s: &RunningSite, usb: &Path) {
     assert!(c.ask(b"AT+CSQ").contains("+CSQ: "));
     let r = c.ask(b"baud set 4800");
     assert!(r.contains("BAUD 4800"), "{r}");
+}
+
+fn ble_checks(s: &RunningSite, link: &Path) {
+    use std::io::{Read, Write};
+    let st = s.get_json("/api/v1/devices/dl1");
+    let key = st["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "ble (pairing key)")
+        .unwrap()["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link_s = link.to_str().unwrap();
+    // The app with the pairing key gets the status; its replayed request
+    // slams the connection.
+    let out = common::fieldtwin(&["ble", "--socket", link_s, "--key", &key, "--replay"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("\"device\":\"dl1\"") && text.contains("\"battery_v\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("replay: the logger slammed the connection"),
+        "{text}"
+    );
+    // A wrong pairing key is slammed at the handshake.
+    let out = common::fieldtwin(&["ble", "--socket", link_s, "--key", "wrong-key"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("slammed"),
+        "{out:?}"
+    );
+    // An unauthenticated status request gets no answer: the link closes.
+    let mut u = std::os::unix::net::UnixStream::connect(link).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    u.write_all(&fieldtwin_models::datalogger::ble::frame(b"status"))
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = u.read_to_end(&mut buf);
+    assert!(
+        r.is_ok() && buf.is_empty(),
+        "answered before authentication: {r:?} {buf:?}"
+    );
 }

@@ -149,6 +149,10 @@ pub struct DataLoggerConfig {
     /// Expose the USB console on a pseudo-terminal linked at this path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usb_pty: Option<String>,
+    /// Carry the BLE link on a Unix socket at this path (the mobile app,
+    /// `fieldtwin ble`, connects there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ble_socket: Option<String>,
     /// Sensor inputs; default: docs/datalogger.md "Default inputs".
     #[serde(default = "default_inputs")]
     pub input: Vec<InputConfig>,
@@ -169,6 +173,7 @@ impl Default for DataLoggerConfig {
             technology: CellTechnology::default(),
             signal_dbm: default_signal_dbm(),
             usb_pty: None,
+            ble_socket: None,
             input: default_inputs(),
         }
     }
@@ -324,13 +329,15 @@ impl DataLoggerConfig {
                 "must be 1 to 63 characters from a-z, A-Z, 0-9, '.' and '-'",
             ));
         }
-        if let Some(p) = &self.usb_pty
-            && (p.is_empty() || p.len() > 200 || p.chars().any(char::is_control))
-        {
-            return Err(invalid(
-                format!("{at}.usb_pty"),
-                "must be a path of 1 to 200 characters",
-            ));
+        for (name, path) in [("usb_pty", &self.usb_pty), ("ble_socket", &self.ble_socket)] {
+            if let Some(p) = path
+                && (p.is_empty() || p.len() > 100 || p.chars().any(char::is_control))
+            {
+                return Err(invalid(
+                    format!("{at}.{name}"),
+                    "must be a path of 1 to 100 characters",
+                ));
+            }
         }
         if self.input.len() > 32 {
             return Err(invalid(format!("{at}.input"), "at most 32 inputs"));

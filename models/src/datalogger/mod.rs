@@ -20,6 +20,7 @@
 //!   `FieldPower` on an input's name (off = wire broken). Coverage and
 //!   wiring belong to the place, not the logger: they survive power cycles.
 
+pub mod ble;
 pub mod modem;
 pub mod mqtt;
 pub mod payload;
@@ -436,6 +437,77 @@ impl DataLogger {
         }
     }
 
+    /// The pairing key of the BLE link (pre-shared, unique per device).
+    pub fn ble_pairing_key(&self) -> String {
+        let h = sha2::Sha256::digest(format!("{}/{}/ble-pairing", self.seed, self.id));
+        h[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The answer to an authenticated BLE request (installation and
+    /// maintenance status; real-time only).
+    fn ble_answer(&self, ctx: &DeviceContext, req: &[u8]) -> Vec<u8> {
+        let s = self.snapshot(ctx);
+        let v = match req {
+            b"status" => json!({
+                "device": self.id,
+                "firmware": s.firmware,
+                "battery_v": (s.battery_v * 100.0).round() / 100.0,
+                "humidity_pct": s.humidity_pct.round(),
+                "rssi_dbm": s.rssi_dbm,
+                "technology": s.technology,
+                "attached": s.attached,
+                "apn": s.apn,
+                "health": s.health,
+                "unsent_records": s.unsent,
+                "inputs": self.input_names(),
+            }),
+            _ => json!({"error": "unknown request; the app may ask \"status\""}),
+        };
+        v.to_string().into_bytes()
+    }
+
+    /// Serves BLE connections on the link socket until the power goes.
+    async fn ble(self: Arc<Self>, ctx: DeviceContext, listener: tokio::net::UnixListener) {
+        let key = self.ble_pairing_key();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let me = self.clone();
+            let c = ctx.clone();
+            let key = key.clone();
+            ctx.spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut peer = ble::Peer::new(key.as_bytes());
+                loop {
+                    let mut len = [0u8; 2];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let n = usize::from(u16::from_be_bytes(len));
+                    if n > ble::MAX_FRAME {
+                        c.emit("ble", "connection slammed: frame too long");
+                        return;
+                    }
+                    let mut body = vec![0u8; n];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    match peer.on_frame(&body, |req| me.ble_answer(&c, req)) {
+                        ble::Step::Reply(r) => {
+                            if s.write_all(&ble::frame(&r)).await.is_err() {
+                                return;
+                            }
+                        }
+                        ble::Step::Silent => {}
+                        ble::Step::Slam(why) => {
+                            c.emit("ble", format!("connection slammed: {why}"));
+                            // Dropping the stream closes the link at once.
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
     /// Serves the USB console on `pty` until the power goes.
     async fn console(self: Arc<Self>, ctx: DeviceContext, pty: crate::serial_bus::Pty) {
         let mut line: Vec<u8> = Vec::new();
@@ -502,11 +574,18 @@ impl Device for DataLogger {
     }
 
     fn credentials(&self) -> Vec<Credential> {
-        vec![Credential {
-            service: format!("mqtt (account on the broker {})", self.broker),
-            user: self.username.clone(),
-            password: self.password.clone(),
-        }]
+        vec![
+            Credential {
+                service: format!("mqtt (account on the broker {})", self.broker),
+                user: self.username.clone(),
+                password: self.password.clone(),
+            },
+            Credential {
+                service: "ble (pairing key)".into(),
+                user: String::new(),
+                password: self.ble_pairing_key(),
+            },
+        ]
     }
 
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
@@ -516,6 +595,12 @@ impl Device for DataLogger {
                 let pty = crate::serial_bus::Pty::open(path)
                     .map_err(|e| BootError::Other(format!("USB console: {e}")))?;
                 ctx.spawn(self.clone().console(ctx.clone(), pty));
+            }
+            if let Some(path) = &self.config.ble_socket {
+                let _ = std::fs::remove_file(path);
+                let l = tokio::net::UnixListener::bind(path)
+                    .map_err(|e| BootError::Other(format!("BLE link socket {path}: {e}")))?;
+                ctx.spawn(self.clone().ble(ctx.clone(), l));
             }
             Ok(())
         }
