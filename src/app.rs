@@ -175,28 +175,50 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             // The dashboard is a client of the API like any other.
             let addr = api.local_addr()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = axum::serve(api, control::router(rt.clone())).with_graceful_shutdown(
-                async move {
-                    tokio::select! {
-                        _ = shutdown_signal() => {}
-                        _ = stopped => {}
-                    }
-                },
-            );
-            let server = tokio::spawn(server.into_future());
+            let server = tokio::spawn(serve_api(api, control::router(rt.clone()), async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = stopped => {}
+                }
+            }));
             let dashboard = tokio::task::spawn_blocking(move || fieldtwin_tui::run(addr)).await;
             let _ = stop.send(());
-            server.await?.context("control API failed")?;
+            server.await??;
             dashboard??;
         } else {
-            let server = axum::serve(api, control::router(rt.clone()))
-                .with_graceful_shutdown(shutdown_signal());
-            server.await.context("control API failed")?;
+            serve_api(api, control::router(rt.clone()), shutdown_signal()).await?;
         }
         println!("fieldtwin: shutting down");
         rt.shutdown().await?;
         anyhow::Ok(())
     })
+}
+
+/// How long the control API waits, once asked to stop, for its clients to
+/// hang up. Event streams (a dashboard, `curl -N`) never do on their own.
+const API_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves the control API until `stop` completes, then lets requests in
+/// flight finish for at most [`API_GRACE`] and closes whatever is left
+/// (open event streams), so a signal always ends the process.
+async fn serve_api(
+    api: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(api, router).with_graceful_shutdown(async move {
+        stop.await;
+        notify.notify_one();
+    });
+    tokio::select! {
+        r = server.into_future() => r.context("control API failed"),
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(API_GRACE).await;
+        } => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {
