@@ -4,8 +4,8 @@
 //! effects are checked on the devices themselves, with mbpoll where a real
 //! client reads back a forced field value. In TAP mode (as root, in a
 //! namespace `ft-attacker-PID` of its own) the Workstation's traffic and a
-//! replay are checked in the segment's pcap with tshark. Site octets 84
-//! (host mode) and 86 (TAP mode).
+//! replay are checked in the segment's pcap with tshark. Site octets 106
+//! (host mode) and 108 (TAP mode).
 
 mod common;
 
@@ -15,7 +15,7 @@ use common::{RunningSite, site_text, tool};
 use serde_json::{Value, json};
 
 /// Site octet of this test (see the table in tests/common/mod.rs).
-const A: u8 = 84;
+const A: u8 = 106;
 
 fn site() -> String {
     let t = site_text(A);
@@ -296,7 +296,7 @@ fn tap_workstation_traffic_in_the_pcap_and_replay() {
     if !root() {
         return;
     }
-    const T: u8 = 86;
+    const T: u8 = 108;
     let ns = Netns::named(&format!("ft-attacker-{}", std::process::id()));
     let dir = tempfile::tempdir().unwrap();
     let pcap_dir = dir.path().join("cap");

@@ -151,6 +151,18 @@ pub enum Command {
         register: u16,
         force: Force,
     },
+    /// The cellular network around a Data Logger: coverage lost (`false`) or
+    /// back (`true`), signal strength in dBm (-120 to -40), technology
+    /// generation (4, 3 or 2). Omitted fields stay as they are.
+    Cellular {
+        device: String,
+        #[serde(default)]
+        coverage: Option<bool>,
+        #[serde(default)]
+        signal_dbm: Option<i16>,
+        #[serde(default)]
+        generation: Option<u8>,
+    },
 }
 
 /// Seconds the Restart button must be held for a factory reset.
@@ -350,6 +362,21 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             });
             Ok(Reply::Attack(Box::new(report)))
         }
+        Command::Cellular {
+            device,
+            coverage,
+            signal_dbm,
+            generation,
+        } => field_command(
+            rt,
+            &device,
+            "modem",
+            FieldAction::Cellular {
+                coverage,
+                signal_dbm,
+                generation,
+            },
+        ),
     }
 }
 

@@ -179,6 +179,14 @@ pub enum FieldAction {
     /// Forces the value a register of the field device reads (`register`
     /// as numbered in its register sheet), or clears the forcing.
     Force { register: u16, force: Force },
+    /// The cellular network around a Data Logger (`field` = `modem`):
+    /// coverage present or lost, the received signal strength in dBm, the
+    /// technology (4, 3 or 2 for 4G/3G/2G). `None` leaves a value as it is.
+    Cellular {
+        coverage: Option<bool>,
+        signal_dbm: Option<i16>,
+        generation: Option<u8>,
+    },
 }
 
 /// How a forced register reads (see [`FieldAction::Force`]).

@@ -4,6 +4,7 @@
 //! - [`security`]: the hardened web surface shared by every model with
 //!   web pages (accounts, lockout, sessions, audit, firmware, backup, HTTPS).
 //! - [`panel_server`]: EcoStruxure Panel Server PAS400/600/800.
+//! - [`datalogger`]: the cellular Data Logger (sensors, NV ring, MQTTS uplink).
 //! - [`field`]: meters, PowerTags, environmental sensors and their physics.
 //! - [`serial_bus`]: the simulated RS-485 line of a Panel Server's Modbus-SL port.
 //! - [`passive`]: devices whose behaviour is not emulated yet.
@@ -11,6 +12,7 @@
 //!
 //! [`build`] turns one `[[device]]` of the site file into a [`Device`].
 
+pub mod datalogger;
 pub mod field;
 pub mod panel_server;
 pub mod passive;
@@ -33,6 +35,9 @@ pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
         }
         m if field::Kind::of_model(m.name()) == Some(field::Kind::Meter) => {
             Arc::new(field::tcp_meter::TcpMeter::new(site.site.seed, dev))
+        }
+        fieldtwin_emulator::site::Model::DataLogger => {
+            Arc::new(datalogger::DataLogger::new(site, dev))
         }
         _ => Arc::new(passive::Passive::new(dev)),
     }

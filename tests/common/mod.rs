@@ -19,11 +19,12 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
-//! | 84 | attacker (attacker node, attacks and field faults; 86: its TAP test) |
+//! | 84, 86, 88 | datalogger_e2e (TAP mode; MQTTS store-and-forward; ClientHello) |
 //! | 92 | tui_e2e (the dashboard in tmux) |
-//! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
-//! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
 //! | 96, 98 | scenarios_e2e (library run, failing scenarios) |
+//! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
+//! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
+//! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
 
 #![allow(dead_code)]
 

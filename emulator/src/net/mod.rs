@@ -80,6 +80,18 @@ pub trait Stack: Send + Sync + 'static {
     fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Datagram>>>;
     /// Opens an outbound TCP connection from this interface.
     fn connect_tcp(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>>;
+    /// Opens an outbound TCP connection as a cellular device's session
+    /// behind its carrier's NAT: the peer sees a source address from the
+    /// carrier's pool, chosen by `pick` (a random number per session).
+    /// Backends without a carrier NAT connect as [`Stack::connect_tcp`].
+    fn connect_tcp_carrier(
+        &self,
+        to: SocketAddr,
+        pick: u32,
+    ) -> BoxFuture<'_, io::Result<BoxStream>> {
+        let _ = pick;
+        self.connect_tcp(to)
+    }
     /// Whether the device is powered: an unpowered NIC neither answers nor
     /// sends anything (no ARP, no ping). The runtime calls this at power
     /// changes; kernel-socket backends have nothing to do.

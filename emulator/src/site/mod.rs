@@ -10,9 +10,14 @@
 //! - The types here are configuration only (DESIGN.md principle 6): models
 //!   build their runtime state from them.
 
+mod datalogger;
 mod install_code;
 mod matrix;
 
+pub use datalogger::{
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, default_inputs,
+    default_range,
+};
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 
 pub use matrix::{
@@ -268,6 +273,9 @@ pub struct DeviceConfig {
     /// Panel Server settings; only for PAS models.
     #[serde(default)]
     pub panel_server: Option<PanelServerConfig>,
+    /// Data Logger settings (sensors, uplink, modem); only for `DataLogger`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datalogger: Option<DataLoggerConfig>,
 }
 
 fn yes() -> bool {
@@ -531,6 +539,18 @@ impl Site {
                 }
                 self.check_model_matrix(&at, d, ps)?;
                 self.check_panel_server(&at, d, ps, &allowed_segments, &mut ips)?;
+            }
+            if let Some(dl) = &d.datalogger {
+                if d.model != Model::DataLogger {
+                    return Err(invalid(
+                        format!("{at}.datalogger"),
+                        format!(
+                            "only DataLogger devices take this table, not {}",
+                            d.model.name()
+                        ),
+                    ));
+                }
+                dl.validate(&format!("{at}.datalogger"))?;
             }
         }
         // Cross-device references are checked once all ids are known.

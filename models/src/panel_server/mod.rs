@@ -644,6 +644,12 @@ impl Device for PanelServer {
             FieldAction::Responsive { responsive } => dev.set_responsive(responsive)?,
             FieldAction::Force { register, force } => dev.force(t, register, force)?,
             FieldAction::DigitalInput { .. } => unreachable!("handled above"),
+            FieldAction::Cellular { .. } => {
+                return Err(format!(
+                    "{} has no cellular modem; cellular commands are for Data Loggers",
+                    self.id
+                ));
+            }
         }
         Ok(())
     }
