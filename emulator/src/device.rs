@@ -969,6 +969,7 @@ impl Runtime {
             powered: true,
             profile: None,
             panel_server: None,
+            datalogger: None,
         };
         let seed = crate::site::device_seed(site.site.seed, id);
         let stack: Arc<dyn Stack> = match &self.network {
