@@ -24,6 +24,10 @@
 //!   by it. The `*_async` variants wait for the flush on the blocking pool
 //!   instead. A temporary store (no `--state`) is removed at exit, so it is
 //!   never flushed: nothing could read it back.
+//! - [`Nv::put_batch`] writes several small values atomically (after a power
+//!   cut either all of them or none are there) with one flush: a device that
+//!   stores many records at once (a logger catching up) pays one flush, not
+//!   one per record.
 //! - [`Nv::wipe`] erases the namespace (factory reset); keys listed in
 //!   [`Nv::wipe_except`] survive it (e.g. a permanent radio deactivation).
 //! - The site clock is saved under its own namespace ([`Store::save_clock`]);
@@ -72,6 +76,11 @@ pub enum StorageError {
         key: String,
         cause: serde_json::Error,
     },
+    #[error(
+        "value for {key:?} is {len} bytes; a batch write takes values under {LARGE_VALUE} bytes \
+         (write large values on their own)"
+    )]
+    TooLargeForBatch { key: String, len: usize },
 }
 
 impl From<sled::Error> for StorageError {
@@ -435,6 +444,33 @@ impl Nv {
         }
         if let Some(old) = old {
             let _ = std::fs::remove_file(self.files.dir.join(old.file));
+        }
+        Ok(())
+    }
+
+    /// Writes small values (each under [`LARGE_VALUE`] bytes) atomically and
+    /// flushes once (see the module contract). A value of [`LARGE_VALUE`]
+    /// bytes or more is refused before anything is written.
+    pub fn put_batch(&self, entries: &[(&str, &[u8])]) -> Result<(), StorageError> {
+        if let Some((key, v)) = entries.iter().find(|(_, v)| v.len() >= LARGE_VALUE) {
+            return Err(StorageError::TooLargeForBatch {
+                key: key.to_string(),
+                len: v.len(),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        let mut old_files = Vec::new();
+        for (key, bytes) in entries {
+            if let Some(old) = self.large_ref(key)? {
+                batch.remove(large_ref_key(key).as_bytes());
+                old_files.push(old.file);
+            }
+            batch.insert(key.as_bytes(), *bytes);
+        }
+        self.tree.apply_batch(batch)?;
+        self.commit()?;
+        for f in old_files {
+            let _ = std::fs::remove_file(self.files.dir.join(f));
         }
         Ok(())
     }
