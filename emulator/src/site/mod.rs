@@ -337,6 +337,10 @@ pub struct PanelServerConfig {
     /// What is wired to the digital inputs DI1/DI2 (L models).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digital_input: Vec<DigitalInputConfig>,
+    /// NTP server (an IPv4 address) in the commissioned settings; default:
+    /// none, date and time set manually (the factory setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntp_server: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
