@@ -222,6 +222,21 @@ fn received(sub: &Proc) -> Vec<payload::Row> {
         .collect()
 }
 
+/// Every sequence number from 0 up arrived exactly once.
+fn no_gap_no_duplicate(rows: &[payload::Row]) {
+    let mut seqs: Vec<u32> = rows.iter().map(|r| r.seq).collect();
+    let n = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "duplicates at the server");
+    let max = *seqs.last().unwrap();
+    assert_eq!(
+        seqs,
+        (0..=max).collect::<Vec<_>>(),
+        "gap in the sequence numbers"
+    );
+}
+
 fn command(site: &RunningSite, json: &str) {
     site.post_json("/api/v1/commands", json);
 }
@@ -286,17 +301,7 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     );
 
     let rows = received(&sub);
-    let mut seqs: Vec<u32> = rows.iter().map(|r| r.seq).collect();
-    let n = seqs.len();
-    seqs.sort_unstable();
-    seqs.dedup();
-    assert_eq!(seqs.len(), n, "duplicates at the server");
-    let max = *seqs.last().unwrap();
-    assert_eq!(
-        seqs,
-        (0..=max).collect::<Vec<_>>(),
-        "gap in the sequence numbers"
-    );
+    no_gap_no_duplicate(&rows);
     // Samples timestamped inside the coverage loss reached the broker.
     let by_stream: BTreeMap<&str, usize> = rows.iter().fold(BTreeMap::new(), |mut m, r| {
         *m.entry(r.stream_id.as_str()).or_default() += 1;
@@ -449,6 +454,149 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     };
     let u = udp(&ip);
     assert!(!u.contains("/open/"), "UDP port open on the logger: {u}");
+
+    // Firmware over the air, through the broker only: a retained image on
+    // dl1's firmware topic. A tampered image is refused and reported on the
+    // status topic without a reboot; the signed one installs and the logger
+    // reboots into it, its records going on without gap or duplicate.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let sign = |family: &str, version: &str, name: &str| {
+        let payload = dir.path().join("fw.bin");
+        std::fs::write(&payload, format!("data logger firmware {version}")).unwrap();
+        let img = dir.path().join(name);
+        let out = common::fieldtwin(&[
+            "firmware",
+            "sign",
+            "--key",
+            &format!("{root}/keys/lab-vendor.key"),
+            "--version",
+            version,
+            "--family",
+            family,
+            payload.to_str().unwrap(),
+            "-o",
+            img.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        img
+    };
+    let img = sign("Data Logger", "001.001.000", "fw.img");
+    let mut bad = std::fs::read(&img).unwrap();
+    let n = bad.len();
+    bad[n - 70] ^= 0x55; // in the payload: the signature no longer matches
+    let bad_img = dir.path().join("bad.img");
+    std::fs::write(&bad_img, &bad).unwrap();
+    let panel_img = sign("Panel Server", "009.000.000", "ps.img");
+    let broker_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--cafile",
+            ca.to_str().unwrap(),
+            "--tls-version",
+            "tlsv1.2",
+            "-u",
+            "reader",
+            "-P",
+            "reader-secret",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+    let publish = |file: &Path| {
+        let args = broker_args(&[
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            "fieldtwin/dl1/firmware",
+            "-f",
+            file.to_str().unwrap(),
+        ]);
+        let out = tool(
+            "mosquitto_pub",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(out.status.success(), "{out:?}");
+    };
+    // The logger's retained report on the status topic.
+    let report = || -> serde_json::Value {
+        let args = broker_args(&["-t", "fieldtwin/dl1/firmware/status", "-C", "1", "-W", "3"]);
+        let out = tool(
+            "mosquitto_sub",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let device = || s.get_json("/api/v1/devices/dl1");
+    let firmware = || device()["details"]["extra"]["firmware"].clone();
+    let starts = || device()["counters"]["firmware_starts"].as_u64().unwrap();
+    assert_eq!(firmware()["version"], "001.000.000");
+    let booted = starts();
+    for (file, why) in [
+        (&bad_img, "not signed by the vendor key"),
+        (&panel_img, "accepts only \"Data Logger\""),
+    ] {
+        publish(file);
+        wait_or_show(
+            "the refusal of a bad image",
+            Duration::from_secs(30),
+            || report()["detail"].as_str().is_some_and(|m| m.contains(why)),
+            || format!("{}\n{}", firmware(), report()),
+        );
+        let r = report();
+        assert_eq!(r["result"], "refused", "{r}");
+        assert_eq!(r["running"], "001.000.000", "{r}");
+        assert!(
+            firmware()["last_image"]
+                .as_str()
+                .is_some_and(|m| m.contains(why)),
+            "{}",
+            firmware()
+        );
+        assert_eq!(firmware()["version"], "001.000.000");
+        assert_eq!(starts(), booted, "a refused image rebooted the logger");
+    }
+    publish(&img);
+    wait_or_show(
+        "the signed image",
+        Duration::from_secs(30),
+        || firmware()["version"] == "001.001.000",
+        || format!("{}\n{}", firmware(), report()),
+    );
+    assert_eq!(starts(), booted + 1, "one reboot into the new firmware");
+    let r = report();
+    assert_eq!(r["result"], "installed", "{r}");
+    assert_eq!(r["image"], "001.001.000", "{r}");
+    // The image stays retained: later sessions see the running version and
+    // neither reinstall nor reboot; the records go on after the reboot.
+    let head = device()["details"]["extra"]["store"]["next_seq"]
+        .as_u64()
+        .unwrap();
+    wait_or_show(
+        "records after the reboot",
+        Duration::from_secs(60),
+        || received(&sub).iter().any(|r| u64::from(r.seq) >= head + 10),
+        || format!("{}\n{}", show(), device()),
+    );
+    assert_eq!(
+        starts(),
+        booted + 1,
+        "the retained image was installed again"
+    );
+    assert!(
+        firmware()["last_image"]
+            .as_str()
+            .is_some_and(|m| m.contains("001.001.000 verified and installed")),
+        "{}",
+        firmware()
+    );
+    no_gap_no_duplicate(&received(&sub));
     drop(broker);
 }
 

@@ -23,6 +23,7 @@
 pub mod ble;
 pub mod modem;
 pub mod mqtt;
+pub mod ota;
 pub mod payload;
 pub mod sdi12;
 pub mod sensors;
@@ -61,8 +62,9 @@ const LAST_SESSION_KEY: &str = "dl/last_session";
 const APN_KEY: &str = "dl/apn";
 /// NV key of the serial sensors' baud rate set over USB.
 const BAUD_KEY: &str = "dl/serial_baud";
-/// Firmware version the logger reports.
-pub const FIRMWARE: &str = "1.0.0";
+pub use ota::{FACTORY_VERSION, FAMILY};
+/// NV key of the outcome of the last firmware message received.
+const FIRMWARE_STATUS_KEY: &str = "dl/firmware_status";
 /// Period of the USB trace lines (virtual time).
 const TRACE_PERIOD: Duration = Duration::from_secs(10);
 /// MQTT port (MQTTS).
@@ -83,6 +85,8 @@ pub struct DataLogger {
     wake: Notify,
     /// The running firmware's tasks (ended by a reboot).
     generation: Mutex<Option<(CancellationToken, TaskTracker)>>,
+    /// Version of the firmware running (set at boot from the stored image).
+    running: Mutex<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,6 +118,7 @@ impl DataLogger {
             powered: Mutex::new(false),
             wake: Notify::new(),
             generation: Mutex::new(None),
+            running: Mutex::new(FACTORY_VERSION.to_string()),
         }
     }
 
@@ -264,6 +269,8 @@ impl DataLogger {
                 username: &self.username,
                 password: &self.password,
                 topic: self.topic(),
+                firmware_topic: format!("{}/{}/firmware", self.config.topic_prefix, self.id),
+                on_firmware: &|offer| self.firmware_received(&ctx, offer),
                 ring: &ring,
                 clock: &ctx.clock,
                 session_max: Duration::from_secs_f64(self.config.session_max_s),
@@ -290,6 +297,7 @@ impl DataLogger {
             };
             let _ = ctx.nv.put(LAST_SESSION_KEY, &summary);
             ctx.emit("uplink", summary);
+            // A reboot into new firmware ends this generation too.
             if power.is_cancelled() {
                 return;
             }
@@ -309,6 +317,11 @@ impl DataLogger {
     /// Starts the firmware: opens the ring, powers the modem, starts the
     /// sampler and the uplink as one generation (a reboot ends it).
     fn start(self: &Arc<Self>, ctx: &DeviceContext) -> Result<(), BootError> {
+        // Only vendor-signed firmware runs: the stored image is checked at
+        // every boot.
+        let image = crate::security::firmware::verify_stored(&ctx.nv, FAMILY)?;
+        *lock(&self.running) = image.map_or_else(|| FACTORY_VERSION.to_string(), |i| i.version);
+        ctx.counter("firmware_starts").inc();
         let ring = Ring::open(ctx.nv.clone(), self.config.store_records)?;
         let ring = Arc::new(Mutex::new(ring));
         let generation = ctx.power_lost().child_token();
@@ -354,6 +367,46 @@ impl DataLogger {
         });
     }
 
+    /// The firmware version running (the verified image's it booted, else
+    /// the factory one).
+    fn firmware_version(&self) -> String {
+        lock(&self.running).clone()
+    }
+
+    /// A firmware message received over the cellular path ([`ota`]): a
+    /// newer vendor-signed Data Logger image is stored and the logger
+    /// reboots into it; anything else is refused and reported, and the
+    /// logger runs on. Returns the report to publish when the outcome is
+    /// new (a retained message comes again at every session).
+    fn firmware_received(
+        self: &Arc<Self>,
+        ctx: &DeviceContext,
+        offer: &uplink::FirmwareOffer,
+    ) -> Option<String> {
+        let running = self.firmware_version();
+        let mut outcome = match offer {
+            uplink::FirmwareOffer::Image(bytes) => ota::judge(bytes, &running),
+            uplink::FirmwareOffer::TooLarge(n) => ota::too_large(*n, mqtt::MAX_PACKET),
+        };
+        if let (ota::Outcome::Install { version }, uplink::FirmwareOffer::Image(bytes)) =
+            (&outcome, offer)
+            && let Err(e) = ctx.nv.put_raw(crate::security::firmware::IMAGE_KEY, bytes)
+        {
+            outcome = ota::Outcome::Refused(format!("image {version} could not be stored: {e}"));
+        }
+        let message = outcome.message(&running)?;
+        let previous: Option<String> = ctx.nv.get(FIRMWARE_STATUS_KEY).ok().flatten();
+        let new = previous.as_deref() != Some(message.as_str());
+        if new {
+            let _ = ctx.nv.put(FIRMWARE_STATUS_KEY, &message);
+            ctx.emit("firmware", message);
+        }
+        if let ota::Outcome::Install { version } = &outcome {
+            self.reboot(ctx, &format!("reboot into firmware {version}"));
+        }
+        if new { outcome.report(&running) } else { None }
+    }
+
     /// The APN in force (set over USB, else the site file's).
     fn apn(&self, nv: &Nv) -> String {
         nv.get::<String>(APN_KEY)
@@ -384,7 +437,7 @@ impl DataLogger {
                 "attaching"
             },
             unsent: get("dl/head").saturating_sub(get("dl/sent")),
-            firmware: FIRMWARE,
+            firmware: self.firmware_version(),
         }
     }
 
@@ -704,6 +757,13 @@ impl Device for DataLogger {
             }),
         );
         extra.insert("inputs".to_string(), json!(self.input_names()));
+        extra.insert(
+            "firmware".to_string(),
+            json!({
+                "version": self.firmware_version(),
+                "last_image": nv.get::<String>(FIRMWARE_STATUS_KEY).ok().flatten(),
+            }),
+        );
         Details {
             extra,
             ..Default::default()

@@ -182,7 +182,7 @@ pub struct Snapshot {
     pub baud: u32,
     pub health: &'static str,
     pub unsent: u64,
-    pub firmware: &'static str,
+    pub firmware: String,
 }
 
 /// One trace line (real-time only).
@@ -281,7 +281,7 @@ mod tests {
             baud: 9600,
             health: "ok",
             unsent: 0,
-            firmware: "1.0",
+            firmware: "001.000.000".into(),
         };
         assert_eq!(at_answer("AT+CSQ", &s), "+CSQ: 14,99\r\nOK");
         assert!(at_answer("at+cgdcont?", &s).contains("fieldtwin.iot"));
