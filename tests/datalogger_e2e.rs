@@ -461,8 +461,15 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     // reboots into it, its records going on without gap or duplicate.
     let root = env!("CARGO_MANIFEST_DIR");
     let sign = |family: &str, version: &str, name: &str| {
+        // 100 kB: above the NV store's large-value threshold (64 KiB),
+        // below the logger's 1 MiB MQTT limit.
         let payload = dir.path().join("fw.bin");
-        std::fs::write(&payload, format!("data logger firmware {version}")).unwrap();
+        let body: Vec<u8> = format!("data logger firmware {version}\n")
+            .bytes()
+            .cycle()
+            .take(100_000)
+            .collect();
+        std::fs::write(&payload, body).unwrap();
         let img = dir.path().join(name);
         let out = common::fieldtwin(&[
             "firmware",
@@ -487,6 +494,9 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     let bad_img = dir.path().join("bad.img");
     std::fs::write(&bad_img, &bad).unwrap();
     let panel_img = sign("Panel Server", "009.000.000", "ps.img");
+    // Above the logger's MQTT packet limit: skipped on the stream.
+    let huge = dir.path().join("huge.img");
+    std::fs::write(&huge, vec![0x5Au8; 1_200_000]).unwrap();
     let broker_args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [
             "-h",
@@ -541,6 +551,7 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     for (file, why) in [
         (&bad_img, "not signed by the vendor key"),
         (&panel_img, "accepts only \"Data Logger\""),
+        (&huge, "the logger takes at most 1048576"),
     ] {
         publish(file);
         wait_or_show(
