@@ -681,6 +681,114 @@ fn broker_and_subscriber(dir: &Path, port: u16, listener: &str, ns: Option<&str>
     (broker, sub)
 }
 
+/// A TLS 1.2 HTTPS server (Python's http.server and ssl) that takes POSTs
+/// with the right Basic credentials on /api/telemetry, prints the peer,
+/// the TLS version and suite, then the body in hex, and answers 204.
+const HTTPS_SERVER: &str = r#"
+import base64, http.server, ssl, sys
+port, crt, key, want = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        auth = self.headers.get("Authorization", "")
+        if self.path != "/api/telemetry" or auth != "Basic " + base64.b64encode(want.encode()).decode():
+            print("REFUSED", self.path, auth, flush=True)
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        c = self.request.cipher()
+        print("FROM", self.client_address[0], c[1], c[0], self.headers.get("Content-Type"), flush=True)
+        print(body.hex(), flush=True)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+ctx.load_cert_chain(crt, key)
+srv = http.server.HTTPServer(("127.0.0.1", port), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("running", flush=True)
+srv.serve_forever()
+"#;
+
+/// The HTTPS uplink (`uplink = "https"`): the same TLS client posts the
+/// records to a real HTTPS server with Basic authentication, keep-alive,
+/// from the carrier pool; every record arrives once. Site octet 87.
+#[test]
+fn https_uplink_posts_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), None);
+    readable(dir.path());
+    let port = free_port();
+    let python = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
+    let server = Proc::spawn(Command::new(&python).args([
+        "-u",
+        "-c",
+        HTTPS_SERVER,
+        &port.to_string(),
+        dir.path().join("server.crt").to_str().unwrap(),
+        dir.path().join("server.key").to_str().unwrap(),
+        "dl1:dl1-secret",
+    ]));
+    wait_or_show(
+        "the HTTPS server",
+        Duration::from_secs(15),
+        || server.text().contains("running"),
+        || server.text(),
+    );
+    let ca = dir.path().join("ca.crt");
+    let a = 87;
+    let text = site(a, port, &ca, 60, None).replace(
+        "[device.datalogger]\n",
+        "[device.datalogger]\nuplink = \"https\"\nhttps_path = \"/api/telemetry\"\n",
+    );
+    let s = RunningSite::start(&text, &["--speed", "60"]);
+    wait_or_show(
+        "records over HTTPS",
+        Duration::from_secs(60),
+        || received(&server).len() >= 20,
+        || format!("{}\n{}", server.text(), s.get("/api/v1/devices/dl1").1),
+    );
+    let log = server.text();
+    assert!(!log.contains("REFUSED"), "{log}");
+    let posts: Vec<&str> = log.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(!posts.is_empty(), "{log}");
+    for p in &posts {
+        let f: Vec<&str> = p.split(' ').collect();
+        assert!(
+            f[1].starts_with(&format!("127.78.{a}.")),
+            "not from the carrier pool: {p}"
+        );
+        assert_eq!(f[2], "TLSv1.2", "{p}");
+        assert!(
+            uplink_suites().contains(&f[3]),
+            "suite outside the seed's: {p}"
+        );
+        assert_eq!(f[4], "application/octet-stream", "{p}");
+    }
+    no_gap_no_duplicate(&received(&server));
+    let st = s.get_json("/api/v1/devices/dl1");
+    assert_eq!(
+        st["details"]["extra"]["uplink"]["protocol"], "https",
+        "{st}"
+    );
+    assert!(
+        st["details"]["extra"]["uplink"]["last_session"]
+            .as_str()
+            .is_some_and(|l| l.contains("delivered seq")),
+        "{st}"
+    );
+}
+
+fn uplink_suites() -> Vec<&'static str> {
+    fieldtwin_models::datalogger::uplink::CIPHERS
+        .split(':')
+        .collect()
+}
+
 /// TAP mode, in a namespace of this test: the logger's MQTTS session
 /// leaves from its own MAC and IP through the userspace stack and reaches
 /// mosquitto on the host side; nmap finds every TCP port closed (RST) and

@@ -109,13 +109,31 @@ fn default_sample_s() -> f64 {
     60.0
 }
 
+/// How the logger uploads (docs/datalogger.md "Uplink").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkProtocol {
+    /// MQTT 3.1.1 over TLS 1.2 (default port 8883).
+    #[default]
+    Mqtts,
+    /// HTTP/1.1 POST over TLS 1.2 (default port 443).
+    Https,
+}
+
 /// `[device.datalogger]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataLoggerConfig {
-    /// MQTT broker `host:port` (MQTTS); default: the host side, port 8883.
+    /// Server `host:port`: the MQTT broker (MQTTS) or the HTTPS server;
+    /// default: the host side, port 8883 (MQTTS) or 443 (HTTPS).
     #[serde(default)]
     pub broker: Option<String>,
+    /// `mqtts` (default) or `https`.
+    #[serde(default)]
+    pub uplink: UplinkProtocol,
+    /// Path the HTTPS uplink posts records to.
+    #[serde(default = "default_https_path")]
+    pub https_path: String,
     /// MQTT user name; default: the device id.
     #[serde(default)]
     pub username: Option<String>,
@@ -162,6 +180,8 @@ impl Default for DataLoggerConfig {
     fn default() -> Self {
         Self {
             broker: None,
+            uplink: UplinkProtocol::default(),
+            https_path: default_https_path(),
             username: None,
             password: None,
             ca_file: None,
@@ -179,6 +199,9 @@ impl Default for DataLoggerConfig {
     }
 }
 
+fn default_https_path() -> String {
+    "/telemetry".into()
+}
 fn default_topic_prefix() -> String {
     "fieldtwin".into()
 }
@@ -266,6 +289,19 @@ impl DataLoggerConfig {
                     format!("{b:?} is not host:port (e.g. \"10.77.0.1:8883\")"),
                 ));
             }
+        }
+        let path_ok = self.https_path.starts_with('/')
+            && self.https_path.len() <= 128
+            && self
+                .https_path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'#' | b'"' | b'<' | b'>' | b'\\'));
+        if !path_ok {
+            return Err(invalid(
+                format!("{at}.https_path"),
+                "must start with '/' and be at most 128 printable ASCII characters \
+                 without spaces, '#', '\"', '<', '>' or '\\'",
+            ));
         }
         for (name, v) in [("username", &self.username), ("password", &self.password)] {
             if let Some(v) = v
@@ -447,6 +483,10 @@ mod tests {
                 .contains("d.broker")
         );
         c.broker = None;
+        c.https_path = "/up load".into();
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(e.contains("d.https_path"), "{e}");
+        c.https_path = "/telemetry".into();
         c.input[2].pulse_weight = None;
         let e = c.validate("d").unwrap_err().to_string();
         assert!(e.contains("input[2].pulse_weight"), "{e}");

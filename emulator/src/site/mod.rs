@@ -14,8 +14,8 @@ mod datalogger;
 mod matrix;
 
 pub use datalogger::{
-    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, default_inputs,
-    default_range,
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
+    default_inputs, default_range,
 };
 
 pub use matrix::{

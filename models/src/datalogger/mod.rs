@@ -21,6 +21,7 @@
 //!   wiring belong to the place, not the logger: they survive power cycles.
 
 pub mod ble;
+pub mod https;
 pub mod modem;
 pub mod mqtt;
 pub mod ota;
@@ -39,7 +40,9 @@ use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{
     BootError, Credential, Details, Device, DeviceContext, FieldAction,
 };
-use fieldtwin_emulator::site::{CellTechnology, DataLoggerConfig, DeviceConfig, Site};
+use fieldtwin_emulator::site::{
+    CellTechnology, DataLoggerConfig, DeviceConfig, Site, UplinkProtocol,
+};
 use fieldtwin_emulator::storage::Nv;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -69,6 +72,8 @@ const FIRMWARE_STATUS_KEY: &str = "dl/firmware_status";
 const TRACE_PERIOD: Duration = Duration::from_secs(10);
 /// MQTT port (MQTTS).
 pub const MQTTS_PORT: u16 = 8883;
+/// HTTPS port.
+pub const HTTPS_PORT: u16 = 443;
 
 /// The Data Logger.
 pub struct DataLogger {
@@ -97,10 +102,13 @@ impl DataLogger {
     pub fn new(site: &Site, dev: &DeviceConfig) -> Self {
         let config = dev.datalogger.clone().unwrap_or_default();
         let seed = site.site.seed ^ 0xDA7A_1099;
-        let broker = config
-            .broker
-            .clone()
-            .unwrap_or_else(|| format!("{}:{MQTTS_PORT}", site.network.host_address));
+        let broker = config.broker.clone().unwrap_or_else(|| {
+            let port = match config.uplink {
+                UplinkProtocol::Mqtts => MQTTS_PORT,
+                UplinkProtocol::Https => HTTPS_PORT,
+            };
+            format!("{}:{port}", site.network.host_address)
+        });
         let username = config.username.clone().unwrap_or_else(|| dev.id.clone());
         let password = config.password.clone().unwrap_or_else(|| {
             let h = sha2::Sha256::digest(format!("{}/{}/mqtt", site.site.seed, dev.id));
@@ -269,6 +277,8 @@ impl DataLogger {
                 username: &self.username,
                 password: &self.password,
                 topic: self.topic(),
+                https_path: (self.config.uplink == UplinkProtocol::Https)
+                    .then_some(self.config.https_path.as_str()),
                 firmware_topic: format!("{}/{}/firmware", self.config.topic_prefix, self.id),
                 on_firmware: &|offer| self.firmware_received(&ctx, offer),
                 ring: &ring,
@@ -303,7 +313,12 @@ impl DataLogger {
             }
             next = match result {
                 // Records left over (time limit): a new session soon.
-                Ok(r) if r.end == uplink::SessionEnd::TimeLimit => {
+                Ok(r)
+                    if matches!(
+                        r.end,
+                        uplink::SessionEnd::TimeLimit | uplink::SessionEnd::Closed
+                    ) =>
+                {
                     ctx.clock.now() + Duration::from_secs(30)
                 }
                 // A failed session is retried at the next schedule, at
@@ -629,7 +644,12 @@ impl Device for DataLogger {
     fn credentials(&self) -> Vec<Credential> {
         vec![
             Credential {
-                service: format!("mqtt (account on the broker {})", self.broker),
+                service: match self.config.uplink {
+                    UplinkProtocol::Mqtts => {
+                        format!("mqtt (account on the broker {})", self.broker)
+                    }
+                    UplinkProtocol::Https => format!("https (basic auth at {})", self.broker),
+                },
                 user: self.username.clone(),
                 password: self.password.clone(),
             },
@@ -751,6 +771,7 @@ impl Device for DataLogger {
         extra.insert(
             "uplink".to_string(),
             json!({
+                "protocol": self.config.uplink,
                 "broker": self.broker,
                 "topic": self.topic(),
                 "last_session": nv.get::<String>(LAST_SESSION_KEY).ok().flatten(),

@@ -66,6 +66,8 @@ pub enum UplinkError {
     Refused(u8, &'static str),
     #[error("MQTT: {0}")]
     Protocol(String),
+    #[error("the server answered HTTP {0} {1}")]
+    Http(u16, String),
     #[error("the broker did not answer within {0:?}")]
     Timeout(Duration),
     #[error("network: {0}")]
@@ -83,6 +85,8 @@ pub enum SessionEnd {
     TimeLimit,
     /// Coverage or power went.
     Interrupted,
+    /// The server closed the connection (HTTPS); records remain.
+    Closed,
 }
 
 /// What one session did.
@@ -142,6 +146,8 @@ pub struct Session<'a> {
     pub username: &'a str,
     pub password: &'a str,
     pub topic: String,
+    /// Upload by HTTPS POST to this path instead of MQTT ([`super::https`]).
+    pub https_path: Option<&'a str>,
     /// Topic the session subscribes to for firmware images (retained).
     pub firmware_topic: String,
     /// Judges a firmware message (and installs it); returns the status
@@ -233,6 +239,15 @@ impl Session<'_> {
     /// Runs one session.
     pub async fn run(self) -> Result<SessionReport, UplinkError> {
         let start = self.clock.now();
+        let s = self.open().await?;
+        match self.https_path {
+            Some(path) => super::https::session(&self, s, path, start).await,
+            None => self.mqtt(s, start).await,
+        }
+    }
+
+    /// The TCP connection (through the carrier NAT) and the TLS handshake.
+    async fn open(&self) -> Result<SslStream<BoxStream>, UplinkError> {
         let tcp = self
             .stack
             .connect_tcp_carrier(self.broker, self.nat_pick)
@@ -249,6 +264,15 @@ impl Session<'_> {
             .await
             .map_err(|_| UplinkError::Timeout(ACK_TIMEOUT))?
             .map_err(|e| UplinkError::Tls(e.to_string()))?;
+        Ok(s)
+    }
+
+    /// The MQTT part of a session on the open TLS stream.
+    async fn mqtt(
+        &self,
+        s: SslStream<BoxStream>,
+        start: Duration,
+    ) -> Result<SessionReport, UplinkError> {
         let mut c = Conn {
             s,
             framer: mqtt::Framer::default(),
