@@ -741,15 +741,26 @@ fn https_uplink_posts_every_record_once() {
     );
     let ca = dir.path().join("ca.crt");
     let a = 87;
-    let text = site(a, port, &ca, 60, None).replace(
-        "[device.datalogger]\n",
-        "[device.datalogger]\nuplink = \"https\"\nhttps_path = \"/api/telemetry\"\n",
-    );
+    // The default inputs plus the serial transmitters: a Modbus RTU one
+    // on the RS-485 line and an ASCII one on the RS-232 port.
+    let inputs = "[[device.datalogger.input]]\nname = \"level\"\nkind = \"current\"\nquantity = \"level\"\n\
+         [[device.datalogger.input]]\nname = \"pressure\"\nkind = \"voltage\"\nquantity = \"pressure\"\n\
+         [[device.datalogger.input]]\nname = \"flow\"\nkind = \"pulse\"\nquantity = \"flow\"\npulse_weight = 0.01\n\
+         [[device.datalogger.input]]\nname = \"door\"\nkind = \"digital\"\nquantity = \"contact\"\n\
+         [[device.datalogger.input]]\nname = \"water_temp\"\nkind = \"sdi12\"\nquantity = \"temperature\"\n\
+         [[device.datalogger.input]]\nname = \"line_pressure\"\nkind = \"rs485\"\nquantity = \"pressure\"\nunit = 17\n\
+         [[device.datalogger.input]]\nname = \"tank_level\"\nkind = \"rs232\"\nquantity = \"level\"\n";
+    let text = site(a, port, &ca, 60, None)
+        .replace(
+            "[device.datalogger]\n",
+            "[device.datalogger]\nuplink = \"https\"\nhttps_path = \"/api/telemetry\"\n",
+        )
+        .replace("transmit_s = 60\n", &format!("transmit_s = 60\n{inputs}"));
     let s = RunningSite::start(&text, &["--speed", "60"]);
     wait_or_show(
         "records over HTTPS",
         Duration::from_secs(60),
-        || received(&server).len() >= 20,
+        || received(&server).len() >= 28,
         || format!("{}\n{}", server.text(), s.get("/api/v1/devices/dl1").1),
     );
     let log = server.text();
@@ -769,8 +780,19 @@ fn https_uplink_posts_every_record_once() {
         );
         assert_eq!(f[4], "application/octet-stream", "{p}");
     }
-    no_gap_no_duplicate(&received(&server));
+    let rows = received(&server);
+    no_gap_no_duplicate(&rows);
+    // The serial transmitters' samples (inputs 5 and 6) are physical.
+    for (stream, lo, hi) in [("in5", 3.0, 6.0), ("in6", 1.3, 3.7)] {
+        let got: Vec<&payload::Row> = rows.iter().filter(|r| r.stream_id == stream).collect();
+        assert!(got.len() >= 2, "{stream}: {rows:?}");
+        for r in got {
+            assert_eq!(r.status, "ok", "{r:?}");
+            assert!((lo..=hi).contains(&r.value), "{r:?}");
+        }
+    }
     let st = s.get_json("/api/v1/devices/dl1");
+    assert_eq!(st["details"]["extra"]["inputs"][5], "line_pressure", "{st}");
     assert_eq!(
         st["details"]["extra"]["uplink"]["protocol"], "https",
         "{st}"

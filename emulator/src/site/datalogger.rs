@@ -59,6 +59,10 @@ pub enum InputKind {
     Digital,
     /// An SDI-12 sensor on the logger's SDI-12 line.
     Sdi12,
+    /// A Modbus RTU transmitter on the logger's RS-485 line.
+    Rs485,
+    /// An ASCII transmitter on the logger's RS-232 port.
+    Rs232,
 }
 
 /// What an input measures (chooses its seeded physics).
@@ -100,6 +104,9 @@ pub struct InputConfig {
     /// SDI-12 inputs: the sensor's address (`0`-`9`, `a`-`z`, `A`-`Z`).
     #[serde(default)]
     pub address: Option<char>,
+    /// RS-485 inputs: the transmitter's Modbus unit id (1-247, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<u8>,
     /// Transmit by exception when the value crosses this threshold upwards.
     #[serde(default)]
     pub threshold: Option<f64>,
@@ -231,6 +238,7 @@ fn input(name: &str, kind: InputKind, quantity: Quantity) -> InputConfig {
         sample_s: default_sample_s(),
         pulse_weight: None,
         address: None,
+        unit: None,
         threshold: None,
     }
 }
@@ -380,6 +388,8 @@ impl DataLoggerConfig {
         }
         let mut names = std::collections::BTreeSet::new();
         let mut addresses = std::collections::BTreeSet::new();
+        let mut units = std::collections::BTreeSet::new();
+        let mut rs232 = 0;
         for (i, inp) in self.input.iter().enumerate() {
             let f = |name: &str| format!("{at}.input[{i}].{name}");
             check_name(&f("name"), &inp.name)?;
@@ -445,6 +455,36 @@ impl DataLoggerConfig {
                 }
                 _ => {}
             }
+            match (inp.kind, inp.unit) {
+                (InputKind::Rs485, u) => {
+                    let u = u.unwrap_or(1);
+                    if !(1..=247).contains(&u) {
+                        return Err(invalid(
+                            f("unit"),
+                            format!("{u} is not a Modbus unit id; use 1 to 247"),
+                        ));
+                    }
+                    if !units.insert(u) {
+                        return Err(invalid(
+                            f("unit"),
+                            format!("Modbus unit {u} is used twice on the RS-485 line"),
+                        ));
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(invalid(f("unit"), "only rs485 inputs take a unit"));
+                }
+                _ => {}
+            }
+            if inp.kind == InputKind::Rs232 {
+                rs232 += 1;
+                if rs232 > 1 {
+                    return Err(invalid(
+                        f("kind"),
+                        "the logger has one RS-232 port: at most one rs232 input",
+                    ));
+                }
+            }
             if let Some(t) = inp.threshold {
                 range(f("threshold"), t, -1e9, 1e9, "")?;
             }
@@ -490,6 +530,31 @@ mod tests {
         c.input[2].pulse_weight = None;
         let e = c.validate("d").unwrap_err().to_string();
         assert!(e.contains("input[2].pulse_weight"), "{e}");
+        let mut c = DataLoggerConfig::default();
+        c.input[0].unit = Some(3);
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(
+            e.contains("input[0].unit") && e.contains("only rs485"),
+            "{e}"
+        );
+        c.input[0].kind = InputKind::Rs485;
+        c.input[1].kind = InputKind::Rs485;
+        c.input[1].unit = Some(3);
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(e.contains("input[1].unit") && e.contains("twice"), "{e}");
+        c.input[1].unit = Some(248);
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(e.contains("1 to 247"), "{e}");
+        c.input[1].unit = None;
+        c.validate("d").unwrap();
+        c.input[0].kind = InputKind::Rs232;
+        c.input[0].unit = None;
+        c.input[1].kind = InputKind::Rs232;
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(
+            e.contains("input[1].kind") && e.contains("one RS-232"),
+            "{e}"
+        );
         let mut c = DataLoggerConfig::default();
         c.input[4].address = Some('!');
         let e = c.validate("d").unwrap_err().to_string();

@@ -28,6 +28,7 @@ pub mod ota;
 pub mod payload;
 pub mod sdi12;
 pub mod sensors;
+pub mod serial;
 pub mod store;
 pub mod uplink;
 pub mod usb;
