@@ -161,9 +161,11 @@ impl DataLogger {
         let samples = ctx.counter("samples");
         loop {
             {
+                let baud = ctx.nv.get(BAUD_KEY).ok().flatten().unwrap_or(9600);
                 let wiring = lock(&self.wiring);
                 for (inp, w) in bank.inputs.iter_mut().zip(wiring.iter()) {
                     inp.wiring = *w;
+                    inp.baud = baud;
                 }
             }
             let (due, exception) = bank.due(ctx.clock.now());

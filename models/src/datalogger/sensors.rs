@@ -195,6 +195,8 @@ pub struct Input {
     pub config: InputConfig,
     pub process: Process,
     pub wiring: Wiring,
+    /// Baud rate the logger's serial ports run at (set over USB).
+    pub baud: u32,
     period: Duration,
     next: Duration,
     /// Pulse inputs: pulses counted, and the process volume when counting resumed.
@@ -282,7 +284,7 @@ impl Input {
                     .rs485
                     .get_or_insert_with(|| serial::ModbusSensor::new(unit));
                 sensor.reading = self.process.value(t) as f32;
-                sensor.connected = !broken;
+                sensor.connected = !broken && self.baud == serial::SENSOR_BAUD;
                 match serial::modbus_measure(sensor, unit) {
                     Some(v) => (Status::Ok, v, v),
                     None => (Status::NoResponse, f64::NAN, f64::NAN),
@@ -291,7 +293,7 @@ impl Input {
             InputKind::Rs232 => {
                 let sensor = self.rs232.get_or_insert_with(serial::AsciiSensor::new);
                 sensor.reading = self.process.value(t);
-                sensor.connected = !broken;
+                sensor.connected = !broken && self.baud == serial::SENSOR_BAUD;
                 match serial::ascii_measure(sensor) {
                     Some(v) => (Status::Ok, v, v),
                     None => (Status::NoResponse, f64::NAN, f64::NAN),
@@ -326,6 +328,7 @@ impl Bank {
                     config: c.clone(),
                     process: Process::new(c.quantity, seed, 0xD17A + i as u64),
                     wiring: Wiring::Sound,
+                    baud: serial::SENSOR_BAUD,
                     period,
                     next: now,
                     pulses: pulses.get(i).copied().unwrap_or(0),
@@ -458,6 +461,18 @@ mod tests {
         b.inputs[0].wiring = Wiring::Broken;
         b.inputs[1].wiring = Wiring::Broken;
         let (s, _) = b.due(Duration::from_secs(7260));
+        assert!(
+            s.iter()
+                .filter(|x| x.input < 2)
+                .all(|x| x.status == Status::NoResponse)
+        );
+        // Sound wires, but the ports at another baud rate than the
+        // transmitters': nothing readable comes back.
+        b.inputs[0].wiring = Wiring::Sound;
+        b.inputs[1].wiring = Wiring::Sound;
+        b.inputs[0].baud = 4800;
+        b.inputs[1].baud = 19200;
+        let (s, _) = b.due(Duration::from_secs(7320));
         assert!(
             s.iter()
                 .filter(|x| x.input < 2)

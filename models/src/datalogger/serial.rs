@@ -17,10 +17,15 @@
 //!   every byte before `*` in two upper-case hex digits; `I` CR answers its
 //!   identification; anything else `ERR` CR LF. The logger accepts an
 //!   answer only if its checksum matches.
-//! - An unpowered or disconnected sensor answers nothing: the sample is
-//!   `no_response`. Every parser here is total (proptest).
+//! - Both transmitters run at [`SENSOR_BAUD`], 8N1; with the logger's
+//!   ports at another rate (USB `baud set`) nothing readable comes back.
+//!   An unpowered, disconnected or mismatched sensor answers nothing: the
+//!   sample is `no_response`. Every parser here is total (proptest).
 
 use crate::proto::modbus::{Exception, Request, Response, encode, rtu};
+
+/// Baud rate of the serial transmitters ([NF]).
+pub const SENSOR_BAUD: u32 = 9600;
 
 /// A Modbus RTU transmitter on the RS-485 line.
 #[derive(Debug, Clone)]
