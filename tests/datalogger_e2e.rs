@@ -608,6 +608,15 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
         firmware()
     );
     no_gap_no_duplicate(&received(&sub));
+    // A factory reset erases the ring, not the installed firmware.
+    command(&s, r#"{"command":"factory_reset","device":"dl1"}"#);
+    wait_or_show(
+        "the logger back from its factory reset",
+        Duration::from_secs(30),
+        || starts() == booted + 2,
+        || device().to_string(),
+    );
+    assert_eq!(firmware()["version"], "001.001.000");
     drop(broker);
 }
 

@@ -644,6 +644,12 @@ impl Device for DataLogger {
         "DataLogger"
     }
 
+    fn survives_factory_reset(&self) -> &'static [&'static str] {
+        // The installed firmware stays: a factory reset erases settings and
+        // records, it does not revert the firmware.
+        &[crate::security::firmware::IMAGE_KEY]
+    }
+
     fn credentials(&self) -> Vec<Credential> {
         vec![
             Credential {
