@@ -528,8 +528,8 @@ impl Recorder {
         if a.chars().next()? != addr || rest.len() != 4 {
             return None;
         }
-        let ttt: u64 = rest[..3].parse().ok()?;
-        let n: usize = rest[3..].parse().ok()?;
+        let ttt: u64 = rest.get(..3)?.parse().ok()?;
+        let n: usize = rest.get(3..)?.parse().ok()?;
         let mut t = now;
         if ttt > 0 {
             t = sensor.ready_at()?;

@@ -154,7 +154,7 @@ pub fn parse(line: &[u8]) -> Result<Cmd, Refusal> {
         ("at", []) => Ok(Cmd::At("AT".into())),
         ("at", r) => {
             let cmd = r.join(" ");
-            if cmd.len() >= 2 && cmd[..2].eq_ignore_ascii_case("at") {
+            if cmd.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("at")) {
                 Ok(Cmd::At(cmd))
             } else {
                 Err(refuse(format!("{cmd:?} is not an AT command (AT...)")))
