@@ -9,6 +9,7 @@ mod datalogger;
 mod firmware;
 mod lab;
 mod report;
+mod scenario;
 mod tap;
 
 use std::net::SocketAddr;
@@ -55,6 +56,21 @@ enum Cmd {
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
     },
+    /// Send any control command (JSON, docs/control-api.md) to a running
+    /// site and print its JSON answer; `-` reads the JSON from stdin.
+    Command {
+        json: String,
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
+    /// Run an attack (JSON with a `kind`, docs/control-api.md) from
+    /// Workstation FROM of a running site and print what it observed.
+    Attack {
+        from: String,
+        json: String,
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
     /// Show or change the virtual clock of a running site.
     Clock {
         /// Jump forward this many virtual seconds.
@@ -81,6 +97,11 @@ enum Cmd {
     Lab {
         #[command(subcommand)]
         command: lab::LabCmd,
+    },
+    /// Run, list and check scenarios (docs/scenarios.md).
+    Scenario {
+        #[command(subcommand)]
+        command: scenario::ScenarioCmd,
     },
     /// Data Logger tools (docs/datalogger.md).
     Datalogger {
@@ -171,6 +192,8 @@ fn main() -> ExitCode {
         Cmd::Firmware { command } => firmware::run(command),
         Cmd::Tui { api } => fieldtwin_tui::run(api),
         Cmd::Devices { api } => client::devices(api),
+        Cmd::Command { json, api } => client::command(api, &json),
+        Cmd::Attack { from, json, api } => client::attack(api, from, &json),
         Cmd::Power {
             device,
             action,
@@ -196,6 +219,11 @@ fn main() -> ExitCode {
         Cmd::Lab { command } => match lab::run(command) {
             Ok(0) => Ok(()),
             Ok(code) => return ExitCode::from(code.clamp(1, 255) as u8),
+            Err(e) => Err(e),
+        },
+        Cmd::Scenario { command } => match scenario::run(command) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },
         Cmd::Datalogger {

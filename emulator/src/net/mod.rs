@@ -96,4 +96,17 @@ pub trait Stack: Send + Sync + 'static {
     /// sends anything (no ARP, no ping). The runtime calls this at power
     /// changes; kernel-socket backends have nothing to do.
     fn set_powered(&self, _on: bool) {}
+    /// The interface's MAC address (TAP mode; `None` for kernel sockets).
+    fn mac(&self) -> Option<[u8; 6]> {
+        None
+    }
+    /// Puts a raw Ethernet frame on the wire as it is (replay attacks).
+    /// Only TAP-mode interfaces have a wire; the host backend refuses.
+    fn send_frame(&self, frame: Vec<u8>) -> io::Result<()> {
+        let _ = frame;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "raw Ethernet frames need TAP mode (in host mode an interface is a kernel socket on loopback)",
+        ))
+    }
 }

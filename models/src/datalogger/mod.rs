@@ -168,7 +168,25 @@ impl DataLogger {
                     inp.baud = baud;
                 }
             }
-            let (due, exception) = bank.due(ctx.clock.now());
+            let now = ctx.clock.now();
+            // After a clock jump longer than the ring holds, only the samples
+            // it can keep are taken; the others are counted as overwritten.
+            let capacity = lock(&ring).capacity();
+            let skipped = bank.skip_backlog(now, capacity);
+            if skipped > 0 {
+                let result = lock(&ring).skip(skipped);
+                match result {
+                    Ok(()) => ctx.emit(
+                        "store",
+                        format!(
+                            "{skipped} samples of a clock jump did not fit the store (overwritten)"
+                        ),
+                    ),
+                    Err(e) => ctx.emit("store", format!("writing the ring counters failed: {e}")),
+                }
+                samples.add(skipped);
+            }
+            let (due, exception) = bank.due(now);
             if !due.is_empty() {
                 let mut records: Vec<Record> = due
                     .iter()

@@ -16,7 +16,8 @@
 //!   over 0..10 V (saturating at 10.5 V; a broken wire reads 0 V).
 //! - [`Bank`] holds every input's runtime state and yields [`Sample`]s for
 //!   every deadline that has passed (`due(now)`), so a clock jump produces
-//!   every sample of the jumped-over period with its own time.
+//!   every sample of the jumped-over period with its own time — bounded by
+//!   [`Bank::skip_backlog`] to what the store can keep.
 
 use std::f64::consts::PI;
 use std::time::Duration;
@@ -348,6 +349,30 @@ impl Bank {
         self.inputs.iter().map(|i| i.next).min()
     }
 
+    /// Moves every input's next sample forward so that at most `keep` of its
+    /// samples are due at `now`; returns how many samples were passed over
+    /// (the oldest ones of a backlog longer than the store holds). Their
+    /// values are never computed; counters (pulses) still count them, since
+    /// they follow the process's volume, not the samples.
+    pub fn skip_backlog(&mut self, now: Duration, keep: u64) -> u64 {
+        let mut skipped = 0;
+        for inp in &mut self.inputs {
+            if inp.next > now || inp.period.is_zero() {
+                continue;
+            }
+            let due =
+                ((now - inp.next).as_secs_f64() / inp.period.as_secs_f64()).floor() as u64 + 1;
+            if due > keep {
+                let n = due - keep;
+                inp.next += inp
+                    .period
+                    .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+                skipped += n;
+            }
+        }
+        skipped
+    }
+
     /// Every sample due at or before `now`, in time order; also whether a
     /// threshold was crossed upwards (transmission by exception).
     pub fn due(&mut self, now: Duration) -> (Vec<Sample>, bool) {
@@ -423,6 +448,27 @@ mod tests {
         let level = s.iter().find(|x| x.input == 0).unwrap();
         assert_eq!(level.status, Status::Ok);
         assert!((1.0..4.0).contains(&level.value), "{level:?}");
+    }
+
+    #[test]
+    fn a_backlog_longer_than_the_store_is_skipped_to_its_last_samples() {
+        let mut cfg = default_inputs();
+        cfg[0].sample_s = 10.0;
+        let mut b = Bank::new(&cfg, 7, Duration::ZERO, &[]);
+        let year = Duration::from_secs(365 * 86_400);
+        let skipped = b.skip_backlog(year, 100);
+        let (s, _) = b.due(year);
+        // Each input keeps exactly its last 100 samples, ending at `year`.
+        for i in 0..cfg.len() as u8 {
+            let mine: Vec<_> = s.iter().filter(|x| x.input == i).collect();
+            assert_eq!(mine.len(), 100, "input {i}");
+            assert_eq!(mine.last().unwrap().at, year, "input {i}");
+        }
+        let period_samples = |p: f64| (year.as_secs_f64() / p) as u64 + 1;
+        let total: u64 = cfg.iter().map(|c| period_samples(c.sample_s)).sum();
+        assert_eq!(skipped + s.len() as u64, total);
+        // Nothing more is skipped once caught up.
+        assert_eq!(b.skip_backlog(year, 100), 0);
     }
 
     #[test]

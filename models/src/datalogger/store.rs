@@ -9,14 +9,16 @@
 //! - The ring has `capacity` slots in NV memory (key `dl/ring/N`, slot =
 //!   seq mod capacity) and two counters: `dl/head` (the next sequence number
 //!   to write) and `dl/sent` (the first sequence number the broker has not
-//!   acknowledged). Every write is flushed before it returns (the NV store's
-//!   contract), slots before the counter that makes them visible, so a power
-//!   cut at any moment loses at most the record being written and never
+//!   acknowledged). An append writes its slots and the counters in one
+//!   atomic batch, flushed before it returns ([`Nv::put_batch`]), so a power
+//!   cut at any moment keeps either the whole append or none of it and never
 //!   reuses a sequence number.
 //! - Overflow: when `head - sent` would exceed the capacity, the oldest
 //!   unsent record is overwritten and `sent` moves past it; the number of
 //!   records lost that way is counted in `dl/overwritten`, and the server
-//!   sees the gap in the sequence numbers.
+//!   sees the gap in the sequence numbers. Samples the ring could not have
+//!   kept anyway (a clock jump longer than the ring holds) are not computed:
+//!   [`Ring::skip`] counts them the same way.
 //! - Only this module's public API and `Nv`'s public API are used.
 
 use fieldtwin_emulator::storage::{Nv, StorageError};
@@ -27,6 +29,11 @@ pub const RECORD_LEN: usize = 20;
 const HEAD: &str = "dl/head";
 const SENT: &str = "dl/sent";
 const OVERWRITTEN: &str = "dl/overwritten";
+
+/// A counter as the NV store keeps it (JSON, as [`Nv::put`] writes it).
+fn json(n: u64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
 
 fn slot_key(slot: u64) -> String {
     format!("dl/ring/{slot}")
@@ -146,28 +153,63 @@ impl Ring {
     }
 
     /// Appends records (their `seq` is assigned here); returns the first seq.
+    /// The slots and the counters are written in one atomic batch: after a
+    /// power cut either every record of the call is stored and counted, or
+    /// none is.
     pub fn append(&mut self, records: &mut [Record]) -> Result<u64, StorageError> {
         let first = self.head;
         if records.is_empty() {
             return Ok(first);
         }
-        let mut overflow = false;
-        for r in records.iter_mut() {
-            r.seq = self.head as u32;
-            self.nv
-                .put_raw(&slot_key(self.head % self.capacity), &r.encode())?;
-            self.head += 1;
-            if self.head - self.sent > self.capacity {
-                self.sent = self.head - self.capacity;
-                self.overwritten += 1;
-                overflow = true;
+        let (mut head, mut sent, mut overwritten) = (self.head, self.sent, self.overwritten);
+        // A call of more records than the ring holds stores only the last
+        // `capacity` of them (the others would be overwritten at once).
+        let skip = (records.len() as u64).saturating_sub(self.capacity) as usize;
+        let mut slots: Vec<(String, [u8; RECORD_LEN])> = Vec::new();
+        for (i, r) in records.iter_mut().enumerate() {
+            r.seq = head as u32;
+            if i >= skip {
+                slots.push((slot_key(head % self.capacity), r.encode()));
+            }
+            head += 1;
+            if head - sent > self.capacity {
+                sent = head - self.capacity;
+                overwritten += 1;
             }
         }
-        self.nv.put(HEAD, &self.head)?;
-        if overflow {
-            self.save_sent()?;
-        }
+        let counters = [
+            (HEAD, json(head)),
+            (SENT, json(sent)),
+            (OVERWRITTEN, json(overwritten)),
+        ];
+        let mut entries: Vec<(&str, &[u8])> =
+            slots.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+        entries.extend(counters.iter().map(|(k, v)| (*k, v.as_slice())));
+        self.nv.put_batch(&entries)?;
+        (self.head, self.sent, self.overwritten) = (head, sent, overwritten);
         Ok(first)
+    }
+
+    /// Counts `n` samples the logger took but the ring could not keep (a
+    /// clock jump longer than the ring holds): their sequence numbers are
+    /// used and they count as overwritten, as if appended and overwritten.
+    pub fn skip(&mut self, n: u64) -> Result<(), StorageError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let head = self.head + n;
+        let sent = self.sent.max(head.saturating_sub(self.capacity));
+        let overwritten = self.overwritten + (sent - self.sent);
+        let counters = [
+            (HEAD, json(head)),
+            (SENT, json(sent)),
+            (OVERWRITTEN, json(overwritten)),
+        ];
+        let entries: Vec<(&str, &[u8])> =
+            counters.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        self.nv.put_batch(&entries)?;
+        (self.head, self.sent, self.overwritten) = (head, sent, overwritten);
+        Ok(())
     }
 
     /// Up to `max` unsent records, oldest first.
@@ -268,6 +310,30 @@ mod tests {
         // Acknowledging beyond the head is clamped.
         ring.acknowledge(1000).unwrap();
         assert_eq!(ring.pending(), 0);
+    }
+
+    #[test]
+    fn skipped_samples_use_their_sequence_numbers_and_count_as_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(Some(dir.path())).unwrap();
+            let mut ring = Ring::open(store.device("dl1").unwrap(), 16).unwrap();
+            ring.append(&mut [rec(0), rec(1), rec(2)]).unwrap();
+            ring.acknowledge(1).unwrap();
+            // A jump of 1000 samples the ring could not keep, then its last 16.
+            ring.skip(1000).unwrap();
+            let mut last: Vec<Record> = (0..16).map(rec).collect();
+            assert_eq!(ring.append(&mut last).unwrap(), 1003);
+        }
+        let store = Store::open(Some(dir.path())).unwrap();
+        let ring = Ring::open(store.device("dl1").unwrap(), 16).unwrap();
+        assert_eq!(ring.head(), 1019);
+        assert_eq!(ring.sent(), 1003);
+        // 2 unsent records and the 1000 skipped ones are lost, all counted.
+        assert_eq!(ring.overwritten(), 1002);
+        let un = ring.unsent(100).unwrap();
+        assert_eq!(un.len(), 16);
+        assert_eq!(un[0].seq, 1003);
     }
 
     proptest! {
