@@ -692,16 +692,17 @@ fn broker_and_subscriber(dir: &Path, port: u16, listener: &str, ns: Option<&str>
 
 /// A TLS 1.2 HTTPS server (Python's http.server and ssl) that takes POSTs
 /// with the right Basic credentials on /api/telemetry, prints the peer,
-/// the TLS version and suite, then the body in hex, and answers 204.
+/// the TLS version and suite, then the body in hex, and answers 204; while
+/// the file `refuse` exists it answers 401 to everything.
 const HTTPS_SERVER: &str = r#"
-import base64, http.server, ssl, sys
-port, crt, key, want = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+import base64, http.server, os, ssl, sys
+port, crt, key, want, refuse = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         auth = self.headers.get("Authorization", "")
-        if self.path != "/api/telemetry" or auth != "Basic " + base64.b64encode(want.encode()).decode():
+        if os.path.exists(refuse) or self.path != "/api/telemetry" or auth != "Basic " + base64.b64encode(want.encode()).decode():
             print("REFUSED", self.path, auth, flush=True)
             self.send_response(401)
             self.send_header("Content-Length", "0")
@@ -741,6 +742,7 @@ fn https_uplink_posts_every_record_once() {
         dir.path().join("server.crt").to_str().unwrap(),
         dir.path().join("server.key").to_str().unwrap(),
         "dl1:dl1-secret",
+        dir.path().join("refuse").to_str().unwrap(),
     ]));
     wait_or_show(
         "the HTTPS server",
@@ -774,6 +776,29 @@ fn https_uplink_posts_every_record_once() {
     );
     let log = server.text();
     assert!(!log.contains("REFUSED"), "{log}");
+    // The server refuses for a while: the session fails with the status,
+    // the records wait and arrive afterwards, once each.
+    std::fs::write(dir.path().join("refuse"), "").unwrap();
+    let last_session = || {
+        s.get_json("/api/v1/devices/dl1")["details"]["extra"]["uplink"]["last_session"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    wait_or_show(
+        "a refused session",
+        Duration::from_secs(30),
+        || last_session().contains("the server answered HTTP 401 Unauthorized"),
+        || format!("{}\n{}", server.text(), last_session()),
+    );
+    let before = received(&server).len();
+    std::fs::remove_file(dir.path().join("refuse")).unwrap();
+    wait_or_show(
+        "records after the refusal",
+        Duration::from_secs(60),
+        || received(&server).len() >= before + 14,
+        || format!("{}\n{}", server.text(), last_session()),
+    );
     let posts: Vec<&str> = log.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert!(!posts.is_empty(), "{log}");
     for p in &posts {
