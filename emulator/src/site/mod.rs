@@ -15,8 +15,8 @@ mod install_code;
 mod matrix;
 
 pub use datalogger::{
-    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, default_inputs,
-    default_range,
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
+    default_inputs, default_range,
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 

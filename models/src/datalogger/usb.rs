@@ -154,7 +154,7 @@ pub fn parse(line: &[u8]) -> Result<Cmd, Refusal> {
         ("at", []) => Ok(Cmd::At("AT".into())),
         ("at", r) => {
             let cmd = r.join(" ");
-            if cmd.len() >= 2 && cmd[..2].eq_ignore_ascii_case("at") {
+            if cmd.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("at")) {
                 Ok(Cmd::At(cmd))
             } else {
                 Err(refuse(format!("{cmd:?} is not an AT command (AT...)")))
@@ -182,7 +182,7 @@ pub struct Snapshot {
     pub baud: u32,
     pub health: &'static str,
     pub unsent: u64,
-    pub firmware: &'static str,
+    pub firmware: String,
 }
 
 /// One trace line (real-time only).
@@ -281,7 +281,7 @@ mod tests {
             baud: 9600,
             health: "ok",
             unsent: 0,
-            firmware: "1.0",
+            firmware: "001.000.000".into(),
         };
         assert_eq!(at_answer("AT+CSQ", &s), "+CSQ: 14,99\r\nOK");
         assert!(at_answer("at+cgdcont?", &s).contains("fieldtwin.iot"));
