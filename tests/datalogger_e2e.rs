@@ -524,7 +524,7 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
             "1",
             "-r",
             "-t",
-            "fieldtwin/dl1/firmware",
+            "telemetry/dl1/firmware",
             "-f",
             file.to_str().unwrap(),
         ]);
@@ -536,7 +536,7 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     };
     // The logger's retained report on the status topic.
     let report = || -> serde_json::Value {
-        let args = broker_args(&["-t", "fieldtwin/dl1/firmware/status", "-C", "1", "-W", "3"]);
+        let args = broker_args(&["-t", "telemetry/dl1/firmware/status", "-C", "1", "-W", "3"]);
         let out = tool(
             "mosquitto_sub",
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -680,7 +680,7 @@ fn broker_and_subscriber(dir: &Path, port: u16, listener: &str, ns: Option<&str>
         "-q",
         "1",
         "-t",
-        "fieldtwin/dl1/records",
+        "telemetry/dl1/records",
         "-F",
         "%x",
     ]));
@@ -1041,7 +1041,7 @@ impl Console {
 
 fn usb_checks(s: &RunningSite, usb: &Path) {
     let mut c = Console::open(usb);
-    assert!(c.ask(b"apn").contains("APN fieldtwin.iot"));
+    assert!(c.ask(b"apn").contains("APN internet"));
     let r = c.ask(b"apn set iot.example.net");
     assert!(r.contains("APN iot.example.net") && r.contains("OK"), "{r}");
     let apn = || s.get_json("/api/v1/devices/dl1")["details"]["extra"]["modem"]["apn"].clone();

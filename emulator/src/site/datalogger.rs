@@ -210,7 +210,7 @@ fn default_https_path() -> String {
     "/telemetry".into()
 }
 fn default_topic_prefix() -> String {
-    "fieldtwin".into()
+    "telemetry".into()
 }
 fn default_transmit_s() -> f64 {
     900.0
@@ -222,7 +222,7 @@ fn default_store_records() -> u32 {
     20_000
 }
 fn default_apn() -> String {
-    "fieldtwin.iot".into()
+    "internet".into()
 }
 fn default_signal_dbm() -> f64 {
     -85.0

@@ -180,7 +180,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let body = payload::encode(sess.device_id, &batch);
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fieldtwin-datalogger\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: DataLogger/001.000.000\r\n\
              Authorization: Basic {auth}\r\nContent-Type: application/octet-stream\r\n\
              Content-Length: {}\r\n\r\n",
             body.len()

@@ -631,7 +631,7 @@ mod tests {
     #[test]
     fn framer_skips_a_publish_above_the_limit() {
         let big = Packet::Publish {
-            topic: "fieldtwin/dl1/firmware".into(),
+            topic: "telemetry/dl1/firmware".into(),
             id: Some(3),
             dup: false,
             retain: true,

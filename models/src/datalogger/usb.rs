@@ -211,7 +211,7 @@ pub fn at_answer(cmd: &str, s: &Snapshot) -> String {
         .map_or(99, |r| ((r + 113.0) / 2.0).clamp(0.0, 31.0) as u32);
     match up.as_str() {
         "AT" => "OK".into(),
-        "ATI" => "fieldtwin cellular modem\r\nRevision: FT-MODEM 1.0\r\nOK".into(),
+        "ATI" => "LTE-M cellular module\r\nRevision: 01.000.000\r\nOK".into(),
         "AT+CSQ" => format!("+CSQ: {csq},99\r\nOK"),
         "AT+CREG?" => format!("+CREG: 0,{}\r\nOK", if s.attached { 1 } else { 2 }),
         "AT+COPS?" => {
@@ -277,14 +277,14 @@ mod tests {
             rssi_dbm: Some(-85.0),
             technology: "4G".into(),
             attached: true,
-            apn: "fieldtwin.iot".into(),
+            apn: "internet".into(),
             baud: 9600,
             health: "ok",
             unsent: 0,
             firmware: "001.000.000".into(),
         };
         assert_eq!(at_answer("AT+CSQ", &s), "+CSQ: 14,99\r\nOK");
-        assert!(at_answer("at+cgdcont?", &s).contains("fieldtwin.iot"));
+        assert!(at_answer("at+cgdcont?", &s).contains("internet"));
         assert_eq!(at_answer("AT+CFUN=0", &s), "ERROR");
     }
 
