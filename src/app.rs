@@ -3,7 +3,9 @@
 //!
 //! Contract: `run` powers on every device the site marks powered, prints the
 //! device table, serves the control API until Ctrl-C or SIGTERM, then powers
-//! every device off (RTC backups saved) and flushes the state before exiting.
+//! every device off (RTC backups saved), saves the site clock and flushes the
+//! state before exiting. With `--state DIR` site time resumes where the last
+//! run stopped (`--start` chooses another, later start).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,12 +15,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use fieldtwin_emulator::clock::Clock;
+use fieldtwin_emulator::clock::{Clock, Start};
 use fieldtwin_emulator::control::{self, EventBus};
-use fieldtwin_emulator::device::{DeviceSetup, Runtime};
+use fieldtwin_emulator::device::{DeviceSetup, Provisioner, Runtime};
 use fieldtwin_emulator::net::Stack;
 use fieldtwin_emulator::net::host::{self, HostStack};
-use fieldtwin_emulator::site::Site;
+use fieldtwin_emulator::site::{Site, device_seed};
 use fieldtwin_emulator::storage::Store;
 
 /// Default address of the control API.
@@ -43,6 +45,13 @@ pub struct RunOptions {
     /// avoids cross-thread wake-ups (docs/performance.md).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where site time starts: `resume` (default) continues the clock saved
+    /// in the --state directory (or starts at the site file's `start`, else
+    /// the host's time, when there is none); `now` starts at the host's time;
+    /// an RFC 3339 time (2027-01-01T00:00:00Z) starts there. With a saved
+    /// clock a start may not be earlier than where it stopped.
+    #[arg(long, default_value = "resume")]
+    start: Start,
     /// Speed of virtual time (1 = real time, up to 1000000).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -66,13 +75,6 @@ fn load_site(file: Option<&Path>) -> anyhow::Result<Site> {
     })
 }
 
-/// Per-device seed: stable for a site seed and a device id.
-fn device_seed(site_seed: u64, id: &str) -> u64 {
-    id.bytes().fold(site_seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
 /// Builds the runtime of `site`: host mode, or TAP mode on the switch fabric
 /// `net` (call inside a tokio runtime).
 pub fn build_runtime(
@@ -81,7 +83,14 @@ pub fn build_runtime(
     store: Store,
     net: Option<&std::sync::Arc<fieldtwin_emulator::net::switch::Network>>,
 ) -> anyhow::Result<Runtime> {
-    let retention = Duration::from_secs_f64(site.site.rtc_retention_days * 86_400.0);
+    let retention =
+        Duration::try_from_secs_f64(site.site.rtc_retention_days * 86_400.0).map_err(|_| {
+            anyhow::anyhow!(
+                "site.rtc_retention_days: {} is not a number of days from 0 to {}",
+                site.site.rtc_retention_days,
+                fieldtwin_emulator::site::MAX_RTC_RETENTION_DAYS
+            )
+        })?;
     let mut rt = Runtime::new(clock, store, EventBus::new(), retention);
     let mut taken: BTreeMap<std::net::Ipv4Addr, &str> = BTreeMap::new();
     for dev in &site.devices {
@@ -129,6 +138,10 @@ pub fn build_runtime(
     if let Some(net) = net {
         rt.set_network(net.clone());
     }
+    rt.set_provisioner(Provisioner {
+        site: site.clone(),
+        build: Arc::new(fieldtwin_models::build),
+    });
     Ok(rt)
 }
 
@@ -147,9 +160,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let epoch = site.site.start.unwrap_or_else(chrono::Utc::now);
-        let clock = Clock::start(epoch, opts.speed)?;
         let store = Store::open(opts.state.as_deref())?;
+        let saved = store.saved_clock();
+        let start = fieldtwin_emulator::clock::starting_clock(
+            opts.start,
+            site.site.start,
+            saved,
+            chrono::Utc::now(),
+        )?;
+        let clock = Clock::resume(start, opts.speed)?;
         let net = crate::tap::setup(&site, &opts.net)?;
         let rt = Arc::new(build_runtime(&site, clock, store, net.as_ref().map(|n| &n.network))?);
         let api = tokio::net::TcpListener::bind(opts.api)
@@ -170,6 +189,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mode = net.as_ref().map_or_else(|| "host mode".to_string(), |n| n.describe());
         println!("fieldtwin: site {:?}, {mode}, {} devices", site.site.name, site.devices.len());
         print!("{}", crate::report::table(&rt.statuses()));
+        let site_time = start.site_time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match saved {
+            Some(s) if s == start => println!("site time: {site_time}, resumed from the state"),
+            Some(s) => println!(
+                "site time: {site_time}; the state stopped at {} (the site was off in between)",
+                s.site_time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => println!("site time: {site_time}"),
+        }
         println!("control API: http://{}/api/v1/devices", api.local_addr()?);
         match opts.state.as_deref() {
             Some(dir) => println!("state: {}", dir.display()),
@@ -188,27 +216,50 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             // The dashboard is a client of the API like any other.
             let addr = api.local_addr()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = axum::serve(api, routes).with_graceful_shutdown(
-                async move {
-                    tokio::select! {
-                        _ = shutdown_signal() => {}
-                        _ = stopped => {}
-                    }
-                },
-            );
-            let server = tokio::spawn(server.into_future());
+            let server = tokio::spawn(serve_api(api, routes, async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = stopped => {}
+                }
+            }));
             let dashboard = tokio::task::spawn_blocking(move || fieldtwin_tui::run(addr)).await;
             let _ = stop.send(());
-            server.await?.context("control API failed")?;
+            server.await??;
             dashboard??;
         } else {
-            let server = axum::serve(api, routes).with_graceful_shutdown(shutdown_signal());
-            server.await.context("control API failed")?;
+            serve_api(api, routes, shutdown_signal()).await?;
         }
         println!("fieldtwin: shutting down");
         rt.shutdown().await?;
         anyhow::Ok(())
     })
+}
+
+/// How long the control API waits, once asked to stop, for its clients to
+/// hang up. Event streams (a dashboard, `curl -N`) never do on their own.
+const API_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves the control API until `stop` completes, then lets requests in
+/// flight finish for at most [`API_GRACE`] and closes whatever is left
+/// (open event streams), so a signal always ends the process.
+async fn serve_api(
+    api: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(api, router).with_graceful_shutdown(async move {
+        stop.await;
+        notify.notify_one();
+    });
+    tokio::select! {
+        r = server.into_future() => r.context("control API failed"),
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(API_GRACE).await;
+        } => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {
@@ -252,14 +303,29 @@ fn labels(site: &Site) -> String {
         .filter(|d| d.model.is_panel_server())
         .map(|d| {
             let label = fieldtwin_models::panel_server::label::Label::of(site, d);
-            format!("#   {}: {}\n", d.id, label.text())
+            let mut text = format!("#   {}: {}\n", d.id, label.text());
+            // The wireless devices' labels: RF-ID and install code.
+            for w in d.panel_server.iter().flat_map(|p| &p.wireless) {
+                let rf_id = w
+                    .rf_id
+                    .as_deref()
+                    .and_then(fieldtwin_emulator::site::parse_rf_id)
+                    .unwrap_or(0);
+                text += &format!(
+                    "#     {}: {}  RF-ID {rf_id:016X}  Install code {}\n",
+                    w.id,
+                    w.model,
+                    w.install_code(site.site.seed).text()
+                );
+            }
+            text
         })
         .collect();
     if lines.is_empty() {
         return String::new();
     }
     format!(
-        "\n# Product labels (the QR code gives the device code, the Wi-Fi access point's default password):\n{}",
+        "\n# Product labels (the QR code gives the device code, the Wi-Fi access point's default password;\n# a wireless device's label gives its RF-ID and the install code that pairs it):\n{}",
         lines.concat()
     )
 }
@@ -274,4 +340,452 @@ pub fn site_check(file: &Path) -> anyhow::Result<()> {
         site.devices.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Issue 16: no value in any field of a site file makes `site check`
+    //! (`Site::parse`) or building the runtime panic; absurd numbers are
+    //! refused naming the field.
+
+    use super::*;
+    use fieldtwin_emulator::site::SiteError;
+    use proptest::prelude::*;
+    use toml::Value;
+
+    /// One step of a path into the TOML tree.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    /// Paths of every leaf of `v` (and of every table and array, which a
+    /// mutation may also replace whole).
+    fn paths(v: &Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+        match v {
+            Value::Table(t) => {
+                for (k, v) in t {
+                    at.push(Step::Key(k.clone()));
+                    out.push(at.clone());
+                    paths(v, at, out);
+                    at.pop();
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    at.push(Step::Index(i));
+                    out.push(at.clone());
+                    paths(v, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn key(k: &str) -> Step {
+        Step::Key(k.to_string())
+    }
+
+    /// Every field of the default site: the fields its serialised form
+    /// has, plus the optional ones it leaves out.
+    fn every_field(base: &Value) -> Vec<Vec<Step>> {
+        let mut out = Vec::new();
+        paths(base, &mut Vec::new(), &mut out);
+        out.push(vec![key("site"), key("start")]);
+        out.push(vec![key("site"), key("rtc_retention_days")]);
+        let devices = base
+            .get("device")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for i in 0..devices {
+            let d = |k: &str| vec![key("device"), Step::Index(i), key(k)];
+            for k in ["serial", "firmware", "profile", "dhcp", "powered"] {
+                out.push(d(k));
+            }
+            out.push(vec![
+                key("device"),
+                Step::Index(i),
+                key("rtc"),
+                key("offset_s"),
+            ]);
+            out.push(vec![
+                key("device"),
+                Step::Index(i),
+                key("rtc"),
+                key("drift_ppm"),
+            ]);
+        }
+        let ps = |k: &str| vec![key("device"), Step::Index(0), key("panel_server"), key(k)];
+        for k in [
+            "pbkdf2_iterations",
+            "serial_pty",
+            "device_code",
+            "eth2_ip",
+            "rstp",
+            "tls13",
+        ] {
+            out.push(ps(k));
+        }
+        for j in 0..5 {
+            let mut p = ps("wireless");
+            p.extend([Step::Index(j), key("unit")]);
+            out.push(p);
+        }
+        for j in 0..2 {
+            for k in [
+                "offset",
+                "pulse_weight",
+                "pulses_per_hour",
+                "input",
+                "polarity",
+            ] {
+                let mut p = ps("digital_input");
+                p.extend([Step::Index(j), key(k)]);
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Sets `path` in `v` to `new` (creating the last key of a table).
+    fn set(v: &mut Value, path: &[Step], new: Value) {
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        let mut cur = v;
+        for s in parents {
+            cur = match (s, cur) {
+                (Step::Key(k), Value::Table(t)) => match t.get_mut(k) {
+                    Some(v) => v,
+                    None => return,
+                },
+                (Step::Index(i), Value::Array(a)) => match a.get_mut(*i) {
+                    Some(v) => v,
+                    None => return,
+                },
+                _ => return,
+            };
+        }
+        match (last, cur) {
+            (Step::Key(k), Value::Table(t)) => {
+                t.insert(k.clone(), new);
+            }
+            (Step::Index(i), Value::Array(a)) if *i < a.len() => a[*i] = new,
+            _ => {}
+        }
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        let ints = prop_oneof![
+            any::<i64>(),
+            Just(0i64),
+            Just(-1),
+            Just(1),
+            Just(255),
+            Just(256),
+            Just(65_535),
+            Just(65_536),
+            Just(i64::from(u32::MAX)),
+            Just(i64::from(u32::MAX) + 1),
+            Just(i64::MAX),
+            Just(i64::MIN),
+        ];
+        let floats = prop_oneof![
+            any::<f64>(),
+            Just(1e300),
+            Just(-1e300),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(1e19),
+            Just(-0.0),
+            Just(5e-324),
+        ];
+        let strings = prop_oneof![
+            "\\PC{0,24}",
+            Just(String::new()),
+            Just("0x".to_string()),
+            Just("10.77.0.999".to_string()),
+            Just("10.77.0.255".to_string()),
+            Just("0.0.0.0/0".to_string()),
+            Just("999.999.999".to_string()),
+            Just("000.000.000".to_string()),
+            Just("ffffffffffffffffff".to_string()),
+        ];
+        let datetimes = (0u16..=9999, 1u8..=12, 1u8..=28, 0u8..=23).prop_filter_map(
+            "a TOML datetime",
+            |(y, m, d, h)| {
+                format!("{y:04}-{m:02}-{d:02}T{h:02}:00:00Z")
+                    .parse::<toml::value::Datetime>()
+                    .ok()
+                    .map(Value::Datetime)
+            },
+        );
+        prop_oneof![
+            3 => ints.prop_map(Value::Integer),
+            3 => floats.prop_map(Value::Float),
+            2 => strings.prop_map(Value::String),
+            1 => any::<bool>().prop_map(Value::Boolean),
+            1 => datetimes,
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            8 => scalar(),
+            1 => proptest::collection::vec(scalar(), 0..3).prop_map(Value::Array),
+            1 => proptest::collection::btree_map("[a-z_]{1,8}", scalar(), 0..3)
+                .prop_map(|m| Value::Table(m.into_iter().collect())),
+        ]
+    }
+
+    /// Builds the runtime of `site` in host mode without powering anything
+    /// (no port is bound), as `run` does before power-on.
+    fn build(site: &Site, tokio: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        tokio.block_on(async {
+            let epoch = site.site.start.unwrap_or_else(chrono::Utc::now);
+            let clock = Clock::start(epoch, 1.0)?;
+            let store = Store::open(None)?;
+            let rt = build_runtime(site, clock, store, None)?;
+            let _ = rt.statuses();
+            let _ = labels(site);
+            anyhow::Ok(())
+        })
+    }
+
+    fn default_value() -> Value {
+        Value::Table(toml::from_str(&Site::default_site().to_toml()).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// One or two fields of the default site take arbitrary TOML
+        /// values: parsing never panics, and a site that passes the check
+        /// builds its runtime without panicking.
+        #[test]
+        fn any_value_in_any_field_never_panics(
+            picks in proptest::collection::vec((any::<prop::sample::Index>(), value()), 1..=2)
+        ) {
+            thread_local! {
+                static TOKIO: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+            }
+            let mut v = default_value();
+            let fields = every_field(&v);
+            for (i, new) in picks {
+                set(&mut v, &fields[i.index(fields.len())], new);
+            }
+            let Ok(text) = toml::to_string(&v) else { return Ok(()) };
+            if let Ok(site) = Site::parse(&text) {
+                TOKIO.with(|t| build(&site, t)).map_err(|e| {
+                    TestCaseError::fail(format!("a checked site does not build: {e:#}\n{text}"))
+                })?;
+            }
+        }
+    }
+
+    /// Values no field of a site should take, or should take carefully.
+    fn absurd_values() -> Vec<Value> {
+        let mut v: Vec<Value> = [
+            0i64,
+            -1,
+            1,
+            255,
+            256,
+            65_536,
+            i64::from(u32::MAX) + 1,
+            i64::MAX,
+            i64::MIN,
+        ]
+        .into_iter()
+        .map(Value::Integer)
+        .collect();
+        v.extend(
+            [
+                0.0,
+                -0.0,
+                -1.0,
+                0.5,
+                1e300,
+                -1e300,
+                1e19,
+                5e-324,
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+            ]
+            .into_iter()
+            .map(Value::Float),
+        );
+        v.extend(
+            [
+                "",
+                "0x",
+                "10.77.0.255",
+                "999.999.999",
+                "../../etc",
+                "\u{0}",
+                "🙂🙂🙂",
+            ]
+            .into_iter()
+            .map(|s| Value::String(s.into())),
+        );
+        v.extend(
+            [
+                "0000-01-01T00:00:00Z",
+                "9999-12-31T23:59:59Z",
+                "2026-01-01T00:00:00",
+            ]
+            .into_iter()
+            .map(|s| Value::Datetime(s.parse().unwrap())),
+        );
+        v.push(Value::Boolean(true));
+        v.push(Value::Array(vec![]));
+        v.push(Value::Table(toml::Table::new()));
+        v
+    }
+
+    /// Every field of the default site at every absurd value, one at a
+    /// time: no panic in the check or in building the runtime.
+    #[test]
+    fn every_field_at_every_absurd_value_never_panics() {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let base = default_value();
+        let fields = every_field(&base);
+        let values = absurd_values();
+        let (mut tried, mut accepted) = (0, 0);
+        for path in &fields {
+            for value in &values {
+                let mut v = base.clone();
+                set(&mut v, path, value.clone());
+                let Ok(text) = toml::to_string(&v) else {
+                    continue;
+                };
+                tried += 1;
+                if let Ok(site) = Site::parse(&text) {
+                    accepted += 1;
+                    if let Err(e) = build(&site, &tokio) {
+                        panic!("{path:?} = {value}: checked but does not build: {e:#}");
+                    }
+                }
+            }
+        }
+        assert!(
+            tried > 5000 && accepted > 100,
+            "{tried} tried, {accepted} accepted"
+        );
+        println!(
+            "{} fields x {} values: {tried} sites checked, {accepted} accepted and built",
+            fields.len(),
+            values.len()
+        );
+    }
+
+    /// The site with `field = value` put into its TOML text at `path`.
+    fn with(path: &[Step], value: Value) -> Result<Site, SiteError> {
+        let mut v = default_value();
+        set(&mut v, path, value);
+        Site::parse(&toml::to_string(&v).unwrap())
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_naming_the_field() {
+        let ps = |k: &str| vec![key("device"), Step::Index(0), key("panel_server"), key(k)];
+        let rtc = |k: &str| vec![key("device"), Step::Index(1), key("rtc"), key(k)];
+        let di = |k: &str| {
+            let mut p = ps("digital_input");
+            p.extend([Step::Index(0), key(k)]);
+            p
+        };
+        let cases: Vec<(Vec<Step>, Value, &str)> = vec![
+            (
+                vec![key("site"), key("rtc_retention_days")],
+                Value::Float(1e300),
+                "site.rtc_retention_days: 1e300 is out of range; allowed 0 to 3650 days",
+            ),
+            (
+                vec![key("site"), key("rtc_retention_days")],
+                Value::Float(-1.0),
+                "site.rtc_retention_days",
+            ),
+            (
+                vec![key("site"), key("start")],
+                Value::Datetime("9999-01-01T00:00:00Z".parse().unwrap()),
+                "site.start",
+            ),
+            (
+                rtc("offset_s"),
+                Value::Float(1e300),
+                "device[1].rtc.offset_s",
+            ),
+            (
+                rtc("offset_s"),
+                Value::Float(-1e12),
+                "device[1].rtc.offset_s",
+            ),
+            (
+                rtc("drift_ppm"),
+                Value::Float(1e6),
+                "device[1].rtc.drift_ppm",
+            ),
+            (
+                ps("pbkdf2_iterations"),
+                Value::Integer(0),
+                "pbkdf2_iterations: 0 is out of range",
+            ),
+            (
+                ps("pbkdf2_iterations"),
+                Value::Integer(i64::from(u32::MAX)),
+                "device[0].panel_server.pbkdf2_iterations",
+            ),
+            (
+                di("pulse_weight"),
+                Value::Float(1e300),
+                "digital_input[0].pulse_weight",
+            ),
+            (
+                di("offset"),
+                Value::Integer(i64::MAX),
+                "digital_input[0].offset",
+            ),
+            (
+                di("pulses_per_hour"),
+                Value::Float(1e300),
+                "digital_input[0].pulses_per_hour",
+            ),
+        ];
+        for (path, value, want) in cases {
+            let err = with(&path, value.clone())
+                .expect_err(&format!("{path:?} = {value} was accepted"))
+                .to_string();
+            assert!(err.contains(want), "{path:?} = {value}: {err}");
+        }
+        // Values out of an integer field's type are named by the parser.
+        let err = with(&ps("pbkdf2_iterations"), Value::Integer(-5))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pbkdf2_iterations"), "{err}");
+        // The largest allowed values still build.
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut v = default_value();
+        set(
+            &mut v,
+            &[key("site"), key("rtc_retention_days")],
+            Value::Float(3650.0),
+        );
+        set(&mut v, &rtc("offset_s"), Value::Float(-1.5e9));
+        let site = Site::parse(&toml::to_string(&v).unwrap()).unwrap();
+        build(&site, &tokio).unwrap();
+    }
 }

@@ -9,11 +9,18 @@
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/responsive` `{"responsive":bool}`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/force`
+//!   `{"register":3028,"force":{"mode":"value","value":1000.0}}`,
 //!   `POST /api/v1/devices/{id}/modbus-service` `{"interface":"eth2","enabled":true}`,
 //!   `POST /api/v1/devices/{id}/digital-inputs/{1|2}` `{"closed":bool,"pulses":N}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
 //!   (server-sent events), `GET /api/v1/links`, `POST /api/v1/links/{device}`
-//!   (a [`LinkFault`]; TAP mode). Every error is a 4xx/5xx with a JSON body
+//!   (a [`LinkFault`]; TAP mode), `POST /api/v1/workstations`
+//!   `{"id","segment","ip"?}`, `POST /api/v1/devices/{id}/attack` (an
+//!   [`Attack`] run from Workstation `id`). A clock command (jump, speed,
+//!   pause) is answered once the new site time is saved in the state.
+//!   Every error is a 4xx/5xx with a JSON body
 //!   `{"error": "..."}` that says what was wrong.
 
 use std::collections::BTreeMap;
@@ -33,8 +40,9 @@ use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::attack::{Attack, AttackReport};
 use crate::clock::{ClockError, ClockStatus};
-use crate::device::{DeviceStatus, FieldAction, Power, Runtime, RuntimeError};
+use crate::device::{DeviceStatus, FieldAction, Force, Power, Runtime, RuntimeError};
 use crate::net::fault::{FaultError, LinkFault};
 
 /// What a power command does.
@@ -111,6 +119,49 @@ pub enum Command {
         device: String,
         interface: String,
         enabled: bool,
+    },
+    // --- Workstations, attacks and field faults (issue 9; docs/control-api.md) ---
+    /// Adds a device of model `Workstation` on `segment` (at `ip`, or the
+    /// first free address from .200) and powers it on.
+    AddWorkstation {
+        id: String,
+        segment: String,
+        #[serde(default)]
+        ip: Option<std::net::Ipv4Addr>,
+    },
+    /// Runs an attack from Workstation `from`; answers an [`AttackReport`].
+    Attack {
+        from: String,
+        attack: Attack,
+    },
+    /// A serial field device behind `device` (or a networked meter, with
+    /// `field` = its own id) hangs: powered, but silent on its Modbus link
+    /// (`responsive: false`), or answers again.
+    FieldResponsive {
+        device: String,
+        field: String,
+        responsive: bool,
+    },
+    /// Forces what register `register` (numbered as in the field device's
+    /// sheet) of a field device reads: stuck, drifting, a fixed (e.g. out of
+    /// range) value, or back to the true value (`{"mode":"clear"}`).
+    FieldForce {
+        device: String,
+        field: String,
+        register: u16,
+        force: Force,
+    },
+    /// The cellular network around a Data Logger: coverage lost (`false`) or
+    /// back (`true`), signal strength in dBm (-120 to -40), technology
+    /// generation (4, 3 or 2). Omitted fields stay as they are.
+    Cellular {
+        device: String,
+        #[serde(default)]
+        coverage: Option<bool>,
+        #[serde(default)]
+        signal_dbm: Option<i16>,
+        #[serde(default)]
+        generation: Option<u8>,
     },
 }
 
@@ -194,6 +245,8 @@ pub enum Reply {
     Clock(ClockStatus),
     /// Link faults in force, by device or `segment:NAME`.
     Links(BTreeMap<String, LinkFault>),
+    /// What an attack observed.
+    Attack(Box<AttackReport>),
 }
 
 /// Why a command failed.
@@ -239,14 +292,17 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
         }
         Command::AdvanceClock { seconds } => {
             rt.clock().advance_secs(seconds)?;
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::SetSpeed { speed } => {
             rt.clock().set_speed(speed)?;
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::Pause { paused } => {
             rt.clock().set_paused(paused);
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::SetLink { device, fault } => {
@@ -266,6 +322,17 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             field,
             in_contact,
         } => field_command(rt, &device, &field, FieldAction::Radio { in_contact }),
+        Command::FieldResponsive {
+            device,
+            field,
+            responsive,
+        } => field_command(rt, &device, &field, FieldAction::Responsive { responsive }),
+        Command::FieldForce {
+            device,
+            field,
+            register,
+            force,
+        } => field_command(rt, &device, &field, FieldAction::Force { register, force }),
         Command::DigitalInput {
             device,
             input,
@@ -295,6 +362,37 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             });
             Ok(Reply::Device(Box::new(rt.status(&device)?)))
         }
+        Command::AddWorkstation { id, segment, ip } => Ok(Reply::Device(Box::new(
+            rt.add_workstation(&id, &segment, ip).await?,
+        ))),
+        Command::Attack { from, attack } => {
+            let kind = attack.kind();
+            let report = rt
+                .attack(&from, attack)
+                .await?
+                .map_err(CommandError::BadRequest)?;
+            rt.events().send(Event::Device {
+                device: from.clone(),
+                kind: "attack".into(),
+                message: format!("{kind} on {}", report.target),
+            });
+            Ok(Reply::Attack(Box::new(report)))
+        }
+        Command::Cellular {
+            device,
+            coverage,
+            signal_dbm,
+            generation,
+        } => field_command(
+            rt,
+            &device,
+            "modem",
+            FieldAction::Cellular {
+                coverage,
+                signal_dbm,
+                generation,
+            },
+        ),
     }
 }
 
@@ -345,6 +443,7 @@ impl From<CommandError> for ApiError {
         let status = match &e {
             CommandError::Runtime(RuntimeError::UnknownDevice(_)) => StatusCode::NOT_FOUND,
             CommandError::Runtime(RuntimeError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            CommandError::Runtime(RuntimeError::Refused(_)) => StatusCode::BAD_REQUEST,
             CommandError::Link(FaultError::Unknown(_)) => StatusCode::NOT_FOUND,
             CommandError::Clock(_) | CommandError::BadRequest(_) | CommandError::Link(_) => {
                 StatusCode::BAD_REQUEST
@@ -399,6 +498,14 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/api/v1/devices/{id}/fields/{field}/radio",
             post(field_radio),
         )
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/responsive",
+            post(field_responsive),
+        )
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/force",
+            post(field_force),
+        )
         .route("/api/v1/devices/{id}/modbus-service", post(modbus_service))
         .route(
             "/api/v1/devices/{id}/digital-inputs/{input}",
@@ -409,6 +516,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/v1/links", get(get_links))
         .route("/api/v1/links/{device}", post(set_link))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/workstations", post(add_workstation))
+        .route("/api/v1/devices/{id}/attack", post(attack))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -488,6 +597,50 @@ async fn field_radio(
         device,
         field,
         in_contact: body.in_contact,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/fields/{field}/responsive`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponsiveBody {
+    responsive: bool,
+}
+
+async fn field_responsive(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<ResponsiveBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::FieldResponsive {
+        device,
+        field,
+        responsive: body.responsive,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/fields/{field}/force`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceBody {
+    register: u16,
+    force: Force,
+}
+
+async fn field_force(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<ForceBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::FieldForce {
+        device,
+        field,
+        register: body.register,
+        force: body.force,
     };
     Ok(Json(execute(&rt, cmd).await?))
 }
@@ -585,6 +738,38 @@ async fn set_link(
     ))
 }
 
+/// JSON body of `POST /api/v1/workstations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkstationBody {
+    id: String,
+    segment: String,
+    #[serde(default)]
+    ip: Option<std::net::Ipv4Addr>,
+}
+
+async fn add_workstation(
+    State(rt): State<Shared>,
+    body: Result<Json<WorkstationBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(b) = body?;
+    let cmd = Command::AddWorkstation {
+        id: b.id,
+        segment: b.segment,
+        ip: b.ip,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+async fn attack(
+    State(rt): State<Shared>,
+    Path(from): Path<String>,
+    body: Result<Json<Attack>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(attack) = body?;
+    Ok(Json(execute(&rt, Command::Attack { from, attack }).await?))
+}
+
 async fn command(
     State(rt): State<Shared>,
     body: Result<Json<Command>, JsonRejection>,
@@ -609,4 +794,261 @@ async fn events(
             .map(Ok)
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Issue 16: whatever a client posts to the control API (arbitrary
+    //! bytes, or JSON shaped like a command with arbitrary values), the
+    //! API answers 2xx/4xx without panicking and keeps answering.
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::device::{BootError, Device, DeviceContext, DeviceSetup};
+    use crate::site::RtcConfig;
+    use crate::storage::Store;
+
+    /// A device without services that counts its boots in NV memory.
+    struct Quiet;
+
+    impl Device for Quiet {
+        fn id(&self) -> &str {
+            "quiet"
+        }
+        fn model(&self) -> &str {
+            "Quiet"
+        }
+        fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
+            async move {
+                let boots: u32 = ctx.nv.get("boots")?.unwrap_or(0) + 1;
+                ctx.nv.put("boots", &boots)?;
+                Ok(())
+            }
+            .boxed()
+        }
+    }
+
+    /// The API of a runtime with one device, on a free loopback port.
+    async fn serve() -> SocketAddr {
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        let mut rt = Runtime::new(
+            clock,
+            Store::open(None).unwrap(),
+            EventBus::new(),
+            Duration::from_secs(3600),
+        );
+        rt.add(DeviceSetup {
+            device: Arc::new(Quiet),
+            interfaces: BTreeMap::new(),
+            rtc: RtcConfig::default(),
+            seed: 1,
+        })
+        .unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(axum::serve(l, router(Arc::new(rt))).into_future());
+        addr
+    }
+
+    /// One HTTP/1.1 request on its own connection; the status code.
+    async fn request(api: SocketAddr, method: &str, path: &str, body: &[u8]) -> u16 {
+        let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: fieldtwin\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the control API answers within 10 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        text.strip_prefix("HTTP/1.1 ")
+            .and_then(|t| t.get(..3))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"))
+    }
+
+    fn json_scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            prop_oneof![
+                any::<f64>(),
+                Just(1e300),
+                Just(-1e300),
+                Just(1e12),
+                Just(11.0),
+                Just(-0.0)
+            ]
+            .prop_map(Value::from),
+            prop_oneof![
+                "\\PC{0,12}",
+                Just("quiet".to_string()),
+                Just("on".to_string()),
+                Just("off".to_string()),
+                Just("cycle".to_string()),
+                Just("eth1".to_string()),
+                Just("segment:lan".to_string()),
+                Just("DI1".to_string()),
+            ]
+            .prop_map(Value::from),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        json_scalar().prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const COMMANDS: [&str; 12] = [
+        "power",
+        "factory_reset",
+        "restart_button",
+        "advance_clock",
+        "set_speed",
+        "pause",
+        "set_link",
+        "field_power",
+        "field_radio",
+        "digital_input",
+        "modbus_service",
+        "no_such_command",
+    ];
+    const FIELDS: [&str; 18] = [
+        "device",
+        "action",
+        "hold_s",
+        "seconds",
+        "speed",
+        "paused",
+        "fault",
+        "field",
+        "on",
+        "in_contact",
+        "input",
+        "closed",
+        "pulses",
+        "interface",
+        "enabled",
+        "advance_s",
+        "latency_ms",
+        "extra",
+    ];
+
+    /// A JSON object shaped like a command: a known name (mostly), known
+    /// field names, arbitrary values.
+    fn command_like() -> impl Strategy<Value = Value> {
+        (
+            proptest::sample::select(&COMMANDS[..]),
+            proptest::collection::vec((proptest::sample::select(&FIELDS[..]), json_value()), 0..5),
+        )
+            .prop_map(|(name, fields)| {
+                let mut m = serde_json::Map::new();
+                m.insert("command".into(), name.into());
+                for (k, v) in fields {
+                    m.insert(k.into(), v);
+                }
+                Value::Object(m)
+            })
+    }
+
+    const PATHS: [&str; 10] = [
+        "/api/v1/commands",
+        "/api/v1/clock",
+        "/api/v1/devices/quiet/power",
+        "/api/v1/devices/nobody/power",
+        "/api/v1/devices/quiet/factory-reset",
+        "/api/v1/devices/quiet/fields/DI1/power",
+        "/api/v1/devices/quiet/fields/x/radio",
+        "/api/v1/devices/quiet/modbus-service",
+        "/api/v1/devices/quiet/digital-inputs/300",
+        "/api/v1/links/quiet",
+    ];
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => command_like().prop_map(|v| v.to_string().into_bytes()),
+            2 => json_value().prop_map(|v| v.to_string().into_bytes()),
+            1 => proptest::collection::vec(any::<u8>(), 0..200),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_posts_get_an_answer_and_the_api_keeps_answering(
+            posts in proptest::collection::vec((proptest::sample::select(&PATHS[..]), body()), 1..4)
+        ) {
+            thread_local! {
+                static TOKIO: tokio::runtime::Runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                static API: std::cell::OnceCell<SocketAddr> = const { std::cell::OnceCell::new() };
+            }
+            TOKIO.with(|t| {
+                let api = API.with(|a| *a.get_or_init(|| t.block_on(serve())));
+                t.block_on(async {
+                    for (path, body) in &posts {
+                        let code = request(api, "POST", path, body).await;
+                        prop_assert!(
+                            (200..500).contains(&code),
+                            "POST {} {:?}: {}", path, String::from_utf8_lossy(body), code
+                        );
+                    }
+                    prop_assert_eq!(request(api, "GET", "/api/v1/devices/quiet", b"").await, 200);
+                    Ok(())
+                })
+            })?;
+        }
+    }
+
+    /// The shapes a client gets wrong are refused with 4xx naming the
+    /// problem: the parser's word, not a panic or a 500.
+    #[tokio::test]
+    async fn typical_mistakes_are_4xx() {
+        let api = serve().await;
+        for (path, body) in [
+            (
+                "/api/v1/commands",
+                r#"{"command":"advance_clock","seconds":1e300}"#,
+            ),
+            ("/api/v1/commands", r#"{"command":"set_speed","speed":-1}"#),
+            (
+                "/api/v1/commands",
+                r#"{"command":"digital_input","device":"quiet","input":300}"#,
+            ),
+            (
+                "/api/v1/commands",
+                r#"{"command":"power","device":"quiet"}"#,
+            ),
+            ("/api/v1/commands", "{"),
+            ("/api/v1/clock", r#"{"advance_s":"x"}"#),
+        ] {
+            let code = request(api, "POST", path, body.as_bytes()).await;
+            assert!((400..500).contains(&code), "{path} {body}: {code}");
+        }
+    }
 }

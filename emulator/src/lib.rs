@@ -1,5 +1,6 @@
 //! fieldtwin-emulator: the machine that emulated devices run on.
 //!
+//! - [`attack`]: the attacks a Workstation runs, as data.
 //! - [`clock`]: virtual time and per-device RTCs.
 //! - [`net`]: the transport API services are written against, and its backends.
 //! - [`storage`]: per-device non-volatile memory.
@@ -8,6 +9,7 @@
 //! - [`scenario_api`]: wire types of the control API's scenario endpoints.
 //! - [`site`]: the site file.
 
+pub mod attack;
 pub mod clock;
 pub mod control;
 pub mod device;

@@ -292,6 +292,12 @@ fn one() -> f64 {
     1.0
 }
 
+/// Largest quantity per pulse of a digital input.
+pub const MAX_PULSE_WEIGHT: f64 = 1e6;
+
+/// Largest meter index at commissioning, either way (15 digits).
+pub const MAX_METER_OFFSET: u64 = 999_999_999_999_999;
+
 /// Most pulses per hour a digital input counts ([NF]: 25 Hz).
 pub const MAX_PULSES_PER_HOUR: f64 = 90_000.0;
 
@@ -460,10 +466,25 @@ impl Site {
             };
             ascii("name", &di.name, 40)?;
             ascii("label", &di.label, 5)?;
-            if !(di.pulse_weight.is_finite() && di.pulse_weight > 0.0) {
+            if !(di.pulse_weight.is_finite()
+                && di.pulse_weight > 0.0
+                && di.pulse_weight <= MAX_PULSE_WEIGHT)
+            {
                 return Err(invalid(
                     format!("{at}.pulse_weight"),
-                    "must be a positive number (quantity per pulse)",
+                    format!(
+                        "{} is out of range; must be a positive number (quantity per pulse) up to {MAX_PULSE_WEIGHT}",
+                        super::number(di.pulse_weight)
+                    ),
+                ));
+            }
+            if di.offset.unsigned_abs() > MAX_METER_OFFSET {
+                return Err(invalid(
+                    format!("{at}.offset"),
+                    format!(
+                        "{} is out of range; allowed -{MAX_METER_OFFSET} to {MAX_METER_OFFSET}",
+                        di.offset
+                    ),
                 ));
             }
             if !(di.pulses_per_hour.is_finite()

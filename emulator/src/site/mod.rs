@@ -10,7 +10,15 @@
 //! - The types here are configuration only (DESIGN.md principle 6): models
 //!   build their runtime state from them.
 
+mod datalogger;
+mod install_code;
 mod matrix;
+
+pub use datalogger::{
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
+    default_inputs, default_range,
+};
+pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 
 pub use matrix::{
     Capabilities, Commodity, DigitalInputConfig, FirmwareEdition, InputMode, PANEL_SERVERS,
@@ -68,12 +76,35 @@ pub struct SiteInfo {
     /// Seed of every random choice (noise, serial numbers, TCP sequence numbers).
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Site time at start (RFC 3339); default: the host's time at start.
-    #[serde(default)]
+    /// Site time at start (RFC 3339, a TOML date-time or a string);
+    /// default: the host's time at start.
+    #[serde(default, deserialize_with = "site_start")]
     pub start: Option<DateTime<Utc>>,
     /// How long a powered-off device's RTC keeps time on its backup.
     #[serde(default = "default_retention_days")]
     pub rtc_retention_days: f64,
+}
+
+/// `start` written as a TOML date-time (`start = 2026-01-01T00:00:00Z`) or
+/// as a string (`start = "2026-01-01T00:00:00Z"`).
+fn site_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Toml(toml::value::Datetime),
+        Text(String),
+    }
+    let text = match Written::deserialize(d)? {
+        Written::Toml(t) => t.to_string(),
+        Written::Text(s) => s,
+    };
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an RFC 3339 time with its offset ({e}); write it like 2026-01-01T08:00:00Z"
+            ))
+        })
 }
 
 fn default_seed() -> u64 {
@@ -177,6 +208,8 @@ pub enum Model {
     PM5560,
     #[serde(rename = "iEM3155")]
     IEM3155,
+    /// The attacker/engineering node scenarios act from (serves nothing).
+    Workstation,
 }
 
 impl Model {
@@ -197,6 +230,7 @@ impl Model {
             Model::ChargingStation => "ChargingStation",
             Model::PM5560 => "PM5560",
             Model::IEM3155 => "iEM3155",
+            Model::Workstation => "Workstation",
         }
     }
 
@@ -239,6 +273,9 @@ pub struct DeviceConfig {
     /// Panel Server settings; only for PAS models.
     #[serde(default)]
     pub panel_server: Option<PanelServerConfig>,
+    /// Data Logger settings (sensors, uplink, modem); only for `DataLogger`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datalogger: Option<DataLoggerConfig>,
 }
 
 fn yes() -> bool {
@@ -300,6 +337,10 @@ pub struct PanelServerConfig {
     /// What is wired to the digital inputs DI1/DI2 (L models).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digital_input: Vec<DigitalInputConfig>,
+    /// NTP server (an IPv4 address) in the commissioned settings; default:
+    /// none, date and time set manually (the factory setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntp_server: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -354,6 +395,21 @@ pub struct FieldDeviceConfig {
     pub profile: Option<String>,
     #[serde(default = "yes")]
     pub powered: bool,
+    /// Install code of a wireless device (36 hex characters: 128-bit key +
+    /// CRC-16, as on its label); default: derived from the seed and the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_code: Option<String>,
+}
+
+impl FieldDeviceConfig {
+    /// The install code of this wireless device: the site file's, or the
+    /// one derived from the site seed and the device id.
+    pub fn install_code(&self, site_seed: u64) -> InstallCode {
+        self.install_code
+            .as_deref()
+            .and_then(|c| InstallCode::parse(c).ok())
+            .unwrap_or_else(|| InstallCode::derived(site_seed, &self.id))
+    }
 }
 
 /// A Modbus TCP device that a Panel Server reaches on its OT side.
@@ -404,10 +460,23 @@ impl Site {
     /// Checks everything serde cannot: names, addresses, references, ranges.
     pub fn validate(&self) -> Result<(), SiteError> {
         check_name("site.name", &self.site.name)?;
-        if !(self.site.rtc_retention_days.is_finite() && self.site.rtc_retention_days >= 0.0) {
+        check_range(
+            "site.rtc_retention_days",
+            self.site.rtc_retention_days,
+            0.0..=MAX_RTC_RETENTION_DAYS,
+            "days",
+        )?;
+        if let Some(start) = self.site.start
+            && !(site_time_range()).contains(&start)
+        {
             return Err(invalid(
-                "site.rtc_retention_days",
-                "must be a non-negative number of days",
+                "site.start",
+                format!(
+                    "{} is outside the devices' calendar; use a time from {} to {}",
+                    start.to_rfc3339(),
+                    site_time_range().start().to_rfc3339(),
+                    site_time_range().end().to_rfc3339()
+                ),
             ));
         }
         if !self.network.subnet.contains(self.network.host_address) {
@@ -449,18 +518,18 @@ impl Site {
                     format!("{} is already used by {other}", d.ip),
                 ));
             }
-            if !(d.rtc.drift_ppm.is_finite() && d.rtc.drift_ppm.abs() <= 1000.0) {
-                return Err(invalid(
-                    format!("{at}.rtc.drift_ppm"),
-                    "must be between -1000 and 1000 ppm",
-                ));
-            }
-            if !d.rtc.offset_s.is_finite() {
-                return Err(invalid(
-                    format!("{at}.rtc.offset_s"),
-                    "must be a number of seconds",
-                ));
-            }
+            check_range(
+                &format!("{at}.rtc.drift_ppm"),
+                d.rtc.drift_ppm,
+                -MAX_DRIFT_PPM..=MAX_DRIFT_PPM,
+                "ppm",
+            )?;
+            check_range(
+                &format!("{at}.rtc.offset_s"),
+                d.rtc.offset_s,
+                -MAX_RTC_OFFSET_S..=MAX_RTC_OFFSET_S,
+                "seconds (50 years)",
+            )?;
             check_profile(&format!("{at}.profile"), d.profile.as_deref())?;
             if let Some(ps) = &d.panel_server {
                 if !d.model.is_panel_server() {
@@ -474,6 +543,18 @@ impl Site {
                 }
                 self.check_model_matrix(&at, d, ps)?;
                 self.check_panel_server(&at, d, ps, &allowed_segments, &mut ips)?;
+            }
+            if let Some(dl) = &d.datalogger {
+                if d.model != Model::DataLogger {
+                    return Err(invalid(
+                        format!("{at}.datalogger"),
+                        format!(
+                            "only DataLogger devices take this table, not {}",
+                            d.model.name()
+                        ),
+                    ));
+                }
+                dl.validate(&format!("{at}.datalogger"))?;
             }
         }
         // Cross-device references are checked once all ids are known.
@@ -593,6 +674,18 @@ impl Site {
                 "must be 1 or 2",
             ));
         }
+        if let Some(n) = ps.pbkdf2_iterations
+            && !PBKDF2_ITERATIONS.contains(&n)
+        {
+            return Err(invalid(
+                format!("{at}.pbkdf2_iterations"),
+                format!(
+                    "{n} is out of range; allowed {} to {} (default 100000)",
+                    PBKDF2_ITERATIONS.start(),
+                    PBKDF2_ITERATIONS.end()
+                ),
+            ));
+        }
         let mut units: BTreeMap<u8, String> = BTreeMap::new();
         let mut field_ids = BTreeSet::new();
         let lists = [("serial", &ps.serial), ("wireless", &ps.wireless)];
@@ -653,6 +746,20 @@ impl Site {
                         }
                     }
                 }
+                if let Some(code) = &f.install_code {
+                    if kind == "serial" {
+                        return Err(invalid(
+                            format!("{at}.install_code"),
+                            "only wireless devices have an install code",
+                        ));
+                    }
+                    InstallCode::parse(code).map_err(|e| {
+                        invalid(
+                            format!("{at}.install_code"),
+                            format!("{e} (e.g. \"83FED3407A939723A5C639B26916D505C3B5\")"),
+                        )
+                    })?;
+                }
                 if let Some(u) = f.unit {
                     check_unit(&format!("{at}.unit"), u, &f.id, &mut units)?;
                 }
@@ -667,6 +774,60 @@ impl Site {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Longest RTC backup retention a site may give (ten years).
+pub const MAX_RTC_RETENTION_DAYS: f64 = 3650.0;
+/// Largest crystal error of an RTC, in ppm either way.
+pub const MAX_DRIFT_PPM: f64 = 1000.0;
+/// Largest RTC offset from site time at first boot (50 years), in seconds.
+pub const MAX_RTC_OFFSET_S: f64 = 50.0 * 365.25 * 86_400.0;
+/// PBKDF2 iterations a site may set: at least one, at most ten times the
+/// default (a login then takes seconds, not hours).
+pub const PBKDF2_ITERATIONS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+
+/// Site times the devices' calendars hold: the Modbus date/time registers
+/// count years from 2000 (docs/site-file.md).
+pub fn site_time_range() -> std::ops::RangeInclusive<DateTime<Utc>> {
+    let at = |y, m, d, h, mi, s| {
+        chrono::NaiveDate::from_ymd_opt(y, m, d)
+            .and_then(|d| d.and_hms_opt(h, mi, s))
+            .map(|t| t.and_utc())
+            .unwrap_or_default()
+    };
+    at(2000, 1, 1, 0, 0, 0)..=at(2099, 12, 31, 23, 59, 59)
+}
+
+/// Refuses a number that is not finite or outside `range`, naming `field`,
+/// the allowed range and its `unit`.
+pub(crate) fn check_range(
+    field: &str,
+    value: f64,
+    range: std::ops::RangeInclusive<f64>,
+    unit: &str,
+) -> Result<(), SiteError> {
+    if value.is_finite() && range.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{} is out of range; allowed {} to {} {unit}",
+                number(value),
+                number(*range.start()),
+                number(*range.end())
+            ),
+        ))
+    }
+}
+
+/// A number as a user wrote it: `1e300` rather than 301 digits.
+pub(crate) fn number(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
     }
 }
 
@@ -711,6 +872,14 @@ fn check_unit(
         ));
     }
     Ok(())
+}
+
+/// Per-device seed: stable for a site seed and a device id (MAC address,
+/// TCP sequence numbers, serial number of a device derive from it).
+pub fn device_seed(site_seed: u64, id: &str) -> u64 {
+    id.bytes().fold(site_seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Parses an RF-ID written in hex with an optional `0x`.
@@ -834,6 +1003,25 @@ mod tests {
     }
 
     #[test]
+    fn install_codes_are_checked_and_derived_when_absent() {
+        let rf = "rf_id = \"0x000000002A3B0001\"";
+        let good = "83FED3407A939723A5C639B26916D505C3B5";
+        let site = Site::parse(&with(rf, &format!("{rf}\ninstall_code = \"{good}\""))).unwrap();
+        let ps = site.devices[0].panel_server.as_ref().unwrap();
+        assert_eq!(ps.wireless[0].install_code(1).text(), good);
+        assert_eq!(
+            ps.wireless[1].install_code(1),
+            InstallCode::derived(1, "pt-hvac")
+        );
+        let bad = format!("{rf}\ninstall_code = \"83FED3407A939723A5C639B26916D505C3B6\"");
+        let err = Site::parse(&with(rf, &bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("wireless[0].install_code") && err.contains("CRC"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn references_are_checked() {
         let err = Site::parse(&with("device = \"meter-tcp\"", "device = \"nope\""))
             .unwrap_err()
@@ -853,6 +1041,33 @@ mod tests {
         for text in ["", "[[[", "site = 3", "\u{0}\u{1}"] {
             assert!(Site::parse(text).is_err());
         }
+    }
+
+    #[test]
+    fn start_is_a_toml_datetime_or_a_string() {
+        for written in [
+            "2026-03-01T08:00:00Z",
+            "\"2026-03-01T08:00:00Z\"",
+            "2026-03-01T09:00:00+01:00",
+        ] {
+            let s =
+                Site::parse(&with("seed = 1", &format!("seed = 1\nstart = {written}"))).unwrap();
+            assert_eq!(
+                s.site.start.unwrap().to_rfc3339(),
+                "2026-03-01T08:00:00+00:00"
+            );
+        }
+        let err = Site::parse(&with("seed = 1", "seed = 1\nstart = 2026-03-01T08:00:00"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("offset"), "{err}");
+        let err = Site::parse(&with("seed = 1", "seed = 1\nstart = 1999-12-31T23:59:59Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("site.start: 1999-12-31T23:59:59+00:00 is outside"),
+            "{err}"
+        );
     }
 
     #[test]
