@@ -29,6 +29,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod web;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
