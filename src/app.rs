@@ -151,6 +151,9 @@ fn default_threads(tap: bool) -> usize {
     if tap { (cores / 2).max(1) } else { cores }
 }
 
+/// Time between two power-ons at start (see [`run`]).
+pub const BOOT_PACE: std::time::Duration = std::time::Duration::from_millis(1);
+
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let site = load_site(opts.site.as_deref())?;
     let tap = opts.net.tap || opts.net.netns.is_some();
@@ -176,6 +179,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the control API on {} (use --api)", opts.api))?;
         for dev in site.devices.iter().filter(|d| d.powered) {
             rt.power_on(&dev.id).await?;
+            // A boot takes well under a millisecond (no PBKDF2, no key
+            // generation: models::security::work). Powering thousands at
+            // once would flood every switch port with their announcements
+            // (DPWS Hello, ARP) faster than the devices drain them, and the
+            // process would keep the peak of those queues (2.2x the RSS at
+            // 1,000 devices, docs/performance.md); one boot per BOOT_PACE
+            // lets the devices already on handle them as they come.
+            tokio::time::sleep(BOOT_PACE).await;
         }
         if net.is_none() && !host::privileged_ports() {
             println!(

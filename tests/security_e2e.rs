@@ -42,7 +42,11 @@ impl std::ops::Deref for Ps {
 
 impl Ps {
     fn start(a: u8) -> Self {
-        let site_text = site(a);
+        Self::start_text(a, site(a))
+    }
+
+    /// Starts the site `site_text` whose ps1 is at 127.77.`a`.10.
+    fn start_text(a: u8, site_text: String) -> Self {
         let site = RunningSite::start(&site_text, &[]);
         let web = Web::of(&site, format!("127.77.{a}.10"));
         Self {
@@ -1058,6 +1062,73 @@ fn security_nothing_a_client_sees_names_the_emulator() {
             &seen[i.saturating_sub(200)..(i + 200).min(seen.len())]
         );
     }
+}
+
+/// Issue 15 item 1: a boot neither hashes the initial password nor makes
+/// the TLS certificate; both are made on first use, off the boot path. The
+/// first HTTPS clients, arriving together right after the process is up,
+/// wait for them (the TLS handshakes for the certificate, the logins for
+/// the accounts) and succeed: page logins through curl and an API login,
+/// with the real PBKDF2 work (the default 100,000 iterations).
+#[test]
+fn security_first_https_logins_right_after_start_wait_and_succeed() {
+    let text = site_text(160);
+    assert!(!text.contains("pbkdf2_iterations"));
+    let ps = Ps::start_text(160, text);
+    let pages: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, pw) = (ps.url("/login"), ps.password.clone());
+            std::thread::spawn(move || {
+                let jar = tempfile::NamedTempFile::new().unwrap();
+                let jar = jar.path().to_str().unwrap().to_string();
+                curl(&[
+                    "-sk",
+                    "--max-time",
+                    "120",
+                    "-b",
+                    &jar,
+                    "-c",
+                    &jar,
+                    "-L",
+                    "-w",
+                    "\n%{http_code}",
+                    "--data-urlencode",
+                    "username=SecurityAdmin",
+                    "--data-urlencode",
+                    &format!("password={pw}"),
+                    &url,
+                ])
+            })
+        })
+        .collect();
+    let (code, token) = curl(&[
+        "-sk",
+        "--max-time",
+        "120",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(
+            "{{\"username\":\"SecurityAdmin\",\"password\":\"{}\"}}",
+            ps.password
+        ),
+        &ps.url("/api/login"),
+    ]);
+    assert_eq!(code, 200, "first API login: {token}");
+    assert!(token.contains("\"token\""), "{token}");
+    for p in pages {
+        let (code, body) = p.join().unwrap();
+        assert_eq!(code, 200, "first page login: {body}");
+        assert!(body.contains("csrf"), "not the home page: {body}");
+    }
+    // Every attempt was checked once, none refused.
+    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    assert_eq!(code, 200, "{body}");
+    let csv = ps.audit_csv();
+    assert_eq!(csv.matches("administrator logged in").count(), 5, "{csv}");
+    assert!(!csv.contains("login failed"), "{csv}");
 }
 
 /// The host's current year (the site starts at the host's time).
