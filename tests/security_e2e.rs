@@ -1072,9 +1072,9 @@ fn security_nothing_a_client_sees_names_the_emulator() {
 /// with the real PBKDF2 work (the default 100,000 iterations).
 #[test]
 fn security_first_https_logins_right_after_start_wait_and_succeed() {
-    let text = site_text(160);
+    let text = site_text(170);
     assert!(!text.contains("pbkdf2_iterations"));
-    let ps = Ps::start_text(160, text);
+    let ps = Ps::start_text(170, text);
     let pages: Vec<_> = (0..3)
         .map(|_| {
             let (url, pw) = (ps.url("/login"), ps.password.clone());
