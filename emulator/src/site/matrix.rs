@@ -359,6 +359,18 @@ impl Site {
                 format!("{v:?} is not a firmware version; write it like \"002.002.000\""),
             ));
         }
+        if let Some(l) = &ps.datalog {
+            let ids: Vec<&str> = ps
+                .serial
+                .iter()
+                .chain(&ps.wireless)
+                .map(|f| f.id.as_str())
+                .collect();
+            l.validate(&format!("{at}.datalog"), &ids)?;
+        }
+        if let Some(p) = &ps.publication {
+            p.validate(&format!("{at}.publication"))?;
+        }
         let edition = FirmwareEdition::of(d.firmware.as_deref().unwrap_or("999.999.999"));
         if caps.ethernet_ports < 2 {
             let why = format!("{model} has {has}; only topology = \"switched\" on ETH1");

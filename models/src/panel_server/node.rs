@@ -355,6 +355,9 @@ pub fn run(
         node.start_modbus().await?;
         web::start(&node).await?;
         node.start_dpws().await?;
+        if let Some(cfg) = &ps.datalog {
+            super::datalog::start(&node, cfg, ps.publication.as_ref());
+        }
         Ok(())
     }
     .boxed()
