@@ -25,6 +25,7 @@
 //! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
 //! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
 //! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
+//! | 160-169 | ps_datalog (issue 13: Panel Server logging and HTTPS publication) |
 
 #![allow(dead_code)]
 

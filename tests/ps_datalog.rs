@@ -1,0 +1,392 @@
+//! Issue 13: the Panel Server logs its field devices every 10 minutes and
+//! publishes the rows every hour as CSV files to a real HTTPS receiver
+//! (Python's http.server with ssl, started here on loopback, its
+//! certificate signed by a CA made here with openssl), in the multipart
+//! field `datafile1`, over TLS verified against that CA.
+//!
+//! The clock is paused and jumped an hour at a time, so 24 virtual hours
+//! take seconds. Then the receiver goes away for 6 virtual hours and comes
+//! back: every row arrives exactly once, in order, without gaps.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{RunningSite, free_port, site_text};
+
+const RECEIVER: &str = r#""""HTTPS receiver of Panel Server publications for tests/ps_datalog.rs.
+
+Usage: ps_datalog_receiver.py CERT KEY PORT OUTDIR
+Accepts POST multipart/form-data, stores the part named "datafile1" as
+OUTDIR/<filename> (a second file of the same name goes to <filename>.dup),
+appends one line per request to OUTDIR/requests.log, answers 201.
+TLS 1.2 minimum.
+"""
+import http.server
+import os
+import ssl
+import sys
+
+cert, key, port, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        ctype = self.headers.get("Content-Type", "")
+        boundary = None
+        for part in ctype.split(";"):
+            part = part.strip()
+            if part.startswith("boundary="):
+                boundary = part[len("boundary="):].strip('"')
+        stored = []
+        if boundary:
+            for chunk in body.split(b"--" + boundary.encode()):
+                if b"\r\n\r\n" not in chunk:
+                    continue
+                head, content = chunk.split(b"\r\n\r\n", 1)
+                head = head.decode("utf-8", "replace")
+                if 'name="datafile1"' not in head or "filename=" not in head:
+                    continue
+                name = head.split('filename="', 1)[1].split('"', 1)[0]
+                if content.endswith(b"\r\n"):
+                    content = content[:-2]
+                path = os.path.join(out, os.path.basename(name))
+                if os.path.exists(path):
+                    path += ".dup"
+                with open(path, "wb") as f:
+                    f.write(content)
+                stored.append(name)
+        with open(os.path.join(out, "requests.log"), "a") as f:
+            f.write("%s %s %s\n" % (self.client_address[0], self.path, ",".join(stored) or "-"))
+        code = 201 if stored else 400
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+ctx.load_cert_chain(cert, key)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("ready", flush=True)
+srv.serve_forever()
+"#;
+
+fn python() -> String {
+    let venv = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
+    if Path::new(&venv).exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=fieldtwin test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+struct Receiver(Child);
+
+impl Receiver {
+    fn start(dir: &Path, port: u16, out: &Path) -> Self {
+        let script = dir.join("receiver.py");
+        std::fs::write(&script, RECEIVER).unwrap();
+        let mut child = Command::new(python())
+            .arg(&script)
+            .arg(dir.join("server.pem"))
+            .arg(dir.join("server.key"))
+            .arg(port.to_string())
+            .arg(out)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the receiver");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the receiver did not start");
+        Self(child)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Per device name (from the file name): every data line received, in
+/// publication order, with the count of duplicated file names.
+fn received(out: &Path) -> (BTreeMap<String, Vec<String>>, usize, usize) {
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".csv") || n.ends_with(".dup"))
+        .collect();
+    // Publication time is part of the name: sort by it.
+    names.sort_by_key(|n| {
+        let stem = n.trim_end_matches(".dup").trim_end_matches(".csv");
+        let ts = stem
+            .rsplit('_')
+            .find(|p| p.len() == 17 && p.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or("")
+            .to_string();
+        (ts, n.clone())
+    });
+    let dups = names.iter().filter(|n| n.ends_with(".dup")).count();
+    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in &names {
+        let text = std::fs::read_to_string(out.join(n)).unwrap();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert!(lines.len() > 8, "{n}: too short: {text:?}");
+        assert!(
+            lines[0].starts_with("Gateway Name,Gateway SN,Gateway IP Address,Gateway MAC Address,Device Name,Device Local ID,Device Type ID,Device Type Name,Logging Interval,Historical Intervals"),
+            "{n}: row 1 {:?}",
+            lines[0]
+        );
+        let row2: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(row2[8], "10", "{n}: logging interval");
+        let data: Vec<&str> = lines[7..]
+            .iter()
+            .copied()
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(row2[9], data.len().to_string(), "{n}: historical intervals");
+        assert_eq!(lines[2], "");
+        assert!(lines[3].starts_with(",,,Topic ID1"), "{n}: {:?}", lines[3]);
+        assert!(
+            lines[6].starts_with("Error,UTC Offset (minutes),Local Time Stamp,"),
+            "{n}"
+        );
+        // One day per file.
+        let days: std::collections::BTreeSet<&str> = data
+            .iter()
+            .map(|l| &l.split(',').nth(2).unwrap()[..10])
+            .collect();
+        assert_eq!(days.len(), 1, "{n}: more than one day");
+        let device = row2[4].to_string();
+        assert!(
+            n.contains(&format!("_{device}_")),
+            "{n} does not name {device}"
+        );
+        rows.entry(device)
+            .or_default()
+            .extend(data.iter().map(|l| l.to_string()));
+    }
+    (rows, names.len(), dups)
+}
+
+fn stats(site: &RunningSite) -> serde_json::Value {
+    site.get_json("/api/v1/devices/ps1")["details"]["extra"]["datalog"].clone()
+}
+
+fn advance(site: &RunningSite, secs: u64) {
+    let r = site.post_json("/api/v1/clock", &format!("{{\"advance_s\": {secs}}}"));
+    assert!(r.is_object(), "advance: {r}");
+}
+
+/// Every device's rows are 10 minutes apart, each once, as many as logged.
+fn check_rows(site: &RunningSite, rows: &BTreeMap<String, Vec<String>>) -> u64 {
+    let st = stats(site);
+    let mut total = 0;
+    for (dev, c) in st["devices"].as_object().unwrap() {
+        let head = c["head"].as_u64().unwrap();
+        let got = rows.get(dev).map_or(&[][..], |v| v.as_slice());
+        assert_eq!(got.len() as u64, head, "{dev}: rows received vs logged");
+        assert_eq!(c["published"].as_u64(), Some(head), "{dev}: all published");
+        let times: Vec<chrono::NaiveDateTime> = got
+            .iter()
+            .map(|l| {
+                chrono::NaiveDateTime::parse_from_str(
+                    l.split(',').nth(2).unwrap(),
+                    "%Y-%m-%d %H:%M:%S",
+                )
+                .unwrap()
+            })
+            .collect();
+        for w in times.windows(2) {
+            let d = (w[1] - w[0]).num_seconds();
+            assert!(
+                (599..=601).contains(&d),
+                "{dev}: gap or duplicate between {w:?}"
+            );
+        }
+        for l in got {
+            let f: Vec<&str> = l.split(',').collect();
+            assert!(f[0] == "0" || f[0] == "19", "{dev}: error flag {l}");
+            if f[0] == "0" {
+                assert!(
+                    f[3..].iter().all(|v| v.parse::<f64>().is_ok()),
+                    "{dev}: {l}"
+                );
+            }
+        }
+        total += head;
+    }
+    total
+}
+
+#[test]
+fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let out = dir.path().join("received");
+    std::fs::create_dir(&out).unwrap();
+    let port = free_port();
+    let mut receiver = Some(Receiver::start(dir.path(), port, &out));
+    let config = format!(
+        "[device.panel_server.datalog]\nperiod_min = 10\n\n[device.panel_server.publication]\nurl = \"https://127.0.0.1:{port}/upload\"\nca_file = \"{}\"\n\n",
+        dir.path().join("ca.pem").display()
+    );
+    let text = site_text(160).replacen(
+        "[[device.panel_server.serial]]",
+        &format!("{config}[[device.panel_server.serial]]"),
+        1,
+    );
+    let site = RunningSite::start(&text, &[]);
+    site.wait_until(Duration::from_secs(30), || {
+        site.get_json("/api/v1/devices/ps1")["power"] == "on" && stats(&site).is_object()
+    });
+    site.post_json("/api/v1/clock", "{\"paused\": true}");
+    let devices = stats(&site)["devices"].as_object().unwrap().len();
+    assert_eq!(
+        devices, 6,
+        "the default Panel Server logs its 6 field devices"
+    );
+
+    let publications = |s: &RunningSite| stats(s)["stats"]["publications"].as_u64().unwrap_or(0);
+    let failures = |s: &RunningSite| stats(s)["stats"]["failures"].as_u64().unwrap_or(0);
+    let started = std::time::Instant::now();
+    for h in 1..=24u64 {
+        advance(&site, 3600);
+        site.wait_until(Duration::from_secs(30), || publications(&site) == h);
+    }
+    let day = started.elapsed();
+    let (rows, files, dups) = received(&out);
+    assert_eq!(dups, 0, "a file name arrived twice");
+    let total = check_rows(&site, &rows);
+    let requests = std::fs::read_to_string(out.join("requests.log")).unwrap();
+    assert_eq!(requests.lines().count(), files, "one POST per file");
+    // 24 publications, each with one file per device (no day boundary is
+    // crossed inside an hour except at midnight, where a device gets two).
+    assert!(files >= 24 * devices, "{files} files for 24 publications");
+    assert!(
+        (143 * devices as u64..=145 * devices as u64).contains(&total),
+        "{total} rows for 24 h of 10-minute samples of {devices} devices"
+    );
+    assert!(
+        requests.lines().all(|l| l.starts_with("127.77.160.")),
+        "uploads leave from the Panel Server's own address: {requests}"
+    );
+
+    // The receiver goes away for 6 hours: each publication fails, the rows wait.
+    drop(receiver.take());
+    let failed0 = failures(&site);
+    for h in 1..=6u64 {
+        advance(&site, 3600);
+        site.wait_until(Duration::from_secs(30), || failures(&site) == failed0 + h);
+    }
+    assert_eq!(publications(&site), 24);
+    receiver = Some(Receiver::start(dir.path(), port, &out));
+    advance(&site, 3600);
+    site.wait_until(Duration::from_secs(30), || publications(&site) == 25);
+    let (rows, _, dups) = received(&out);
+    assert_eq!(dups, 0, "a file name arrived twice");
+    let total2 = check_rows(&site, &rows);
+    assert_eq!(
+        total2,
+        total + 7 * 6 * devices as u64,
+        "7 more hours of rows"
+    );
+    eprintln!(
+        "24 h: {files} files, {total} rows in {day:?} of wall time; after the outage {total2} rows"
+    );
+    drop(receiver);
+}
