@@ -29,6 +29,8 @@
 //!   twice and a failure leaves the rest for the next publication, in order.
 //! - Logging stops while the device is off (no rows for that time); what was
 //!   logged and not published survives in NV memory and is published later.
+//!   A boot at an instant whose row was already taken (same RTC second)
+//!   does not take it again.
 
 pub mod csv;
 pub mod https;
@@ -289,6 +291,14 @@ async fn run(
         .iter()
         .map(|l| Ring::open(ctx.nv.clone(), &l.device.id, slots))
         .collect::<Result<_, _>>()?;
+    // A boot at an instant already sampled before the power cut (same
+    // RTC second) does not sample it again.
+    let mut last_t = i64::MIN;
+    for r in &rings {
+        if let Some(row) = r.get(r.c.head.wrapping_sub(1))? {
+            last_t = last_t.max(row.t);
+        }
+    }
     let epoch_s = clock.epoch().timestamp_millis() as f64 / 1000.0;
     let mut schedule = Schedule::new(epoch_s, period_min, clock.now());
     let mut next_publication = target.as_ref().map(|(_, p)| clock.now() + *p);
@@ -302,6 +312,9 @@ async fn run(
             for &t in chunk {
                 let rtc = ctx.rtc.read_at(clock.utc_at(t));
                 let rtc_s = (rtc.timestamp_millis() + 500).div_euclid(1000);
+                if rtc_s <= last_t {
+                    continue;
+                }
                 for (i, l) in logged.iter().enumerate() {
                     batches[i].push(l.sample(t, rtc_s, period_min));
                 }
