@@ -401,8 +401,43 @@ fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
         total + 7 * 6 * devices as u64,
         "7 more hours of rows"
     );
+
+    // A 40-day jump: the 31-day retention of a PAS600L keeps the newest
+    // month, the older instants count as dropped; the catch-up is batched
+    // (seconds, not one flush per row) and the API keeps answering.
+    let jump = std::time::Instant::now();
+    advance(&site, 40 * 86_400);
+    site.wait_until(Duration::from_secs(60), || publications(&site) == 26);
+    let jump_wall = jump.elapsed();
+    let st = stats(&site);
+    let (rows, files3, dups) = received(&out);
+    assert_eq!(dups, 0, "a file name arrived twice");
+    let mut expected = 0;
+    for (dev, c) in st["devices"].as_object().unwrap() {
+        let (head, first, dropped) = (
+            c["head"].as_u64().unwrap(),
+            c["first"].as_u64().unwrap(),
+            c["dropped"].as_u64().unwrap(),
+        );
+        assert_eq!(c["published"].as_u64(), Some(head), "{dev}: {c}");
+        assert!(
+            (31 * 144 - 2..=31 * 144 + 2).contains(&(head - first)),
+            "{dev}: a month of rows kept: {c}"
+        );
+        assert!(
+            dropped >= 9 * 144 - 2,
+            "{dev}: the older 9 days dropped: {c}"
+        );
+        assert_eq!(rows[dev].len() as u64, head - dropped, "{dev}: {c}");
+        expected += head - dropped;
+    }
+    assert!(
+        files3 - files <= 3 * 200,
+        "at most 200 files per publication"
+    );
     eprintln!(
-        "24 h: {files} files, {total} rows in {day:?} of wall time; after the outage {total2} rows"
+        "24 h: {files} files, {total} rows in {day:?} of wall time; after the outage {total2} rows; \
+         40-day jump: {expected} rows in {files3} files, {jump_wall:?} of wall time"
     );
     drop(receiver);
 }
