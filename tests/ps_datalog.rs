@@ -435,6 +435,49 @@ fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
         files3 - files <= 3 * 200,
         "at most 200 files per publication"
     );
+
+    // The device's JSON API shows the same state.
+    let out_text = site.stdout.lock().unwrap().clone();
+    let password = out_text
+        .split("https: SecurityAdmin / ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("the https login is printed")
+        .to_string();
+    let (code, body) = common::curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{password}\"}}"),
+        "https://127.77.160.10/api/login",
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let bearer = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let (code, body) = common::curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        &bearer,
+        "https://127.77.160.10/api/datalog",
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["devices"], st["devices"], "{api}");
+    assert_eq!(api["logging"]["period_min"], 10);
+    assert_eq!(api["publication"]["field"], "datafile1");
+    assert_eq!(api["retention_days"], 31);
+    let (code, _) = common::curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "https://127.77.160.10/api/datalog",
+    ]);
+    assert_eq!(code, 401, "the data log needs a login");
     eprintln!(
         "24 h: {files} files, {total} rows in {day:?} of wall time; after the outage {total2} rows; \
          40-day jump: {expected} rows in {files3} files, {jump_wall:?} of wall time"
