@@ -102,6 +102,22 @@ pub fn split(rows: &[Row]) -> Vec<&[Row]> {
     out
 }
 
+/// The files of one publication: every device's pending rows (`pending[i]`
+/// for device `i`, in order) cut by [`split`], oldest first across devices
+/// (by the first row's time, then device), at most [`MAX_FILES`]. Each
+/// device's files come in its order and without a hole: a file is planned
+/// only if the device's earlier files are.
+pub fn plan(pending: &[Vec<Row>]) -> Vec<(usize, &[Row])> {
+    let mut files: Vec<(usize, &[Row])> = pending
+        .iter()
+        .enumerate()
+        .flat_map(|(i, rows)| split(rows).into_iter().map(move |f| (i, f)))
+        .collect();
+    files.sort_by_key(|(i, f)| (f.first().map_or(i64::MIN, |r| r.t), *i));
+    files.truncate(MAX_FILES);
+    files
+}
+
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -335,6 +351,36 @@ mod tests {
         let rows2 = vec![rows[0].clone(), other, rows[2].clone()];
         assert_eq!(split(&rows2).len(), 3);
         assert!(split(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_publication_takes_the_oldest_200_files_in_each_devices_order() {
+        let days = |n: i64| -> Vec<Row> {
+            (0..n)
+                .map(|d| {
+                    let mut r = row(d * 86_400 + 600, 10, vec![Some(1.0), Some(2.0)]);
+                    r.seq = d as u64;
+                    r
+                })
+                .collect()
+        };
+        // Device 0: 150 days pending, device 1: 90 days, device 2: nothing.
+        let pending = vec![days(150), days(90), vec![]];
+        let p = plan(&pending);
+        assert_eq!(p.len(), MAX_FILES);
+        let of = |dev: usize| -> Vec<u64> {
+            p.iter()
+                .filter(|(i, _)| *i == dev)
+                .map(|(_, f)| f[0].seq)
+                .collect()
+        };
+        // Oldest first across devices: 90 days of device 1 and the first
+        // 110 of device 0, each in order from its first pending row.
+        assert_eq!(of(1), (0..90).collect::<Vec<_>>());
+        assert_eq!(of(0), (0..110).collect::<Vec<_>>());
+        assert!(of(2).is_empty());
+        assert!(p.windows(2).all(|w| w[0].1[0].t <= w[1].1[0].t));
+        assert_eq!(plan(&[days(3)]).len(), 3);
     }
 
     #[test]

@@ -22,9 +22,9 @@
 //!   PAS800); older rows are dropped, oldest first; dropped unpublished rows
 //!   are counted, reported in the device details and as a `datalog` event.
 //! - Publication (HTTPS, [`https`]) runs a period (default 60 min) after the
-//!   end of the previous one (and one period after boot): for each device,
-//!   the unpublished rows in order, cut by [`csv::split`], at most
-//!   [`csv::MAX_FILES`] files; each file accepted by the server moves that
+//!   end of the previous one (and one period after boot): the devices'
+//!   unpublished rows cut by [`csv::split`], oldest files first, at most
+//!   [`csv::MAX_FILES`] files ([`csv::plan`]); each file accepted by the server moves that
 //!   device's publication pointer past its rows, so a file is never sent
 //!   twice and a failure leaves the rest for the next publication, in order.
 //! - Logging stops while the device is off (no rows for that time); what was
@@ -49,6 +49,8 @@ use store::{ERROR_INVALID, ERROR_OK, Ring, Row};
 
 /// Instants written per NV batch during a catch-up.
 pub const CHUNK: usize = 500;
+/// Pending rows read per device for one publication (the rest waits).
+pub const MAX_ROWS_READ: usize = 20_000;
 /// NV key of the publication statistics.
 pub const STATS_KEY: &str = "pslog/stats";
 
@@ -364,34 +366,30 @@ async fn publish(
     let mut names: std::collections::BTreeMap<String, usize> = Default::default();
     let mut files = 0;
     let mut rows = 0;
-    for (l, ring) in logged.iter().zip(rings.iter_mut()) {
-        if files >= csv::MAX_FILES {
-            break;
+    let pending: Vec<Vec<Row>> = rings
+        .iter()
+        .map(|r| r.rows(r.c.published, MAX_ROWS_READ))
+        .collect::<Result<_, _>>()?;
+    for (i, part) in csv::plan(&pending) {
+        let l = &logged[i];
+        let base = csv::file_name(&l.header, at, 0);
+        let n = names.entry(base).or_insert(0);
+        let name = csv::file_name(&l.header, at, *n);
+        *n += 1;
+        let text = csv::render(&l.header, part);
+        if let Err(e) = https::upload(stack.as_ref(), target, &name, text.as_bytes()).await {
+            stats.failures += 1;
+            stats.last_error = Some(e.to_string());
+            ctx.emit(
+                "datalog",
+                format!("publication failed after {files} files: {e}; the rows wait"),
+            );
+            return Ok(());
         }
-        let pending = ring.rows(ring.c.published, 20_000)?;
-        for part in csv::split(&pending) {
-            if files >= csv::MAX_FILES {
-                break;
-            }
-            let base = csv::file_name(&l.header, at, 0);
-            let n = names.entry(base).or_insert(0);
-            let name = csv::file_name(&l.header, at, *n);
-            *n += 1;
-            let text = csv::render(&l.header, part);
-            if let Err(e) = https::upload(stack.as_ref(), target, &name, text.as_bytes()).await {
-                stats.failures += 1;
-                stats.last_error = Some(e.to_string());
-                ctx.emit(
-                    "datalog",
-                    format!("publication failed after {files} files: {e}; the rows wait"),
-                );
-                return Ok(());
-            }
-            let last = part.last().map_or(0, |r| r.seq);
-            ring.mark_published(last + 1)?;
-            files += 1;
-            rows += part.len() as u64;
-        }
+        let last = part.last().map_or(0, |r| r.seq);
+        rings[i].mark_published(last + 1)?;
+        files += 1;
+        rows += part.len() as u64;
     }
     stats.publications += 1;
     stats.files += files as u64;
