@@ -383,6 +383,51 @@ mod tests {
         assert_eq!(plan(&[days(3)]).len(), 3);
     }
 
+    proptest::proptest! {
+        /// Whatever the rows, the file reads back with every row, its flag,
+        /// its time and its values (to 3 decimals), and the split keeps
+        /// every row once, in order.
+        #[test]
+        fn files_read_back_exactly(
+            start in 0i64..4_000_000_000,
+            vals in proptest::collection::vec(
+                proptest::collection::vec(proptest::option::of(-1.0e9f64..1.0e9), 2),
+                1..50,
+            ),
+            name in "\\PC{0,20}",
+        ) {
+            let mut h = header();
+            h.device_name = name;
+            let rows: Vec<Row> = vals
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let mut r = row(start + i as i64 * 3600, 60, v.clone());
+                    r.seq = i as u64;
+                    r
+                })
+                .collect();
+            let files = split(&rows);
+            let seqs: Vec<u64> = files.iter().flat_map(|f| f.iter().map(|r| r.seq)).collect();
+            proptest::prop_assert_eq!(seqs, (0..rows.len() as u64).collect::<Vec<_>>());
+            for f in files {
+                let back = parse_data(&render(&h, f)).unwrap();
+                proptest::prop_assert_eq!(back.len(), f.len());
+                for (b, r) in back.iter().zip(f) {
+                    proptest::prop_assert_eq!(b.0, r.error);
+                    for (x, y) in b.3.iter().zip(&r.values) {
+                        proptest::prop_assert_eq!(x.is_some(), y.is_some());
+                        if let (Some(x), Some(y)) = (x, y) {
+                            proptest::prop_assert!((x - y).abs() <= 0.0005 + y.abs() * 1e-12);
+                        }
+                    }
+                }
+            }
+            let n = file_name(&h, DateTime::<Utc>::from_timestamp(start, 0).unwrap(), 0);
+            proptest::prop_assert!(!n.contains(['/', '\\', ':', '*', '?', '"', '<', '>', '|']));
+        }
+    }
+
     #[test]
     fn values_are_short() {
         assert_eq!(value(230.0), "230");

@@ -183,12 +183,132 @@ mod tests {
         assert!(s.contains("\r\n\r\na,b\r\n\r\n--XyZ--\r\n"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_answer_bytes_give_a_status_or_none(b in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = status_of(&b);
+        }
+    }
+
     #[test]
     fn status_lines() {
         assert_eq!(status_of(b"HTTP/1.1 201 Created\r\n\r\n"), Some(201));
         assert_eq!(status_of(b"HTTP/1.0 500 Oops\r\n"), Some(500));
         assert_eq!(status_of(b"SSH-2.0-x\r\n"), None);
         assert_eq!(status_of(b""), None);
+    }
+
+    /// A CA, and a certificate for 127.0.0.1 it signed: (CA PEM, cert DER, key DER).
+    fn pki() -> (String, Vec<u8>, Vec<u8>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (ca_cert.pem(), cert.der().to_vec(), key.serialize_der())
+    }
+
+    /// A one-request HTTPS server on loopback answering `status`; returns
+    /// its address and the request it got.
+    async fn server(
+        cert: Vec<u8>,
+        key: Vec<u8>,
+        status: u16,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Option<String>>) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert)],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.ok()?;
+            let mut tls = acceptor.accept(tcp).await.ok()?;
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = tls.read(&mut buf).await.ok()?;
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            tls.write_all(answer.as_bytes()).await.ok()?;
+            let _ = tls.shutdown().await;
+            Some(String::from_utf8_lossy(&req).to_string())
+        });
+        (addr, task)
+    }
+
+    fn stack() -> fieldtwin_emulator::net::host::HostStack {
+        fieldtwin_emulator::net::host::HostStack::new("127.0.0.1".parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_file_reaches_a_server_whose_certificate_the_ca_signed() {
+        let (ca, cert, key) = pki();
+        let (addr, task) = server(cert, key, 201).await;
+        let t = Target::new(addr, "/up".into(), "datafile1".into(), ca.as_bytes()).unwrap();
+        upload(&stack(), &t, "1_mb_m_20260101000000000.csv", b"x,y\r\n")
+            .await
+            .unwrap();
+        let req = task.await.unwrap().unwrap();
+        assert!(req.starts_with("POST /up HTTP/1.1\r\n"), "{req}");
+        assert!(
+            req.contains("name=\"datafile1\"; filename=\"1_mb_m_20260101000000000.csv\""),
+            "{req}"
+        );
+        assert!(req.contains("\r\n\r\nx,y\r\n\r\n--"), "{req}");
+    }
+
+    #[tokio::test]
+    async fn a_server_the_ca_did_not_sign_gets_nothing() {
+        let (_, cert, key) = pki();
+        let (other_ca, _, _) = pki();
+        let (addr, task) = server(cert, key, 201).await;
+        let t = Target::new(addr, "/".into(), "datafile1".into(), other_ca.as_bytes()).unwrap();
+        let e = upload(&stack(), &t, "f.csv", b"secret").await.unwrap_err();
+        assert!(matches!(e, UploadError::Tls(..)), "{e}");
+        assert_eq!(task.await.unwrap(), None, "the server got no request");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_or_a_closed_port_is_an_error() {
+        let (ca, cert, key) = pki();
+        let (addr, _task) = server(cert, key, 500).await;
+        let t = Target::new(addr, "/".into(), "datafile1".into(), ca.as_bytes()).unwrap();
+        let e = upload(&stack(), &t, "f.csv", b"x").await.unwrap_err();
+        assert!(matches!(e, UploadError::Status(_, 500)), "{e}");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let t = Target::new(closed, "/".into(), "datafile1".into(), ca.as_bytes()).unwrap();
+        let e = upload(&stack(), &t, "f.csv", b"x").await.unwrap_err();
+        assert!(matches!(e, UploadError::Connect(..)), "{e}");
     }
 
     #[test]
