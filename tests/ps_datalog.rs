@@ -21,7 +21,7 @@ use common::{RunningSite, free_port, site_text};
 
 const RECEIVER: &str = r#""""HTTPS receiver of Panel Server publications for tests/ps_datalog.rs.
 
-Usage: ps_datalog_receiver.py CERT KEY PORT OUTDIR
+Usage: receiver.py CERT KEY PORT OUTDIR BIND_ADDRESS
 Accepts POST multipart/form-data, stores the part named "datafile1" as
 OUTDIR/<filename> (a second file of the same name goes to <filename>.dup),
 appends one line per request to OUTDIR/requests.log, answers 201.
@@ -32,7 +32,7 @@ import os
 import ssl
 import sys
 
-cert, key, port, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+cert, key, port, out, bind = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -78,7 +78,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.minimum_version = ssl.TLSVersion.TLSv1_2
 ctx.load_cert_chain(cert, key)
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+srv = http.server.ThreadingHTTPServer((bind, port), Handler)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print("ready", flush=True)
 srv.serve_forever()
@@ -103,7 +103,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it.
-fn make_certs(dir: &Path) {
+fn make_certs(dir: &Path, ip: &str) {
     openssl(
         dir,
         &[
@@ -147,7 +147,7 @@ fn make_certs(dir: &Path) {
     );
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
     )
     .unwrap();
     openssl(
@@ -175,15 +175,25 @@ fn make_certs(dir: &Path) {
 struct Receiver(Child);
 
 impl Receiver {
-    fn start(dir: &Path, port: u16, out: &Path) -> Self {
+    /// The receiver on `bind:port`, inside namespace `netns` if given.
+    fn start(dir: &Path, bind: &str, port: u16, out: &Path, netns: Option<&str>) -> Self {
         let script = dir.join("receiver.py");
         std::fs::write(&script, RECEIVER).unwrap();
-        let mut child = Command::new(python())
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &python()]);
+                c
+            }
+            None => Command::new(python()),
+        };
+        let mut child = cmd
             .arg(&script)
             .arg(dir.join("server.pem"))
             .arg(dir.join("server.key"))
             .arg(port.to_string())
             .arg(out)
+            .arg(bind)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the receiver");
@@ -318,11 +328,11 @@ fn check_rows(site: &RunningSite, rows: &BTreeMap<String, Vec<String>>) -> u64 {
 #[test]
 fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    make_certs(dir.path(), "127.0.0.1");
     let out = dir.path().join("received");
     std::fs::create_dir(&out).unwrap();
     let port = free_port();
-    let mut receiver = Some(Receiver::start(dir.path(), port, &out));
+    let mut receiver = Some(Receiver::start(dir.path(), "127.0.0.1", port, &out, None));
     let config = format!(
         "[device.panel_server.datalog]\nperiod_min = 10\n\n[device.panel_server.publication]\nurl = \"https://127.0.0.1:{port}/upload\"\nca_file = \"{}\"\n\n",
         dir.path().join("ca.pem").display()
@@ -390,7 +400,7 @@ fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
         }
     }
     assert_eq!(publications(&site), 24);
-    receiver = Some(Receiver::start(dir.path(), port, &out));
+    receiver = Some(Receiver::start(dir.path(), "127.0.0.1", port, &out, None));
     advance(&site, 3600);
     site.wait_until(Duration::from_secs(30), || publications(&site) == 25);
     let (rows, _, dups) = received(&out);
@@ -483,4 +493,55 @@ fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
          40-day jump: {expected} rows in {files3} files, {jump_wall:?} of wall time"
     );
     drop(receiver);
+}
+
+/// TAP mode, in a namespace of this test: the Panel Server's uploads leave
+/// from its own MAC and IP through the userspace stack and reach the
+/// receiver on the host side of the TAP. Site octet 162.
+#[test]
+fn tap_mode_publication_leaves_from_the_panel_servers_own_address() {
+    if !common::netns::root() {
+        return;
+    }
+    let ns = common::netns::Netns::named(&format!("ft-pslog-tap-{}", std::process::id()));
+    let a = 162;
+    let host = format!("10.77.{a}.1");
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), &host);
+    let out = dir.path().join("received");
+    std::fs::create_dir(&out).unwrap();
+    let config = format!(
+        "[device.panel_server.datalog]\nperiod_min = 10\n\n[device.panel_server.publication]\nurl = \"https://{host}:8443/upload\"\nca_file = \"{}\"\n\n",
+        dir.path().join("ca.pem").display()
+    );
+    let text = site_text(a).replacen(
+        "[[device.panel_server.serial]]",
+        &format!("{config}[[device.panel_server.serial]]"),
+        1,
+    );
+    let site = common::netns::start(&ns, &text, &[]);
+    site.wait_until(Duration::from_secs(60), || {
+        site.get_json("/api/v1/devices/ps1")["power"] == "on" && stats(&site).is_object()
+    });
+    site.post_json("/api/v1/clock", "{\"paused\": true}");
+    // The TAP (and its host address) exists once the site runs.
+    let _receiver = Receiver::start(dir.path(), &host, 8443, &out, Some(&ns.name));
+    for h in 1..=2u64 {
+        advance(&site, 3600);
+        site.wait_until(Duration::from_secs(60), || {
+            stats(&site)["stats"]["publications"].as_u64() == Some(h)
+        });
+    }
+    let (rows, files, dups) = received(&out);
+    assert_eq!(dups, 0);
+    assert!(files >= 12, "{files} files for 2 publications of 6 devices");
+    let total = check_rows(&site, &rows);
+    assert!((11 * 6..=13 * 6).contains(&total), "{total} rows for 2 h");
+    let requests = std::fs::read_to_string(out.join("requests.log")).unwrap();
+    assert!(
+        requests
+            .lines()
+            .all(|l| l.starts_with(&format!("10.77.{a}.10 "))),
+        "uploads leave from the Panel Server's own address: {requests}"
+    );
 }
