@@ -172,7 +172,6 @@ pub struct Stats {
     pub failures: u64,
     pub files: u64,
     pub rows_published: u64,
-    pub rows_logged: u64,
     pub last_error: Option<String>,
 }
 
@@ -325,7 +324,6 @@ async fn run(
             let skips = vec![skipped; logged.len()];
             let done = store::append(&mut rings, &mut batches, &skips, cutoff)?;
             skipped = 0;
-            stats.rows_logged += done.rows;
             if done.dropped > 0 {
                 ctx.emit(
                     "datalog",
@@ -342,9 +340,9 @@ async fn run(
             && clock.now() >= at
         {
             publish(&node, &logged, &mut rings, t, &mut stats).await?;
+            ctx.nv.put(STATS_KEY, &stats)?;
             next_publication = Some(clock.now() + *period);
         }
-        ctx.nv.put(STATS_KEY, &stats)?;
         let wake = next_publication.map_or(schedule.next(), |p| p.min(schedule.next()));
         clock.sleep_until(wake).await;
     }
