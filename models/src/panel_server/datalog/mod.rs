@@ -27,6 +27,10 @@
 //!   [`csv::MAX_FILES`] files ([`csv::plan`]); each file accepted by the server moves that
 //!   device's publication pointer past its rows, so a file is never sent
 //!   twice and a failure leaves the rest for the next publication, in order.
+//! - A power cut during an upload: the file in flight is recorded in NV
+//!   memory before it is sent ([`InFlight`]); the next publication sends it
+//!   again first, same rows, same name, same content, so a server that keeps
+//!   files by name holds each row once.
 //! - Logging stops while the device is off (no rows for that time); what was
 //!   logged and not published survives in NV memory and is published later.
 //!   A boot at an instant whose row was already taken (same RTC second)
@@ -49,6 +53,20 @@ use store::{ERROR_INVALID, ERROR_OK, Ring, Row};
 
 /// Instants written per NV batch during a catch-up.
 pub const CHUNK: usize = 500;
+/// NV key of the file being uploaded (see [`InFlight`]).
+pub const INFLIGHT_KEY: &str = "pslog/inflight";
+
+/// The file being uploaded, written before the upload and removed once the
+/// server accepted it: after a power cut in between, the next publication
+/// sends the same rows under the same name first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub device: String,
+    pub from: u64,
+    pub to: u64,
+    pub name: String,
+}
+
 /// Pending rows read per device for one publication (the rest waits).
 pub const MAX_ROWS_READ: usize = 20_000;
 /// NV key of the publication statistics.
@@ -364,6 +382,38 @@ async fn publish(
     let mut names: std::collections::BTreeMap<String, usize> = Default::default();
     let mut files = 0;
     let mut rows = 0;
+    // A file whose upload a power cut interrupted goes again first, with
+    // its name and content unchanged (the server may already hold it).
+    if let Some(f) = ctx.nv.get::<InFlight>(INFLIGHT_KEY)? {
+        let i = logged.iter().position(|l| l.device.id == f.device);
+        if let Some(i) = i
+            && rings[i].c.published == f.from
+            && f.to >= f.from
+        {
+            let part = rings[i].rows(f.from, (f.to - f.from + 1) as usize)?;
+            if part.len() as u64 == f.to - f.from + 1 {
+                let text = csv::render(&logged[i].header, &part);
+                if let Err(e) =
+                    https::upload(stack.as_ref(), target, &f.name, text.as_bytes()).await
+                {
+                    stats.failures += 1;
+                    stats.last_error = Some(e.to_string());
+                    ctx.emit(
+                        "datalog",
+                        format!(
+                            "publication failed resending {}: {e}; the rows wait",
+                            f.name
+                        ),
+                    );
+                    return Ok(());
+                }
+                rings[i].mark_published(f.to + 1)?;
+                files += 1;
+                rows += part.len() as u64;
+            }
+        }
+        ctx.nv.remove(INFLIGHT_KEY)?;
+    }
     let pending: Vec<Vec<Row>> = rings
         .iter()
         .map(|r| r.rows(r.c.published, MAX_ROWS_READ))
@@ -375,6 +425,19 @@ async fn publish(
         let name = csv::file_name(&l.header, at, *n);
         *n += 1;
         let text = csv::render(&l.header, part);
+        let (from, to) = (
+            part.first().map_or(0, |r| r.seq),
+            part.last().map_or(0, |r| r.seq),
+        );
+        ctx.nv.put(
+            INFLIGHT_KEY,
+            &InFlight {
+                device: l.device.id.clone(),
+                from,
+                to,
+                name: name.clone(),
+            },
+        )?;
         if let Err(e) = https::upload(stack.as_ref(), target, &name, text.as_bytes()).await {
             stats.failures += 1;
             stats.last_error = Some(e.to_string());
@@ -384,8 +447,8 @@ async fn publish(
             );
             return Ok(());
         }
-        let last = part.last().map_or(0, |r| r.seq);
-        rings[i].mark_published(last + 1)?;
+        rings[i].mark_published(to + 1)?;
+        ctx.nv.remove(INFLIGHT_KEY)?;
         files += 1;
         rows += part.len() as u64;
     }
