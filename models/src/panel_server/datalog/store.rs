@@ -167,16 +167,20 @@ pub struct Appended {
 /// (their `seq` is assigned here); rows older than `cutoff` (Unix seconds)
 /// are dropped, and `skipped[i]` samples that were never stored (a clock
 /// jump longer than the retention) use sequence numbers and count as
-/// dropped. One atomic NV batch.
+/// dropped. One atomic NV batch. A ring without a batch gets no rows.
 pub fn append(
     rings: &mut [Ring],
     batches: &mut [Vec<Row>],
     skipped: &[u64],
     cutoff: i64,
 ) -> Result<Appended, StorageError> {
+    let Some(nv) = rings.first().map(|r| r.nv.clone()) else {
+        return Ok(Appended::default());
+    };
     let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
     let mut news = Vec::with_capacity(rings.len());
     let mut done = Appended::default();
+    let mut none = Vec::new();
     for (i, ring) in rings.iter().enumerate() {
         let mut c = ring.c;
         let skip = skipped.get(i).copied().unwrap_or(0);
@@ -188,7 +192,7 @@ pub fn append(
             c.first = c.head;
             c.published = c.published.max(c.head);
         }
-        let rows = &mut batches[i];
+        let rows = batches.get_mut(i).unwrap_or(&mut none);
         for r in rows.iter_mut() {
             r.seq = c.head;
             c.head += 1;
@@ -210,7 +214,7 @@ pub fn append(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
-    rings[0].nv.put_batch(&refs)?;
+    nv.put_batch(&refs)?;
     for (ring, c) in rings.iter_mut().zip(news) {
         ring.c = c;
     }
@@ -281,6 +285,23 @@ mod tests {
         assert_eq!((c.first, c.published, c.head, c.dropped), (5, 5, 11, 2));
         let kept: Vec<i64> = rings[0].rows(0, 100).unwrap().iter().map(|r| r.t).collect();
         assert_eq!(kept, [3000, 3600, 4200, 4800, 5400, 6000]);
+    }
+
+    #[test]
+    fn no_ring_or_fewer_batches_than_rings_is_no_panic() {
+        assert_eq!(
+            append(&mut [], &mut [], &[], 0).unwrap(),
+            Appended::default()
+        );
+        let store = Store::open(None).unwrap();
+        let nv = store.device("ps").unwrap();
+        let mut rings = vec![
+            Ring::open(nv.clone(), "a", 10).unwrap(),
+            Ring::open(nv, "b", 10).unwrap(),
+        ];
+        let done = append(&mut rings, &mut [vec![row(0)]], &[], 0).unwrap();
+        assert_eq!(done.rows, 1);
+        assert_eq!((rings[0].c.head, rings[1].c.head), (1, 0));
     }
 
     #[test]
