@@ -266,6 +266,8 @@ pub fn start(node: &Arc<Node>, cfg: &DatalogConfig, publication: Option<&Publica
             },
             device: d.clone(),
         })
+        // A device that has none of the chosen measurements is not logged.
+        .filter(|l| !l.measures.is_empty())
         .collect();
     if logged.is_empty() {
         return;
