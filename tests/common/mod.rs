@@ -19,7 +19,7 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
-//! | 84, 86, 88 | datalogger_e2e (TAP mode; MQTTS store-and-forward; ClientHello) |
+//! | 84, 86, 87, 88 | datalogger_e2e (TAP mode; MQTTS store-and-forward; HTTPS uplink; ClientHello) |
 //! | 92 | tui_e2e (the dashboard in tmux) |
 //! | 96, 98 | scenarios_e2e (library run, failing scenarios) |
 //! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
@@ -30,6 +30,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod web;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

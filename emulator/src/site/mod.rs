@@ -16,8 +16,8 @@ mod matrix;
 mod ps_datalog;
 
 pub use datalogger::{
-    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, default_inputs,
-    default_range,
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
+    default_inputs, default_range,
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 pub use ps_datalog::{
@@ -347,6 +347,10 @@ pub struct PanelServerConfig {
     /// Publication of the logged data (none unless present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<PublicationConfig>,
+    /// NTP server (an IPv4 address) in the commissioned settings; default:
+    /// none, date and time set manually (the factory setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntp_server: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

@@ -71,6 +71,8 @@ pub struct Node {
     tracker: TaskTracker,
     modbus: tokio::sync::Mutex<Option<Group>>,
     dpws: tokio::sync::Mutex<Option<Group>>,
+    ntp: tokio::sync::Mutex<Option<Group>>,
+    ntp_status: Mutex<super::ntp::Status>,
 }
 
 impl Deref for Node {
@@ -139,7 +141,37 @@ impl Node {
         if (old.dpws, old.dpws_port) != (new.dpws, new.dpws_port) {
             self.start_dpws().await?;
         }
+        if old.ntp_server != new.ntp_server {
+            self.start_ntp().await;
+        }
         Ok(())
+    }
+
+    /// The NTP client's last outcome.
+    pub fn ntp_status(&self, f: impl FnOnce(&mut super::ntp::Status)) -> super::ntp::Status {
+        let mut s = self.ntp_status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
+        s.clone()
+    }
+
+    /// (Re)starts the NTP client for the configured server, if any.
+    async fn start_ntp(self: &Arc<Self>) {
+        let mut slot = self.ntp.lock().await;
+        if let Some(g) = slot.take() {
+            g.stop().await;
+        }
+        self.ntp_status(|s| *s = Default::default());
+        let Some(server) = self.settings().ntp_server else {
+            return;
+        };
+        let group = Group::new(&self.generation);
+        spawn_in(
+            &self.ctx,
+            &group.token,
+            &group.tracker,
+            super::ntp::run(self.clone(), server),
+        );
+        *slot = Some(group);
     }
 
     async fn start_modbus(self: &Arc<Self>) -> Result<(), BootError> {
@@ -309,6 +341,8 @@ pub fn run(
             tracker: TaskTracker::new(),
             modbus: tokio::sync::Mutex::new(None),
             dpws: tokio::sync::Mutex::new(None),
+            ntp: tokio::sync::Mutex::new(None),
+            ntp_status: Mutex::new(Default::default()),
         });
         *ps.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&node);
         let reason: Option<String> = ctx.nv.get(RESTART_KEY)?;
@@ -355,6 +389,7 @@ pub fn run(
         node.start_modbus().await?;
         web::start(&node).await?;
         node.start_dpws().await?;
+        node.start_ntp().await;
         if let Some(cfg) = &ps.datalog {
             super::datalog::start(&node, cfg, ps.publication.as_ref());
         }
