@@ -59,6 +59,10 @@ pub struct RunOptions {
     /// table; quitting it stops the site.
     #[arg(long)]
     tui: bool,
+    /// Scenario library served by the control API (`/api/v1/scenarios`,
+    /// docs/control-api.md).
+    #[arg(long, default_value = fieldtwin_scenarios::LIBRARY_DIR)]
+    scenarios: PathBuf,
     /// Network backend (host loopback or TAP) and capture.
     #[command(flatten)]
     net: crate::tap::NetOptions,
@@ -199,11 +203,20 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some(dir) => println!("state: {}", dir.display()),
             None => println!("state: temporary (use --state DIR to keep it)"),
         }
+        // The control API, with the scenario endpoints (the engine runs
+        // scenarios against this very API).
+        let routes = control::router(rt.clone()).merge(fieldtwin_scenarios::serve::router(
+            fieldtwin_scenarios::serve::Service::new(
+                api.local_addr()?,
+                opts.scenarios.clone(),
+                Some(rt.events().clone()),
+            ),
+        ));
         if opts.tui {
             // The dashboard is a client of the API like any other.
             let addr = api.local_addr()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(serve_api(api, control::router(rt.clone()), async move {
+            let server = tokio::spawn(serve_api(api, routes, async move {
                 tokio::select! {
                     _ = shutdown_signal() => {}
                     _ = stopped => {}
@@ -214,7 +227,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             server.await??;
             dashboard??;
         } else {
-            serve_api(api, control::router(rt.clone()), shutdown_signal()).await?;
+            serve_api(api, routes, shutdown_signal()).await?;
         }
         println!("fieldtwin: shutting down");
         rt.shutdown().await?;

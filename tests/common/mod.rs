@@ -21,7 +21,7 @@
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
 //! | 84, 86, 87, 88 | datalogger_e2e (TAP mode; MQTTS store-and-forward; HTTPS uplink; ClientHello) |
 //! | 92 | tui_e2e (the dashboard in tmux) |
-//! | 96, 98 | scenarios_e2e (library run, failing scenarios) |
+//! | 96, 98, 100, 102 | scenarios_e2e (library run, failing scenarios, seeded runs, served runs) |
 //! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
 //! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
 //! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
