@@ -25,6 +25,7 @@
 //! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
 //! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
 //! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
+//! | 160-169 | ps_datalog (issue 13: Panel Server logging and HTTPS publication; 162: TAP mode) |
 //! | 170 | security_e2e::security_first_https_logins_right_after_start_wait_and_succeed (issue 15) |
 
 #![allow(dead_code)]

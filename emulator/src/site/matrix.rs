@@ -359,6 +359,25 @@ impl Site {
                 format!("{v:?} is not a firmware version; write it like \"002.002.000\""),
             ));
         }
+        if let Some(l) = &ps.datalog {
+            let ids: Vec<&str> = ps
+                .serial
+                .iter()
+                .chain(&ps.wireless)
+                .map(|f| f.id.as_str())
+                .collect();
+            l.validate(&format!("{at}.datalog"), &ids)?;
+        }
+        if let Some(p) = &ps.publication {
+            p.validate(&format!("{at}.publication"))?;
+            if ps.datalog.is_none() {
+                return Err(invalid(
+                    format!("{at}.publication"),
+                    "publication needs data to publish: add [device.panel_server.datalog] \
+                     (period_min, devices, measurements)",
+                ));
+            }
+        }
         let edition = FirmwareEdition::of(d.firmware.as_deref().unwrap_or("999.999.999"));
         if caps.ethernet_ports < 2 {
             let why = format!("{model} has {has}; only topology = \"switched\" on ETH1");
@@ -592,6 +611,42 @@ mod tests {
         assert_eq!(parse_version("2.2.0"), None);
         assert_eq!(parse_version("002.002.000.1"), None);
         assert_eq!(parse_version("002.010.003"), Some((2, 10, 3)));
+    }
+
+    #[test]
+    fn datalog_and_publication_are_checked_naming_the_field() {
+        let ok = "datalog = { period_min = 5, devices = [\"pt-hvac\"], measurements = [\"P\", \"e\"] }\npublication = { url = \"https://10.77.0.1:8443/up\", ca_file = \"/x/ca.pem\" }\n";
+        let site = site_with("PAS600L", ok).unwrap();
+        let ps = site.devices[0].panel_server.as_ref().unwrap();
+        assert_eq!(ps.datalog.as_ref().unwrap().period_min, 5);
+        let p = ps.publication.as_ref().unwrap();
+        assert_eq!((p.period_min, p.field.as_str()), (60, "datafile1"));
+        for (extra, field) in [
+            ("datalog = { period_min = 7 }\n", "datalog.period_min"),
+            ("datalog = { devices = [\"nope\"] }\n", "datalog.devices[0]"),
+            (
+                "datalog = { measurements = [\"kWh\"] }\n",
+                "datalog.measurements[0]",
+            ),
+            (
+                "publication = { url = \"https://10.77.0.1/\", ca_file = \"/x\" }\n",
+                "publication",
+            ),
+            (
+                "datalog = {}\npublication = { url = \"ftp://10.77.0.1/\", ca_file = \"/x\" }\n",
+                "publication.url",
+            ),
+            (
+                "datalog = {}\npublication = { url = \"https://10.77.0.1/\", ca_file = \"/x\", period_min = 0 }\n",
+                "publication.period_min",
+            ),
+        ] {
+            let err = site_with("PAS600L", extra).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("device[0].panel_server.{field}: ")),
+                "{extra}: {err}"
+            );
+        }
     }
 
     #[test]

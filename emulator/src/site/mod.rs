@@ -13,12 +13,16 @@
 mod datalogger;
 mod install_code;
 mod matrix;
+mod ps_datalog;
 
 pub use datalogger::{
     CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
     default_inputs, default_range,
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
+pub use ps_datalog::{
+    DatalogConfig, LOGGING_PERIODS_MIN, PublicationConfig, PublicationMethod, parse_https_url,
+};
 
 pub use matrix::{
     Capabilities, Commodity, DigitalInputConfig, FirmwareEdition, InputMode, PANEL_SERVERS,
@@ -337,6 +341,12 @@ pub struct PanelServerConfig {
     /// What is wired to the digital inputs DI1/DI2 (L models).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digital_input: Vec<DigitalInputConfig>,
+    /// Data logging of the field devices (none unless present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datalog: Option<DatalogConfig>,
+    /// Publication of the logged data (none unless present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<PublicationConfig>,
     /// NTP server (an IPv4 address) in the commissioned settings; default:
     /// none, date and time set manually (the factory setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]

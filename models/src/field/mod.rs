@@ -70,6 +70,81 @@ impl Kind {
     }
 }
 
+/// A measurement a datalogger can log from a field device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Measure {
+    VoltageAN,
+    CurrentA,
+    ActivePower,
+    PowerFactor,
+    ActiveEnergy,
+    Temperature,
+    Humidity,
+    Co2,
+}
+
+impl Measure {
+    /// Every measurement, in catalogue order.
+    pub const ALL: [Measure; 8] = [
+        Self::VoltageAN,
+        Self::CurrentA,
+        Self::ActivePower,
+        Self::PowerFactor,
+        Self::ActiveEnergy,
+        Self::Temperature,
+        Self::Humidity,
+        Self::Co2,
+    ];
+
+    /// The measurements a device of `kind` offers.
+    pub fn of(kind: Kind) -> &'static [Measure] {
+        use Measure::*;
+        match kind {
+            Kind::PowerTag | Kind::Meter => {
+                &[VoltageAN, CurrentA, ActivePower, PowerFactor, ActiveEnergy]
+            }
+            Kind::Th110 => &[Temperature],
+            Kind::Trh => &[Temperature, Humidity],
+            Kind::Co2 => &[Temperature, Humidity, Co2],
+        }
+    }
+
+    /// Short code (the end of the topic id, e.g. `modbus:1_mb_VAN`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::VoltageAN => "VAN",
+            Self::CurrentA => "IA",
+            Self::ActivePower => "P",
+            Self::PowerFactor => "PF",
+            Self::ActiveEnergy => "E",
+            Self::Temperature => "T",
+            Self::Humidity => "RH",
+            Self::Co2 => "CO2",
+        }
+    }
+
+    /// Column heading of the CSV file: name and unit.
+    pub fn heading(self) -> &'static str {
+        match self {
+            Self::VoltageAN => "RmsVoltagePhsAN (V)",
+            Self::CurrentA => "RmsCurrentPhsA (A)",
+            Self::ActivePower => "ActivePower (W)",
+            Self::PowerFactor => "PowerFactor",
+            Self::ActiveEnergy => "ActiveEnergyDelivered (Wh)",
+            Self::Temperature => "Temperature (degC)",
+            Self::Humidity => "RelativeHumidity (%)",
+            Self::Co2 => "CO2Concentration (ppm)",
+        }
+    }
+
+    /// The measurement whose code is `code` (case-insensitive).
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.code().eq_ignore_ascii_case(code))
+    }
+}
+
 /// Models accepted in the site file for field devices.
 pub const MODELS: &str = "A9MEM15xx (PowerTag Energy), PM5xxx, iEM3xxx, TH110, TRH, CO2";
 
@@ -363,6 +438,45 @@ impl FieldDevice {
             c.restore(saved.energy_wh, t);
             st.partial_base_wh = saved.partial_base_wh.clamp(0.0, saved.energy_wh.max(0.0));
         }
+    }
+
+    /// The measurements a datalogger reads at virtual time `t`
+    /// ([`Measure`] list of the device's kind, in that order); `None` when the
+    /// device is not connected (a wireless device out of contact, a serial
+    /// device without supply or hung). A value the device does not hold (a
+    /// PowerTag without supply) is `None`.
+    pub fn measure(&self, t: f64) -> Option<Vec<(Measure, Option<f64>)>> {
+        let mut st = self.lock();
+        let connected = if self.kind.is_wireless() {
+            st.in_contact
+        } else {
+            st.powered && st.responsive
+        };
+        if !connected {
+            return None;
+        }
+        let ts = (t / self.period_s).floor() * self.period_s;
+        let sample = Self::sample(&mut st, ts);
+        let climate = st.ambient.as_ref().map(|a| a.at(ts));
+        Some(
+            Measure::of(self.kind)
+                .iter()
+                .map(|&m| {
+                    let v = match (m, &sample, &climate) {
+                        (Measure::VoltageAN, Some(s), _) if s.on => Some(s.v[0]),
+                        (Measure::CurrentA, Some(s), _) if s.on => Some(s.i[0]),
+                        (Measure::ActivePower, Some(s), _) if s.on => Some(s.p_total),
+                        (Measure::PowerFactor, Some(s), _) if s.on => Some(s.pf),
+                        (Measure::ActiveEnergy, Some(s), _) => Some(s.energy_wh),
+                        (Measure::Temperature, _, Some(c)) => Some(c.temperature_c),
+                        (Measure::Humidity, _, Some(c)) => Some(c.humidity * 100.0),
+                        (Measure::Co2, _, Some(c)) => Some(c.co2_ppm),
+                        _ => None,
+                    };
+                    (m, v.filter(|v| v.is_finite()))
+                })
+                .collect(),
+        )
     }
 
     /// Does the device answer requests at all?

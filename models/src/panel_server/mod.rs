@@ -25,6 +25,7 @@
 //!   Panel Server's pages and DPWS live in [`node`] and [`web`]
 //!   (docs/panel-server.md).
 
+pub mod datalog;
 pub mod gateway;
 pub mod inputs;
 pub mod label;
@@ -169,6 +170,10 @@ pub struct PanelServer {
     eth2_subnet: Option<Subnet>,
     /// DI1/DI2 (L models); `None` on models without digital inputs.
     inputs: Option<Arc<inputs::Bank>>,
+    /// Data logging of the field devices (site file), if configured.
+    datalog: Option<fieldtwin_emulator::site::DatalogConfig>,
+    /// Publication of the data log (site file), if configured.
+    publication: Option<fieldtwin_emulator::site::PublicationConfig>,
     /// The site's Modbus TCP devices: id, model, address (for the
     /// dashboard, which names a configured target by them).
     site_tcp: Vec<(String, String, std::net::Ipv4Addr)>,
@@ -328,6 +333,8 @@ impl PanelServer {
                 .filter(|c| c.digital_inputs > 0)
                 .map(|_| Arc::new(inputs::Bank::new(&cfg.digital_input))),
             site_tcp,
+            datalog: cfg.datalog.clone(),
+            publication: cfg.publication.clone(),
             tcp_live: Default::default(),
             fields: OnceLock::new(),
             current: Default::default(),
@@ -598,11 +605,21 @@ impl Device for PanelServer {
     }
     fn details(&self, nv: &Nv, clock: &Clock) -> Details {
         let (lockout, audit_tail) = crate::security::details(nv, &policy::LOCKOUT, clock.utc_now());
+        let mut extra = std::collections::BTreeMap::new();
+        if self.datalog.is_some() {
+            let ids: Vec<String> = self
+                .serial_specs
+                .iter()
+                .chain(&self.wireless_specs)
+                .map(|s| s.id.clone())
+                .collect();
+            extra.insert("datalog".to_string(), datalog::details(nv, &ids));
+        }
         Details {
             field_devices: self.field_devices(nv),
             web_lockout: Some(lockout),
             audit_tail,
-            extra: Default::default(),
+            extra,
         }
     }
 

@@ -393,6 +393,9 @@ pub fn run(
         web::start(&node).await?;
         node.start_dpws().await?;
         node.start_ntp().await;
+        if let Some(cfg) = &ps.datalog {
+            super::datalog::start(&node, cfg, ps.publication.as_ref());
+        }
         Ok(())
     }
     .boxed()

@@ -24,7 +24,8 @@
 //!   change. The TLS, cookie and header plumbing is [`crate::security::https`].
 //!
 //! One module per page: [`login`], [`home`], [`settings`], [`wireless`],
-//! [`modbus_devices`], [`users`], [`firmware`], [`logs`], [`backup`], [`maintenance`]; each holds
+//! [`modbus_devices`], [`users`], [`firmware`], [`logs`], [`backup`], [`maintenance`],
+//! [`datalog`] (`GET /api/datalog`); each holds
 //! its page's handlers and the matching `/api` handlers. The HTML is
 //! [`pages`].
 
@@ -79,6 +80,7 @@ pub mod dpws;
 mod pages;
 
 mod backup;
+mod datalog;
 mod firmware;
 mod home;
 mod login;
@@ -92,6 +94,7 @@ mod wireless;
 pub use wireless::parse_rf_id;
 
 use backup::{backup_download, backup_page, backup_restore};
+use datalog::api_datalog;
 use firmware::{api_firmware, firmware_page, firmware_upload};
 use home::{api_status, home};
 use login::{api_login, login_form, login_page, logout};
@@ -275,6 +278,7 @@ fn router(node: Arc<Node>) -> Router {
         .route("/api/status", get(api_status))
         .route("/api/settings", get(api_settings).put(api_put_settings))
         .route("/api/audit", get(api_audit))
+        .route("/api/datalog", get(api_datalog))
         .route("/api/firmware", post(api_firmware))
         .route("/api/reboot", post(api_reboot))
         .route("/api/factory-reset", post(api_factory_reset))

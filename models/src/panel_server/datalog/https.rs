@@ -1,0 +1,320 @@
+//! HTTPS publication client: one file per POST, `multipart/form-data`, over
+//! the device's own transport.
+//!
+//! Contract (devices.md §1.6 "SFTP / HTTPS"; DOCA0211 "TLS 1.2 minimum"):
+//! - The TCP connection is opened with the interface's
+//!   [`Stack::connect_tcp`], so it leaves from the device's address in host
+//!   mode and from its MAC in TAP mode; TLS (rustls) runs on that stream.
+//! - TLS 1.2 or 1.3 only; the server certificate must chain to the
+//!   configured CA and name the URL's IP address; anything else fails the
+//!   upload with [`UploadError::Tls`].
+//! - The file is the part named by the configured field (`datafile1` by
+//!   default), `filename` = the file name, `Content-Type: text/csv`.
+//! - A 2xx answer is success; anything else (other status, no answer within
+//!   the wall-time limits, connection refused) is an [`UploadError`] and the
+//!   file stays unpublished.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fieldtwin_emulator::net::Stack;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, IpAddr, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Wall-time limit to connect and finish the TLS handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wall-time limit for the whole request and its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    #[error("TLS with {0} failed: {1}")]
+    Tls(SocketAddr, std::io::Error),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("{0} closed the connection or sent no HTTP answer: {1}")]
+    Protocol(SocketAddr, String),
+    #[error("{0} refused the file: HTTP {1}")]
+    Status(SocketAddr, u16),
+}
+
+/// Where and how files are posted.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub path: String,
+    pub field: String,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "https://{}{}", self.addr, self.path)
+    }
+}
+
+impl Target {
+    /// A target from the URL's parts and the CA certificate(s) in PEM.
+    pub fn new(
+        addr: SocketAddr,
+        path: String,
+        field: String,
+        ca_pem: &[u8],
+    ) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| format!("the CA file is not PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("the CA file holds no certificate".into());
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            addr,
+            path,
+            field,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+}
+
+/// The multipart body carrying `content` as `field`/`file_name`.
+pub fn multipart(field: &str, file_name: &str, content: &[u8], boundary: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(content.len() + 256);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{}\"\r\nContent-Type: text/csv\r\n\r\n",
+            file_name.replace('"', "~")
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// The status code of an HTTP/1.x answer head.
+fn status_of(head: &[u8]) -> Option<u16> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Posts one file to `target` through `stack`.
+pub async fn upload(
+    stack: &dyn Stack,
+    target: &Target,
+    file_name: &str,
+    content: &[u8],
+) -> Result<(), UploadError> {
+    let addr = target.addr;
+    let timeout = |d| move |_| UploadError::Timeout(addr, d);
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, stack.connect_tcp(addr))
+        .await
+        .map_err(timeout(CONNECT_TIMEOUT))?
+        .map_err(|e| UploadError::Connect(addr, e))?;
+    let name = ServerName::IpAddress(IpAddr::from(addr.ip()));
+    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, target.connector.connect(name, tcp))
+        .await
+        .map_err(timeout(CONNECT_TIMEOUT))?
+        .map_err(|e| UploadError::Tls(addr, e))?;
+    let boundary = format!("----fieldtwin-{:016x}", rand::random::<u64>());
+    let body = multipart(&target.field, file_name, content, &boundary);
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: EcoStruxure Panel Server\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        target.path,
+        body.len()
+    );
+    let exchange = async {
+        tls.write_all(head.as_bytes()).await?;
+        tls.write_all(&body).await?;
+        tls.flush().await?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.len() < 16 * 1024 {
+            let n = tls.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let _ = tls.shutdown().await;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(timeout(REQUEST_TIMEOUT))?
+        .map_err(|e| UploadError::Protocol(addr, e.to_string()))?;
+    match status_of(&answer) {
+        Some(s) if (200..300).contains(&s) => Ok(()),
+        Some(s) => Err(UploadError::Status(addr, s)),
+        None => Err(UploadError::Protocol(
+            addr,
+            format!("{} bytes without an HTTP status line", answer.len()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_names_the_field_and_file() {
+        let b = multipart("datafile1", "1_mb_x_2022.csv", b"a,b\r\n", "XyZ");
+        let s = String::from_utf8(b).unwrap();
+        assert!(s.starts_with("--XyZ\r\nContent-Disposition: form-data; name=\"datafile1\"; filename=\"1_mb_x_2022.csv\"\r\n"));
+        assert!(s.contains("\r\n\r\na,b\r\n\r\n--XyZ--\r\n"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_answer_bytes_give_a_status_or_none(b in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = status_of(&b);
+        }
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_of(b"HTTP/1.1 201 Created\r\n\r\n"), Some(201));
+        assert_eq!(status_of(b"HTTP/1.0 500 Oops\r\n"), Some(500));
+        assert_eq!(status_of(b"SSH-2.0-x\r\n"), None);
+        assert_eq!(status_of(b""), None);
+    }
+
+    /// A CA, and a certificate for 127.0.0.1 it signed: (CA PEM, cert DER, key DER).
+    fn pki() -> (String, Vec<u8>, Vec<u8>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (ca_cert.pem(), cert.der().to_vec(), key.serialize_der())
+    }
+
+    /// A one-request HTTPS server on loopback answering `status`; returns
+    /// its address and the request it got.
+    async fn server(
+        cert: Vec<u8>,
+        key: Vec<u8>,
+        status: u16,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Option<String>>) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert)],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.ok()?;
+            let mut tls = acceptor.accept(tcp).await.ok()?;
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = tls.read(&mut buf).await.ok()?;
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            tls.write_all(answer.as_bytes()).await.ok()?;
+            let _ = tls.shutdown().await;
+            Some(String::from_utf8_lossy(&req).to_string())
+        });
+        (addr, task)
+    }
+
+    fn stack() -> fieldtwin_emulator::net::host::HostStack {
+        fieldtwin_emulator::net::host::HostStack::new("127.0.0.1".parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_file_reaches_a_server_whose_certificate_the_ca_signed() {
+        let (ca, cert, key) = pki();
+        let (addr, task) = server(cert, key, 201).await;
+        let t = Target::new(addr, "/up".into(), "datafile1".into(), ca.as_bytes()).unwrap();
+        upload(&stack(), &t, "1_mb_m_20260101000000000.csv", b"x,y\r\n")
+            .await
+            .unwrap();
+        let req = task.await.unwrap().unwrap();
+        assert!(req.starts_with("POST /up HTTP/1.1\r\n"), "{req}");
+        assert!(
+            req.contains("name=\"datafile1\"; filename=\"1_mb_m_20260101000000000.csv\""),
+            "{req}"
+        );
+        assert!(req.contains("\r\n\r\nx,y\r\n\r\n--"), "{req}");
+    }
+
+    #[tokio::test]
+    async fn a_server_the_ca_did_not_sign_gets_nothing() {
+        let (_, cert, key) = pki();
+        let (other_ca, _, _) = pki();
+        let (addr, task) = server(cert, key, 201).await;
+        let t = Target::new(addr, "/".into(), "datafile1".into(), other_ca.as_bytes()).unwrap();
+        let e = upload(&stack(), &t, "f.csv", b"secret").await.unwrap_err();
+        assert!(matches!(e, UploadError::Tls(..)), "{e}");
+        assert_eq!(task.await.unwrap(), None, "the server got no request");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_or_a_closed_port_is_an_error() {
+        let (ca, cert, key) = pki();
+        let (addr, _task) = server(cert, key, 500).await;
+        let t = Target::new(addr, "/".into(), "datafile1".into(), ca.as_bytes()).unwrap();
+        let e = upload(&stack(), &t, "f.csv", b"x").await.unwrap_err();
+        assert!(matches!(e, UploadError::Status(_, 500)), "{e}");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let t = Target::new(closed, "/".into(), "datafile1".into(), ca.as_bytes()).unwrap();
+        let e = upload(&stack(), &t, "f.csv", b"x").await.unwrap_err();
+        assert!(matches!(e, UploadError::Connect(..)), "{e}");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let addr = "127.0.0.1:443".parse().unwrap();
+        let e = Target::new(addr, "/".into(), "datafile1".into(), b"nothing").unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+    }
+}
