@@ -19,6 +19,7 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
+//! | 160-169 | reliability (site-file ranges, kill -9 crash consistency, hostile web input) |
 
 #![allow(dead_code)]
 
