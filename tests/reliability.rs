@@ -514,3 +514,465 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
 
 static LAST_ACKED: AtomicU64 = AtomicU64::new(0);
 static LAST_SENT: AtomicU64 = AtomicU64::new(0);
+
+// ------------------------------------------------------------ HTTPS client
+
+/// A TLS client that accepts the device's self-signed certificate: these
+/// tests attack the web server, not the PKI.
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct AnyCert(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    pub fn connector() -> tokio_rustls::TlsConnector {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn tls_connect(tls: &tokio_rustls::TlsConnector, addr: &str) -> std::io::Result<Tls> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("panel-server").unwrap();
+    tls.connect(name, tcp).await
+}
+
+/// A request's bytes (`Connection: close`).
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: panel-server\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut r = r.into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// Sends `raw` on a fresh TLS connection; the status (0: no answer) and
+/// the whole answer (head and body).
+async fn https(tls: &tokio_rustls::TlsConnector, addr: &str, raw: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tls_connect(tls, addr).await else {
+        return (0, String::new());
+    };
+    if s.write_all(raw).await.is_err() {
+        // The server may answer (413, 431) before reading all of it.
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+/// `application/x-www-form-urlencoded` of arbitrary bytes.
+fn urlencode(b: &[u8]) -> String {
+    b.iter()
+        .map(|&c| match c {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(c).to_string()
+            }
+            _ => format!("%{c:02X}"),
+        })
+        .collect()
+}
+
+/// A logged-in web session: cookie header and CSRF token.
+#[derive(Clone, Debug)]
+struct WebSession {
+    cookie: String,
+    csrf: String,
+}
+
+async fn web_login(tls: &tokio_rustls::TlsConnector, addr: &str, password: &str) -> WebSession {
+    let body = format!(
+        "username=SecurityAdmin&password={}",
+        urlencode(password.as_bytes())
+    );
+    let (code, text) = https(
+        tls,
+        addr,
+        &request(
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 303, "login: {text}");
+    let cookie = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .and_then(|l| l.split_once(':'))
+        .and_then(|(_, v)| v.split(';').next())
+        .unwrap()
+        .trim()
+        .to_string();
+    let (code, page) = https(tls, addr, &request("GET", "/", &[("Cookie", &cookie)], b"")).await;
+    assert_eq!(code, 200, "{page}");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token in the home page:\n{page}"))
+        .to_string();
+    WebSession { cookie, csrf }
+}
+
+/// Time for the login page to answer 200 on a fresh connection.
+async fn login_page_latency(tls: &tokio_rustls::TlsConnector, addr: &str) -> Duration {
+    let t = Instant::now();
+    let (code, text) = https(tls, addr, &request("GET", "/login", &[], b"")).await;
+    assert_eq!(code, 200, "login page: {text}");
+    t.elapsed()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ------------------------------------------------- fuzzed peer input, e2e
+
+/// Form posts of the web pages and the fields each one reads.
+const FORMS: &[(&str, &[&str])] = &[
+    ("/login", &["username", "password"]),
+    (
+        "/settings/network-communication",
+        &[
+            "modbus_eth1",
+            "modbus_eth2",
+            "modbus_wifi",
+            "dpws",
+            "dpws_port",
+            "rstp",
+        ],
+    ),
+    (
+        "/settings/wifi",
+        &["enabled", "access_point", "ap_password"],
+    ),
+    ("/settings/wireless", &["ieee802154"]),
+    ("/settings/wireless/add", &["install_code"]),
+    ("/settings/wireless/remove", &["rf_id"]),
+    ("/settings/datetime", &["mode", "datetime", "ntp_server"]),
+    ("/settings/wireless-permanent-off", &["confirm"]),
+    ("/users", &["account", "current", "new", "confirm"]),
+    ("/backup/download", &["password"]),
+];
+
+/// Multipart uploads and their fields.
+const UPLOADS: &[(&str, &[&str])] = &[
+    ("/firmware", &["image"]),
+    ("/backup/restore", &["file", "password"]),
+];
+
+/// One fuzzed web request.
+#[derive(Debug, Clone)]
+enum WebCase {
+    /// A form post: route, (field, value) pairs, whether the session's
+    /// CSRF token is added, a content type other than the form's.
+    Form(usize, Vec<(usize, Vec<u8>)>, bool, Option<String>),
+    /// Raw bytes as the body of a form post.
+    RawForm(usize, Vec<u8>),
+    /// A multipart upload: route, parts (field, file name, content), the
+    /// number of bytes cut off its end, a boundary of its own.
+    Multipart(
+        usize,
+        Vec<(usize, Option<String>, Vec<u8>)>,
+        usize,
+        Option<String>,
+    ),
+    /// JSON API: route and body.
+    Api(usize, Vec<u8>),
+}
+
+fn web_case() -> impl proptest::strategy::Strategy<Value = WebCase> {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    let bytes = || {
+        prop_oneof![
+            vec(any::<u8>(), 0..64),
+            "\\PC{0,40}".prop_map(String::into_bytes),
+            Just(b"<script>alert(1)</script>".to_vec()),
+            Just(b"on".to_vec()),
+            Just(b"2026-02-30T25:61".to_vec()),
+            Just(b"99999999999999999999".to_vec()),
+        ]
+    };
+    prop_oneof![
+        (
+            0..FORMS.len(),
+            vec((0..8usize, bytes()), 0..6),
+            any::<bool>(),
+            proptest::option::weighted(
+                0.2,
+                prop_oneof![
+                    Just("application/json".to_string()),
+                    Just("multipart/form-data".to_string()),
+                    "\\PC{0,30}"
+                ]
+            ),
+        )
+            .prop_map(|(r, f, c, t)| WebCase::Form(r, f, c, t)),
+        (0..FORMS.len(), vec(any::<u8>(), 0..200)).prop_map(|(r, b)| WebCase::RawForm(r, b)),
+        (
+            0..UPLOADS.len(),
+            vec(
+                (
+                    0..4usize,
+                    proptest::option::of("\\PC{0,20}"),
+                    vec(any::<u8>(), 0..300)
+                ),
+                0..4
+            ),
+            prop_oneof![Just(0usize), 0..400usize],
+            proptest::option::weighted(0.2, "[ -~]{0,80}"),
+        )
+            .prop_map(|(r, p, cut, b)| WebCase::Multipart(r, p, cut, b)),
+        (0..2usize, vec(any::<u8>(), 0..200)).prop_map(|(r, b)| WebCase::Api(r, b)),
+    ]
+}
+
+/// The request of `case` in session `s`.
+fn web_request(case: &WebCase, s: &WebSession) -> Vec<u8> {
+    let cookie = [("Cookie", s.cookie.as_str())];
+    match case {
+        WebCase::Form(r, fields, csrf, ctype) => {
+            let (path, names) = FORMS[*r];
+            let mut pairs: Vec<String> = fields
+                .iter()
+                .map(|(f, v)| {
+                    let name = names.get(*f).copied().unwrap_or("x");
+                    format!("{name}={}", urlencode(v))
+                })
+                .collect();
+            if *csrf {
+                pairs.push(format!("csrf={}", s.csrf));
+            }
+            let ctype = ctype
+                .clone()
+                .unwrap_or("application/x-www-form-urlencoded".into());
+            let mut h = cookie.to_vec();
+            h.push(("Content-Type", &ctype));
+            request("POST", path, &h, pairs.join("&").as_bytes())
+        }
+        WebCase::RawForm(r, body) => {
+            let h = [
+                cookie[0],
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ];
+            request("POST", FORMS[*r].0, &h, body)
+        }
+        WebCase::Multipart(r, parts, cut, boundary) => {
+            let (path, names) = UPLOADS[*r];
+            let b = boundary.clone().unwrap_or("fuzzboundary7MA4YWxk".into());
+            let mut body = Vec::new();
+            let mut part = |name: &str, file: Option<&str>, content: &[u8]| {
+                body.extend_from_slice(
+                    format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+                );
+                if let Some(f) = file {
+                    body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
+                }
+                body.extend_from_slice(b"\r\n\r\n");
+                body.extend_from_slice(content);
+                body.extend_from_slice(b"\r\n");
+            };
+            part("csrf", None, s.csrf.as_bytes());
+            for (f, file, content) in parts {
+                part(
+                    names.get(*f).copied().unwrap_or("x"),
+                    file.as_deref(),
+                    content,
+                );
+            }
+            body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+            body.truncate(body.len().saturating_sub(*cut));
+            let ctype = "multipart/form-data; boundary=fuzzboundary7MA4YWxk";
+            request("POST", path, &[cookie[0], ("Content-Type", ctype)], &body)
+        }
+        WebCase::Api(r, body) => {
+            let (method, path) = [("POST", "/api/login"), ("PUT", "/api/settings")][*r];
+            request(method, path, &[("Content-Type", "application/json")], body)
+        }
+    }
+}
+
+/// Arbitrary form posts, raw bodies, multipart uploads (also truncated,
+/// with a boundary other than announced) and JSON to every web route,
+/// logged in with a valid CSRF token so the handlers parse them: every
+/// answer is 2xx/3xx/4xx, and the login page answers after each.
+#[test]
+fn fuzzed_web_forms_and_uploads_get_an_answer_and_the_device_keeps_answering() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = dir.path().join("site.toml");
+    std::fs::write(&site_file, site(164)).unwrap();
+    let p = Proc::start(&site_file, &dir.path().join("state"));
+    let web = p.service("https");
+    let password = p.password();
+    let rt = runtime();
+    let tls = tls::connector();
+    let session = Mutex::new(rt.block_on(web_login(&tls, &web, &password)));
+    let (relogins, answers) = (
+        AtomicU64::new(0),
+        Mutex::new(std::collections::BTreeMap::new()),
+    );
+    let cases = 160;
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let started = Instant::now();
+    runner
+        .run(&web_case(), |case| {
+            let s = session.lock().unwrap().clone();
+            let (code, text) = rt.block_on(https(&tls, &web, &web_request(&case, &s)));
+            if !(200..500).contains(&code) {
+                return Err(TestCaseError::fail(format!(
+                    "{case:?}: answered {code}:\n{text}"
+                )));
+            }
+            *answers.lock().unwrap().entry(code).or_insert(0u32) += 1;
+            rt.block_on(login_page_latency(&tls, &web));
+            // A date change or lockout may end the session: lift any lock
+            // (site clock) and log in again.
+            let (code, _) = rt.block_on(https(
+                &tls,
+                &web,
+                &request("GET", "/", &[("Cookie", &s.cookie)], b""),
+            ));
+            if code != 200 {
+                p.api("POST", "/api/v1/clock", r#"{"advance_s": 7200}"#);
+                *session.lock().unwrap() = rt.block_on(web_login(&tls, &web, &password));
+                relogins.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+        .unwrap();
+    println!(
+        "web fuzz: {cases} cases in {:.1} s, answers {:?}, {} new logins",
+        started.elapsed().as_secs_f64(),
+        answers.lock().unwrap(),
+        relogins.load(Ordering::SeqCst)
+    );
+    let d = p.api("GET", "/api/v1/devices/ps1", "");
+    assert_eq!(d["power"], "on", "{d}");
+}
+
+/// Arbitrary bytes on Modbus TCP connections (many frames, bad headers,
+/// partial frames then close): afterwards a fresh client still reads the
+/// registers.
+#[test]
+fn fuzzed_modbus_tcp_streams_leave_the_device_answering() {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = dir.path().join("site.toml");
+    std::fs::write(&site_file, site(166)).unwrap();
+    let p = Proc::start(&site_file, &dir.path().join("state"));
+    let mb = p.service("modbus");
+    // Valid MBAP headers around arbitrary PDUs, and arbitrary bytes.
+    let stream = prop_oneof![
+        vec(any::<u8>(), 0..600),
+        vec((any::<u16>(), any::<u8>(), vec(any::<u8>(), 1..260)), 1..8).prop_map(|frames| {
+            let mut v = Vec::new();
+            for (tid, unit, pdu) in frames {
+                v.extend_from_slice(&tid.to_be_bytes());
+                v.extend_from_slice(&[0, 0]);
+                v.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes());
+                v.push(unit);
+                v.extend_from_slice(&pdu);
+            }
+            v
+        }),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&stream, |bytes| {
+            let mut s = modbus_connect(&mb);
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            // The device may close on a bad header: a write error is fine.
+            let _ = s.write_all(&bytes);
+            let mut sink = [0u8; 4096];
+            let _ = s.read(&mut sink);
+            drop(s);
+            let mut s = modbus_connect(&mb);
+            let r = modbus(&mut s, 7, &[0x03, 0x00, 0x73, 0x00, 0x04])
+                .map_err(|e| TestCaseError::fail(format!("no answer after {bytes:?}: {e}")))?;
+            prop_assert_eq!(r.first(), Some(&0x03), "after {:?}", bytes);
+            Ok(())
+        })
+        .unwrap();
+}
