@@ -976,3 +976,142 @@ fn fuzzed_modbus_tcp_streams_leave_the_device_answering() {
         })
         .unwrap();
 }
+
+// ------------------------------------------------------ hostile web input
+
+/// Slow header senders.
+const SLOWLORIS: usize = 500;
+/// Sockets that finish the TLS handshake and then send nothing.
+const IDLE_TLS: usize = 200;
+/// Sockets that connect and never start the handshake.
+const IDLE_TCP: usize = 200;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Slowloris (500 connections trickling header lines), idle TLS sockets
+/// and half-open TCP sockets held open together: the login page keeps
+/// answering each fresh client within 1 s. Then over-long request lines,
+/// headers and bodies get 4xx, and the page still answers.
+#[test]
+fn hostile_web_input_leaves_the_login_page_answering() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = dir.path().join("site.toml");
+    std::fs::write(&site_file, site(168)).unwrap();
+    let p = Proc::start(&site_file, &dir.path().join("state"));
+    let web = p.service("https");
+    let rt = runtime();
+    let tls = tls::connector();
+    rt.block_on(async {
+        let mut base = Vec::new();
+        for _ in 0..5 {
+            base.push(login_page_latency(&tls, &web).await);
+        }
+        base.sort();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (slow_up, idle_up) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let gate = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tasks = Vec::new();
+        for i in 0..SLOWLORIS {
+            let (tls, web, stop, up, gate) =
+                (tls.clone(), web.clone(), stop.clone(), slow_up.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                let permit = gate.acquire().await.unwrap();
+                let Ok(mut s) = tls_connect(&tls, &web).await else { return };
+                drop(permit);
+                if s.write_all(b"GET /login HTTP/1.1\r\nHost: panel-server\r\n").await.is_err() {
+                    return;
+                }
+                up.fetch_add(1, Ordering::SeqCst);
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    n += 1;
+                    if s.write_all(format!("X-Slow-{i}-{n}: a\r\n").as_bytes()).await.is_err() {
+                        up.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }));
+        }
+        let mut held = Vec::new();
+        for _ in 0..IDLE_TLS {
+            let _permit = gate.acquire().await.unwrap();
+            if let Ok(s) = tls_connect(&tls, &web).await {
+                idle_up.fetch_add(1, Ordering::SeqCst);
+                held.push(s);
+            }
+        }
+        let mut half_open = Vec::new();
+        for _ in 0..IDLE_TCP {
+            half_open.push(tokio::net::TcpStream::connect(&web).await.unwrap());
+        }
+        let t = Instant::now();
+        while (slow_up.load(Ordering::SeqCst) as usize) < SLOWLORIS {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "only {} slowloris connections up",
+                slow_up.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // All of them held: fresh clients for 5 s.
+        let mut under = Vec::new();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            under.push(login_page_latency(&tls, &web).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        under.sort();
+        let still = slow_up.load(Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        println!(
+            "slowloris: {SLOWLORIS} slow senders ({still} still connected at the end), {} idle TLS, \
+             {IDLE_TCP} half-open TCP; login page over {} fresh connections: p50 {:?} p95 {:?} \
+             max {:?} (idle: p50 {:?} max {:?})",
+            idle_up.load(Ordering::SeqCst),
+            under.len(),
+            percentile(&under, 0.5),
+            percentile(&under, 0.95),
+            under.last().unwrap(),
+            percentile(&base, 0.5),
+            base.last().unwrap()
+        );
+        assert_eq!(still as usize, SLOWLORIS, "slow senders were dropped early");
+        assert!(
+            *under.last().unwrap() < Duration::from_secs(1),
+            "login page took {:?} under slowloris",
+            under.last().unwrap()
+        );
+        drop(held);
+        drop(half_open);
+
+        // Over-long input gets 4xx.
+        let big = "a".repeat(1 << 20);
+        let many: Vec<(String, String)> = (0..500).map(|i| (format!("X-H{i}"), "v".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut huge_body = b"POST /login HTTP/1.1\r\nHost: panel-server\r\nConnection: close\r\n\
+            Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000000\r\n\r\n"
+            .to_vec();
+        huge_body.extend_from_slice(b"username=SecurityAdmin&password=");
+        let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+            ("1 MiB header", request("GET", "/login", &[("X-Big", &big)], b""), &[431]),
+            ("500 headers", request("GET", "/login", &many, b""), &[431]),
+            ("1 MiB path", request("GET", &format!("/{big}"), &[], b""), &[414, 431]),
+            ("1 GB body announced", huge_body, &[413]),
+        ];
+        for (what, raw, want) in cases {
+            let (code, text) = https(&tls, &web, &raw).await;
+            assert!(want.contains(&code), "{what}: {code}\n{}", &text[..text.len().min(300)]);
+            login_page_latency(&tls, &web).await;
+        }
+    });
+    let d = p.api("GET", "/api/v1/devices/ps1", "");
+    assert_eq!(d["power"], "on", "{d}");
+}
