@@ -1115,3 +1115,112 @@ fn hostile_web_input_leaves_the_login_page_answering() {
     let d = p.api("GET", "/api/v1/devices/ps1", "");
     assert_eq!(d["power"], "on", "{d}");
 }
+
+/// A directed WS-Discovery Probe with no types.
+fn wsd_probe_xml(id: u32) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope" xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:wsd="http://schemas.xmlsoap.org/ws/2005/04/discovery"><soap:Header><wsa:To>urn:schemas-xmlsoap-org:ws:2005:04:discovery</wsa:To><wsa:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/Probe</wsa:Action><wsa:MessageID>urn:uuid:00000000-0000-4000-8000-{id:012}</wsa:MessageID></soap:Header><soap:Body><wsd:Probe/></soap:Body></soap:Envelope>"#
+    )
+}
+
+/// Arbitrary datagrams and mutated SOAP envelopes on WS-Discovery (UDP
+/// 3702), arbitrary POSTs on the DPWS metadata port: after each, a directed
+/// Probe still gets its ProbeMatches.
+#[test]
+fn fuzzed_ws_discovery_and_dpws_leave_the_device_answering() {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = dir.path().join("site.toml");
+    std::fs::write(&site_file, site(167)).unwrap();
+    let p = Proc::start(&site_file, &dir.path().join("state"));
+    let ip = p.service("https").split(':').next().unwrap().to_string();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let wsd = format!("{ip}:3702");
+    let probe = |id: u32| -> Result<(), TestCaseError> {
+        udp.send_to(wsd_probe_xml(id).as_bytes(), &wsd).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let want = format!("00000000-0000-4000-8000-{id:012}");
+        // Earlier garbage may have drawn answers: skip to ours.
+        loop {
+            let n = udp
+                .recv(&mut buf)
+                .map_err(|e| TestCaseError::fail(format!("no ProbeMatches: {e}")))?;
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.contains("ProbeMatches") && text.contains(&want) {
+                return Ok(());
+            }
+        }
+    };
+    probe(0).unwrap();
+    // Mutations of a valid Probe: (position, replacement bytes, deleted).
+    let input = prop_oneof![
+        vec(any::<u8>(), 0..1500).prop_map(|b| (b, false)),
+        "\\PC{0,400}".prop_map(|s| (s.into_bytes(), false)),
+        vec(
+            (
+                any::<prop::sample::Index>(),
+                vec(any::<u8>(), 0..8),
+                0..8usize
+            ),
+            1..6
+        )
+        .prop_map(|edits| {
+            let mut b = wsd_probe_xml(1).into_bytes();
+            for (at, put, del) in edits {
+                let i = at.index(b.len());
+                let end = (i + del).min(b.len());
+                b.splice(i..end, put);
+            }
+            (b, false)
+        }),
+        vec(any::<u8>(), 0..600).prop_map(|b| (b, true)),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 150,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let n = AtomicU64::new(2);
+    let codes = Mutex::new(std::collections::BTreeMap::new());
+    runner
+        .run(&input, |(bytes, http)| {
+            if http {
+                let mut raw = format!(
+                    "POST /{} HTTP/1.1\r\nHost: {ip}\r\nContent-Type: application/soap+xml\r\n\
+                     Connection: close\r\nContent-Length: {}\r\n\r\n",
+                    bytes.len() % 3,
+                    bytes.len()
+                )
+                .into_bytes();
+                raw.extend_from_slice(&bytes);
+                {
+                    let mut s = TcpStream::connect(format!("{ip}:5357"))
+                        .map_err(|e| TestCaseError::fail(format!("metadata port: {e}")))?;
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let _ = s.write_all(&raw);
+                    let mut sink = Vec::new();
+                    let _ = s.read_to_end(&mut sink);
+                    let head = String::from_utf8_lossy(&sink[..sink.len().min(12)]).to_string();
+                    *codes.lock().unwrap().entry(head.clone()).or_insert(0u32) += 1;
+                    prop_assert!(
+                        head.starts_with("HTTP/1.1 2") || head.starts_with("HTTP/1.1 4"),
+                        "metadata port answered {:?}",
+                        head
+                    );
+                }
+            } else {
+                udp.send_to(&bytes, &wsd).unwrap();
+            }
+            probe(n.fetch_add(1, Ordering::SeqCst) as u32)
+        })
+        .unwrap();
+    println!(
+        "ws-discovery fuzz: {} probes answered after fuzzed input; metadata port answers {:?}",
+        n.load(Ordering::SeqCst) - 1,
+        codes.lock().unwrap()
+    );
+}
