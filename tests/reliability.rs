@@ -1224,3 +1224,84 @@ fn fuzzed_ws_discovery_and_dpws_leave_the_device_answering() {
         codes.lock().unwrap()
     );
 }
+
+/// Every field of every form and upload (and the upload's file name) set
+/// to a `<script>` value; then every answer and every page: none carries
+/// the value unescaped, and the values the pages do echo come back as
+/// `&lt;script&gt;`.
+#[test]
+fn stored_script_values_come_back_escaped_on_every_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = dir.path().join("site.toml");
+    std::fs::write(&site_file, site(165)).unwrap();
+    let p = Proc::start(&site_file, &dir.path().join("state"));
+    let web = p.service("https");
+    let password = p.password();
+    let rt = runtime();
+    let tls = tls::connector();
+    let raw = "<script>ft(1)</script>";
+    let escaped = "&lt;script&gt;ft(1)&lt;/script&gt;";
+    rt.block_on(async {
+        let s = web_login(&tls, &web, &password).await;
+        let mut answers: Vec<(String, String)> = Vec::new();
+        for (r, (path, names)) in FORMS.iter().enumerate() {
+            let fields = (0..names.len())
+                .map(|f| (f, raw.as_bytes().to_vec()))
+                .collect();
+            let case = WebCase::Form(r, fields, *path != "/login", None);
+            let (code, text) = https(&tls, &web, &web_request(&case, &s)).await;
+            assert!((200..500).contains(&code), "{path}: {code}");
+            answers.push((format!("POST {path}"), text));
+        }
+        for (r, (path, names)) in UPLOADS.iter().enumerate() {
+            let parts = (0..names.len())
+                .map(|f| (f, Some(raw.to_string()), raw.as_bytes().to_vec()))
+                .collect();
+            let case = WebCase::Multipart(r, parts, 0, None);
+            let (code, text) = https(&tls, &web, &web_request(&case, &s)).await;
+            assert!((200..500).contains(&code), "{path}: {code}");
+            answers.push((format!("POST {path}"), text));
+        }
+        // The session may have ended (a wrong current password counts as a
+        // failed login, not as a logout): read the pages in a fresh one.
+        let s = web_login(&tls, &web, &password).await;
+        for path in [
+            "/",
+            "/settings",
+            "/users",
+            "/firmware",
+            "/logs",
+            "/logs/audit.csv",
+            "/backup",
+            "/maintenance",
+            "/login",
+        ] {
+            let (code, text) = https(
+                &tls,
+                &web,
+                &request("GET", path, &[("Cookie", &s.cookie)], b""),
+            )
+            .await;
+            assert_eq!(code, 200, "GET {path}: {text}");
+            answers.push((format!("GET {path}"), text));
+        }
+        let mut echoed = Vec::new();
+        for (what, text) in &answers {
+            assert!(
+                !text.contains("<script"),
+                "{what} carries the value unescaped:\n{text}"
+            );
+            if text.contains(escaped) {
+                echoed.push(what.as_str());
+            }
+        }
+        println!(
+            "escaping: {} answers checked; escaped value echoed by {echoed:?}",
+            answers.len()
+        );
+        assert!(
+            !echoed.is_empty(),
+            "no page echoes the value: the check proves nothing"
+        );
+    });
+}
