@@ -334,6 +334,47 @@ fn audit_rows(addr: &str, password: &str) -> Vec<String> {
     lines.map(str::to_string).collect()
 }
 
+/// A bearer token of the device's JSON API.
+fn api_token(addr: &str, password: &str) -> String {
+    let body = serde_json::json!({"username": "SecurityAdmin", "password": password}).to_string();
+    let (code, text) = curl(&[
+        "-sk",
+        "-m",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &body,
+        &https_url(addr, "/api/login"),
+    ]);
+    assert_eq!(code, 200, "api login: {text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The device's settings through the JSON API; `put` replaces them. The
+/// status (0 if the connection broke) and the settings.
+fn api_settings(
+    addr: &str,
+    token: &str,
+    put: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let auth = format!("authorization: Bearer {token}");
+    let body = put.map(|v| v.to_string());
+    let url = https_url(addr, "/api/settings");
+    let mut args = vec!["-sk", "-m", "10", "-w", "\n%{http_code}", "-H", &auth];
+    if let Some(b) = &body {
+        args.extend(["-X", "PUT", "-H", "content-type: application/json", "-d", b]);
+    }
+    args.push(&url);
+    let (code, text) = curl(&args);
+    (code, serde_json::from_str(&text).unwrap_or_default())
+}
+
 // -------------------------------------------------------- crash consistency
 
 /// Kill rounds of the crash-consistency test.
@@ -363,6 +404,10 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
     let state = dir.path().join("state");
     let mut previous: Vec<String> = Vec::new();
     let mut rtc_floor_min: i64 = 0;
+    // DPWS port of the last acknowledged settings write (and whether one
+    // more was in flight at the kill).
+    let mut settings_acked: Option<(u64, bool)> = None;
+    let mut settings_writes_total = 0u64;
     let mut next_minute: i64 = 30 * 365 * 24 * 60; // ~2030
     let (mut acked_logins_total, mut records_checked, mut rtc_writes_total) =
         (0usize, 0usize, 0u64);
@@ -399,6 +444,16 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
             &format!(r#"{{"advance_s": {advance}}}"#),
         );
         let rows = audit_rows(&web, &p.password());
+        let token = api_token(&web, &p.password());
+        let (code, settings) = api_settings(&web, &token, None);
+        assert_eq!(code, 200, "round {round}: {settings}");
+        let port = settings["dpws_port"].as_u64().unwrap();
+        if let Some((acked, in_flight)) = settings_acked {
+            assert!(
+                port == acked || (in_flight && port == acked + 1),
+                "round {round}: DPWS port {port} after the kill; last acknowledged {acked}"
+            );
+        }
         if let Some(i) = (0..previous.len()).find(|&i| rows.get(i) != Some(&previous[i])) {
             panic!(
                 "round {round}: audit entry {i} of {} was lost or changed:\nbefore {:?}\nafter  {:?}\n\
@@ -441,9 +496,36 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
         previous = rows;
         // Writers: failed logins over HTTPS, RTC writes over Modbus; both at
         // once when CONCURRENT_WRITERS, else one kind a round, in turn.
-        let rtc_round = CONCURRENT_WRITERS || round % 2 == 1;
-        let login_round = CONCURRENT_WRITERS || round % 2 == 0;
+        let rtc_round = CONCURRENT_WRITERS || round % 3 == 1;
+        let login_round = CONCURRENT_WRITERS || round % 3 == 0;
+        let settings_round = CONCURRENT_WRITERS || round % 3 == 2;
         let stop = Arc::new(AtomicBool::new(false));
+        let w3 = {
+            let (stop, web, token) = (stop.clone(), web.clone(), token.clone());
+            let mut s = settings.clone();
+            std::thread::spawn(move || {
+                let mut port = s["dpws_port"].as_u64().unwrap();
+                let (mut acked, mut in_flight, mut n) = (None, false, 0u64);
+                while !stop.load(Ordering::SeqCst) && settings_round {
+                    // 10000-60000, never 443 or 502.
+                    port = 10_000 + (port + 1) % 50_000;
+                    s["dpws_port"] = port.into();
+                    in_flight = true;
+                    match api_settings(&web, &token, Some(&s)) {
+                        (200, v) => {
+                            assert_eq!(v["dpws_port"], port, "{v}");
+                            acked = Some(port);
+                            in_flight = false;
+                            n += 1;
+                        }
+                        (0, _) => break,
+                        (code, v) => panic!("settings write refused: {code} {v}"),
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (acked.map(|a| (a, in_flight)), n)
+            })
+        };
         let w1 = {
             let (stop, web) = (stop.clone(), web.clone());
             std::thread::spawn(move || {
@@ -493,6 +575,11 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
         stop.store(true, Ordering::SeqCst);
         w1.join().unwrap();
         let (acked, minute, n) = w2.join().unwrap();
+        let (s_acked, s_n) = w3.join().unwrap();
+        if s_acked.is_some() {
+            settings_acked = s_acked;
+        }
+        settings_writes_total += s_n;
         if let Some(m) = acked {
             rtc_floor_min = m;
         }
@@ -502,7 +589,7 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
     println!(
         "crash consistency: {KILLS} kills survived in {:.1} s; {acked_logins_total} acknowledged \
          failed logins, {records_checked} new audit records checked, {} audit rows at the end, \
-         {rtc_writes_total} acknowledged RTC writes",
+         {rtc_writes_total} acknowledged RTC writes, {settings_writes_total} acknowledged settings writes",
         started.elapsed().as_secs_f64(),
         previous.len()
     );
