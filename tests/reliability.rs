@@ -1392,3 +1392,91 @@ fn stored_script_values_come_back_escaped_on_every_page() {
         );
     });
 }
+
+/// 140 Modbus TCP clients at once: 128 are served, the others closed at
+/// once; eight of the served ones then flood FC3 requests for 4 s while
+/// fresh HTTPS clients load the login page within 1 s; once the clients
+/// leave, a new one is served.
+#[test]
+fn modbus_client_cap_and_flood_leave_the_login_page_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let site_file = dir.path().join("site.toml");
+    std::fs::write(&site_file, site(169)).unwrap();
+    let p = Proc::start(&site_file, &dir.path().join("state"));
+    let web = p.service("https");
+    let mb = p.service("modbus");
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for i in 0..140u16 {
+        let mut s = modbus_connect(&mb);
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        match modbus(&mut s, i, &[0x03, 0x00, 0x73, 0x00, 0x04]) {
+            Ok(r) => {
+                assert_eq!(r.first(), Some(&0x03), "{r:?}");
+                served.push(s);
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((served.len(), refused), (128, 12));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let flood: Vec<_> = served
+        .drain(..8)
+        .map(|mut s| {
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut tid = 0u16;
+                while !stop.load(Ordering::SeqCst) {
+                    tid = tid.wrapping_add(1);
+                    let r = modbus(&mut s, tid, &[0x03, 0x00, 0x73, 0x00, 0x04]).unwrap();
+                    assert_eq!(r.first(), Some(&0x03));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let rt = runtime();
+    let tls = tls::connector();
+    let started = Instant::now();
+    let mut lat = rt.block_on(async {
+        let mut v = Vec::new();
+        while started.elapsed() < Duration::from_secs(4) {
+            v.push(login_page_latency(&tls, &web).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        v
+    });
+    let secs = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    for t in flood {
+        t.join().unwrap();
+    }
+    lat.sort();
+    println!(
+        "modbus flood: 128 of 140 clients served; {:.0} req/s from 8 of them; login page over {} \
+         fresh connections: p50 {:?} p95 {:?} max {:?}",
+        done.load(Ordering::SeqCst) as f64 / secs,
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.95),
+        lat.last().unwrap()
+    );
+    assert!(
+        *lat.last().unwrap() < Duration::from_secs(1),
+        "login page took {:?} under the flood",
+        lat.last().unwrap()
+    );
+    drop(served);
+    // The slots free as the server sees the closes.
+    let t = Instant::now();
+    loop {
+        let mut s = modbus_connect(&mb);
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        if modbus(&mut s, 1, &[0x03, 0x00, 0x73, 0x00, 0x04]).is_ok() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no slot freed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
