@@ -3,7 +3,9 @@
 //!
 //! Contract: `run` powers on every device the site marks powered, prints the
 //! device table, serves the control API until Ctrl-C or SIGTERM, then powers
-//! every device off (RTC backups saved) and flushes the state before exiting.
+//! every device off (RTC backups saved), saves the site clock and flushes the
+//! state before exiting. With `--state DIR` site time resumes where the last
+//! run stopped (`--start` chooses another, later start).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,12 +15,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use fieldtwin_emulator::clock::Clock;
+use fieldtwin_emulator::clock::{Clock, Start};
 use fieldtwin_emulator::control::{self, EventBus};
-use fieldtwin_emulator::device::{DeviceSetup, Runtime};
+use fieldtwin_emulator::device::{DeviceSetup, Provisioner, Runtime};
 use fieldtwin_emulator::net::Stack;
 use fieldtwin_emulator::net::host::{self, HostStack};
-use fieldtwin_emulator::site::Site;
+use fieldtwin_emulator::site::{Site, device_seed};
 use fieldtwin_emulator::storage::Store;
 
 /// Default address of the control API.
@@ -43,6 +45,13 @@ pub struct RunOptions {
     /// avoids cross-thread wake-ups (docs/performance.md).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where site time starts: `resume` (default) continues the clock saved
+    /// in the --state directory (or starts at the site file's `start`, else
+    /// the host's time, when there is none); `now` starts at the host's time;
+    /// an RFC 3339 time (2027-01-01T00:00:00Z) starts there. With a saved
+    /// clock a start may not be earlier than where it stopped.
+    #[arg(long, default_value = "resume")]
+    start: Start,
     /// Speed of virtual time (1 = real time, up to 1000000).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -59,13 +68,6 @@ fn load_site(file: Option<&Path>) -> anyhow::Result<Site> {
     Ok(match file {
         Some(f) => Site::load(f)?,
         None => Site::default_site(),
-    })
-}
-
-/// Per-device seed: stable for a site seed and a device id.
-fn device_seed(site_seed: u64, id: &str) -> u64 {
-    id.bytes().fold(site_seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
 }
 
@@ -132,6 +134,10 @@ pub fn build_runtime(
     if let Some(net) = net {
         rt.set_network(net.clone());
     }
+    rt.set_provisioner(Provisioner {
+        site: site.clone(),
+        build: Arc::new(fieldtwin_models::build),
+    });
     Ok(rt)
 }
 
@@ -150,9 +156,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let epoch = site.site.start.unwrap_or_else(chrono::Utc::now);
-        let clock = Clock::start(epoch, opts.speed)?;
         let store = Store::open(opts.state.as_deref())?;
+        let saved = store.saved_clock();
+        let start = fieldtwin_emulator::clock::starting_clock(
+            opts.start,
+            site.site.start,
+            saved,
+            chrono::Utc::now(),
+        )?;
+        let clock = Clock::resume(start, opts.speed)?;
         let net = crate::tap::setup(&site, &opts.net)?;
         let rt = Arc::new(build_runtime(&site, clock, store, net.as_ref().map(|n| &n.network))?);
         let api = tokio::net::TcpListener::bind(opts.api)
@@ -173,6 +185,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mode = net.as_ref().map_or_else(|| "host mode".to_string(), |n| n.describe());
         println!("fieldtwin: site {:?}, {mode}, {} devices", site.site.name, site.devices.len());
         print!("{}", crate::report::table(&rt.statuses()));
+        let site_time = start.site_time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match saved {
+            Some(s) if s == start => println!("site time: {site_time}, resumed from the state"),
+            Some(s) => println!(
+                "site time: {site_time}; the state stopped at {} (the site was off in between)",
+                s.site_time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => println!("site time: {site_time}"),
+        }
         println!("control API: http://{}/api/v1/devices", api.local_addr()?);
         match opts.state.as_deref() {
             Some(dir) => println!("state: {}", dir.display()),
@@ -182,28 +203,50 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             // The dashboard is a client of the API like any other.
             let addr = api.local_addr()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = axum::serve(api, control::router(rt.clone())).with_graceful_shutdown(
-                async move {
-                    tokio::select! {
-                        _ = shutdown_signal() => {}
-                        _ = stopped => {}
-                    }
-                },
-            );
-            let server = tokio::spawn(server.into_future());
+            let server = tokio::spawn(serve_api(api, control::router(rt.clone()), async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = stopped => {}
+                }
+            }));
             let dashboard = tokio::task::spawn_blocking(move || fieldtwin_tui::run(addr)).await;
             let _ = stop.send(());
-            server.await?.context("control API failed")?;
+            server.await??;
             dashboard??;
         } else {
-            let server = axum::serve(api, control::router(rt.clone()))
-                .with_graceful_shutdown(shutdown_signal());
-            server.await.context("control API failed")?;
+            serve_api(api, control::router(rt.clone()), shutdown_signal()).await?;
         }
         println!("fieldtwin: shutting down");
         rt.shutdown().await?;
         anyhow::Ok(())
     })
+}
+
+/// How long the control API waits, once asked to stop, for its clients to
+/// hang up. Event streams (a dashboard, `curl -N`) never do on their own.
+const API_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves the control API until `stop` completes, then lets requests in
+/// flight finish for at most [`API_GRACE`] and closes whatever is left
+/// (open event streams), so a signal always ends the process.
+async fn serve_api(
+    api: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(api, router).with_graceful_shutdown(async move {
+        stop.await;
+        notify.notify_one();
+    });
+    tokio::select! {
+        r = server.into_future() => r.context("control API failed"),
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(API_GRACE).await;
+        } => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {
@@ -247,14 +290,29 @@ fn labels(site: &Site) -> String {
         .filter(|d| d.model.is_panel_server())
         .map(|d| {
             let label = fieldtwin_models::panel_server::label::Label::of(site, d);
-            format!("#   {}: {}\n", d.id, label.text())
+            let mut text = format!("#   {}: {}\n", d.id, label.text());
+            // The wireless devices' labels: RF-ID and install code.
+            for w in d.panel_server.iter().flat_map(|p| &p.wireless) {
+                let rf_id = w
+                    .rf_id
+                    .as_deref()
+                    .and_then(fieldtwin_emulator::site::parse_rf_id)
+                    .unwrap_or(0);
+                text += &format!(
+                    "#     {}: {}  RF-ID {rf_id:016X}  Install code {}\n",
+                    w.id,
+                    w.model,
+                    w.install_code(site.site.seed).text()
+                );
+            }
+            text
         })
         .collect();
     if lines.is_empty() {
         return String::new();
     }
     format!(
-        "\n# Product labels (the QR code gives the device code, the Wi-Fi access point's default password):\n{}",
+        "\n# Product labels (the QR code gives the device code, the Wi-Fi access point's default password;\n# a wireless device's label gives its RF-ID and the install code that pairs it):\n{}",
         lines.concat()
     )
 }

@@ -1,5 +1,5 @@
 //! Client side of the control API: the CLI subcommands that talk to a
-//! running site (`devices`, `power`, `clock`) send the same `Command`s as
+//! running site (`devices`, `power`, `clock`, `command`, `attack`) send the same `Command`s as
 //! every other front end, through `POST /api/v1/commands`.
 
 use std::net::SocketAddr;
@@ -35,6 +35,34 @@ pub fn send(api: SocketAddr, cmd: &Command) -> anyhow::Result<serde_json::Value>
             anyhow::bail!("{}", body["error"].as_str().unwrap_or("request refused"))
         }
     })
+}
+
+/// Reads `json`, or stdin when it is `-`.
+fn json_arg(json: &str) -> anyhow::Result<String> {
+    if json == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        Ok(s)
+    } else {
+        Ok(json.to_string())
+    }
+}
+
+/// `fieldtwin command JSON`: any [`Command`], answer printed as JSON.
+pub fn command(api: SocketAddr, json: &str) -> anyhow::Result<()> {
+    let cmd: Command = serde_json::from_str(&json_arg(json)?)
+        .context("not a control command; see docs/control-api.md for the JSON of each")?;
+    println!("{}", serde_json::to_string_pretty(&send(api, &cmd)?)?);
+    Ok(())
+}
+
+/// `fieldtwin attack FROM JSON`: one attack from Workstation `from`.
+pub fn attack(api: SocketAddr, from: String, json: &str) -> anyhow::Result<()> {
+    let attack = serde_json::from_str(&json_arg(json)?)
+        .context("not an attack; see docs/control-api.md (\"kind\": \"https_login\", ...)")?;
+    let reply = send(api, &Command::Attack { from, attack })?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
 }
 
 /// `fieldtwin devices`: asks a running site for its devices.

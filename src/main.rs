@@ -5,9 +5,11 @@
 mod app;
 mod bench;
 mod client;
+mod datalogger;
 mod firmware;
 mod lab;
 mod report;
+mod scenario;
 mod tap;
 
 use std::net::SocketAddr;
@@ -54,6 +56,21 @@ enum Cmd {
         #[arg(long, default_value = app::DEFAULT_API)]
         api: SocketAddr,
     },
+    /// Send any control command (JSON, docs/control-api.md) to a running
+    /// site and print its JSON answer; `-` reads the JSON from stdin.
+    Command {
+        json: String,
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
+    /// Run an attack (JSON with a `kind`, docs/control-api.md) from
+    /// Workstation FROM of a running site and print what it observed.
+    Attack {
+        from: String,
+        json: String,
+        #[arg(long, default_value = app::DEFAULT_API)]
+        api: SocketAddr,
+    },
     /// Show or change the virtual clock of a running site.
     Clock {
         /// Jump forward this many virtual seconds.
@@ -81,6 +98,32 @@ enum Cmd {
         #[command(subcommand)]
         command: lab::LabCmd,
     },
+    /// Run, list and check scenarios (docs/scenarios.md).
+    Scenario {
+        #[command(subcommand)]
+        command: scenario::ScenarioCmd,
+    },
+    /// Data Logger tools (docs/datalogger.md).
+    Datalogger {
+        #[command(subcommand)]
+        command: DataloggerCmd,
+    },
+    /// Play the mobile app on a Data Logger's BLE link (docs/datalogger.md).
+    Ble {
+        /// The logger's BLE link socket (`ble_socket` in the site file).
+        #[arg(long)]
+        socket: PathBuf,
+        /// The logger's pairing key (printed at start).
+        #[arg(long)]
+        key: String,
+        /// What to ask.
+        #[arg(default_value = "status")]
+        request: String,
+        /// Send the sealed request a second time (a replay attack) and show
+        /// that the logger slams the connection.
+        #[arg(long)]
+        replay: bool,
+    },
     /// Show or check site files.
     Site {
         #[command(subcommand)]
@@ -103,6 +146,21 @@ impl From<PowerArg> for PowerAction {
             PowerArg::Cycle => PowerAction::Cycle,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum DataloggerCmd {
+    /// Decode MQTT payloads (hex, e.g. from `mosquitto_sub -F %x`) into JSON
+    /// rows; reads one payload a line from stdin when none is given.
+    Decode {
+        payload: Option<String>,
+        /// Site file the logger is in (for its input names); default: the default site.
+        #[arg(long)]
+        site: Option<PathBuf>,
+        /// Id of the logger in the site.
+        #[arg(long, default_value = "dl1")]
+        device: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +192,8 @@ fn main() -> ExitCode {
         Cmd::Firmware { command } => firmware::run(command),
         Cmd::Tui { api } => fieldtwin_tui::run(api),
         Cmd::Devices { api } => client::devices(api),
+        Cmd::Command { json, api } => client::command(api, &json),
+        Cmd::Attack { from, json, api } => client::attack(api, from, &json),
         Cmd::Power {
             device,
             action,
@@ -161,6 +221,25 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(code.clamp(1, 255) as u8),
             Err(e) => Err(e),
         },
+        Cmd::Scenario { command } => match scenario::run(command) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
+        Cmd::Datalogger {
+            command:
+                DataloggerCmd::Decode {
+                    payload,
+                    site,
+                    device,
+                },
+        } => datalogger::decode(payload.as_deref(), site.as_deref(), &device),
+        Cmd::Ble {
+            socket,
+            key,
+            request,
+            replay,
+        } => datalogger::ble(&socket, &key, &request, replay),
         Cmd::Site { command } => match command {
             SiteCmd::Show { file } => app::site_show(file.as_deref()),
             SiteCmd::Check { file } => app::site_check(&file),

@@ -380,14 +380,13 @@ fn api_settings(
 /// Kill rounds of the crash-consistency test.
 const KILLS: usize = 20;
 
-/// Whether failed logins and Modbus RTC writes run at the same time. The
-/// RTC write is audited by another task than the login, and the sled store
-/// of `main` allocates log sequence numbers without a lock (read the last,
-/// insert the next), so two audit entries written at once can take the
-/// same number and one overwrites the other: a lost acknowledged record
-/// (seen in round 6 of a run). The storage rewrite (branch timefix)
-/// allocates them by compare-and-swap; turn this on once it is merged.
-const CONCURRENT_WRITERS: bool = false;
+/// Whether the writers (failed logins, Modbus RTC writes, settings
+/// writes) run at the same time, each from its own task of the device. The
+/// old sled store allocated log sequence numbers without a lock, so two
+/// audit entries written at once could take the same number (a lost
+/// acknowledged record); the storage rewrite of `timefix` allocates them
+/// atomically, and this runs them together. `false` runs one kind a round.
+const CONCURRENT_WRITERS: bool = true;
 
 /// kill -9 during NV writes (failed web logins, each audited and counted
 /// toward the lockout before the answer; RTC writes over Modbus FC16),

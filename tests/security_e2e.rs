@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{RunningSite, curl, site_text, tool};
+use common::{RunningSite, curl, label_install_code, site_text, tool};
 
 /// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
 fn site(a: u8) -> String {
@@ -27,6 +27,7 @@ fn site(a: u8) -> String {
 
 struct Ps {
     site: RunningSite,
+    site_text: String,
     ip: String,
     password: String,
     jar: tempfile::NamedTempFile,
@@ -34,7 +35,8 @@ struct Ps {
 
 impl Ps {
     fn start(a: u8) -> Self {
-        let site = RunningSite::start(&site(a), &[]);
+        let site_text = site(a);
+        let site = RunningSite::start(&site_text, &[]);
         let out = site.stdout.lock().unwrap().clone();
         let password = out
             .split("https: SecurityAdmin / ")
@@ -44,6 +46,7 @@ impl Ps {
             .to_string();
         Self {
             site,
+            site_text,
             ip: format!("127.77.{a}.10"),
             password,
             jar: tempfile::NamedTempFile::new().unwrap(),
@@ -774,25 +777,26 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
     );
 
     // Bad install codes are refused with the rule they break.
-    let add = |code: &str| {
+    let add = |rf_id: &str, code: &str| {
         ps.submit(
             "/settings",
             "/settings/wireless/add",
-            &[("install_code", code)],
+            &[("rf_id", rf_id), ("install_code", code)],
         )
     };
-    let (code, body) = add("1234");
+    let (code, body) = add("000000002A3B0001", "1234");
     assert_eq!(code, 400);
-    assert!(body.contains("36 characters"), "{body}");
-    let (code, body) = add(&format!("00000000DEADBEEF{}", "0".repeat(20)));
+    assert!(body.contains("36 hexadecimal characters"), "{body}");
+    let (code, body) = add("00000000DEADBEEF", "83FED3407A939723A5C639B26916D505C3B5");
     assert_eq!(code, 400);
     assert!(
         body.contains("no device with RF-ID 00000000DEADBEEF"),
         "{body}"
     );
 
-    // Add it back by its install code: routed again at unit 100.
-    let (code, body) = add(&format!("000000002A3B0001{}", "A1".repeat(10)));
+    // Add it back with the install code of its label: routed again at unit 100.
+    let install_code = label_install_code(&ps.site_text, "pt-lighting");
+    let (code, body) = add("000000002A3B0001", &install_code);
     assert_eq!(code, 200, "{body}");
     ps.site.wait_until(Duration::from_secs(10), || {
         modbus_read(&ps.ip, 100, 0x0BF3, 2).is_ok()

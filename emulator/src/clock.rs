@@ -9,6 +9,16 @@
 //!   time. A jump or a speed change wakes every sleeper whose deadline has
 //!   passed, in deadline order (ties in registration order). The pure part of
 //!   that rule lives in [`Timers`], which is what the properties test.
+//! - [`Interval`] ticks on virtual time; what it does with the ticks a jump
+//!   passes is its [`MissedTicks`] behaviour (like tokio's
+//!   `MissedTickBehavior`): `Burst` delivers every one (yielding to the
+//!   scheduler between them, so a long backlog never starves other tasks),
+//!   `Skip` coalesces them into one tick and keeps the phase.
+//! - The site clock survives restarts: [`Clock::saved`] is what a state
+//!   directory keeps ([`SavedClock`]: the epoch and the virtual time reached),
+//!   [`Clock::resume`] starts from it, and [`Clock::changed`] reports every
+//!   jump, speed change and pause so the owner of the state can save it at
+//!   once (emulator::device does, and periodically; docs/site-file.md).
 //! - [`Rtc`] is a device's battery-backed clock: site time + its own offset +
 //!   drift in ppm. While the device is off the RTC keeps counting for a
 //!   retention period (the guide's "a few months"; 90 days by default), after
@@ -113,9 +123,14 @@ pub struct Timebase {
 
 impl Timebase {
     pub fn new(wall: Instant, speed: f64) -> Self {
+        Self::resume(wall, Duration::ZERO, speed)
+    }
+
+    /// A timebase that reads `elapsed` at `wall`.
+    pub fn resume(wall: Instant, elapsed: Duration, speed: f64) -> Self {
         Self {
             anchor_wall: wall,
-            anchor_virtual: Duration::ZERO,
+            anchor_virtual: elapsed,
             speed,
             paused: false,
         }
@@ -177,6 +192,118 @@ struct Inner {
     epoch: DateTime<Utc>,
     state: Mutex<State>,
     changed: Arc<Notify>,
+    /// Bumped at every jump, speed change and pause (see [`Clock::changed`]).
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+/// What a state directory keeps of the site clock: the site epoch (virtual
+/// time zero) and the virtual time reached. Site time = epoch + elapsed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SavedClock {
+    pub epoch: DateTime<Utc>,
+    pub elapsed: Duration,
+}
+
+impl SavedClock {
+    /// The site time it was saved at.
+    pub fn site_time(&self) -> DateTime<Utc> {
+        self.epoch + chrono::Duration::from_std(self.elapsed).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// Where the site clock of a run starts (`fieldtwin run --start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Where the state directory's clock stopped; without a saved clock, the
+    /// site file's `start` (or the host's time).
+    Resume,
+    /// The host's time now.
+    Now,
+    /// This site time.
+    At(DateTime<Utc>),
+}
+
+impl std::str::FromStr for Start {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "resume" => Ok(Self::Resume),
+            "now" => Ok(Self::Now),
+            _ => DateTime::parse_from_rfc3339(s)
+                .map(|t| Self::At(t.with_timezone(&Utc)))
+                .map_err(|e| {
+                    format!(
+                        "{s:?} is not a start: use resume, now, or an RFC 3339 time such as \
+                         2027-01-01T00:00:00Z ({e})"
+                    )
+                }),
+        }
+    }
+}
+
+/// Why a run cannot start where it was asked to.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StartError {
+    #[error(
+        "the state directory's site clock stopped at {saved}; starting at {asked} would run \
+         every device clock, lockout and log backwards. Use --start resume (the default), a \
+         start at or after {saved}, or another --state DIR"
+    )]
+    Backwards {
+        saved: DateTime<Utc>,
+        asked: DateTime<Utc>,
+    },
+}
+
+/// The clock a run starts with. With a saved clock the epoch stays the
+/// saved one, so virtual time never goes back over the life of a state; a
+/// later start is a time during which the site was off (device RTCs ran on
+/// their backup).
+pub fn starting_clock(
+    start: Start,
+    site_start: Option<DateTime<Utc>>,
+    saved: Option<SavedClock>,
+    host_now: DateTime<Utc>,
+) -> Result<SavedClock, StartError> {
+    let asked = match start {
+        Start::Resume => match saved {
+            Some(s) => return Ok(s),
+            None => site_start.unwrap_or(host_now),
+        },
+        Start::Now => host_now,
+        Start::At(t) => t,
+    };
+    match saved {
+        None => Ok(SavedClock {
+            epoch: asked,
+            elapsed: Duration::ZERO,
+        }),
+        Some(s) => {
+            let off = (asked - s.site_time())
+                .to_std()
+                .map_err(|_| StartError::Backwards {
+                    saved: s.site_time(),
+                    asked,
+                })?;
+            Ok(SavedClock {
+                epoch: s.epoch,
+                elapsed: s.elapsed.saturating_add(off),
+            })
+        }
+    }
+}
+
+/// A clock handle that does not keep the clock alive.
+#[derive(Clone)]
+pub struct WeakClock {
+    inner: Weak<Inner>,
+}
+
+impl WeakClock {
+    pub fn upgrade(&self) -> Option<Clock> {
+        self.inner.upgrade().map(|inner| Clock { inner })
+    }
 }
 
 /// Snapshot of the clock, as the control API reports it.
@@ -217,17 +344,57 @@ impl Clock {
     /// Starts a clock at `epoch` running at `speed`. Must be called inside a
     /// tokio runtime: it spawns the task that wakes sleepers.
     pub fn start(epoch: DateTime<Utc>, speed: f64) -> Result<Self, ClockError> {
+        Self::resume(
+            SavedClock {
+                epoch,
+                elapsed: Duration::ZERO,
+            },
+            speed,
+        )
+    }
+
+    /// Starts a clock that continues from `saved` (a restart with the same
+    /// state), running at `speed`. Must be called inside a tokio runtime.
+    pub fn resume(saved: SavedClock, speed: f64) -> Result<Self, ClockError> {
         check_speed(speed)?;
         let inner = Arc::new(Inner {
-            epoch,
+            epoch: saved.epoch,
             state: Mutex::new(State {
-                base: Timebase::new(Instant::now(), speed),
+                base: Timebase::resume(Instant::now(), saved.elapsed, speed),
                 timers: Timers::default(),
             }),
             changed: Arc::new(Notify::new()),
+            generation: tokio::sync::watch::channel(0).0,
         });
         tokio::spawn(drive(Arc::downgrade(&inner), inner.changed.clone()));
         Ok(Self { inner })
+    }
+
+    /// What a state directory keeps of this clock now.
+    pub fn saved(&self) -> SavedClock {
+        SavedClock {
+            epoch: self.inner.epoch,
+            elapsed: self.now(),
+        }
+    }
+
+    /// A receiver that sees a new value at every jump, speed change and pause.
+    pub fn changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    fn bump(&self) {
+        self.inner
+            .generation
+            .send_modify(|g| *g = g.wrapping_add(1));
+        self.inner.changed.notify_one();
+    }
+
+    /// A handle that does not keep the clock alive.
+    pub fn downgrade(&self) -> WeakClock {
+        WeakClock {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -276,13 +443,13 @@ impl Clock {
     pub fn set_speed(&self, speed: f64) -> Result<(), ClockError> {
         check_speed(speed)?;
         self.lock().base.set_speed(Instant::now(), speed);
-        self.inner.changed.notify_one();
+        self.bump();
         Ok(())
     }
 
     pub fn set_paused(&self, paused: bool) {
         self.lock().base.set_paused(Instant::now(), paused);
-        self.inner.changed.notify_one();
+        self.bump();
     }
 
     /// Jumps forward by `by`, waking every sleeper it passes in deadline order.
@@ -297,7 +464,7 @@ impl Clock {
         for (_, tx) in due {
             let _ = tx.send(());
         }
-        self.inner.changed.notify_one();
+        self.bump();
     }
 
     /// Jumps forward by a number of seconds given by a user.
@@ -336,12 +503,14 @@ impl Clock {
     }
 
     /// A fixed-period tick on virtual time; missed ticks after a jump are
-    /// delivered at once, one per call.
+    /// delivered at once, one per call ([`MissedTicks::Burst`]; see
+    /// [`Interval::set_missed_ticks`]).
     pub fn interval(&self, period: Duration) -> Interval {
         Interval {
             clock: self.clone(),
             next: self.now(),
             period: period.max(Duration::from_nanos(1)),
+            missed: MissedTicks::Burst,
         }
     }
 }
@@ -416,19 +585,54 @@ impl Drop for Sleep {
     }
 }
 
+/// What an [`Interval`] does with the ticks a jump (or a slow consumer) passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissedTicks {
+    /// Every missed tick is delivered, one per call, at its own virtual time;
+    /// the task yields to the scheduler between them.
+    Burst,
+    /// The missed ticks collapse into one, delivered at once with the
+    /// virtual time of the last one passed; later ticks keep the phase.
+    Skip,
+}
+
 /// See [`Clock::interval`].
 pub struct Interval {
     clock: Clock,
     next: Duration,
     period: Duration,
+    missed: MissedTicks,
 }
 
 impl Interval {
+    /// Chooses what happens to missed ticks (default [`MissedTicks::Burst`]).
+    pub fn set_missed_ticks(&mut self, missed: MissedTicks) {
+        self.missed = missed;
+    }
+
     /// Waits for the next tick and returns its virtual time.
     pub async fn tick(&mut self) -> Duration {
-        let at = self.next;
-        self.clock.sleep_until(at).await;
-        self.next = at + self.period;
+        let now = self.clock.now();
+        let at = if now >= self.next {
+            // Already due: a backlog. Let other tasks run between ticks.
+            tokio::task::consume_budget().await;
+            match self.missed {
+                MissedTicks::Burst => self.next,
+                MissedTicks::Skip => {
+                    let period = self.period.as_nanos();
+                    let skip = (now - self.next).as_nanos() / period * period;
+                    let skip = Duration::new(
+                        u64::try_from(skip / 1_000_000_000).unwrap_or(u64::MAX),
+                        (skip % 1_000_000_000) as u32,
+                    );
+                    self.next.saturating_add(skip)
+                }
+            }
+        } else {
+            self.clock.sleep_until(self.next).await;
+            self.next
+        };
+        self.next = at.saturating_add(self.period);
         at
     }
 }
@@ -653,6 +857,104 @@ mod tests {
         clock.advance(Duration::from_secs(150));
         assert_eq!(iv.tick().await, t0 + Duration::from_secs(60));
         assert_eq!(iv.tick().await, t0 + Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_run_resumes_the_saved_clock_unless_asked_for_a_later_start() {
+        let year = Duration::from_secs(365 * 86_400);
+        let saved = SavedClock {
+            epoch: epoch(),
+            elapsed: year,
+        };
+        let host = Utc.with_ymd_and_hms(2030, 6, 1, 0, 0, 0).unwrap();
+        // No state: the site file's start, else the host's time.
+        let fresh = starting_clock(Start::Resume, Some(epoch()), None, host).unwrap();
+        assert_eq!((fresh.epoch, fresh.elapsed), (epoch(), Duration::ZERO));
+        assert_eq!(
+            starting_clock(Start::Resume, None, None, host)
+                .unwrap()
+                .epoch,
+            host
+        );
+        // A saved clock: resumed as it was, whatever the site file says.
+        assert_eq!(
+            starting_clock(Start::Resume, Some(host), Some(saved), host).unwrap(),
+            saved
+        );
+        // A later start keeps the epoch: virtual time only moves forward.
+        let later = starting_clock(Start::Now, None, Some(saved), host).unwrap();
+        assert_eq!(later.epoch, epoch());
+        assert_eq!(later.site_time(), host);
+        // An earlier one is refused, naming both times.
+        let err = starting_clock(Start::At(epoch()), None, Some(saved), host).unwrap_err();
+        assert!(err.to_string().contains("2027-01-01"), "{err}");
+        assert_eq!("now".parse::<Start>(), Ok(Start::Now));
+        assert_eq!(
+            "2027-01-01T00:00:00Z".parse::<Start>(),
+            Ok(Start::At(saved.site_time()))
+        );
+        assert!(
+            "yesterday"
+                .parse::<Start>()
+                .unwrap_err()
+                .contains("resume, now")
+        );
+    }
+
+    #[tokio::test]
+    async fn skipping_interval_coalesces_a_year_of_missed_ticks() {
+        let clock = Clock::start(epoch(), 1.0).unwrap();
+        let mut iv = clock.interval(Duration::from_secs(900));
+        iv.set_missed_ticks(MissedTicks::Skip);
+        let t0 = iv.tick().await;
+        let year = Duration::from_secs(365 * 86_400);
+        clock.advance(year + Duration::from_secs(100));
+        // One tick for the whole backlog, at the last tick the jump passed...
+        assert_eq!(iv.tick().await, t0 + year);
+        // ... and the next one keeps the phase.
+        let next = tokio::time::timeout(Duration::from_millis(50), iv.tick()).await;
+        assert!(next.is_err(), "the next tick is 800 s of virtual time away");
+        clock.advance(Duration::from_secs(800));
+        assert_eq!(iv.tick().await, t0 + year + Duration::from_secs(900));
+    }
+
+    #[tokio::test]
+    async fn a_bursting_backlog_does_not_starve_other_tasks() {
+        let clock = Clock::start(epoch(), 1.0).unwrap();
+        let mut iv = clock.interval(Duration::from_secs(900));
+        iv.tick().await;
+        clock.advance(Duration::from_secs(365 * 86_400));
+        let other = tokio::spawn(async { 42 });
+        // On this single-threaded runtime the other task only runs if the
+        // burst yields.
+        let mut ticks = 0u32;
+        while !other.is_finished() {
+            iv.tick().await;
+            ticks += 1;
+            assert!(ticks < 10_000, "the burst never yielded");
+        }
+        assert_eq!(other.await.unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_clock_continues_from_its_saved_time() {
+        let saved = SavedClock {
+            epoch: epoch(),
+            elapsed: Duration::from_secs(365 * 86_400),
+        };
+        let clock = Clock::resume(saved, 1.0).unwrap();
+        assert_eq!(clock.epoch(), epoch());
+        assert!(clock.now() >= saved.elapsed);
+        assert!(clock.utc_now() >= saved.site_time());
+        let s = clock.saved();
+        assert_eq!(s.epoch, epoch());
+        assert!(s.elapsed >= saved.elapsed && s.elapsed < saved.elapsed + Duration::from_secs(5));
+        let mut changed = clock.changed();
+        clock.advance(Duration::from_secs(1));
+        assert!(changed.has_changed().unwrap());
+        changed.mark_unchanged();
+        clock.set_speed(2.0).unwrap();
+        assert!(changed.has_changed().unwrap());
     }
 
     proptest! {

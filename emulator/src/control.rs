@@ -9,11 +9,18 @@
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/responsive` `{"responsive":bool}`,
+//!   `POST /api/v1/devices/{id}/fields/{field}/force`
+//!   `{"register":3028,"force":{"mode":"value","value":1000.0}}`,
 //!   `POST /api/v1/devices/{id}/modbus-service` `{"interface":"eth2","enabled":true}`,
 //!   `POST /api/v1/devices/{id}/digital-inputs/{1|2}` `{"closed":bool,"pulses":N}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
 //!   (server-sent events), `GET /api/v1/links`, `POST /api/v1/links/{device}`
-//!   (a [`LinkFault`]; TAP mode). Every error is a 4xx/5xx with a JSON body
+//!   (a [`LinkFault`]; TAP mode), `POST /api/v1/workstations`
+//!   `{"id","segment","ip"?}`, `POST /api/v1/devices/{id}/attack` (an
+//!   [`Attack`] run from Workstation `id`). A clock command (jump, speed,
+//!   pause) is answered once the new site time is saved in the state.
+//!   Every error is a 4xx/5xx with a JSON body
 //!   `{"error": "..."}` that says what was wrong.
 
 use std::collections::BTreeMap;
@@ -33,8 +40,9 @@ use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::attack::{Attack, AttackReport};
 use crate::clock::{ClockError, ClockStatus};
-use crate::device::{DeviceStatus, FieldAction, Power, Runtime, RuntimeError};
+use crate::device::{DeviceStatus, FieldAction, Force, Power, Runtime, RuntimeError};
 use crate::net::fault::{FaultError, LinkFault};
 
 /// What a power command does.
@@ -112,6 +120,49 @@ pub enum Command {
         interface: String,
         enabled: bool,
     },
+    // --- Workstations, attacks and field faults (issue 9; docs/control-api.md) ---
+    /// Adds a device of model `Workstation` on `segment` (at `ip`, or the
+    /// first free address from .200) and powers it on.
+    AddWorkstation {
+        id: String,
+        segment: String,
+        #[serde(default)]
+        ip: Option<std::net::Ipv4Addr>,
+    },
+    /// Runs an attack from Workstation `from`; answers an [`AttackReport`].
+    Attack {
+        from: String,
+        attack: Attack,
+    },
+    /// A serial field device behind `device` (or a networked meter, with
+    /// `field` = its own id) hangs: powered, but silent on its Modbus link
+    /// (`responsive: false`), or answers again.
+    FieldResponsive {
+        device: String,
+        field: String,
+        responsive: bool,
+    },
+    /// Forces what register `register` (numbered as in the field device's
+    /// sheet) of a field device reads: stuck, drifting, a fixed (e.g. out of
+    /// range) value, or back to the true value (`{"mode":"clear"}`).
+    FieldForce {
+        device: String,
+        field: String,
+        register: u16,
+        force: Force,
+    },
+    /// The cellular network around a Data Logger: coverage lost (`false`) or
+    /// back (`true`), signal strength in dBm (-120 to -40), technology
+    /// generation (4, 3 or 2). Omitted fields stay as they are.
+    Cellular {
+        device: String,
+        #[serde(default)]
+        coverage: Option<bool>,
+        #[serde(default)]
+        signal_dbm: Option<i16>,
+        #[serde(default)]
+        generation: Option<u8>,
+    },
 }
 
 /// Seconds the Restart button must be held for a factory reset.
@@ -178,6 +229,8 @@ pub enum Reply {
     Clock(ClockStatus),
     /// Link faults in force, by device or `segment:NAME`.
     Links(BTreeMap<String, LinkFault>),
+    /// What an attack observed.
+    Attack(Box<AttackReport>),
 }
 
 /// Why a command failed.
@@ -223,14 +276,17 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
         }
         Command::AdvanceClock { seconds } => {
             rt.clock().advance_secs(seconds)?;
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::SetSpeed { speed } => {
             rt.clock().set_speed(speed)?;
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::Pause { paused } => {
             rt.clock().set_paused(paused);
+            rt.save_clock().await?;
             clock_reply(rt)
         }
         Command::SetLink { device, fault } => {
@@ -250,6 +306,17 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             field,
             in_contact,
         } => field_command(rt, &device, &field, FieldAction::Radio { in_contact }),
+        Command::FieldResponsive {
+            device,
+            field,
+            responsive,
+        } => field_command(rt, &device, &field, FieldAction::Responsive { responsive }),
+        Command::FieldForce {
+            device,
+            field,
+            register,
+            force,
+        } => field_command(rt, &device, &field, FieldAction::Force { register, force }),
         Command::DigitalInput {
             device,
             input,
@@ -279,6 +346,37 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             });
             Ok(Reply::Device(Box::new(rt.status(&device)?)))
         }
+        Command::AddWorkstation { id, segment, ip } => Ok(Reply::Device(Box::new(
+            rt.add_workstation(&id, &segment, ip).await?,
+        ))),
+        Command::Attack { from, attack } => {
+            let kind = attack.kind();
+            let report = rt
+                .attack(&from, attack)
+                .await?
+                .map_err(CommandError::BadRequest)?;
+            rt.events().send(Event::Device {
+                device: from.clone(),
+                kind: "attack".into(),
+                message: format!("{kind} on {}", report.target),
+            });
+            Ok(Reply::Attack(Box::new(report)))
+        }
+        Command::Cellular {
+            device,
+            coverage,
+            signal_dbm,
+            generation,
+        } => field_command(
+            rt,
+            &device,
+            "modem",
+            FieldAction::Cellular {
+                coverage,
+                signal_dbm,
+                generation,
+            },
+        ),
     }
 }
 
@@ -329,6 +427,7 @@ impl From<CommandError> for ApiError {
         let status = match &e {
             CommandError::Runtime(RuntimeError::UnknownDevice(_)) => StatusCode::NOT_FOUND,
             CommandError::Runtime(RuntimeError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            CommandError::Runtime(RuntimeError::Refused(_)) => StatusCode::BAD_REQUEST,
             CommandError::Link(FaultError::Unknown(_)) => StatusCode::NOT_FOUND,
             CommandError::Clock(_) | CommandError::BadRequest(_) | CommandError::Link(_) => {
                 StatusCode::BAD_REQUEST
@@ -383,6 +482,14 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/api/v1/devices/{id}/fields/{field}/radio",
             post(field_radio),
         )
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/responsive",
+            post(field_responsive),
+        )
+        .route(
+            "/api/v1/devices/{id}/fields/{field}/force",
+            post(field_force),
+        )
         .route("/api/v1/devices/{id}/modbus-service", post(modbus_service))
         .route(
             "/api/v1/devices/{id}/digital-inputs/{input}",
@@ -393,6 +500,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/v1/links", get(get_links))
         .route("/api/v1/links/{device}", post(set_link))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/workstations", post(add_workstation))
+        .route("/api/v1/devices/{id}/attack", post(attack))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -472,6 +581,50 @@ async fn field_radio(
         device,
         field,
         in_contact: body.in_contact,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/fields/{field}/responsive`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponsiveBody {
+    responsive: bool,
+}
+
+async fn field_responsive(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<ResponsiveBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::FieldResponsive {
+        device,
+        field,
+        responsive: body.responsive,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+/// JSON body of `POST /api/v1/devices/{id}/fields/{field}/force`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceBody {
+    register: u16,
+    force: Force,
+}
+
+async fn field_force(
+    State(rt): State<Shared>,
+    Path((device, field)): Path<(String, String)>,
+    body: Result<Json<ForceBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(body) = body?;
+    let cmd = Command::FieldForce {
+        device,
+        field,
+        register: body.register,
+        force: body.force,
     };
     Ok(Json(execute(&rt, cmd).await?))
 }
@@ -567,6 +720,38 @@ async fn set_link(
     Ok(Json(
         execute(&rt, Command::SetLink { device, fault }).await?,
     ))
+}
+
+/// JSON body of `POST /api/v1/workstations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkstationBody {
+    id: String,
+    segment: String,
+    #[serde(default)]
+    ip: Option<std::net::Ipv4Addr>,
+}
+
+async fn add_workstation(
+    State(rt): State<Shared>,
+    body: Result<Json<WorkstationBody>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(b) = body?;
+    let cmd = Command::AddWorkstation {
+        id: b.id,
+        segment: b.segment,
+        ip: b.ip,
+    };
+    Ok(Json(execute(&rt, cmd).await?))
+}
+
+async fn attack(
+    State(rt): State<Shared>,
+    Path(from): Path<String>,
+    body: Result<Json<Attack>, JsonRejection>,
+) -> Result<Json<Reply>, ApiError> {
+    let Json(attack) = body?;
+    Ok(Json(execute(&rt, Command::Attack { from, attack }).await?))
 }
 
 async fn command(

@@ -13,6 +13,12 @@
 //! - Every transition is published as an [`Event`].
 //! - The RTC is kept here, not in the model: it counts on its backup while the
 //!   device is off and is saved in NV memory at every change.
+//! - The site clock is kept with the state: [`Runtime::new`] saves it at
+//!   every jump, speed change and pause, and every [`CLOCK_SAVE_PERIOD`] of
+//!   wall time; [`Runtime::shutdown`] saves it last. A process killed without
+//!   a clean shutdown loses at most that period of virtual time (times the
+//!   speed); its devices' RTCs are then treated as having lost power at the
+//!   last saved site time, like hardware whose supply was cut.
 //! - Services opened through [`DeviceContext::listen_tcp`] are listed while
 //!   open, so the control API shows the ports that really answer.
 //! - What the dashboard shows of a device beyond its lifecycle comes from
@@ -33,10 +39,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, Rtc};
+use crate::attack::{Attack, AttackEnv, AttackReport};
+use crate::clock::{Clock, Rtc, WeakClock};
 use crate::control::{Event, EventBus};
 use crate::net::{BoxStream, Listener, Stack};
-use crate::site::RtcConfig;
+use crate::site::{DeviceConfig, RtcConfig, Site};
 use crate::storage::{Nv, StorageError, Store};
 
 /// Power state of a device.
@@ -137,10 +144,26 @@ pub trait Device: Send + Sync + 'static {
             ))
         })
     }
+    /// Runs `attack` from this device (a Workstation) over its own network
+    /// stack; `env` says where the site's devices are.
+    fn attack<'a>(
+        &'a self,
+        attack: Attack,
+        env: AttackEnv,
+    ) -> BoxFuture<'a, Result<AttackReport, String>> {
+        let _ = (attack, env);
+        let msg = format!(
+            "device {} is a {}, not a Workstation; attacks run from a Workstation \
+             (add one with the add_workstation command)",
+            self.id(),
+            self.model()
+        );
+        Box::pin(async move { Err(msg) })
+    }
 }
 
 /// What can be done to a field device (see [`Device::field_command`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldAction {
     /// Supply (for a PowerTag: the voltage of its circuit) on or off.
@@ -150,6 +173,35 @@ pub enum FieldAction {
     /// The contact wired to a digital input (`field` = `DI1`/`DI2`) closes
     /// or opens, and/or gives `pulses` whole pulses.
     DigitalInput { closed: Option<bool>, pulses: u32 },
+    /// A serial device stops answering (or answers again) while it stays
+    /// powered: its measurements keep running, its Modbus link is silent.
+    Responsive { responsive: bool },
+    /// Forces the value a register of the field device reads (`register`
+    /// as numbered in its register sheet), or clears the forcing.
+    Force { register: u16, force: Force },
+    /// The cellular network around a Data Logger (`field` = `modem`):
+    /// coverage present or lost, the received signal strength in dBm, the
+    /// technology (4, 3 or 2 for 4G/3G/2G). `None` leaves a value as it is.
+    Cellular {
+        coverage: Option<bool>,
+        signal_dbm: Option<i16>,
+        generation: Option<u8>,
+    },
+}
+
+/// How a forced register reads (see [`FieldAction::Force`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Force {
+    /// Holds the value it read when forced (a frozen sensor).
+    Stuck,
+    /// The true value plus `per_hour` per hour of virtual time since forced
+    /// (a drifting sensor).
+    Drift { per_hour: f64 },
+    /// A fixed value, in the register's unit (e.g. 1000 V: out of range).
+    Value { value: f64 },
+    /// Back to the true value.
+    Clear,
 }
 
 /// A device's RTC, shared by its services; every change is saved to NV.
@@ -535,7 +587,7 @@ struct Slot {
     counters: Counters,
     /// Virtual time of the last power-on, while powered.
     powered_at: Mutex<Option<Duration>>,
-    segments: BTreeMap<String, String>,
+    segments: Mutex<BTreeMap<String, String>>,
 }
 
 /// Errors of lifecycle commands.
@@ -545,6 +597,9 @@ pub enum RuntimeError {
     UnknownDevice(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A request that cannot be carried out as asked (the message says why).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Everything a device needs to be added to a [`Runtime`].
@@ -555,31 +610,82 @@ pub struct DeviceSetup {
     pub seed: u64,
 }
 
+/// Builds the model of a site device (the binary wires `models::build`).
+pub type ModelBuilder = Arc<dyn Fn(&Site, &DeviceConfig) -> Arc<dyn Device> + Send + Sync>;
+
+/// What the runtime needs to add devices while the site runs.
+pub struct Provisioner {
+    pub site: Site,
+    pub build: ModelBuilder,
+}
+
 /// All devices of a site and their lifecycles.
 pub struct Runtime {
     clock: Clock,
     store: Store,
     events: EventBus,
     retention: Duration,
-    slots: BTreeMap<String, Slot>,
+    slots: std::sync::RwLock<BTreeMap<String, Arc<Slot>>>,
     network: Option<Arc<crate::net::switch::Network>>,
+    provisioner: Option<Provisioner>,
+    /// Devices added while running: site address -> id.
+    added: Mutex<BTreeMap<std::net::Ipv4Addr, String>>,
+}
+
+/// Wall time between two saves of the site clock while nothing changes it.
+pub const CLOCK_SAVE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Saves the site clock at every change and every [`CLOCK_SAVE_PERIOD`].
+async fn keep_clock(
+    store: Store,
+    clock: WeakClock,
+    mut changed: tokio::sync::watch::Receiver<u64>,
+) {
+    loop {
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(CLOCK_SAVE_PERIOD) => {}
+        }
+        let Some(saved) = clock.upgrade().map(|c| c.saved()) else {
+            return;
+        };
+        if let Err(e) = store.save_clock_async(saved).await {
+            tracing::error!("saving the site clock failed: {e}");
+        }
+    }
 }
 
 impl Runtime {
+    /// A runtime of no devices yet. Inside a tokio runtime it starts saving
+    /// the clock in `store` (see the module contract).
     pub fn new(clock: Clock, store: Store, events: EventBus, retention: Duration) -> Self {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(keep_clock(
+                store.clone(),
+                clock.downgrade(),
+                clock.changed(),
+            ));
+        }
         Self {
             clock,
             store,
             events,
             retention,
-            slots: BTreeMap::new(),
+            slots: std::sync::RwLock::new(BTreeMap::new()),
             network: None,
+            provisioner: None,
+            added: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Attaches the switch fabric of TAP mode (for link faults).
     pub fn set_network(&mut self, net: Arc<crate::net::switch::Network>) {
         self.network = Some(net);
+    }
+
+    /// Lets the runtime add devices while it runs ([`Runtime::add_workstation`]).
+    pub fn set_provisioner(&mut self, p: Provisioner) {
+        self.provisioner = Some(p);
     }
 
     /// The switch fabric, in TAP mode.
@@ -602,10 +708,27 @@ impl Runtime {
     /// Adds a device (powered off). Its RTC comes from NV memory, or starts
     /// at site time + its configured offset on first boot.
     pub fn add(&mut self, setup: DeviceSetup) -> Result<(), RuntimeError> {
+        self.insert(setup)
+    }
+
+    /// [`Runtime::add`] on a running site.
+    pub fn insert(&self, setup: DeviceSetup) -> Result<(), RuntimeError> {
         let id = setup.device.id().to_string();
         let nv = self.store.device(&id)?;
         let rtc = match nv.get::<Rtc>(RTC_KEY)? {
-            Some(rtc) => rtc,
+            Some(mut rtc) => {
+                if !rtc.is_running_on_backup() {
+                    // The last run ended without powering this device off
+                    // (killed): its supply was cut when the clock was last saved.
+                    let at = self
+                        .store
+                        .saved_clock()
+                        .map_or_else(|| self.clock.utc_now(), |c| c.site_time());
+                    rtc.power_lost(at);
+                    nv.put(RTC_KEY, &rtc)?;
+                }
+                rtc
+            }
             None => {
                 let mut rtc = Rtc::new(
                     self.clock.utc_now(),
@@ -639,29 +762,36 @@ impl Runtime {
             power: Mutex::new(Power::Off),
             counters: Counters::default(),
             powered_at: Mutex::new(None),
-            segments: BTreeMap::new(),
+            segments: Mutex::new(BTreeMap::new()),
         };
-        self.slots.insert(id, slot);
+        self.slots
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(slot));
         Ok(())
     }
 
     /// Records which site segment each interface of device `id` is on
     /// (shown in its status).
     pub fn set_segments(
-        &mut self,
+        &self,
         id: &str,
         segments: BTreeMap<String, String>,
     ) -> Result<(), RuntimeError> {
-        self.slots
-            .get_mut(id)
-            .ok_or_else(|| RuntimeError::UnknownDevice(id.to_string()))?
-            .segments = segments;
+        *self
+            .slot(id)?
+            .segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = segments;
         Ok(())
     }
 
-    fn slot(&self, id: &str) -> Result<&Slot, RuntimeError> {
+    fn slot(&self, id: &str) -> Result<Arc<Slot>, RuntimeError> {
         self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .get(id)
+            .cloned()
             .ok_or_else(|| RuntimeError::UnknownDevice(id.to_string()))
     }
 
@@ -687,8 +817,198 @@ impl Runtime {
         Ok(slot.device.set_modbus_service(interface, enabled).await)
     }
 
+    /// Runs `attack` from device `from` (a Workstation).
+    pub async fn attack(
+        &self,
+        from: &str,
+        attack: Attack,
+    ) -> Result<Result<AttackReport, String>, RuntimeError> {
+        let slot = self.slot(from)?;
+        let env = self.attack_env();
+        let device = slot.device.clone();
+        Ok(device.attack(attack, env).await)
+    }
+
+    /// Where every device is, for attacks.
+    pub fn attack_env(&self) -> AttackEnv {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        let devices = slots
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    crate::attack::TargetInfo {
+                        model: s.device.model().to_string(),
+                        addresses: s
+                            .interfaces
+                            .iter()
+                            .map(|(n, st)| (n.clone(), st.ipv4()))
+                            .collect(),
+                    },
+                )
+            })
+            .collect();
+        AttackEnv {
+            devices,
+            network: self.network.clone(),
+        }
+    }
+
+    /// Adds a Workstation (the attacker/engineering node) with id `id` on
+    /// `segment`, at `ip` or the first free address from .200 of the
+    /// segment's subnet, and powers it on. In TAP mode it gets its own MAC
+    /// on the segment's switch; in host mode its own loopback address.
+    pub async fn add_workstation(
+        &self,
+        id: &str,
+        segment: &str,
+        ip: Option<std::net::Ipv4Addr>,
+    ) -> Result<DeviceStatus, RuntimeError> {
+        let refuse = |m: String| RuntimeError::Refused(m);
+        let p = self.provisioner.as_ref().ok_or_else(|| {
+            refuse("this runtime cannot add devices while it runs (no site wired)".into())
+        })?;
+        let site = &p.site;
+        let name_ok = !id.is_empty()
+            && id.len() <= 32
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(refuse(format!(
+                "{id:?} is not a device id; use 1-32 characters from a-z, A-Z, 0-9, '-' and '_'"
+            )));
+        }
+        if self.slot(id).is_ok() {
+            return Err(refuse(format!(
+                "a device {id:?} already exists; choose another id"
+            )));
+        }
+        let seg = site.segment(segment).ok_or_else(|| {
+            refuse(format!(
+                "no segment {segment:?}; the site has {}",
+                site.segments
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        // Addresses in use: site devices (both interfaces), the host side,
+        // devices added earlier; in host mode also their loopback images.
+        let mut used: BTreeMap<std::net::Ipv4Addr, String> = BTreeMap::new();
+        for d in &site.devices {
+            used.insert(d.ip, d.id.clone());
+            if let Some(ps) = &d.panel_server
+                && let Some(ip2) = ps.eth2_ip
+            {
+                used.insert(ip2, d.id.clone());
+            }
+        }
+        used.insert(site.network.host_address, "the host side".into());
+        used.extend(
+            self.added
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(a, b)| (*a, b.clone())),
+        );
+        let host_images: BTreeMap<std::net::Ipv4Addr, String> = used
+            .iter()
+            .map(|(ip, who)| (crate::net::host::host_address(*ip), who.clone()))
+            .collect();
+        let clash = |ip: std::net::Ipv4Addr| {
+            used.get(&ip).cloned().or_else(|| {
+                self.network
+                    .is_none()
+                    .then(|| {
+                        host_images
+                            .get(&crate::net::host::host_address(ip))
+                            .cloned()
+                    })
+                    .flatten()
+            })
+        };
+        let ip = match ip {
+            Some(ip) => {
+                if !seg.subnet.contains(ip) {
+                    return Err(refuse(format!(
+                        "{ip} is outside segment {}'s subnet {}",
+                        seg.name, seg.subnet
+                    )));
+                }
+                let last = ip.octets()[3];
+                if last == 0 || last == 255 {
+                    return Err(refuse(format!(
+                        "{ip} is a network or broadcast address; use .1 to .254"
+                    )));
+                }
+                if let Some(who) = clash(ip) {
+                    return Err(refuse(format!("{ip} is already used by {who}")));
+                }
+                ip
+            }
+            None => {
+                let base = u32::from(seg.subnet.network) & !0xff;
+                (200u32..=254)
+                    .chain(2..200)
+                    .map(|n| std::net::Ipv4Addr::from(base | n))
+                    .find(|ip| seg.subnet.contains(*ip) && clash(*ip).is_none())
+                    .ok_or_else(|| refuse(format!("segment {segment} has no free address left")))?
+            }
+        };
+        let cfg = DeviceConfig {
+            id: id.to_string(),
+            model: crate::site::Model::Workstation,
+            ip,
+            segment: segment.to_string(),
+            dhcp: false,
+            serial: None,
+            firmware: None,
+            rtc: RtcConfig::default(),
+            powered: true,
+            profile: None,
+            panel_server: None,
+            datalogger: None,
+        };
+        let seed = crate::site::device_seed(site.site.seed, id);
+        let stack: Arc<dyn Stack> = match &self.network {
+            Some(net) => Arc::new(
+                net.attach_device(id, "eth1", ip, false, segment, seed)
+                    .map_err(|e| refuse(e.to_string()))?,
+            ),
+            None => Arc::new(crate::net::host::HostStack::new(
+                crate::net::host::host_address(ip),
+            )),
+        };
+        let device = (p.build)(site, &cfg);
+        self.insert(DeviceSetup {
+            device,
+            interfaces: [("eth1".to_string(), stack)].into(),
+            rtc: RtcConfig::default(),
+            seed,
+        })?;
+        self.added
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ip, id.to_string());
+        self.set_segments(id, [("eth1".to_string(), segment.to_string())].into())?;
+        self.power_on(id).await?;
+        self.events.send(Event::Device {
+            device: id.to_string(),
+            kind: "workstation".into(),
+            message: format!("workstation added on segment {segment} at {ip}"),
+        });
+        self.status(id)
+    }
+
     pub fn ids(&self) -> Vec<String> {
-        self.slots.keys().cloned().collect()
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn set_power(&self, id: &str, slot: &Slot, life: &mut Lifecycle, power: Power) {
@@ -725,7 +1045,7 @@ impl Runtime {
                     .into(),
             });
         }
-        self.set_power(id, slot, &mut life, Power::Booting);
+        self.set_power(id, &slot, &mut life, Power::Booting);
         for stack in slot.interfaces.values() {
             stack.set_powered(true);
         }
@@ -751,7 +1071,7 @@ impl Runtime {
         match outcome {
             Ok(()) => {
                 life.failure = None;
-                self.set_power(id, slot, &mut life, Power::On);
+                self.set_power(id, &slot, &mut life, Power::On);
             }
             Err(e) => {
                 tracing::warn!("{id}: boot failed: {e}");
@@ -760,7 +1080,7 @@ impl Runtime {
                     device: id.to_string(),
                     reason: e.to_string(),
                 });
-                self.set_power(id, slot, &mut life, Power::Failed);
+                self.set_power(id, &slot, &mut life, Power::Failed);
             }
         }
         Ok(life.power)
@@ -786,7 +1106,7 @@ impl Runtime {
             rtc.power_lost(now);
             false
         });
-        self.set_power(id, slot, &mut life, Power::Off);
+        self.set_power(id, &slot, &mut life, Power::Off);
         Ok(Power::Off)
     }
 
@@ -814,12 +1134,20 @@ impl Runtime {
         }
     }
 
-    /// Powers off every device (clean shutdown) and flushes the store.
+    /// Powers off every device (clean shutdown), saves the clock and
+    /// flushes the store.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
-        for id in self.slots.keys() {
-            self.power_off(id).await?;
+        for id in self.ids() {
+            self.power_off(&id).await?;
         }
+        self.save_clock().await?;
         self.store.flush()?;
+        Ok(())
+    }
+
+    /// Saves the site clock in the state now (durably).
+    pub async fn save_clock(&self) -> Result<(), RuntimeError> {
+        self.store.save_clock_async(self.clock.saved()).await?;
         Ok(())
     }
 
@@ -849,11 +1177,15 @@ impl Runtime {
                 .iter()
                 .map(|(name, s)| (name.clone(), s.ipv4().to_string()))
                 .collect(),
-            services: self.services_now(slot),
+            services: self.services_now(&slot),
             rtc: Some(rtc),
             credentials: slot.device.credentials(),
             failure,
-            segments: slot.segments.clone(),
+            segments: slot
+                .segments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             health: power.into(),
             uptime_s,
             rtc_offset_s: Some((rtc - site_now).num_microseconds().unwrap_or(0) as f64 / 1e6),
@@ -890,8 +1222,8 @@ impl Runtime {
     }
 
     pub fn statuses(&self) -> Vec<DeviceStatus> {
-        self.slots
-            .keys()
+        self.ids()
+            .iter()
             .filter_map(|id| self.status(id).ok())
             .collect()
     }

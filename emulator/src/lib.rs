@@ -1,5 +1,6 @@
 //! fieldtwin-emulator: the machine that emulated devices run on.
 //!
+//! - [`attack`]: the attacks a Workstation runs, as data.
 //! - [`clock`]: virtual time and per-device RTCs.
 //! - [`net`]: the transport API services are written against, and its backends.
 //! - [`storage`]: per-device non-volatile memory.
@@ -7,6 +8,7 @@
 //! - [`control`]: the `Command`/`Event` bus and the REST control API.
 //! - [`site`]: the site file.
 
+pub mod attack;
 pub mod clock;
 pub mod control;
 pub mod device;

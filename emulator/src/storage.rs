@@ -1,33 +1,103 @@
-//! Non-volatile memory of every device (sled).
+//! Non-volatile memory of every device (sled), and the saved site clock.
 //!
 //! Contract:
 //! - One [`Store`] per process; `--state DIR` keeps it across restarts, without
-//!   it a fresh temporary store is used and removed at exit.
+//!   it a fresh temporary store is used and removed at exit. A directory
+//!   already used by another running fieldtwin is refused with
+//!   [`StorageError::Locked`].
 //! - Each device gets its own namespace, an [`Nv`] handle: keyed values
 //!   (configuration, accounts, RTC backup, firmware slot, pairing) and
 //!   append-only logs (audit log, data log) that keep their order.
-//! - Every write returns only after it is flushed to disk, so a device may
-//!   acknowledge it (an audit entry, a config save) right after.
+//! - Each key is stored on its own. A value of [`LARGE_VALUE`] bytes or more
+//!   (a firmware image) is written once, to a file of its own under
+//!   `DIR/large-values/`, and the namespace keeps a small reference to it; a
+//!   new value of the key replaces the file (the previous file is deleted as
+//!   soon as the reference to the new one is durable, so at most the current
+//!   and, during a write, the previous value exist). Small writes of the same
+//!   device never rewrite a large value.
+//! - "Committed" = durable: every write returns only after it is on disk
+//!   (sled flushed, large files fsynced and renamed into place), so a device
+//!   may acknowledge it (an audit entry, a config save) right after. The
+//!   flush is blocking I/O; inside a multi-threaded tokio runtime it runs
+//!   through `tokio::task::block_in_place`, so the worker's other tasks (other
+//!   devices, the control API) move to another thread and are never stalled
+//!   by it. The `*_async` variants wait for the flush on the blocking pool
+//!   instead. A temporary store (no `--state`) is removed at exit, so it is
+//!   never flushed: nothing could read it back.
+//! - [`Nv::put_batch`] writes several small values atomically (after a power
+//!   cut either all of them or none are there) with one flush: a device that
+//!   stores many records at once (a logger catching up) pays one flush, not
+//!   one per record.
 //! - [`Nv::wipe`] erases the namespace (factory reset); keys listed in
 //!   [`Nv::wipe_except`] survive it (e.g. a permanent radio deactivation).
+//! - The site clock is saved under its own namespace ([`Store::save_clock`]);
+//!   [`Store::saved_clock`] is what the directory held when it was opened.
 
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-/// Errors of the non-volatile store.
+use crate::clock::SavedClock;
+
+/// Values of this many bytes or more are kept in a file of their own.
+pub const LARGE_VALUE: usize = 64 * 1024;
+
+/// Sub-directory of the state directory that holds large values.
+pub const LARGE_DIR: &str = "large-values";
+
+/// Prefix of the reference a namespace keeps for a large value.
+const LARGE_REF: &str = "\u{0}large/";
+
+/// Errors of the non-volatile store. Each message says what failed and why
+/// in one line; none has a `source()`, so a report that prints the error
+/// chain says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("cannot open the state directory {path}: {source} (is another fieldtwin using it?)")]
-    Open { path: PathBuf, source: sled::Error },
+    #[error(
+        "the state directory {path} is in use by another running fieldtwin; stop that one \
+         first, or give this one another --state DIR"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot open the state directory {path}: {cause}")]
+    Open { path: PathBuf, cause: sled::Error },
     #[error("non-volatile memory failure: {0}")]
-    Io(#[from] sled::Error),
-    #[error("stored value for {key:?} is unreadable: {source}")]
+    Io(sled::Error),
+    #[error("non-volatile memory failure on {path}: {cause}")]
+    File {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("stored value for {key:?} is unreadable: {cause}")]
     Corrupt {
         key: String,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
+    #[error(
+        "value for {key:?} is {len} bytes; a batch write takes values under {LARGE_VALUE} bytes \
+         (write large values on their own)"
+    )]
+    TooLargeForBatch { key: String, len: usize },
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Where large values live, and whether anything must be flushed.
+struct Files {
+    dir: PathBuf,
+    /// `false` for a temporary store: nothing is ever flushed.
+    durable: bool,
+    /// Keeps a temporary store's directory until the last handle is gone.
+    _temp: Option<tempfile::TempDir>,
+    /// The clock saved last (a save never goes back in time).
+    last_clock: std::sync::Mutex<Option<SavedClock>>,
 }
 
 /// The process-wide store.
@@ -35,6 +105,8 @@ pub enum StorageError {
 pub struct Store {
     db: sled::Db,
     path: Option<PathBuf>,
+    files: Arc<Files>,
+    saved_clock: Option<SavedClock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -43,21 +115,85 @@ impl std::fmt::Debug for Store {
     }
 }
 
+const SITE_TREE: &str = "site";
+const CLOCK_KEY: &str = "clock";
+
+/// Whether opening failed because another process holds the directory's
+/// lock (sled 0.34 reports the `flock` failure as an `Other` error whose
+/// message starts "could not acquire lock").
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().starts_with("could not acquire lock"))
+}
+
+/// Runs blocking I/O `f` without stalling a tokio worker: through
+/// `block_in_place` on a multi-threaded runtime, directly elsewhere.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Store {
     /// Opens the store in `dir`, or a temporary one when `dir` is `None`.
     pub fn open(dir: Option<&Path>) -> Result<Self, StorageError> {
-        let config = match dir {
-            Some(d) => sled::Config::new().path(d),
-            None => sled::Config::new().temporary(true),
+        let (root, temp) = match dir {
+            Some(d) => (d.to_path_buf(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("fieldtwin-state-")
+                    .tempdir()
+                    .map_err(|cause| StorageError::File {
+                        path: std::env::temp_dir(),
+                        cause,
+                    })?;
+                (t.path().to_path_buf(), Some(t))
+            }
         };
-        let db = config.open().map_err(|source| StorageError::Open {
-            path: dir.map(Path::to_path_buf).unwrap_or_default(),
-            source,
+        let mut config = sled::Config::new().path(&root);
+        if temp.is_some() {
+            // Nothing reads a temporary store back: no background flushes.
+            config = config.flush_every_ms(None);
+        }
+        let db = config.open().map_err(|cause| {
+            if is_lock_error(&cause) {
+                StorageError::Locked { path: root.clone() }
+            } else {
+                StorageError::Open {
+                    path: root.clone(),
+                    cause,
+                }
+            }
         })?;
-        Ok(Self {
+        let large = root.join(LARGE_DIR);
+        std::fs::create_dir_all(&large).map_err(|cause| StorageError::File {
+            path: large.clone(),
+            cause,
+        })?;
+        let saved_clock = db
+            .open_tree(SITE_TREE)?
+            .get(CLOCK_KEY)?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let store = Self {
             db,
             path: dir.map(Path::to_path_buf),
-        })
+            files: Arc::new(Files {
+                dir: large,
+                durable: temp.is_none(),
+                _temp: temp,
+                last_clock: std::sync::Mutex::new(saved_clock),
+            }),
+            saved_clock,
+        };
+        store.collect_garbage()?;
+        Ok(store)
     }
 
     /// Where the state lives, if persistent.
@@ -67,22 +203,125 @@ impl Store {
 
     /// The namespace of device `id`.
     pub fn device(&self, id: &str) -> Result<Nv, StorageError> {
+        let name = format!("device/{id}");
         Ok(Nv {
-            tree: self.db.open_tree(format!("device/{id}"))?,
+            tree: self.db.open_tree(&name)?,
+            files: self.files.clone(),
+            file_prefix: hex(name.as_bytes()),
         })
+    }
+
+    /// The site clock the directory held when it was opened (`None` for a
+    /// new or temporary state).
+    pub fn saved_clock(&self) -> Option<SavedClock> {
+        self.saved_clock
+    }
+
+    /// Saves the site clock durably (blocking; see the module contract). A
+    /// clock earlier than the one saved last is not written: saves that
+    /// overtake each other never move the saved time back.
+    pub fn save_clock(&self, clock: &SavedClock) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(clock).map_err(|cause| StorageError::Corrupt {
+            key: CLOCK_KEY.into(),
+            cause,
+        })?;
+        let tree = self.db.open_tree(SITE_TREE)?;
+        {
+            let mut last = self
+                .files
+                .last_clock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|l| l.epoch == clock.epoch && l.elapsed > clock.elapsed) {
+                return Ok(());
+            }
+            tree.insert(CLOCK_KEY, bytes)?;
+            *last = Some(*clock);
+        }
+        if self.files.durable {
+            blocking(|| tree.flush())?;
+        }
+        Ok(())
+    }
+
+    /// [`Store::save_clock`], waiting for the flush on the blocking pool.
+    pub async fn save_clock_async(&self, clock: SavedClock) -> Result<(), StorageError> {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || store.save_clock(&clock)).await {
+            Ok(r) => r,
+            Err(e) => Err(StorageError::File {
+                path: self.files.dir.clone(),
+                cause: std::io::Error::other(e.to_string()),
+            }),
+        }
     }
 
     /// Flushes everything (clean shutdown).
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
+        if self.files.durable {
+            blocking(|| self.db.flush())?;
+        }
         Ok(())
     }
+
+    /// Bytes the state occupies on disk (sled files and large values).
+    pub fn disk_size(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(rd) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        self.files.dir.parent().map_or(0, walk)
+    }
+
+    /// Deletes large-value files no namespace refers to (left by a crash
+    /// between writing a value and deleting the one it replaced).
+    fn collect_garbage(&self) -> Result<(), StorageError> {
+        let mut referenced = BTreeSet::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            for item in tree.scan_prefix(LARGE_REF) {
+                let (_, v) = item?;
+                if let Ok(r) = serde_json::from_slice::<LargeRef>(&v) {
+                    referenced.insert(r.file);
+                }
+            }
+        }
+        let Ok(rd) = std::fs::read_dir(&self.files.dir) else {
+            return Ok(());
+        };
+        for e in rd.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !referenced.contains(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a namespace keeps for a large value.
+#[derive(Debug, Serialize, Deserialize)]
+struct LargeRef {
+    /// File name under `large-values/`.
+    file: String,
+    len: u64,
 }
 
 /// One device's non-volatile memory.
 #[derive(Clone)]
 pub struct Nv {
     tree: sled::Tree,
+    files: Arc<Files>,
+    /// Hex of the namespace name: prefix of its large-value files.
+    file_prefix: String,
 }
 
 impl std::fmt::Debug for Nv {
@@ -101,17 +340,33 @@ fn log_key(log: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+fn large_ref_key(key: &str) -> String {
+    format!("{LARGE_REF}{key}")
+}
+
 impl Nv {
+    /// Makes every write so far durable (see the module contract).
+    fn commit(&self) -> Result<(), StorageError> {
+        if self.files.durable {
+            blocking(|| self.tree.flush())?;
+        }
+        Ok(())
+    }
+
+    fn file_error(&self, path: PathBuf) -> impl FnOnce(std::io::Error) -> StorageError {
+        move |cause| StorageError::File { path, cause }
+    }
+
     /// Reads value `key`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        match self.tree.get(key)? {
+        match self.get_raw(key)? {
             None => Ok(None),
             Some(bytes) => {
                 serde_json::from_slice(&bytes)
                     .map(Some)
-                    .map_err(|source| StorageError::Corrupt {
+                    .map_err(|cause| StorageError::Corrupt {
                         key: key.to_string(),
-                        source,
+                        cause,
                     })
             }
         }
@@ -119,37 +374,149 @@ impl Nv {
 
     /// Writes value `key` and flushes it.
     pub fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| StorageError::Corrupt {
+        let bytes = serde_json::to_vec(value).map_err(|cause| StorageError::Corrupt {
             key: key.to_string(),
-            source,
+            cause,
         })?;
-        self.tree.insert(key, bytes)?;
-        self.tree.flush()?;
-        Ok(())
+        self.put_raw(key, &bytes)
+    }
+
+    /// [`Nv::put`], waiting for the flush on the blocking pool (for device
+    /// tasks that write often, e.g. periodic saves).
+    pub async fn put_async<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(|cause| StorageError::Corrupt {
+            key: key.to_string(),
+            cause,
+        })?;
+        let nv = self.clone();
+        let key = key.to_string();
+        match tokio::task::spawn_blocking(move || nv.put_raw(&key, &bytes)).await {
+            Ok(r) => r,
+            Err(e) => Err(StorageError::File {
+                path: self.files.dir.clone(),
+                cause: std::io::Error::other(e.to_string()),
+            }),
+        }
     }
 
     /// Raw bytes of `key` (firmware images and other blobs).
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        if let Some(v) = self.tree.get(key)? {
+            return Ok(Some(v.to_vec()));
+        }
+        let Some(r) = self.large_ref(key)? else {
+            return Ok(None);
+        };
+        let path = self.files.dir.join(&r.file);
+        let bytes = blocking(|| std::fs::read(&path)).map_err(self.file_error(path.clone()))?;
+        Ok(Some(bytes))
+    }
+
+    fn large_ref(&self, key: &str) -> Result<Option<LargeRef>, StorageError> {
+        Ok(self
+            .tree
+            .get(large_ref_key(key))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     /// Writes raw bytes under `key` and flushes them.
     pub fn put_raw(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        self.tree.insert(key, bytes)?;
-        self.tree.flush()?;
+        let old = self.large_ref(key)?;
+        if bytes.len() < LARGE_VALUE {
+            self.tree.insert(key, bytes)?;
+            if old.is_some() {
+                self.tree.remove(large_ref_key(key))?;
+            }
+            self.commit()?;
+        } else {
+            let file = self.write_large_file(key, bytes)?;
+            let r = serde_json::to_vec(&LargeRef {
+                file,
+                len: bytes.len() as u64,
+            })
+            .map_err(|cause| StorageError::Corrupt {
+                key: key.to_string(),
+                cause,
+            })?;
+            self.tree.insert(large_ref_key(key), r)?;
+            self.tree.remove(key)?;
+            self.commit()?;
+        }
+        if let Some(old) = old {
+            let _ = std::fs::remove_file(self.files.dir.join(old.file));
+        }
         Ok(())
+    }
+
+    /// Writes small values (each under [`LARGE_VALUE`] bytes) atomically and
+    /// flushes once (see the module contract). A value of [`LARGE_VALUE`]
+    /// bytes or more is refused before anything is written.
+    pub fn put_batch(&self, entries: &[(&str, &[u8])]) -> Result<(), StorageError> {
+        if let Some((key, v)) = entries.iter().find(|(_, v)| v.len() >= LARGE_VALUE) {
+            return Err(StorageError::TooLargeForBatch {
+                key: key.to_string(),
+                len: v.len(),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        let mut old_files = Vec::new();
+        for (key, bytes) in entries {
+            if let Some(old) = self.large_ref(key)? {
+                batch.remove(large_ref_key(key).as_bytes());
+                old_files.push(old.file);
+            }
+            batch.insert(key.as_bytes(), *bytes);
+        }
+        self.tree.apply_batch(batch)?;
+        self.commit()?;
+        for f in old_files {
+            let _ = std::fs::remove_file(self.files.dir.join(f));
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to a new file (fsynced, renamed into place); returns its name.
+    fn write_large_file(&self, key: &str, bytes: &[u8]) -> Result<String, StorageError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{}.{}.{stamp:x}-{n}", self.file_prefix, hex(key.as_bytes()));
+        let dir = self.files.dir.clone();
+        let tmp = dir.join(format!("{name}.tmp"));
+        let path = dir.join(&name);
+        let durable = self.files.durable;
+        blocking(|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            if durable {
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            if durable {
+                std::fs::File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .map_err(self.file_error(path.clone()))?;
+        Ok(name)
     }
 
     /// Removes `key` and flushes.
     pub fn remove(&self, key: &str) -> Result<(), StorageError> {
+        let old = self.large_ref(key)?;
         self.tree.remove(key)?;
-        self.tree.flush()?;
+        self.tree.remove(large_ref_key(key))?;
+        self.commit()?;
+        if let Some(old) = old {
+            let _ = std::fs::remove_file(self.files.dir.join(old.file));
+        }
         Ok(())
     }
 
-    /// Appends `entry` to log `log`, flushes, and returns its sequence number.
-    pub fn append<T: Serialize>(&self, log: &str, entry: &T) -> Result<u64, StorageError> {
-        let seq = self
+    fn next_seq(&self, log: &str) -> Result<u64, StorageError> {
+        Ok(self
             .tree
             .scan_prefix(format!("{LOG_PREFIX}{log}/"))
             .keys()
@@ -158,14 +525,29 @@ impl Nv {
             .and_then(|k| k.get(k.len().saturating_sub(8)..).map(<[u8]>::to_vec))
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(|b| u64::from_be_bytes(b) + 1)
-            .unwrap_or(0);
-        let bytes = serde_json::to_vec(entry).map_err(|source| StorageError::Corrupt {
+            .unwrap_or(0))
+    }
+
+    /// Appends `entry` to log `log`, flushes, and returns its sequence number.
+    pub fn append<T: Serialize>(&self, log: &str, entry: &T) -> Result<u64, StorageError> {
+        let bytes = serde_json::to_vec(entry).map_err(|cause| StorageError::Corrupt {
             key: format!("{LOG_PREFIX}{log}"),
-            source,
+            cause,
         })?;
-        self.tree.insert(log_key(log, seq), bytes)?;
-        self.tree.flush()?;
-        Ok(seq)
+        // Sequence numbers are allocated under the tree's own ordering: a
+        // compare-and-swap on the new key retries if another writer took it.
+        loop {
+            let seq = self.next_seq(log)?;
+            let cas = self.tree.compare_and_swap(
+                log_key(log, seq),
+                None as Option<&[u8]>,
+                Some(bytes.clone()),
+            )?;
+            if cas.is_ok() {
+                self.commit()?;
+                return Ok(seq);
+            }
+        }
     }
 
     /// Every entry of log `log`, oldest first.
@@ -175,9 +557,9 @@ impl Nv {
             .values()
             .map(|v| {
                 let v = v?;
-                serde_json::from_slice(&v).map_err(|source| StorageError::Corrupt {
+                serde_json::from_slice(&v).map_err(|cause| StorageError::Corrupt {
                     key: format!("{LOG_PREFIX}{log}"),
-                    source,
+                    cause,
                 })
             })
             .collect()
@@ -197,9 +579,9 @@ impl Nv {
             .take(n)
             .map(|v| {
                 let v = v?;
-                serde_json::from_slice(&v).map_err(|source| StorageError::Corrupt {
+                serde_json::from_slice(&v).map_err(|cause| StorageError::Corrupt {
                     key: format!("{LOG_PREFIX}{log}"),
-                    source,
+                    cause,
                 })
             })
             .collect::<Result<Vec<T>, _>>()?;
@@ -217,8 +599,7 @@ impl Nv {
         for k in keys.iter().take(keys.len().saturating_sub(keep)) {
             self.tree.remove(k)?;
         }
-        self.tree.flush()?;
-        Ok(())
+        self.commit()
     }
 
     /// Erases the whole namespace (factory reset).
@@ -229,12 +610,23 @@ impl Nv {
     /// Erases the namespace except the keys in `keep`.
     pub fn wipe_except(&self, keep: &[&str]) -> Result<(), StorageError> {
         let keys: Vec<_> = self.tree.iter().keys().collect::<Result<_, _>>()?;
+        let mut files = Vec::new();
         for k in keys {
-            if !keep.iter().any(|kept| k.as_ref() == kept.as_bytes()) {
-                self.tree.remove(k)?;
+            let logical = k.strip_prefix(LARGE_REF.as_bytes()).unwrap_or(&k);
+            if keep.iter().any(|kept| logical == kept.as_bytes()) {
+                continue;
+            }
+            if let Some(v) = self.tree.remove(&k)?
+                && k.starts_with(LARGE_REF.as_bytes())
+                && let Ok(r) = serde_json::from_slice::<LargeRef>(&v)
+            {
+                files.push(r.file);
             }
         }
-        self.tree.flush()?;
+        self.commit()?;
+        for f in files {
+            let _ = std::fs::remove_file(self.files.dir.join(f));
+        }
         Ok(())
     }
 
@@ -300,5 +692,112 @@ mod tests {
         a.put_raw("config", b"\xff\x00garbage").unwrap();
         let err = a.get::<u32>("config").unwrap_err();
         assert!(err.to_string().contains("config"));
+    }
+
+    fn large_files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join(LARGE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_large_value_is_written_once_and_replaced_not_multiplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let image: Vec<u8> = (0..4 * 1024 * 1024u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        {
+            let store = Store::open(Some(dir.path())).unwrap();
+            let nv = store.device("ps1").unwrap();
+            nv.put_raw("firmware_image", &image).unwrap();
+            let after_install = store.disk_size();
+            assert_eq!(large_files(dir.path()).len(), 1);
+            // Many small writes of the same device: the image is not rewritten.
+            for i in 0..2000u32 {
+                nv.put("field_energy", &i).unwrap();
+                nv.append("audit", &format!("entry {i}")).unwrap();
+            }
+            nv.trim_log("audit", 100).unwrap();
+            let after_writes = store.disk_size();
+            assert!(
+                after_writes < after_install + 2 * 1024 * 1024,
+                "{after_install} -> {after_writes}"
+            );
+            assert_eq!(nv.get_raw("firmware_image").unwrap().unwrap(), image);
+            // A new image replaces the old file.
+            let mut image2 = image.clone();
+            image2[0] ^= 0xFF;
+            nv.put_raw("firmware_image", &image2).unwrap();
+            assert_eq!(large_files(dir.path()).len(), 1);
+            // Turning into a small value drops the file.
+            nv.put_raw("firmware_image", b"small").unwrap();
+            assert!(large_files(dir.path()).is_empty());
+            nv.put_raw("firmware_image", &image2).unwrap();
+        }
+        // A crash between writing a file and dropping the old one leaves an
+        // orphan; reopening deletes it.
+        std::fs::write(dir.path().join(LARGE_DIR).join("orphan.tmp"), b"x").unwrap();
+        let store = Store::open(Some(dir.path())).unwrap();
+        assert_eq!(large_files(dir.path()).len(), 1);
+        let nv = store.device("ps1").unwrap();
+        assert_eq!(
+            nv.get_raw("firmware_image").unwrap().unwrap()[0],
+            image[0] ^ 0xFF
+        );
+        // A factory reset that keeps the image keeps its file; one that does
+        // not removes it.
+        nv.wipe_except(&["firmware_image"]).unwrap();
+        assert!(nv.get_raw("firmware_image").unwrap().is_some());
+        assert_eq!(large_files(dir.path()).len(), 1);
+        nv.wipe().unwrap();
+        assert!(nv.get_raw("firmware_image").unwrap().is_none());
+        assert!(large_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_locked_directory_is_reported_once_and_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(Some(dir.path())).unwrap();
+        // sled locks with flock, which is per open file description, so a
+        // second open in this process sees the lock like another process does.
+        let err = Store::open(Some(dir.path())).unwrap_err();
+        assert!(matches!(err, StorageError::Locked { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("in use by another running fieldtwin"),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+    }
+
+    #[test]
+    fn the_clock_is_saved_and_found_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = SavedClock {
+            epoch: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            elapsed: std::time::Duration::from_secs(365 * 86_400),
+        };
+        {
+            let store = Store::open(Some(dir.path())).unwrap();
+            assert_eq!(store.saved_clock(), None);
+            store.save_clock(&saved).unwrap();
+        }
+        let store = Store::open(Some(dir.path())).unwrap();
+        assert_eq!(store.saved_clock(), Some(saved));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_inside_a_multithreaded_runtime_do_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(Some(dir.path())).unwrap();
+        let nv = store.device("a").unwrap();
+        nv.put("x", &1).unwrap();
+        nv.put_async("y", &2).await.unwrap();
+        nv.put_raw("big", &vec![1u8; LARGE_VALUE]).unwrap();
+        assert_eq!(nv.get::<i32>("y").unwrap(), Some(2));
+        assert_eq!(nv.get_raw("big").unwrap().unwrap().len(), LARGE_VALUE);
     }
 }

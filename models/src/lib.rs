@@ -4,18 +4,22 @@
 //! - [`security`]: the hardened web surface shared by every model with
 //!   web pages (accounts, lockout, sessions, audit, firmware, backup, HTTPS).
 //! - [`panel_server`]: EcoStruxure Panel Server PAS400/600/800.
+//! - [`datalogger`]: the cellular Data Logger (sensors, NV ring, MQTTS uplink).
 //! - [`field`]: meters, PowerTags, environmental sensors and their physics.
 //! - [`serial_bus`]: the simulated RS-485 line of a Panel Server's Modbus-SL port.
 //! - [`passive`]: devices whose behaviour is not emulated yet.
+//! - [`workstation`]: the attacker/engineering node scenarios act from.
 //!
 //! [`build`] turns one `[[device]]` of the site file into a [`Device`].
 
+pub mod datalogger;
 pub mod field;
 pub mod panel_server;
 pub mod passive;
 pub mod proto;
 pub mod security;
 pub mod serial_bus;
+pub mod workstation;
 
 use std::sync::Arc;
 
@@ -26,8 +30,14 @@ use fieldtwin_emulator::site::{DeviceConfig, Site};
 pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
     match dev.model {
         m if m.is_panel_server() => Arc::new(panel_server::PanelServer::new(site, dev)),
+        fieldtwin_emulator::site::Model::Workstation => {
+            Arc::new(workstation::Workstation::new(dev))
+        }
         m if field::Kind::of_model(m.name()) == Some(field::Kind::Meter) => {
             Arc::new(field::tcp_meter::TcpMeter::new(site.site.seed, dev))
+        }
+        fieldtwin_emulator::site::Model::DataLogger => {
+            Arc::new(datalogger::DataLogger::new(site, dev))
         }
         _ => Arc::new(passive::Passive::new(dev)),
     }

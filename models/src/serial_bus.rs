@@ -198,7 +198,8 @@ impl Pty {
         })
     }
 
-    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Reads what the client wrote (EIO while no client has the terminal open).
+    pub async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             let mut guard = self.master.readable().await?;
             match guard
@@ -210,7 +211,8 @@ impl Pty {
         }
     }
 
-    async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+    /// Writes to the client.
+    pub async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
         while !buf.is_empty() {
             let mut guard = self.master.writable().await?;
             match guard

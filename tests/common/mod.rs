@@ -19,6 +19,12 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
+//! | 84, 86, 88 | datalogger_e2e (TAP mode; MQTTS store-and-forward; ClientHello) |
+//! | 92 | tui_e2e (the dashboard in tmux) |
+//! | 96, 98 | scenarios_e2e (library run, failing scenarios) |
+//! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
+//! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
+//! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
 //! | 160-169 | reliability (site-file ranges, kill -9 crash consistency, hostile web input) |
 
 #![allow(dead_code)]
@@ -54,6 +60,20 @@ pub fn fieldtwin_default_site() -> String {
     let out = fieldtwin(&["site", "show"]);
     assert!(out.status.success(), "site show failed: {out:?}");
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The install code of wireless device `id` from the labels that
+/// `fieldtwin site show` prints at the end of the site text.
+pub fn label_install_code(site_text: &str, id: &str) -> String {
+    site_text
+        .lines()
+        .find(|l| {
+            l.trim_start_matches(['#', ' '])
+                .starts_with(&format!("{id}:"))
+        })
+        .and_then(|l| l.split("Install code ").nth(1))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|| panic!("no label of {id} in the site text"))
 }
 
 /// Runs `fieldtwin ARGS` to completion.

@@ -274,6 +274,14 @@ impl Shared {
                             s.links = l;
                             (format!("{}: done", describe(&cmd)), false)
                         }
+                        Ok(other) => (
+                            format!(
+                                "{}: {}",
+                                describe(&cmd),
+                                serde_json::to_string(&other).unwrap_or_default()
+                            ),
+                            false,
+                        ),
                         Err(e) => (format!("{}: {e:#}", describe(&cmd)), true),
                     });
                     drop(s);

@@ -7,6 +7,11 @@
 //!   (`now` is passed in, no wall clock inside).
 //! - Each direction of a port has its own shaper; a fault applies to both.
 //! - The default fault ([`LinkFault::is_clear`]) passes every frame at once.
+//! - Loss is Bernoulli (`loss_pct`, each frame independently) or bursty
+//!   with the Gilbert-Elliott model ([`GilbertElliott`]: a good and a bad
+//!   state, each with its own loss rate, and per-frame transition
+//!   probabilities between them); with both, a frame survives only if
+//!   neither drops it.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +33,31 @@ pub struct LinkFault {
     pub bandwidth_kbps: f64,
     /// Cable pulled: every frame is lost.
     pub down: bool,
+    /// Bursty loss (Gilbert-Elliott two-state model), on top of `loss_pct`.
+    pub gilbert_elliott: Option<GilbertElliott>,
+}
+
+/// The Gilbert-Elliott loss model: a Markov chain of a good and a bad
+/// state, evaluated once per frame. The mean burst length is
+/// `100 / bad_to_good_pct` frames; the share of time in the bad state is
+/// `good_to_bad / (good_to_bad + bad_to_good)`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GilbertElliott {
+    /// Chance per frame, in percent, of going from the good to the bad state.
+    pub good_to_bad_pct: f64,
+    /// Chance per frame, in percent, of going from the bad to the good state.
+    pub bad_to_good_pct: f64,
+    /// Loss in the good state, in percent (default 0).
+    #[serde(default)]
+    pub loss_good_pct: f64,
+    /// Loss in the bad state, in percent (default 100).
+    #[serde(default = "hundred")]
+    pub loss_bad_pct: f64,
+}
+
+fn hundred() -> f64 {
+    100.0
 }
 
 /// Why a fault was refused.
@@ -66,7 +96,14 @@ impl LinkFault {
         check("latency_ms", self.latency_ms, 60_000.0)?;
         check("jitter_ms", self.jitter_ms, 60_000.0)?;
         check("loss_pct", self.loss_pct, 100.0)?;
-        check("bandwidth_kbps", self.bandwidth_kbps, 10_000_000.0)
+        check("bandwidth_kbps", self.bandwidth_kbps, 10_000_000.0)?;
+        if let Some(ge) = &self.gilbert_elliott {
+            check("gilbert_elliott.good_to_bad_pct", ge.good_to_bad_pct, 100.0)?;
+            check("gilbert_elliott.bad_to_good_pct", ge.bad_to_good_pct, 100.0)?;
+            check("gilbert_elliott.loss_good_pct", ge.loss_good_pct, 100.0)?;
+            check("gilbert_elliott.loss_bad_pct", ge.loss_bad_pct, 100.0)?;
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +121,8 @@ pub struct Shaper {
     pub fault: LinkFault,
     next_free: Instant,
     rng: SmallRng,
+    /// Gilbert-Elliott state: in the bad state.
+    bad: bool,
 }
 
 impl Shaper {
@@ -92,6 +131,7 @@ impl Shaper {
             fault: LinkFault::default(),
             next_free: Instant::now(),
             rng: SmallRng::seed_from_u64(seed),
+            bad: false,
         }
     }
 
@@ -103,6 +143,24 @@ impl Shaper {
         }
         if f.down || (f.loss_pct > 0.0 && self.rng.random_range(0.0..100.0) < f.loss_pct) {
             return Verdict::Drop;
+        }
+        if let Some(ge) = f.gilbert_elliott {
+            let flip = if self.bad {
+                ge.bad_to_good_pct
+            } else {
+                ge.good_to_bad_pct
+            };
+            if self.rng.random_range(0.0..100.0) < flip {
+                self.bad = !self.bad;
+            }
+            let loss = if self.bad {
+                ge.loss_bad_pct
+            } else {
+                ge.loss_good_pct
+            };
+            if loss > 0.0 && self.rng.random_range(0.0..100.0) < loss {
+                return Verdict::Drop;
+            }
         }
         let mut at = now;
         if f.bandwidth_kbps > 0.0 {
@@ -177,6 +235,57 @@ mod tests {
         assert_eq!(
             s.offer(1000, now),
             Verdict::DeliverAt(now + Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn gilbert_elliott_loses_in_bursts() {
+        let mut s = Shaper::new(3);
+        // 1 % good->bad, 20 % bad->good: bad about 1/21 of the time, bursts
+        // of 5 frames on average, every bad frame lost.
+        s.fault.gilbert_elliott = Some(GilbertElliott {
+            good_to_bad_pct: 1.0,
+            bad_to_good_pct: 20.0,
+            loss_good_pct: 0.0,
+            loss_bad_pct: 100.0,
+        });
+        let now = Instant::now();
+        let lost: Vec<bool> = (0..100_000)
+            .map(|_| s.offer(100, now) == Verdict::Drop)
+            .collect();
+        let n = lost.iter().filter(|l| **l).count();
+        assert!((3_500..6_000).contains(&n), "lost {n}");
+        let bursts = lost.windows(2).filter(|w| !w[0] && w[1]).count();
+        let mean = n as f64 / bursts as f64;
+        assert!((3.5..6.5).contains(&mean), "mean burst {mean}");
+        // Bernoulli loss of the same share has bursts of about 1.05 frames.
+        let mut b = Shaper::new(3);
+        b.fault.loss_pct = 4.8;
+        let lost: Vec<bool> = (0..100_000)
+            .map(|_| b.offer(100, now) == Verdict::Drop)
+            .collect();
+        let n = lost.iter().filter(|l| **l).count();
+        let bursts = lost.windows(2).filter(|w| !w[0] && w[1]).count();
+        assert!((n as f64 / bursts as f64) < 1.2);
+        // Parsed with defaults; out of range refused.
+        let f: LinkFault = serde_json::from_str(
+            r#"{"gilbert_elliott":{"good_to_bad_pct":1,"bad_to_good_pct":20}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.gilbert_elliott.unwrap().loss_bad_pct, 100.0);
+        assert!(!f.is_clear());
+        let bad = LinkFault {
+            gilbert_elliott: Some(GilbertElliott {
+                good_to_bad_pct: 101.0,
+                ..f.gilbert_elliott.unwrap()
+            }),
+            ..f
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("good_to_bad_pct")
         );
     }
 

@@ -7,7 +7,9 @@
 //! [`PORT_OFFSET`] (502 -> 10502, 443 -> 10443); the decision is taken once per
 //! process by [`privileged_ports`] and reported by [`Stack::public_port`].
 //! Outbound connections leave from the interface's own address, so a peer
-//! sees the device's IP.
+//! sees the device's IP; a cellular device's sessions
+//! ([`Stack::connect_tcp_carrier`]) leave from its carrier NAT pool
+//! ([`carrier_address`]: 127.78.S.2-251), a random address per session.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -140,23 +142,39 @@ impl Stack for HostStack {
     }
 
     fn connect_tcp(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
-        // A site address (10.77.S.N) is reached on its host-mode loopback
-        // address and port, so services connect to site addresses unchanged.
-        let to = match to {
-            SocketAddr::V4(v4) if !v4.ip().is_loopback() => {
-                SocketAddr::from((host_address(*v4.ip()), map_port(v4.port())))
-            }
-            other => other,
-        };
-        async move {
-            let sock = TcpSocket::new_v4()?;
-            sock.bind(SocketAddr::from((self.ip, 0)))?;
-            let s = sock.connect(to).await?;
-            s.set_nodelay(true)?;
-            Ok(Box::new(s) as BoxStream)
-        }
-        .boxed()
+        connect_from(self.ip, to).boxed()
     }
+
+    fn connect_tcp_carrier(
+        &self,
+        to: SocketAddr,
+        pick: u32,
+    ) -> BoxFuture<'_, io::Result<BoxStream>> {
+        connect_from(carrier_address(self.ip, pick), to).boxed()
+    }
+}
+
+/// The host-mode carrier NAT pool of a cellular device on 127.77.S.N:
+/// 127.78.S.2 to 127.78.S.251; `pick` chooses the address of a session.
+pub fn carrier_address(ip: Ipv4Addr, pick: u32) -> Ipv4Addr {
+    let [_, _, s, _] = ip.octets();
+    Ipv4Addr::new(127, 78, s, 2 + (pick % 250) as u8)
+}
+
+async fn connect_from(src: Ipv4Addr, to: SocketAddr) -> io::Result<BoxStream> {
+    // A site address (10.77.S.N) is reached on its host-mode loopback
+    // address and port, so services connect to site addresses unchanged.
+    let to = match to {
+        SocketAddr::V4(v4) if !v4.ip().is_loopback() => {
+            SocketAddr::from((host_address(*v4.ip()), map_port(v4.port())))
+        }
+        other => other,
+    };
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::from((src, 0)))?;
+    let s = sock.connect(to).await?;
+    s.set_nodelay(true)?;
+    Ok(Box::new(s) as BoxStream)
 }
 
 #[cfg(test)]

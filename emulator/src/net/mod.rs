@@ -80,8 +80,33 @@ pub trait Stack: Send + Sync + 'static {
     fn bind_udp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Datagram>>>;
     /// Opens an outbound TCP connection from this interface.
     fn connect_tcp(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>>;
+    /// Opens an outbound TCP connection as a cellular device's session
+    /// behind its carrier's NAT: the peer sees a source address from the
+    /// carrier's pool, chosen by `pick` (a random number per session).
+    /// Backends without a carrier NAT connect as [`Stack::connect_tcp`].
+    fn connect_tcp_carrier(
+        &self,
+        to: SocketAddr,
+        pick: u32,
+    ) -> BoxFuture<'_, io::Result<BoxStream>> {
+        let _ = pick;
+        self.connect_tcp(to)
+    }
     /// Whether the device is powered: an unpowered NIC neither answers nor
     /// sends anything (no ARP, no ping). The runtime calls this at power
     /// changes; kernel-socket backends have nothing to do.
     fn set_powered(&self, _on: bool) {}
+    /// The interface's MAC address (TAP mode; `None` for kernel sockets).
+    fn mac(&self) -> Option<[u8; 6]> {
+        None
+    }
+    /// Puts a raw Ethernet frame on the wire as it is (replay attacks).
+    /// Only TAP-mode interfaces have a wire; the host backend refuses.
+    fn send_frame(&self, frame: Vec<u8>) -> io::Result<()> {
+        let _ = frame;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "raw Ethernet frames need TAP mode (in host mode an interface is a kernel socket on loopback)",
+        ))
+    }
 }

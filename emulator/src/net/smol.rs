@@ -778,6 +778,35 @@ impl Stack for SmolStack {
         self.shared.ip()
     }
 
+    fn mac(&self) -> Option<[u8; 6]> {
+        match self.shared.lock().iface.hardware_addr() {
+            HardwareAddress::Ethernet(EthernetAddress(mac)) => Some(mac),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    fn send_frame(&self, frame: Vec<u8>) -> io::Result<()> {
+        if !self
+            .shared
+            .powered
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the interface has no power",
+            ));
+        }
+        if !(14..=MTU).contains(&frame.len()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a frame is 14 to {MTU} bytes, not {}", frame.len()),
+            ));
+        }
+        self.shared.port.send(frame);
+        Ok(())
+    }
+
     fn watch_ipv4(&self) -> tokio::sync::watch::Receiver<Ipv4Addr> {
         self.shared.ip_watch.subscribe()
     }

@@ -17,6 +17,8 @@
 //! - Every port has a [`fault::Shaper`] per direction; faults are set per
 //!   device (all its ports) or per segment (all ports of the segment).
 //! - With a capture directory, each segment writes `<segment>.pcap`.
+//! - Every switch also keeps its last [`CAPTURE_FRAMES`] forwarded frames in
+//!   memory ([`Segment::recent_frames`]), the buffer replay attacks draw on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -34,6 +36,8 @@ use crate::site::{Bridge, Site, Topology};
 
 /// Frames a port queues before the switch drops.
 pub const PORT_QUEUE: usize = 512;
+/// Most recent frames a segment keeps in memory for replays.
+pub const CAPTURE_FRAMES: usize = 2048;
 
 type Mac = [u8; 6];
 
@@ -78,6 +82,8 @@ pub struct Segment {
     ports: RwLock<Vec<Arc<Port>>>,
     macs: Mutex<HashMap<Mac, usize>>,
     pcap: Option<Mutex<PcapWriter>>,
+    /// The last [`CAPTURE_FRAMES`] frames forwarded (replay buffer).
+    recent: Mutex<std::collections::VecDeque<Vec<u8>>>,
     drops: AtomicU64,
     frames: AtomicU64,
 }
@@ -115,6 +121,7 @@ impl Segment {
             ports: RwLock::new(Vec::new()),
             macs: Mutex::new(HashMap::new()),
             pcap: pcap.map(Mutex::new),
+            recent: Mutex::new(std::collections::VecDeque::with_capacity(CAPTURE_FRAMES)),
             drops: AtomicU64::new(0),
             frames: AtomicU64::new(0),
         }
@@ -128,6 +135,17 @@ impl Segment {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The most recent frames forwarded on this switch, oldest first (at
+    /// most [`CAPTURE_FRAMES`]).
+    pub fn recent_frames(&self) -> Vec<Vec<u8>> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Frames dropped on full queues or faults so far.
@@ -207,6 +225,19 @@ impl Segment {
         self.frames.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = &self.pcap {
             p.lock().unwrap_or_else(|e| e.into_inner()).write(&frame);
+        }
+        {
+            // Once full, the oldest frame's buffer is reused: no allocation
+            // per frame on the forwarding path.
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = if recent.len() == CAPTURE_FRAMES {
+                recent.pop_front().unwrap_or_default()
+            } else {
+                Vec::with_capacity(frame.len())
+            };
+            slot.clear();
+            slot.extend_from_slice(&frame);
+            recent.push_back(slot);
         }
         let dst: Mac = frame[0..6].try_into().expect("14 bytes checked");
         let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
@@ -412,6 +443,11 @@ impl Network {
         self.segments.get(name)
     }
 
+    /// Names of the site's segments.
+    pub fn segment_names(&self) -> Vec<String> {
+        self.segments.keys().cloned().collect()
+    }
+
     /// The distinct switches (bridged segments share one).
     pub fn switches(&self) -> Vec<Arc<Segment>> {
         let mut v: Vec<Arc<Segment>> = Vec::new();
@@ -558,6 +594,30 @@ mod tests {
         // IPv6 multicast from the TAP is not flooded to devices.
         pa.send(frame([0x33, 0x33, 0, 0, 0, 1], A));
         assert!(rb.try_recv().is_err() && rc.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn keeps_the_most_recent_frames_for_replays() {
+        let seg = Arc::new(Segment::new("lan".into(), Bridge::Tap, 24, None));
+        let (pa, _ra) = seg.attach(PortKind::Tap, 1);
+        let (_pb, _rb) = seg.attach(
+            PortKind::Device {
+                device: "b".into(),
+                iface: "eth1".into(),
+            },
+            2,
+        );
+        for i in 0..CAPTURE_FRAMES + 10 {
+            let mut f = frame(B, A);
+            f[20..28].copy_from_slice(&(i as u64).to_be_bytes());
+            pa.send(f);
+        }
+        let recent = seg.recent_frames();
+        assert_eq!(recent.len(), CAPTURE_FRAMES);
+        let n = |f: &Vec<u8>| u64::from_be_bytes(f[20..28].try_into().unwrap());
+        assert_eq!(n(&recent[0]), 10, "oldest kept");
+        assert_eq!(n(&recent[CAPTURE_FRAMES - 1]), CAPTURE_FRAMES as u64 + 9);
+        assert!(recent.iter().all(|f| f.len() == 60));
     }
 
     #[tokio::test]

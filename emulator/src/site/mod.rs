@@ -10,7 +10,15 @@
 //! - The types here are configuration only (DESIGN.md principle 6): models
 //!   build their runtime state from them.
 
+mod datalogger;
+mod install_code;
 mod matrix;
+
+pub use datalogger::{
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, default_inputs,
+    default_range,
+};
+pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 
 pub use matrix::{
     Capabilities, Commodity, DigitalInputConfig, FirmwareEdition, InputMode, PANEL_SERVERS,
@@ -200,6 +208,8 @@ pub enum Model {
     PM5560,
     #[serde(rename = "iEM3155")]
     IEM3155,
+    /// The attacker/engineering node scenarios act from (serves nothing).
+    Workstation,
 }
 
 impl Model {
@@ -220,6 +230,7 @@ impl Model {
             Model::ChargingStation => "ChargingStation",
             Model::PM5560 => "PM5560",
             Model::IEM3155 => "iEM3155",
+            Model::Workstation => "Workstation",
         }
     }
 
@@ -262,6 +273,9 @@ pub struct DeviceConfig {
     /// Panel Server settings; only for PAS models.
     #[serde(default)]
     pub panel_server: Option<PanelServerConfig>,
+    /// Data Logger settings (sensors, uplink, modem); only for `DataLogger`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datalogger: Option<DataLoggerConfig>,
 }
 
 fn yes() -> bool {
@@ -377,6 +391,21 @@ pub struct FieldDeviceConfig {
     pub profile: Option<String>,
     #[serde(default = "yes")]
     pub powered: bool,
+    /// Install code of a wireless device (36 hex characters: 128-bit key +
+    /// CRC-16, as on its label); default: derived from the seed and the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_code: Option<String>,
+}
+
+impl FieldDeviceConfig {
+    /// The install code of this wireless device: the site file's, or the
+    /// one derived from the site seed and the device id.
+    pub fn install_code(&self, site_seed: u64) -> InstallCode {
+        self.install_code
+            .as_deref()
+            .and_then(|c| InstallCode::parse(c).ok())
+            .unwrap_or_else(|| InstallCode::derived(site_seed, &self.id))
+    }
 }
 
 /// A Modbus TCP device that a Panel Server reaches on its OT side.
@@ -510,6 +539,18 @@ impl Site {
                 }
                 self.check_model_matrix(&at, d, ps)?;
                 self.check_panel_server(&at, d, ps, &allowed_segments, &mut ips)?;
+            }
+            if let Some(dl) = &d.datalogger {
+                if d.model != Model::DataLogger {
+                    return Err(invalid(
+                        format!("{at}.datalogger"),
+                        format!(
+                            "only DataLogger devices take this table, not {}",
+                            d.model.name()
+                        ),
+                    ));
+                }
+                dl.validate(&format!("{at}.datalogger"))?;
             }
         }
         // Cross-device references are checked once all ids are known.
@@ -701,6 +742,20 @@ impl Site {
                         }
                     }
                 }
+                if let Some(code) = &f.install_code {
+                    if kind == "serial" {
+                        return Err(invalid(
+                            format!("{at}.install_code"),
+                            "only wireless devices have an install code",
+                        ));
+                    }
+                    InstallCode::parse(code).map_err(|e| {
+                        invalid(
+                            format!("{at}.install_code"),
+                            format!("{e} (e.g. \"83FED3407A939723A5C639B26916D505C3B5\")"),
+                        )
+                    })?;
+                }
                 if let Some(u) = f.unit {
                     check_unit(&format!("{at}.unit"), u, &f.id, &mut units)?;
                 }
@@ -813,6 +868,14 @@ fn check_unit(
         ));
     }
     Ok(())
+}
+
+/// Per-device seed: stable for a site seed and a device id (MAC address,
+/// TCP sequence numbers, serial number of a device derive from it).
+pub fn device_seed(site_seed: u64, id: &str) -> u64 {
+    id.bytes().fold(site_seed ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Parses an RF-ID written in hex with an optional `0x`.
@@ -933,6 +996,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("1-247"), "{err}");
+    }
+
+    #[test]
+    fn install_codes_are_checked_and_derived_when_absent() {
+        let rf = "rf_id = \"0x000000002A3B0001\"";
+        let good = "83FED3407A939723A5C639B26916D505C3B5";
+        let site = Site::parse(&with(rf, &format!("{rf}\ninstall_code = \"{good}\""))).unwrap();
+        let ps = site.devices[0].panel_server.as_ref().unwrap();
+        assert_eq!(ps.wireless[0].install_code(1).text(), good);
+        assert_eq!(
+            ps.wireless[1].install_code(1),
+            InstallCode::derived(1, "pt-hvac")
+        );
+        let bad = format!("{rf}\ninstall_code = \"83FED3407A939723A5C639B26916D505C3B6\"");
+        let err = Site::parse(&with(rf, &bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("wireless[0].install_code") && err.contains("CRC"),
+            "{err}"
+        );
     }
 
     #[test]

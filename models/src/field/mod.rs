@@ -23,7 +23,10 @@ pub mod physics;
 pub mod regmap;
 pub mod tcp_meter;
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+
+use fieldtwin_emulator::device::Force;
 
 use crate::proto::modbus::{Exception, Request, Response, function};
 use physics::{Ambient, Circuit, Profile, Sample};
@@ -113,6 +116,19 @@ struct State {
     powered: bool,
     in_contact: bool,
     partial_base_wh: f64,
+    /// `false`: a serial device is hung (powered, silent on the bus).
+    responsive: bool,
+    /// Forced registers (issue 9 field faults).
+    forced: BTreeMap<u16, Forced>,
+}
+
+/// A forced register: how, since when (virtual seconds), and the value it
+/// held when forced (for [`Force::Stuck`]).
+#[derive(Debug, Clone)]
+struct Forced {
+    force: Force,
+    since: f64,
+    held: Value,
 }
 
 /// One field device.
@@ -209,6 +225,8 @@ impl FieldDevice {
                 powered: true,
                 in_contact: true,
                 partial_base_wh: 0.0,
+                responsive: true,
+                forced: BTreeMap::new(),
             }),
         };
         if !spec.powered {
@@ -239,6 +257,81 @@ impl FieldDevice {
         self.lock().in_contact = in_contact;
     }
 
+    /// Makes a serial device hang (silent on its Modbus link while powered:
+    /// the Panel Server gateway answers 0x0B for it) or answer again.
+    /// Wireless devices answer through the Panel Server: they are taken out
+    /// of radio contact instead ([`FieldDevice::set_contact`]).
+    pub fn set_responsive(&self, responsive: bool) -> Result<(), String> {
+        if self.kind.is_wireless() {
+            return Err(format!(
+                "{} is a wireless device; take it out of radio contact instead (field_radio)",
+                self.id
+            ));
+        }
+        self.lock().responsive = responsive;
+        Ok(())
+    }
+
+    /// Whether a serial device answers on its link (when powered).
+    pub fn is_responsive(&self) -> bool {
+        self.lock().responsive
+    }
+
+    /// Forces register `reg` (numbered as in the device's sheet) at virtual
+    /// time `t`, or clears it ([`Force::Clear`]). The error names what is
+    /// wrong: an unknown register, a text register, a value that is not a
+    /// finite number.
+    pub fn force(&self, t: f64, reg: u16, force: Force) -> Result<(), String> {
+        let map = self.kind.map();
+        let e = map.entry(reg).ok_or_else(|| {
+            format!(
+                "{} ({}) has no register {reg}; force a register its sheet lists (numbered as in the sheet, e.g. 3028 for voltage V1-N of a meter)",
+                self.id, self.model
+            )
+        })?;
+        let mut st = self.lock();
+        if force == Force::Clear {
+            st.forced.remove(&reg);
+            return Ok(());
+        }
+        if numeric_type(&e.typ).is_none() {
+            return Err(format!(
+                "register {reg} of {} is {} ({}); only number registers can be forced",
+                self.id, e.typ, e.description
+            ));
+        }
+        let number = match force {
+            Force::Drift { per_hour } => per_hour,
+            Force::Value { value } => value,
+            _ => 0.0,
+        };
+        if !number.is_finite() {
+            return Err(format!("the forced number must be finite, not {number}"));
+        }
+        let ts = (t / self.period_s).floor() * self.period_s;
+        let sample = Self::sample(&mut st, ts);
+        st.forced.remove(&reg);
+        let held = self.value(&st, e, &sample, ts);
+        st.forced.insert(
+            reg,
+            Forced {
+                force,
+                since: t,
+                held,
+            },
+        );
+        Ok(())
+    }
+
+    /// Registers forced now, with how.
+    pub fn forced(&self) -> Vec<(u16, Force)> {
+        self.lock()
+            .forced
+            .iter()
+            .map(|(r, f)| (*r, f.force))
+            .collect()
+    }
+
     pub fn is_powered(&self) -> bool {
         self.lock().powered
     }
@@ -262,11 +355,12 @@ impl FieldDevice {
         })
     }
 
-    /// Restores the energy registers of a previous run (call before any read).
-    pub fn restore(&self, saved: Saved) {
+    /// Restores the energy registers of a previous run as their values at
+    /// virtual time `t` (call at boot, before any read).
+    pub fn restore(&self, saved: Saved, t: f64) {
         let mut st = self.lock();
         if let Some(c) = st.circuit.as_mut() {
-            c.restore(saved.energy_wh);
+            c.restore(saved.energy_wh, t);
             st.partial_base_wh = saved.partial_base_wh.clamp(0.0, saved.energy_wh.max(0.0));
         }
     }
@@ -277,7 +371,7 @@ impl FieldDevice {
         if self.kind.is_wireless() {
             true
         } else {
-            st.powered
+            st.powered && st.responsive
         }
     }
 
@@ -381,6 +475,16 @@ impl FieldDevice {
 
     /// The value of register `e` (the heart of the device model).
     fn value(&self, st: &State, e: &Entry, s: &Option<Sample>, ts: f64) -> Value {
+        let v = self.true_value(st, e, s, ts);
+        let silent = self.kind.is_wireless() && !st.in_contact && e.is_measurement();
+        match st.forced.get(&e.reg) {
+            Some(f) if !silent => f.apply(e, v, ts),
+            _ => v,
+        }
+    }
+
+    /// The register's value as the device's physics make it (unforced).
+    fn true_value(&self, st: &State, e: &Entry, s: &Option<Sample>, ts: f64) -> Value {
         use Value::*;
         let wireless = self.kind.is_wireless();
         if wireless && !st.in_contact {
@@ -637,15 +741,19 @@ pub fn persist(
 ) {
     use std::collections::BTreeMap;
     if restore && let Ok(Some(saved)) = ctx.nv.get::<BTreeMap<String, Saved>>(SAVED_KEY) {
+        let now = ctx.clock.now().as_secs_f64();
         for d in &devices {
             if let Some(s) = saved.get(&d.id) {
-                d.restore(*s);
+                d.restore(*s, now);
             }
         }
     }
     let ctx2 = ctx.clone();
     ctx.spawn(async move {
         let mut tick = ctx2.clock.interval(SAVE_PERIOD);
+        // A jump passes many periods: one save at its end says the same as
+        // one per period (the energies are exact integrals at any time).
+        tick.set_missed_ticks(fieldtwin_emulator::clock::MissedTicks::Skip);
         tick.tick().await;
         loop {
             let now = tick.tick().await.as_secs_f64();
@@ -653,7 +761,7 @@ pub fn persist(
                 .iter()
                 .filter_map(|d| d.saved(now).map(|s| (d.id.clone(), s)))
                 .collect();
-            if let Err(e) = ctx2.nv.put(SAVED_KEY, &map) {
+            if let Err(e) = ctx2.nv.put_async(SAVED_KEY, &map).await {
                 ctx2.emit("nv", format!("cannot save field energies: {e}"));
             }
         }
@@ -711,6 +819,48 @@ pub fn site_devices(site: &fieldtwin_emulator::site::Site, day0: f64) -> Vec<Fie
     out
 }
 
+/// The value variant a sheet type holds numbers in (`None` for text).
+fn numeric_type(typ: &str) -> Option<fn(f64) -> Value> {
+    Some(match typ {
+        "Float32" => |x| Value::F32(x as f32),
+        "INT64" => |x| Value::I64(x.round() as i64),
+        "UINT64" => |x| Value::U64(x.round().max(0.0) as u64),
+        "UINT32" => |x| Value::U32(x.round().clamp(0.0, f64::from(u32::MAX)) as u32),
+        "UINT16" | "BITMAP" => |x| Value::U16(x.round().clamp(0.0, 65_535.0) as u16),
+        _ => return None,
+    })
+}
+
+fn as_number(v: &Value) -> Option<f64> {
+    Some(match v {
+        Value::F32(x) => f64::from(*x),
+        Value::I64(x) => *x as f64,
+        Value::U16(x) => f64::from(*x),
+        Value::U32(x) => f64::from(*x),
+        Value::U64(x) => *x as f64,
+        Value::Text(_) | Value::Invalid => return None,
+    })
+}
+
+impl Forced {
+    /// What register `e`, whose true value is `v`, reads at `ts`. Numbers
+    /// outside the register's type saturate (a UINT16 reads 0..65535).
+    fn apply(&self, e: &Entry, v: Value, ts: f64) -> Value {
+        let Some(make) = numeric_type(&e.typ) else {
+            return v;
+        };
+        match self.force {
+            Force::Stuck => self.held.clone(),
+            Force::Value { value } => make(value),
+            Force::Drift { per_hour } => match as_number(&v) {
+                Some(x) => make(x + per_hour * (ts - self.since).max(0.0) / 3600.0),
+                None => v,
+            },
+            Force::Clear => v,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,6 +893,84 @@ mod tests {
             panic!("read {reg}")
         };
         f32::from_bits(u32::from(values[0]) << 16 | u32::from(values[1]))
+    }
+
+    #[test]
+    fn forced_registers_read_stuck_drifting_or_fixed_values() {
+        let d = tag("A9MEM1540");
+        let t = 11.0 * 3600.0;
+        // A fixed, out-of-range voltage.
+        d.force(t, 3028, Force::Value { value: 1000.0 }).unwrap();
+        assert_eq!(f32_at(&d, t + 60.0, 3028), 1000.0);
+        // Other registers keep their true values.
+        assert!((220.0..240.0).contains(&f32_at(&d, t + 60.0, 3030)));
+        // Stuck: the power reads the same hours later while the truth moves.
+        let p0 = f32_at(&d, t, 3060);
+        d.force(t, 3060, Force::Stuck).unwrap();
+        assert_eq!(f32_at(&d, t + 5.0 * 3600.0, 3060), p0);
+        d.force(t, 3060, Force::Clear).unwrap();
+        assert_ne!(f32_at(&d, t + 5.0 * 3600.0, 3060), p0);
+        // Drift: +10 V an hour on top of the true value.
+        d.force(t, 3032, Force::Drift { per_hour: 10.0 }).unwrap();
+        let true_v = tag("A9MEM1540");
+        let later = t + 2.0 * 3600.0;
+        let drift = f32_at(&d, later, 3032) - f32_at(&true_v, later, 3032);
+        assert!((drift - 20.0).abs() < 0.01, "drift {drift}");
+        assert_eq!(d.forced().len(), 2);
+        // Saturation of integer registers; energy reads the forced Wh.
+        d.force(t, 3204, Force::Value { value: -5.0 }).unwrap();
+        let Some(Ok(Response::Registers { values, .. })) = d.handle(
+            t,
+            &Request::ReadHolding {
+                addr: 3203,
+                count: 4,
+            },
+        ) else {
+            panic!()
+        };
+        assert_eq!(values, vec![0xFFFF, 0xFFFF, 0xFFFF, 0xFFFB]);
+        // Bad forcings are refused with a reason.
+        let e = d.force(t, 9, Force::Stuck).unwrap_err();
+        assert!(e.contains("no register 9"), "{e}");
+        let e = d.force(t, 31001, Force::Stuck).unwrap_err();
+        assert!(e.contains("ASCII"), "{e}");
+        let e = d
+            .force(t, 3028, Force::Value { value: f64::NAN })
+            .unwrap_err();
+        assert!(e.contains("finite"), "{e}");
+    }
+
+    #[test]
+    fn a_hung_serial_meter_is_silent_but_keeps_counting() {
+        let d = FieldDevice::new(
+            &Spec {
+                id: "m".into(),
+                model: "iEM3155".into(),
+                unit: 1,
+                rf_id: None,
+                profile: Some("office".into()),
+                powered: true,
+                seed: 7,
+                day0: 0.0,
+            },
+            GatewayCopy::default(),
+        )
+        .unwrap();
+        let read = Request::ReadHolding {
+            addr: 3027,
+            count: 2,
+        };
+        assert!(d.handle(10.0, &read).is_some());
+        d.set_responsive(false).unwrap();
+        assert!(d.handle(20.0, &read).is_none());
+        assert!(d.is_powered());
+        let e0 = d.energy_wh(20.0).unwrap();
+        assert!(d.energy_wh(36_000.0).unwrap() > e0);
+        d.set_responsive(true).unwrap();
+        assert!(d.handle(36_010.0, &read).is_some());
+        // Wireless devices go out of contact instead.
+        let e = tag("A9MEM1520").set_responsive(false).unwrap_err();
+        assert!(e.contains("radio"), "{e}");
     }
 
     #[test]

@@ -7,10 +7,16 @@
 //!   answer on their TCP port whatever the unit id).
 //! - Powered off, the port is closed (connections refused) and its energy
 //!   stops counting; the energy restarts from where it stopped.
+//! - Field faults act on the meter itself (`field` = its own id): forced
+//!   registers ([`FieldAction::Force`]) and a hung meter
+//!   ([`FieldAction::Responsive`]: the port stays open, requests get no
+//!   answer).
 
 use std::sync::{Arc, OnceLock};
 
-use fieldtwin_emulator::device::{BootError, Device, DeviceContext};
+use std::time::Duration;
+
+use fieldtwin_emulator::device::{BootError, Device, DeviceContext, FieldAction};
 use fieldtwin_emulator::site::DeviceConfig;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -62,12 +68,22 @@ struct MeterHandler {
 
 impl Handler for MeterHandler {
     fn handle(&self, _unit: u8, req: Request) -> BoxFuture<'_, Result<Response, Exception>> {
-        let t = self.ctx.clock.now().as_secs_f64();
-        let r = self
-            .meter
-            .handle(t, &req)
-            .unwrap_or(Err(Exception::ServerDeviceFailure));
-        async move { r }.boxed()
+        async move {
+            // A hung meter keeps the connection but answers nothing until
+            // it is responsive again (or loses power).
+            let lost = self.ctx.power_lost();
+            while self.meter.is_powered() && !self.meter.answers() {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                    _ = lost.cancelled() => break,
+                }
+            }
+            let t = self.ctx.clock.now().as_secs_f64();
+            self.meter
+                .handle(t, &req)
+                .unwrap_or(Err(Exception::ServerDeviceFailure))
+        }
+        .boxed()
     }
 }
 
@@ -77,6 +93,29 @@ impl Device for TcpMeter {
     }
     fn model(&self) -> &str {
         self.model
+    }
+    fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
+        if field != self.id {
+            return Err(format!(
+                "{} is a networked meter; its only field device is itself ({:?}), not {field:?}",
+                self.id, self.id
+            ));
+        }
+        let meter = self.meter.get().ok_or_else(|| {
+            format!(
+                "{} has not booted yet; power it on before forcing its values",
+                self.id
+            )
+        })?;
+        let t = now.as_secs_f64();
+        match action {
+            FieldAction::Force { register, force } => meter.force(t, register, force),
+            FieldAction::Responsive { responsive } => meter.set_responsive(responsive),
+            _ => Err(format!(
+                "{} takes field commands force and responsive; power it with the power command",
+                self.id
+            )),
+        }
     }
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
         async move {

@@ -3,7 +3,10 @@
 //!
 //! Contract:
 //! - 255: the Panel Server's own registers (handled by the caller).
-//! - A unit id of a Modbus-SL slave: forwarded transparently over the
+//! - Only the unit ids of the configured topology ([`super::topology`]) and
+//!   of the paired wireless devices are routed; the line's other slaves and
+//!   unconfigured TCP devices are not reached (0x0A).
+//! - A unit id of a configured Modbus-SL slave: forwarded transparently over the
 //!   simulated RS-485 line ([`crate::serial_bus`]), RTU-framed with CRC;
 //!   its answer (data or the slave's exception) is relayed unchanged.
 //! - A virtual server id of a Modbus TCP downstream device: forwarded over
@@ -67,6 +70,8 @@ impl TcpTarget {
 /// Routes requests by unit id.
 pub struct Router {
     pub line: Arc<Line>,
+    /// Slave addresses configured on the Modbus-SL port.
+    pub serial_units: Vec<u8>,
     pub wireless: Vec<Arc<FieldDevice>>,
     pub tcp: Vec<Arc<TcpTarget>>,
 }
@@ -186,7 +191,7 @@ async fn call(ctx: &mut Context, req: &Request) -> Outcome {
 impl Router {
     /// Whether some device has unit id `unit`.
     pub fn knows(&self, unit: u8) -> bool {
-        self.line.has_unit(unit)
+        self.serial_units.contains(&unit)
             || self.wireless.iter().any(|w| w.unit == unit)
             || self.tcp.iter().any(|t| t.unit == unit)
     }
@@ -204,7 +209,7 @@ impl Router {
                 .handle(t, &req)
                 .unwrap_or(Err(Exception::GatewayTargetFailedToRespond));
         }
-        if self.line.has_unit(unit) {
+        if self.serial_units.contains(&unit) {
             let pdu = self.line.transact(&ctx.clock, unit, &req.encode()).await?;
             return Ok(Response::Raw(pdu));
         }

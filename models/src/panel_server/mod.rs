@@ -31,6 +31,7 @@ pub mod label;
 pub mod node;
 pub mod policy;
 pub mod registers;
+pub mod topology;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -41,7 +42,9 @@ use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{
     BootError, Credential, Details, Device, DeviceContext, FieldAction, FieldDeviceInfo, RtcHandle,
 };
-use fieldtwin_emulator::site::{DeviceConfig, FirmwareEdition, Model, Site, Topology, parse_rf_id};
+use fieldtwin_emulator::site::{
+    DeviceConfig, FirmwareEdition, InstallCode, Model, Site, Subnet, Topology, parse_rf_id,
+};
 use fieldtwin_emulator::storage::Nv;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -100,6 +103,19 @@ pub struct Settings {
     /// and the unit ids it routes); empty after a factory reset.
     #[serde(default)]
     pub pairing: Vec<WirelessSlot>,
+    /// The Modbus topology behind the gateway ([`topology`]): the site's
+    /// at commissioning, empty after a factory reset. `None` only in
+    /// settings saved before it was kept in NV memory (the boot fills in
+    /// the site's).
+    #[serde(default)]
+    pub modbus_devices: Option<Vec<topology::Downstream>>,
+}
+
+impl Settings {
+    /// The configured Modbus devices.
+    pub fn modbus_devices(&self) -> &[topology::Downstream] {
+        self.modbus_devices.as_deref().unwrap_or(&[])
+    }
 }
 
 /// Wi-Fi settings (the radio itself arrives with the radio issue).
@@ -141,15 +157,22 @@ pub struct PanelServer {
     pub label: label::Label,
     defaults: Settings,
     wireless: Vec<WirelessSlot>,
+    /// The install code of each wireless device of `wireless`.
+    install_codes: Vec<InstallCode>,
     serial_specs: Vec<Spec>,
     wireless_specs: Vec<Spec>,
     line_cfg: fieldtwin_emulator::site::SerialLineConfig,
     serial_pty: Option<String>,
-    tcp_targets: Vec<Arc<gateway::TcpTarget>>,
+    /// The subnet of ETH2's segment (separated topology): Modbus TCP
+    /// devices there are reached from ETH2, others from ETH1.
+    eth2_subnet: Option<Subnet>,
     /// DI1/DI2 (L models); `None` on models without digital inputs.
     inputs: Option<Arc<inputs::Bank>>,
-    /// Models of the Modbus TCP targets (for the dashboard).
-    tcp_models: Vec<String>,
+    /// The site's Modbus TCP devices: id, model, address (for the
+    /// dashboard, which names a configured target by them).
+    site_tcp: Vec<(String, String, std::net::Ipv4Addr)>,
+    /// The Modbus TCP targets of the running boot's routes.
+    tcp_live: std::sync::Mutex<Vec<Arc<gateway::TcpTarget>>>,
     fields: OnceLock<Fields>,
     /// The running boot, for commands that change settings.
     current: std::sync::Mutex<std::sync::Weak<node::Node>>,
@@ -198,6 +221,7 @@ impl PanelServer {
             ieee802154: false,
             ntp_server: None,
             pairing: Vec::new(),
+            modbus_devices: None,
         };
         let mut next_unit = FIRST_WIRELESS_UNIT;
         let taken: Vec<u8> = cfg
@@ -245,30 +269,39 @@ impl PanelServer {
             .zip(&wireless)
             .map(|(f, slot): (_, &WirelessSlot)| spec(f, slot.unit))
             .collect();
-        let tcp_targets: Vec<Arc<gateway::TcpTarget>> = cfg
+        // The site's Modbus devices are the commissioning topology.
+        let mut modbus_devices: Vec<topology::Downstream> = cfg
+            .serial
+            .iter()
+            .filter_map(|f| f.unit)
+            .map(|unit| topology::Downstream::Serial { unit })
+            .collect();
+        modbus_devices.extend(cfg.modbus_tcp.iter().filter_map(|t| {
+            let target = site.device(&t.device)?;
+            Some(topology::Downstream::Tcp {
+                unit: t.unit,
+                ip: target.ip,
+                port: field::tcp_meter::PORT,
+            })
+        }));
+        defaults.modbus_devices = Some(modbus_devices);
+        let eth2_subnet = cfg.eth2_segment.as_deref().and_then(|name| {
+            site.segments
+                .iter()
+                .find(|g| g.name == name)
+                .map(|g| g.subnet)
+        });
+        let install_codes = cfg
+            .wireless
+            .iter()
+            .map(|w| w.install_code(site.site.seed))
+            .collect();
+        let site_tcp = cfg
             .modbus_tcp
             .iter()
             .filter_map(|t| {
-                let target = site.device(&t.device)?;
-                let iface = if cfg.eth2_segment.as_deref() == Some(target.segment.as_str()) {
-                    "eth2"
-                } else {
-                    "eth1"
-                };
-                Some(Arc::new(gateway::TcpTarget::new(
-                    t.device.clone(),
-                    t.unit,
-                    iface.to_string(),
-                    SocketAddr::from((target.ip, field::tcp_meter::PORT)),
-                )))
-            })
-            .collect();
-        let tcp_models = tcp_targets
-            .iter()
-            .map(|t| {
-                site.device(&t.device)
-                    .map(|d| d.model.name().to_string())
-                    .unwrap_or_default()
+                let d = site.device(&t.device)?;
+                Some((d.id.clone(), d.model.name().to_string(), d.ip))
             })
             .collect();
         // The site's wireless devices are commissioned: paired at first boot.
@@ -282,17 +315,19 @@ impl PanelServer {
             label,
             defaults,
             wireless,
+            install_codes,
             serial_specs,
             wireless_specs,
             line_cfg: cfg.serial_line,
             serial_pty: cfg.serial_pty.clone(),
-            tcp_targets,
+            eth2_subnet,
             inputs: dev
                 .model
                 .capabilities()
                 .filter(|c| c.digital_inputs > 0)
                 .map(|_| Arc::new(inputs::Bank::new(&cfg.digital_input))),
-            tcp_models,
+            site_tcp,
+            tcp_live: Default::default(),
             fields: OnceLock::new(),
             current: Default::default(),
             security: policy::config(
@@ -477,10 +512,14 @@ impl Device for PanelServer {
     fn survives_factory_reset(&self) -> &'static [&'static str] {
         // The installed firmware stays: a factory reset erases settings and
         // data, not the firmware (no silent revert to the site's version).
+        // The field devices' energy counters are kept in this device's NV
+        // store by the twin, but they are the meters' own memory: a reset
+        // of the Panel Server does not zero a meter's index.
         &[
             node::WIRELESS_OFF_KEY,
             node::COMMISSIONED_KEY,
             crate::security::firmware::IMAGE_KEY,
+            field::SAVED_KEY,
         ]
     }
 
@@ -602,7 +641,15 @@ impl Device for PanelServer {
                 }
                 dev.set_contact(in_contact)
             }
+            FieldAction::Responsive { responsive } => dev.set_responsive(responsive)?,
+            FieldAction::Force { register, force } => dev.force(t, register, force)?,
             FieldAction::DigitalInput { .. } => unreachable!("handled above"),
+            FieldAction::Cellular { .. } => {
+                return Err(format!(
+                    "{} has no cellular modem; cellular commands are for Data Loggers",
+                    self.id
+                ));
+            }
         }
         Ok(())
     }
@@ -687,6 +734,22 @@ impl PanelServer {
         let fields = self.fields(ctx);
         let paired =
             |d: &Arc<FieldDevice>| settings.pairing.iter().any(|p| Some(p.rf_id) == d.rf_id);
+        let tcp: Vec<Arc<gateway::TcpTarget>> = settings
+            .modbus_devices()
+            .iter()
+            .filter_map(|d| match *d {
+                topology::Downstream::Tcp { unit, ip, port } => {
+                    Some(Arc::new(gateway::TcpTarget::new(
+                        ip.to_string(),
+                        unit,
+                        self.tcp_interface(ip).to_string(),
+                        SocketAddr::from((ip, port)),
+                    )))
+                }
+                topology::Downstream::Serial { .. } => None,
+            })
+            .collect();
+        *self.tcp_live.lock().unwrap_or_else(|e| e.into_inner()) = tcp.clone();
         Arc::new(Gateway {
             registers: OwnRegisters::new(&self.identity, &settings.firmware, &settings.pairing),
             inputs: self.inputs.clone(),
@@ -700,9 +763,27 @@ impl PanelServer {
                     .filter(|d| paired(d))
                     .cloned()
                     .collect(),
-                tcp: self.tcp_targets.clone(),
+                serial_units: settings
+                    .modbus_devices()
+                    .iter()
+                    .filter_map(|d| match d {
+                        topology::Downstream::Serial { unit } => Some(*unit),
+                        topology::Downstream::Tcp { .. } => None,
+                    })
+                    .collect(),
+                tcp,
             },
         })
+    }
+
+    /// The interface a Modbus TCP device at `ip` is reached from: ETH2
+    /// when its address is on ETH2's segment, otherwise ETH1.
+    fn tcp_interface(&self, ip: std::net::Ipv4Addr) -> &'static str {
+        if self.eth2_subnet.is_some_and(|n| n.contains(ip)) {
+            "eth2"
+        } else {
+            "eth1"
+        }
     }
 
     /// The field devices for the dashboard: serial meters, Modbus TCP
@@ -711,32 +792,49 @@ impl PanelServer {
     fn field_devices(&self, nv: &Nv) -> Vec<FieldDeviceInfo> {
         let fields = self.fields.get();
         let live = |id: &str| fields.and_then(|f| f.find(id));
-        let pairing = nv
-            .get::<Settings>(SETTINGS_KEY)
-            .ok()
-            .flatten()
-            .map_or_else(|| self.defaults.pairing.clone(), |s| s.pairing);
+        let saved = nv.get::<Settings>(SETTINGS_KEY).ok().flatten();
+        let modbus_devices = saved
+            .as_ref()
+            .and_then(|s| s.modbus_devices.clone())
+            .or_else(|| self.defaults.modbus_devices.clone())
+            .unwrap_or_default();
+        let pairing = saved.map_or_else(|| self.defaults.pairing.clone(), |s| s.pairing);
         let mut out = Vec::new();
         for s in &self.serial_specs {
             let d = live(&s.id);
+            // Reached when powered and configured in the topology.
+            let configured =
+                modbus_devices.contains(&topology::Downstream::Serial { unit: s.unit });
             out.push(FieldDeviceInfo {
                 id: s.id.clone(),
                 model: s.model.clone(),
                 link: "serial".into(),
                 unit: Some(s.unit),
                 powered: d.map(|d| d.is_powered()),
-                connected: d.map(|d| d.is_powered()),
+                connected: d.map(|d| d.is_powered() && configured),
                 ..Default::default()
             });
         }
-        for (t, model) in self.tcp_targets.iter().zip(&self.tcp_models) {
+        // The configured Modbus TCP devices, named after the site's device
+        // at that address.
+        let live_tcp = self
+            .tcp_live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for d in &modbus_devices {
+            let topology::Downstream::Tcp { unit, ip, port } = *d else {
+                continue;
+            };
+            let known = self.site_tcp.iter().find(|(_, _, a)| *a == ip);
+            let live = live_tcp.iter().find(|t| t.unit == unit);
             out.push(FieldDeviceInfo {
-                id: t.device.clone(),
-                model: model.clone(),
+                id: known.map_or_else(|| ip.to_string(), |(id, _, _)| id.clone()),
+                model: known.map(|(_, m, _)| m.clone()).unwrap_or_default(),
                 link: "modbus_tcp".into(),
-                unit: Some(t.unit),
-                address: Some(format!("{} via {}", t.addr, t.interface)),
-                connected: t.is_connected(),
+                unit: Some(unit),
+                address: Some(format!("{ip}:{port} via {}", self.tcp_interface(ip))),
+                connected: live.and_then(|t| t.is_connected()),
                 ..Default::default()
             });
         }
@@ -758,10 +856,28 @@ impl PanelServer {
     }
 
     /// The wireless devices in radio range (the site's), as slots with the
-    /// unit id each gets when paired, and their commercial references.
-    pub(crate) fn wireless_in_range(&self) -> Vec<(WirelessSlot, String)> {
+    /// unit id each gets when paired, their commercial references and
+    /// install codes.
+    pub(crate) fn wireless_in_range(&self) -> Vec<(WirelessSlot, String, InstallCode)> {
         let models = self.wireless_specs.iter().map(|s| s.model.clone());
-        self.wireless.iter().copied().zip(models).collect()
+        self.wireless
+            .iter()
+            .copied()
+            .zip(models)
+            .zip(self.install_codes.iter().copied())
+            .map(|((slot, model), code)| (slot, model, code))
+            .collect()
+    }
+
+    /// The install codes of the site's wireless devices (device id, RF-ID,
+    /// code), as their labels show them.
+    pub fn install_codes(&self) -> Vec<(String, u64, InstallCode)> {
+        self.wireless_specs
+            .iter()
+            .zip(&self.wireless)
+            .zip(&self.install_codes)
+            .map(|((spec, slot), code)| (spec.id.clone(), slot.rf_id, *code))
+            .collect()
     }
 }
 

@@ -130,7 +130,10 @@ impl Node {
         let old = self.settings();
         self.ctx.nv.put(SETTINGS_KEY, &new)?;
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
-        if old.modbus != new.modbus || old.pairing != new.pairing {
+        if old.modbus != new.modbus
+            || old.pairing != new.pairing
+            || old.modbus_devices != new.modbus_devices
+        {
             self.start_modbus().await?;
         }
         if (old.dpws, old.dpws_port) != (new.dpws, new.dpws_port) {
@@ -273,14 +276,20 @@ pub fn run(
                     .map_or_else(|| ps.defaults.firmware.clone(), |i| i.version.clone());
                 let mut s = ps.factory_settings(&version);
                 if ctx.nv.get::<bool>(COMMISSIONED_KEY)?.is_some() {
-                    // After a factory reset: no wireless pairing.
+                    // After a factory reset: no wireless pairing and no
+                    // Modbus topology (the site's is the commissioning).
                     s.pairing.clear();
+                    s.modbus_devices = Some(Vec::new());
                 } else {
                     ctx.nv.put(COMMISSIONED_KEY, &true)?;
                 }
                 s
             }
         };
+        if settings.modbus_devices.is_none() {
+            // Settings saved before the topology was kept in NV memory.
+            settings.modbus_devices = ps.defaults.modbus_devices.clone();
+        }
         if let Some(img) = &image {
             settings.firmware = img.version.clone();
         }
@@ -306,6 +315,9 @@ pub fn run(
         ctx.nv.remove(RESTART_KEY)?;
         let why = match (first, reason) {
             (_, Some(r)) => r,
+            (true, None) if after_reset => {
+                "first boot with factory settings, after a factory reset (Restart button)".into()
+            }
             (true, None) => "first boot with factory settings".into(),
             (false, None) => "power on (after power loss or power cycle)".into(),
         };
@@ -362,6 +374,86 @@ mod tests {
     use fieldtwin_emulator::storage::Store;
 
     use super::*;
+
+    /// Issue 8 defect 3: the Restart-button factory reset erases the Modbus
+    /// topology, the pairing, the Wi-Fi access point password, the
+    /// accounts and the data, and keeps the firmware image.
+    #[tokio::test]
+    async fn factory_reset_erases_topology_passwords_and_data() {
+        let site = Site::default_site();
+        let mut dev = site.device("ps1").unwrap().clone();
+        dev.panel_server.as_mut().unwrap().pbkdf2_iterations = Some(10);
+        let ps = Arc::new(PanelServer::new(&site, &dev));
+        let code = ps.label.device_code.clone();
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        let mut rt = Runtime::new(
+            clock,
+            Store::open(None).unwrap(),
+            EventBus::new(),
+            Duration::from_secs(3600),
+        );
+        let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+        ifs.insert(
+            "eth1".into(),
+            Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, 12))),
+        );
+        rt.add(DeviceSetup {
+            device: ps,
+            interfaces: ifs,
+            rtc: RtcConfig::default(),
+            seed: 1,
+        })
+        .unwrap();
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        let nv = rt.nv("ps1").unwrap();
+        let s: Settings = nv.get(SETTINGS_KEY).unwrap().unwrap();
+        // Commissioned from the site file.
+        assert_eq!(
+            s.modbus_devices()
+                .iter()
+                .map(|d| d.unit())
+                .collect::<Vec<_>>(),
+            vec![1, 10]
+        );
+        assert_eq!(s.pairing.len(), 5);
+        assert_eq!(s.wifi.ap_password.as_deref(), Some(code.as_str()));
+        // A settings record from before the topology was in NV memory gets
+        // the site's at the next boot.
+        let mut old = s.clone();
+        old.modbus_devices = None;
+        old.wifi.ap_password = Some("MyOwnAp1pass".into());
+        nv.put(SETTINGS_KEY, &old).unwrap();
+        let key = firmware::signing_key(include_str!("../../../keys/lab-vendor.key")).unwrap();
+        let img =
+            firmware::sign(&key, firmware::PANEL_SERVER_FAMILY, "002.004.000", b"fw").unwrap();
+        nv.put_raw(security::firmware::IMAGE_KEY, &img).unwrap();
+        let accounts_before = nv.get_raw(accounts::KEY).unwrap();
+        assert_eq!(rt.power_cycle("ps1").await.unwrap(), Power::On);
+        let s: Settings = nv.get(SETTINGS_KEY).unwrap().unwrap();
+        assert_eq!(s.modbus_devices().len(), 2);
+        assert_eq!(s.wifi.ap_password.as_deref(), Some("MyOwnAp1pass"));
+        assert_eq!(s.firmware, "002.004.000");
+        assert_eq!(rt.factory_reset("ps1").await.unwrap(), Power::On);
+        let s: Settings = nv.get(SETTINGS_KEY).unwrap().unwrap();
+        assert_eq!(s.modbus_devices, Some(Vec::new()), "topology erased");
+        assert!(s.pairing.is_empty(), "pairing erased");
+        assert_eq!(
+            s.wifi.ap_password.as_deref(),
+            Some(code.as_str()),
+            "the access point password is the device code again"
+        );
+        assert_eq!(s.firmware, "002.004.000", "firmware kept");
+        assert!(nv.get_raw(security::firmware::IMAGE_KEY).unwrap().is_some());
+        // New accounts (new salt), and the audit log starts again.
+        assert_ne!(nv.get_raw(accounts::KEY).unwrap(), accounts_before);
+        let log = security::audit::read(&nv).unwrap();
+        assert!(
+            log.first()
+                .is_some_and(|e| e.detail.contains("after a factory reset")),
+            "{log:?}"
+        );
+        rt.power_off("ps1").await.unwrap();
+    }
 
     /// DOCA0211: the firmware signature is validated at each boot; a
     /// tampered stored image keeps the device from booting.

@@ -11,6 +11,9 @@
 //! - A wrong current password given to confirm an operation (a password
 //!   change) is a failed login: [`reauthenticate`] refuses it while locked,
 //!   counts it toward the lockout and audits it.
+//! - A wrong device credential entered by a logged-in session (a wireless
+//!   device's install code) is counted and audited the same way by
+//!   [`check_credential`], so a session cannot guess one without limit.
 
 use super::Surface;
 use super::accounts::{self, Accounts};
@@ -151,4 +154,26 @@ pub async fn reauthenticate(sec: &Surface, current: &str, via: &str) -> Result<(
         via,
         "the administrator's current password is wrong",
     ))
+}
+
+/// Counts a wrong credential that a logged-in session entered through `via`
+/// (`what` says what was wrong) like a failed login: refused while locked,
+/// otherwise counted toward the lockout and audited. `right` credentials
+/// pass without touching the lockout (they are not the account's password).
+/// The caller holds `sec.auth`.
+pub fn check_credential(sec: &Surface, right: bool, via: &str, what: &str) -> Result<(), Outcome> {
+    let mut lock: Lockout = sec
+        .ctx
+        .nv
+        .get(LOCKOUT_KEY)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if let Some(refused) = refuse_if_locked(sec, &lock, via) {
+        return Err(refused);
+    }
+    if right {
+        return Ok(());
+    }
+    Err(count_failure(sec, &mut lock, via, what))
 }

@@ -22,7 +22,7 @@
 //!   change. The TLS, cookie and header plumbing is [`crate::security::https`].
 //!
 //! One module per page: [`login`], [`home`], [`settings`], [`wireless`],
-//! [`users`], [`firmware`], [`logs`], [`backup`], [`maintenance`]; each holds
+//! [`modbus_devices`], [`users`], [`firmware`], [`logs`], [`backup`], [`maintenance`]; each holds
 //! its page's handlers and the matching `/api` handlers. The HTML is
 //! [`pages`].
 
@@ -82,11 +82,12 @@ mod home;
 mod login;
 mod logs;
 mod maintenance;
+mod modbus_devices;
 mod settings;
 mod users;
 mod wireless;
 
-pub use wireless::install_code_rf_id;
+pub use wireless::parse_rf_id;
 
 use backup::{backup_download, backup_page, backup_restore};
 use firmware::{api_firmware, firmware_page, firmware_upload};
@@ -94,6 +95,7 @@ use home::{api_status, home};
 use login::{api_login, login_form, login_page, logout};
 use logs::{api_audit, logs_csv, logs_page};
 use maintenance::{api_factory_reset, api_reboot, factory_reset, maintenance_page, reboot};
+use modbus_devices::{add_modbus_device, remove_modbus_device};
 use settings::{
     api_put_settings, api_settings, save_datetime, save_netcomm, save_wifi, save_wireless,
     settings_page, wireless_permanent_off,
@@ -240,6 +242,11 @@ fn router(node: Arc<Node>) -> Router {
         .route("/settings/wireless", post(save_wireless))
         .route("/settings/wireless/add", post(add_wireless))
         .route("/settings/wireless/remove", post(remove_wireless))
+        .route("/settings/modbus-devices/add", post(add_modbus_device))
+        .route(
+            "/settings/modbus-devices/remove",
+            post(remove_modbus_device),
+        )
         .route("/settings/datetime", post(save_datetime))
         .route(
             "/settings/wireless-permanent-off",

@@ -104,8 +104,8 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         .map(|w| {
             let model = in_range
                 .iter()
-                .find(|(slot, _)| slot.rf_id == w.rf_id)
-                .map_or("", |(_, m)| m.as_str());
+                .find(|(slot, _, _)| slot.rf_id == w.rf_id)
+                .map_or("", |(_, m, _)| m.as_str());
             format!(
                 "<tr><td>{:016X}</td><td>{}</td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/settings/wireless/remove\">{h}<input type=\"hidden\" name=\"rf_id\" value=\"{:016X}\"><button type=\"submit\">Remove</button></form></td></tr>",
                 w.rf_id,
@@ -117,6 +117,17 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
                     "Not connected"
                 },
                 w.rf_id,
+            )
+        })
+        .collect();
+    let modbus_devices: String = s
+        .modbus_devices()
+        .iter()
+        .map(|d| {
+            format!(
+                "<tr><td>{unit}</td><td>{link}</td><td><form method=\"post\" action=\"/settings/modbus-devices/remove\">{h}<input type=\"hidden\" name=\"unit\" value=\"{unit}\"><button type=\"submit\">Remove</button></form></td></tr>",
+                unit = d.unit(),
+                link = esc(&d.describe()),
             )
         })
         .collect();
@@ -139,8 +150,10 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <button type="submit">Save</button></form></section>
 <section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Model</th><th>Modbus unit</th><th>State</th><th></th></tr>{wireless}</table>
 <form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label><button type="submit">Save</button></form>
-<form method="post" action="/settings/wireless/add">{h}<label>Install code (36 characters) <input type="text" name="install_code" size="40" autocomplete="off"></label><button type="submit">Add device</button></form>
+<form method="post" action="/settings/wireless/add">{h}<label>RF-ID (16 hexadecimal digits) <input type="text" name="rf_id" size="18" autocomplete="off"></label> <label>Install code (36 hexadecimal characters, from the device label) <input type="text" name="install_code" size="40" autocomplete="off"></label><button type="submit">Add device</button></form>
 <form method="post" action="/settings/wireless-permanent-off">{h}<p>Wireless: <strong id="wireless-state">{perm}</strong></p><label><input type="checkbox" name="confirm"> I understand that Wi-Fi and IEEE 802.15.4 can never be activated again, even after a factory reset</label><button type="submit">Deactivate wireless permanently</button></form></section>
+<section id="modbus-devices"><h2>Modbus devices</h2><table><tr><th>Modbus unit</th><th>Link</th><th></th></tr>{modbus_devices}</table>
+<form method="post" action="/settings/modbus-devices/add">{h}<label>Link <select name="link"><option value="serial">Modbus-SL</option><option value="tcp">Modbus TCP</option></select></label> <label>Unit id (1-247) <input name="unit" size="4"></label> <label>IP address (Modbus TCP) <input name="ip" size="16"></label> <label>Port <input name="port" size="6" value="502"></label><button type="submit">Add device</button></form></section>
 <section id="datetime"><h2>Date &amp; time</h2><form method="post" action="/settings/datetime">{h}
 <label><input type="radio" name="mode" value="manual"{man}> Manual, UTC: <input type="datetime-local" name="datetime"></label>
 <label><input type="radio" name="mode" value="ntp"{nt}> NTP server <input name="ntp_server" value="{ntp}"></label>

@@ -298,6 +298,25 @@ pub(super) async fn api_put_settings(
     let cur = node.settings();
     s.firmware = cur.firmware.clone();
     s.topology = cur.topology;
+    if s.modbus_devices.is_none() {
+        s.modbus_devices = cur.modbus_devices.clone();
+    }
+    // Pairing needs the device's install code (Settings page); the API may
+    // only remove paired devices.
+    if let Some(p) = s.pairing.iter().find(|p| !cur.pairing.contains(p)) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "pairing: {:016X} (unit {}) is not paired; a wireless device is paired with its install code on the Settings page, the API can only remove devices",
+                p.rf_id, p.unit
+            ),
+        );
+    }
+    if let Err(e) =
+        crate::panel_server::topology::check(node.ps.model, s.modbus_devices(), &s.pairing)
+    {
+        return api_error(StatusCode::BAD_REQUEST, &format!("modbus_devices: {e}"));
+    }
     match s.wifi.ap_password.as_deref() {
         Some("********") | None => s.wifi.ap_password = cur.wifi.ap_password.clone(),
         Some(p) => {

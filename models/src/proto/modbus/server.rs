@@ -9,6 +9,11 @@
 //!   the server.
 //! - At most `max_clients` connections are served at once (the Panel Server
 //!   allows 128); the next client is accepted and closed at once.
+//! - A connection on which no byte arrives during a whole [`IDLE_WINDOW`]
+//!   of device time is closed (FIN): a client that vanished without closing
+//!   (a half-open connection) frees its slot after 5 to 10 minutes, as TCP
+//!   keep-alive or an idle timeout does on the product (window length [NF]:
+//!   docs/panel-server.md "Modbus TCP connections").
 //! - Connection tasks belong to the device ([`DeviceContext::spawn`]), so they
 //!   end when it loses power.
 //! - Every decoded request bumps the device's [`REQUESTS_COUNTER`] (shown by
@@ -18,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
+use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{Counter, DeviceContext, TrackedListener};
 use fieldtwin_emulator::net::BoxStream;
 use futures::future::BoxFuture;
@@ -25,6 +31,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::mbap::{self, Adu};
 use super::{Exception, Request, Response};
+
+/// Device time a connection may stay silent, checked once per window: a
+/// connection silent for a whole window is closed.
+pub const IDLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Name of the device counter of Modbus requests served.
 pub const REQUESTS_COUNTER: &str = "modbus_requests";
@@ -69,9 +79,10 @@ pub async fn serve(
         let guard = ActiveGuard(active.clone());
         let handler = handler.clone();
         let requests = requests.clone();
+        let clock = ctx.clock.clone();
         ctx.spawn(async move {
             let _guard = guard;
-            let _ = connection(stream, &*handler, &requests).await;
+            let _ = connection(stream, &*handler, &requests, &clock).await;
         });
     }
 }
@@ -88,9 +99,16 @@ async fn connection(
     mut stream: BoxStream,
     handler: &dyn Handler,
     requests: &Counter,
+    clock: &Clock,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(512);
     let mut out = Vec::with_capacity(512);
+    // Reads are counted rather than timed, so a busy connection costs no
+    // clock operation per request; the window timer is re-armed once per
+    // window.
+    let mut reads = 0u64;
+    let mut reads_at_window = 0u64;
+    let mut window = std::pin::pin!(clock.sleep(IDLE_WINDOW));
     loop {
         loop {
             match mbap::decode(&mut buf) {
@@ -117,8 +135,23 @@ async fn connection(
             stream.write_all(&out).await?;
             out.clear();
         }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Ok(());
+        loop {
+            tokio::select! {
+                n = stream.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                    reads += 1;
+                    break;
+                }
+                () = &mut window => {
+                    if reads == reads_at_window {
+                        return stream.shutdown().await;
+                    }
+                    reads_at_window = reads;
+                    window.set(clock.sleep(IDLE_WINDOW));
+                }
+            }
         }
     }
 }

@@ -1,0 +1,730 @@
+//! Cellular Data Logger (seed 004): sensors sampled on virtual time, a ring
+//! of binary records in NV memory, a cellular modem, and store-and-forward
+//! transmission to an MQTT broker over MQTTS. The device model.
+//!
+//! Contract (docs/datalogger.md):
+//! - Boot opens the record ring ([`store`]), restores the pulse counters,
+//!   powers the modem and starts two tasks: the sampler ([`sensors`],
+//!   [`sdi12`]) writes one record per sample, stamped with the device's RTC
+//!   at the sample's virtual time, and the uplink ([`uplink`]) opens a
+//!   session every `transmit_s` (and at once when a threshold is crossed
+//!   upwards) once the modem is attached, and delivers every unsent record.
+//! - The logger opens no listening port on any interface: every connection
+//!   it has, it initiated (seed 004 "no listening TCP/UDP communication
+//!   ports"). A TCP SYN to it gets a RST, from the kernel in host mode and
+//!   from smoltcp in TAP mode.
+//! - The uplink runs as an orderly task: at power loss it finishes the
+//!   message in flight (its PUBACK) and says DISCONNECT before the power
+//!   goes, so no record is delivered twice.
+//! - Commands: `Cellular` (coverage, signal, technology; field `modem`),
+//!   `FieldPower` on an input's name (off = wire broken). Coverage and
+//!   wiring belong to the place, not the logger: they survive power cycles.
+
+pub mod ble;
+pub mod modem;
+pub mod mqtt;
+pub mod payload;
+pub mod sdi12;
+pub mod sensors;
+pub mod store;
+pub mod uplink;
+pub mod usb;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fieldtwin_emulator::clock::Clock;
+use fieldtwin_emulator::device::{
+    BootError, Credential, Details, Device, DeviceContext, FieldAction,
+};
+use fieldtwin_emulator::site::{CellTechnology, DataLoggerConfig, DeviceConfig, Site};
+use fieldtwin_emulator::storage::Nv;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::json;
+use sha2::Digest;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::field::physics::noise as physics_noise;
+use modem::Modem;
+use sensors::{Bank, Wiring};
+use store::{Record, Ring};
+
+/// NV key of the pulse counters.
+const PULSES_KEY: &str = "dl/pulses";
+/// NV key of the last session's summary.
+const LAST_SESSION_KEY: &str = "dl/last_session";
+/// NV key of the APN set over USB.
+const APN_KEY: &str = "dl/apn";
+/// NV key of the serial sensors' baud rate set over USB.
+const BAUD_KEY: &str = "dl/serial_baud";
+/// Firmware version the logger reports.
+pub const FIRMWARE: &str = "1.0.0";
+/// Period of the USB trace lines (virtual time).
+const TRACE_PERIOD: Duration = Duration::from_secs(10);
+/// MQTT port (MQTTS).
+pub const MQTTS_PORT: u16 = 8883;
+
+/// The Data Logger.
+pub struct DataLogger {
+    id: String,
+    config: DataLoggerConfig,
+    broker: String,
+    username: String,
+    password: String,
+    seed: u64,
+    modem: Mutex<Modem>,
+    wiring: Mutex<Vec<Wiring>>,
+    powered: Mutex<bool>,
+    /// Wakes the uplink: coverage changed or a threshold was crossed.
+    wake: Notify,
+    /// The running firmware's tasks (ended by a reboot).
+    generation: Mutex<Option<(CancellationToken, TaskTracker)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl DataLogger {
+    pub fn new(site: &Site, dev: &DeviceConfig) -> Self {
+        let config = dev.datalogger.clone().unwrap_or_default();
+        let seed = site.site.seed ^ 0xDA7A_1099;
+        let broker = config
+            .broker
+            .clone()
+            .unwrap_or_else(|| format!("{}:{MQTTS_PORT}", site.network.host_address));
+        let username = config.username.clone().unwrap_or_else(|| dev.id.clone());
+        let password = config.password.clone().unwrap_or_else(|| {
+            let h = sha2::Sha256::digest(format!("{}/{}/mqtt", site.site.seed, dev.id));
+            h[..8].iter().map(|b| format!("{b:02x}")).collect()
+        });
+        Self {
+            id: dev.id.clone(),
+            modem: Mutex::new(Modem::new(config.technology, config.signal_dbm, seed)),
+            wiring: Mutex::new(vec![Wiring::Sound; config.input.len()]),
+            config,
+            broker,
+            username,
+            password,
+            seed,
+            powered: Mutex::new(false),
+            wake: Notify::new(),
+            generation: Mutex::new(None),
+        }
+    }
+
+    /// Input names by index (to decode payloads).
+    pub fn input_names(&self) -> Vec<String> {
+        self.config.input.iter().map(|i| i.name.clone()).collect()
+    }
+
+    fn topic(&self) -> String {
+        format!("{}/{}/records", self.config.topic_prefix, self.id)
+    }
+
+    fn broker_addr(&self) -> Result<(SocketAddr, String), String> {
+        let host = self
+            .broker
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default();
+        let addr = self
+            .broker
+            .to_socket_addrs()
+            .map_err(|e| format!("broker {}: {e}", self.broker))?
+            .find(SocketAddr::is_ipv4)
+            .ok_or_else(|| format!("broker {} has no IPv4 address", self.broker))?;
+        Ok((addr, host))
+    }
+
+    async fn sampler(self: Arc<Self>, ctx: DeviceContext, ring: Arc<Mutex<Ring>>) {
+        let pulses: Vec<u64> = ctx.nv.get(PULSES_KEY).ok().flatten().unwrap_or_default();
+        let mut bank = Bank::new(&self.config.input, self.seed, ctx.clock.now(), &pulses);
+        let samples = ctx.counter("samples");
+        loop {
+            {
+                let wiring = lock(&self.wiring);
+                for (inp, w) in bank.inputs.iter_mut().zip(wiring.iter()) {
+                    inp.wiring = *w;
+                }
+            }
+            let now = ctx.clock.now();
+            // After a clock jump longer than the ring holds, only the samples
+            // it can keep are taken; the others are counted as overwritten.
+            let capacity = lock(&ring).capacity();
+            let skipped = bank.skip_backlog(now, capacity);
+            if skipped > 0 {
+                let result = lock(&ring).skip(skipped);
+                match result {
+                    Ok(()) => ctx.emit(
+                        "store",
+                        format!(
+                            "{skipped} samples of a clock jump did not fit the store (overwritten)"
+                        ),
+                    ),
+                    Err(e) => ctx.emit("store", format!("writing the ring counters failed: {e}")),
+                }
+                samples.add(skipped);
+            }
+            let (due, exception) = bank.due(now);
+            if !due.is_empty() {
+                let mut records: Vec<Record> = due
+                    .iter()
+                    .map(|s| {
+                        let t = ctx.rtc.read_at(ctx.clock.utc_at(s.at));
+                        Record {
+                            seq: 0,
+                            secs: t.timestamp().clamp(0, i64::from(u32::MAX)) as u32,
+                            millis: t.timestamp_subsec_millis().min(999) as u16,
+                            input: s.input,
+                            status: s.status as u8,
+                            raw: s.raw as f32,
+                            value: s.value as f32,
+                        }
+                    })
+                    .collect();
+                let result = lock(&ring).append(&mut records);
+                if let Err(e) = result {
+                    ctx.emit("store", format!("writing records failed: {e}"));
+                }
+                samples.add(records.len() as u64);
+                let counts: Vec<u64> = bank.inputs.iter().map(|i| i.pulses()).collect();
+                if counts.iter().any(|c| *c > 0)
+                    && let Err(e) = ctx.nv.put(PULSES_KEY, &counts)
+                {
+                    ctx.emit("store", format!("saving the pulse counters failed: {e}"));
+                }
+                if exception {
+                    self.wake.notify_one();
+                }
+            }
+            let Some(next) = bank.next_deadline() else {
+                return;
+            };
+            ctx.clock.sleep_until(next).await;
+        }
+    }
+
+    async fn uplink(
+        self: Arc<Self>,
+        ctx: DeviceContext,
+        ring: Arc<Mutex<Ring>>,
+        power: CancellationToken,
+    ) {
+        let (broker, name) = match self.broker_addr() {
+            Ok(b) => b,
+            Err(e) => {
+                ctx.emit("uplink", e);
+                return;
+            }
+        };
+        let connector = match uplink::connector(self.config.ca_file.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.emit("uplink", e.to_string());
+                return;
+            }
+        };
+        let Some(stack) = ctx.interface("eth1") else {
+            return;
+        };
+        let transmit = Duration::from_secs_f64(self.config.transmit_s);
+        let sessions = ctx.counter("mqtt_sessions");
+        let published = ctx.counter("records_sent");
+        let mut next = ctx.clock.now();
+        loop {
+            // Wait for the schedule (or an exception), then for the network.
+            tokio::select! {
+                _ = power.cancelled() => return,
+                _ = ctx.clock.sleep_until(next) => {}
+                _ = self.wake.notified() => {}
+            }
+            loop {
+                let now = ctx.clock.now();
+                let (attached, at) = {
+                    let m = lock(&self.modem);
+                    (m.attached(now), m.attached_at())
+                };
+                if attached {
+                    break;
+                }
+                tokio::select! {
+                    _ = power.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = async {
+                        match at {
+                            Some(at) => ctx.clock.sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
+                }
+            }
+            if lock(&ring).pending() == 0 {
+                next = ctx.clock.now() + transmit;
+                continue;
+            }
+            let me = self.clone();
+            let clock = ctx.clock.clone();
+            let stop_power = power.clone();
+            let session = uplink::Session {
+                stack: stack.as_ref(),
+                broker,
+                nat_pick: ((physics_noise(self.seed, 0x4E47, sessions.get() as i64) + 1.0)
+                    * f64::from(u32::MAX / 2)) as u32,
+                broker_name: &name,
+                connector: &connector,
+                verify: self.config.ca_file.is_some(),
+                device_id: &self.id,
+                username: &self.username,
+                password: &self.password,
+                topic: self.topic(),
+                ring: &ring,
+                clock: &ctx.clock,
+                session_max: Duration::from_secs_f64(self.config.session_max_s),
+                stop: Arc::new(move || {
+                    stop_power.is_cancelled() || !lock(&me.modem).attached(clock.now())
+                }),
+            };
+            sessions.inc();
+            let result = session.run().await;
+            let summary = match &result {
+                Ok(r) => {
+                    published.add(r.delivered.1 - r.delivered.0);
+                    format!(
+                        "session {}: delivered seq {}..{} in {} messages, {:.1} s, {:?}",
+                        sessions.get(),
+                        r.delivered.0,
+                        r.delivered.1,
+                        r.messages,
+                        r.duration.as_secs_f64(),
+                        r.end
+                    )
+                }
+                Err(e) => format!("session {} failed: {e}", sessions.get()),
+            };
+            let _ = ctx.nv.put(LAST_SESSION_KEY, &summary);
+            ctx.emit("uplink", summary);
+            if power.is_cancelled() {
+                return;
+            }
+            next = match result {
+                // Records left over (time limit): a new session soon.
+                Ok(r) if r.end == uplink::SessionEnd::TimeLimit => {
+                    ctx.clock.now() + Duration::from_secs(30)
+                }
+                // A failed session is retried at the next schedule, at
+                // most a minute away.
+                Err(_) => ctx.clock.now() + transmit.min(Duration::from_secs(60)),
+                _ => ctx.clock.now() + transmit,
+            };
+        }
+    }
+
+    /// Starts the firmware: opens the ring, powers the modem, starts the
+    /// sampler and the uplink as one generation (a reboot ends it).
+    fn start(self: &Arc<Self>, ctx: &DeviceContext) -> Result<(), BootError> {
+        let ring = Ring::open(ctx.nv.clone(), self.config.store_records)?;
+        let ring = Arc::new(Mutex::new(ring));
+        let generation = ctx.power_lost().child_token();
+        let tracker = TaskTracker::new();
+        *lock(&self.generation) = Some((generation.clone(), tracker.clone()));
+        *lock(&self.powered) = true;
+        lock(&self.modem).set_powered(true, ctx.clock.now());
+        let sampler = self.clone().sampler(ctx.clone(), ring.clone());
+        let g = generation.clone();
+        ctx.spawn(tracker.track_future(async move {
+            tokio::select! {
+                _ = g.cancelled() => {}
+                _ = sampler => {}
+            }
+        }));
+        let me = self.clone();
+        let c = ctx.clone();
+        ctx.spawn_orderly(tracker.track_future(async move {
+            me.clone().uplink(c.clone(), ring, generation).await;
+            *lock(&me.powered) = false;
+            lock(&me.modem).set_powered(false, c.clock.now());
+        }));
+        tracker.close();
+        Ok(())
+    }
+
+    /// Reboots the firmware (USB `reboot`): the uplink finishes its message,
+    /// every task ends, then the logger starts again.
+    fn reboot(self: &Arc<Self>, ctx: &DeviceContext, reason: &str) {
+        let Some((generation, tracker)) = lock(&self.generation).take() else {
+            return;
+        };
+        generation.cancel();
+        let me = self.clone();
+        let c = ctx.clone();
+        let reason = reason.to_string();
+        ctx.spawn(async move {
+            tracker.wait().await;
+            c.emit("reboot", reason);
+            if let Err(e) = me.start(&c) {
+                c.emit("boot_failed", e.to_string());
+            }
+        });
+    }
+
+    /// The APN in force (set over USB, else the site file's).
+    fn apn(&self, nv: &Nv) -> String {
+        nv.get::<String>(APN_KEY)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.config.apn.clone())
+    }
+
+    fn snapshot(&self, ctx: &DeviceContext) -> usb::Snapshot {
+        let now = ctx.clock.now();
+        let m = lock(&self.modem);
+        let k = (now.as_secs() / 60) as i64;
+        let get = |key: &str| ctx.nv.get::<u64>(key).ok().flatten().unwrap_or(0);
+        let attached = m.attached(now);
+        usb::Snapshot {
+            battery_v: 3.62 + 0.02 * physics_noise(self.seed, 0xBA77, k),
+            humidity_pct: 22.0 + 3.0 * physics_noise(self.seed, 0x4B1D, k),
+            rssi_dbm: m.rssi(now),
+            technology: format!("{}G", m.technology.generation()),
+            attached,
+            apn: self.apn(&ctx.nv),
+            baud: ctx.nv.get(BAUD_KEY).ok().flatten().unwrap_or(9600),
+            health: if !m.coverage {
+                "no_coverage"
+            } else if attached {
+                "ok"
+            } else {
+                "attaching"
+            },
+            unsent: get("dl/head").saturating_sub(get("dl/sent")),
+            firmware: FIRMWARE,
+        }
+    }
+
+    /// Answers one console line.
+    fn console_line(
+        self: &Arc<Self>,
+        ctx: &DeviceContext,
+        line: &[u8],
+        trace: &mut bool,
+    ) -> String {
+        let cmd = match usb::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.emit("usb", format!("{e}"));
+                return format!("ERROR {e}");
+            }
+        };
+        let snap = self.snapshot(ctx);
+        match cmd {
+            usb::Cmd::Help => format!("{}\r\nOK", usb::HELP),
+            usb::Cmd::Status => format!("{}\r\nOK", usb::trace_line(&snap)),
+            usb::Cmd::Diag => format!(
+                "DIAG firmware={} modem={} attached={} apn={} baud={} unsent_records={}\r\nOK",
+                snap.firmware, snap.technology, snap.attached, snap.apn, snap.baud, snap.unsent
+            ),
+            usb::Cmd::Trace(on) => {
+                *trace = on;
+                "OK".into()
+            }
+            usb::Cmd::ApnShow => format!("APN {}\r\nOK", snap.apn),
+            usb::Cmd::ApnSet(apn) => match ctx.nv.put(APN_KEY, &apn) {
+                Ok(()) => {
+                    // The modem attaches again with the new APN.
+                    lock(&self.modem).set_powered(true, ctx.clock.now());
+                    ctx.emit("usb", format!("APN set to {apn} over USB"));
+                    format!("APN {apn}\r\nOK")
+                }
+                Err(e) => format!("ERROR {e}"),
+            },
+            usb::Cmd::BaudShow => format!("BAUD {}\r\nOK", snap.baud),
+            usb::Cmd::BaudSet(b) => match ctx.nv.put(BAUD_KEY, &b) {
+                Ok(()) => format!("BAUD {b}\r\nOK"),
+                Err(e) => format!("ERROR {e}"),
+            },
+            usb::Cmd::Reboot => {
+                self.reboot(ctx, "reboot requested on the USB console");
+                "OK rebooting".into()
+            }
+            usb::Cmd::At(at) => usb::at_answer(&at, &snap),
+        }
+    }
+
+    /// The pairing key of the BLE link (pre-shared, unique per device).
+    pub fn ble_pairing_key(&self) -> String {
+        let h = sha2::Sha256::digest(format!("{}/{}/ble-pairing", self.seed, self.id));
+        h[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The answer to an authenticated BLE request (installation and
+    /// maintenance status; real-time only).
+    fn ble_answer(&self, ctx: &DeviceContext, req: &[u8]) -> Vec<u8> {
+        let s = self.snapshot(ctx);
+        let v = match req {
+            b"status" => json!({
+                "device": self.id,
+                "firmware": s.firmware,
+                "battery_v": (s.battery_v * 100.0).round() / 100.0,
+                "humidity_pct": s.humidity_pct.round(),
+                "rssi_dbm": s.rssi_dbm,
+                "technology": s.technology,
+                "attached": s.attached,
+                "apn": s.apn,
+                "health": s.health,
+                "unsent_records": s.unsent,
+                "inputs": self.input_names(),
+            }),
+            _ => json!({"error": "unknown request; the app may ask \"status\""}),
+        };
+        v.to_string().into_bytes()
+    }
+
+    /// Serves BLE connections on the link socket until the power goes.
+    async fn ble(self: Arc<Self>, ctx: DeviceContext, listener: tokio::net::UnixListener) {
+        let key = self.ble_pairing_key();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let me = self.clone();
+            let c = ctx.clone();
+            let key = key.clone();
+            ctx.spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut peer = ble::Peer::new(key.as_bytes());
+                loop {
+                    let mut len = [0u8; 2];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let n = usize::from(u16::from_be_bytes(len));
+                    if n > ble::MAX_FRAME {
+                        c.emit("ble", "connection slammed: frame too long");
+                        return;
+                    }
+                    let mut body = vec![0u8; n];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    match peer.on_frame(&body, |req| me.ble_answer(&c, req)) {
+                        ble::Step::Reply(r) => {
+                            if s.write_all(&ble::frame(&r)).await.is_err() {
+                                return;
+                            }
+                        }
+                        ble::Step::Silent => {}
+                        ble::Step::Slam(why) => {
+                            c.emit("ble", format!("connection slammed: {why}"));
+                            // Dropping the stream closes the link at once.
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Serves the USB console on `pty` until the power goes.
+    async fn console(self: Arc<Self>, ctx: DeviceContext, pty: crate::serial_bus::Pty) {
+        let mut line: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut trace = false;
+        let mut overflow = false;
+        loop {
+            let read = tokio::select! {
+                r = pty.read(&mut buf) => Some(r),
+                _ = ctx.clock.sleep(TRACE_PERIOD), if trace => None,
+            };
+            let n = match read {
+                None => {
+                    let t = usb::trace_line(&self.snapshot(&ctx));
+                    if pty.write_all(format!("{t}\r\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Ok(n)) => n,
+                Some(Err(e)) if e.raw_os_error() == Some(nix::libc::EIO) => {
+                    // No client has the terminal open.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Some(Err(_)) => return,
+            };
+            for &b in &buf[..n] {
+                if b == b'\r' || b == b'\n' {
+                    if line.is_empty() && !overflow {
+                        continue;
+                    }
+                    let answer = if overflow {
+                        format!("ERROR refused: line longer than {} bytes", usb::MAX_LINE)
+                    } else {
+                        self.console_line(&ctx, &line, &mut trace)
+                    };
+                    line.clear();
+                    overflow = false;
+                    if pty
+                        .write_all(format!("{answer}\r\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                } else if line.len() > usb::MAX_LINE {
+                    overflow = true;
+                } else {
+                    line.push(b);
+                }
+            }
+        }
+    }
+}
+
+impl Device for DataLogger {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn model(&self) -> &str {
+        "DataLogger"
+    }
+
+    fn credentials(&self) -> Vec<Credential> {
+        vec![
+            Credential {
+                service: format!("mqtt (account on the broker {})", self.broker),
+                user: self.username.clone(),
+                password: self.password.clone(),
+            },
+            Credential {
+                service: "ble (pairing key)".into(),
+                user: String::new(),
+                password: self.ble_pairing_key(),
+            },
+        ]
+    }
+
+    fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
+        async move {
+            self.start(&ctx)?;
+            if let Some(path) = &self.config.usb_pty {
+                let pty = crate::serial_bus::Pty::open(path)
+                    .map_err(|e| BootError::Other(format!("USB console: {e}")))?;
+                ctx.spawn(self.clone().console(ctx.clone(), pty));
+            }
+            if let Some(path) = &self.config.ble_socket {
+                let _ = std::fs::remove_file(path);
+                let l = tokio::net::UnixListener::bind(path)
+                    .map_err(|e| BootError::Other(format!("BLE link socket {path}: {e}")))?;
+                ctx.spawn(self.clone().ble(ctx.clone(), l));
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
+        match (field, action) {
+            (
+                "modem",
+                FieldAction::Cellular {
+                    coverage,
+                    signal_dbm,
+                    generation,
+                },
+            ) => {
+                let tech = match generation {
+                    Some(g) => Some(CellTechnology::from_generation(g).ok_or_else(|| {
+                        format!("generation {g} is not a cellular technology; use 4, 3 or 2")
+                    })?),
+                    None => None,
+                };
+                if let Some(s) = signal_dbm
+                    && !(-120..=-40).contains(&s)
+                {
+                    return Err(format!("signal_dbm {s} is out of range; use -120 to -40"));
+                }
+                let powered = *lock(&self.powered);
+                let mut m = lock(&self.modem);
+                if let Some(t) = tech {
+                    m.technology = t;
+                }
+                if let Some(s) = signal_dbm {
+                    m.signal_dbm = f64::from(s);
+                }
+                if let Some(c) = coverage {
+                    m.set_coverage(c, powered, now);
+                }
+                drop(m);
+                self.wake.notify_one();
+                Ok(())
+            }
+            ("modem", other) => Err(format!(
+                "the modem takes cellular commands (coverage, signal, technology), not {other:?}"
+            )),
+            (name, FieldAction::Power { on }) => {
+                let i = self
+                    .config
+                    .input
+                    .iter()
+                    .position(|i| i.name == name)
+                    .ok_or_else(|| {
+                        format!(
+                            "{} has no input {name:?}; it has: modem, {}",
+                            self.id,
+                            self.input_names().join(", ")
+                        )
+                    })?;
+                lock(&self.wiring)[i] = if on { Wiring::Sound } else { Wiring::Broken };
+                Ok(())
+            }
+            (name, _) => Err(format!(
+                "{} input {name:?} takes power commands only (off = wire broken); \
+                 cellular commands go to field \"modem\"",
+                self.id
+            )),
+        }
+    }
+
+    fn details(&self, nv: &Nv, clock: &Clock) -> Details {
+        let now = clock.now();
+        let m = lock(&self.modem);
+        let get = |k: &str| nv.get::<u64>(k).ok().flatten().unwrap_or(0);
+        let mut extra = std::collections::BTreeMap::new();
+        extra.insert(
+            "modem".to_string(),
+            json!({
+                "technology": format!("{}G", m.technology.generation()),
+                "coverage": m.coverage,
+                "attached": m.attached(now),
+                "rssi_dbm": m.rssi(now),
+                "apn": self.apn(nv),
+            }),
+        );
+        let (head, sent) = (get("dl/head"), get("dl/sent"));
+        extra.insert(
+            "store".to_string(),
+            json!({
+                "capacity": self.config.store_records,
+                "next_seq": head,
+                "unsent": head.saturating_sub(sent),
+                "overwritten": get("dl/overwritten"),
+            }),
+        );
+        extra.insert(
+            "uplink".to_string(),
+            json!({
+                "broker": self.broker,
+                "topic": self.topic(),
+                "last_session": nv.get::<String>(LAST_SESSION_KEY).ok().flatten(),
+            }),
+        );
+        extra.insert("inputs".to_string(), json!(self.input_names()));
+        Details {
+            extra,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The header of a scenario file: a leading block of `//!` lines, each
+//! `key: value`, before any code.
+//!
+//! Contract: [`Header::parse`] reads the `//!` lines at the top of the file
+//! (blank `//!` lines and ordinary `//` comments inside the block are
+//! allowed) and stops at the first line that is neither. `name` and
+//! `description` are required; `site` (default `default`), `tags`
+//! (comma-separated), `timeout` (virtual time, a duration) and
+//! `wall_timeout` (wall-clock seconds, a duration) are optional. A
+//! `description` may continue on following `//!` lines that start with
+//! two spaces. Every error names the line (1-based) and what is allowed.
+
+use std::time::Duration;
+
+use crate::duration::parse_duration;
+
+/// Keys a header may have.
+pub const KEYS: &[&str] = &[
+    "name",
+    "description",
+    "site",
+    "tags",
+    "timeout",
+    "wall_timeout",
+];
+
+/// Default virtual-time budget of a scenario.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+/// Default wall-time budget of a scenario.
+pub const DEFAULT_WALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The parsed header of a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub name: String,
+    pub description: String,
+    /// `default` (the embedded default site) or a site file, relative to the
+    /// scenario file.
+    pub site: String,
+    pub tags: Vec<String>,
+    /// Virtual time the scenario may advance at most.
+    pub timeout: Duration,
+    /// Wall time the scenario may take at most.
+    pub wall_timeout: Duration,
+}
+
+/// A header error: the 1-based line and what was wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct HeaderError {
+    pub line: usize,
+    pub message: String,
+}
+
+fn err(line: usize, message: impl Into<String>) -> HeaderError {
+    HeaderError {
+        line,
+        message: message.into(),
+    }
+}
+
+impl Header {
+    /// Parses the header at the top of `text`.
+    pub fn parse(text: &str) -> Result<Self, HeaderError> {
+        let mut name = None;
+        let mut description: Option<String> = None;
+        let mut site = None;
+        let mut tags = Vec::new();
+        let mut timeout = DEFAULT_TIMEOUT;
+        let mut wall_timeout = DEFAULT_WALL_TIMEOUT;
+        let mut last_key: Option<&str> = None;
+        let mut seen_any = false;
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let trimmed = raw.trim_end();
+            let Some(rest) = trimmed.strip_prefix("//!") else {
+                if trimmed.trim().is_empty() && !seen_any {
+                    continue;
+                }
+                if trimmed.trim_start().starts_with("//") && seen_any {
+                    continue;
+                }
+                break;
+            };
+            seen_any = true;
+            if rest.trim().is_empty() {
+                last_key = None;
+                continue;
+            }
+            if let Some(cont) = rest.strip_prefix("   ")
+                && last_key == Some("description")
+            {
+                let d = description.get_or_insert_with(String::new);
+                d.push(' ');
+                d.push_str(cont.trim());
+                continue;
+            }
+            let Some((key, value)) = rest.split_once(':') else {
+                return Err(err(
+                    line,
+                    format!(
+                        "expected `//! key: value` (keys: {}), got {:?}",
+                        KEYS.join(", "),
+                        trimmed
+                    ),
+                ));
+            };
+            let key = key.trim();
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(err(line, format!("`{key}` has no value")));
+            }
+            let known = KEYS.iter().find(|k| **k == key).copied().ok_or_else(|| {
+                err(
+                    line,
+                    format!("unknown header key {key:?}; allowed: {}", KEYS.join(", ")),
+                )
+            })?;
+            let dup = match known {
+                "name" => name.replace(value.to_string()).is_some(),
+                "description" => description.replace(value.to_string()).is_some(),
+                "site" => site.replace(value.to_string()).is_some(),
+                "tags" => {
+                    let had = !tags.is_empty();
+                    for t in value.split(',').map(str::trim) {
+                        if t.is_empty()
+                            || !t
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        {
+                            return Err(err(
+                                line,
+                                format!(
+                                    "tag {t:?} must be letters, digits, '-' or '_', separated by commas"
+                                ),
+                            ));
+                        }
+                        tags.push(t.to_string());
+                    }
+                    had
+                }
+                "timeout" => {
+                    timeout =
+                        parse_duration(value).map_err(|e| err(line, format!("timeout: {e}")))?;
+                    false
+                }
+                "wall_timeout" => {
+                    wall_timeout = parse_duration(value)
+                        .map_err(|e| err(line, format!("wall_timeout: {e}")))?;
+                    false
+                }
+                _ => unreachable!("KEYS lists every key"),
+            };
+            if dup {
+                return Err(err(line, format!("`{key}` is given twice")));
+            }
+            last_key = Some(known);
+        }
+        let first = 1;
+        let name = name.ok_or_else(|| err(first, "the header has no `//! name: ...` line (a scenario file starts with `//! name:` and `//! description:` lines)"))?;
+        let description = description
+            .ok_or_else(|| err(first, "the header has no `//! description: ...` line"))?;
+        Ok(Self {
+            name,
+            description,
+            site: site.unwrap_or_else(|| "default".into()),
+            tags,
+            timeout,
+            wall_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_header() {
+        let h = Header::parse(
+            "//! name: Web lockout\n//! description: Ten failures lock\n//!   the login.\n//! tags: security, web\n//! site: default\n//! timeout: 2h\n\nlet x = 1;\n",
+        )
+        .unwrap();
+        assert_eq!(h.name, "Web lockout");
+        assert_eq!(h.description, "Ten failures lock the login.");
+        assert_eq!(h.tags, vec!["security", "web"]);
+        assert_eq!(h.site, "default");
+        assert_eq!(h.timeout, Duration::from_secs(7200));
+        assert_eq!(h.wall_timeout, DEFAULT_WALL_TIMEOUT);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = Header::parse("//! name: a\n//! description: b\n//! colour: red\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("unknown header key \"colour\""), "{e}");
+        assert!(e.message.contains("allowed: name, description"), "{e}");
+        let e = Header::parse("//! name: a\n//! just words\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(
+            e.to_string()
+                .starts_with("line 2: expected `//! key: value`"),
+            "{e}"
+        );
+        let e = Header::parse("//! name: a\n//! name: b\n").unwrap_err();
+        assert_eq!((e.line, e.message.as_str()), (2, "`name` is given twice"));
+        let e = Header::parse("//! name: a\n//! description: b\n//! timeout: soon\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(
+            e.message.contains("timeout: malformed duration \"soon\""),
+            "{e}"
+        );
+        let e = Header::parse("//! name: a\n//! tags: ok, not ok\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = Header::parse("let x = 1;\n").unwrap_err();
+        assert!(e.message.contains("no `//! name: ...`"), "{e}");
+        let e = Header::parse("//! name: a\n").unwrap_err();
+        assert!(e.message.contains("description"), "{e}");
+    }
+
+    #[test]
+    fn header_stops_at_code() {
+        let h =
+            Header::parse("//! name: a\n//! description: b\nlet x = 1;\n//! tags: late\n").unwrap();
+        assert!(h.tags.is_empty());
+    }
+}
