@@ -1479,3 +1479,205 @@ fn modbus_client_cap_and_flood_leave_the_login_page_answering() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+// ------------------------------------------------ Data Logger: BLE and USB
+
+/// The logger's USB console on its PTY (opened without becoming our
+/// controlling terminal).
+struct Console {
+    tty: std::fs::File,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Console {
+    fn open(path: &std::path::Path) -> Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        let t = Instant::now();
+        while !path.exists() {
+            assert!(t.elapsed() < Duration::from_secs(15), "no PTY at {path:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(path)
+            .unwrap();
+        let mut reader = tty.try_clone().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self { tty, out }
+    }
+
+    /// Sends `bytes` and a line end; the answer once it has `lines` lines
+    /// starting OK or ERROR.
+    fn ask(&mut self, bytes: &[u8], lines: usize) -> Result<String, String> {
+        self.out.lock().unwrap().clear();
+        self.tty.write_all(bytes).map_err(|e| e.to_string())?;
+        self.tty.write_all(b"\r\n").map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        loop {
+            let text = String::from_utf8_lossy(&self.out.lock().unwrap()).to_string();
+            let done = text
+                .lines()
+                .filter(|l| l.starts_with("OK") || l.starts_with("ERROR"))
+                .count();
+            if done >= lines {
+                return Ok(text);
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "no answer to {:?}: {text:?}",
+                    String::from_utf8_lossy(bytes)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The Data Logger's peer-reachable links with fuzzed input: BLE frames
+/// (raw bytes, framed bodies, mutated hellos) are slammed with no answer
+/// and the real app (`fieldtwin ble`) still gets the status; any line on
+/// the USB console gets OK or ERROR and `status` still answers.
+#[test]
+fn fuzzed_datalogger_ble_and_usb_leave_it_answering() {
+    use fieldtwin_models::datalogger::ble;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let dir = tempfile::tempdir().unwrap();
+    let usb = dir.path().join("dl1-usb");
+    let link = dir.path().join("dl1-ble");
+    let a = 163;
+    let old =
+        format!("id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.{a}.30\"\nsegment = \"lan\"\n");
+    let text = site(a);
+    assert!(text.contains(&old), "default site changed: {text}");
+    let text = text.replace(
+        &old,
+        &format!(
+            "{old}\n[device.datalogger]\nbroker = \"127.0.0.1:{}\"\nusb_pty = \"{}\"\nble_socket = \"{}\"\n",
+            free_port(),
+            usb.display(),
+            link.display()
+        ),
+    );
+    let site_file = dir.path().join("site.toml");
+    std::fs::write(&site_file, text).unwrap();
+    let p = Proc::start(&site_file, &dir.path().join("state"));
+    let d = p.api("GET", "/api/v1/devices/dl1", "");
+    let key = d["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "ble (pairing key)")
+        .unwrap_or_else(|| panic!("no pairing key: {d}"))["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app_status = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_fieldtwin"))
+            .args(["ble", "--socket", link.to_str().unwrap(), "--key", &key])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && text.contains("\"device\":\"dl1\""))
+            .then_some(())
+            .ok_or_else(|| TestCaseError::fail(format!("the app got no status: {out:?}")))
+    };
+    app_status().unwrap();
+    let t = Instant::now();
+    while !link.exists() {
+        assert!(t.elapsed() < Duration::from_secs(15));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // BLE: raw bytes, framed arbitrary bodies, hellos with a wrong MAC.
+    let hello_like = vec(any::<u8>(), 97).prop_map(|mut b| {
+        b[0] = 0x01;
+        ble::frame(&b)
+    });
+    let frames = prop_oneof![
+        vec(any::<u8>(), 0..300),
+        vec(vec(any::<u8>(), 0..200), 1..4)
+            .prop_map(|bodies| bodies.iter().flat_map(|b| ble::frame(b)).collect()),
+        hello_like,
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 120,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let n = AtomicU64::new(0);
+    runner
+        .run(&frames, |bytes| {
+            let mut u = std::os::unix::net::UnixStream::connect(&link)
+                .map_err(|e| TestCaseError::fail(format!("BLE link: {e}")))?;
+            u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = u.write_all(&bytes);
+            // A partial frame waits for more: close our side to end it.
+            let _ = u.shutdown(std::net::Shutdown::Write);
+            let mut buf = Vec::new();
+            let r = u.read_to_end(&mut buf);
+            prop_assert!(
+                buf.is_empty(),
+                "answered an unauthenticated peer: {:?} -> {:?} ({:?})",
+                bytes,
+                buf,
+                r
+            );
+            if n.fetch_add(1, Ordering::SeqCst) % 20 == 19 {
+                app_status()?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    app_status().unwrap();
+    // USB: arbitrary bytes, and the commands with arbitrary arguments.
+    let mut c = Console::open(&usb);
+    let cmd = proptest::sample::select(vec![
+        "apn set ",
+        "baud set ",
+        "at ",
+        "AT",
+        "trace ",
+        "help ",
+        "diag ",
+        "status ",
+        "",
+    ]);
+    let lines = prop_oneof![
+        vec(
+            any::<u8>().prop_filter("one line", |b| *b != b'\r' && *b != b'\n'),
+            0..200
+        ),
+        (cmd, "\\PC{0,40}").prop_map(|(c, a)| format!("{c}{a}").into_bytes()),
+    ]
+    .prop_filter("no reboot", |b| {
+        !String::from_utf8_lossy(b).to_lowercase().contains("reboot")
+    });
+    let mut runner = TestRunner::new(Config {
+        cases: 150,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let console = Mutex::new(&mut c);
+    runner
+        .run(&lines, |line| {
+            let mut c = console.lock().unwrap();
+            c.ask(&line, 1).map_err(TestCaseError::fail)?;
+            let r = c.ask(b"status", 1).map_err(TestCaseError::fail)?;
+            prop_assert!(r.contains("TRACE battery="), "after {:?}: {}", line, r);
+            Ok(())
+        })
+        .unwrap();
+}
