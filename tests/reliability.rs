@@ -377,6 +377,16 @@ fn api_settings(
 
 // -------------------------------------------------------- crash consistency
 
+/// The DPWS port the settings writer sets after `p`: 10000-60000, never
+/// 443 or 502.
+fn next_dpws_port(p: u64) -> u64 {
+    if (10_000..60_000).contains(&p) {
+        p + 1
+    } else {
+        10_000
+    }
+}
+
 /// Kill rounds of the crash-consistency test.
 const KILLS: usize = 20;
 
@@ -407,6 +417,7 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
     // more was in flight at the kill).
     let mut settings_acked: Option<(u64, bool)> = None;
     let mut settings_writes_total = 0u64;
+    let (mut dl_seen, mut dl_checked): (Option<u64>, usize) = (None, 0);
     let mut next_minute: i64 = 30 * 365 * 24 * 60; // ~2030
     let (mut acked_logins_total, mut records_checked, mut rtc_writes_total) =
         (0usize, 0usize, 0u64);
@@ -423,6 +434,19 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
         // The state loads and the device answers.
         let d = p.api("GET", "/api/v1/devices/ps1", "");
         assert_eq!(d["power"], "on", "round {round}: {d}");
+        // The Data Logger's ring: what the API showed stored before the
+        // kill (read from NV) is still there.
+        let dl_head = |p: &Proc| {
+            p.api("GET", "/api/v1/devices/dl1", "")["details"]["extra"]["store"]["next_seq"]
+                .as_u64()
+        };
+        if let (Some(before), Some(now)) = (dl_seen, dl_head(&p)) {
+            assert!(
+                now >= before,
+                "round {round}: Data Logger ring head {now} < {before} before the kill"
+            );
+            dl_checked += 1;
+        }
         let web = p.service("https");
         let mb = p.service("modbus");
         let mut s = modbus_connect(&mb);
@@ -449,7 +473,7 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
         let port = settings["dpws_port"].as_u64().unwrap();
         if let Some((acked, in_flight)) = settings_acked {
             assert!(
-                port == acked || (in_flight && port == acked + 1),
+                port == acked || (in_flight && port == next_dpws_port(acked)),
                 "round {round}: DPWS port {port} after the kill; last acknowledged {acked}"
             );
         }
@@ -506,8 +530,7 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
                 let mut port = s["dpws_port"].as_u64().unwrap();
                 let (mut acked, mut in_flight, mut n) = (None, false, 0u64);
                 while !stop.load(Ordering::SeqCst) && settings_round {
-                    // 10000-60000, never 443 or 502.
-                    port = 10_000 + (port + 1) % 50_000;
+                    port = next_dpws_port(port);
                     s["dpws_port"] = port.into();
                     in_flight = true;
                     match api_settings(&web, &token, Some(&s)) {
@@ -570,6 +593,7 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
             })
         };
         std::thread::sleep(Duration::from_millis(200 + rand(800)));
+        dl_seen = dl_head(&p);
         p.kill9();
         stop.store(true, Ordering::SeqCst);
         w1.join().unwrap();
@@ -588,7 +612,8 @@ fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
     println!(
         "crash consistency: {KILLS} kills survived in {:.1} s; {acked_logins_total} acknowledged \
          failed logins, {records_checked} new audit records checked, {} audit rows at the end, \
-         {rtc_writes_total} acknowledged RTC writes, {settings_writes_total} acknowledged settings writes",
+         {rtc_writes_total} acknowledged RTC writes, {settings_writes_total} acknowledged settings writes, Data Logger ring head checked \
+         {dl_checked} times (last {dl_seen:?})",
         started.elapsed().as_secs_f64(),
         previous.len()
     );
