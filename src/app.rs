@@ -59,6 +59,10 @@ pub struct RunOptions {
     /// table; quitting it stops the site.
     #[arg(long)]
     tui: bool,
+    /// Scenario library served by the control API (`/api/v1/scenarios`,
+    /// docs/control-api.md).
+    #[arg(long, default_value = fieldtwin_scenarios::LIBRARY_DIR)]
+    scenarios: PathBuf,
     /// Network backend (host loopback or TAP) and capture.
     #[command(flatten)]
     net: crate::tap::NetOptions,
@@ -147,6 +151,9 @@ fn default_threads(tap: bool) -> usize {
     if tap { (cores / 2).max(1) } else { cores }
 }
 
+/// Time between two power-ons at start (see [`run`]).
+pub const BOOT_PACE: std::time::Duration = std::time::Duration::from_millis(1);
+
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let site = load_site(opts.site.as_deref())?;
     let tap = opts.net.tap || opts.net.netns.is_some();
@@ -172,6 +179,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the control API on {} (use --api)", opts.api))?;
         for dev in site.devices.iter().filter(|d| d.powered) {
             rt.power_on(&dev.id).await?;
+            // A boot takes well under a millisecond (no PBKDF2, no key
+            // generation: models::security::work). Powering thousands at
+            // once would flood every switch port with their announcements
+            // (DPWS Hello, ARP) faster than the devices drain them, and the
+            // process would keep the peak of those queues (2.2x the RSS at
+            // 1,000 devices, docs/performance.md); one boot per BOOT_PACE
+            // lets the devices already on handle them as they come.
+            tokio::time::sleep(BOOT_PACE).await;
         }
         if net.is_none() && !host::privileged_ports() {
             println!(
@@ -199,11 +214,20 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some(dir) => println!("state: {}", dir.display()),
             None => println!("state: temporary (use --state DIR to keep it)"),
         }
+        // The control API, with the scenario endpoints (the engine runs
+        // scenarios against this very API).
+        let routes = control::router(rt.clone()).merge(fieldtwin_scenarios::serve::router(
+            fieldtwin_scenarios::serve::Service::new(
+                api.local_addr()?,
+                opts.scenarios.clone(),
+                Some(rt.events().clone()),
+            ),
+        ));
         if opts.tui {
             // The dashboard is a client of the API like any other.
             let addr = api.local_addr()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(serve_api(api, control::router(rt.clone()), async move {
+            let server = tokio::spawn(serve_api(api, routes, async move {
                 tokio::select! {
                     _ = shutdown_signal() => {}
                     _ = stopped => {}
@@ -214,7 +238,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             server.await??;
             dashboard??;
         } else {
-            serve_api(api, control::router(rt.clone()), shutdown_signal()).await?;
+            serve_api(api, routes, shutdown_signal()).await?;
         }
         println!("fieldtwin: shutting down");
         rt.shutdown().await?;

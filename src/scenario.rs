@@ -35,9 +35,17 @@ pub enum ScenarioCmd {
         /// Write JUnit XML here.
         #[arg(long)]
         junit: Option<PathBuf>,
-        /// Override the site's seed.
+        /// Override the site's seed; a site file without a `start` then
+        /// starts at 2026-01-01T00:00:00Z, and the clock is paused from the
+        /// start (it moves only by the scenario's jumps), so runs
+        /// repeat exactly.
         #[arg(long)]
         seed: Option<u64>,
+        /// Write each scenario's event log here (JSON lines, a `# NAME`
+        /// line before each scenario's events; clock events without their
+        /// pending-timer fields).
+        #[arg(long)]
+        events: Option<PathBuf>,
         /// Library directory for names.
         #[arg(long, default_value = fieldtwin_scenarios::LIBRARY_DIR)]
         library: PathBuf,
@@ -67,13 +75,17 @@ pub fn run(cmd: ScenarioCmd) -> anyhow::Result<u8> {
             api,
             junit,
             seed,
+            events,
             library,
         } => run_all(
             &scenarios,
-            site.as_deref(),
-            api,
-            junit.as_deref(),
-            seed,
+            &Outputs {
+                site: site.as_deref(),
+                api,
+                junit: junit.as_deref(),
+                events: events.as_deref(),
+                seed,
+            },
             &library,
         ),
     }
@@ -136,14 +148,20 @@ struct LocalSite {
 }
 
 impl LocalSite {
-    fn start(site: &Site) -> anyhow::Result<Self> {
+    /// Starts `site`; `paused`: the clock is paused from the start, so
+    /// virtual time moves only when the scenario jumps it.
+    fn start(site: &Site, paused: bool) -> anyhow::Result<Self> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         let (rt, api, stop) = tokio.block_on(async {
             let epoch = site.site.start.unwrap_or_else(chrono::Utc::now);
-            let clock = Clock::start(epoch, 1.0)?;
+            let clock = if paused {
+                Clock::start_paused(epoch, 1.0)?
+            } else {
+                Clock::start(epoch, 1.0)?
+            };
             let store = Store::open(None)?;
             let rt = Arc::new(crate::app::build_runtime(site, clock, store, None)?);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -181,6 +199,34 @@ impl LocalSite {
     }
 }
 
+/// An event as the event log writes it. Clock events keep site time,
+/// elapsed time, speed and pause, not the sleepers pending at that instant:
+/// those include the timers of connection tasks still winding down, which
+/// depend on thread scheduling rather than on the site's behaviour.
+fn log_line(e: &serde_json::Value) -> String {
+    let mut e = e.clone();
+    if e["event"] == "clock"
+        && let Some(m) = e.as_object_mut()
+    {
+        m.remove("pending_timers");
+        m.remove("next_deadlines_s");
+    }
+    e.to_string()
+}
+
+/// Site start of a seeded run whose site file gives none.
+const SEEDED_START: chrono::DateTime<chrono::Utc> =
+    chrono::DateTime::from_timestamp_nanos(1_767_225_600_000_000_000);
+
+/// Where a run reads its site and writes its reports.
+struct Outputs<'a> {
+    site: Option<&'a Path>,
+    api: Option<SocketAddr>,
+    junit: Option<&'a Path>,
+    events: Option<&'a Path>,
+    seed: Option<u64>,
+}
+
 fn load_site(scenario: &Scenario, over: Option<&Path>, seed: Option<u64>) -> anyhow::Result<Site> {
     let mut site = match over {
         Some(f) => Site::load(f)?,
@@ -199,6 +245,7 @@ fn load_site(scenario: &Scenario, over: Option<&Path>, seed: Option<u64>) -> any
     };
     if let Some(s) = seed {
         site.site.seed = s;
+        site.site.start.get_or_insert(SEEDED_START);
     }
     Ok(site)
 }
@@ -212,7 +259,9 @@ fn run_one(
     let fail = |e: String| ScenarioResult::not_run(&scenario.path, &scenario.header.name, e);
     let local = match api {
         Some(_) => None,
-        None => match load_site(scenario, site, seed).and_then(|s| LocalSite::start(&s)) {
+        None => match load_site(scenario, site, seed)
+            .and_then(|s| LocalSite::start(&s, seed.is_some()))
+        {
             Ok(l) => Some(l),
             Err(e) => {
                 return fail(format!(
@@ -237,14 +286,8 @@ fn run_one(
     result
 }
 
-fn run_all(
-    args: &[String],
-    site: Option<&Path>,
-    api: Option<SocketAddr>,
-    junit: Option<&Path>,
-    seed: Option<u64>,
-    library: &Path,
-) -> anyhow::Result<u8> {
+fn run_all(args: &[String], o: &Outputs, library: &Path) -> anyhow::Result<u8> {
+    let (site, api, junit, seed) = (o.site, o.api, o.junit, o.seed);
     let mut results = Vec::new();
     for a in args {
         let loaded = fieldtwin_scenarios::resolve(a, library)
@@ -296,6 +339,18 @@ fn run_all(
             ),
             _ => {}
         }
+    }
+    if let Some(out) = o.events {
+        let mut text = String::new();
+        for r in &results {
+            text.push_str(&format!("# {}\n", r.name));
+            for e in &r.events {
+                text.push_str(&log_line(e));
+                text.push('\n');
+            }
+        }
+        std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+        println!("events: {}", out.display());
     }
     if let Some(out) = junit {
         std::fs::write(

@@ -222,6 +222,21 @@ fn received(sub: &Proc) -> Vec<payload::Row> {
         .collect()
 }
 
+/// Every sequence number from 0 up arrived exactly once.
+fn no_gap_no_duplicate(rows: &[payload::Row]) {
+    let mut seqs: Vec<u32> = rows.iter().map(|r| r.seq).collect();
+    let n = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "duplicates at the server");
+    let max = *seqs.last().unwrap();
+    assert_eq!(
+        seqs,
+        (0..=max).collect::<Vec<_>>(),
+        "gap in the sequence numbers"
+    );
+}
+
 fn command(site: &RunningSite, json: &str) {
     site.post_json("/api/v1/commands", json);
 }
@@ -286,17 +301,7 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     );
 
     let rows = received(&sub);
-    let mut seqs: Vec<u32> = rows.iter().map(|r| r.seq).collect();
-    let n = seqs.len();
-    seqs.sort_unstable();
-    seqs.dedup();
-    assert_eq!(seqs.len(), n, "duplicates at the server");
-    let max = *seqs.last().unwrap();
-    assert_eq!(
-        seqs,
-        (0..=max).collect::<Vec<_>>(),
-        "gap in the sequence numbers"
-    );
+    no_gap_no_duplicate(&rows);
     // Samples timestamped inside the coverage loss reached the broker.
     let by_stream: BTreeMap<&str, usize> = rows.iter().fold(BTreeMap::new(), |mut m, r| {
         *m.entry(r.stream_id.as_str()).or_default() += 1;
@@ -449,6 +454,169 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     };
     let u = udp(&ip);
     assert!(!u.contains("/open/"), "UDP port open on the logger: {u}");
+
+    // Firmware over the air, through the broker only: a retained image on
+    // dl1's firmware topic. A tampered image is refused and reported on the
+    // status topic without a reboot; the signed one installs and the logger
+    // reboots into it, its records going on without gap or duplicate.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let sign = |family: &str, version: &str, name: &str| {
+        // 100 kB: above the NV store's large-value threshold (64 KiB),
+        // below the logger's 1 MiB MQTT limit.
+        let payload = dir.path().join("fw.bin");
+        let body: Vec<u8> = format!("data logger firmware {version}\n")
+            .bytes()
+            .cycle()
+            .take(100_000)
+            .collect();
+        std::fs::write(&payload, body).unwrap();
+        let img = dir.path().join(name);
+        let out = common::fieldtwin(&[
+            "firmware",
+            "sign",
+            "--key",
+            &format!("{root}/keys/lab-vendor.key"),
+            "--version",
+            version,
+            "--family",
+            family,
+            payload.to_str().unwrap(),
+            "-o",
+            img.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        img
+    };
+    let img = sign("Data Logger", "001.001.000", "fw.img");
+    let mut bad = std::fs::read(&img).unwrap();
+    let n = bad.len();
+    bad[n - 70] ^= 0x55; // in the payload: the signature no longer matches
+    let bad_img = dir.path().join("bad.img");
+    std::fs::write(&bad_img, &bad).unwrap();
+    let panel_img = sign("Panel Server", "009.000.000", "ps.img");
+    // Above the logger's MQTT packet limit: skipped on the stream.
+    let huge = dir.path().join("huge.img");
+    std::fs::write(&huge, vec![0x5Au8; 1_200_000]).unwrap();
+    let broker_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--cafile",
+            ca.to_str().unwrap(),
+            "--tls-version",
+            "tlsv1.2",
+            "-u",
+            "reader",
+            "-P",
+            "reader-secret",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+    let publish = |file: &Path| {
+        let args = broker_args(&[
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            "telemetry/dl1/firmware",
+            "-f",
+            file.to_str().unwrap(),
+        ]);
+        let out = tool(
+            "mosquitto_pub",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(out.status.success(), "{out:?}");
+    };
+    // The logger's retained report on the status topic.
+    let report = || -> serde_json::Value {
+        let args = broker_args(&["-t", "telemetry/dl1/firmware/status", "-C", "1", "-W", "3"]);
+        let out = tool(
+            "mosquitto_sub",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let device = || s.get_json("/api/v1/devices/dl1");
+    let firmware = || device()["details"]["extra"]["firmware"].clone();
+    let starts = || device()["counters"]["firmware_starts"].as_u64().unwrap();
+    assert_eq!(firmware()["version"], "001.000.000");
+    let booted = starts();
+    for (file, why) in [
+        (&bad_img, "not signed by the vendor key"),
+        (&panel_img, "accepts only \"Data Logger\""),
+        (&huge, "the logger takes at most 1048576"),
+    ] {
+        publish(file);
+        wait_or_show(
+            "the refusal of a bad image",
+            Duration::from_secs(30),
+            || report()["detail"].as_str().is_some_and(|m| m.contains(why)),
+            || format!("{}\n{}", firmware(), report()),
+        );
+        let r = report();
+        assert_eq!(r["result"], "refused", "{r}");
+        assert_eq!(r["running"], "001.000.000", "{r}");
+        assert!(
+            firmware()["last_image"]
+                .as_str()
+                .is_some_and(|m| m.contains(why)),
+            "{}",
+            firmware()
+        );
+        assert_eq!(firmware()["version"], "001.000.000");
+        assert_eq!(starts(), booted, "a refused image rebooted the logger");
+    }
+    publish(&img);
+    wait_or_show(
+        "the signed image",
+        Duration::from_secs(30),
+        || firmware()["version"] == "001.001.000",
+        || format!("{}\n{}", firmware(), report()),
+    );
+    assert_eq!(starts(), booted + 1, "one reboot into the new firmware");
+    let r = report();
+    assert_eq!(r["result"], "installed", "{r}");
+    assert_eq!(r["image"], "001.001.000", "{r}");
+    // The image stays retained: later sessions see the running version and
+    // neither reinstall nor reboot; the records go on after the reboot.
+    let head = device()["details"]["extra"]["store"]["next_seq"]
+        .as_u64()
+        .unwrap();
+    wait_or_show(
+        "records after the reboot",
+        Duration::from_secs(60),
+        || received(&sub).iter().any(|r| u64::from(r.seq) >= head + 10),
+        || format!("{}\n{}", show(), device()),
+    );
+    assert_eq!(
+        starts(),
+        booted + 1,
+        "the retained image was installed again"
+    );
+    assert!(
+        firmware()["last_image"]
+            .as_str()
+            .is_some_and(|m| m.contains("001.001.000 verified and installed")),
+        "{}",
+        firmware()
+    );
+    no_gap_no_duplicate(&received(&sub));
+    // A factory reset erases the ring, not the installed firmware.
+    command(&s, r#"{"command":"factory_reset","device":"dl1"}"#);
+    wait_or_show(
+        "the logger back from its factory reset",
+        Duration::from_secs(30),
+        || starts() == booted + 2,
+        || device().to_string(),
+    );
+    assert_eq!(firmware()["version"], "001.001.000");
     drop(broker);
 }
 
@@ -512,7 +680,7 @@ fn broker_and_subscriber(dir: &Path, port: u16, listener: &str, ns: Option<&str>
         "-q",
         "1",
         "-t",
-        "fieldtwin/dl1/records",
+        "telemetry/dl1/records",
         "-F",
         "%x",
     ]));
@@ -520,6 +688,161 @@ fn broker_and_subscriber(dir: &Path, port: u16, listener: &str, ns: Option<&str>
         sub.text().contains("SUBACK") || broker.text().contains("Sending SUBACK")
     });
     (broker, sub)
+}
+
+/// A TLS 1.2 HTTPS server (Python's http.server and ssl) that takes POSTs
+/// with the right Basic credentials on /api/telemetry, prints the peer,
+/// the TLS version and suite, then the body in hex, and answers 204; while
+/// the file `refuse` exists it answers 401 to everything.
+const HTTPS_SERVER: &str = r#"
+import base64, http.server, os, ssl, sys
+port, crt, key, want, refuse = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        auth = self.headers.get("Authorization", "")
+        if os.path.exists(refuse) or self.path != "/api/telemetry" or auth != "Basic " + base64.b64encode(want.encode()).decode():
+            print("REFUSED", self.path, auth, flush=True)
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        c = self.request.cipher()
+        print("FROM", self.client_address[0], c[1], c[0], self.headers.get("Content-Type"), flush=True)
+        print(body.hex(), flush=True)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+ctx.load_cert_chain(crt, key)
+srv = http.server.HTTPServer(("127.0.0.1", port), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("running", flush=True)
+srv.serve_forever()
+"#;
+
+/// The HTTPS uplink (`uplink = "https"`): the same TLS client posts the
+/// records to a real HTTPS server with Basic authentication, keep-alive,
+/// from the carrier pool; every record arrives once. Site octet 87.
+#[test]
+fn https_uplink_posts_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), None);
+    readable(dir.path());
+    let port = free_port();
+    let python = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
+    let server = Proc::spawn(Command::new(&python).args([
+        "-u",
+        "-c",
+        HTTPS_SERVER,
+        &port.to_string(),
+        dir.path().join("server.crt").to_str().unwrap(),
+        dir.path().join("server.key").to_str().unwrap(),
+        "dl1:dl1-secret",
+        dir.path().join("refuse").to_str().unwrap(),
+    ]));
+    wait_or_show(
+        "the HTTPS server",
+        Duration::from_secs(15),
+        || server.text().contains("running"),
+        || server.text(),
+    );
+    let ca = dir.path().join("ca.crt");
+    let a = 87;
+    // The default inputs plus the serial transmitters: a Modbus RTU one
+    // on the RS-485 line and an ASCII one on the RS-232 port.
+    let inputs = "[[device.datalogger.input]]\nname = \"level\"\nkind = \"current\"\nquantity = \"level\"\n\
+         [[device.datalogger.input]]\nname = \"pressure\"\nkind = \"voltage\"\nquantity = \"pressure\"\n\
+         [[device.datalogger.input]]\nname = \"flow\"\nkind = \"pulse\"\nquantity = \"flow\"\npulse_weight = 0.01\n\
+         [[device.datalogger.input]]\nname = \"door\"\nkind = \"digital\"\nquantity = \"contact\"\n\
+         [[device.datalogger.input]]\nname = \"water_temp\"\nkind = \"sdi12\"\nquantity = \"temperature\"\n\
+         [[device.datalogger.input]]\nname = \"line_pressure\"\nkind = \"rs485\"\nquantity = \"pressure\"\nunit = 17\n\
+         [[device.datalogger.input]]\nname = \"tank_level\"\nkind = \"rs232\"\nquantity = \"level\"\n";
+    let text = site(a, port, &ca, 60, None)
+        .replace(
+            "[device.datalogger]\n",
+            "[device.datalogger]\nuplink = \"https\"\nhttps_path = \"/api/telemetry\"\n",
+        )
+        .replace("transmit_s = 60\n", &format!("transmit_s = 60\n{inputs}"));
+    let s = RunningSite::start(&text, &["--speed", "60"]);
+    wait_or_show(
+        "records over HTTPS",
+        Duration::from_secs(60),
+        || received(&server).len() >= 28,
+        || format!("{}\n{}", server.text(), s.get("/api/v1/devices/dl1").1),
+    );
+    let log = server.text();
+    assert!(!log.contains("REFUSED"), "{log}");
+    // The server refuses for a while: the session fails with the status,
+    // the records wait and arrive afterwards, once each.
+    std::fs::write(dir.path().join("refuse"), "").unwrap();
+    let last_session = || {
+        s.get_json("/api/v1/devices/dl1")["details"]["extra"]["uplink"]["last_session"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    wait_or_show(
+        "a refused session",
+        Duration::from_secs(30),
+        || last_session().contains("the server answered HTTP 401 Unauthorized"),
+        || format!("{}\n{}", server.text(), last_session()),
+    );
+    let before = received(&server).len();
+    std::fs::remove_file(dir.path().join("refuse")).unwrap();
+    wait_or_show(
+        "records after the refusal",
+        Duration::from_secs(60),
+        || received(&server).len() >= before + 14,
+        || format!("{}\n{}", server.text(), last_session()),
+    );
+    let posts: Vec<&str> = log.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(!posts.is_empty(), "{log}");
+    for p in &posts {
+        let f: Vec<&str> = p.split(' ').collect();
+        assert!(
+            f[1].starts_with(&format!("127.78.{a}.")),
+            "not from the carrier pool: {p}"
+        );
+        assert_eq!(f[2], "TLSv1.2", "{p}");
+        assert!(
+            uplink_suites().contains(&f[3]),
+            "suite outside the seed's: {p}"
+        );
+        assert_eq!(f[4], "application/octet-stream", "{p}");
+    }
+    let rows = received(&server);
+    no_gap_no_duplicate(&rows);
+    // The serial transmitters' samples (inputs 5 and 6) are physical.
+    for (stream, lo, hi) in [("in5", 3.0, 6.0), ("in6", 1.3, 3.7)] {
+        let got: Vec<&payload::Row> = rows.iter().filter(|r| r.stream_id == stream).collect();
+        assert!(got.len() >= 2, "{stream}: {rows:?}");
+        for r in got {
+            assert_eq!(r.status, "ok", "{r:?}");
+            assert!((lo..=hi).contains(&r.value), "{r:?}");
+        }
+    }
+    let st = s.get_json("/api/v1/devices/dl1");
+    assert_eq!(st["details"]["extra"]["inputs"][5], "line_pressure", "{st}");
+    assert_eq!(
+        st["details"]["extra"]["uplink"]["protocol"], "https",
+        "{st}"
+    );
+    assert!(
+        st["details"]["extra"]["uplink"]["last_session"]
+            .as_str()
+            .is_some_and(|l| l.contains("delivered seq")),
+        "{st}"
+    );
+}
+
+fn uplink_suites() -> Vec<&'static str> {
+    fieldtwin_models::datalogger::uplink::CIPHERS
+        .split(':')
+        .collect()
 }
 
 /// TAP mode, in a namespace of this test: the logger's MQTTS session
@@ -718,7 +1041,7 @@ impl Console {
 
 fn usb_checks(s: &RunningSite, usb: &Path) {
     let mut c = Console::open(usb);
-    assert!(c.ask(b"apn").contains("APN fieldtwin.iot"));
+    assert!(c.ask(b"apn").contains("APN internet"));
     let r = c.ask(b"apn set iot.example.net");
     assert!(r.contains("APN iot.example.net") && r.contains("OK"), "{r}");
     let apn = || s.get_json("/api/v1/devices/dl1")["details"]["extra"]["modem"]["apn"].clone();

@@ -590,3 +590,153 @@ fn dpws_hello_after_a_dhcp_lease_and_bye_when_switched_off_or_powered_off() {
     // Nothing left from the unleased address either.
     assert!(ws_discovery_announcements(&pcap_dir.join("lan.pcap"), "0.0.0.0").is_empty());
 }
+
+/// chronyd serving the namespace as a local-stratum server (it never
+/// reaches outside: no source is configured, and `-x` leaves the host clock
+/// alone); stopped when dropped.
+struct Chrony {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Chrony {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chrony(ns: &Netns) -> Chrony {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "local stratum 10\nallow all\ncmdport 0\npidfile {}\n",
+            dir.path().join("pid").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "chronyd", "-x", "-d", "-u", "root", "-f",
+        ])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chronyd (apt package chrony) must be installed");
+    Chrony { child, _dir: dir }
+}
+
+/// Issue 10 item 6: the Panel Server's NTP client steps an RTC that is one
+/// hour fast to chrony's time, over its own TAP-mode transport, and audits
+/// the change. Site octet 76.
+#[test]
+fn ntp_client_steps_the_rtc_from_chrony_in_the_lab() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::new("ntp");
+    let _chrony = chrony(&ns);
+    let site_text = site_text(76)
+        .replacen(
+            "rtc = { offset_s = 0, drift_ppm = 8.0 }",
+            "rtc = { offset_s = 3600, drift_ppm = 8.0 }",
+            1,
+        )
+        .replacen(
+            "[device.panel_server]\n",
+            "[device.panel_server]\nntp_server = \"10.77.76.1\"\n",
+            1,
+        );
+    assert!(site_text.contains("offset_s = 3600") && site_text.contains("ntp_server"));
+    let site = start(&ns, &site_text, &[]);
+    // The RTC (unit 255, registers 116-119) comes within 1 s of chrony's
+    // clock (this host's clock). Until chrony answers, the client retries
+    // every 64 s of device time: jump to make it retry.
+    let rtc_error = || -> f64 {
+        let o = ns.run(
+            "mbpoll",
+            &[
+                "-1",
+                "-a",
+                "255",
+                "-r",
+                "116",
+                "-c",
+                "4",
+                "-t",
+                "4",
+                "-o",
+                "3",
+                "10.77.76.10",
+            ],
+        );
+        let w: Vec<u16> = text(&o)
+            .lines()
+            .filter_map(|l| l.split_once("]:"))
+            // mbpoll prints `34010 (-31526)` for words above 32767.
+            .filter_map(|(_, v)| v.split_whitespace().next()?.parse::<u16>().ok())
+            .collect();
+        if w.len() != 4 {
+            eprintln!("mbpoll: {}", text(&o));
+            return f64::INFINITY;
+        }
+        let Some(date) = chrono::NaiveDate::from_ymd_opt(
+            2000 + i32::from(w[0] & 0x7F),
+            u32::from(w[1] >> 8),
+            u32::from(w[1] & 0xFF),
+        ) else {
+            return f64::INFINITY;
+        };
+        let Some(t) = date.and_hms_milli_opt(
+            u32::from(w[2] >> 8),
+            u32::from(w[2] & 0xFF),
+            u32::from(w[3]) / 1000,
+            u32::from(w[3]) % 1000,
+        ) else {
+            return f64::INFINITY;
+        };
+        (t.and_utc() - chrono::Utc::now()).num_milliseconds() as f64 / 1e3
+    };
+    let mut before = f64::INFINITY;
+    for _ in 0..20 {
+        before = rtc_error();
+        if before.is_finite() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if !before.is_finite() {
+        eprintln!(
+            "DIAG addr: {}\nping: {}\nsite: {}",
+            text(&ns.run("ip", &["-br", "addr"])),
+            text(&ns.ping("10.77.76.10", 1, "0.2")),
+            site.stdout.lock().unwrap()
+        );
+    }
+    assert!(
+        (3590.0..3610.0).contains(&before) || before.abs() < 1.0,
+        "RTC off by {before} s at start"
+    );
+    let mut err = before;
+    for _ in 0..20 {
+        err = rtc_error();
+        if err.abs() < 1.0 {
+            break;
+        }
+        site.post_json(
+            "/api/v1/commands",
+            r#"{"command":"advance_clock","seconds":64}"#,
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(err.abs() < 1.0, "RTC still {err} s away from chrony's time");
+    let status = site.get_json("/api/v1/devices/ps1");
+    let audit = status["details"]["audit_tail"].to_string();
+    assert!(
+        audit.contains("set by NTP server 10.77.76.1"),
+        "no NTP step in the audit log: {audit}"
+    );
+}

@@ -11,6 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::web::Web;
 use common::{RunningSite, curl, fieldtwin, label_install_code, site_text, tool};
 
 /// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
@@ -28,81 +29,27 @@ fn site(a: u8) -> String {
 struct Ps {
     site: RunningSite,
     text: String,
-    ip: String,
-    password: String,
-    jar: tempfile::NamedTempFile,
+    web: Web,
+}
+
+impl std::ops::Deref for Ps {
+    type Target = Web;
+
+    fn deref(&self) -> &Web {
+        &self.web
+    }
 }
 
 impl Ps {
     fn start(a: u8) -> Self {
         let text = site(a);
         let site = RunningSite::start(&text, &[]);
-        let out = site.stdout.lock().unwrap().clone();
-        let password = out
-            .split("https: SecurityAdmin / ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no https login printed:\n{out}"))
-            .to_string();
-        Self {
-            site,
-            text,
-            ip: format!("127.77.{a}.10"),
-            password,
-            jar: tempfile::NamedTempFile::new().unwrap(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://{}{}", self.ip, path)
-    }
-
-    /// curl -k with the cookie jar; returns (status, body).
-    fn curl(&self, args: &[&str]) -> (u16, String) {
-        let jar = self.jar.path().to_str().unwrap();
-        let mut a = vec!["-sk", "-b", jar, "-c", jar, "-w", "\n%{http_code}"];
-        a.extend_from_slice(args);
-        curl(&a)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        self.curl(&[&self.url(path)])
+        let web = Web::of(&site, format!("127.77.{a}.10"));
+        Self { site, text, web }
     }
 
     fn login(&self, pw: &str) -> (u16, String) {
-        self.curl(&[
-            "-L",
-            "--data-urlencode",
-            "username=SecurityAdmin",
-            "--data-urlencode",
-            &format!("password={pw}"),
-            &self.url("/login"),
-        ])
-    }
-
-    fn csrf(&self, path: &str) -> String {
-        let (code, body) = self.get(path);
-        assert_eq!(code, 200, "{path}: {body}");
-        body.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap_or_else(|| panic!("no csrf on {path}: {body}"))
-            .to_string()
-    }
-
-    /// Posts a form of `page` (with its CSRF token) to `action`.
-    fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
-        let csrf = self.csrf(page);
-        let pairs: Vec<String> = std::iter::once(format!("csrf={csrf}"))
-            .chain(fields.iter().map(|(k, v)| format!("{k}={v}")))
-            .collect();
-        let mut args: Vec<&str> = Vec::new();
-        for p in &pairs {
-            args.extend(["--data-urlencode", p.as_str()]);
-        }
-        let url = self.url(action);
-        args.push(&url);
-        self.curl(&args)
+        self.login_as("SecurityAdmin", pw)
     }
 
     /// A bearer token of the JSON API (waiting out a reboot).

@@ -2,8 +2,10 @@
 //! the whole library passes against a host-mode site (in-process sites,
 //! virtual-time jumps), a failing assertion and a syntax error give a
 //! non-zero exit, the step or line:column, and a JUnit file that parses
-//! (Python's xml.etree) with a `<failure>`/`<error>` element. Site octets
-//! 96-99 (tests/common/mod.rs).
+//! (Python's xml.etree) with a `<failure>`/`<error>` element; two seeded
+//! runs give identical event logs; a running site serves its library and
+//! runs a scenario posted to it, its steps visible as they are recorded.
+//! Site octets 96-103 (tests/common/mod.rs).
 
 mod common;
 
@@ -76,24 +78,41 @@ fn run(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Runs the whole library with `extra` arguments; returns the output, the
+/// JUnit file and the event log.
+fn run_library(dir: &Path, tag: &str, octet: u8, extra: &[&str]) -> (String, PathBuf, PathBuf) {
+    let site_file = dir.join(format!("{tag}.toml"));
+    std::fs::write(&site_file, site(octet)).unwrap();
+    let xml = dir.join(format!("{tag}.xml"));
+    let events = dir.join(format!("{tag}.jsonl"));
+    let files = library();
+    assert!(files.len() >= 10, "{files:?}");
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let (site_s, xml_s, ev_s) = (
+        site_file.display().to_string(),
+        xml.display().to_string(),
+        events.display().to_string(),
+    );
+    let mut args = vec!["scenario", "run"];
+    args.extend(names.iter().map(String::as_str));
+    args.extend(["--site", &site_s, "--junit", &xml_s, "--events", &ev_s]);
+    args.extend(extra);
+    let t = Instant::now();
+    let (ok, out) = run(&args);
+    eprintln!(
+        "library ({tag}): {} scenarios in {:?}",
+        files.len(),
+        t.elapsed()
+    );
+    assert!(ok, "library failed ({tag}):\n{out}");
+    (out, xml, events)
+}
+
 #[test]
 fn library_passes_against_the_default_site() {
     let dir = tempfile::tempdir().unwrap();
-    let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(96)).unwrap();
-    let xml = dir.path().join("out.xml");
     let files = library();
-    assert!(files.len() >= 10, "{files:?}");
-    let mut args = vec!["scenario", "run"];
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    args.extend(names.iter().map(String::as_str));
-    let (site_s, xml_s) = (site_file.display().to_string(), xml.display().to_string());
-    args.extend(["--site", &site_s, "--junit", &xml_s]);
-    let t = Instant::now();
-    let (ok, out) = run(&args);
-    let wall = t.elapsed();
-    assert!(ok, "library failed:\n{out}");
-    eprintln!("library: {} scenarios in {wall:?}", files.len());
+    let (out, xml, _) = run_library(dir.path(), "realtime", 96, &[]);
     assert!(
         out.contains(&format!("scenarios: {} passed, 0 failed", files.len())),
         "{out}"
@@ -128,6 +147,63 @@ fn library_passes_against_the_default_site() {
         ok && check.matches("valid scenario").count() == 2,
         "{check}"
     );
+}
+
+/// The event log without the Data Logger's uplink outcomes: the site's
+/// Data Logger connects to a broker outside the site (none here: the host
+/// refuses), and the answer arrives in wall time, so where its event lands
+/// between two clock jumps varies (docs/scenarios.md).
+fn without_outside_io(path: &Path) -> (Vec<u8>, usize) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (kept, dropped): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .partition(|l| !l.contains("\"kind\":\"uplink\""));
+    ((kept.join("\n") + "\n").into_bytes(), dropped.len())
+}
+
+/// With the same seed and site, the library gives the same event log byte
+/// for byte (the clock is paused from the start and moves by the
+/// scenarios' jumps only), outcomes of I/O to servers outside the site
+/// excepted.
+#[test]
+fn seeded_runs_give_identical_event_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, xml, first) = run_library(dir.path(), "seeded-1", 100, &["--seed", "7"]);
+    assert!(junit(&xml).iter().all(|(_, s)| s == "pass"));
+    let (_, _, second) = run_library(dir.path(), "seeded-2", 100, &["--seed", "7"]);
+    let ((a, dropped_a), (b, dropped_b)) =
+        (without_outside_io(&first), without_outside_io(&second));
+    eprintln!("uplink events left out: {dropped_a} and {dropped_b}");
+    let text = String::from_utf8_lossy(&a);
+    assert!(
+        text.contains("\"kind\":\"audit\"") && text.contains("\"event\":\"power\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("2026-01-01T"),
+        "seeded runs start at 2026-01-01: {text}"
+    );
+    if a != b {
+        let other = String::from_utf8_lossy(&b);
+        let first = text
+            .lines()
+            .zip(other.lines())
+            .position(|(x, y)| x != y)
+            .unwrap_or(text.lines().count().min(other.lines().count()));
+        let show = |t: &str| {
+            t.lines()
+                .skip(first.saturating_sub(3))
+                .take(8)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "event logs differ from line {}:\n{}\n--- second run ---\n{}",
+            first + 1,
+            show(&text),
+            show(&other)
+        );
+    }
 }
 
 #[test]
@@ -237,5 +313,173 @@ fn failures_errors_and_bad_input_are_reported() {
         assert!(state.starts_with("error: "), "{cases:?}");
     }
     // The site survived all of it.
+    assert_eq!(s.get_json("/api/v1/devices/ps1")["power"], "on");
+}
+
+/// Polls `GET /api/v1/scenarios` until run `id` has ended; returns it and
+/// how many distinct step counts were seen while it ran.
+fn wait_run(s: &RunningSite, id: u64) -> (serde_json::Value, usize) {
+    let t = Instant::now();
+    let mut counts = std::collections::BTreeSet::new();
+    loop {
+        let v = s.get_json("/api/v1/scenarios");
+        let run = v["run"].clone();
+        assert_eq!(run["id"], id, "{v}");
+        if run["state"] != "running" {
+            return (run, counts.len());
+        }
+        counts.insert(run["steps"].as_array().unwrap().len());
+        assert!(t.elapsed().as_secs() < 120, "run {id} never ended: {run}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A running `fieldtwin run` serves its scenario library: `POST
+/// /api/v1/scenarios/run` runs one against the site itself, and `GET
+/// /api/v1/scenarios` shows its steps with pass/fail as they are recorded,
+/// then the final state; the steps and the end also arrive on the event
+/// stream; one run at a time; bad names are refused.
+#[test]
+fn a_running_site_serves_and_runs_its_scenarios() {
+    let lib = tempfile::tempdir().unwrap();
+    let real = "modbus-write-read-only";
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/library/{real}.rhai")),
+        lib.path().join(format!("{real}.rhai")),
+    )
+    .unwrap();
+    std::fs::write(
+        lib.path().join("slow-failing.rhai"),
+        "//! name: Slow and failing\n//! description: steps over time, then a false one\n\
+         //! tags: demo\n\
+         for i in 0..40 { sleep(\"1s\"); expect(power_state(\"ps1\") == \"on\", `ps1 on at ${i}`); }\n\
+         expect_eq(1, 2, \"one is two\");\n",
+    )
+    .unwrap();
+    let lib_s = lib.path().display().to_string();
+    let s = RunningSite::start(&site(102), &["--scenarios", &lib_s]);
+
+    let v = s.get_json("/api/v1/scenarios");
+    assert_eq!(v["library_dir"], lib_s.as_str(), "{v}");
+    let files: Vec<&str> = v["library"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, [real, "slow-failing"], "{v}");
+    assert_eq!(v["library"][1]["name"], "Slow and failing");
+    assert_eq!(v["library"][1]["tags"][0], "demo");
+    assert!(v["run"].is_null(), "{v}");
+
+    let (code, body) = s.post("/api/v1/scenarios/run", r#"{"name":"slow-failing"}"#);
+    assert_eq!(code, 202, "{body}");
+    let started: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (started["id"].as_u64(), started["state"].as_str()),
+        (Some(1), Some("running")),
+        "{body}"
+    );
+    let (code, body) = s.post("/api/v1/scenarios/run", &format!(r#"{{"name":"{real}"}}"#));
+    assert_eq!(code, 409, "one run at a time: {body}");
+    assert!(body.contains("slow-failing"), "{body}");
+    let (run, seen) = wait_run(&s, 1);
+    assert_eq!(run["state"], "failed", "{run}");
+    let steps = run["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 41, "{run}");
+    assert!(steps[..40].iter().all(|st| st["passed"] == true), "{run}");
+    assert_eq!(steps[40]["passed"], false);
+    assert_eq!(steps[40]["message"], "one is two");
+    assert_eq!(steps[40]["observed"], "1 != expected 2");
+    assert_eq!(steps[40]["line"], 5);
+    assert!(steps[40]["virtual_s"].as_f64().unwrap() >= 40.0, "{run}");
+    assert!(
+        seen >= 3,
+        "steps appear while the scenario runs ({seen} counts seen)"
+    );
+
+    // Follow the event stream during the second run: its steps go there too.
+    let mut stream = Command::new("curl")
+        .args([
+            "-sN",
+            "-D",
+            "-",
+            "--max-time",
+            "120",
+            &s.url("/api/v1/events"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl (scripts/test installs it)");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let (out, seen) = (stream.stdout.take().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    s.wait_until(std::time::Duration::from_secs(20), || {
+        seen.lock().unwrap().contains(" 200")
+    });
+    let (code, body) = s.post("/api/v1/scenarios/run", &format!(r#"{{"name":"{real}"}}"#));
+    assert_eq!(code, 202, "{body}");
+    let (run, _) = wait_run(&s, 2);
+    s.wait_until(std::time::Duration::from_secs(20), || {
+        seen.lock()
+            .unwrap()
+            .contains("\"event\":\"scenario_ended\"")
+    });
+    let _ = stream.kill();
+    let _ = stream.wait();
+    let text = seen.lock().unwrap().clone();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect();
+    let steps: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "scenario_step")
+        .collect();
+    assert_eq!(
+        steps.len(),
+        run["steps"].as_array().unwrap().len(),
+        "{text}"
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|e| e["run"] == 2 && e["scenario"] == real && e["step"]["passed"] == true),
+        "{text}"
+    );
+    let ended = events
+        .iter()
+        .find(|e| e["event"] == "scenario_ended")
+        .unwrap();
+    assert_eq!(
+        (&ended["run"], &ended["state"]),
+        (&2.into(), &"passed".into()),
+        "{text}"
+    );
+    assert_eq!(run["state"], "passed", "{run}");
+    assert_eq!(run["name"], "Modbus write to a read-only register");
+    let steps = run["steps"].as_array().unwrap();
+    assert!(steps.len() >= 4, "{run}");
+    assert!(steps.iter().all(|st| st["passed"] == true), "{run}");
+
+    for (body, code, says) in [
+        (r#"{"name":"nope"}"#, 404, "slow-failing"),
+        (r#"{"name":"../etc/passwd"}"#, 400, "not a scenario name"),
+        (r#"{"nom":"x"}"#, 422, "unknown field `nom`"),
+    ] {
+        let (got, text) = s.post("/api/v1/scenarios/run", body);
+        assert_eq!(got, code, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    // The last run stays on show; the site is fine.
+    assert_eq!(s.get_json("/api/v1/scenarios")["run"]["id"], 2);
     assert_eq!(s.get_json("/api/v1/devices/ps1")["power"], "on");
 }

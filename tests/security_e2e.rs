@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::web::Web;
 use common::{RunningSite, curl, label_install_code, site_text, tool};
 
 /// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
@@ -28,82 +29,35 @@ fn site(a: u8) -> String {
 struct Ps {
     site: RunningSite,
     site_text: String,
-    ip: String,
-    password: String,
-    jar: tempfile::NamedTempFile,
+    web: Web,
+}
+
+impl std::ops::Deref for Ps {
+    type Target = Web;
+
+    fn deref(&self) -> &Web {
+        &self.web
+    }
 }
 
 impl Ps {
     fn start(a: u8) -> Self {
-        let site_text = site(a);
+        Self::start_text(a, site(a))
+    }
+
+    /// Starts the site `site_text` whose ps1 is at 127.77.`a`.10.
+    fn start_text(a: u8, site_text: String) -> Self {
         let site = RunningSite::start(&site_text, &[]);
-        let out = site.stdout.lock().unwrap().clone();
-        let password = out
-            .split("https: SecurityAdmin / ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no https login printed:\n{out}"))
-            .to_string();
+        let web = Web::of(&site, format!("127.77.{a}.10"));
         Self {
             site,
             site_text,
-            ip: format!("127.77.{a}.10"),
-            password,
-            jar: tempfile::NamedTempFile::new().unwrap(),
+            web,
         }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://{}{}", self.ip, path)
-    }
-
-    /// curl -k with the cookie jar; returns (status, body).
-    fn curl(&self, args: &[&str]) -> (u16, String) {
-        let jar = self.jar.path().to_str().unwrap();
-        let mut a = vec!["-sk", "-b", jar, "-c", jar, "-w", "\n%{http_code}"];
-        a.extend_from_slice(args);
-        curl(&a)
-    }
-
-    /// Posts a form of `page` (its CSRF token included) to `action`.
-    fn submit(&self, page: &str, action: &str, fields: &[(&str, &str)]) -> (u16, String) {
-        let csrf = self.csrf(page);
-        let pairs: Vec<String> = std::iter::once(format!("csrf={csrf}"))
-            .chain(fields.iter().map(|(k, v)| format!("{k}={v}")))
-            .collect();
-        let mut args: Vec<&str> = Vec::new();
-        for p in &pairs {
-            args.extend(["--data-urlencode", p.as_str()]);
-        }
-        let url = self.url(action);
-        args.push(&url);
-        self.curl(&args)
     }
 
     fn login(&self, user: &str, pw: &str) -> (u16, String) {
-        self.curl(&[
-            "-L",
-            "--data-urlencode",
-            &format!("username={user}"),
-            "--data-urlencode",
-            &format!("password={pw}"),
-            &self.url("/login"),
-        ])
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        self.curl(&[&self.url(path)])
-    }
-
-    /// The CSRF token of a page.
-    fn csrf(&self, path: &str) -> String {
-        let (code, body) = self.get(path);
-        assert_eq!(code, 200, "{path}: {body}");
-        body.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap_or_else(|| panic!("no csrf on {path}: {body}"))
-            .to_string()
+        self.login_as(user, pw)
     }
 
     fn advance(&self, secs: u64) {
@@ -1108,6 +1062,73 @@ fn security_nothing_a_client_sees_names_the_emulator() {
             &seen[i.saturating_sub(200)..(i + 200).min(seen.len())]
         );
     }
+}
+
+/// Issue 15 item 1: a boot neither hashes the initial password nor makes
+/// the TLS certificate; both are made on first use, off the boot path. The
+/// first HTTPS clients, arriving together right after the process is up,
+/// wait for them (the TLS handshakes for the certificate, the logins for
+/// the accounts) and succeed: page logins through curl and an API login,
+/// with the real PBKDF2 work (the default 100,000 iterations).
+#[test]
+fn security_first_https_logins_right_after_start_wait_and_succeed() {
+    let text = site_text(170);
+    assert!(!text.contains("pbkdf2_iterations"));
+    let ps = Ps::start_text(170, text);
+    let pages: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, pw) = (ps.url("/login"), ps.password.clone());
+            std::thread::spawn(move || {
+                let jar = tempfile::NamedTempFile::new().unwrap();
+                let jar = jar.path().to_str().unwrap().to_string();
+                curl(&[
+                    "-sk",
+                    "--max-time",
+                    "120",
+                    "-b",
+                    &jar,
+                    "-c",
+                    &jar,
+                    "-L",
+                    "-w",
+                    "\n%{http_code}",
+                    "--data-urlencode",
+                    "username=SecurityAdmin",
+                    "--data-urlencode",
+                    &format!("password={pw}"),
+                    &url,
+                ])
+            })
+        })
+        .collect();
+    let (code, token) = curl(&[
+        "-sk",
+        "--max-time",
+        "120",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(
+            "{{\"username\":\"SecurityAdmin\",\"password\":\"{}\"}}",
+            ps.password
+        ),
+        &ps.url("/api/login"),
+    ]);
+    assert_eq!(code, 200, "first API login: {token}");
+    assert!(token.contains("\"token\""), "{token}");
+    for p in pages {
+        let (code, body) = p.join().unwrap();
+        assert_eq!(code, 200, "first page login: {body}");
+        assert!(body.contains("csrf"), "not the home page: {body}");
+    }
+    // Every attempt was checked once, none refused.
+    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    assert_eq!(code, 200, "{body}");
+    let csv = ps.audit_csv();
+    assert_eq!(csv.matches("administrator logged in").count(), 5, "{csv}");
+    assert!(!csv.contains("login failed"), "{csv}");
 }
 
 /// The host's current year (the site starts at the host's time).

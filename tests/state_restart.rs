@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{RunningSite, curl, site_text};
+use common::web::Web;
+use common::{RunningSite, site_text};
 
 const YEAR_S: u64 = 365 * 86_400;
 
@@ -28,59 +29,26 @@ fn site(a: u8) -> String {
 /// client (curl with a cookie jar) for its Panel Server.
 struct Site {
     run: RunningSite,
-    ip: String,
-    password: String,
-    jar: tempfile::NamedTempFile,
+    web: Web,
+}
+
+impl std::ops::Deref for Site {
+    type Target = Web;
+
+    fn deref(&self) -> &Web {
+        &self.web
+    }
 }
 
 impl Site {
     fn start(a: u8, text: &str, state: &Path) -> Self {
         let run = RunningSite::start(text, &["--state", state.to_str().unwrap()]);
-        let out = run.stdout.lock().unwrap().clone();
-        let password = out
-            .split("https: SecurityAdmin / ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no https login printed:\n{out}"))
-            .to_string();
-        Self {
-            run,
-            ip: format!("127.77.{a}.10"),
-            password,
-            jar: tempfile::NamedTempFile::new().unwrap(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://{}{}", self.ip, path)
-    }
-
-    fn curl(&self, args: &[&str]) -> (u16, String) {
-        let jar = self.jar.path().to_str().unwrap();
-        let mut a = vec!["-sk", "-b", jar, "-c", jar, "-w", "\n%{http_code}"];
-        a.extend_from_slice(args);
-        curl(&a)
+        let web = Web::of(&run, format!("127.77.{a}.10"));
+        Self { run, web }
     }
 
     fn login(&self, pw: &str) -> (u16, String) {
-        self.curl(&[
-            "-L",
-            "--data-urlencode",
-            "username=SecurityAdmin",
-            "--data-urlencode",
-            &format!("password={pw}"),
-            &self.url("/login"),
-        ])
-    }
-
-    fn csrf(&self, path: &str) -> String {
-        let (code, body) = self.curl(&[&self.url(path)]);
-        assert_eq!(code, 200, "{path}: {body}");
-        body.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap_or_else(|| panic!("no csrf on {path}: {body}"))
-            .to_string()
+        self.login_as("SecurityAdmin", pw)
     }
 
     fn advance(&self, secs: u64) {

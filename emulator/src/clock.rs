@@ -353,14 +353,34 @@ impl Clock {
         )
     }
 
+    /// Starts a clock paused at exactly virtual zero: it moves only by
+    /// [`Clock::advance`] (or once resumed), so a run that jumps it the
+    /// same way sees the same times (scenario determinism).
+    pub fn start_paused(epoch: DateTime<Utc>, speed: f64) -> Result<Self, ClockError> {
+        Self::start_with(
+            SavedClock {
+                epoch,
+                elapsed: Duration::ZERO,
+            },
+            speed,
+            true,
+        )
+    }
+
     /// Starts a clock that continues from `saved` (a restart with the same
     /// state), running at `speed`. Must be called inside a tokio runtime.
     pub fn resume(saved: SavedClock, speed: f64) -> Result<Self, ClockError> {
+        Self::start_with(saved, speed, false)
+    }
+
+    fn start_with(saved: SavedClock, speed: f64, paused: bool) -> Result<Self, ClockError> {
         check_speed(speed)?;
+        let mut base = Timebase::resume(Instant::now(), saved.elapsed, speed);
+        base.paused = paused;
         let inner = Arc::new(Inner {
             epoch: saved.epoch,
             state: Mutex::new(State {
-                base: Timebase::resume(Instant::now(), saved.elapsed, speed),
+                base,
                 timers: Timers::default(),
             }),
             changed: Arc::new(Notify::new()),
@@ -799,6 +819,21 @@ mod tests {
         assert!(err.to_string().contains("between 0.001"));
         assert!(check_speed(f64::NAN).is_err());
         assert!(check_speed(10_000.0).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_clock_started_paused_sits_at_zero_and_moves_by_jumps_only() {
+        let clock = Clock::start_paused(epoch(), 1.0).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(clock.now(), Duration::ZERO);
+        assert!(clock.status().paused);
+        clock.advance(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(clock.now(), Duration::from_millis(1500));
+        assert_eq!(
+            clock.utc_now(),
+            epoch() + chrono::Duration::milliseconds(1500)
+        );
     }
 
     #[tokio::test]

@@ -190,6 +190,22 @@ pub enum Event {
         kind: String,
         message: String,
     },
+    /// A step of a scenario run started through the control API
+    /// (`POST /api/v1/scenarios/run`), as it is recorded.
+    ScenarioStep {
+        run: u64,
+        /// The scenario's file stem.
+        scenario: String,
+        step: crate::scenario_api::Step,
+    },
+    /// A scenario run started through the control API has ended.
+    ScenarioEnded {
+        run: u64,
+        scenario: String,
+        state: crate::scenario_api::RunState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 /// Broadcast bus of [`Event`]s. Slow subscribers miss events rather than

@@ -6,6 +6,7 @@
 //! - [`storage`]: per-device non-volatile memory.
 //! - [`device`]: the `Device` trait and the power/boot lifecycle.
 //! - [`control`]: the `Command`/`Event` bus and the REST control API.
+//! - [`scenario_api`]: wire types of the control API's scenario endpoints.
 //! - [`site`]: the site file.
 
 pub mod attack;
@@ -13,5 +14,6 @@ pub mod clock;
 pub mod control;
 pub mod device;
 pub mod net;
+pub mod scenario_api;
 pub mod site;
 pub mod storage;

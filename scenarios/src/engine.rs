@@ -157,6 +157,8 @@ pub struct ScenarioResult {
     /// A script error, with file, line and column.
     pub error: Option<String>,
     pub wall_s: f64,
+    /// The site's events seen while the scenario ran, in stream order.
+    pub events: Vec<Value>,
 }
 
 impl ScenarioResult {
@@ -177,6 +179,7 @@ impl ScenarioResult {
             steps: Vec::new(),
             error: Some(error),
             wall_s: 0.0,
+            events: Vec::new(),
         }
     }
 }
@@ -448,12 +451,19 @@ pub fn run(
         },
     };
     let steps = ctx.steps.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let wall_s = started.elapsed().as_secs_f64();
+    ctx.site.settle(SETTLE);
+    let events = ctx.site.events()[first_event..]
+        .iter()
+        .map(|e| e.event.clone())
+        .collect();
     ScenarioResult {
         path: scenario.path.clone(),
         name: scenario.header.name.clone(),
         steps,
         error,
-        wall_s: started.elapsed().as_secs_f64(),
+        wall_s,
+        events,
     }
 }
 

@@ -126,6 +126,7 @@ mod tests {
             steps: vec![step(1, true, "fine")],
             error: None,
             wall_s: 1.0,
+            events: Vec::new(),
         };
         let bad = ScenarioResult {
             steps: vec![step(1, true, "fine"), step(2, false, "x < \"y\"\u{1}")],

@@ -19,17 +19,19 @@
 //! | 40-59 | security tests |
 //! | 60-79 | network tests (72: DHCP) |
 //! | 80 | lab_e2e (TAP-lab checks of the gateway and security issues) |
-//! | 84, 86, 88 | datalogger_e2e (TAP mode; MQTTS store-and-forward; ClientHello) |
+//! | 84, 86, 87, 88 | datalogger_e2e (TAP mode; MQTTS store-and-forward; HTTPS uplink; ClientHello) |
 //! | 92 | tui_e2e (the dashboard in tmux) |
-//! | 96, 98 | scenarios_e2e (library run, failing scenarios) |
+//! | 96, 98, 100, 102 | scenarios_e2e (library run, failing scenarios, seeded runs, served runs) |
 //! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
 //! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
 //! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
 //! | 160-169 | reliability (site-file ranges, kill -9 crash consistency, hostile web input) |
+//! | 170 | security_e2e::security_first_https_logins_right_after_start_wait_and_succeed (issue 15) |
 
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod web;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

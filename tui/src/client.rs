@@ -1,6 +1,9 @@
 //! The dashboard's side of the control API: polls the devices, the clock,
-//! the link faults and the open device's details, follows the server-sent
-//! event stream, and sends [`Command`]s through `POST /api/v1/commands`.
+//! the link faults, the open device's details and the scenarios
+//! (`GET /api/v1/scenarios`; a site that does not serve them just shows
+//! none), follows the server-sent event stream, sends [`Command`]s through
+//! `POST /api/v1/commands` and starts scenarios through
+//! `POST /api/v1/scenarios/run`.
 //! It fills the shared [`Snapshot`]; it never draws.
 //!
 //! Contract: runs on a thread of its own (a current-thread tokio runtime)
@@ -20,6 +23,7 @@ use fieldtwin_emulator::clock::ClockStatus;
 use fieldtwin_emulator::control::{Command, Event, Reply};
 use fieldtwin_emulator::device::DeviceStatus;
 use fieldtwin_emulator::net::fault::LinkFault;
+use fieldtwin_emulator::scenario_api::{Run, RunRequest, Scenarios};
 use tokio::sync::{Notify, mpsc};
 
 use crate::state::{Conn, Snapshot, power_name};
@@ -27,6 +31,7 @@ use crate::state::{Conn, Snapshot, power_name};
 enum Request {
     Send(Command),
     Detail(Option<String>),
+    RunScenario(String),
 }
 
 /// Handle of the background client.
@@ -87,6 +92,12 @@ impl Client {
     pub fn detail(&self, id: Option<String>) {
         let _ = self.tx.send(Request::Detail(id));
     }
+
+    /// Starts a scenario of the site's library (the answer lands in
+    /// `Snapshot::reply`, its steps in `Snapshot::scenarios`).
+    pub fn run_scenario(&self, name: String) {
+        let _ = self.tx.send(Request::RunScenario(name));
+    }
 }
 
 #[derive(Clone)]
@@ -109,6 +120,7 @@ type Polled = (
     ClockStatus,
     BTreeMap<String, LinkFault>,
     Option<DeviceStatus>,
+    Option<Scenarios>,
 );
 
 impl Shared {
@@ -140,7 +152,9 @@ impl Shared {
             Some(id) => Some(self.get(&format!("/api/v1/devices/{id}")).await?),
             None => None,
         };
-        Ok((devices, clock, links, detail))
+        // Optional: a site without the scenario endpoints is still a site.
+        let scenarios = self.get("/api/v1/scenarios").await.ok();
+        Ok((devices, clock, links, detail, scenarios))
     }
 
     async fn poll(&self, every: Duration) {
@@ -149,7 +163,7 @@ impl Shared {
         loop {
             let started = Instant::now();
             match self.fetch().await {
-                Ok((devices, clock, links, detail)) => {
+                Ok((devices, clock, links, detail, scenarios)) => {
                     *lock(&self.clock_seen) = Some((clock.clone(), Instant::now()));
                     let mut s = lock(&self.snap);
                     if s.conn != Conn::Connected {
@@ -165,6 +179,7 @@ impl Shared {
                     s.clock = Some(clock);
                     s.links = links;
                     s.detail = detail;
+                    s.scenarios = scenarios;
                     last = Some(started);
                 }
                 Err(e) => {
@@ -244,6 +259,18 @@ impl Shared {
                     lock(&self.snap).detail = None;
                     self.wake.notify_one();
                 }
+                Request::RunScenario(name) => {
+                    lock(&self.snap).reply = Some((format!("starting scenario {name}…"), false));
+                    let reply = match self.start_scenario(&name).await {
+                        Ok(run) => (
+                            format!("scenario {name} started (run {}: {})", run.id, run.name),
+                            false,
+                        ),
+                        Err(e) => (format!("scenario run {name}: {e:#}"), true),
+                    };
+                    lock(&self.snap).reply = Some(reply);
+                    self.wake.notify_one();
+                }
                 Request::Send(cmd) => {
                     lock(&self.snap).reply = Some((format!("sending {}…", describe(&cmd)), false));
                     let reply = self.send(&cmd).await;
@@ -289,6 +316,24 @@ impl Shared {
                 }
             }
         }
+    }
+
+    async fn start_scenario(&self, name: &str) -> anyhow::Result<Run> {
+        let resp = self
+            .http
+            .post(self.url("/api/v1/scenarios/run"))
+            .json(&RunRequest {
+                name: name.to_string(),
+            })
+            .send()
+            .await
+            .with_context(|| format!("no fieldtwin answers at {}", self.api))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.context("unexpected answer")?;
+        if !status.is_success() {
+            anyhow::bail!("{}", body["error"].as_str().unwrap_or("refused"));
+        }
+        Ok(serde_json::from_value(body)?)
     }
 
     async fn send(&self, cmd: &Command) -> anyhow::Result<Reply> {

@@ -18,6 +18,8 @@ pub enum Line {
     Confirm(Command, String),
     /// Switch to a tab by name.
     Tab(String),
+    /// Run a scenario of the site's library (`POST /api/v1/scenarios/run`).
+    RunScenario(String),
     Quit,
 }
 
@@ -48,7 +50,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("modbus", "modbus DEVICE eth1|eth2|wifi on|off"),
     (
         "scenario",
-        "scenario run NAME         (not served by the control API yet)",
+        "scenario run NAME         (a scenario of the site's library)",
     ),
     ("tab", "tab devices|events|clock|links|scenarios"),
     ("quit", "quit"),
@@ -234,7 +236,16 @@ pub fn parse(line: &str) -> Result<Line, String> {
             })
         }
         "scenario" => {
-            return Err("scenarios are not served by the control API yet (nothing to run)".into());
+            too_many(3)?;
+            match words.get(1).copied() {
+                Some("run") => Line::RunScenario(arg(2, "a scenario name")?.to_string()),
+                other => {
+                    return Err(format!(
+                        "scenario: expected run NAME, got {:?}",
+                        other.unwrap_or("")
+                    ));
+                }
+            }
         }
         "tab" | "devices" | "events" | "clock" | "links" | "scenarios" => {
             let name = if first == "tab" {
@@ -257,8 +268,9 @@ pub fn parse(line: &str) -> Result<Line, String> {
     })
 }
 
-/// Candidates for the last word of `line`, given the site's device ids.
-pub fn candidates(line: &str, devices: &[&str]) -> Vec<String> {
+/// Candidates for the last word of `line`, given the site's device ids
+/// and its scenario library (file stems).
+pub fn candidates(line: &str, devices: &[&str], scenarios: &[&str]) -> Vec<String> {
     let mut words: Vec<&str> = line.split_whitespace().collect();
     if line.ends_with(' ') || words.is_empty() {
         words.push("");
@@ -271,6 +283,7 @@ pub fn candidates(line: &str, devices: &[&str]) -> Vec<String> {
         (1, "advance") => vec!["1m", "15m", "1h", "1d"],
         (1, "speed") => vec!["1", "10", "100", "1000"],
         (1, "scenario") => vec!["run"],
+        (2, "scenario") if words[1] == "run" => scenarios.to_vec(),
         (1, "power" | "restart" | "reset" | "link" | "field" | "radio" | "modbus") => {
             devices.to_vec()
         }
@@ -289,8 +302,8 @@ pub fn candidates(line: &str, devices: &[&str]) -> Vec<String> {
 
 /// Completes the last word of `line` (to the longest common prefix of the
 /// candidates; a unique candidate gets a trailing space).
-pub fn complete(line: &str, devices: &[&str]) -> String {
-    let cands = candidates(line, devices);
+pub fn complete(line: &str, devices: &[&str], scenarios: &[&str]) -> String {
+    let cands = candidates(line, devices, scenarios);
     let Some(first) = cands.first() else {
         return line.to_string();
     };
@@ -359,6 +372,10 @@ mod tests {
         ));
         assert_eq!(parse("tab clock"), Ok(Line::Tab("clock".into())));
         assert_eq!(parse("q"), Ok(Line::Quit));
+        assert_eq!(
+            parse("scenario run port-scan"),
+            Ok(Line::RunScenario("port-scan".into()))
+        );
     }
 
     #[test]
@@ -371,16 +388,33 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("advance 1h extra").unwrap_err().contains("too many"));
         assert!(parse("tab nowhere").unwrap_err().contains("tabs:"));
+        assert!(parse("scenario").unwrap_err().contains("expected run NAME"));
+        assert!(
+            parse("scenario list")
+                .unwrap_err()
+                .contains("expected run NAME")
+        );
+        let e = parse("scenario run").unwrap_err();
+        assert!(e.contains("needs a scenario name"), "{e}");
+        assert!(parse("scenario run a b").unwrap_err().contains("too many"));
     }
 
     #[test]
     fn completion() {
         let devs = ["ps1", "ps2", "dl1"];
-        assert_eq!(complete("po", &devs), "power ");
-        assert_eq!(complete("power p", &devs), "power ps");
-        assert_eq!(complete("power ps1 c", &devs), "power ps1 cycle ");
-        assert_eq!(complete("power d", &devs), "power dl1 ");
-        assert_eq!(complete("zz", &devs), "zz");
-        assert_eq!(candidates("power ", &devs).len(), 3);
+        let lib = ["port-scan", "power-loss", "brute-force"];
+        assert_eq!(complete("po", &devs, &lib), "power ");
+        assert_eq!(complete("power p", &devs, &lib), "power ps");
+        assert_eq!(complete("power ps1 c", &devs, &lib), "power ps1 cycle ");
+        assert_eq!(complete("power d", &devs, &lib), "power dl1 ");
+        assert_eq!(complete("zz", &devs, &lib), "zz");
+        assert_eq!(candidates("power ", &devs, &lib).len(), 3);
+        assert_eq!(complete("sc", &devs, &lib), "scenario ");
+        assert_eq!(complete("scenario r", &devs, &lib), "scenario run ");
+        assert_eq!(complete("scenario run po", &devs, &lib), "scenario run po");
+        assert_eq!(
+            complete("scenario run por", &devs, &lib),
+            "scenario run port-scan "
+        );
     }
 }

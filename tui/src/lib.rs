@@ -67,6 +67,10 @@ fn ui_loop(terminal: &mut ratatui::DefaultTerminal, client: &Client) -> anyhow::
                     client.send(cmd);
                 }
                 Action::Detail(id) => client.detail(id),
+                Action::RunScenario(name) => {
+                    app.message = None;
+                    client.run_scenario(name);
+                }
             }
         }
     }

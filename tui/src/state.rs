@@ -17,6 +17,7 @@ use fieldtwin_emulator::clock::ClockStatus;
 use fieldtwin_emulator::control::{Command, Event, PowerAction};
 use fieldtwin_emulator::device::DeviceStatus;
 use fieldtwin_emulator::net::fault::LinkFault;
+use fieldtwin_emulator::scenario_api::Scenarios;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::command::{self, Line};
@@ -50,7 +51,7 @@ impl EventLine {
             | Event::BootFailed { device, .. }
             | Event::FactoryReset { device }
             | Event::Device { device, .. } => Some(device),
-            Event::Clock(_) => None,
+            Event::Clock(_) | Event::ScenarioStep { .. } | Event::ScenarioEnded { .. } => None,
         }
     }
 
@@ -82,6 +83,39 @@ impl EventLine {
                 kind,
                 message,
             } => (kind.clone(), format!("{device} {message}")),
+            Event::ScenarioStep {
+                run,
+                scenario,
+                step,
+            } => (
+                "scenario".into(),
+                format!(
+                    "{scenario} (run {run}) step {} {}: {} {}",
+                    step.n,
+                    if step.passed { "ok" } else { "FAIL" },
+                    step.kind,
+                    step.message
+                ),
+            ),
+            Event::ScenarioEnded {
+                run,
+                scenario,
+                state,
+                error,
+            } => (
+                "scenario".into(),
+                format!(
+                    "{scenario} (run {run}) ended: {}{}",
+                    serde_json::to_value(state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    error
+                        .as_ref()
+                        .map(|e| format!(" — {e}"))
+                        .unwrap_or_default()
+                ),
+            ),
         }
     }
 }
@@ -115,6 +149,9 @@ pub struct Snapshot {
     pub links: BTreeMap<String, LinkFault>,
     /// Newest last.
     pub events: VecDeque<EventLine>,
+    /// The site's scenario library and its current or last run (`None`
+    /// until the site answered `GET /api/v1/scenarios`).
+    pub scenarios: Option<Scenarios>,
     /// Answer of the last command: (text, is_error).
     pub reply: Option<(String, bool)>,
     /// Bumped at every change (the view caches nothing, this is for callers).
@@ -134,6 +171,7 @@ impl Snapshot {
             clock: None,
             links: BTreeMap::new(),
             events: VecDeque::new(),
+            scenarios: None,
             reply: None,
             generation: 0,
         }
@@ -304,6 +342,8 @@ pub enum Action {
     /// Open (or close, `None`) the detail view of a device: the client
     /// then fetches its detailed status.
     Detail(Option<String>),
+    /// Run a scenario of the site's library, by file stem.
+    RunScenario(String),
     Quit,
 }
 
@@ -328,6 +368,8 @@ pub struct App {
     pub events_filter: String,
     /// While paused, the Events tab shows only the first `n` events.
     pub events_paused: Option<usize>,
+    /// Selected row of the Scenarios tab's library.
+    pub scenario_selected: usize,
     /// Message of the dashboard itself (errors of the command line).
     pub message: Option<(String, bool)>,
 }
@@ -347,6 +389,7 @@ impl Default for App {
             input: String::new(),
             events_filter: String::new(),
             events_paused: None,
+            scenario_selected: 0,
             message: None,
         }
     }
@@ -507,7 +550,12 @@ impl App {
                 }
                 KeyCode::Tab => {
                     let ids: Vec<&str> = snap.devices.iter().map(|d| d.id.as_str()).collect();
-                    self.input = command::complete(&self.input, &ids);
+                    let lib: Vec<&str> = snap
+                        .scenarios
+                        .iter()
+                        .flat_map(|s| s.library.iter().map(|e| e.file.as_str()))
+                        .collect();
+                    self.input = command::complete(&self.input, &ids, &lib);
                     vec![]
                 }
                 KeyCode::Backspace => {
@@ -544,6 +592,10 @@ impl App {
                     self.tab = t;
                 }
                 vec![]
+            }
+            Ok(Line::RunScenario(name)) => {
+                self.tab = Tab::Scenarios;
+                vec![Action::RunScenario(name)]
             }
             Ok(Line::Quit) => vec![Action::Quit],
             Err(e) => {
@@ -584,6 +636,7 @@ impl App {
                     Tab::Devices => self.devices_key(key, snap, len),
                     Tab::Events => self.events_key(key, snap),
                     Tab::Clock => clock_key(key, snap),
+                    Tab::Scenarios => self.scenarios_key(key, snap),
                     _ => vec![],
                 };
             }
@@ -653,6 +706,28 @@ impl App {
                     _ => vec![],
                 };
             }
+        }
+        vec![]
+    }
+
+    /// Scenarios tab: move in the library, enter runs the selected one.
+    fn scenarios_key(&mut self, key: KeyEvent, snap: &Snapshot) -> Vec<Action> {
+        let lib = snap.scenarios.as_ref().map_or(&[][..], |s| &s.library[..]);
+        let last = lib.len().saturating_sub(1);
+        let sel = self.scenario_selected.min(last);
+        match key.code {
+            KeyCode::Down | KeyCode::Char('j') => self.scenario_selected = (sel + 1).min(last),
+            KeyCode::Up | KeyCode::Char('k') => self.scenario_selected = sel.saturating_sub(1),
+            KeyCode::Home | KeyCode::Char('g') => self.scenario_selected = 0,
+            KeyCode::End | KeyCode::Char('G') => self.scenario_selected = last,
+            KeyCode::Enter => {
+                return lib
+                    .get(sel)
+                    .map(|e| Action::RunScenario(e.file.clone()))
+                    .into_iter()
+                    .collect();
+            }
+            _ => {}
         }
         vec![]
     }

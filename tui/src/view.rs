@@ -12,6 +12,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Sparkline, Table, Tabs, Wrap};
 
 use fieldtwin_emulator::device::{DeviceStatus, Power};
+use fieldtwin_emulator::scenario_api::{Run, RunState, Scenarios};
 
 use crate::command::COMMANDS;
 use crate::state::{App, Column, Conn, Mode, Snapshot, Tab, health_name, power_name};
@@ -50,15 +51,7 @@ pub fn render(frame: &mut Frame, app: &App, snap: &Snapshot) {
         Tab::Events => events(frame, body, app, snap),
         Tab::Clock => clock(frame, body, snap),
         Tab::Links => links(frame, body, snap),
-        Tab::Scenarios => frame.render_widget(
-            Paragraph::new(
-                "The control API serves no scenario library yet; this tab lists the \
-                 scenarios and the running one's steps once it does.",
-            )
-            .wrap(Wrap { trim: true })
-            .block(Block::bordered().title(" Scenarios ")),
-            body,
-        ),
+        Tab::Scenarios => scenarios(frame, body, app, snap),
     }
     status_line(frame, bottom, app, snap);
     match &app.mode {
@@ -137,6 +130,10 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
         _ => match app.message.as_ref().or(snap.reply.as_ref()) {
             Some((m, true)) => Line::from(Span::styled(m.as_str(), Style::new().red())),
             Some((m, false)) => Line::from(Span::styled(m.as_str(), Style::new().green())),
+            None if app.tab == Tab::Scenarios => Line::from(Span::styled(
+                "? help  : command  j/k select  enter run the selected scenario  :scenario run NAME  q quit",
+                Style::new().dark_gray(),
+            )),
             None => Line::from(Span::styled(
                 "? help  : command  / filter  enter detail  c cycle  o on  x off  r restart  R reset  d/u link  q quit",
                 Style::new().dark_gray(),
@@ -619,6 +616,163 @@ fn links(frame: &mut Frame, area: Rect, snap: &Snapshot) {
     );
 }
 
+fn scenarios(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
+    let Some(sc) = &snap.scenarios else {
+        frame.render_widget(
+            Paragraph::new(
+                "The site serves no scenarios (GET /api/v1/scenarios did not answer); \
+                 start it with `fieldtwin run` of this version.",
+            )
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered().title(" Scenarios ")),
+            area,
+        );
+        return;
+    };
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)]).areas(area);
+    scenario_library(frame, left, app, sc);
+    scenario_run(frame, right, sc.run.as_ref());
+}
+
+fn scenario_library(frame: &mut Frame, area: Rect, app: &App, sc: &Scenarios) {
+    let [list, about] = Layout::vertical([Constraint::Min(3), Constraint::Length(6)]).areas(area);
+    let title = format!(" Library ({}) {} ", sc.library.len(), sc.library_dir);
+    if let Some(e) = &sc.library_error {
+        frame.render_widget(
+            Paragraph::new(e.as_str())
+                .red()
+                .wrap(Wrap { trim: true })
+                .block(Block::bordered().title(title)),
+            area,
+        );
+        return;
+    }
+    let sel = app
+        .scenario_selected
+        .min(sc.library.len().saturating_sub(1));
+    let rows_fit = usize::from(list.height.saturating_sub(3)).max(1);
+    let offset = sel.saturating_sub(rows_fit - 1);
+    let running = sc
+        .run
+        .as_ref()
+        .filter(|r| r.state == RunState::Running)
+        .map(|r| r.file.as_str());
+    let rows = sc
+        .library
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(rows_fit)
+        .map(|(i, e)| {
+            let mark = if Some(e.file.as_str()) == running {
+                "▶"
+            } else {
+                " "
+            };
+            let name = match &e.error {
+                Some(_) => Cell::from("(invalid header)").red(),
+                None => Cell::from(e.name.clone()),
+            };
+            let row = Row::new([Cell::from(format!("{mark}{}", e.file)), name]);
+            if i == sel {
+                row.style(Style::new().reversed())
+            } else {
+                row
+            }
+        });
+    frame.render_widget(
+        Table::new(rows, [Constraint::Length(28), Constraint::Fill(1)])
+            .header(Row::new(["FILE", "NAME"]).style(Style::new().bold().cyan()))
+            .block(Block::bordered().title(title)),
+        list,
+    );
+    let text = match sc.library.get(sel) {
+        None => Text::from("The library is empty."),
+        Some(e) => match &e.error {
+            Some(err) => Text::from(Span::styled(err.clone(), Style::new().red())),
+            None => Text::from(vec![
+                Line::from(e.description.clone()),
+                Line::from(Span::styled(
+                    format!("tags: {}", e.tags.join(", ")),
+                    Style::new().dark_gray(),
+                )),
+            ]),
+        },
+    };
+    frame.render_widget(
+        Paragraph::new(text)
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered().title(" enter runs the selected scenario ")),
+        about,
+    );
+}
+
+fn run_state(state: RunState) -> Span<'static> {
+    match state {
+        RunState::Running => Span::styled(" RUNNING ", Style::new().black().on_yellow()),
+        RunState::Passed => Span::styled(" PASSED ", Style::new().black().on_green()),
+        RunState::Failed => Span::styled(" FAILED ", Style::new().white().on_red()),
+        RunState::Error => Span::styled(" ERROR ", Style::new().white().on_red()),
+    }
+}
+
+fn scenario_run(frame: &mut Frame, area: Rect, run: Option<&Run>) {
+    let Some(run) = run else {
+        frame.render_widget(
+            Paragraph::new(
+                "No scenario has run on this site yet. Select one and press enter, \
+                 or type :scenario run NAME.",
+            )
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered().title(" Run ")),
+            area,
+        );
+        return;
+    };
+    let failed = run.steps.iter().filter(|s| !s.passed).count();
+    let mut lines = vec![Line::from(vec![
+        run_state(run.state),
+        Span::raw(format!(
+            " {} steps, {} passed, {failed} failed, wall {:.1}s",
+            run.steps.len(),
+            run.steps.len() - failed,
+            run.wall_s
+        )),
+    ])];
+    if let Some(e) = &run.error {
+        lines.push(Line::from(Span::styled(e.clone(), Style::new().red())));
+    }
+    // The newest steps that fit, oldest first.
+    let fit = usize::from(area.height.saturating_sub(2)).saturating_sub(lines.len());
+    let skip = run.steps.len().saturating_sub(fit);
+    for st in &run.steps[skip..] {
+        let (mark, style) = match (st.kind.as_str(), st.passed) {
+            ("log", _) => ("  ..", Style::new().dark_gray()),
+            (_, true) => ("  ok", Style::new().green()),
+            (_, false) => ("FAIL", Style::new().red().bold()),
+        };
+        let observed = if st.observed.is_empty() || st.kind == "log" {
+            String::new()
+        } else {
+            format!(" (observed: {})", st.observed)
+        };
+        lines.push(Line::from(vec![
+            Span::styled(mark, style),
+            Span::raw(format!(
+                " [{:>3}] t={:.3}s line {} {} {}{observed}",
+                st.n, st.virtual_s, st.line, st.kind, st.message
+            )),
+        ]));
+    }
+    frame.render_widget(
+        Paragraph::new(Text::from(lines)).block(
+            Block::bordered().title(format!(" Run {}: {} ({}) ", run.id, run.name, run.file)),
+        ),
+        area,
+    );
+}
+
 /// The keys and commands (also docs/tui.md).
 pub const KEYS: &[(&str, &str)] = &[
     ("? / esc", "this help / back (close detail, clear filter)"),
@@ -633,7 +787,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("j k ↑ ↓ pgup pgdn g G", "move the selection"),
     ("s / S", "sort by the next column / reverse"),
-    ("enter", "device detail"),
+    (
+        "enter",
+        "device detail / run the selected scenario (Scenarios tab)",
+    ),
     ("c o x", "power-cycle / on / off the selected device"),
     (
         "r / R",
@@ -785,12 +942,137 @@ mod tests {
         insta::assert_snapshot!(screen(&app, &snap));
     }
 
+    /// A library of three (one with a broken header) and a run in progress:
+    /// two steps passed, one failed.
+    fn with_scenarios(mut snap: Snapshot, state: RunState) -> Snapshot {
+        use fieldtwin_emulator::scenario_api::{Entry, Step};
+        let entry = |file: &str, name: &str, description: &str| Entry {
+            file: file.into(),
+            name: name.into(),
+            description: description.into(),
+            tags: vec!["attack".into(), "svf".into()],
+            error: None,
+        };
+        let step = |n: usize, passed: bool, message: &str, observed: &str| Step {
+            n,
+            kind: "expect_eq".into(),
+            message: message.into(),
+            passed,
+            observed: observed.into(),
+            virtual_s: 0.5 * n as f64,
+            wall_s: 0.1 * n as f64,
+            line: 8 + n,
+        };
+        snap.scenarios = Some(Scenarios {
+            library_dir: "scenarios/library".into(),
+            library: vec![
+                entry(
+                    "brute-force",
+                    "Web login brute force",
+                    "Dictionary attack on the web login.",
+                ),
+                Entry {
+                    file: "broken".into(),
+                    error: Some("broken.rhai: header line 1: missing name".into()),
+                    ..Entry::default()
+                },
+                entry(
+                    "port-scan",
+                    "Port scan",
+                    "A full TCP scan finds exactly the documented ports.",
+                ),
+            ],
+            library_error: None,
+            run: Some(Run {
+                id: 2,
+                file: "port-scan".into(),
+                name: "Port scan".into(),
+                state,
+                steps: vec![
+                    step(1, true, "https open", "true"),
+                    step(2, true, "modbus open", "true"),
+                    step(
+                        3,
+                        false,
+                        "open ports",
+                        "[443, 502] != expected [443, 502, 5357]",
+                    ),
+                ],
+                error: None,
+                wall_s: 0.3,
+            }),
+        });
+        snap
+    }
+
     #[test]
     fn scenarios_view() {
-        let snap = sample_site();
         let mut app = App::default();
-        press(&mut app, &snap, "5");
+        let none = sample_site();
+        press(&mut app, &none, "5");
+        let s = screen(&app, &none);
+        assert!(s.contains("The site serves no scenarios"), "{s}");
+
+        let snap = with_scenarios(sample_site(), RunState::Running);
+        press(&mut app, &snap, "jj");
         insta::assert_snapshot!(screen(&app, &snap));
+        let s = screen(&app, &with_scenarios(sample_site(), RunState::Failed));
+        assert!(s.contains(" FAILED ") && s.contains("FAIL [  3]"), "{s}");
+        // Enter runs the selected scenario; the selection stops at the end.
+        press(&mut app, &snap, "j");
+        assert_eq!(
+            app.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), &snap),
+            [crate::state::Action::RunScenario("port-scan".into())]
+        );
+        press(&mut app, &snap, "k");
+        let s = screen(&app, &snap);
+        assert!(s.contains("header line 1: missing name"), "{s}");
+    }
+
+    #[test]
+    fn scenario_run_command_completes_names_and_runs() {
+        let snap = with_scenarios(sample_site(), RunState::Passed);
+        let mut app = App::default();
+        press(&mut app, &snap, ":scenario run bru");
+        app.key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE), &snap);
+        assert_eq!(app.input, "scenario run brute-force ");
+        assert_eq!(
+            app.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), &snap),
+            [crate::state::Action::RunScenario("brute-force".into())]
+        );
+        assert_eq!(app.tab, Tab::Scenarios);
+        let s = screen(&app, &snap);
+        assert!(
+            s.contains(" PASSED ") && s.contains("Run 2: Port scan"),
+            "{s}"
+        );
+        // Steps and the end of a run also arrive as events.
+        let mut snap = snap;
+        let run = snap.scenarios.as_ref().unwrap().run.clone().unwrap();
+        snap.push_event(
+            None,
+            fieldtwin_emulator::control::Event::ScenarioStep {
+                run: 2,
+                scenario: "port-scan".into(),
+                step: run.steps[2].clone(),
+            },
+        );
+        snap.push_event(
+            None,
+            fieldtwin_emulator::control::Event::ScenarioEnded {
+                run: 2,
+                scenario: "port-scan".into(),
+                state: RunState::Failed,
+                error: None,
+            },
+        );
+        press(&mut app, &snap, "2");
+        let s = screen(&app, &snap);
+        assert!(
+            s.contains("port-scan (run 2) step 3 FAIL: expect_eq open ports")
+                && s.contains("port-scan (run 2) ended: failed"),
+            "{s}"
+        );
     }
 
     #[test]

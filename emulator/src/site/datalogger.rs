@@ -59,6 +59,10 @@ pub enum InputKind {
     Digital,
     /// An SDI-12 sensor on the logger's SDI-12 line.
     Sdi12,
+    /// A Modbus RTU transmitter on the logger's RS-485 line.
+    Rs485,
+    /// An ASCII transmitter on the logger's RS-232 port.
+    Rs232,
 }
 
 /// What an input measures (chooses its seeded physics).
@@ -100,6 +104,9 @@ pub struct InputConfig {
     /// SDI-12 inputs: the sensor's address (`0`-`9`, `a`-`z`, `A`-`Z`).
     #[serde(default)]
     pub address: Option<char>,
+    /// RS-485 inputs: the transmitter's Modbus unit id (1-247, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<u8>,
     /// Transmit by exception when the value crosses this threshold upwards.
     #[serde(default)]
     pub threshold: Option<f64>,
@@ -109,13 +116,31 @@ fn default_sample_s() -> f64 {
     60.0
 }
 
+/// How the logger uploads (docs/datalogger.md "Uplink").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkProtocol {
+    /// MQTT 3.1.1 over TLS 1.2 (default port 8883).
+    #[default]
+    Mqtts,
+    /// HTTP/1.1 POST over TLS 1.2 (default port 443).
+    Https,
+}
+
 /// `[device.datalogger]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataLoggerConfig {
-    /// MQTT broker `host:port` (MQTTS); default: the host side, port 8883.
+    /// Server `host:port`: the MQTT broker (MQTTS) or the HTTPS server;
+    /// default: the host side, port 8883 (MQTTS) or 443 (HTTPS).
     #[serde(default)]
     pub broker: Option<String>,
+    /// `mqtts` (default) or `https`.
+    #[serde(default)]
+    pub uplink: UplinkProtocol,
+    /// Path the HTTPS uplink posts records to.
+    #[serde(default = "default_https_path")]
+    pub https_path: String,
     /// MQTT user name; default: the device id.
     #[serde(default)]
     pub username: Option<String>,
@@ -162,6 +187,8 @@ impl Default for DataLoggerConfig {
     fn default() -> Self {
         Self {
             broker: None,
+            uplink: UplinkProtocol::default(),
+            https_path: default_https_path(),
             username: None,
             password: None,
             ca_file: None,
@@ -179,8 +206,11 @@ impl Default for DataLoggerConfig {
     }
 }
 
+fn default_https_path() -> String {
+    "/telemetry".into()
+}
 fn default_topic_prefix() -> String {
-    "fieldtwin".into()
+    "telemetry".into()
 }
 fn default_transmit_s() -> f64 {
     900.0
@@ -192,7 +222,7 @@ fn default_store_records() -> u32 {
     20_000
 }
 fn default_apn() -> String {
-    "fieldtwin.iot".into()
+    "internet".into()
 }
 fn default_signal_dbm() -> f64 {
     -85.0
@@ -208,6 +238,7 @@ fn input(name: &str, kind: InputKind, quantity: Quantity) -> InputConfig {
         sample_s: default_sample_s(),
         pulse_weight: None,
         address: None,
+        unit: None,
         threshold: None,
     }
 }
@@ -266,6 +297,19 @@ impl DataLoggerConfig {
                     format!("{b:?} is not host:port (e.g. \"10.77.0.1:8883\")"),
                 ));
             }
+        }
+        let path_ok = self.https_path.starts_with('/')
+            && self.https_path.len() <= 128
+            && self
+                .https_path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'#' | b'"' | b'<' | b'>' | b'\\'));
+        if !path_ok {
+            return Err(invalid(
+                format!("{at}.https_path"),
+                "must start with '/' and be at most 128 printable ASCII characters \
+                 without spaces, '#', '\"', '<', '>' or '\\'",
+            ));
         }
         for (name, v) in [("username", &self.username), ("password", &self.password)] {
             if let Some(v) = v
@@ -344,6 +388,8 @@ impl DataLoggerConfig {
         }
         let mut names = std::collections::BTreeSet::new();
         let mut addresses = std::collections::BTreeSet::new();
+        let mut units = std::collections::BTreeSet::new();
+        let mut rs232 = 0;
         for (i, inp) in self.input.iter().enumerate() {
             let f = |name: &str| format!("{at}.input[{i}].{name}");
             check_name(&f("name"), &inp.name)?;
@@ -409,6 +455,36 @@ impl DataLoggerConfig {
                 }
                 _ => {}
             }
+            match (inp.kind, inp.unit) {
+                (InputKind::Rs485, u) => {
+                    let u = u.unwrap_or(1);
+                    if !(1..=247).contains(&u) {
+                        return Err(invalid(
+                            f("unit"),
+                            format!("{u} is not a Modbus unit id; use 1 to 247"),
+                        ));
+                    }
+                    if !units.insert(u) {
+                        return Err(invalid(
+                            f("unit"),
+                            format!("Modbus unit {u} is used twice on the RS-485 line"),
+                        ));
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(invalid(f("unit"), "only rs485 inputs take a unit"));
+                }
+                _ => {}
+            }
+            if inp.kind == InputKind::Rs232 {
+                rs232 += 1;
+                if rs232 > 1 {
+                    return Err(invalid(
+                        f("kind"),
+                        "the logger has one RS-232 port: at most one rs232 input",
+                    ));
+                }
+            }
             if let Some(t) = inp.threshold {
                 range(f("threshold"), t, -1e9, 1e9, "")?;
             }
@@ -447,9 +523,38 @@ mod tests {
                 .contains("d.broker")
         );
         c.broker = None;
+        c.https_path = "/up load".into();
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(e.contains("d.https_path"), "{e}");
+        c.https_path = "/telemetry".into();
         c.input[2].pulse_weight = None;
         let e = c.validate("d").unwrap_err().to_string();
         assert!(e.contains("input[2].pulse_weight"), "{e}");
+        let mut c = DataLoggerConfig::default();
+        c.input[0].unit = Some(3);
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(
+            e.contains("input[0].unit") && e.contains("only rs485"),
+            "{e}"
+        );
+        c.input[0].kind = InputKind::Rs485;
+        c.input[1].kind = InputKind::Rs485;
+        c.input[1].unit = Some(3);
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(e.contains("input[1].unit") && e.contains("twice"), "{e}");
+        c.input[1].unit = Some(248);
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(e.contains("1 to 247"), "{e}");
+        c.input[1].unit = None;
+        c.validate("d").unwrap();
+        c.input[0].kind = InputKind::Rs232;
+        c.input[0].unit = None;
+        c.input[1].kind = InputKind::Rs232;
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(
+            e.contains("input[1].kind") && e.contains("one RS-232"),
+            "{e}"
+        );
         let mut c = DataLoggerConfig::default();
         c.input[4].address = Some('!');
         let e = c.validate("d").unwrap_err().to_string();

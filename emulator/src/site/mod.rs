@@ -15,8 +15,8 @@ mod install_code;
 mod matrix;
 
 pub use datalogger::{
-    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, default_inputs,
-    default_range,
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
+    default_inputs, default_range,
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 
@@ -337,6 +337,10 @@ pub struct PanelServerConfig {
     /// What is wired to the digital inputs DI1/DI2 (L models).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digital_input: Vec<DigitalInputConfig>,
+    /// NTP server (an IPv4 address) in the commissioned settings; default:
+    /// none, date and time set manually (the factory setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntp_server: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

@@ -12,7 +12,7 @@
 //!   app_pub)`; the logger checks it with its pairing key K and answers
 //!   `0x02 | dl_pub (65) | HMAC(K, "hello-ack" | dl_pub | app_pub)`. Both
 //!   derive 64 bytes with HKDF-SHA256(ikm = ECDH secret, salt = K, info =
-//!   "fieldtwin-ble-v1" | app_pub | dl_pub): an AES-128 key, an HMAC key
+//!   "dl-ble-v1" | app_pub | dl_pub): an AES-128 key, an HMAC key
 //!   and 32 spare bytes.
 //! - A message is `0x10 | counter (u32) | salt (16) | iv (16) | AES-128-CBC
 //!   ciphertext | HMAC-SHA256(mac key, everything before)`. The message key
@@ -131,7 +131,7 @@ fn session_keys(secret: &[u8], pairing: &[u8], app_pub: &[u8], dl_pub: &[u8]) ->
     let okm = hkdf(
         secret,
         pairing,
-        &[b"fieldtwin-ble-v1".as_slice(), app_pub, dl_pub].concat(),
+        &[b"dl-ble-v1".as_slice(), app_pub, dl_pub].concat(),
         64,
     );
     Keys {

@@ -21,11 +21,14 @@
 //!   wiring belong to the place, not the logger: they survive power cycles.
 
 pub mod ble;
+pub mod https;
 pub mod modem;
 pub mod mqtt;
+pub mod ota;
 pub mod payload;
 pub mod sdi12;
 pub mod sensors;
+pub mod serial;
 pub mod store;
 pub mod uplink;
 pub mod usb;
@@ -38,7 +41,9 @@ use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{
     BootError, Credential, Details, Device, DeviceContext, FieldAction,
 };
-use fieldtwin_emulator::site::{CellTechnology, DataLoggerConfig, DeviceConfig, Site};
+use fieldtwin_emulator::site::{
+    CellTechnology, DataLoggerConfig, DeviceConfig, Site, UplinkProtocol,
+};
 use fieldtwin_emulator::storage::Nv;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -61,12 +66,15 @@ const LAST_SESSION_KEY: &str = "dl/last_session";
 const APN_KEY: &str = "dl/apn";
 /// NV key of the serial sensors' baud rate set over USB.
 const BAUD_KEY: &str = "dl/serial_baud";
-/// Firmware version the logger reports.
-pub const FIRMWARE: &str = "1.0.0";
+pub use ota::{FACTORY_VERSION, FAMILY};
+/// NV key of the outcome of the last firmware message received.
+const FIRMWARE_STATUS_KEY: &str = "dl/firmware_status";
 /// Period of the USB trace lines (virtual time).
 const TRACE_PERIOD: Duration = Duration::from_secs(10);
 /// MQTT port (MQTTS).
 pub const MQTTS_PORT: u16 = 8883;
+/// HTTPS port.
+pub const HTTPS_PORT: u16 = 443;
 
 /// The Data Logger.
 pub struct DataLogger {
@@ -83,6 +91,8 @@ pub struct DataLogger {
     wake: Notify,
     /// The running firmware's tasks (ended by a reboot).
     generation: Mutex<Option<(CancellationToken, TaskTracker)>>,
+    /// Version of the firmware running (set at boot from the stored image).
+    running: Mutex<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,10 +103,13 @@ impl DataLogger {
     pub fn new(site: &Site, dev: &DeviceConfig) -> Self {
         let config = dev.datalogger.clone().unwrap_or_default();
         let seed = site.site.seed ^ 0xDA7A_1099;
-        let broker = config
-            .broker
-            .clone()
-            .unwrap_or_else(|| format!("{}:{MQTTS_PORT}", site.network.host_address));
+        let broker = config.broker.clone().unwrap_or_else(|| {
+            let port = match config.uplink {
+                UplinkProtocol::Mqtts => MQTTS_PORT,
+                UplinkProtocol::Https => HTTPS_PORT,
+            };
+            format!("{}:{port}", site.network.host_address)
+        });
         let username = config.username.clone().unwrap_or_else(|| dev.id.clone());
         let password = config.password.clone().unwrap_or_else(|| {
             let h = sha2::Sha256::digest(format!("{}/{}/mqtt", site.site.seed, dev.id));
@@ -114,6 +127,7 @@ impl DataLogger {
             powered: Mutex::new(false),
             wake: Notify::new(),
             generation: Mutex::new(None),
+            running: Mutex::new(FACTORY_VERSION.to_string()),
         }
     }
 
@@ -147,9 +161,11 @@ impl DataLogger {
         let samples = ctx.counter("samples");
         loop {
             {
+                let baud = ctx.nv.get(BAUD_KEY).ok().flatten().unwrap_or(9600);
                 let wiring = lock(&self.wiring);
                 for (inp, w) in bank.inputs.iter_mut().zip(wiring.iter()) {
                     inp.wiring = *w;
+                    inp.baud = baud;
                 }
             }
             let now = ctx.clock.now();
@@ -282,6 +298,10 @@ impl DataLogger {
                 username: &self.username,
                 password: &self.password,
                 topic: self.topic(),
+                https_path: (self.config.uplink == UplinkProtocol::Https)
+                    .then_some(self.config.https_path.as_str()),
+                firmware_topic: format!("{}/{}/firmware", self.config.topic_prefix, self.id),
+                on_firmware: &|offer| self.firmware_received(&ctx, offer),
                 ring: &ring,
                 clock: &ctx.clock,
                 session_max: Duration::from_secs_f64(self.config.session_max_s),
@@ -308,12 +328,18 @@ impl DataLogger {
             };
             let _ = ctx.nv.put(LAST_SESSION_KEY, &summary);
             ctx.emit("uplink", summary);
+            // A reboot into new firmware ends this generation too.
             if power.is_cancelled() {
                 return;
             }
             next = match result {
                 // Records left over (time limit): a new session soon.
-                Ok(r) if r.end == uplink::SessionEnd::TimeLimit => {
+                Ok(r)
+                    if matches!(
+                        r.end,
+                        uplink::SessionEnd::TimeLimit | uplink::SessionEnd::Closed
+                    ) =>
+                {
                     ctx.clock.now() + Duration::from_secs(30)
                 }
                 // A failed session is retried at the next schedule, at
@@ -327,6 +353,11 @@ impl DataLogger {
     /// Starts the firmware: opens the ring, powers the modem, starts the
     /// sampler and the uplink as one generation (a reboot ends it).
     fn start(self: &Arc<Self>, ctx: &DeviceContext) -> Result<(), BootError> {
+        // Only vendor-signed firmware runs: the stored image is checked at
+        // every boot.
+        let image = crate::security::firmware::verify_stored(&ctx.nv, FAMILY)?;
+        *lock(&self.running) = image.map_or_else(|| FACTORY_VERSION.to_string(), |i| i.version);
+        ctx.counter("firmware_starts").inc();
         let ring = Ring::open(ctx.nv.clone(), self.config.store_records)?;
         let ring = Arc::new(Mutex::new(ring));
         let generation = ctx.power_lost().child_token();
@@ -372,6 +403,46 @@ impl DataLogger {
         });
     }
 
+    /// The firmware version running (the verified image's it booted, else
+    /// the factory one).
+    fn firmware_version(&self) -> String {
+        lock(&self.running).clone()
+    }
+
+    /// A firmware message received over the cellular path ([`ota`]): a
+    /// newer vendor-signed Data Logger image is stored and the logger
+    /// reboots into it; anything else is refused and reported, and the
+    /// logger runs on. Returns the report to publish when the outcome is
+    /// new (a retained message comes again at every session).
+    fn firmware_received(
+        self: &Arc<Self>,
+        ctx: &DeviceContext,
+        offer: &uplink::FirmwareOffer,
+    ) -> Option<String> {
+        let running = self.firmware_version();
+        let mut outcome = match offer {
+            uplink::FirmwareOffer::Image(bytes) => ota::judge(bytes, &running),
+            uplink::FirmwareOffer::TooLarge(n) => ota::too_large(*n, mqtt::MAX_PACKET),
+        };
+        if let (ota::Outcome::Install { version }, uplink::FirmwareOffer::Image(bytes)) =
+            (&outcome, offer)
+            && let Err(e) = ctx.nv.put_raw(crate::security::firmware::IMAGE_KEY, bytes)
+        {
+            outcome = ota::Outcome::Refused(format!("image {version} could not be stored: {e}"));
+        }
+        let message = outcome.message(&running)?;
+        let previous: Option<String> = ctx.nv.get(FIRMWARE_STATUS_KEY).ok().flatten();
+        let new = previous.as_deref() != Some(message.as_str());
+        if new {
+            let _ = ctx.nv.put(FIRMWARE_STATUS_KEY, &message);
+            ctx.emit("firmware", message);
+        }
+        if let ota::Outcome::Install { version } = &outcome {
+            self.reboot(ctx, &format!("reboot into firmware {version}"));
+        }
+        if new { outcome.report(&running) } else { None }
+    }
+
     /// The APN in force (set over USB, else the site file's).
     fn apn(&self, nv: &Nv) -> String {
         nv.get::<String>(APN_KEY)
@@ -402,7 +473,7 @@ impl DataLogger {
                 "attaching"
             },
             unsent: get("dl/head").saturating_sub(get("dl/sent")),
-            firmware: FIRMWARE,
+            firmware: self.firmware_version(),
         }
     }
 
@@ -591,10 +662,21 @@ impl Device for DataLogger {
         "DataLogger"
     }
 
+    fn survives_factory_reset(&self) -> &'static [&'static str] {
+        // The installed firmware stays: a factory reset erases settings and
+        // records, it does not revert the firmware.
+        &[crate::security::firmware::IMAGE_KEY]
+    }
+
     fn credentials(&self) -> Vec<Credential> {
         vec![
             Credential {
-                service: format!("mqtt (account on the broker {})", self.broker),
+                service: match self.config.uplink {
+                    UplinkProtocol::Mqtts => {
+                        format!("mqtt (account on the broker {})", self.broker)
+                    }
+                    UplinkProtocol::Https => format!("https (basic auth at {})", self.broker),
+                },
                 user: self.username.clone(),
                 password: self.password.clone(),
             },
@@ -716,12 +798,20 @@ impl Device for DataLogger {
         extra.insert(
             "uplink".to_string(),
             json!({
+                "protocol": self.config.uplink,
                 "broker": self.broker,
                 "topic": self.topic(),
                 "last_session": nv.get::<String>(LAST_SESSION_KEY).ok().flatten(),
             }),
         );
         extra.insert("inputs".to_string(), json!(self.input_names()));
+        extra.insert(
+            "firmware".to_string(),
+            json!({
+                "version": self.firmware_version(),
+                "last_image": nv.get::<String>(FIRMWARE_STATUS_KEY).ok().flatten(),
+            }),
+        );
         Details {
             extra,
             ..Default::default()

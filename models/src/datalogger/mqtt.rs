@@ -4,14 +4,18 @@
 //!
 //! Contract (MQTT 3.1.1, OASIS 2014):
 //! - [`Packet::encode`] writes CONNECT, CONNACK, PUBLISH (QoS 0/1), PUBACK,
-//!   PINGREQ, PINGRESP and DISCONNECT; [`decode`] reads the same set and is
+//!   SUBSCRIBE, SUBACK, PINGREQ, PINGRESP and DISCONNECT; [`decode`] reads the same set and is
 //!   incremental and total: `Ok(None)` means "need more bytes", any bytes
 //!   give a packet or a [`DecodeError`], never a panic.
 //! - Remaining length is the 1-4 byte variable integer; a packet longer
-//!   than [`MAX_PACKET`] is refused.
+//!   than [`MAX_PACKET`] is refused by [`decode`].
+//! - [`Framer`] reads a byte stream into packets, also incrementally and
+//!   totally; a PUBLISH longer than [`MAX_PACKET`] (a firmware image too
+//!   big for the logger) is skipped, its bytes discarded as they come, and
+//!   reported as [`Frame::TooLarge`], so the session goes on.
 
 /// Largest packet accepted (bytes after the fixed header).
-pub const MAX_PACKET: usize = 256 * 1024;
+pub const MAX_PACKET: usize = 1024 * 1024;
 
 /// An MQTT control packet (the subset the logger uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,16 @@ pub enum Packet {
         payload: Vec<u8>,
     },
     PubAck(u16),
+    /// SUBSCRIBE: packet id and (topic filter, requested QoS) pairs.
+    Subscribe {
+        id: u16,
+        topics: Vec<(String, u8)>,
+    },
+    /// SUBACK: packet id and one return code per filter.
+    SubAck {
+        id: u16,
+        codes: Vec<u8>,
+    },
     PingReq,
     PingResp,
     Disconnect,
@@ -133,6 +147,19 @@ impl Packet {
                 body.extend_from_slice(&id.to_be_bytes());
                 0x40
             }
+            Packet::Subscribe { id, topics } => {
+                body.extend_from_slice(&id.to_be_bytes());
+                for (t, q) in topics {
+                    put_str(&mut body, t.as_bytes());
+                    body.push(*q);
+                }
+                0x82
+            }
+            Packet::SubAck { id, codes } => {
+                body.extend_from_slice(&id.to_be_bytes());
+                body.extend_from_slice(codes);
+                0x90
+            }
             Packet::PingReq => 0xC0,
             Packet::PingResp => 0xD0,
             Packet::Disconnect => 0xE0,
@@ -182,9 +209,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one packet from the start of `buf`: `Ok(Some((packet, used)))`,
-/// `Ok(None)` when more bytes are needed.
-pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, DecodeError> {
+/// The fixed header at the start of `buf`: (first byte, header length,
+/// remaining length); `Ok(None)` when more bytes are needed.
+fn fixed_header(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -203,6 +230,64 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, DecodeError> {
             return Err(DecodeError::Length);
         }
     }
+    Ok(Some((first, i, len)))
+}
+
+/// One item read from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Packet(Packet),
+    /// A PUBLISH of this many bytes (after the fixed header), above
+    /// [`MAX_PACKET`]: skipped.
+    TooLarge(usize),
+}
+
+/// Reads a byte stream into [`Frame`]s (see the module contract).
+#[derive(Debug, Default)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// Bytes of a skipped PUBLISH still to discard.
+    skip: usize,
+}
+
+impl Framer {
+    /// Adds bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let k = self.skip.min(bytes.len());
+        self.skip -= k;
+        self.buf.extend_from_slice(&bytes[k..]);
+    }
+
+    /// The next frame; `Ok(None)` when more bytes are needed. After an
+    /// error the stream is unusable (the connection must close).
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        match decode(&self.buf) {
+            Ok(Some((p, used))) => {
+                self.buf.drain(..used);
+                Ok(Some(Frame::Packet(p)))
+            }
+            Ok(None) => Ok(None),
+            Err(DecodeError::Length) => match fixed_header(&self.buf)? {
+                Some((first, h, len)) if first >> 4 == 3 && len > MAX_PACKET => {
+                    let total = h + len;
+                    let k = total.min(self.buf.len());
+                    self.buf.drain(..k);
+                    self.skip = total - k;
+                    Ok(Some(Frame::TooLarge(len)))
+                }
+                _ => Err(DecodeError::Length),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Decodes one packet from the start of `buf`: `Ok(Some((packet, used)))`,
+/// `Ok(None)` when more bytes are needed.
+pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, DecodeError> {
+    let Some((first, i, len)) = fixed_header(buf)? else {
+        return Ok(None);
+    };
     if len > MAX_PACKET {
         return Err(DecodeError::Length);
     }
@@ -303,6 +388,43 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, DecodeError> {
             r.end()?;
             Packet::PubAck(id)
         }
+        8 => {
+            fixed("SUBSCRIBE", 2)?;
+            let mut r = Reader {
+                b: body,
+                what: "SUBSCRIBE",
+            };
+            let id = r.u16()?;
+            let mut topics = Vec::new();
+            while !r.b.is_empty() {
+                let t = r.string()?;
+                let q = r.u8()?;
+                if q > 2 || t.is_empty() {
+                    return Err(DecodeError::Malformed("SUBSCRIBE"));
+                }
+                topics.push((t, q));
+            }
+            if topics.is_empty() || id == 0 {
+                return Err(DecodeError::Malformed("SUBSCRIBE"));
+            }
+            Packet::Subscribe { id, topics }
+        }
+        9 => {
+            fixed("SUBACK", 0)?;
+            let mut r = Reader {
+                b: body,
+                what: "SUBACK",
+            };
+            let id = r.u16()?;
+            // One return code per filter: a granted QoS or 0x80 (failure).
+            if r.b.is_empty() || r.b.iter().any(|c| !matches!(c, 0..=2 | 0x80)) {
+                return Err(DecodeError::Malformed("SUBACK"));
+            }
+            Packet::SubAck {
+                id,
+                codes: r.b.to_vec(),
+            }
+        }
         12..=14 => {
             let name = ["PINGREQ", "PINGRESP", "DISCONNECT"][usize::from(kind - 12)];
             fixed(name, 0)?;
@@ -366,6 +488,21 @@ mod tests {
         assert_eq!(decode(&[0x50, 0]), Err(DecodeError::Type(5)));
     }
 
+    fn sub_packet() -> impl Strategy<Value = Packet> {
+        prop_oneof![
+            (
+                1u16..,
+                prop::collection::vec(("[a-z/#+]{1,20}", 0u8..3), 1..4)
+            )
+                .prop_map(|(id, topics)| Packet::Subscribe { id, topics }),
+            (
+                any::<u16>(),
+                prop::collection::vec(prop_oneof![0u8..3, Just(0x80u8)], 1..4)
+            )
+                .prop_map(|(id, codes)| Packet::SubAck { id, codes }),
+        ]
+    }
+
     fn any_packet() -> impl Strategy<Value = Packet> {
         prop_oneof![
             (
@@ -401,6 +538,7 @@ mod tests {
                     payload
                 }),
             any::<u16>().prop_map(Packet::PubAck),
+            sub_packet(),
             Just(Packet::PingReq),
             Just(Packet::PingResp),
             Just(Packet::Disconnect),
@@ -422,5 +560,104 @@ mod tests {
                 prop_assert!(used <= b.len());
             }
         }
+
+        /// SUBSCRIBE and SUBACK (the firmware topic's packets): any flags,
+        /// any length bytes, any body decode to a packet or an error.
+        #[test]
+        fn subscribe_and_suback_decoding_is_total(
+            first in prop_oneof![0x80u8..=0x8F, 0x90u8..=0x9F],
+            body in prop::collection::vec(any::<u8>(), 0..200),
+            len in prop_oneof![Just(None), any::<u8>().prop_map(Some)],
+        ) {
+            let mut b = vec![first];
+            put_len(&mut b, len.map_or(body.len(), usize::from));
+            b.extend_from_slice(&body);
+            if let Ok(Some((p, used))) = decode(&b) {
+                prop_assert!(used <= b.len());
+                let sub = matches!(p, Packet::Subscribe { .. } | Packet::SubAck { .. });
+                prop_assert!(sub, "{:?}", p);
+            }
+        }
+
+        /// Valid SUBSCRIBE/SUBACK with one byte changed or cut short: a
+        /// packet, "need more bytes" or an error, never a panic; a cut
+        /// packet never decodes as a whole one.
+        #[test]
+        fn damaged_subscribe_and_suback_never_panic(
+            p in sub_packet(),
+            at in any::<prop::sample::Index>(),
+            x in 1u8..,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let b = p.encode();
+            let mut flipped = b.clone();
+            flipped[at.index(b.len())] ^= x;
+            let _ = decode(&flipped);
+            let short = &b[..cut.index(b.len())];
+            prop_assert_eq!(decode(short), Ok(None));
+        }
+
+        /// The framer gives the same packets however the stream is cut,
+        /// and never panics on arbitrary bytes.
+        #[test]
+        fn framer_is_total_and_chunking_does_not_matter(
+            ps in prop::collection::vec(any_packet(), 1..5),
+            cuts in prop::collection::vec(1usize..50, 1..20),
+            junk in prop::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let stream: Vec<u8> = ps.iter().flat_map(Packet::encode).collect();
+            let mut f = Framer::default();
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                f.push(&rest[..n]);
+                rest = &rest[n..];
+                i += 1;
+                while let Some(fr) = f.next_frame().unwrap() {
+                    got.push(fr);
+                }
+            }
+            prop_assert_eq!(got, ps.into_iter().map(Frame::Packet).collect::<Vec<_>>());
+            let mut f = Framer::default();
+            for c in junk.chunks(7) {
+                f.push(c);
+                while let Ok(Some(_)) = f.next_frame() {}
+            }
+        }
+    }
+
+    #[test]
+    fn framer_skips_a_publish_above_the_limit() {
+        let big = Packet::Publish {
+            topic: "telemetry/dl1/firmware".into(),
+            id: Some(3),
+            dup: false,
+            retain: true,
+            payload: vec![0xAB; MAX_PACKET + 10],
+        }
+        .encode();
+        let mut stream = big.clone();
+        stream.extend_from_slice(&Packet::PingResp.encode());
+        let mut f = Framer::default();
+        let mut got = Vec::new();
+        for c in stream.chunks(4096) {
+            f.push(c);
+            while let Some(fr) = f.next_frame().unwrap() {
+                got.push(fr);
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                Frame::TooLarge(big.len() - 4),
+                Frame::Packet(Packet::PingResp)
+            ]
+        );
+        // Any other packet above the limit is an error.
+        let mut f = Framer::default();
+        f.push(&[0x90, 0xFF, 0xFF, 0x7F]);
+        assert_eq!(f.next_frame(), Err(DecodeError::Length));
     }
 }

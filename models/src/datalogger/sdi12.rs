@@ -99,7 +99,10 @@ impl Command {
             "I" => Command::Identify(addr),
             "V" => Command::Verify(addr),
             _ => {
-                let (head, tail) = rest.split_at(1.min(rest.len()));
+                // The first character, whatever its width (a non-ASCII byte
+                // arrives as U+FFFD, three bytes).
+                let first = rest.chars().next().map_or(0, char::len_utf8);
+                let (head, tail) = rest.split_at(first);
                 match head {
                     "A" => {
                         let mut t = tail.chars();
@@ -530,8 +533,8 @@ impl Recorder {
         if a.chars().next()? != addr || rest.len() != 4 {
             return None;
         }
-        let ttt: u64 = rest[..3].parse().ok()?;
-        let n: usize = rest[3..].parse().ok()?;
+        let ttt: u64 = rest.get(..3)?.parse().ok()?;
+        let n: usize = rest.get(3..)?.parse().ok()?;
         let mut t = now;
         if ttt > 0 {
             t = sensor.ready_at()?;
@@ -745,6 +748,20 @@ mod tests {
         #[test]
         fn parse_is_total(bytes in prop::collection::vec(any::<u8>(), 0..12)) {
             let _ = Command::parse(&bytes);
+        }
+
+        /// An address, then a non-ASCII byte: the case that once panicked.
+        #[test]
+        fn non_ascii_after_the_address_is_refused(
+            a in "[0-9a-zA-Z]",
+            b in prop::collection::vec(0x80u8.., 1..4),
+            tail in prop::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let mut bytes = a.into_bytes();
+            bytes.extend_from_slice(&b);
+            bytes.extend_from_slice(&tail);
+            bytes.push(b'!');
+            prop_assert!(Command::parse(&bytes).is_err());
         }
 
         #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use fieldtwin_emulator::site::{InputConfig, InputKind, Quantity, default_range};
 
-use super::sdi12;
+use super::{sdi12, serial};
 use crate::field::physics::noise;
 
 /// Status of one sample (stored in the record; docs/datalogger.md).
@@ -196,6 +196,8 @@ pub struct Input {
     pub config: InputConfig,
     pub process: Process,
     pub wiring: Wiring,
+    /// Baud rate the logger's serial ports run at (set over USB).
+    pub baud: u32,
     period: Duration,
     next: Duration,
     /// Pulse inputs: pulses counted, and the process volume when counting resumed.
@@ -203,6 +205,9 @@ pub struct Input {
     volume_base: Option<f64>,
     /// SDI-12 inputs: the sensor on the line.
     sdi12: Option<sdi12::Sensor>,
+    /// RS-485 / RS-232 inputs: the transmitter on the line.
+    rs485: Option<serial::ModbusSensor>,
+    rs232: Option<serial::AsciiSensor>,
     last_value: Option<f64>,
 }
 
@@ -274,6 +279,27 @@ impl Input {
                     None => (Status::NoResponse, f64::NAN, f64::NAN),
                 }
             }
+            InputKind::Rs485 => {
+                let unit = self.config.unit.unwrap_or(1);
+                let sensor = self
+                    .rs485
+                    .get_or_insert_with(|| serial::ModbusSensor::new(unit));
+                sensor.reading = self.process.value(t) as f32;
+                sensor.connected = !broken && self.baud == serial::SENSOR_BAUD;
+                match serial::modbus_measure(sensor, unit) {
+                    Some(v) => (Status::Ok, v, v),
+                    None => (Status::NoResponse, f64::NAN, f64::NAN),
+                }
+            }
+            InputKind::Rs232 => {
+                let sensor = self.rs232.get_or_insert_with(serial::AsciiSensor::new);
+                sensor.reading = self.process.value(t);
+                sensor.connected = !broken && self.baud == serial::SENSOR_BAUD;
+                match serial::ascii_measure(sensor) {
+                    Some(v) => (Status::Ok, v, v),
+                    None => (Status::NoResponse, f64::NAN, f64::NAN),
+                }
+            }
         };
         Sample {
             input: index,
@@ -303,11 +329,14 @@ impl Bank {
                     config: c.clone(),
                     process: Process::new(c.quantity, seed, 0xD17A + i as u64),
                     wiring: Wiring::Sound,
+                    baud: serial::SENSOR_BAUD,
                     period,
                     next: now,
                     pulses: pulses.get(i).copied().unwrap_or(0),
                     volume_base: None,
                     sdi12: None,
+                    rs485: None,
+                    rs232: None,
                     last_value: None,
                 }
             })
@@ -455,6 +484,46 @@ mod tests {
         assert_eq!(s[0].status, Status::FaultLow);
         assert_eq!(s[0].raw, 0.0);
         assert_eq!(s[4].status, Status::NoResponse);
+    }
+
+    #[test]
+    fn serial_sensors_read_the_process_over_their_protocols() {
+        use fieldtwin_emulator::site::InputKind;
+        let mut cfg = default_inputs();
+        cfg[1].kind = InputKind::Rs485; // pressure, bar
+        cfg[1].unit = Some(12);
+        cfg[0].kind = InputKind::Rs232; // level, m
+        let mut b = Bank::new(&cfg, 5, Duration::ZERO, &[]);
+        let t = Duration::from_secs(7200);
+        let (s, _) = b.due(t);
+        let last = |i: u8| *s.iter().rfind(|x| x.input == i).unwrap();
+        let (level, pressure) = (last(0), last(1));
+        assert_eq!(pressure.status, Status::Ok);
+        let pv = b.inputs[1].process.value(pressure.at.as_secs_f64());
+        assert_eq!(pressure.value, f64::from(pv as f32), "float32 registers");
+        assert_eq!(level.status, Status::Ok);
+        let pv = b.inputs[0].process.value(level.at.as_secs_f64());
+        assert!((level.value - pv).abs() <= 0.0005, "{level:?} {pv}");
+        b.inputs[0].wiring = Wiring::Broken;
+        b.inputs[1].wiring = Wiring::Broken;
+        let (s, _) = b.due(Duration::from_secs(7260));
+        assert!(
+            s.iter()
+                .filter(|x| x.input < 2)
+                .all(|x| x.status == Status::NoResponse)
+        );
+        // Sound wires, but the ports at another baud rate than the
+        // transmitters': nothing readable comes back.
+        b.inputs[0].wiring = Wiring::Sound;
+        b.inputs[1].wiring = Wiring::Sound;
+        b.inputs[0].baud = 4800;
+        b.inputs[1].baud = 19200;
+        let (s, _) = b.due(Duration::from_secs(7320));
+        assert!(
+            s.iter()
+                .filter(|x| x.input < 2)
+                .all(|x| x.status == Status::NoResponse)
+        );
     }
 
     #[test]

@@ -280,6 +280,58 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_works_beside_a_large_firmware_image_across_reopen() {
+        // A 100 kB firmware image is a large value (a file of its own in the
+        // NV store); ring writes in the same namespace neither rewrite nor
+        // lose it, and the ring reopens as it was.
+        use fieldtwin_emulator::storage::LARGE_DIR;
+        let dir = tempfile::tempdir().unwrap();
+        let image: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let files = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+            let mut v: Vec<_> = std::fs::read_dir(dir.path().join(LARGE_DIR))
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.path(), e.metadata().unwrap().modified().unwrap())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        {
+            let store = Store::open(Some(dir.path())).unwrap();
+            let nv = store.device("dl1").unwrap();
+            nv.put_raw(crate::security::firmware::IMAGE_KEY, &image)
+                .unwrap();
+            let before = files();
+            assert_eq!(before.len(), 1, "{before:?}");
+            let mut ring = Ring::open(nv.clone(), 64).unwrap();
+            for _ in 0..10 {
+                let mut rs: Vec<Record> = (0..10).map(rec).collect();
+                ring.append(&mut rs).unwrap();
+            }
+            ring.acknowledge(50).unwrap();
+            assert_eq!(files(), before, "a ring write touched the image");
+        }
+        let store = Store::open(Some(dir.path())).unwrap();
+        let nv = store.device("dl1").unwrap();
+        assert_eq!(
+            nv.get_raw(crate::security::firmware::IMAGE_KEY)
+                .unwrap()
+                .unwrap(),
+            image
+        );
+        let ring = Ring::open(nv, 64).unwrap();
+        assert_eq!((ring.head(), ring.sent(), ring.pending()), (100, 50, 50));
+        assert_eq!(ring.overwritten(), 36);
+        let un = ring.unsent(100).unwrap();
+        assert_eq!(
+            un.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (50..100).collect::<Vec<u32>>()
+        );
+    }
+
+    #[test]
     fn a_record_whose_head_update_was_lost_is_adopted() {
         let store = Store::open(None).unwrap();
         let nv = store.device("dl1").unwrap();

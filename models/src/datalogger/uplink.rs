@@ -13,6 +13,15 @@
 //!   counts as delivered only when its PUBACK arrives, and the ring's `sent`
 //!   counter moves then (flushed to NV), so a record is sent again after
 //!   any failure before its PUBACK and never after.
+//! - Every session subscribes (QoS 1) to the firmware topic; a retained
+//!   image there arrives in the session. Unless the session was
+//!   interrupted, it ends with a PINGREQ round trip (so an image the broker
+//!   sent after the SUBACK has arrived), hands every image to
+//!   `on_firmware` (the model judges and installs it, [`super::ota`]) and
+//!   publishes the report it returns on `FIRMWARE_TOPIC/status` (QoS 1,
+//!   retained) before DISCONNECT. An image above [`mqtt::MAX_PACKET`] is
+//!   skipped on the stream and handed over as [`FirmwareOffer::TooLarge`].
+//!   Firmware comes over this cellular path only.
 //! - A session ends when nothing is left, when it has lasted `session_max`
 //!   of virtual time, when coverage or power goes ([`SessionEnd`]), or on
 //!   any error; it always closes the stream. A message already sent waits
@@ -57,6 +66,8 @@ pub enum UplinkError {
     Refused(u8, &'static str),
     #[error("MQTT: {0}")]
     Protocol(String),
+    #[error("the server answered HTTP {0} {1}")]
+    Http(u16, String),
     #[error("the broker did not answer within {0:?}")]
     Timeout(Duration),
     #[error("network: {0}")]
@@ -74,6 +85,8 @@ pub enum SessionEnd {
     TimeLimit,
     /// Coverage or power went.
     Interrupted,
+    /// The server closed the connection (HTTPS); records remain.
+    Closed,
 }
 
 /// What one session did.
@@ -85,6 +98,17 @@ pub struct SessionReport {
     pub delivered: (u64, u64),
     /// Virtual time the session lasted.
     pub duration: Duration,
+    /// Messages received on the firmware topic.
+    pub firmware: usize,
+}
+
+/// A message received on the firmware topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirmwareOffer {
+    /// The payload (an image, if the sender is honest).
+    Image(Vec<u8>),
+    /// A message of this many bytes, too large to take: skipped.
+    TooLarge(usize),
 }
 
 /// The TLS client context: TLS 1.2 only, the seed's suites.
@@ -122,6 +146,13 @@ pub struct Session<'a> {
     pub username: &'a str,
     pub password: &'a str,
     pub topic: String,
+    /// Upload by HTTPS POST to this path instead of MQTT ([`super::https`]).
+    pub https_path: Option<&'a str>,
+    /// Topic the session subscribes to for firmware images (retained).
+    pub firmware_topic: String,
+    /// Judges a firmware message (and installs it); returns the status
+    /// report to publish, if any.
+    pub on_firmware: &'a (dyn Fn(&FirmwareOffer) -> Option<String> + Send + Sync),
     pub ring: &'a Mutex<Ring>,
     pub clock: &'a Clock,
     pub session_max: Duration,
@@ -131,7 +162,11 @@ pub struct Session<'a> {
 
 struct Conn {
     s: SslStream<BoxStream>,
-    buf: Vec<u8>,
+    framer: mqtt::Framer,
+    /// Topic whose messages are kept (the firmware topic).
+    wanted: String,
+    /// Messages received on it.
+    incoming: Vec<FirmwareOffer>,
 }
 
 impl Conn {
@@ -141,30 +176,51 @@ impl Conn {
         Ok(())
     }
 
-    async fn recv(&mut self) -> Result<Packet, UplinkError> {
+    async fn recv(&mut self) -> Result<mqtt::Frame, UplinkError> {
         let fut = async {
             loop {
-                match mqtt::decode(&self.buf) {
-                    Ok(Some((p, used))) => {
-                        self.buf.drain(..used);
-                        return Ok(p);
-                    }
+                match self.framer.next_frame() {
+                    Ok(Some(f)) => return Ok(f),
                     Ok(None) => {}
                     Err(e) => return Err(UplinkError::Protocol(e.to_string())),
                 }
-                let mut chunk = [0u8; 4096];
+                let mut chunk = [0u8; 16384];
                 let n = self.s.read(&mut chunk).await?;
                 if n == 0 {
                     return Err(UplinkError::Protocol(
                         "the broker closed the connection".into(),
                     ));
                 }
-                self.buf.extend_from_slice(&chunk[..n]);
+                self.framer.push(&chunk[..n]);
             }
         };
         tokio::time::timeout(ACK_TIMEOUT, fut)
             .await
             .map_err(|_| UplinkError::Timeout(ACK_TIMEOUT))?
+    }
+
+    /// The next packet that is not a PUBLISH to the logger: those are
+    /// acknowledged (QoS 1), and kept in `incoming` when on the wanted
+    /// topic (an empty payload clears a retained message: nothing to keep).
+    async fn next(&mut self) -> Result<Packet, UplinkError> {
+        loop {
+            match self.recv().await? {
+                mqtt::Frame::Packet(Packet::Publish {
+                    topic, id, payload, ..
+                }) => {
+                    if let Some(id) = id {
+                        self.send(&Packet::PubAck(id)).await?;
+                    }
+                    if topic == self.wanted && !payload.is_empty() {
+                        self.incoming.push(FirmwareOffer::Image(payload));
+                    }
+                }
+                // Skipped without its packet id: no PUBACK (a clean session
+                // leaves nothing for the broker to send again).
+                mqtt::Frame::TooLarge(n) => self.incoming.push(FirmwareOffer::TooLarge(n)),
+                mqtt::Frame::Packet(p) => return Ok(p),
+            }
+        }
     }
 }
 
@@ -183,6 +239,15 @@ impl Session<'_> {
     /// Runs one session.
     pub async fn run(self) -> Result<SessionReport, UplinkError> {
         let start = self.clock.now();
+        let s = self.open().await?;
+        match self.https_path {
+            Some(path) => super::https::session(&self, s, path, start).await,
+            None => self.mqtt(s, start).await,
+        }
+    }
+
+    /// The TCP connection (through the carrier NAT) and the TLS handshake.
+    async fn open(&self) -> Result<SslStream<BoxStream>, UplinkError> {
         let tcp = self
             .stack
             .connect_tcp_carrier(self.broker, self.nat_pick)
@@ -199,7 +264,21 @@ impl Session<'_> {
             .await
             .map_err(|_| UplinkError::Timeout(ACK_TIMEOUT))?
             .map_err(|e| UplinkError::Tls(e.to_string()))?;
-        let mut c = Conn { s, buf: Vec::new() };
+        Ok(s)
+    }
+
+    /// The MQTT part of a session on the open TLS stream.
+    async fn mqtt(
+        &self,
+        s: SslStream<BoxStream>,
+        start: Duration,
+    ) -> Result<SessionReport, UplinkError> {
+        let mut c = Conn {
+            s,
+            framer: mqtt::Framer::default(),
+            wanted: self.firmware_topic.clone(),
+            incoming: Vec::new(),
+        };
         c.send(&Packet::Connect {
             client_id: self.device_id.to_string(),
             username: Some(self.username.to_string()),
@@ -208,7 +287,7 @@ impl Session<'_> {
             clean_session: true,
         })
         .await?;
-        match c.recv().await? {
+        match c.next().await? {
             Packet::ConnAck { code: 0, .. } => {}
             Packet::ConnAck { code, .. } => {
                 return Err(UplinkError::Refused(code, connack_reason(code)));
@@ -219,9 +298,24 @@ impl Session<'_> {
                 )));
             }
         }
+        c.send(&Packet::Subscribe {
+            id: 1,
+            topics: vec![(self.firmware_topic.clone(), 1)],
+        })
+        .await?;
+        // A refused subscription (return code 0x80) is no reason to keep
+        // the records: the session goes on without firmware.
+        match c.next().await? {
+            Packet::SubAck { id: 1, .. } => {}
+            other => {
+                return Err(UplinkError::Protocol(format!(
+                    "expected SUBACK, got {other:?}"
+                )));
+            }
+        }
         let first = lock(self.ring).sent();
         let mut messages = 0u64;
-        let mut id: u16 = 0;
+        let mut id: u16 = 1;
         let end = loop {
             if (self.stop)() {
                 break SessionEnd::Interrupted;
@@ -243,7 +337,7 @@ impl Session<'_> {
             })
             .await?;
             loop {
-                match c.recv().await? {
+                match c.next().await? {
                     Packet::PubAck(a) if a == id => break,
                     Packet::PubAck(_) | Packet::PingResp => {}
                     other => {
@@ -256,6 +350,11 @@ impl Session<'_> {
             lock(self.ring).acknowledge(last + 1)?;
             messages += 1;
         };
+        let firmware = if end == SessionEnd::Interrupted {
+            0
+        } else {
+            self.firmware(&mut c, &mut id).await?
+        };
         let _ = c.send(&Packet::Disconnect).await;
         let _ = c.s.shutdown().await;
         Ok(SessionReport {
@@ -263,7 +362,53 @@ impl Session<'_> {
             messages,
             delivered: (first, lock(self.ring).sent()),
             duration: self.clock.now().saturating_sub(start),
+            firmware,
         })
+    }
+
+    /// The end of a session: a round trip, so a retained firmware image
+    /// sent after the SUBACK has arrived, then every firmware message
+    /// judged and its report published. Returns the number of messages.
+    async fn firmware(&self, c: &mut Conn, id: &mut u16) -> Result<usize, UplinkError> {
+        c.send(&Packet::PingReq).await?;
+        loop {
+            match c.next().await? {
+                Packet::PingResp => break,
+                Packet::PubAck(_) => {}
+                other => {
+                    return Err(UplinkError::Protocol(format!(
+                        "expected PINGRESP, got {other:?}"
+                    )));
+                }
+            }
+        }
+        let offers = std::mem::take(&mut c.incoming);
+        for offer in &offers {
+            let Some(report) = (self.on_firmware)(offer) else {
+                continue;
+            };
+            *id = id.wrapping_add(1).max(1);
+            c.send(&Packet::Publish {
+                topic: format!("{}/status", self.firmware_topic),
+                id: Some(*id),
+                dup: false,
+                retain: true,
+                payload: report.into_bytes(),
+            })
+            .await?;
+            loop {
+                match c.next().await? {
+                    Packet::PubAck(a) if a == *id => break,
+                    Packet::PubAck(_) | Packet::PingResp => {}
+                    other => {
+                        return Err(UplinkError::Protocol(format!(
+                            "expected PUBACK {id}, got {other:?}"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(offers.len())
     }
 }
 

@@ -154,7 +154,7 @@ pub fn parse(line: &[u8]) -> Result<Cmd, Refusal> {
         ("at", []) => Ok(Cmd::At("AT".into())),
         ("at", r) => {
             let cmd = r.join(" ");
-            if cmd.len() >= 2 && cmd[..2].eq_ignore_ascii_case("at") {
+            if cmd.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("at")) {
                 Ok(Cmd::At(cmd))
             } else {
                 Err(refuse(format!("{cmd:?} is not an AT command (AT...)")))
@@ -182,7 +182,7 @@ pub struct Snapshot {
     pub baud: u32,
     pub health: &'static str,
     pub unsent: u64,
-    pub firmware: &'static str,
+    pub firmware: String,
 }
 
 /// One trace line (real-time only).
@@ -211,7 +211,7 @@ pub fn at_answer(cmd: &str, s: &Snapshot) -> String {
         .map_or(99, |r| ((r + 113.0) / 2.0).clamp(0.0, 31.0) as u32);
     match up.as_str() {
         "AT" => "OK".into(),
-        "ATI" => "fieldtwin cellular modem\r\nRevision: FT-MODEM 1.0\r\nOK".into(),
+        "ATI" => "LTE-M cellular module\r\nRevision: 01.000.000\r\nOK".into(),
         "AT+CSQ" => format!("+CSQ: {csq},99\r\nOK"),
         "AT+CREG?" => format!("+CREG: 0,{}\r\nOK", if s.attached { 1 } else { 2 }),
         "AT+COPS?" => {
@@ -277,14 +277,14 @@ mod tests {
             rssi_dbm: Some(-85.0),
             technology: "4G".into(),
             attached: true,
-            apn: "fieldtwin.iot".into(),
+            apn: "internet".into(),
             baud: 9600,
             health: "ok",
             unsent: 0,
-            firmware: "1.0",
+            firmware: "001.000.000".into(),
         };
         assert_eq!(at_answer("AT+CSQ", &s), "+CSQ: 14,99\r\nOK");
-        assert!(at_answer("at+cgdcont?", &s).contains("fieldtwin.iot"));
+        assert!(at_answer("at+cgdcont?", &s).contains("internet"));
         assert_eq!(at_answer("AT+CFUN=0", &s), "ERROR");
     }
 

@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod inputs;
 pub mod label;
 pub mod node;
+pub mod ntp;
 pub mod policy;
 pub mod registers;
 pub mod topology;
@@ -219,7 +220,7 @@ impl PanelServer {
             rstp: cfg.rstp,
             wifi: WifiSettings::default(),
             ieee802154: false,
-            ntp_server: None,
+            ntp_server: cfg.ntp_server.map(|ip| ip.to_string()),
             pairing: Vec::new(),
             modbus_devices: None,
         };

@@ -5,9 +5,13 @@
 //! Contract (DOCA0211 "Security Features", "Disable Unused Features"):
 //! - [`run`] is the boot sequence: verify the stored firmware image's
 //!   Ed25519 signature (a bad one fails the boot: health "Out of order"),
-//!   load or create NV settings, accounts and the TLS certificate, then
-//!   start Modbus TCP (502, per interface), HTTPS (443) and DPWS (UDP 3702 +
-//!   TCP metadata port) as configured.
+//!   load or create NV settings, then start Modbus TCP (502, per
+//!   interface), HTTPS (443) and DPWS (UDP 3702 + TCP metadata port) as
+//!   configured. Nothing on this path hashes a password or generates a key:
+//!   the web accounts and the TLS certificate of a first boot are made by
+//!   their first user through [`crate::security::work`] (see
+//!   [`crate::security`]), so the device answers Modbus, DPWS and the
+//!   network as soon as it is powered.
 //! - Every service runs under the node's generation token: a soft reboot
 //!   (page, API) stops them all, closes their ports, and runs [`run`] again.
 //! - [`Node::apply`] restarts only the services whose settings changed, so
@@ -27,7 +31,7 @@ use super::{PanelServer, SETTINGS_KEY, Settings, web};
 use crate::proto::firmware::{self, Image};
 use crate::proto::modbus::server;
 use crate::security::audit::Kind;
-use crate::security::{self, Surface, accounts};
+use crate::security::{self, Surface};
 /// NV key of the reason for the next boot (set before a soft reboot).
 pub const RESTART_KEY: &str = "restart_reason";
 /// NV key set at first boot, once the site's wireless devices are paired; it
@@ -71,6 +75,8 @@ pub struct Node {
     tracker: TaskTracker,
     modbus: tokio::sync::Mutex<Option<Group>>,
     dpws: tokio::sync::Mutex<Option<Group>>,
+    ntp: tokio::sync::Mutex<Option<Group>>,
+    ntp_status: Mutex<super::ntp::Status>,
 }
 
 impl Deref for Node {
@@ -139,7 +145,37 @@ impl Node {
         if (old.dpws, old.dpws_port) != (new.dpws, new.dpws_port) {
             self.start_dpws().await?;
         }
+        if old.ntp_server != new.ntp_server {
+            self.start_ntp().await;
+        }
         Ok(())
+    }
+
+    /// The NTP client's last outcome.
+    pub fn ntp_status(&self, f: impl FnOnce(&mut super::ntp::Status)) -> super::ntp::Status {
+        let mut s = self.ntp_status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
+        s.clone()
+    }
+
+    /// (Re)starts the NTP client for the configured server, if any.
+    async fn start_ntp(self: &Arc<Self>) {
+        let mut slot = self.ntp.lock().await;
+        if let Some(g) = slot.take() {
+            g.stop().await;
+        }
+        self.ntp_status(|s| *s = Default::default());
+        let Some(server) = self.settings().ntp_server else {
+            return;
+        };
+        let group = Group::new(&self.generation);
+        spawn_in(
+            &self.ctx,
+            &group.token,
+            &group.tracker,
+            super::ntp::run(self.clone(), server),
+        );
+        *slot = Some(group);
     }
 
     async fn start_modbus(self: &Arc<Self>) -> Result<(), BootError> {
@@ -297,18 +333,19 @@ pub fn run(
             force_wireless_off(&mut settings);
         }
         ctx.nv.put(SETTINGS_KEY, &settings)?;
-        accounts::ensure(&ctx.nv, &ps.default_password, ps.security.iterations).await?;
         let generation = ctx.power_lost().child_token();
         let node = Arc::new(Node {
             ps: ps.clone(),
             ctx: ctx.clone(),
             settings: Mutex::new(settings),
-            sec: Surface::new(ctx.clone(), ps.security.clone()),
+            sec: Surface::new(ctx.clone(), ps.security.clone(), &ps.default_password),
             image,
             generation,
             tracker: TaskTracker::new(),
             modbus: tokio::sync::Mutex::new(None),
             dpws: tokio::sync::Mutex::new(None),
+            ntp: tokio::sync::Mutex::new(None),
+            ntp_status: Mutex::new(Default::default()),
         });
         *ps.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&node);
         let reason: Option<String> = ctx.nv.get(RESTART_KEY)?;
@@ -355,6 +392,7 @@ pub fn run(
         node.start_modbus().await?;
         web::start(&node).await?;
         node.start_dpws().await?;
+        node.start_ntp().await;
         Ok(())
     }
     .boxed()
@@ -374,6 +412,7 @@ mod tests {
     use fieldtwin_emulator::storage::Store;
 
     use super::*;
+    use crate::security::accounts;
 
     /// Issue 8 defect 3: the Restart-button factory reset erases the Modbus
     /// topology, the pairing, the Wi-Fi access point password, the
@@ -384,6 +423,7 @@ mod tests {
         let mut dev = site.device("ps1").unwrap().clone();
         dev.panel_server.as_mut().unwrap().pbkdf2_iterations = Some(10);
         let ps = Arc::new(PanelServer::new(&site, &dev));
+        let running = ps.clone();
         let code = ps.label.device_code.clone();
         let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
         let mut rt = Runtime::new(
@@ -406,6 +446,9 @@ mod tests {
         .unwrap();
         assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
         let nv = rt.nv("ps1").unwrap();
+        // The accounts are made on first use (a login), not by the boot.
+        assert!(nv.get_raw(accounts::KEY).unwrap().is_none());
+        running.running().unwrap().accounts_ready().await.unwrap();
         let s: Settings = nv.get(SETTINGS_KEY).unwrap().unwrap();
         // Commissioned from the site file.
         assert_eq!(
@@ -444,7 +487,11 @@ mod tests {
         );
         assert_eq!(s.firmware, "002.004.000", "firmware kept");
         assert!(nv.get_raw(security::firmware::IMAGE_KEY).unwrap().is_some());
-        // New accounts (new salt), and the audit log starts again.
+        // The accounts are erased; the first use makes new ones (new salt),
+        // and the audit log starts again.
+        assert!(nv.get_raw(accounts::KEY).unwrap().is_none());
+        running.running().unwrap().accounts_ready().await.unwrap();
+        assert!(nv.get_raw(accounts::KEY).unwrap().is_some());
         assert_ne!(nv.get_raw(accounts::KEY).unwrap(), accounts_before);
         let log = security::audit::read(&nv).unwrap();
         assert!(
@@ -521,6 +568,110 @@ mod tests {
                 .any(|e| e.detail.contains("factory firmware restored")),
             "{log:?}"
         );
+        rt.power_off("ps1").await.unwrap();
+    }
+
+    /// Issue 15 item 1: nothing expensive on the boot path. With every slot
+    /// of the process-wide pool taken (as when thousands of devices make
+    /// their accounts and certificates), a first boot still completes and
+    /// the device answers Modbus at once; its accounts and certificate are
+    /// not made by the boot. A login arriving then waits for them rather
+    /// than failing, and succeeds once the pool is free; the first HTTPS
+    /// connection makes the certificate.
+    #[tokio::test]
+    async fn first_boot_answers_modbus_while_the_pool_is_busy() {
+        use crate::security::{login, tls, work};
+        use tokio_modbus::client::{Reader, tcp};
+        use tokio_modbus::slave::Slave;
+
+        let site = Site::default_site();
+        let mut dev = site.device("ps1").unwrap().clone();
+        dev.panel_server.as_mut().unwrap().pbkdf2_iterations = Some(10);
+        let ps = Arc::new(PanelServer::new(&site, &dev));
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        let mut rt = Runtime::new(
+            clock,
+            Store::open(None).unwrap(),
+            EventBus::new(),
+            Duration::from_secs(3600),
+        );
+        let ip = Ipv4Addr::new(127, 77, 57, 14);
+        let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+        ifs.insert("eth1".into(), Arc::new(HostStack::new(ip)));
+        rt.add(DeviceSetup {
+            device: ps.clone(),
+            interfaces: ifs,
+            rtc: RtcConfig::default(),
+            seed: 1,
+        })
+        .unwrap();
+        let busy = work::hold().await;
+        assert_eq!(work::free(), 0);
+        let on = tokio::time::timeout(Duration::from_secs(10), rt.power_on("ps1")).await;
+        assert_eq!(
+            on.expect("the boot waited for the pool").unwrap(),
+            Power::On
+        );
+        let port = fieldtwin_emulator::net::host::map_port(super::super::MODBUS_PORT);
+        let read = async {
+            let mut c = tcp::connect_slave((ip, port).into(), Slave(255)).await?;
+            c.read_holding_registers(10, 10).await
+        };
+        let regs = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("Modbus answered while the pool was busy")
+            .unwrap()
+            .unwrap();
+        assert_eq!(regs.len(), 10);
+        let nv = rt.nv("ps1").unwrap();
+        assert!(
+            nv.get_raw(accounts::KEY).unwrap().is_none(),
+            "no PBKDF2 at boot"
+        );
+        assert!(tls::load(&nv).unwrap().is_none(), "no certificate at boot");
+        // An HTTPS client arrives: its connection is accepted and waits; a
+        // login waits too.
+        let https = fieldtwin_emulator::net::host::map_port(web::HTTPS_PORT);
+        let _client = tokio::net::TcpStream::connect((ip, https)).await.unwrap();
+        let node = ps.running().unwrap();
+        let pw = ps.default_password.clone();
+        let n = node.clone();
+        let mut attempt =
+            tokio::spawn(async move { login::login(&n, "SecurityAdmin", &pw, "api").await });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut attempt)
+                .await
+                .is_err(),
+            "the login waits for the accounts"
+        );
+        assert!(nv.get_raw(accounts::KEY).unwrap().is_none());
+        assert!(tls::load(&nv).unwrap().is_none());
+        drop(busy);
+        let outcome = tokio::time::timeout(Duration::from_secs(10), attempt)
+            .await
+            .expect("the login ends once the pool is free")
+            .unwrap();
+        assert!(matches!(outcome, login::Outcome::Ok(_)), "login failed");
+        assert!(node.accounts_made());
+        let stored = nv
+            .get::<accounts::Accounts>(accounts::KEY)
+            .unwrap()
+            .unwrap();
+        assert!(stored.admin.verify(&ps.default_password));
+        let raw = nv.get_raw(accounts::KEY).unwrap().unwrap();
+        let clear = ps.default_password.as_bytes();
+        assert!(
+            !raw.windows(clear.len()).any(|w| w == clear),
+            "the password is stored in clear"
+        );
+        let t0 = std::time::Instant::now();
+        while tls::load(&nv).unwrap().is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no certificate made"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         rt.power_off("ps1").await.unwrap();
     }
 }

@@ -5,3 +5,4 @@
 pub mod dpws;
 pub mod firmware;
 pub mod modbus;
+pub mod ntp;

@@ -6,6 +6,10 @@
 //! - [`serve`] accepts connections on a device listener until the boot's
 //!   token is cancelled; every connection is tracked by the boot's tracker so
 //!   a reboot closes it. A TLS handshake has 10 s, request headers 30 s.
+//!   A connection that arrives before the device's certificate is made
+//!   waits for it first (at most [`super::work::READY_WAIT`], the making
+//!   started by the first one), so an HTTPS client right after power-on is
+//!   served late rather than refused; the listener keeps accepting.
 //! - [`refuse_oversized`] answers 413 to a request whose `Content-Length`
 //!   announces more than the model's upload limit, before reading any of the
 //!   body (a client announcing 1 GB and sending nothing must not hold a
@@ -23,7 +27,8 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use fieldtwin_emulator::device::{DeviceContext, TrackedListener};
-use tokio_rustls::TlsAcceptor;
+
+use super::tls::Acceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -36,7 +41,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(
     ctx: DeviceContext,
     mut listener: TrackedListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Acceptor>,
     app: Router,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -49,6 +54,7 @@ pub async fn serve(
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
         let tls = tls.clone();
         let t = token.clone();
+        let id = ctx.id.clone();
         ctx.spawn(tracker.track_future(async move {
             let conn = async move {
                 let mut builder = hyper::server::conn::http1::Builder::new();
@@ -61,8 +67,12 @@ pub async fn serve(
                     .auto_date_header(false);
                 match tls {
                     Some(acc) => {
+                        if let Err(e) = acc.ready().await {
+                            tracing::warn!("{}: HTTPS connection dropped: {e}", id);
+                            return;
+                        }
                         let Ok(Ok(s)) =
-                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(stream)).await
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.tls().accept(stream)).await
                         else {
                             return;
                         };

@@ -2,6 +2,10 @@
 //! lockout, with every outcome audited.
 //!
 //! Contract:
+//! - A login waits for the accounts ([`Surface::accounts_ready`]: made
+//!   from the initial password on first use); if they cannot be made in
+//!   time the attempt is [`Outcome::Unavailable`], neither counted nor
+//!   audited.
 //! - While locked, an attempt is refused without checking the password, is
 //!   not counted and is audited as refused.
 //! - The password hash is computed whatever the user name, so the answer time
@@ -19,6 +23,7 @@ use super::Surface;
 use super::accounts::{self, Accounts};
 use super::audit::Kind;
 use super::lockout::{Failure, Lockout};
+use super::work;
 
 /// NV key of the lockout state.
 pub const LOCKOUT_KEY: &str = "lockout";
@@ -31,10 +36,18 @@ pub enum Outcome {
     Wrong(String),
     /// Locked (before or because of this attempt).
     Locked(String),
+    /// Not checked: the accounts could not be made ready in time (a first
+    /// use while the pool of [`super::work`] is busy) or at all; nothing
+    /// is counted. The message says what to do.
+    Unavailable(String),
 }
 
 /// Checks a login made through `via` ("webpages", "api").
 pub async fn login(sec: &Surface, user: &str, pw: &str, via: &str) -> Outcome {
+    // A login right after the first boot waits for the accounts to be made.
+    if let Err(e) = sec.accounts_ready().await {
+        return Outcome::Unavailable(format!("Login not checked: {e}."));
+    }
     let _guard = sec.auth.lock().await;
     let nv = &sec.ctx.nv;
     let names = sec.config.accounts;
@@ -53,9 +66,7 @@ pub async fn login(sec: &Surface, user: &str, pw: &str, via: &str) -> Outcome {
                 (true, Some(h)) => h,
                 _ => a.admin,
             };
-            let verified = tokio::task::spawn_blocking(move || hash.verify(&pw))
-                .await
-                .unwrap_or(false);
+            let verified = work::run(move || hash.verify(&pw)).await.unwrap_or(false);
             verified && known && pw_len > 0
         }
         None => false,
@@ -126,6 +137,9 @@ fn count_failure(sec: &Surface, lock: &mut Lockout, via: &str, what: &str) -> Ou
 /// right (the failure count is reset), otherwise the refusal, counted and
 /// audited like a failed login. The caller holds `sec.auth`.
 pub async fn reauthenticate(sec: &Surface, current: &str, via: &str) -> Result<(), Outcome> {
+    if let Err(e) = sec.accounts_ready().await {
+        return Err(Outcome::Unavailable(format!("Not checked: {e}.")));
+    }
     let nv = &sec.ctx.nv;
     let mut lock: Lockout = nv.get(LOCKOUT_KEY).ok().flatten().unwrap_or_default();
     if let Some(refused) = refuse_if_locked(sec, &lock, via) {
@@ -134,10 +148,7 @@ pub async fn reauthenticate(sec: &Surface, current: &str, via: &str) -> Result<(
     let ok = match accounts::load(nv) {
         Some(a) => {
             let (hash, pw) = (a.admin, current.to_string());
-            tokio::task::spawn_blocking(move || hash.verify(&pw))
-                .await
-                .unwrap_or(false)
-                && !current.is_empty()
+            work::run(move || hash.verify(&pw)).await.unwrap_or(false) && !current.is_empty()
         }
         None => false,
     };

@@ -5,6 +5,11 @@
 //! the HTTPS server scaffolding (TLS acceptor, the device certificate kept in
 //! NV memory, cookies, security headers) and factory-reset helpers.
 //!
+//! Nothing here runs on a device's boot path that costs more than an NV
+//! read: the accounts' PBKDF2 hash and the certificate are made on first
+//! use through the process-wide pool of [`work`], and a client that arrives
+//! before they are ready waits for them (at most [`work::READY_WAIT`]).
+//!
 //! Contract: the rules that differ between models (password rules, lockout
 //! numbers, account names, TLS versions, session idle timeout) are a
 //! [`Config`] the model fills in; the code here is written once. Everything
@@ -23,8 +28,9 @@ pub mod password;
 pub mod reset;
 pub mod session;
 pub mod tls;
+pub mod work;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use fieldtwin_emulator::device::DeviceContext;
 
@@ -90,16 +96,50 @@ pub struct Surface {
     pub sessions: Mutex<session::Sessions>,
     /// Serialises logins, password changes and setting changes.
     pub auth: tokio::sync::Mutex<()>,
+    /// The device's initial web password (RAM only: NV memory holds its
+    /// hash once [`Surface::accounts_ready`] has made it).
+    initial_password: String,
+    /// The accounts in NV memory, made on first use.
+    accounts: Arc<work::Deferred<Result<(), String>>>,
 }
 
 impl Surface {
-    pub fn new(ctx: DeviceContext, config: Config) -> Self {
+    /// The surface of one boot; `initial_password` is the administrator's
+    /// password of a device without accounts (hashed on first use).
+    pub fn new(ctx: DeviceContext, config: Config, initial_password: &str) -> Self {
         Self {
             sessions: Mutex::new(session::Sessions::new(config.session)),
             ctx,
             config,
             auth: tokio::sync::Mutex::new(()),
+            initial_password: initial_password.to_string(),
+            accounts: Arc::new(work::Deferred::new()),
         }
+    }
+
+    /// Waits until the accounts exist in NV memory, making them from the
+    /// initial password if there are none (the first use after a first
+    /// boot); at most [`work::READY_WAIT`]. The error says what to do.
+    pub async fn accounts_ready(&self) -> Result<(), String> {
+        let nv = self.ctx.nv.clone();
+        let pw = self.initial_password.clone();
+        let it = self.config.iterations;
+        let made = self
+            .accounts
+            .get(
+                move || async move { accounts::ensure(&nv, &pw, it).await },
+                Result::is_err,
+                work::READY_WAIT,
+            )
+            .await;
+        made.unwrap_or_else(|| {
+            Err("the device is still preparing its accounts; try again in a minute".into())
+        })
+    }
+
+    /// Whether the accounts have been made (or found) in this boot.
+    pub fn accounts_made(&self) -> bool {
+        matches!(self.accounts.peek(), Some(Ok(())))
     }
 
     /// The device's site-time now (lockout and sessions run on it).

@@ -4,24 +4,32 @@
 //! Contract:
 //! - [`make`] builds a self-signed certificate for a [`CertificateSpec`]
 //!   (subject, the addresses/names of its SAN, validity from the device's
-//!   RTC); [`load_or_make`] keeps it
-//!   in NV memory under [`KEY`] so it survives reboots and changes only with
-//!   a factory reset or an explicit [`remake`] (a new address, for instance).
+//!   RTC); [`store`] keeps it in NV memory under [`KEY`] so it survives
+//!   reboots and changes only with a factory reset or an explicit
+//!   [`remake`] (a new address, for instance). [`remake_in_pool`] makes it
+//!   through the pool of [`super::work`].
 //! - [`acceptor`] offers exactly the model's [`Versions`], never below 1.2,
 //!   and ALPN `http/1.1`. [`reloadable_acceptor`] does the same with a
 //!   certificate that can be replaced while the server runs
 //!   ([`Reloadable::set`]; handshakes after the call get the new one).
+//! - [`deferred_acceptor`] starts without a certificate: the first client
+//!   makes it (its maker runs once, through the pool of [`super::work`]),
+//!   and every client waits for it in [`Acceptor::ready`] (at most
+//!   [`super::work::READY_WAIT`]) rather than failing its handshake. A boot
+//!   therefore never generates a key.
 //! - [`names_ip`] tells whether a certificate's SAN has an IPv4 address.
 
 use std::sync::Arc;
 
 use fieldtwin_emulator::device::BootError;
 use fieldtwin_emulator::storage::Nv;
+use futures::future::BoxFuture;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
 
 use super::password::{hex, unhex};
+use super::work;
 
 /// NV key of the TLS certificate and key.
 pub const KEY: &str = "tls";
@@ -101,9 +109,8 @@ pub fn load(nv: &Nv) -> Result<Option<Material>, BootError> {
     }))
 }
 
-/// Makes a new certificate for `spec` and stores it (replacing any).
-pub fn remake(nv: &Nv, spec: &CertificateSpec) -> Result<Material, BootError> {
-    let m = make(spec)?;
+/// Stores `m` (replacing any).
+pub fn store(nv: &Nv, m: &Material) -> Result<(), BootError> {
     nv.put(
         KEY,
         &Stored {
@@ -111,25 +118,44 @@ pub fn remake(nv: &Nv, spec: &CertificateSpec) -> Result<Material, BootError> {
             key_der: hex(&m.key_der),
         },
     )?;
+    Ok(())
+}
+
+/// Makes a new certificate for `spec` and stores it (replacing any).
+pub fn remake(nv: &Nv, spec: &CertificateSpec) -> Result<Material, BootError> {
+    let m = make(spec)?;
+    store(nv, &m)?;
     Ok(m)
 }
 
-/// The stored certificate, or a new one for `spec()` stored at once.
-pub fn load_or_make(
-    nv: &Nv,
-    spec: impl FnOnce() -> CertificateSpec,
-) -> Result<Material, BootError> {
-    match load(nv)? {
-        Some(m) => Ok(m),
-        None => remake(nv, &spec()),
-    }
+/// Makes a new certificate for `spec` in the pool of [`super::work`] and
+/// stores it (replacing any).
+pub async fn remake_in_pool(nv: &Nv, spec: CertificateSpec) -> Result<Material, BootError> {
+    let m = work::run(move || make(&spec))
+        .await
+        .ok_or_else(|| BootError::Other("certificate generation panicked".into()))??;
+    store(nv, &m)?;
+    Ok(m)
 }
 
+/// Makes the first certificate of a [`deferred_acceptor`].
+pub type Maker = Box<dyn Fn() -> BoxFuture<'static, Result<Material, BootError>> + Send + Sync>;
+
 /// The certificate a [`reloadable_acceptor`] serves; replaceable.
-#[derive(Debug)]
 pub struct Reloadable {
     provider: Arc<rustls::crypto::CryptoProvider>,
-    current: std::sync::RwLock<(Material, Arc<rustls::sign::CertifiedKey>)>,
+    current: std::sync::RwLock<Option<(Material, Arc<rustls::sign::CertifiedKey>)>>,
+    /// Whether the first certificate is made (by `maker`, on first use).
+    made: Arc<work::Deferred<Result<(), String>>>,
+    maker: Option<Maker>,
+}
+
+impl std::fmt::Debug for Reloadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloadable")
+            .field("ready", &self.made.is_ready())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reloadable {
@@ -149,17 +175,70 @@ impl Reloadable {
     /// Serves `m` from the next handshake on.
     pub fn set(&self, m: Material) -> Result<(), BootError> {
         let key = Self::certified(&self.provider, &m)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (m, key);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some((m, key));
+        self.made.set(Ok(()));
         Ok(())
     }
 
-    /// The certificate served now.
-    pub fn material(&self) -> Material {
+    /// The certificate served now; `None` before the first one is made.
+    pub fn material(&self) -> Option<Material> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .0
-            .clone()
+            .as_ref()
+            .map(|c| c.0.clone())
+    }
+
+    /// Waits until there is a certificate to serve, making the first one
+    /// if nobody has yet (at most [`work::READY_WAIT`]).
+    pub async fn ready(self: &Arc<Self>) -> Result<(), String> {
+        if self.made.is_ready() && self.material().is_some() {
+            return Ok(());
+        }
+        if self.maker.is_none() {
+            return Err("no certificate".into());
+        }
+        let me = self.clone();
+        let make = move || async move {
+            let maker = me.maker.as_ref().expect("checked above");
+            let m = maker().await.map_err(|e| e.to_string())?;
+            me.set(m).map_err(|e| e.to_string())
+        };
+        self.made
+            .get(make, Result::is_err, work::READY_WAIT)
+            .await
+            .unwrap_or_else(|| Err("the certificate is not ready yet".into()))
+    }
+}
+
+/// A TLS acceptor whose certificate may still be in the making: its
+/// handshakes wait for it ([`Acceptor::ready`]).
+#[derive(Clone)]
+pub struct Acceptor {
+    acceptor: TlsAcceptor,
+    certs: Option<Arc<Reloadable>>,
+}
+
+impl Acceptor {
+    /// An acceptor whose certificate is there already.
+    pub fn fixed(acceptor: TlsAcceptor) -> Self {
+        Self {
+            acceptor,
+            certs: None,
+        }
+    }
+
+    /// Waits until the certificate is there (see [`Reloadable::ready`]).
+    pub async fn ready(&self) -> Result<(), String> {
+        match &self.certs {
+            Some(c) => c.ready().await,
+            None => Ok(()),
+        }
+    }
+
+    /// The rustls acceptor (call [`Acceptor::ready`] first).
+    pub fn tls(&self) -> &TlsAcceptor {
+        &self.acceptor
     }
 }
 
@@ -168,13 +247,11 @@ impl rustls::server::ResolvesServerCert for Reloadable {
         &self,
         _hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .1
-                .clone(),
-        )
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.1.clone())
     }
 }
 
@@ -182,12 +259,40 @@ impl rustls::server::ResolvesServerCert for Reloadable {
 pub fn reloadable_acceptor(
     material: &Material,
     versions: Versions,
-) -> Result<(TlsAcceptor, Arc<Reloadable>), BootError> {
+) -> Result<(Acceptor, Arc<Reloadable>), BootError> {
+    with_certs(Some(material), None, versions)
+}
+
+/// A TLS acceptor like [`reloadable_acceptor`] that serves `material` if
+/// given, and otherwise makes its first certificate with `maker` when the
+/// first client arrives (see the module contract).
+pub fn deferred_acceptor(
+    material: Option<&Material>,
+    maker: Maker,
+    versions: Versions,
+) -> Result<(Acceptor, Arc<Reloadable>), BootError> {
+    with_certs(material, Some(maker), versions)
+}
+
+fn with_certs(
+    material: Option<&Material>,
+    maker: Option<Maker>,
+    versions: Versions,
+) -> Result<(Acceptor, Arc<Reloadable>), BootError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let key = Reloadable::certified(&provider, material)?;
+    let current = match material {
+        Some(m) => Some((m.clone(), Reloadable::certified(&provider, m)?)),
+        None => None,
+    };
+    let made = match current {
+        Some(_) => work::Deferred::ready(Ok(())),
+        None => work::Deferred::new(),
+    };
     let certs = Arc::new(Reloadable {
         provider: provider.clone(),
-        current: std::sync::RwLock::new((material.clone(), key)),
+        current: std::sync::RwLock::new(current),
+        made: Arc::new(made),
+        maker,
     });
     let err = |e: rustls::Error| BootError::Other(format!("TLS configuration: {e}"));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -196,7 +301,11 @@ pub fn reloadable_acceptor(
         .with_no_client_auth()
         .with_cert_resolver(certs.clone());
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((TlsAcceptor::from(Arc::new(cfg)), certs))
+    let acceptor = Acceptor {
+        acceptor: TlsAcceptor::from(Arc::new(cfg)),
+        certs: Some(certs.clone()),
+    };
+    Ok((acceptor, certs))
 }
 
 /// Whether the certificate's subject alternative names include `ip` (an
@@ -261,13 +370,13 @@ mod tests {
         let (_acceptor, certs) = reloadable_acceptor(&a, Versions::Tls12).unwrap();
         let b = make(&spec(&["10.77.74.202", "ps1"])).unwrap();
         certs.set(b.clone()).unwrap();
-        assert_eq!(certs.material(), b);
+        assert_eq!(certs.material(), Some(b.clone()));
         // A key that does not match its certificate is refused.
         let bad = Material {
             cert_der: a.cert_der.clone(),
             key_der: b.key_der.clone(),
         };
         assert!(certs.set(bad).is_err());
-        assert_eq!(certs.material(), b);
+        assert_eq!(certs.material(), Some(b));
     }
 }

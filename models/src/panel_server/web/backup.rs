@@ -47,7 +47,7 @@ pub(super) async fn backup_download(
     };
     let plain = serde_json::to_vec(&content).unwrap_or_default();
     let (pw, it) = (f.password.clone(), node.config.iterations);
-    let Ok(file) = tokio::task::spawn_blocking(move || sealed::seal(&plain, &pw, it)).await else {
+    let Some(file) = security::work::run(move || sealed::seal(&plain, &pw, it)).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     node.audit(
@@ -75,12 +75,12 @@ pub(super) async fn backup_restore(State(node): St, headers: HeaderMap, m: Multi
     let a = post_auth!(node, headers, &text(&f, "csrf"));
     let file = f.get("file").cloned().unwrap_or_default();
     let pw = text(&f, "password");
-    let opened = tokio::task::spawn_blocking(move || sealed::open(&file, &pw)).await;
+    let opened = security::work::run(move || sealed::open(&file, &pw)).await;
     let content = match opened {
-        Ok(Ok(plain)) => serde_json::from_slice::<BackupContent>(&plain)
+        Some(Ok(plain)) => serde_json::from_slice::<BackupContent>(&plain)
             .map_err(|e| format!("the backup content is not valid: {e}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("the backup could not be opened".to_string()),
     };
     let content = match content {
         Ok(c) => c,

@@ -213,21 +213,22 @@ impl Discovery {
             // No address yet (DHCP): nothing to advertise.
             return;
         }
-        let id = self.identity();
         let text = String::from_utf8_lossy(datagram);
+        // Most datagrams are other devices' Hello and Bye (every device of
+        // the segment announces itself): they are dropped before the
+        // identity is copied.
         let reply = match dpws::parse(&text) {
             Message::Probe { message_id, types } if dpws::matches(&types) => Some(
-                dpws::probe_matches(&id, &random_id(), &message_id, seq(&self.node)),
+                dpws::probe_matches(&self.identity(), &random_id(), &message_id, seq(&self.node)),
             ),
             Message::Resolve {
                 message_id,
                 address,
-            } if address == id.endpoint => Some(dpws::resolve_matches(
-                &id,
-                &random_id(),
-                &message_id,
-                seq(&self.node),
-            )),
+            } => {
+                let id = self.identity();
+                (address == id.endpoint)
+                    .then(|| dpws::resolve_matches(&id, &random_id(), &message_id, seq(&self.node)))
+            }
             _ => None,
         };
         if let Some(r) = reply {

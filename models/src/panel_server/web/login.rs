@@ -28,6 +28,12 @@ pub(super) async fn login_form(State(node): St, Form(f): Form<LoginForm>) -> Res
             (StatusCode::UNAUTHORIZED, Html(pages::login(Some(&m)))).into_response()
         }
         Outcome::Locked(m) => (StatusCode::FORBIDDEN, Html(pages::login(Some(&m)))).into_response(),
+        Outcome::Unavailable(m) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "30")],
+            Html(pages::login(Some(&m))),
+        )
+            .into_response(),
     }
 }
 
@@ -68,5 +74,13 @@ pub(super) async fn api_login(State(node): St, body: axum::body::Bytes) -> Respo
         Outcome::Ok(t) => Json(serde_json::json!({ "token": t })).into_response(),
         Outcome::Wrong(m) => api_error(StatusCode::UNAUTHORIZED, &m),
         Outcome::Locked(m) => api_error(StatusCode::FORBIDDEN, &format!("locked: {m}")),
+        Outcome::Unavailable(m) => {
+            let mut r = api_error(StatusCode::SERVICE_UNAVAILABLE, &m);
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("30"),
+            );
+            r
+        }
     }
 }

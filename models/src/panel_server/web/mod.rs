@@ -6,10 +6,12 @@
 //! Contract:
 //! - HTTPS on 443 of every interface; TLS 1.2 only unless the site file sets
 //!   `tls13 = true` (then 1.2 and 1.3); nothing below 1.2. The certificate is
-//!   an X.509v3 self-signed one made per device at first boot (rcgen) and
-//!   kept in NV memory until a factory reset; it names every interface
-//!   address, so a DHCP lease to an address it does not name makes a new
-//!   one, served from the next handshake. HTTP on 80 is not served.
+//!   an X.509v3 self-signed one made per device (rcgen) by the first HTTPS
+//!   client after the first boot — not during the boot, which only reads NV
+//!   memory; that client's handshake waits for it — and kept in NV memory
+//!   until a factory reset; it names every interface address, so a DHCP
+//!   lease to an address it does not name makes a new one, served from the
+//!   next handshake. HTTP on 80 is not served.
 //! - Server-rendered HTML pages (no JavaScript needed). Any page other than
 //!   the login page answers 303 -> /login without a valid session. Sessions
 //!   are random 256-bit tokens in a `Secure; HttpOnly; SameSite=Strict`
@@ -111,7 +113,13 @@ pub const MAX_UPLOAD: usize = 64 << 20;
 
 /// Starts HTTPS on every interface (a task of the node's boot).
 pub async fn start(node: &Arc<Node>) -> Result<(), BootError> {
-    let (acceptor, certs) = tls::reloadable_acceptor(&certificate(node)?, node.config.tls)?;
+    let n = node.clone();
+    let maker: tls::Maker = Box::new(move || {
+        let n = n.clone();
+        Box::pin(async move { tls::remake_in_pool(&n.ctx.nv, certificate_spec(&n)).await })
+    });
+    let (acceptor, certs) =
+        tls::deferred_acceptor(stored_certificate(node)?.as_ref(), maker, node.config.tls)?;
     follow_addresses(node, certs);
     let app = router(node.clone());
     for iface in node.ctx.interface_names() {
@@ -134,20 +142,14 @@ pub async fn start(node: &Arc<Node>) -> Result<(), BootError> {
 /// like the self-signed certificates of comparable gateways).
 pub const CERTIFICATE_VALIDITY: chrono::Duration = chrono::Duration::days(3652);
 
-/// The device certificate: made at first boot for the interfaces'
-/// addresses and the device id, kept in NV memory until a factory reset,
-/// and made again when an interface has an address it does not name (a
-/// DHCP lease, a new static address).
-fn certificate(node: &Node) -> Result<tls::Material, BootError> {
-    let m = tls::load_or_make(&node.ctx.nv, || certificate_spec(node))?;
-    if addresses(node)
-        .iter()
-        .all(|ip| tls::names_ip(&m.cert_der, *ip))
-    {
-        Ok(m)
-    } else {
-        tls::remake(&node.ctx.nv, &certificate_spec(node))
-    }
+/// The device certificate kept in NV memory, if it names every interface
+/// address. Otherwise (the first boot, after a factory reset, a DHCP lease
+/// or a new static address it does not name) a new one is made for the
+/// interfaces' addresses and the device id by the first HTTPS client, off
+/// the boot path, and kept until a factory reset.
+fn stored_certificate(node: &Node) -> Result<Option<tls::Material>, BootError> {
+    let ips = addresses(node);
+    Ok(tls::load(&node.ctx.nv)?.filter(|m| ips.iter().all(|ip| tls::names_ip(&m.cert_der, *ip))))
 }
 
 /// The interfaces' addresses now (none for a DHCP interface without lease).
@@ -176,10 +178,17 @@ fn follow_addresses(node: &Arc<Node>, certs: Arc<tls::Reloadable>) {
             // A static address never changes: `changed` then ends the task.
             while address.changed().await.is_ok() {
                 let ip = *address.borrow_and_update();
-                if ip.is_unspecified() || tls::names_ip(&certs.material().cert_der, ip) {
+                // Before the first certificate is made there is nothing to
+                // follow: it will name the addresses of its time.
+                let Some(served) = certs.material() else {
+                    continue;
+                };
+                if ip.is_unspecified() || tls::names_ip(&served.cert_der, ip) {
                     continue;
                 }
-                let made = tls::remake(&n.ctx.nv, &certificate_spec(&n)).and_then(|m| certs.set(m));
+                let made = tls::remake_in_pool(&n.ctx.nv, certificate_spec(&n))
+                    .await
+                    .and_then(|m| certs.set(m));
                 match made {
                     Ok(()) => n.ctx.emit(
                         "certificate",

@@ -132,6 +132,21 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         })
         .collect();
     let ntp = s.ntp_server.clone().unwrap_or_default();
+    let ntp_status = |node: &Node, s: &crate::panel_server::Settings| -> String {
+        if s.ntp_server.is_none() {
+            return String::new();
+        }
+        let st = node.ntp_status(|_| {});
+        match (st.error, st.last_sync) {
+            (Some(e), _) => format!("Not synchronised: {e}"),
+            (None, Some(t)) => format!(
+                "Last synchronisation: {} (corrected {:+.3} s)",
+                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                st.last_offset_s
+            ),
+            (None, None) => "Synchronising...".into(),
+        }
+    };
     let body = format!(
         r#"<section id="network"><h2>Network</h2><p>Topology: <strong>{topo}</strong></p><table><tr><th>Interface</th><th>IPv4 address</th></tr>{addrs}</table></section>
 <section id="network-communication"><h2>Network Communication</h2><form method="post" action="/settings/network-communication">{h}
@@ -157,7 +172,7 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <section id="datetime"><h2>Date &amp; time</h2><form method="post" action="/settings/datetime">{h}
 <label><input type="radio" name="mode" value="manual"{man}> Manual, UTC: <input type="datetime-local" name="datetime"></label>
 <label><input type="radio" name="mode" value="ntp"{nt}> NTP server <input name="ntp_server" value="{ntp}"></label>
-<button type="submit">Save</button></form></section>"#,
+<button type="submit">Save</button></form><p id="ntp-status">{ntp_status}</p></section>"#,
         m1 = checked(s.modbus.eth1),
         m2 = checked(s.modbus.eth2),
         mw = checked(s.modbus.wifi),
@@ -170,6 +185,7 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         man = checked(s.ntp_server.is_none()),
         nt = checked(s.ntp_server.is_some()),
         ntp = esc(&ntp),
+        ntp_status = esc(&ntp_status(node, &s)),
         perm = if node.wireless_permanently_off() {
             "permanently deactivated"
         } else {

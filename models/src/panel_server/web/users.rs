@@ -73,6 +73,7 @@ pub(super) async fn change_password(
     {
         let (code, m) = match refused {
             Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
+            Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
         };
         return (
@@ -86,8 +87,7 @@ pub(super) async fn change_password(
             .into_response();
     }
     let (new, it) = (f.new.clone(), node.config.iterations);
-    let Ok(hash) =
-        tokio::task::spawn_blocking(move || (!disable).then(|| Hashed::new(&new, it))).await
+    let Some(hash) = security::work::run(move || (!disable).then(|| Hashed::new(&new, it))).await
     else {
         return bad("Not changed: the new password could not be stored.".into());
     };

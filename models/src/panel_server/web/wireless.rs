@@ -92,6 +92,7 @@ pub(super) async fn add_wireless(
         {
             let (status, m) = match refused {
                 Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
+                Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
                 Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
             };
             return refusal(&node, &a.csrf, status, &m);
