@@ -224,4 +224,74 @@ mod tests {
             Header::parse("//! name: a\n//! description: b\nlet x = 1;\n//! tags: late\n").unwrap();
         assert!(h.tags.is_empty());
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A header line: a known or unknown key with any value, a
+        /// continuation, a comment, a blank or any text.
+        fn line() -> impl Strategy<Value = String> {
+            let key = prop_oneof![
+                proptest::sample::select(KEYS).prop_map(str::to_string),
+                "\\PC{0,12}",
+            ];
+            prop_oneof![
+                (key, "\\PC{0,30}").prop_map(|(k, v)| format!("//! {k}: {v}")),
+                "\\PC{0,30}".prop_map(|v| format!("//!   {v}")),
+                "\\PC{0,30}".prop_map(|v| format!("// {v}")),
+                Just(String::new()),
+                Just("//!".to_string()),
+                "\\PC{0,40}",
+            ]
+        }
+
+        proptest! {
+            /// Any text: a header, or an error naming a line of the text.
+            #[test]
+            fn any_text_parses_or_names_a_line(lines in prop::collection::vec(line(), 0..12)) {
+                let text = lines.join("\n");
+                match Header::parse(&text) {
+                    Ok(h) => {
+                        prop_assert!(!h.name.is_empty() && !h.description.is_empty());
+                        prop_assert!(h.timeout.as_secs_f64() < 1e12);
+                    }
+                    Err(e) => {
+                        prop_assert!(e.line >= 1 && e.line <= lines.len().max(1), "{e}");
+                        prop_assert!(!e.message.is_empty());
+                    }
+                }
+            }
+
+            /// Well-formed headers give back what they say.
+            #[test]
+            fn written_headers_read_back(
+                name in "[A-Za-z0-9][A-Za-z0-9 ]{0,20}[A-Za-z0-9]",
+                description in "[A-Za-z0-9][A-Za-z0-9 .,]{0,40}[A-Za-z0-9.]",
+                tags in prop::collection::vec("[a-z0-9_-]{1,8}", 0..4),
+                minutes in 0u64..100_000,
+            ) {
+                let mut text = format!("//! name: {name}\n//! description: {description}\n//! timeout: {minutes}min\n");
+                if !tags.is_empty() {
+                    text.push_str(&format!("//! tags: {}\n", tags.join(", ")));
+                }
+                text.push_str("\nlet x = 1;\n");
+                let h = Header::parse(&text).unwrap();
+                prop_assert_eq!(h.name, name);
+                prop_assert_eq!(h.description, description);
+                prop_assert_eq!(h.tags, tags);
+                prop_assert_eq!(h.timeout, Duration::from_secs(minutes * 60));
+            }
+
+            /// Any duration text parses to a finite duration or an error
+            /// quoting it.
+            #[test]
+            fn any_duration_text_parses_or_is_refused(t in "[0-9. a-z]{0,16}|\\PC{0,16}") {
+                match parse_duration(&t) {
+                    Ok(d) => prop_assert!(d.as_secs_f64() < 1e12),
+                    Err(e) => prop_assert!(e.contains(&format!("{t:?}")), "{}", e),
+                }
+            }
+        }
+    }
 }

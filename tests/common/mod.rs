@@ -27,6 +27,7 @@
 //! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
 //! | 160-169 | ps_datalog (issue 13: Panel Server logging and HTTPS publication; 162: TAP mode) |
 //! | 170 | security_e2e::security_first_https_logins_right_after_start_wait_and_succeed (issue 15) |
+//! | 180-189 | reliability (site-file ranges, kill -9 crash consistency, hostile web input) |
 
 #![allow(dead_code)]
 

@@ -73,6 +73,11 @@ impl Command {
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let text = String::from_utf8_lossy(bytes);
         let body = text.strip_suffix('!').ok_or(ParseError::NoTerminator)?;
+        // SDI-12 is 7-bit ASCII; anything else is no command (and would
+        // not split on character boundaries below).
+        if !bytes.is_ascii() {
+            return Err(ParseError::Unknown(text.to_string()));
+        }
         let mut chars = body.chars();
         let addr = chars
             .next()
@@ -718,6 +723,20 @@ mod tests {
             },
             _ => Command::Verify(a),
         })
+    }
+
+    #[test]
+    fn non_ascii_is_no_command() {
+        // Found by the fuzz target: a multi-byte character after the
+        // address panicked on a char boundary.
+        assert!(matches!(
+            Command::parse(b"5\x90!"),
+            Err(ParseError::Unknown(_))
+        ));
+        assert!(matches!(
+            Command::parse("0é!".as_bytes()),
+            Err(ParseError::Unknown(_))
+        ));
     }
 
     proptest! {

@@ -10,6 +10,10 @@
 //!   waits for it first (at most [`super::work::READY_WAIT`], the making
 //!   started by the first one), so an HTTPS client right after power-on is
 //!   served late rather than refused; the listener keeps accepting.
+//! - [`refuse_oversized`] answers 413 to a request whose `Content-Length`
+//!   announces more than the model's upload limit, before reading any of the
+//!   body (a client announcing 1 GB and sending nothing must not hold a
+//!   handler); a chunked body is cut at the limit by axum's body limit.
 //! - [`security_headers`] adds `Cache-Control: no-store`, `X-Frame-Options:
 //!   DENY`, `X-Content-Type-Options: nosniff` and HSTS to every answer.
 //! - Hyper adds no `Date` header: the model sets it from the device's RTC
@@ -85,6 +89,30 @@ pub async fn serve(
             };
             tokio::select! { _ = t.cancelled() => {} _ = conn => {} }
         }));
+    }
+}
+
+/// Refuses a request whose announced body is over `limit` bytes (an axum
+/// `from_fn_with_state` layer; the state is the limit).
+pub async fn refuse_oversized(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(n) if n > limit as u64 => {
+            let mut r = Response::new(axum::body::Body::from(format!(
+                "request body of {n} bytes is over the limit of {limit} bytes"
+            )));
+            *r.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+            r
+        }
+        _ => next.run(req).await,
     }
 }
 

@@ -284,6 +284,10 @@ fn router(node: Arc<Node>) -> Router {
         .route("/api/factory-reset", post(api_factory_reset))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            MAX_UPLOAD,
+            https::refuse_oversized,
+        ))
         .layer(axum::middleware::map_response(https::security_headers))
         .layer(axum::middleware::map_response_with_state(
             node.clone(),
