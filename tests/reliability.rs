@@ -1222,6 +1222,22 @@ fn hostile_web_input_leaves_the_login_page_answering() {
             assert!(want.contains(&code), "{what}: {code}\n{}", &text[..text.len().min(300)]);
             login_page_latency(&tls, &web).await;
         }
+        // A slow POST: 2000 bytes announced, 32 sent, then silence. The body
+        // has 10 s + 2000/1024 s: the server answers 408 and closes rather
+        // than holding the handler and the connection.
+        let mut slow = b"POST /login HTTP/1.1\r\nHost: panel-server\r\n\
+            Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 2000\r\n\r\n"
+            .to_vec();
+        slow.extend_from_slice(b"username=SecurityAdmin&password=");
+        let t0 = std::time::Instant::now();
+        let (code, text) = https(&tls, &web, &slow).await;
+        let took = t0.elapsed();
+        assert_eq!(code, 408, "slow body: {}", &text[..text.len().min(300)]);
+        assert!(
+            (Duration::from_secs(10)..Duration::from_secs(16)).contains(&took),
+            "slow body answered after {took:?}"
+        );
+        login_page_latency(&tls, &web).await;
     });
     let d = p.api("GET", "/api/v1/devices/ps1", "");
     assert_eq!(d["power"], "on", "{d}");

@@ -14,6 +14,11 @@
 //!   announces more than the model's upload limit, before reading any of the
 //!   body (a client announcing 1 GB and sending nothing must not hold a
 //!   handler); a chunked body is cut at the limit by axum's body limit.
+//!   The body must then arrive within [`BODY_GRACE`] plus one second per
+//!   [`BODY_MIN_RATE`] bytes announced (60 s when none is announced),
+//!   or the request gets 408 and the connection is closed: a client that
+//!   trickles its body (slow POST) holds neither a handler nor a connection
+//!   for long. The body is read before the handler runs.
 //! - [`security_headers`] adds `Cache-Control: no-store`, `X-Frame-Options:
 //!   DENY`, `X-Content-Type-Options: nosniff` and HSTS to every answer.
 //! - Hyper adds no `Date` header: the model sets it from the device's RTC
@@ -36,6 +41,11 @@ use tokio_util::task::TaskTracker;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a request body may take on top of its size at [`BODY_MIN_RATE`].
+pub const BODY_GRACE: Duration = Duration::from_secs(10);
+/// Slowest accepted body rate, in bytes per second: a body announcing N
+/// bytes may take 10 s + N / 1024 s (a 30 MB image over four hours).
+pub const BODY_MIN_RATE: u64 = 1024;
 
 /// Serves `app` over HTTP/1.1 on `listener`, through TLS when `tls` is set.
 pub async fn serve(
@@ -104,15 +114,46 @@ pub async fn refuse_oversized(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    match announced {
-        Some(n) if n > limit as u64 => {
-            let mut r = Response::new(axum::body::Body::from(format!(
-                "request body of {n} bytes is over the limit of {limit} bytes"
-            )));
-            *r.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
-            r
+    let answer = |status: axum::http::StatusCode, text: String| {
+        let mut r = Response::new(axum::body::Body::from(text));
+        *r.status_mut() = status;
+        if status == axum::http::StatusCode::REQUEST_TIMEOUT {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        _ => next.run(req).await,
+        r
+    };
+    if let Some(n) = announced
+        && n > limit as u64
+    {
+        return answer(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {n} bytes is over the limit of {limit} bytes"),
+        );
+    }
+    // A body of unknown length (chunked) gets the time of 60 KiB.
+    let budget =
+        BODY_GRACE + Duration::from_secs(announced.unwrap_or(60 * BODY_MIN_RATE) / BODY_MIN_RATE);
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(budget, axum::body::to_bytes(body, limit)).await {
+        Err(_) => answer(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s (bodies must arrive at {BODY_MIN_RATE} bytes/s or faster)",
+                budget.as_secs()
+            ),
+        ),
+        Ok(Err(_)) => answer(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over the limit of {limit} bytes, or cut short"),
+        ),
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
     }
 }
 
