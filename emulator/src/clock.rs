@@ -474,6 +474,14 @@ impl Clock {
 
     /// Jumps forward by `by`, waking every sleeper it passes in deadline order.
     pub fn advance(&self, by: Duration) {
+        self.advance_announced(by, |_| {});
+    }
+
+    /// [`Clock::advance`] that hands the status after the jump to
+    /// `announce` before it wakes any sleeper, so whatever `announce`
+    /// publishes (the clock event) comes before every consequence of the
+    /// jump, in the same order at every run.
+    pub fn advance_announced(&self, by: Duration, announce: impl FnOnce(ClockStatus)) {
         let due = {
             let mut st = self.lock();
             let wall = Instant::now();
@@ -481,6 +489,7 @@ impl Clock {
             let now = st.base.at(wall);
             st.timers.fire_due(now)
         };
+        announce(self.status());
         for (_, tx) in due {
             let _ = tx.send(());
         }
@@ -489,10 +498,7 @@ impl Clock {
 
     /// Jumps forward by a number of seconds given by a user.
     pub fn advance_secs(&self, secs: f64) -> Result<(), ClockError> {
-        if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
-            return Err(ClockError::BadAdvance(secs));
-        }
-        self.advance(Duration::from_secs_f64(secs));
+        self.advance(check_advance(secs)?);
         Ok(())
     }
 
@@ -533,6 +539,14 @@ impl Clock {
             missed: MissedTicks::Burst,
         }
     }
+}
+
+/// A jump of `secs` seconds given by a user, checked.
+pub fn check_advance(secs: f64) -> Result<Duration, ClockError> {
+    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
+        return Err(ClockError::BadAdvance(secs));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn check_speed(speed: f64) -> Result<(), ClockError> {

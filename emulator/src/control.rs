@@ -291,9 +291,13 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             Ok(Reply::Device(Box::new(rt.status(&device)?)))
         }
         Command::AdvanceClock { seconds } => {
-            rt.clock().advance_secs(seconds)?;
+            // The jump's clock event goes out before the jump wakes
+            // anything, so on the stream it precedes its consequences.
+            let by = crate::clock::check_advance(seconds)?;
+            rt.clock()
+                .advance_announced(by, |st| rt.events().send(Event::Clock(st)));
             rt.save_clock().await?;
-            clock_reply(rt)
+            Ok(Reply::Clock(rt.clock().status()))
         }
         Command::SetSpeed { speed } => {
             rt.clock().set_speed(speed)?;

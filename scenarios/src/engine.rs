@@ -268,8 +268,11 @@ impl Ctx {
         Ok(())
     }
 
+    /// Runs a command, then lets the site settle, so the events it causes
+    /// (a boot, a reboot) land before the next step.
     fn cmd(&self, v: Value) -> R<Dynamic> {
         let reply = self.site.command(&v).map_err(rerr)?;
+        self.site.settle(SETTLE);
         to_dyn(&reply)
     }
 
@@ -418,6 +421,9 @@ pub fn run(
     site: Arc<SiteClient>,
     on_step: impl Fn(&Step) + Send + Sync + 'static,
 ) -> ScenarioResult {
+    // What the site was doing before (boots, first sessions) has its say
+    // before the first step.
+    site.settle(SETTLE);
     let started = Instant::now();
     let first_event = site.events().len();
     let ctx = Arc::new(Ctx {

@@ -24,6 +24,8 @@ use crate::web::{self, WebResponse};
 /// A loopback address no host-mode device uses (127.77.S.N with N = 254 of
 /// segment 255), to tell the machine's wildcard listeners apart.
 const SPARE_LOOPBACK: &str = "127.77.255.254";
+/// Longest [`Site::settle`] waits for the site to go quiet.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
 
 /// One event seen on the stream.
 #[derive(Debug, Clone)]
@@ -195,10 +197,23 @@ impl SiteClient {
             .clone()
     }
 
-    /// Lets the site's tasks react (wall time; the site's clock may run
-    /// meanwhile at its speed).
-    pub fn settle(&self, wall: Duration) {
-        std::thread::sleep(wall);
+    /// Lets the site's tasks react: waits until no new event has arrived
+    /// for `quiet` of wall time (at most [`SETTLE_MAX`]; the site's clock
+    /// may run meanwhile at its speed). After a jump of a paused clock the
+    /// site goes quiet once every task the jump woke has had its say, so
+    /// what they report lands before the scenario's next step.
+    pub fn settle(&self, quiet: Duration) {
+        let count = || self.events.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let give_up = std::time::Instant::now() + SETTLE_MAX;
+        let mut seen = count();
+        loop {
+            std::thread::sleep(quiet);
+            let now = count();
+            if now == seen || std::time::Instant::now() >= give_up {
+                return;
+            }
+            seen = now;
+        }
     }
 
     /// The `host:port` a client uses for a device's service on `port`
