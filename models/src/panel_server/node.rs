@@ -239,6 +239,16 @@ impl Node {
             if let Some(g) = me.dpws.lock().await.take() {
                 g.stop().await;
             }
+            // The Modbus listeners are gone before the boot below binds
+            // port 502 again (cancelling alone leaves them open until their
+            // task is next polled: the new bind then fails, "address in
+            // use", and the device never comes back).
+            if let Some(g) = me.modbus.lock().await.take() {
+                g.stop().await;
+            }
+            if let Some(g) = me.ntp.lock().await.take() {
+                g.stop().await;
+            }
             me.generation.cancel();
             me.tracker.close();
             me.tracker.wait().await;
