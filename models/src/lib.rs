@@ -7,12 +7,15 @@
 //! - [`datalogger`]: the cellular Data Logger (sensors, NV ring, MQTTS uplink).
 //! - [`field`]: meters, PowerTags, environmental sensors and their physics.
 //! - [`serial_bus`]: the simulated RS-485 line of a Panel Server's Modbus-SL port.
+//! - [`evce`]: EV Charging Expert (web, SSH, SSDP, enrollment) and the
+//!   charging stations' SSDP.
 //! - [`passive`]: devices whose behaviour is not emulated yet.
 //! - [`workstation`]: the attacker/engineering node scenarios act from.
 //!
 //! [`build`] turns one `[[device]]` of the site file into a [`Device`].
 
 pub mod datalogger;
+pub mod evce;
 pub mod field;
 pub mod panel_server;
 pub mod passive;
@@ -38,6 +41,12 @@ pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
         }
         fieldtwin_emulator::site::Model::DataLogger => {
             Arc::new(datalogger::DataLogger::new(site, dev))
+        }
+        fieldtwin_emulator::site::Model::EVChargingExpert => {
+            Arc::new(evce::standalone::Evce::new(site, dev))
+        }
+        fieldtwin_emulator::site::Model::ChargingStation => {
+            Arc::new(evce::standalone::ChargingStation::new(dev))
         }
         _ => Arc::new(passive::Passive::new(dev)),
     }

@@ -38,6 +38,17 @@ pub enum Kind {
     Restored,
     FactoryReset,
     LogOverflow,
+    /// A remote-access service (SSH) was switched on or off.
+    ServiceEnabled,
+    ServiceDisabled,
+    /// A charging station was enrolled or removed (EVCE).
+    StationEnrolled,
+    StationRemoved,
+    /// A station connection was refused (not enrolled, or a rogue station
+    /// using an enrolled box id from another address).
+    StationRefused,
+    /// Removable media or a local console (SD card, USB/HDMI).
+    PhysicalAccess,
 }
 
 impl Kind {
@@ -60,6 +71,12 @@ impl Kind {
             Kind::Restored => "configuration restored",
             Kind::FactoryReset => "factory reset",
             Kind::LogOverflow => "audit log overflow",
+            Kind::ServiceEnabled => "service enabled",
+            Kind::ServiceDisabled => "service disabled",
+            Kind::StationEnrolled => "station enrolled",
+            Kind::StationRemoved => "station removed",
+            Kind::StationRefused => "station refused",
+            Kind::PhysicalAccess => "physical access",
         }
     }
 }

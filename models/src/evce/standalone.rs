@@ -1,0 +1,447 @@
+//! The EV Charging Expert and charging stations as devices with the
+//! surface of this folder only (web pages, SSH, SSDP, enrollment, factory
+//! reset), until the OCPP local controller's node (issue 11 items 2-4)
+//! lands and boots the same surface as part of its own boot.
+//!
+//! Contract (what the OCPP node must keep when it replaces this one):
+//! - Boot ([`boot_surface`]): the stored firmware image must verify
+//!   ([`super::policy::FIRMWARE_FAMILY`]) or the boot fails; at the very
+//!   first boot the site's charging stations are enrolled (the installer's
+//!   commissioning, [`COMMISSIONED_KEY`] then survives factory resets so a
+//!   reset EVCE starts with no station); the boot is audited with its
+//!   reason; HTTPS and SSH ([`super::web::start`]) and SSDP with discovery
+//!   ([`super::ssdp::serve`]) start on every interface under one boot
+//!   token.
+//! - [`super::web::Host::restart`] is a soft reboot: the boot's tasks stop
+//!   (SSDP says byebye), with `wipe` NV memory is erased except
+//!   [`SURVIVORS`] (firmware image, commissioning flag, RTC): accounts,
+//!   enrolled stations, SSH setting, audit log, and whatever the OCPP side
+//!   keeps (RFID badges, transaction history), then the boot runs again.
+//! - A charging station answers SSDP with its box id.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use fieldtwin_emulator::clock::Clock;
+use fieldtwin_emulator::device::{BootError, Credential, Details, Device, DeviceContext};
+use fieldtwin_emulator::site::{DeviceConfig, Model, Site};
+use fieldtwin_emulator::storage::Nv;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::enrollment::{self, Station};
+use super::policy;
+use super::ssdp::{self as evssdp, Discovered};
+use super::web::{self, Host, Web};
+use crate::security::audit::Kind;
+use crate::security::{self, firmware as sfw};
+
+/// NV key set at the first boot (survives a factory reset).
+pub const COMMISSIONED_KEY: &str = "evce.commissioned";
+/// NV key of the reason of the next boot.
+pub const RESTART_KEY: &str = "restart_reason";
+/// What a factory reset keeps (besides the RTC).
+pub const SURVIVORS: &[&str] = &[sfw::IMAGE_KEY, COMMISSIONED_KEY];
+/// Firmware of a device without a stored image ([NF]).
+pub const FACTORY_FIRMWARE: &str = "5.2.0";
+
+/// An EV Charging Expert.
+pub struct Evce {
+    id: String,
+    /// The site's stations, enrolled at the first boot.
+    stations: Vec<Station>,
+    iterations: u32,
+    discovered: Arc<Discovered>,
+    current: Mutex<Weak<Web>>,
+}
+
+impl Evce {
+    pub fn new(site: &Site, dev: &DeviceConfig) -> Self {
+        Self {
+            id: dev.id.clone(),
+            stations: site_stations(site),
+            iterations: security::password::DEFAULT_ITERATIONS,
+            discovered: Arc::new(Discovered::default()),
+            current: Mutex::new(Weak::new()),
+        }
+    }
+
+    /// With `iterations` of PBKDF2 (tests).
+    pub fn with_iterations(mut self, iterations: u32) -> Self {
+        self.iterations = iterations;
+        self
+    }
+
+    /// The web surface of the running boot.
+    pub fn running(&self) -> Option<Arc<Web>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+    }
+}
+
+/// The site's charging stations, by device id as box id.
+pub fn site_stations(site: &Site) -> Vec<Station> {
+    site.devices
+        .iter()
+        .filter(|d| d.model == Model::ChargingStation)
+        .map(|d| Station {
+            box_id: d.id.clone(),
+            ip: d.ip,
+            uuid: Some(crate::proto::ssdp::uuid_from(&format!("station/{}", d.id))),
+        })
+        .collect()
+}
+
+impl Device for Evce {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn model(&self) -> &str {
+        "EVChargingExpert"
+    }
+    fn credentials(&self) -> Vec<Credential> {
+        vec![Credential {
+            service: "https".into(),
+            user: policy::ADMIN_USER.into(),
+            password: format!(
+                "{} (factory password: the first login must change it)",
+                policy::DEFAULT_PASSWORD
+            ),
+        }]
+    }
+    fn survives_factory_reset(&self) -> &'static [&'static str] {
+        SURVIVORS
+    }
+    fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
+        run(self, ctx)
+    }
+    fn details(&self, nv: &Nv, clock: &Clock) -> Details {
+        let (lockout, audit_tail) = security::details(nv, &policy::LOCKOUT, clock.utc_now());
+        Details {
+            web_lockout: Some(lockout),
+            audit_tail,
+            ..Details::default()
+        }
+    }
+}
+
+/// One boot of the EVCE (the [`Host`] of its web surface).
+struct Boot {
+    evce: Arc<Evce>,
+    ctx: DeviceContext,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    firmware: String,
+}
+
+impl Host for Boot {
+    fn restart(&self, reason: &str, wipe: bool) {
+        let (evce, ctx) = (self.evce.clone(), self.ctx.clone());
+        let (token, tracker) = (self.token.clone(), self.tracker.clone());
+        let reason = reason.to_string();
+        self.ctx.spawn(async move {
+            // The answer reaches the browser first.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token.cancel();
+            tracker.close();
+            tracker.wait().await;
+            if wipe && let Err(e) = security::reset::wipe(&ctx.nv, SURVIVORS) {
+                tracing::error!("{}: factory reset failed: {e}", ctx.id);
+            }
+            let _ = ctx.nv.put(RESTART_KEY, &reason);
+            ctx.emit("reboot", reason.clone());
+            if let Err(e) = run(evce, ctx.clone()).await {
+                tracing::error!("{}: boot after restart failed: {e}", ctx.id);
+                ctx.emit("boot_failed", e.to_string());
+            }
+        });
+    }
+
+    fn firmware(&self) -> String {
+        self.firmware.clone()
+    }
+}
+
+fn run(evce: Arc<Evce>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
+    async move {
+        let token = ctx.power_lost().child_token();
+        let tracker = TaskTracker::new();
+        let web = boot_surface(
+            &ctx,
+            &evce.stations,
+            evce.iterations,
+            evce.discovered.clone(),
+            &token,
+            &tracker,
+            |firmware| {
+                Arc::new(Boot {
+                    evce: evce.clone(),
+                    ctx: ctx.clone(),
+                    token: token.clone(),
+                    tracker: tracker.clone(),
+                    firmware,
+                })
+            },
+        )
+        .await?;
+        *evce.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&web);
+        Ok(())
+    }
+    .boxed()
+}
+
+/// The EVCE's part of a boot (see the module contract): `host` makes the
+/// node's [`Host`] from the firmware version found.
+pub async fn boot_surface(
+    ctx: &DeviceContext,
+    stations: &[Station],
+    iterations: u32,
+    discovered: Arc<Discovered>,
+    token: &CancellationToken,
+    tracker: &TaskTracker,
+    host: impl FnOnce(String) -> Arc<dyn Host>,
+) -> Result<Arc<Web>, BootError> {
+    let nv = &ctx.nv;
+    let image = sfw::verify_stored(nv, policy::FIRMWARE_FAMILY)?;
+    let firmware = image.map_or_else(|| FACTORY_FIRMWARE.to_string(), |i| i.version);
+    let first = nv.get::<bool>(COMMISSIONED_KEY)?.is_none();
+    if first {
+        enrollment::commission(nv, stations)?;
+        nv.put(COMMISSIONED_KEY, &true)?;
+    }
+    discovered.clear();
+    let reason: Option<String> = nv.get(RESTART_KEY)?;
+    nv.remove(RESTART_KEY)?;
+    let web = Web::new(
+        ctx.clone(),
+        iterations,
+        host(firmware.clone()),
+        discovered.clone(),
+        token.clone(),
+        tracker.clone(),
+    );
+    let why = match reason {
+        Some(r) => r,
+        None if first => "first boot with factory settings".into(),
+        None => "power on".into(),
+    };
+    web.audit(Kind::Boot, format!("{why}; firmware {firmware}"));
+    web::start(&web).await?;
+    let id = ctx.id.to_string();
+    for iface in ctx.interface_names() {
+        let Some(stack) = ctx.interface(&iface) else {
+            continue;
+        };
+        let id = id.clone();
+        let o = evssdp::Options {
+            ctx: ctx.clone(),
+            stack,
+            describe: Arc::new(move |ip| evssdp::evce_description(&id, ip, web::HTTPS_PORT)),
+            discover: Some(discovered.clone()),
+        };
+        ctx.spawn_orderly(tracker.track_future(evssdp::serve(o, token.clone())));
+    }
+    Ok(web)
+}
+
+/// A charging station: SSDP only, until the OCPP station lands.
+pub struct ChargingStation {
+    id: String,
+}
+
+impl ChargingStation {
+    pub fn new(dev: &DeviceConfig) -> Self {
+        Self { id: dev.id.clone() }
+    }
+}
+
+/// Starts a station's SSDP responder on every interface (a boot step of a
+/// station `box_id`).
+pub fn start_station_ssdp(ctx: &DeviceContext, box_id: &str, token: &CancellationToken) {
+    for iface in ctx.interface_names() {
+        let Some(stack) = ctx.interface(&iface) else {
+            continue;
+        };
+        let b = box_id.to_string();
+        let o = evssdp::Options {
+            ctx: ctx.clone(),
+            stack,
+            describe: Arc::new(move |ip: Ipv4Addr| {
+                evssdp::station_description(&b, ip, String::new())
+            }),
+            discover: None,
+        };
+        ctx.spawn_orderly(evssdp::serve(o, token.clone()));
+    }
+}
+
+impl Device for ChargingStation {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn model(&self) -> &str {
+        "ChargingStation"
+    }
+    fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
+        async move {
+            start_station_ssdp(&ctx, &self.id, &ctx.power_lost());
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use fieldtwin_emulator::control::EventBus;
+    use fieldtwin_emulator::device::{DeviceSetup, Power, Runtime};
+    use fieldtwin_emulator::net::Stack;
+    use fieldtwin_emulator::net::host::HostStack;
+    use fieldtwin_emulator::site::RtcConfig;
+    use fieldtwin_emulator::storage::Store;
+
+    use super::*;
+    use crate::evce::enrollment::{Refusal, admit};
+    use crate::proto::ssdp::{self, Message};
+    use crate::security::{accounts, audit};
+
+    fn add(rt: &mut Runtime, device: Arc<dyn Device>, ip: Ipv4Addr) {
+        let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+        ifs.insert("eth1".into(), Arc::new(HostStack::new(ip)));
+        rt.add(DeviceSetup {
+            device,
+            interfaces: ifs,
+            rtc: RtcConfig::default(),
+            seed: 1,
+        })
+        .unwrap();
+    }
+
+    async fn search(to: Ipv4Addr, target: &str) -> Vec<ssdp::Advert> {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.send_to(ssdp::search(target, 1).as_bytes(), (to, ssdp::PORT))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await
+        {
+            if let Ok(Message::Response(a)) = ssdp::parse(&buf[..n]) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Issue 11 items 6-8 at the level of the model: SSDP answers, the
+    /// rogue-station check, SSH's switch and the factory reset.
+    #[tokio::test]
+    async fn surface_ssdp_rogue_ssh_and_factory_reset() {
+        let mut site = Site::default_site();
+        for d in &mut site.devices {
+            d.ip = Ipv4Addr::new(127, 77, 219, d.ip.octets()[3]);
+        }
+        let dev = site.device("evce1").unwrap().clone();
+        let evce = Arc::new(Evce::new(&site, &dev).with_iterations(10));
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        let mut rt = Runtime::new(
+            clock,
+            Store::open(None).unwrap(),
+            EventBus::new(),
+            Duration::from_secs(3600),
+        );
+        let ip = dev.ip;
+        let cs1 = site.device("cs1").unwrap().clone();
+        add(&mut rt, evce.clone(), ip);
+        add(&mut rt, Arc::new(ChargingStation::new(&cs1)), cs1.ip);
+        assert_eq!(rt.power_on("evce1").await.unwrap(), Power::On);
+        assert_eq!(rt.power_on("cs1").await.unwrap(), Power::On);
+        let nv = rt.nv("evce1").unwrap();
+
+        // SSDP: unicast searches get the device's answers.
+        let a = search(cs1.ip, ssdp::ALL).await;
+        assert_eq!(a.len(), 3, "{a:?}");
+        assert!(a.iter().all(|a| a.box_id.as_deref() == Some("cs1")));
+        let a = search(ip, evssdp::EVCE_TYPE).await;
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(a[0].location.as_deref().unwrap().starts_with("https://"));
+        assert!(search(ip, evssdp::STATION_TYPE).await.is_empty());
+
+        // Commissioned: the site's stations are enrolled; cs1 from its own
+        // address passes, from another address it is a rogue station.
+        let web = evce.running().unwrap();
+        let ctx = web.ctx.clone();
+        assert!(admit(&ctx, "cs1", cs1.ip).is_ok());
+        let rogue = Ipv4Addr::new(127, 77, 219, 99);
+        let mut events = ctx.events.subscribe();
+        let r = admit(&ctx, "cs1", rogue).unwrap_err();
+        assert!(matches!(r, Refusal::Rogue { enrolled, .. } if enrolled == cs1.ip));
+        assert!(matches!(
+            admit(&ctx, "cs9", rogue),
+            Err(Refusal::NotEnrolled { .. })
+        ));
+        let log = audit::read(&nv).unwrap();
+        assert!(
+            log.iter().any(|e| e.kind == audit::Kind::StationRefused
+                && e.detail.contains("rogue station")
+                && e.detail.contains("127.77.219.99")),
+            "{log:?}"
+        );
+        let mut alert = false;
+        while let Ok(ev) = events.try_recv() {
+            alert |= matches!(ev, fieldtwin_emulator::control::Event::Device { kind, .. } if kind == "alert");
+        }
+        assert!(alert, "no alert event");
+
+        // SSH: closed by default, opened and closed by the switch, audited.
+        let ssh_open = || async move {
+            tokio::net::TcpStream::connect((ip, super::super::ssh::PORT))
+                .await
+                .is_ok()
+        };
+        assert!(!ssh_open().await);
+        super::super::ssh::set(&web, true, "test").await.unwrap();
+        assert!(ssh_open().await);
+        let log = audit::read(&nv).unwrap();
+        assert!(log.iter().any(|e| e.kind == audit::Kind::ServiceEnabled));
+
+        // Factory reset from the pages: accounts, enrolled stations, SSH,
+        // and the OCPP side's data (badges, history) are erased; the
+        // firmware and the commissioning flag survive.
+        web.accounts_ready().await.unwrap();
+        nv.put("ocpp.local_list", &vec!["BADGE1"]).unwrap();
+        nv.put("ocpp.transactions", &vec![1, 2, 3]).unwrap();
+        web.host.restart("factory reset from the test", true);
+        drop(web);
+        let t0 = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let log = audit::read(&nv).unwrap_or_default();
+            if log.iter().any(|e| {
+                e.kind == audit::Kind::Boot && e.detail.starts_with("factory reset from the test")
+            }) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no reboot");
+        }
+        assert!(nv.get_raw(accounts::KEY).unwrap().is_none());
+        assert!(nv.get_raw("ocpp.local_list").unwrap().is_none());
+        assert!(nv.get_raw("ocpp.transactions").unwrap().is_none());
+        assert!(enrollment::list(&nv).is_empty(), "not re-commissioned");
+        assert!(!ssh_open().await, "SSH is off again");
+        assert!(matches!(
+            admit(&evce.running().unwrap().ctx, "cs1", cs1.ip),
+            Err(Refusal::NotEnrolled { .. })
+        ));
+        rt.power_off("evce1").await.unwrap();
+        rt.power_off("cs1").await.unwrap();
+    }
+}
