@@ -288,6 +288,104 @@ fn evce_web_ssh_ssdp_enrollment_and_factory_reset() {
         assert!(log.contains(needle), "audit log lacks {needle:?}:\n{log}");
     }
 
+    // USB keyboard + HDMI display: a local console login prompt, checked
+    // by the same accounts and lockout, audited.
+    let t = site.post_json(
+        "/api/v1/commands",
+        &format!(
+            r#"{{"command":"usb_console","device":"evce1","lines":["","admin","wrong","support","{support_pw}","whoami","exit"]}}"#
+        ),
+    );
+    let answers: Vec<String> = t["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["answer"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(answers[0], "evce1 login: ", "{t}");
+    assert_eq!(answers[1], "Password: ", "{t}");
+    assert!(answers[2].starts_with("Login incorrect"), "{t}");
+    assert!(answers[4].contains("local console (support)"), "{t}");
+    assert!(answers[5].starts_with("support\n"), "{t}");
+    assert!(answers[6].ends_with("evce1 login: "), "{t}");
+    assert_eq!(
+        t["exchanges"][4]["sent"], "********",
+        "the password is not echoed"
+    );
+
+    // SD card: read at boot only if it carries a signed image.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.img");
+    std::fs::write(&junk, b"#!/bin/sh\nnc -l -p 4444 -e /bin/sh\n").unwrap();
+    let card = |path: &std::path::Path| {
+        site.post_json(
+            "/api/v1/commands",
+            &format!(
+                r#"{{"command":"sd_card","device":"evce1","image":"{}"}}"#,
+                path.display()
+            ),
+        )
+    };
+    let cycle = || {
+        site.post_json(
+            "/api/v1/commands",
+            r#"{"command":"power","device":"evce1","action":"cycle"}"#,
+        )
+    };
+    let t = card(&junk);
+    assert!(t.to_string().contains("read at the next boot"), "{t}");
+    cycle();
+    let payload = dir.path().join("payload");
+    std::fs::write(&payload, b"evce firmware payload").unwrap();
+    let img = dir.path().join("evce.img");
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/lab-vendor.key");
+    let out = common::fieldtwin(&[
+        "firmware",
+        "sign",
+        "--key",
+        key,
+        "--version",
+        "005.003.000",
+        "--family",
+        "EV Charging Expert",
+        payload.to_str().unwrap(),
+        "-o",
+        img.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    card(&img);
+    cycle();
+    eventually(
+        "the EVCE back with the SD card's firmware",
+        Duration::from_secs(60),
+        || {
+            let (code, _, body) = b.login("admin", admin_pw);
+            (!(code == 200 && body.contains("005.003.000"))).then(|| format!("{code} {body}"))
+        },
+    );
+    let (_, _, log) = b.get("/logs");
+    assert!(
+        log.contains("SD card ignored at boot: not a signed EV Charging Expert image"),
+        "{log}"
+    );
+    assert!(
+        log.contains("SD card: signed firmware 005.003.000 installed at boot"),
+        "{log}"
+    );
+    assert!(
+        log.contains("local console: support user logged in"),
+        "{log}"
+    );
+    site.post_json(
+        "/api/v1/commands",
+        r#"{"command":"sd_card","device":"evce1"}"#,
+    );
+    let scan = nmap_22(&ns, &ip);
+    assert!(
+        scan.contains("22/tcp open"),
+        "SSH stays enabled across a reboot: {scan}"
+    );
+
     // SSDP: gssdp-discover lists the EVCE and both stations.
     let out = ns.run(
         "gssdp-discover",

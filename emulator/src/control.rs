@@ -158,6 +158,15 @@ pub enum Command {
         device: String,
         lines: Vec<String>,
     },
+    /// An SD card is put into a device's card reader (an EV Charging
+    /// Expert's): `image` is a file on the emulator's host whose bytes the
+    /// card carries; without it the card is taken out. Answers a
+    /// [`Transcript`] (`port` `sd`).
+    SdCard {
+        device: String,
+        #[serde(default)]
+        image: Option<std::path::PathBuf>,
+    },
     /// The mobile app (or an impostor) on a device's BLE link does `action`
     /// (`status`, `replay`, `unauthenticated`, `wrong_key`); answers a
     /// [`Transcript`].
@@ -402,6 +411,13 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             local_port(rt, &device, LocalPort::Usb { lines }).await
         }
         Command::Ble { device, action } => local_port(rt, &device, LocalPort::Ble { action }).await,
+        Command::SdCard { device, image } => {
+            let image = match image {
+                None => None,
+                Some(p) => Some(read_card(&p)?),
+            };
+            local_port(rt, &device, LocalPort::SdCard { image }).await
+        }
         Command::Cellular {
             device,
             coverage,
@@ -418,6 +434,22 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             },
         ),
     }
+}
+
+/// Largest SD card image the `sd_card` command reads.
+pub const MAX_SD_IMAGE: u64 = 256 << 20;
+
+fn read_card(p: &std::path::Path) -> Result<Vec<u8>, CommandError> {
+    let len = std::fs::metadata(p)
+        .map_err(|e| CommandError::BadRequest(format!("image {}: {e}", p.display())))?
+        .len();
+    if len > MAX_SD_IMAGE {
+        return Err(CommandError::BadRequest(format!(
+            "image {} is {len} bytes; an SD card image may be at most {MAX_SD_IMAGE}",
+            p.display()
+        )));
+    }
+    std::fs::read(p).map_err(|e| CommandError::BadRequest(format!("image {}: {e}", p.display())))
 }
 
 async fn local_port(rt: &Runtime, device: &str, port: LocalPort) -> Result<Reply, CommandError> {

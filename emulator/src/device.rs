@@ -154,6 +154,7 @@ pub trait Device: Send + Sync + 'static {
         let what = match port {
             LocalPort::Usb { .. } => "a USB console",
             LocalPort::Ble { .. } => "a BLE link",
+            LocalPort::SdCard { .. } => "an SD card reader",
         };
         let msg = format!("device {} ({}) has no {what}", self.id(), self.model());
         Box::pin(async move { Err(msg) })

@@ -1,5 +1,7 @@
 //! Physical, non-network ports of a device, played through the control API:
-//! a laptop on the USB console, the installer's mobile app on the BLE link.
+//! a laptop on the USB console (on an EV Charging Expert: a keyboard on
+//! USB with a display on HDMI), the installer's mobile app on the BLE link,
+//! an SD card in a card reader.
 //!
 //! Contract (docs/control-api.md "Local ports"):
 //! - [`LocalPort`] says what the person at the device does; the device model
@@ -23,6 +25,9 @@ pub enum LocalPort {
     Usb { lines: Vec<String> },
     /// The mobile app on the BLE link does `action`.
     Ble { action: BleAction },
+    /// A card is put into the device's SD card reader (`Some`: the card's
+    /// content) or taken out (`None`).
+    SdCard { image: Option<Vec<u8>> },
 }
 
 /// What the app (or someone pretending to be it) does on the BLE link.
@@ -49,7 +54,7 @@ impl BleAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transcript {
     pub device: String,
-    /// `usb` or `ble`.
+    /// `usb`, `ble` or `sd`.
     pub port: String,
     pub exchanges: Vec<Exchange>,
 }

@@ -112,6 +112,12 @@ impl DataLogger {
                 self.ble_play(&ctx, action, &mut exchanges);
                 "ble"
             }
+            LocalPort::SdCard { .. } => {
+                return Err(format!(
+                    "device {} (DataLogger) has no SD card reader",
+                    self.id
+                ));
+            }
         };
         Ok(Transcript {
             device: self.id.clone(),

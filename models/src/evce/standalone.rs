@@ -17,6 +17,13 @@
 //!   [`SURVIVORS`] (firmware image, commissioning flag, RTC): accounts,
 //!   enrolled stations, SSH setting, audit log, and whatever the OCPP side
 //!   keeps (RFID badges, transaction history), then the boot runs again.
+//! - SD card ([`SdCard`], the `sd_card` command): a card in the reader is
+//!   read at boot, and only if it carries an image of the EVCE's family
+//!   signed with the vendor key: that image is installed (audited
+//!   `physical access`). Anything else on the card is not read; the boot
+//!   goes on with the installed firmware and the refusal is audited.
+//! - USB keyboard + HDMI display: the `usb_console` command types on the
+//!   local console of [`super::console`].
 //! - A charging station answers SSDP with its box id.
 
 use std::net::Ipv4Addr;
@@ -25,6 +32,7 @@ use std::time::Duration;
 
 use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{BootError, Credential, Details, Device, DeviceContext};
+use fieldtwin_emulator::local::{Exchange, LocalPort, Transcript};
 use fieldtwin_emulator::site::{DeviceConfig, Model, Site};
 use fieldtwin_emulator::storage::Nv;
 use futures::FutureExt;
@@ -46,7 +54,7 @@ pub const RESTART_KEY: &str = "restart_reason";
 /// What a factory reset keeps (besides the RTC).
 pub const SURVIVORS: &[&str] = &[sfw::IMAGE_KEY, COMMISSIONED_KEY];
 /// Firmware of a device without a stored image ([NF]).
-pub const FACTORY_FIRMWARE: &str = "5.2.0";
+pub const FACTORY_FIRMWARE: &str = "005.002.000";
 
 /// An EV Charging Expert.
 pub struct Evce {
@@ -56,6 +64,63 @@ pub struct Evce {
     iterations: u32,
     discovered: Arc<Discovered>,
     current: Mutex<Weak<Web>>,
+    /// The card in the SD card reader (hardware: kept across reboots).
+    sd: SdCard,
+    console: super::console::Console,
+}
+
+/// The SD card reader: the card's content, if a card is in.
+#[derive(Debug, Default)]
+pub struct SdCard(Mutex<Option<Vec<u8>>>);
+
+impl SdCard {
+    /// Puts a card in (`Some`) or takes it out (`None`); what the reader
+    /// says.
+    pub fn insert(&self, image: Option<Vec<u8>>) -> String {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let said = match &image {
+            Some(b) => format!(
+                "SD card inserted ({} bytes); it is read at the next boot",
+                b.len()
+            ),
+            None if slot.is_some() => "SD card removed".to_string(),
+            None => "the SD card reader is empty".to_string(),
+        };
+        *slot = image;
+        said
+    }
+
+    fn content(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The boot's look at the SD card: installs a signed image of the EVCE's
+/// family, audits a refusal (see the module contract).
+pub fn read_sd_card(ctx: &DeviceContext, card: Option<Vec<u8>>) -> Result<(), BootError> {
+    let Some(bytes) = card else {
+        return Ok(());
+    };
+    let detail = match sfw::verify(&bytes, policy::FIRMWARE_FAMILY) {
+        Ok(img) => {
+            if ctx.nv.get_raw(sfw::IMAGE_KEY)?.as_deref() == Some(&bytes[..]) {
+                return Ok(());
+            }
+            ctx.nv.put_raw(sfw::IMAGE_KEY, &bytes)?;
+            format!("SD card: signed firmware {} installed at boot", img.version)
+        }
+        Err(e) => format!("SD card ignored at boot: not a signed EV Charging Expert image ({e})"),
+    };
+    if let Err(e) =
+        crate::security::audit::record(&ctx.nv, ctx.rtc.now(), Kind::PhysicalAccess, detail.clone())
+    {
+        tracing::error!("{}: audit log write failed: {e}", ctx.id);
+    }
+    ctx.emit(
+        "audit",
+        format!("{}: {detail}", Kind::PhysicalAccess.name()),
+    );
+    Ok(())
 }
 
 impl Evce {
@@ -66,6 +131,8 @@ impl Evce {
             iterations: security::password::DEFAULT_ITERATIONS,
             discovered: Arc::new(Discovered::default()),
             current: Mutex::new(Weak::new()),
+            sd: SdCard::default(),
+            console: Default::default(),
         }
     }
 
@@ -120,6 +187,41 @@ impl Device for Evce {
     fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
         run(self, ctx)
     }
+    fn local_port(
+        self: Arc<Self>,
+        port: LocalPort,
+    ) -> BoxFuture<'static, Result<Transcript, String>> {
+        async move {
+            match port {
+                LocalPort::SdCard { image } => {
+                    let said = self.sd.insert(image);
+                    Ok(Transcript {
+                        device: self.id.clone(),
+                        port: "sd".into(),
+                        exchanges: vec![Exchange {
+                            sent: "card".into(),
+                            answer: Some(said),
+                            closed: false,
+                        }],
+                    })
+                }
+                LocalPort::Usb { lines } => {
+                    let web = self
+                        .running()
+                        .filter(|w| !w.token.is_cancelled())
+                        .ok_or_else(|| {
+                            format!("{} is off: the HDMI display shows nothing", self.id)
+                        })?;
+                    Ok(self.console.type_lines(&web, lines).await)
+                }
+                LocalPort::Ble { .. } => Err(format!(
+                    "device {} (EVChargingExpert) has no BLE link; it has a USB keyboard + HDMI console (usb_console) and an SD card reader (sd_card)",
+                    self.id
+                )),
+            }
+        }
+        .boxed()
+    }
     fn details(&self, nv: &Nv, clock: &Clock) -> Details {
         let (lockout, audit_tail) = security::details(nv, &policy::LOCKOUT, clock.utc_now());
         Details {
@@ -171,6 +273,8 @@ fn run(evce: Arc<Evce>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), Boo
     async move {
         let token = ctx.power_lost().child_token();
         let tracker = TaskTracker::new();
+        evce.console.reset();
+        read_sd_card(&ctx, evce.sd.content())?;
         let web = boot_surface(
             &ctx,
             &evce.stations,
