@@ -102,6 +102,14 @@ impl<'a> Browser<'a> {
     }
 }
 
+/// The value mbpoll printed for register `reg` (`[reg]: value`).
+fn register(mbpoll: &str, reg: u16) -> Option<u16> {
+    mbpoll.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(&format!("[{reg}]:"))?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 fn nmap_22(ns: &Netns, ip: &str) -> String {
     let out = ns.run("nmap", &["-Pn", "-n", "-p", "22", ip]);
     let t = text(&out);
@@ -198,6 +206,32 @@ fn evce_web_ssh_ssdp_enrollment_and_factory_reset() {
     // SSH is closed in factory settings.
     let scan = nmap_22(&ns, &ip);
     assert!(scan.contains("22/tcp closed"), "{scan}");
+
+    // The Modbus TCP server for a BMS/EMS: the map's header and the first
+    // station slot (box id "cs1", offline until the OCPP side reports it).
+    let out = ns.run(
+        "mbpoll",
+        &[
+            "-1", "-a", "1", "-0", "-r", "0", "-c", "4", "-t", "4", "-o", "3", &ip,
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert_eq!(register(&t, 0), Some(1), "map version: {t}");
+    assert_eq!(register(&t, 1), Some(2), "two enrolled stations: {t}");
+    let out = ns.run(
+        "mbpoll",
+        &[
+            "-1", "-a", "1", "-0", "-r", "100", "-c", "2", "-t", "4", "-o", "3", &ip,
+        ],
+    );
+    let t = text(&out);
+    assert_eq!(register(&t, 100), Some(u16::from_be_bytes(*b"cs")), "{t}");
+    assert_eq!(
+        register(&t, 101),
+        Some(u16::from_be_bytes([b'1', 0])),
+        "{t}"
+    );
 
     // The first login goes to the forced password change; every other page
     // and the API send there until the factory password is replaced.

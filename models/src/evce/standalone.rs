@@ -9,9 +9,10 @@
 //!   first boot the site's charging stations are enrolled (the installer's
 //!   commissioning, [`COMMISSIONED_KEY`] then survives factory resets so a
 //!   reset EVCE starts with no station); the boot is audited with its
-//!   reason; HTTPS and SSH ([`super::web::start`]) and SSDP with discovery
-//!   ([`super::ssdp::serve`]) start on every interface under one boot
-//!   token.
+//!   reason; HTTPS and SSH ([`super::web::start`]), SSDP with discovery
+//!   ([`super::ssdp::serve`]) and the BMS Modbus TCP server
+//!   ([`super::bms`], fed by the node's [`super::bms::Source`]) start on
+//!   every interface under one boot token.
 //! - [`super::web::Host::restart`] is a soft reboot: the boot's tasks stop
 //!   (SSDP says byebye), with `wipe` NV memory is erased except
 //!   [`SURVIVORS`] (firmware image, commissioning flag, RTC): accounts,
@@ -275,23 +276,21 @@ fn run(evce: Arc<Evce>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), Boo
         let tracker = TaskTracker::new();
         evce.console.reset();
         read_sd_card(&ctx, evce.sd.content())?;
-        let web = boot_surface(
-            &ctx,
-            &evce.stations,
-            evce.iterations,
-            evce.discovered.clone(),
-            &token,
-            &tracker,
-            |firmware| {
-                Arc::new(Boot {
-                    evce: evce.clone(),
-                    ctx: ctx.clone(),
-                    token: token.clone(),
-                    tracker: tracker.clone(),
-                    firmware,
-                })
-            },
-        )
+        let parts = Parts {
+            stations: &evce.stations,
+            iterations: evce.iterations,
+            discovered: evce.discovered.clone(),
+            bms: Arc::new(EnrolledOnly(ctx.nv.clone())),
+        };
+        let web = boot_surface(&ctx, parts, &token, &tracker, |firmware| {
+            Arc::new(Boot {
+                evce: evce.clone(),
+                ctx: ctx.clone(),
+                token: token.clone(),
+                tracker: tracker.clone(),
+                firmware,
+            })
+        })
         .await?;
         *evce.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&web);
         Ok(())
@@ -299,17 +298,52 @@ fn run(evce: Arc<Evce>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), Boo
     .boxed()
 }
 
+/// The BMS view without an OCPP side: the enrolled stations, offline.
+struct EnrolledOnly(Nv);
+
+impl super::bms::Source for EnrolledOnly {
+    fn snapshot(&self) -> super::bms::Snapshot {
+        super::bms::Snapshot {
+            stations: enrollment::list(&self.0)
+                .into_iter()
+                .map(|s| super::bms::StationRow {
+                    box_id: s.box_id,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What the node gives [`boot_surface`].
+pub struct Parts<'a> {
+    /// The site's stations, enrolled at the first boot.
+    pub stations: &'a [Station],
+    /// PBKDF2 iterations of the accounts.
+    pub iterations: u32,
+    /// The SSDP discoveries (kept across reboots by the node; cleared at
+    /// boot).
+    pub discovered: Arc<Discovered>,
+    /// What the BMS Modbus server shows.
+    pub bms: Arc<dyn super::bms::Source>,
+}
+
 /// The EVCE's part of a boot (see the module contract): `host` makes the
 /// node's [`Host`] from the firmware version found.
 pub async fn boot_surface(
     ctx: &DeviceContext,
-    stations: &[Station],
-    iterations: u32,
-    discovered: Arc<Discovered>,
+    parts: Parts<'_>,
     token: &CancellationToken,
     tracker: &TaskTracker,
     host: impl FnOnce(String) -> Arc<dyn Host>,
 ) -> Result<Arc<Web>, BootError> {
+    let Parts {
+        stations,
+        iterations,
+        discovered,
+        bms,
+    } = parts;
     let nv = &ctx.nv;
     let image = sfw::verify_stored(nv, policy::FIRMWARE_FAMILY)?;
     let firmware = image.map_or_else(|| FACTORY_FIRMWARE.to_string(), |i| i.version);
@@ -336,6 +370,7 @@ pub async fn boot_surface(
     };
     web.audit(Kind::Boot, format!("{why}; firmware {firmware}"));
     web::start(&web).await?;
+    super::bms::start(&web, bms).await?;
     let id = ctx.id.to_string();
     for iface in ctx.interface_names() {
         let Some(stack) = ctx.interface(&iface) else {
