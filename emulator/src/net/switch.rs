@@ -44,8 +44,14 @@ type Mac = [u8; 6];
 /// What is plugged into a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortKind {
-    Device { device: String, iface: String },
+    Device {
+        device: String,
+        iface: String,
+    },
     Tap,
+    /// The emulated router between the TAP and routed segments
+    /// ([`super::router`]).
+    Router,
 }
 
 /// A synchronous frame sink: returns false when the frame was dropped.
@@ -338,6 +344,9 @@ pub struct Network {
     /// Segment name -> the switch it belongs to (bridged segments share one).
     segments: BTreeMap<String, Arc<Segment>>,
     faults: Mutex<BTreeMap<String, LinkFault>>,
+    /// Segment name -> the default gateway of its static devices (the
+    /// emulated router's address there, when the lab is routed).
+    gateways: Mutex<BTreeMap<String, Ipv4Addr>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -435,6 +444,7 @@ impl Network {
         Ok(Self {
             segments,
             faults: Mutex::new(BTreeMap::new()),
+            gateways: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -457,6 +467,15 @@ impl Network {
             }
         }
         v
+    }
+
+    /// Static devices plugged into segment `name` from now on take
+    /// `gateway` as their default route.
+    pub fn set_gateway(&self, name: &str, gateway: Ipv4Addr) {
+        self.gateways
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), gateway);
     }
 
     /// The switches bridged to the TAP.
@@ -496,15 +515,17 @@ impl Network {
             seed,
         );
         let mac = super::smol::mac_from_seed(seed);
-        Ok(SmolStack::spawn(
-            ip,
-            dhcp,
-            seg.subnet_prefix,
-            mac,
-            seed,
-            port,
-            rx,
-        ))
+        let stack = SmolStack::spawn(ip, dhcp, seg.subnet_prefix, mac, seed, port, rx);
+        let gateway = self
+            .gateways
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(segment)
+            .copied();
+        if let Some(gw) = gateway.filter(|_| !dhcp) {
+            stack.set_default_gateway(gw);
+        }
+        Ok(stack)
     }
 
     /// Sets (or, with the default fault, clears) the fault on every port of

@@ -125,6 +125,65 @@ fn default_retention_days() -> f64 {
 pub struct NetworkConfig {
     pub subnet: Subnet,
     pub host_address: Ipv4Addr,
+    /// TAP mode: how the host side reaches the devices (docs/lab.md): on
+    /// their L2 segments (`direct`), through the emulated router
+    /// (`router`), or chosen by size (`auto`, the default).
+    #[serde(default, skip_serializing_if = "Routing::is_auto")]
+    pub routing: Routing,
+    /// The router's address on the host side (default: the last usable
+    /// address of `subnet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_address: Option<Ipv4Addr>,
+}
+
+/// `network.routing`: how the TAP side reaches the devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// `router` when more than [`ROUTER_ABOVE`] devices sit on segments
+    /// bridged to the TAP, `direct` otherwise.
+    #[default]
+    Auto,
+    /// The TAP is one more port of every bridged switch (one host
+    /// neighbour entry per device).
+    Direct,
+    /// An emulated router between the TAP and the bridged segments (one
+    /// host neighbour entry for the router).
+    Router,
+}
+
+/// Above this many devices on TAP-bridged segments, `routing = "auto"`
+/// puts the router in (the host's neighbour table starts evicting at 512
+/// entries by default and stops at 1,024).
+pub const ROUTER_ABOVE: usize = 256;
+
+impl Routing {
+    pub fn is_auto(&self) -> bool {
+        *self == Routing::Auto
+    }
+}
+
+impl std::str::FromStr for Routing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "direct" => Ok(Self::Direct),
+            "router" => Ok(Self::Router),
+            _ => Err(format!(
+                "{s:?} is not a routing mode; use auto, direct or router"
+            )),
+        }
+    }
+}
+
+impl Subnet {
+    /// The last address of the subnet that is neither network nor
+    /// broadcast address (the default router and gateway address).
+    pub fn last_usable(&self) -> Ipv4Addr {
+        let host_bits = !self.mask();
+        Ipv4Addr::from((u32::from(self.network) & self.mask()) | (host_bits & !1))
+    }
 }
 
 /// An IPv4 subnet written `a.b.c.d/len`.
@@ -141,7 +200,7 @@ impl Subnet {
         u32::from(ip) & mask == u32::from(self.network) & mask
     }
 
-    fn mask(&self) -> u32 {
+    pub fn mask(&self) -> u32 {
         if self.prefix == 0 {
             0
         } else {
@@ -184,6 +243,18 @@ pub struct SegmentConfig {
     pub subnet: Subnet,
     /// `tap`: bridged to the host side; `internal`: devices only.
     pub bridge: Bridge,
+    /// The emulated router's address on this segment, the devices' default
+    /// gateway when the router is in (default: the last usable address of
+    /// `subnet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl SegmentConfig {
+    /// The router's address on this segment.
+    pub fn gateway_address(&self) -> Ipv4Addr {
+        self.gateway.unwrap_or_else(|| self.subnet.last_usable())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -498,9 +569,27 @@ impl Site {
                 ),
             ));
         }
+        if self.network.router_address == Some(self.network.host_address) {
+            return Err(invalid(
+                "network.router_address",
+                "is the host side's own address; give the router another one",
+            ));
+        }
         let mut segments = BTreeSet::new();
         for (i, s) in self.segments.iter().enumerate() {
             check_name(&format!("segment[{i}].name"), &s.name)?;
+            if let Some(gw) = s.gateway {
+                let last = u32::from(gw) & !s.subnet.mask();
+                if !s.subnet.contains(gw) || last == 0 || last == !s.subnet.mask() {
+                    return Err(invalid(
+                        format!("segment[{i}].gateway"),
+                        format!(
+                            "{gw} is not a host address of the segment's subnet {}",
+                            s.subnet
+                        ),
+                    ));
+                }
+            }
             if !segments.insert(s.name.as_str()) {
                 return Err(invalid(
                     format!("segment[{i}].name"),
