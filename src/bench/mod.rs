@@ -11,7 +11,8 @@
 //!   Prints req/s, p50, p99 and the ratio to (a).
 //! - `bench scale --devices N`: boots a generated site of N Panel Servers in
 //!   TAP mode in its own namespace and prints the time until every device
-//!   answers Modbus and ping, RSS per device and idle CPU.
+//!   answers Modbus and ping, the namespace's neighbour entries (one when
+//!   the site is routed), RSS per device and idle CPU.
 //! - `bench physics`: 24 virtual hours of the default site's field devices
 //!   at full speed; wall time and energy totals.
 //! - `bench tui`: frame time of the dashboard with N devices against two

@@ -1120,6 +1120,22 @@ mod tests {
             plan(&moved, Some(Routing::Router)).unwrap().unwrap().router,
             Ipv4Addr::new(10, 77, 0, 250)
         );
+        // Auto: routed above ROUTER_ABOVE devices on bridged segments.
+        let mut big = site.clone();
+        let template = big.devices.iter().find(|d| d.id == "cs1").unwrap().clone();
+        let mut n = big.devices.iter().filter(|d| d.segment == "lan").count();
+        let mut i = 0u32;
+        while n <= crate::site::ROUTER_ABOVE {
+            let mut d = template.clone();
+            d.id = format!("x{i}");
+            d.ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 77, 2, 1)) + i);
+            big.devices.push(d);
+            i += 1;
+            n += 1;
+        }
+        // (Outside the /24: plan() counts devices, the site check is elsewhere.)
+        assert!(plan(&big, None).unwrap().is_some(), "large site: routed");
+        assert_eq!(plan(&big, Some(Routing::Direct)).unwrap(), None);
     }
 
     proptest::proptest! {

@@ -163,6 +163,16 @@ impl Routing {
     }
 }
 
+impl std::fmt::Display for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Direct => "direct",
+            Self::Router => "router",
+        })
+    }
+}
+
 impl std::str::FromStr for Routing {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -1053,6 +1063,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("serial[0].model"), "{err}");
+    }
+
+    #[test]
+    fn routing_settings_parse_and_bad_ones_are_named() {
+        let text = with(
+            "host_address = \"10.77.0.1\"",
+            "host_address = \"10.77.0.1\"\nrouting = \"router\"\nrouter_address = \"10.77.0.250\"",
+        );
+        let text = text.replacen(
+            "bridge = \"tap\"",
+            "bridge = \"tap\"\ngateway = \"10.77.0.249\"",
+            1,
+        );
+        let s = Site::parse(&text).unwrap();
+        assert_eq!(s.network.routing, Routing::Router);
+        assert_eq!(
+            s.network.router_address,
+            Some(Ipv4Addr::new(10, 77, 0, 250))
+        );
+        assert_eq!(
+            s.segments[0].gateway_address(),
+            Ipv4Addr::new(10, 77, 0, 249)
+        );
+        assert_eq!(
+            Site::parse(&s.to_toml()).unwrap(),
+            s,
+            "printed form round-trips"
+        );
+        // Defaults: auto, and the last usable address of the subnet.
+        let d = Site::default_site();
+        assert_eq!(d.network.routing, Routing::Auto);
+        assert_eq!(
+            d.segments[0].gateway_address(),
+            Ipv4Addr::new(10, 77, 0, 254)
+        );
+        assert!(!d.to_toml().contains("routing"), "auto is not printed");
+        let err = Site::parse(&with(
+            "host_address = \"10.77.0.1\"",
+            "host_address = \"10.77.0.1\"\nrouting = \"bridge\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bridge") && err.contains("router"), "{err}");
+        let err = Site::parse(&with(
+            "host_address = \"10.77.0.1\"",
+            "host_address = \"10.77.0.1\"\nrouter_address = \"10.77.0.1\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("network.router_address"), "{err}");
+        for bad in ["10.77.5.1", "10.77.0.0", "10.77.0.255"] {
+            let err = Site::parse(&with(
+                "bridge = \"tap\"",
+                &format!("bridge = \"tap\"\ngateway = \"{bad}\""),
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("segment[0].gateway") && err.contains(bad),
+                "{err}"
+            );
+        }
+        assert_eq!("router".parse::<Routing>(), Ok(Routing::Router));
+        assert!(
+            "x".parse::<Routing>()
+                .unwrap_err()
+                .contains("auto, direct or router")
+        );
     }
 
     #[test]
