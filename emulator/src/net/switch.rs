@@ -259,22 +259,32 @@ impl Segment {
             }
         };
         // Targets are taken out of the lock: delivering may run a stack
-        // inline, whose answers come back through this switch.
+        // inline, whose answers come back through this switch. Known
+        // unicast (nearly every frame of a connection) takes no allocation.
+        if let Some(to) = known {
+            if to == from {
+                return;
+            }
+            let port = self
+                .ports
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(to)
+                .cloned();
+            if let Some(p) = port {
+                self.deliver(&p, frame);
+            }
+            return;
+        }
         let targets: Vec<Arc<Port>> = {
             let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
-            match known {
-                Some(to) if to == from => return,
-                Some(to) => ports.get(to).cloned().into_iter().collect(),
-                None => {
-                    let v6 = is_ipv6_multicast(&dst);
-                    ports
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
-                        .map(|(_, p)| p.clone())
-                        .collect()
-                }
-            }
+            let v6 = is_ipv6_multicast(&dst);
+            ports
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
+                .map(|(_, p)| p.clone())
+                .collect()
         };
         if let Some((last, rest)) = targets.split_last() {
             for p in rest {
