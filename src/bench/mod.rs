@@ -7,7 +7,8 @@
 //!   with FC3 for D seconds, run by a `bench load` child process) against
 //!   (a) a bare tokio-modbus server on kernel loopback, (b) the Panel Server
 //!   in host mode, (c) the Panel Server in TAP mode in a namespace the bench
-//!   creates, (d) a pymodbus server when python's pymodbus is importable.
+//!   creates, (c') the same through the emulated router (`--routing
+//!   router`), (d) a pymodbus server when python's pymodbus is importable.
 //!   Prints req/s, p50, p99, the server process's CPU microseconds per
 //!   request (its own /proc accounting over the load) and the ratios to (a).
 //! - `bench scale --devices N`: boots a generated site of N Panel Servers in

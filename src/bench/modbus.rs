@@ -279,6 +279,30 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .map_err(|e| format!("{e:#}")),
     });
 
+    // (c') the same through the emulated router (docs/lab.md "Routed lab").
+    rows.push(Row {
+        name: "c': Panel Server, TAP via router",
+        result: (|| {
+            let ns = BenchNetns::create("r")?;
+            let site = start_site(
+                &site_c,
+                &[
+                    "--tap",
+                    "--netns",
+                    &ns.name,
+                    "--tap-name",
+                    "ftbench0",
+                    "--routing",
+                    "router",
+                ],
+                Duration::from_secs(60),
+            )?;
+            let addr = SocketAddr::from((super::generated_ip(1, 0), 502));
+            measure(&o, addr, Some(&ns.name), site.0.id())
+        })()
+        .map_err(|e| format!("{e:#}")),
+    });
+
     // (d) pymodbus, when installed.
     rows.push(Row {
         name: "d: pymodbus server, loopback",
