@@ -249,7 +249,7 @@ impl Segment {
         let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
         let known = {
             let mut macs = self.macs.lock().unwrap_or_else(|e| e.into_inner());
-            if src[0] & 1 == 0 {
+            if src[0] & 1 == 0 && macs.get(&src) != Some(&from) {
                 macs.insert(src, from);
             }
             if dst[0] & 1 == 0 {
