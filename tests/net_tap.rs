@@ -742,8 +742,9 @@ fn ntp_client_steps_the_rtc_from_chrony_in_the_lab() {
 }
 
 /// Issue 15 item 2: with `--routing router` the namespace reaches every
-/// device through the emulated router: ping and Modbus answer across it
-/// (TTL decremented once), the router answers TTL 1 with time exceeded,
+/// device of both bridged segments through the emulated router: ping and
+/// Modbus answer across it (TTL decremented once; on the OT segment through
+/// the devices' default gateway), the router answers TTL 1 with time exceeded,
 /// and the namespace's neighbour table holds one entry for the whole
 /// device range, the router's, however many devices it talked to.
 #[test]
@@ -752,7 +753,12 @@ fn routed_lab_reaches_devices_through_one_neighbour_entry() {
         return;
     }
     let ns = Netns::named(&format!("ft-router-{}", std::process::id()));
-    let site = start(&ns, &site_text(78), &["--routing", "router"]);
+    // The OT segment is bridged too: a second routed segment, whose subnet
+    // does not hold the host side's address (its devices reach the host
+    // through their default gateway, the router's address there).
+    let text_site = site_text(78).replacen("bridge = \"internal\"", "bridge = \"tap\"", 1);
+    assert!(!text_site.contains("bridge = \"internal\""));
+    let site = start(&ns, &text_site, &["--routing", "router"]);
     assert!(
         site.stdout
             .lock()
@@ -766,6 +772,7 @@ fn routed_lab_reaches_devices_through_one_neighbour_entry() {
     let routes = text(&ns.run("ip", &["-4", "route", "show", "dev", "ftlab0"]));
     assert!(
         routes.contains("10.77.78.0/24 via 10.77.78.254")
+            && routes.contains("10.77.79.0/24 via 10.77.78.254")
             && routes.contains("10.77.78.254 scope link"),
         "routes: {routes}"
     );
@@ -777,6 +784,9 @@ fn routed_lab_reaches_devices_through_one_neighbour_entry() {
         "10.77.78.22",
         "10.77.78.23",
         "10.77.78.30",
+        // The Panel Server's ETH2 and the Modbus TCP meter, on the OT segment.
+        "10.77.79.1",
+        "10.77.79.11",
     ];
     for ip in devices {
         let p = ns.run("ping", &["-n", "-c", "2", "-i", "0.2", "-W", "2", ip]);
