@@ -26,7 +26,10 @@
 //!   with net unreachable, never sent back out.
 //! - Broadcast (other than ARP), multicast and non-IPv4 frames are not
 //!   routed (no DHCP relay, no multicast routing): sites that need them
-//!   from the lab namespace use `routing = "direct"`.
+//!   from the lab namespace use `routing = "direct"`. Device MACs are
+//!   learnt from their ARP, from IPv4 sent to the router and from IPv4
+//!   multicast (a DPWS Hello at boot), so a large segment is rarely
+//!   flooded with the router's ARP requests.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -307,6 +310,28 @@ impl Router {
             return;
         }
         let dst_mac: Mac = frame[0..6].try_into().expect("14 bytes");
+        if dst_mac[0] & 1 == 1 && dst_mac != BROADCAST {
+            // Multicast (a DPWS Hello at boot): not routed, but its sender
+            // is learnt, so that reaching it later floods no ARP request
+            // to every port of a large segment.
+            if let RPort::Switch(s) = from
+                && be16(&frame, 12) == ETH_IPV4
+                && ipv4_header(&frame).is_some()
+            {
+                let src_mac: Mac = frame[6..12].try_into().expect("14 bytes");
+                let src = ip_at(&frame, 14 + 12);
+                if src_mac[0] & 1 == 0
+                    && is_unicast_ip(src)
+                    && src != self.host_ip
+                    && self.route(src) == Some(s)
+                    && self.arp.get(&(s, src)) != Some(&src_mac)
+                {
+                    self.arp.insert((s, src), src_mac);
+                    self.flush(from, src, src_mac, out);
+                }
+            }
+            return;
+        }
         if dst_mac != ROUTER_MAC && dst_mac != BROADCAST {
             return;
         }
@@ -902,6 +927,35 @@ mod tests {
         assert_eq!(&back[0].frame[0..6], &HOST_MAC);
         assert_eq!(back[0].frame[14 + 8], 63);
         assert_eq!(checksum(&back[0].frame[14..34]), 0);
+    }
+
+    #[test]
+    fn a_multicast_hello_teaches_the_device_mac_so_no_arp_is_flooded() {
+        let mut r = router();
+        let mut hello = ping(DEV_MAC, DEV_MAC, DEV, Ipv4Addr::new(239, 255, 255, 250), 1);
+        hello[0..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa]);
+        assert!(
+            run(&mut r, RPort::Switch(0), hello.clone()).is_empty(),
+            "not routed"
+        );
+        assert_eq!(r.neighbours(), 1);
+        // The host's ping goes straight to the device, without an ARP request.
+        let o = run(
+            &mut r,
+            RPort::Tap,
+            ping(ROUTER_MAC, HOST_MAC, HOST, DEV, 64),
+        );
+        assert_eq!(o.len(), 1);
+        assert_eq!(be16(&o[0].frame, 12), ETH_IPV4);
+        assert_eq!(&o[0].frame[0..6], &DEV_MAC);
+        // A multicast from an address outside the segment teaches nothing.
+        let mut stray = hello;
+        stray[14 + 12..14 + 16].copy_from_slice(&DEV2.octets());
+        stray[24..26].copy_from_slice(&[0, 0]);
+        let sum = checksum(&stray[14..34]);
+        stray[24..26].copy_from_slice(&sum.to_be_bytes());
+        assert!(run(&mut r, RPort::Switch(0), stray).is_empty());
+        assert_eq!(r.neighbours(), 1);
     }
 
     #[test]
