@@ -31,7 +31,7 @@
 //!   multicast (a DPWS Hello at boot), so a large segment is rarely
 //!   flooded with the router's ARP requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -192,6 +192,11 @@ pub struct Router {
     host_mac: Option<Mac>,
     /// Device-side neighbours: (switch, address) -> MAC.
     arp: HashMap<(usize, Ipv4Addr), Mac>,
+    /// Neighbours learnt from their multicast only: they have not heard
+    /// from the router yet, so the first frame to one is preceded by a
+    /// unicast ARP request that teaches it the router's MAC for the
+    /// sender's address (else its first answer waits for its own ARP).
+    untaught: HashSet<(usize, Ipv4Addr)>,
     pending: HashMap<(RPort, Ipv4Addr), Pending>,
     /// Frames forwarded, and frames dropped (no route, TTL, no answer).
     pub forwarded: u64,
@@ -269,6 +274,7 @@ impl Router {
             source,
             host_mac: None,
             arp: HashMap::new(),
+            untaught: HashSet::new(),
             pending: HashMap::new(),
             forwarded: 0,
             dropped: 0,
@@ -327,6 +333,7 @@ impl Router {
                     && self.arp.get(&(s, src)) != Some(&src_mac)
                 {
                     self.arp.insert((s, src), src_mac);
+                    self.untaught.insert((s, src));
                     self.flush(from, src, src_mac, out);
                 }
             }
@@ -353,12 +360,13 @@ impl Router {
                         }
                     }
                     RPort::Switch(s) => {
-                        if is_unicast_ip(src)
-                            && self.route(src) == Some(s)
-                            && self.arp.get(&(s, src)) != Some(&src_mac)
-                        {
-                            self.arp.insert((s, src), src_mac);
-                            self.flush(RPort::Switch(s), src, src_mac, out);
+                        if is_unicast_ip(src) && self.route(src) == Some(s) {
+                            // It sent to the router: it knows its MAC.
+                            self.untaught.remove(&(s, src));
+                            if self.arp.get(&(s, src)) != Some(&src_mac) {
+                                self.arp.insert((s, src), src_mac);
+                                self.flush(RPort::Switch(s), src, src_mac, out);
+                            }
                         }
                     }
                 }
@@ -415,6 +423,13 @@ impl Router {
         };
         frame[6..12].copy_from_slice(&ROUTER_MAC);
         if let Some(mac) = mac {
+            if let RPort::Switch(sw) = to
+                && self.untaught.remove(&(sw, dst))
+            {
+                let mut req = self.arp_request(to, dst);
+                req.frame[0..6].copy_from_slice(&mac);
+                out.push(req);
+            }
             frame[0..6].copy_from_slice(&mac);
             self.forwarded += 1;
             out.push(Out { port: to, frame });
@@ -482,6 +497,7 @@ impl Router {
                     if self.arp.get(&(s, spa)) != Some(&sha) {
                         self.arp.insert((s, spa), sha);
                     }
+                    self.untaught.remove(&(s, spa));
                     self.flush(from, spa, sha, out);
                 }
                 self.owned[s].contains(&tpa)
@@ -939,7 +955,21 @@ mod tests {
             "not routed"
         );
         assert_eq!(r.neighbours(), 1);
-        // The host's ping goes straight to the device, without an ARP request.
+        // The host's ping goes straight to the device, after a unicast
+        // (not flooded) ARP request that teaches the device the router's
+        // MAC for the host's address; only the first time.
+        let o = run(
+            &mut r,
+            RPort::Tap,
+            ping(ROUTER_MAC, HOST_MAC, HOST, DEV, 64),
+        );
+        assert_eq!(o.len(), 2);
+        assert_eq!(be16(&o[0].frame, 12), ETH_ARP);
+        assert_eq!(&o[0].frame[0..6], &DEV_MAC, "unicast");
+        assert_eq!(ip_at(&o[0].frame, 28), HOST);
+        assert_eq!(ip_at(&o[0].frame, 38), DEV);
+        assert_eq!(be16(&o[1].frame, 12), ETH_IPV4);
+        assert_eq!(&o[1].frame[0..6], &DEV_MAC);
         let o = run(
             &mut r,
             RPort::Tap,
@@ -947,7 +977,6 @@ mod tests {
         );
         assert_eq!(o.len(), 1);
         assert_eq!(be16(&o[0].frame, 12), ETH_IPV4);
-        assert_eq!(&o[0].frame[0..6], &DEV_MAC);
         // A multicast from an address outside the segment teaches nothing.
         let mut stray = hello;
         stray[14 + 12..14 + 16].copy_from_slice(&DEV2.octets());
