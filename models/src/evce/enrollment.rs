@@ -19,6 +19,11 @@
 //!   enrolled address passes; anything else is refused, counted and
 //!   audited (`station refused`), and a rogue station (an enrolled box id
 //!   from another address) also raises an `alert` device event.
+//! - Addresses compare across modes: in host mode a station at site address
+//!   x.y.S.N connects from 127.77.S.N, which is the same station. An entry
+//!   enrolled without an address (0.0.0.0: a site-file station whose
+//!   address is not known) takes the address of its first admitted
+//!   connection (pinned, audited); later connections must come from it.
 //! - Removal deletes the entry at once. The list is wiped by a factory reset
 //!   (the key is not among the survivors).
 
@@ -86,11 +91,23 @@ pub fn remove(nv: &Nv, box_id: &str) -> Result<bool, StorageError> {
     Ok(true)
 }
 
-/// Whether `box_id` connecting from `from` is enrolled (see [`Check`]).
+/// Whether a connection from `from` comes from the enrolled address
+/// `enrolled`: the same address, or in host mode its loopback stand-in
+/// (127.77.S.N for a site address x.y.S.N).
+pub fn same_address(enrolled: Ipv4Addr, from: Ipv4Addr) -> bool {
+    enrolled == from
+        || (from.octets()[..2] == [127, 77]
+            && fieldtwin_emulator::net::host::host_address(enrolled) == from)
+}
+
+/// Whether `box_id` connecting from `from` is enrolled (see [`Check`]). An
+/// entry with the unspecified address 0.0.0.0 (a station of the site file
+/// whose address the installer did not give) accepts any address; the
+/// first admitted connection pins it ([`admit`]).
 pub fn lookup(nv: &Nv, box_id: &str, from: Ipv4Addr) -> Check {
     match list(nv).into_iter().find(|s| s.box_id == box_id) {
         None => Check::Unknown,
-        Some(s) if s.ip == from => Check::Enrolled,
+        Some(s) if s.ip.is_unspecified() || same_address(s.ip, from) => Check::Enrolled,
         Some(s) => Check::WrongAddress { enrolled: s.ip },
     }
 }
@@ -114,7 +131,10 @@ pub enum Refusal {
 /// `rogue_stations`.
 pub fn admit(ctx: &DeviceContext, box_id: &str, from: Ipv4Addr) -> Result<(), Refusal> {
     let refusal = match lookup(&ctx.nv, box_id, from) {
-        Check::Enrolled => return Ok(()),
+        Check::Enrolled => {
+            pin(ctx, box_id, from);
+            return Ok(());
+        }
         Check::Unknown => Refusal::NotEnrolled {
             box_id: box_id.to_string(),
             from,
@@ -139,6 +159,31 @@ pub fn admit(ctx: &DeviceContext, box_id: &str, from: Ipv4Addr) -> Result<(), Re
         ctx.emit("alert", detail);
     }
     Err(refusal)
+}
+
+/// Pins the address of an entry enrolled without one (see [`lookup`]).
+fn pin(ctx: &DeviceContext, box_id: &str, from: Ipv4Addr) {
+    let mut l = list(&ctx.nv);
+    let Some(s) = l
+        .iter_mut()
+        .find(|s| s.box_id == box_id && s.ip.is_unspecified())
+    else {
+        return;
+    };
+    s.ip = from;
+    if ctx.nv.put(KEY, &l).is_ok() {
+        let detail = format!("station {box_id} first connected from {from}; address pinned");
+        let _ = audit::record(
+            &ctx.nv,
+            ctx.rtc.now(),
+            Kind::StationEnrolled,
+            detail.clone(),
+        );
+        ctx.emit(
+            "audit",
+            format!("{}: {detail}", Kind::StationEnrolled.name()),
+        );
+    }
 }
 
 /// The site file's stations enrolled at the first boot (the installer's
@@ -174,6 +219,15 @@ mod tests {
             lookup(&nv, "cs1", Ipv4Addr::new(10, 77, 0, 99)),
             Check::WrongAddress { enrolled: ip }
         );
+        // Host mode: the station's loopback stand-in is its own address.
+        assert_eq!(
+            lookup(&nv, "cs1", Ipv4Addr::new(127, 77, 0, 21)),
+            Check::Enrolled
+        );
+        assert!(matches!(
+            lookup(&nv, "cs1", Ipv4Addr::new(127, 77, 0, 22)),
+            Check::WrongAddress { .. }
+        ));
         assert!(remove(&nv, "cs1").unwrap());
         assert!(!remove(&nv, "cs1").unwrap());
         assert_eq!(lookup(&nv, "cs1", ip), Check::Unknown);

@@ -527,6 +527,23 @@ mod tests {
             admit(&ctx, "cs9", rogue),
             Err(Refusal::NotEnrolled { .. })
         ));
+        // A station enrolled without an address is pinned at its first
+        // connection.
+        enrollment::enroll(
+            &nv,
+            Station {
+                box_id: "cp3".into(),
+                ip: Ipv4Addr::UNSPECIFIED,
+                uuid: None,
+            },
+        )
+        .unwrap();
+        assert!(admit(&ctx, "cp3", Ipv4Addr::new(127, 0, 0, 1)).is_ok());
+        assert!(admit(&ctx, "cp3", Ipv4Addr::new(127, 0, 0, 1)).is_ok());
+        assert!(matches!(
+            admit(&ctx, "cp3", rogue),
+            Err(Refusal::Rogue { enrolled, .. }) if enrolled == Ipv4Addr::new(127, 0, 0, 1)
+        ));
         let log = audit::read(&nv).unwrap();
         assert!(
             log.iter().any(|e| e.kind == audit::Kind::StationRefused
