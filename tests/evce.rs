@@ -245,6 +245,21 @@ fn evce_web_ssh_ssdp_enrollment_and_factory_reset() {
         let (_, url, _) = b.get(page);
         assert!(url.ends_with("/password"), "{page} -> {url}");
     }
+    // The JSON API says the same: a token, but nothing until the change.
+    let (code, _, body) = b.curl(&[
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"username":"admin","password":"admin"}"#,
+        &b.url("/api/login"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let login: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(login["must_change_password"], true, "{body}");
+    let bearer = format!("Authorization: Bearer {}", login["token"].as_str().unwrap());
+    let (code, _, body) = b.curl(&["-H", &bearer, &b.url("/api/status")]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("factory password must be changed"), "{body}");
     let (code, _) = b.submit(
         "/password",
         "/password",
@@ -265,6 +280,20 @@ fn evce_web_ssh_ssdp_enrollment_and_factory_reset() {
     let (code, url, body) = b.get("/");
     assert_eq!((code, url.ends_with('/')), (200, true), "{url} {body}");
     assert!(body.contains("EV Charging Expert"), "{body}");
+
+    // The API token works now; an unsigned firmware image is refused and
+    // audited, nothing changes.
+    let (code, _, body) = b.curl(&["-H", &bearer, &b.url("/api/status")]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"firmware\":\"005.002.000\""), "{body}");
+    let (code, _, body) = b.curl(&[
+        "-H",
+        &bearer,
+        "--data-binary",
+        "not a firmware image",
+        &b.url("/api/firmware"),
+    ]);
+    assert_eq!(code, 400, "{body}");
 
     // A wrong login is audited (invalid login attempts).
     let other = Browser::new(&ns, &ip);
@@ -318,6 +347,7 @@ fn evce_web_ssh_ssdp_enrollment_and_factory_reset() {
         "webpages: SSH enabled (TCP 22 open)",
         "support user logged in",
         "may not log in over SSH",
+        "api: image rejected",
     ] {
         assert!(log.contains(needle), "audit log lacks {needle:?}:\n{log}");
     }
