@@ -26,6 +26,14 @@
 //! - USB keyboard + HDMI display: the `usb_console` command types on the
 //!   local console of [`super::console`].
 //! - A charging station answers SSDP with its box id.
+//!
+//! Integration with the OCPP node: it keeps an [`Evce`] (made with
+//! [`Evce::new`]) as its surface part, calls [`Evce::boot_part`] in its
+//! boot under its boot token (with its own [`Host`], whose `restart` is a
+//! soft reboot of the whole node, and its [`super::bms::Source`]), hands
+//! `local_port` to [`Evce::local`], takes `credentials`, `details` and
+//! [`SURVIVORS`] from here, and calls [`super::enrollment::admit`] in its
+//! WebSocket handshake; a station calls [`start_station_ssdp`] at boot.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, Weak};
@@ -137,6 +145,63 @@ impl Evce {
         }
     }
 
+    /// The surface's part of a boot of the EVCE node (this device's, or
+    /// the OCPP node's that embeds this struct): the local console back to
+    /// its prompt, the SD card read, then [`boot_surface`] with `bms` as
+    /// the Modbus server's source and `host` (made from the firmware
+    /// version found) as the node's [`Host`]. Everything runs under
+    /// `token`/`tracker`, which the node's soft reboot cancels and awaits.
+    pub async fn boot_part(
+        &self,
+        ctx: &DeviceContext,
+        token: &CancellationToken,
+        tracker: &TaskTracker,
+        bms: Arc<dyn super::bms::Source>,
+        host: impl FnOnce(String) -> Arc<dyn Host>,
+    ) -> Result<Arc<Web>, BootError> {
+        self.console.reset();
+        read_sd_card(ctx, self.sd.content())?;
+        let parts = Parts {
+            stations: &self.stations,
+            iterations: self.iterations,
+            discovered: self.discovered.clone(),
+            bms,
+        };
+        let web = boot_surface(ctx, parts, token, tracker, host).await?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&web);
+        Ok(web)
+    }
+
+    /// The local ports (USB keyboard + HDMI console, SD card reader); the
+    /// node's [`Device::local_port`] hands them here.
+    pub async fn local(&self, port: LocalPort) -> Result<Transcript, String> {
+        match port {
+            LocalPort::SdCard { image } => {
+                let said = self.sd.insert(image);
+                Ok(Transcript {
+                    device: self.id.clone(),
+                    port: "sd".into(),
+                    exchanges: vec![Exchange {
+                        sent: "card".into(),
+                        answer: Some(said),
+                        closed: false,
+                    }],
+                })
+            }
+            LocalPort::Usb { lines } => {
+                let web = self
+                    .running()
+                    .filter(|w| !w.token.is_cancelled())
+                    .ok_or_else(|| format!("{} is off: the HDMI display shows nothing", self.id))?;
+                Ok(self.console.type_lines(&web, lines).await)
+            }
+            LocalPort::Ble { .. } => Err(format!(
+                "device {} (EVChargingExpert) has no BLE link; it has a USB keyboard + HDMI console (usb_console) and an SD card reader (sd_card)",
+                self.id
+            )),
+        }
+    }
+
     /// With `iterations` of PBKDF2 (tests).
     pub fn with_iterations(mut self, iterations: u32) -> Self {
         self.iterations = iterations;
@@ -192,36 +257,7 @@ impl Device for Evce {
         self: Arc<Self>,
         port: LocalPort,
     ) -> BoxFuture<'static, Result<Transcript, String>> {
-        async move {
-            match port {
-                LocalPort::SdCard { image } => {
-                    let said = self.sd.insert(image);
-                    Ok(Transcript {
-                        device: self.id.clone(),
-                        port: "sd".into(),
-                        exchanges: vec![Exchange {
-                            sent: "card".into(),
-                            answer: Some(said),
-                            closed: false,
-                        }],
-                    })
-                }
-                LocalPort::Usb { lines } => {
-                    let web = self
-                        .running()
-                        .filter(|w| !w.token.is_cancelled())
-                        .ok_or_else(|| {
-                            format!("{} is off: the HDMI display shows nothing", self.id)
-                        })?;
-                    Ok(self.console.type_lines(&web, lines).await)
-                }
-                LocalPort::Ble { .. } => Err(format!(
-                    "device {} (EVChargingExpert) has no BLE link; it has a USB keyboard + HDMI console (usb_console) and an SD card reader (sd_card)",
-                    self.id
-                )),
-            }
-        }
-        .boxed()
+        async move { self.local(port).await }.boxed()
     }
     fn details(&self, nv: &Nv, clock: &Clock) -> Details {
         let (lockout, audit_tail) = security::details(nv, &policy::LOCKOUT, clock.utc_now());
@@ -274,25 +310,18 @@ fn run(evce: Arc<Evce>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), Boo
     async move {
         let token = ctx.power_lost().child_token();
         let tracker = TaskTracker::new();
-        evce.console.reset();
-        read_sd_card(&ctx, evce.sd.content())?;
-        let parts = Parts {
-            stations: &evce.stations,
-            iterations: evce.iterations,
-            discovered: evce.discovered.clone(),
-            bms: Arc::new(EnrolledOnly(ctx.nv.clone())),
-        };
-        let web = boot_surface(&ctx, parts, &token, &tracker, |firmware| {
+        let bms = Arc::new(EnrolledOnly(ctx.nv.clone()));
+        let (e, c, t, tr) = (evce.clone(), ctx.clone(), token.clone(), tracker.clone());
+        evce.boot_part(&ctx, &token, &tracker, bms, move |firmware| {
             Arc::new(Boot {
-                evce: evce.clone(),
-                ctx: ctx.clone(),
-                token: token.clone(),
-                tracker: tracker.clone(),
+                evce: e,
+                ctx: c,
+                token: t,
+                tracker: tr,
                 firmware,
             })
         })
         .await?;
-        *evce.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&web);
         Ok(())
     }
     .boxed()
