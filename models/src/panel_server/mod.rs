@@ -525,6 +525,8 @@ impl Device for PanelServer {
         // of the Panel Server does not zero a meter's index.
         &[
             node::WIRELESS_OFF_KEY,
+            node::WIFI_OFF_KEY,
+            node::IEEE802154_OFF_KEY,
             node::COMMISSIONED_KEY,
             crate::security::firmware::IMAGE_KEY,
             field::SAVED_KEY,
