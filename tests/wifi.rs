@@ -236,3 +236,53 @@ fn wired_by_design_with_wireless_devices_is_refused_naming_the_field() {
         "{err}"
     );
 }
+
+/// TAP mode: the access point's side is an interface with its own MAC on
+/// the lab segment; a lab client in the namespace reaches the webpages over
+/// it only while associated.
+#[test]
+fn wifi_access_point_side_in_tap_mode() {
+    if !common::netns::root() {
+        return;
+    }
+    let a = 208;
+    let ns = common::netns::Netns::named(&format!("ft-wifi-tap-{}", std::process::id()));
+    let run = common::netns::start(&ns, &site(a), &[]);
+    let ap_side = format!("10.77.{a}.12");
+    let https = |ip: &str| -> String {
+        let out = ns.run(
+            "curl",
+            &[
+                "-sk",
+                "--max-time",
+                "3",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("https://{ip}/login"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run.wait_until(Duration::from_secs(20), || {
+        https(&format!("10.77.{a}.10")) == "200"
+    });
+    assert_eq!(https(&ap_side), "000", "reachable before association");
+    let (code, body) = command(&run, r#"{"command":"wifi_button","device":"ps1"}"#);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = command(
+        &run,
+        &format!(r#"{{"command":"wifi_associate","ssid":"PAS600L-0251","password":"{CODE}"}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    run.wait_until(Duration::from_secs(20), || https(&ap_side) == "200");
+    let (code, body) = command(
+        &run,
+        r#"{"command":"wifi_disassociate","ssid":"PAS600L-0251"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"stations\":[]"), "{body}");
+    assert_eq!(https(&ap_side), "000", "reachable after leaving");
+    run.stop();
+}
