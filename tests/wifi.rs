@@ -115,6 +115,10 @@ fn wifi_access_point_wpa2_only_and_dropped_when_deactivated() {
     let (code, body) = over_ap.get("/settings");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Wi-Fi activation"), "{body}");
+    assert!(
+        body.contains("Access point PAS600L-0251: on the air; connected: host"),
+        "{body}"
+    );
     // Deactivating Wi-Fi (here from ETH1) takes the access point off the
     // air and drops the association.
     let web = Web::of(&run, eth1.clone());

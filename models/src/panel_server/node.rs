@@ -545,7 +545,7 @@ mod tests {
     use fieldtwin_emulator::device::{DeviceSetup, Power, Runtime};
     use fieldtwin_emulator::net::Stack;
     use fieldtwin_emulator::net::host::HostStack;
-    use fieldtwin_emulator::site::{RtcConfig, Site};
+    use fieldtwin_emulator::site::{Model, RtcConfig, Site};
     use fieldtwin_emulator::storage::Store;
 
     use super::*;
@@ -636,6 +636,81 @@ mod tests {
                 .is_some_and(|e| e.detail.contains("after a factory reset")),
             "{log:?}"
         );
+        rt.power_off("ps1").await.unwrap();
+    }
+
+    /// Issue 10 item 5: the access point is enabled by default on current
+    /// firmware (armed: the button puts it on the air), absent on the
+    /// oldest edition's firmware and on Wired by Design models; a
+    /// permanent Wi-Fi deactivation disarms it for good, IEEE 802.15.4's
+    /// does not.
+    #[tokio::test]
+    async fn access_point_follows_model_firmware_and_permanent_deactivation() {
+        let site = Site::default_site();
+        let boot = |model: Model, firmware: Option<&str>, octet: u8| {
+            let mut dev = site.device("ps1").unwrap().clone();
+            dev.model = model;
+            dev.firmware = firmware.map(str::to_string);
+            let cfg = dev.panel_server.as_mut().unwrap();
+            cfg.pbkdf2_iterations = Some(10);
+            if model.name().ends_with("WD") {
+                cfg.wireless.clear();
+            }
+            let ps = Arc::new(PanelServer::new(&site, &dev));
+            let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+            let mut rt = Runtime::new(
+                clock,
+                Store::open(None).unwrap(),
+                EventBus::new(),
+                Duration::from_secs(3600),
+            );
+            let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+            ifs.insert(
+                "eth1".into(),
+                Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, octet))),
+            );
+            rt.add(DeviceSetup {
+                device: ps.clone(),
+                interfaces: ifs,
+                rtc: RtcConfig::default(),
+                seed: 1,
+            })
+            .unwrap();
+            (rt, ps)
+        };
+        let (rt, ps) = boot(Model::PAS600L, None, 20);
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        assert_eq!(rt.wifi().access_points().len(), 1, "enabled by default");
+        assert!(!rt.wifi().on_air("ps1"), "on the air only with the button");
+        assert_eq!(rt.wifi().button("ps1").unwrap(), "PAS600L-0251");
+        // Permanent IEEE 802.15.4 deactivation leaves Wi-Fi alone ...
+        let nv = rt.nv("ps1").unwrap();
+        nv.put(IEEE802154_OFF_KEY, &true).unwrap();
+        assert_eq!(rt.factory_reset("ps1").await.unwrap(), Power::On);
+        let s: Settings = nv.get(SETTINGS_KEY).unwrap().unwrap();
+        assert!(s.wifi.enabled && !s.ieee802154);
+        assert!(rt.wifi().button("ps1").is_ok());
+        // ... a permanent Wi-Fi deactivation does not, even after a reset.
+        nv.put(WIFI_OFF_KEY, &true).unwrap();
+        assert_eq!(rt.factory_reset("ps1").await.unwrap(), Power::On);
+        let s: Settings = nv.get(SETTINGS_KEY).unwrap().unwrap();
+        assert!(!s.wifi.enabled && !s.wifi.access_point && !s.modbus.wifi);
+        assert!(rt.wifi().access_points().is_empty());
+        assert!(rt.wifi().button("ps1").is_err());
+        let node = ps.running().unwrap();
+        assert!(node.wifi_permanently_off() && node.ieee802154_permanently_off());
+        rt.power_off("ps1").await.unwrap();
+        assert!(rt.wifi().access_points().is_empty());
+        // The oldest edition's firmware: Wi-Fi off, no access point.
+        let (rt, _) = boot(Model::PAS600L, Some("001.008.007"), 21);
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        let e = rt.wifi().button("ps1").unwrap_err().to_string();
+        assert!(e.contains("not enabled"), "{e}");
+        rt.power_off("ps1").await.unwrap();
+        // Wired by Design: no radio at all.
+        let (rt, _) = boot(Model::PAS600PWD, None, 22);
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        assert!(rt.wifi().access_points().is_empty());
         rt.power_off("ps1").await.unwrap();
     }
 

@@ -86,6 +86,34 @@ pub fn home(node: &Node, csrf: &str) -> String {
     )
 }
 
+/// The access point's state for the Wi-Fi section.
+fn access_point_state(node: &Node) -> String {
+    let Some(ap) = node.access_point() else {
+        return "Access point: not available (Wi-Fi or the access point deactivated, or none on this device)".into();
+    };
+    let st = node
+        .ctx
+        .wifi
+        .access_points()
+        .into_iter()
+        .find(|a| *a.device == *node.ctx.id);
+    match st {
+        Some(a) if a.on_air => format!(
+            "Access point {}: on the air; connected: {}",
+            ap.ssid,
+            if a.stations.is_empty() {
+                "none".to_string()
+            } else {
+                a.stations.join(", ")
+            }
+        ),
+        _ => format!(
+            "Access point {}: enabled, not on the air (press the button on the front face)",
+            ap.ssid
+        ),
+    }
+}
+
 pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
     let s = node.settings();
     let h = hidden(csrf);
@@ -162,7 +190,7 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <label><input type="checkbox" name="enabled"{we}> Wi-Fi activation</label>
 <label><input type="checkbox" name="access_point"{wa}> Wi-Fi access point</label>
 <label>Access point password (leave empty to keep) <input type="password" name="ap_password" autocomplete="new-password"></label>
-<button type="submit">Save</button></form></section>
+<button type="submit">Save</button></form><p id="wifi-ap-state">{ap_state}</p></section>
 <section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Model</th><th>Modbus unit</th><th>State</th><th></th></tr>{wireless}</table>
 <form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label><button type="submit">Save</button></form>
 <form method="post" action="/settings/wireless/add">{h}<label>RF-ID (16 hexadecimal digits) <input type="text" name="rf_id" size="18" autocomplete="off"></label> <label>Install code (36 hexadecimal characters, from the device label) <input type="text" name="install_code" size="40" autocomplete="off"></label><button type="submit">Add device</button></form>
@@ -186,6 +214,7 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         nt = checked(s.ntp_server.is_some()),
         ntp = esc(&ntp),
         ntp_status = esc(&ntp_status(node, &s)),
+        ap_state = esc(&access_point_state(node)),
         perm = match (
             node.wifi_permanently_off(),
             node.ieee802154_permanently_off()
