@@ -119,6 +119,31 @@ fn wifi_access_point_wpa2_only_and_dropped_when_deactivated() {
         body.contains("Access point PAS600L-0251: on the air; connected: host"),
         "{body}"
     );
+    // Modbus TCP over Wi-Fi follows its per-interface setting (off by
+    // default).
+    let modbus = |ip: &str| {
+        let out = common::tool(
+            "mbpoll",
+            &[
+                "-1", "-a", "255", "-r", "11", "-c", "6", "-t", "4", "-o", "3", ip,
+            ],
+        );
+        out.status.success()
+    };
+    assert!(modbus(&eth1), "Modbus on ETH1");
+    assert!(
+        !modbus(&ap_side),
+        "Modbus over Wi-Fi while deactivated there"
+    );
+    let (code, body) = command(
+        &run,
+        r#"{"command":"modbus_service","device":"ps1","interface":"wifi","enabled":true}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        modbus(&ap_side),
+        "no Modbus over Wi-Fi once activated there"
+    );
     // Deactivating Wi-Fi (here from ETH1) takes the access point off the
     // air and drops the association.
     let web = Web::of(&run, eth1.clone());
@@ -137,6 +162,7 @@ fn wifi_access_point_wpa2_only_and_dropped_when_deactivated() {
     let (code, body) = command(&run, r#"{"command":"wifi_button","device":"ps1"}"#);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("not enabled"), "{body}");
+    assert!(!modbus(&ap_side), "Modbus over Wi-Fi after the drop");
     // ETH1 is untouched.
     assert_eq!(https_status(&eth1), 200);
     run.stop();

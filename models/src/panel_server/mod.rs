@@ -590,6 +590,18 @@ impl Device for PanelServer {
                         self.model.name()
                     ));
                 }
+                "wifi" if !self.model.capabilities().is_some_and(|c| c.wifi) => {
+                    return Err(format!(
+                        "{} is a Wired by Design model without Wi-Fi; use eth1 or eth2",
+                        self.model.name()
+                    ));
+                }
+                "wifi" if enabled && node.wifi_permanently_off() => {
+                    return Err(format!(
+                        "Wi-Fi is permanently deactivated on {}; Modbus cannot be activated on it",
+                        self.id
+                    ));
+                }
                 "wifi" => settings.modbus.wifi = enabled,
                 other => return Err(format!("no interface {other:?}; use eth1, eth2 or wifi")),
             }
