@@ -999,3 +999,62 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     }
     drop(receiver);
 }
+
+/// Issue 13 item 6 (site octet 166): the library's data logging scenarios
+/// pass against the default site (with a seed: paused clock, repeatable),
+/// and their event logs show what they claim: six failed publications
+/// while the server was away, then the waiting rows published; a power
+/// cycle, with publications before and after it.
+#[test]
+fn the_data_logging_scenarios_of_the_library_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site.toml");
+    std::fs::write(
+        &site,
+        site_text(166).replacen(
+            "topology = \"separated\"",
+            "topology = \"separated\"\npbkdf2_iterations = 1000",
+            1,
+        ),
+    )
+    .unwrap();
+    let events = dir.path().join("events.jsonl");
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/library");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldtwin"))
+        .arg("scenario")
+        .arg("run")
+        .arg(lib.join("publication-server-away.rhai"))
+        .arg(lib.join("power-loss-datalog.rhai"))
+        .arg("--site")
+        .arg(&site)
+        .args(["--seed", "7", "--events"])
+        .arg(&events)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("scenarios: 2 passed, 0 failed"), "{text}");
+    let log = std::fs::read_to_string(&events).unwrap();
+    let (away, power) = log
+        .split_once("# Power loss during logging and recovery")
+        .expect("both scenarios in the event log");
+    let datalog = |part: &str, what: &str| {
+        part.lines()
+            .filter(|l| l.contains("\"kind\":\"datalog\"") && l.contains(what))
+            .count()
+    };
+    assert_eq!(datalog(away, "publication failed"), 6, "{away}");
+    assert_eq!(datalog(away, "\"message\":\"publication: "), 3, "{away}");
+    assert!(
+        away.contains("data logging changed: publication: method none -> https"),
+        "the page's change is audited: {away}"
+    );
+    assert!(power.contains("\"power\":\"off\""), "{power}");
+    assert_eq!(datalog(power, "\"message\":\"publication: "), 2, "{power}");
+    eprintln!("2 data logging scenarios in {:?}", started.elapsed());
+}

@@ -388,8 +388,11 @@ pub fn start(
     };
     let n = node.clone();
     let period_min = cfg.period_min;
+    // The schedule starts now, not when the task first runs: a clock jump
+    // in between is caught up like any other.
+    let started = node.ctx.clock.now();
     Some(async move {
-        if let Err(e) = run(n.clone(), logged, period_min, target).await {
+        if let Err(e) = run(n.clone(), logged, period_min, target, started).await {
             n.ctx.emit("datalog", format!("logging stopped: {e}"));
         }
     })
@@ -403,6 +406,7 @@ async fn run(
     logged: Vec<Logged>,
     period_min: u32,
     target: Option<Publishing>,
+    started: Duration,
 ) -> Result<(), StorageError> {
     let ctx = &node.ctx;
     let clock = ctx.clock.clone();
@@ -423,8 +427,8 @@ async fn run(
         }
     }
     let epoch_s = clock.epoch().timestamp_millis() as f64 / 1000.0;
-    let mut schedule = Schedule::new(epoch_s, period_min, clock.now());
-    let mut next_publication = target.as_ref().map(|(_, p, _)| clock.now() + *p);
+    let mut schedule = Schedule::new(epoch_s, period_min, started);
+    let mut next_publication = target.as_ref().map(|(_, p, _)| started + *p);
     let mut stats: Stats = ctx.nv.get(STATS_KEY)?.unwrap_or_default();
     let mut last_drop_audit: Option<Duration> = None;
     loop {
@@ -463,8 +467,10 @@ async fn run(
             }
             tokio::task::yield_now().await;
         }
+        // `now` as sampled above: a publication holds every row up to its
+        // instant, however far a clock jump went meanwhile.
         if let (Some((t, period, format)), Some(at)) = (&target, next_publication)
-            && clock.now() >= at
+            && now >= at
         {
             // A pinned certificate that changed stops publication until
             // it is reconfigured; the rows wait.

@@ -290,10 +290,19 @@ fn all(f: &Fields, k: &str) -> Vec<String> {
         .collect()
 }
 
-/// Chosen items, `None` when every offered one is chosen.
-fn chosen(f: &Fields, k: &str, offered: &[String]) -> Option<Vec<String>> {
+/// The items ticked under `k`, `None` when the `all` box is ticked (all,
+/// including those added later); nothing ticked is refused.
+fn chosen(f: &Fields, k: &str, all_box: &str, what: &str) -> Result<Option<Vec<String>>, String> {
+    if one(f, all_box).is_some() {
+        return Ok(None);
+    }
     let v = all(f, k);
-    (!offered.iter().all(|o| v.contains(o))).then_some(v)
+    if v.is_empty() {
+        return Err(format!(
+            "tick at least one {what} or \"All {what}s\" (to log nothing, untick \"Log data\")"
+        ));
+    }
+    Ok(Some(v))
 }
 
 fn minutes(f: &Fields, k: &str, what: &str) -> Result<u32, String> {
@@ -311,11 +320,10 @@ pub(super) async fn save_logging(
     let mut new = node.datalog_setup();
     let r = (|| {
         new.logging = if one(&f, "enabled").is_some() {
-            let codes: Vec<String> = MEASUREMENT_CODES.iter().map(|c| c.to_string()).collect();
             Some(DatalogConfig {
                 period_min: minutes(&f, "period_min", "logging period")?,
-                devices: chosen(&f, "device", &field_ids(&node)),
-                measurements: chosen(&f, "measurement", &codes),
+                devices: chosen(&f, "device", "all_devices", "device")?,
+                measurements: chosen(&f, "measurement", "all_measurements", "measurement")?,
             })
         } else {
             None
@@ -401,7 +409,7 @@ pub fn page(node: &Node, csrf: &str, msg: Option<&str>) -> String {
     let devices: String = field_ids(node)
         .iter()
         .map(|d| {
-            let on = lc.devices.as_ref().is_none_or(|v| v.contains(d));
+            let on = lc.devices.as_ref().is_some_and(|v| v.contains(d));
             format!(
                 "<label><input type=\"checkbox\" name=\"device\" value=\"{d}\"{}> {d}</label>",
                 checked(on),
@@ -415,7 +423,7 @@ pub fn page(node: &Node, csrf: &str, msg: Option<&str>) -> String {
             let on = lc
                 .measurements
                 .as_ref()
-                .is_none_or(|v| v.iter().any(|x| x.eq_ignore_ascii_case(m)));
+                .is_some_and(|v| v.iter().any(|x| x.eq_ignore_ascii_case(m)));
             format!(
                 "<label><input type=\"checkbox\" name=\"measurement\" value=\"{m}\"{}> {m}</label>",
                 checked(on)
@@ -477,8 +485,8 @@ pub fn page(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         r#"<section id="logging"><h2>Logging</h2><form method="post" action="/datalog/logging">{h}
 <label><input type="checkbox" name="enabled"{le}> Log data</label>
 <label>Logging period <select name="period_min">{periods}</select></label>
-<fieldset><legend>Devices</legend>{devices}</fieldset>
-<fieldset><legend>Measurements</legend>{measures}</fieldset>
+<fieldset><legend>Devices</legend><label><input type="checkbox" name="all_devices"{ad}> All devices (also those added later)</label> or only: {devices}</fieldset>
+<fieldset><legend>Measurements</legend><label><input type="checkbox" name="all_measurements"{am}> All measurements each device offers</label> or only: {measures}</fieldset>
 <button id="save-logging" type="submit">Save</button></form>
 <p>Kept for {days} days, oldest dropped first.</p></section>
 <section id="publication"><h2>Publication</h2><form method="post" action="/datalog/publication">{h}
@@ -494,6 +502,8 @@ pub fn page(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <p id="publication-stats">Publications: {np}, failed: {nf}, files: {files}, rows: {rows}. Last error: {last}</p></section>
 <section id="log-state"><h2>Data log</h2><table><tr><th>Device</th><th>Rows logged</th><th>Waiting</th><th>Dropped unpublished</th></tr>{counters}</table></section>"#,
         le = checked(l.is_some()),
+        ad = checked(lc.devices.is_none()),
+        am = checked(lc.measurements.is_none()),
         days = dl::retention_days(node.ps.model),
         mn = selected(p.is_none()),
         mh = selected(p.is_some()),
