@@ -690,9 +690,13 @@ fn audit_details(ps: &str, bearer: &str) -> Vec<String> {
 }
 
 /// Per device name: the sample times (Unix s) of every JSON file received,
-/// each row once per file it is in, and the number of JSON files.
-fn received_json(out: &Path) -> (BTreeMap<String, Vec<i64>>, usize) {
+/// each row once per file it is in; the number of JSON files; per device
+/// the rows whose values are all `null`.
+type JsonRows = (BTreeMap<String, Vec<i64>>, usize, BTreeMap<String, usize>);
+
+fn received_json(out: &Path) -> JsonRows {
     let mut rows: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut nulls: BTreeMap<String, usize> = BTreeMap::new();
     let mut files = 0;
     for e in std::fs::read_dir(out).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
@@ -708,6 +712,7 @@ fn received_json(out: &Path) -> (BTreeMap<String, Vec<i64>>, usize) {
         assert!(name.contains(&format!("_{device}_")), "{name}: {device}");
         assert_eq!(v["loggingInterval"], 10, "{name}");
         let mut times: Vec<i64> = Vec::new();
+        let mut all_null: Vec<bool> = Vec::new();
         for r in v["records"].as_array().unwrap() {
             let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
             assert_eq!(keys, ["t", "timestamp", "v", "valueItemId"], "{name}: {r}");
@@ -724,8 +729,13 @@ fn received_json(out: &Path) -> (BTreeMap<String, Vec<i64>>, usize) {
             let at = start + r["t"].as_i64().unwrap() / 1000;
             if times.last() != Some(&at) {
                 times.push(at);
+                all_null.push(true);
+            }
+            if !r["v"].is_null() {
+                *all_null.last_mut().unwrap() = false;
             }
         }
+        *nulls.entry(device.clone()).or_default() += all_null.iter().filter(|n| **n).count();
         assert_eq!(
             v["historicalIntervals"].as_u64(),
             Some(times.len() as u64),
@@ -736,7 +746,7 @@ fn received_json(out: &Path) -> (BTreeMap<String, Vec<i64>>, usize) {
     for t in rows.values_mut() {
         t.sort();
     }
-    (rows, files)
+    (rows, files, nulls)
 }
 
 /// Issue 13 items 2 and 5 (site octet 164): the publication is configured
@@ -779,6 +789,12 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     assert!(v["logging"].is_null() && v["publication"].is_null(), "{v}");
     assert_eq!(v["offered"]["formats"][1], "json", "{v}");
     let audits0 = audit_details(ps, &bearer).len();
+    // The serial meter loses its supply: not connected from now on.
+    let r = site.post_json(
+        "/api/v1/devices/ps1/fields/meter-sl/power",
+        r#"{"action": "off"}"#,
+    );
+    assert!(r.is_object(), "{r}");
 
     // Refused, naming what is wrong; nothing changes, nothing is audited.
     let url = format!("https://127.0.0.1:{port}/upload");
@@ -853,10 +869,18 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
         advance(&site, 3600);
         site.wait_until(Duration::from_secs(30), || publications(&site) == h);
     }
-    let (rows, files) = received_json(&out);
+    let (rows, files, nulls) = received_json(&out);
     assert!(
         files >= 12,
         "{files} JSON files for 2 publications of 6 devices"
+    );
+    // The serial meter is off: not connected, every value of its rows is
+    // null; the others answer.
+    assert_eq!(nulls["meter-sl"], rows["meter-sl"].len(), "{nulls:?}");
+    assert!(
+        rows.keys()
+            .any(|d| d != "meter-sl" && nulls.get(d) == Some(&0)),
+        "{nulls:?}"
     );
     let check = |rows: &BTreeMap<String, Vec<i64>>| -> u64 {
         let st = stats(&site);
@@ -969,7 +993,7 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     let done = publications(&site);
     advance(&site, 3600);
     site.wait_until(Duration::from_secs(30), || publications(&site) == done + 1);
-    let (rows, _) = received_json(&out);
+    let (rows, _, _) = received_json(&out);
     let total2 = check(&rows);
     assert_eq!(total2, total + 3 * 6 * 6, "3 more hours of rows, each once");
 
@@ -991,6 +1015,20 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     let (csv_rows, csv_files, dups) = received(&out);
     assert_eq!(dups, 0);
     assert!(csv_files >= 6, "{csv_files}");
+    // Error flag per row: 19 for the meter that is off (empty values), 0
+    // for a device whose values are all valid.
+    assert!(
+        csv_rows["meter-sl"].iter().all(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            f[0] == "19" && f[3..].iter().all(|v| v.is_empty())
+        }),
+        "{:?}",
+        csv_rows["meter-sl"]
+    );
+    assert!(
+        csv_rows.values().flatten().any(|l| l.starts_with("0,")),
+        "{csv_rows:?}"
+    );
     let st = stats(&site);
     for (dev, c) in st["devices"].as_object().unwrap() {
         let json_n = rows.get(dev).map_or(0, Vec::len) as u64;
