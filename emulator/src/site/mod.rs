@@ -21,7 +21,8 @@ pub use datalogger::{
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 pub use ps_datalog::{
-    DatalogConfig, LOGGING_PERIODS_MIN, PublicationConfig, PublicationMethod, parse_https_url,
+    DatalogConfig, LOGGING_PERIODS_MIN, MEASUREMENT_CODES, PublicationConfig, PublicationFormat,
+    PublicationMethod, parse_https_url, parse_pin,
 };
 
 pub use matrix::{
@@ -432,6 +433,28 @@ pub struct PanelServerConfig {
     /// none, date and time set manually (the factory setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ntp_server: Option<Ipv4Addr>,
+    /// Address of the Wi-Fi access point's side (the interface `wifi` a
+    /// station reaches after associating); none: the access point has no
+    /// interface on the site's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi_ap_ip: Option<Ipv4Addr>,
+    /// Segment of the access point's side; default: the device's segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi_ap_segment: Option<String>,
+}
+
+impl PanelServerConfig {
+    /// The access point's side: address and segment, if configured
+    /// (`device_segment` is the device's ETH1 segment).
+    pub fn wifi_ap(&self, device_segment: &str) -> Option<(Ipv4Addr, String)> {
+        let ip = self.wifi_ap_ip?;
+        Some((
+            ip,
+            self.wifi_ap_segment
+                .clone()
+                .unwrap_or_else(|| device_segment.to_string()),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -696,7 +719,8 @@ impl Site {
             invalid(
                 field
                     .replace(".ip", ".segment")
-                    .replace("eth2_ip", "eth2_segment"),
+                    .replace("eth2_ip", "eth2_segment")
+                    .replace("wifi_ap_ip", "wifi_ap_segment"),
                 format!("no segment named {segment:?}; defined segments: {allowed}"),
             )
         })?;
@@ -764,6 +788,21 @@ impl Site {
                 return Err(invalid(
                     format!("{at}.eth2_ip"),
                     "eth2_ip and eth2_segment are only for topology = \"separated\"",
+                ));
+            }
+        }
+        if ps.wifi_ap_segment.is_some() && ps.wifi_ap_ip.is_none() {
+            return Err(invalid(
+                format!("{at}.wifi_ap_segment"),
+                "give the access point's address too (wifi_ap_ip)",
+            ));
+        }
+        if let Some((ip, seg)) = ps.wifi_ap(&d.segment) {
+            self.check_address(&format!("{at}.wifi_ap_ip"), ip, &seg, allowed)?;
+            if let Some(other) = ips.insert(ip, d.id.clone()) {
+                return Err(invalid(
+                    format!("{at}.wifi_ap_ip"),
+                    format!("{ip} is already used by {other}"),
                 ));
             }
         }

@@ -49,6 +49,11 @@ pub enum Kind {
     StationRefused,
     /// Removable media or a local console (SD card, USB/HDMI).
     PhysicalAccess,
+    /// Data publication stopped by the device (a pinned server certificate
+    /// that changed); it resumes when the publication is reconfigured.
+    PublicationStopped,
+    /// Logged rows not yet published dropped by the data log's retention.
+    DataLogOverflow,
 }
 
 impl Kind {
@@ -77,6 +82,8 @@ impl Kind {
             Kind::StationRemoved => "station removed",
             Kind::StationRefused => "station refused",
             Kind::PhysicalAccess => "physical access",
+            Kind::PublicationStopped => "publication stopped",
+            Kind::DataLogOverflow => "data log overflow",
         }
     }
 }
