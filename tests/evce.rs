@@ -475,7 +475,7 @@ fn evce_web_ssh_ssdp_enrollment_and_factory_reset() {
     // The EVCE discovered both stations; the site's are enrolled
     // (commissioning). Removing and enrolling again are the
     // administrator's acts, audited; only a discovered station enrolls.
-    eventually("both stations discovered", Duration::from_secs(30), || {
+    eventually("both stations discovered", Duration::from_secs(75), || {
         let (_, _, p) = b.get("/stations");
         let d = p.split("id=\"discovered\"").nth(1).unwrap_or_default();
         let d = d.split("</table>").next().unwrap_or_default();

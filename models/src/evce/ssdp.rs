@@ -16,7 +16,8 @@
 //!   multicast segment, and a client reaches the device with a unicast
 //!   search, as with DPWS.
 //! - With a [`Discovered`] list (the EVCE), it also sends an `M-SEARCH` for
-//!   [`STATION_TYPE`] when it comes up and every [`SEARCH_PERIOD`] of
+//!   [`STATION_TYPE`] when it comes up, again after [`EARLY_SEARCHES`]
+//!   (stations booting at the same time), then every [`SEARCH_PERIOD`] of
 //!   virtual time, and records every station that answers or announces
 //!   itself (by box id and address; a station that says `byebye` or whose
 //!   `max-age` runs out is dropped). Discovered is not enrolled: see
@@ -45,6 +46,8 @@ pub const STATION_TYPE: &str = "urn:schneider-electric-com:device:EVChargingStat
 pub const MAX_AGE: u32 = 1800;
 /// How often the EVCE searches for stations ([NF]).
 pub const SEARCH_PERIOD: Duration = Duration::from_secs(60);
+/// Delays of the searches that follow the first one ([NF]).
+pub const EARLY_SEARCHES: [Duration; 2] = [Duration::from_secs(3), Duration::from_secs(10)];
 
 /// A station seen on the network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -187,6 +190,7 @@ pub async fn serve(o: Options, token: CancellationToken) {
     let mut desc = (o.describe)(ip);
     let mut next_alive = Duration::ZERO;
     let mut next_search = Duration::ZERO;
+    let mut searches = 0usize;
     let mut buf = vec![0u8; ssdp::MAX_DATAGRAM];
     let mut address_open = true;
     loop {
@@ -200,7 +204,12 @@ pub async fn serve(o: Options, token: CancellationToken) {
                 let _ = udp
                     .send_to(ssdp::search(STATION_TYPE, 2).as_bytes(), group())
                     .await;
-                next_search = now + SEARCH_PERIOD;
+                next_search = now
+                    + EARLY_SEARCHES
+                        .get(searches)
+                        .copied()
+                        .unwrap_or(SEARCH_PERIOD);
+                searches += 1;
             }
         }
         let deadline = if o.discover.is_some() {
@@ -218,6 +227,7 @@ pub async fn serve(o: Options, token: CancellationToken) {
                         desc = (o.describe)(ip);
                         next_alive = Duration::ZERO;
                         next_search = Duration::ZERO;
+                        searches = 0;
                     }
                     Err(_) => address_open = false,
                 }
