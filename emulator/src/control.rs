@@ -42,7 +42,9 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::attack::{Attack, AttackReport};
 use crate::clock::{ClockError, ClockStatus};
-use crate::device::{DeviceStatus, FieldAction, Force, Power, Runtime, RuntimeError};
+use crate::device::{
+    DeviceStatus, EvSpec, FieldAction, Force, ModelCommand, Power, Runtime, RuntimeError,
+};
 use crate::net::fault::{FaultError, LinkFault};
 
 /// What a power command does.
@@ -163,6 +165,41 @@ pub enum Command {
         #[serde(default)]
         generation: Option<u8>,
     },
+    // --- EV charging (issue 11; docs/ev-charging.md) ---
+    /// An EV is plugged into `connector` of charging station `device`;
+    /// `id_tag` presents a badge at the same time.
+    EvPlug {
+        device: String,
+        #[serde(default = "connector_one")]
+        connector: u32,
+        #[serde(default)]
+        ev: EvSpec,
+        #[serde(default)]
+        id_tag: Option<String>,
+    },
+    /// The EV on `connector` of `device` is unplugged.
+    EvUnplug {
+        device: String,
+        #[serde(default = "connector_one")]
+        connector: u32,
+    },
+    /// RFID badge `id_tag` is presented to `device`'s reader for `connector`.
+    Badge {
+        device: String,
+        #[serde(default = "connector_one")]
+        connector: u32,
+        id_tag: String,
+    },
+    /// Cuts (`connected: false`) or restores the upstream OCPP links of
+    /// EV Charging Expert `device` to its supervisions.
+    OcppUpstream {
+        device: String,
+        connected: bool,
+    },
+}
+
+fn connector_one() -> u32 {
+    1
 }
 
 /// Seconds the Restart button must be held for a factory reset.
@@ -397,7 +434,47 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 generation,
             },
         ),
+        Command::EvPlug {
+            device,
+            connector,
+            ev,
+            id_tag,
+        } => {
+            ev.check().map_err(CommandError::BadRequest)?;
+            model_command(
+                rt,
+                &device,
+                ModelCommand::EvPlug {
+                    connector,
+                    ev,
+                    id_tag,
+                },
+            )
+        }
+        Command::EvUnplug { device, connector } => {
+            model_command(rt, &device, ModelCommand::EvUnplug { connector })
+        }
+        Command::Badge {
+            device,
+            connector,
+            id_tag,
+        } => model_command(rt, &device, ModelCommand::Badge { connector, id_tag }),
+        Command::OcppUpstream { device, connected } => {
+            model_command(rt, &device, ModelCommand::Upstream { connected })
+        }
     }
+}
+
+fn model_command(rt: &Runtime, device: &str, cmd: ModelCommand) -> Result<Reply, CommandError> {
+    let name = cmd.name();
+    rt.model_command(device, cmd)?
+        .map_err(CommandError::BadRequest)?;
+    rt.events().send(Event::Device {
+        device: device.to_string(),
+        kind: name.into(),
+        message: format!("{name} done"),
+    });
+    Ok(Reply::Device(Box::new(rt.status(device)?)))
 }
 
 fn field_command(
