@@ -304,3 +304,12 @@ impl EvceConfig {
         Ok(())
     }
 }
+
+/// The AuthorizationKey of a station whose site file names none: derived
+/// from the site seed and the box id, so the station and its EVCE agree
+/// without it being written anywhere ([NF]; docs/ev-charging.md).
+pub fn default_authorization_key(site_seed: u64, box_id: &str) -> String {
+    let a = super::device_seed(site_seed, &format!("ocpp-key-a:{box_id}"));
+    let b = super::device_seed(site_seed, &format!("ocpp-key-b:{box_id}"));
+    format!("{a:016x}{b:08x}")[..24].to_string()
+}

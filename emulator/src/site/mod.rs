@@ -22,7 +22,7 @@ pub use datalogger::{
 };
 pub use ev::{
     ChargingStationConfig, EnrolledStation, EvceConfig, OCPP_WS_PORT, OCPP_WSS_PORT,
-    SupervisionConfig, SupervisionMode,
+    SupervisionConfig, SupervisionMode, default_authorization_key,
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 pub use ps_datalog::{

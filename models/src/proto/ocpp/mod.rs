@@ -19,6 +19,7 @@
 
 pub mod link;
 pub mod messages;
+pub mod queue;
 pub mod rpc;
 
 use serde::Serialize;
