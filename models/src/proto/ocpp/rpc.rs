@@ -8,6 +8,7 @@
 //!   driver future, which the caller spawns. The driver ends when the peer
 //!   closes, the socket fails, [`Rpc::close`] is called or no pong (or any
 //!   frame) came back within two ping intervals.
+//! - CALL unique ids are numbers, unique across every link of the process.
 //! - [`Rpc::call`] waits for the CALLRESULT or CALLERROR with the same id,
 //!   at most `timeout` (wall time: the peer is a real TCP peer), and fails
 //!   with [`CallFailed::Closed`] if the link ends first.
@@ -46,6 +47,8 @@ pub enum CallFailed {
     Closed,
 }
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, CallFailed>>>>>;
 
 /// Handle for outgoing CALLs on one link.
@@ -53,7 +56,6 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, CallFaile
 pub struct Rpc {
     out: mpsc::UnboundedSender<Frame>,
     pending: Pending,
-    next: Arc<AtomicU64>,
     closed: CancellationToken,
 }
 
@@ -97,7 +99,9 @@ impl Rpc {
         if self.closed.is_cancelled() {
             return Err(CallFailed::Closed);
         }
-        let id = self.next.fetch_add(1, Ordering::Relaxed).to_string();
+        // Unique ids across every link of the process, so a peer's log of
+        // several connections never sees one id twice.
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string();
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id.clone(), tx);
         if self
@@ -157,7 +161,6 @@ pub fn start(
     let rpc = Rpc {
         out: out_tx.clone(),
         pending: pending.clone(),
-        next: Arc::new(AtomicU64::new(1)),
         closed: closed.clone(),
     };
     let driver = async move {
