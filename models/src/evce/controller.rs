@@ -5,8 +5,10 @@
 //! - The EVCE is the central system of its stations: it answers every CALL
 //!   of a station itself, at once, whether a supervision (CSMS) is
 //!   reachable or not ([`Controller::station_call`]). Only
-//!   BootNotification and Authorize ask the CSMS first when its link is
-//!   up ([`Answer::AskUpstream`], with the local answer as fallback).
+//!   BootNotification (when the link is up) and Authorize (of a supervised
+//!   station) ask the CSMS first ([`Answer::AskUpstream`], with the local
+//!   answer as fallback; the device gives the link `message_timeout_s` to
+//!   come up unless upstream links are cut).
 //! - Supervision ([`Controller::supervision_of`]): `local` mode: none (the
 //!   EVCE alone); `unique`: every station to the one supervision;
 //!   `multiple`: the supervision named by the station's group, none for
@@ -203,7 +205,9 @@ impl Controller {
                 let r: AuthorizeReq = decode(payload)?;
                 let local =
                     json!({ "idTagInfo": IdTagInfo::status(self.local_decision(&r.id_tag)) });
-                if online {
+                // Supervised: the CSMS decides when it can be reached (the
+                // link may be coming up); the device falls back to `local`.
+                if supervised {
                     Answer::AskUpstream { fallback: local }
                 } else {
                     Answer::Reply(local)
@@ -389,9 +393,13 @@ mod tests {
             ["LOCAL1".to_string()],
             Persisted::default(),
         );
-        let a = reply(c.station_call("cs1", "Authorize", &json!({"idTag": "LOCAL1"}), now()));
+        let fallback = |a: Answer| match a {
+            Answer::AskUpstream { fallback } => fallback,
+            other => panic!("{other:?}"),
+        };
+        let a = fallback(c.station_call("cs1", "Authorize", &json!({"idTag": "LOCAL1"}), now()));
         assert_eq!(a["idTagInfo"]["status"], "Accepted");
-        let a = reply(c.station_call("cs1", "Authorize", &json!({"idTag": "X"}), now()));
+        let a = fallback(c.station_call("cs1", "Authorize", &json!({"idTag": "X"}), now()));
         assert_eq!(a["idTagInfo"]["status"], "Invalid");
         let s = reply(c.station_call(
             "cs1",

@@ -325,10 +325,20 @@ impl Ocpp {
             Answer::Reply(v) => call.reply.value(v),
             Answer::Error(code, d) => call.reply.error(code, &d),
             Answer::AskUpstream { fallback } => {
-                let up = lock(&self.upstream).get(box_id).cloned();
                 let timeout = lock(&self.controller)
                     .supervision_of(box_id)
                     .map_or(10, |s| s.message_timeout_s);
+                // A link coming up gets up to the message timeout; a cut
+                // link none.
+                let until = tokio::time::Instant::now() + Duration::from_secs(timeout as u64);
+                let mut up = lock(&self.upstream).get(box_id).cloned();
+                while up.is_none()
+                    && self.upstream_allowed.load(Ordering::SeqCst)
+                    && tokio::time::Instant::now() < until
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    up = lock(&self.upstream).get(box_id).cloned();
+                }
                 let r = match up {
                     Some(up) => up
                         .call(
@@ -410,7 +420,6 @@ impl Ocpp {
                         rpc.close();
                         continue;
                     }
-                    lock(&self.upstream).insert(box_id.clone(), rpc.clone());
                     ctx.emit("ocpp", format!("{box_id}: upstream to {} up", sup.name));
                     let relay = {
                         let me = self.clone();
@@ -443,6 +452,8 @@ impl Ocpp {
                 return;
             }
         }
+        // Forwarded CALLs (Authorize) use the link once it has booted.
+        lock(&self.upstream).insert(box_id.to_string(), rpc.clone());
         let wake = self.wake(box_id);
         loop {
             let next = {
