@@ -592,3 +592,91 @@ authorization_key = "key-py-00001""#,
     }
     site.stop();
 }
+
+/// Register 3060 (total active power, Float32 kW) of the meter at `addr`,
+/// read over Modbus TCP.
+fn meter_kw(addr: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&[0, 7, 0, 0, 0, 6, 1, 3, 0x0b, 0xf3, 0, 2])
+        .unwrap();
+    let mut r = [0u8; 13];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!((r[7], r[8]), (3, 4), "Modbus answer {r:?}");
+    f32::from_be_bytes([r[9], r[10], r[11], r[12]]) as f64
+}
+
+fn stations_kw(site: &RunningSite) -> f64 {
+    ["cs1", "cs2"]
+        .iter()
+        .map(|cs| ocpp_of(site, cs)["power_w"].as_f64().unwrap())
+        .sum::<f64>()
+        / 1000.0
+}
+
+#[test]
+fn load_management_keeps_the_site_meter_under_the_limit() {
+    let text = add_table(
+        &site_text(122),
+        "evce1",
+        "[device.evce]\nlocal_list = [\"TAG-1\", \"TAG-2\"]\nload_period_s = 1",
+    );
+    let site = RunningSite::start(&text, &[]);
+    let meter = "127.77.122.23:502";
+    wait("both stations online", Duration::from_secs(30), || {
+        ["cs1", "cs2"]
+            .iter()
+            .all(|cs| ocpp_of(&site, cs)["online"] == true)
+    });
+    let base = meter_kw(meter);
+    command(
+        &site,
+        r#"{"command":"ev_plug","device":"cs1","id_tag":"TAG-1","ev":{"max_kw":11}}"#,
+    );
+    command(
+        &site,
+        r#"{"command":"ev_plug","device":"cs2","id_tag":"TAG-2","ev":{"max_kw":7.4}}"#,
+    );
+    // Unlimited, the meter shows its base load plus both EVs (18.4 kW).
+    wait(
+        "both EVs charging at full power",
+        Duration::from_secs(20),
+        || (stations_kw(&site) - 18.4).abs() < 0.05,
+    );
+    let full = meter_kw(meter);
+    assert!(
+        (full - base - 18.4).abs() < 1.0,
+        "base {base} kW, with EVs {full} kW"
+    );
+    // A limit 10 kW above the base: below what both EVs want.
+    let limit = (base + 10.0).ceil();
+    command(
+        &site,
+        &format!(r#"{{"command":"site_limit","device":"evce1","kw":{limit}}}"#),
+    );
+    let mut under = 0;
+    let start = Instant::now();
+    while under < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the site meter did not settle under {limit} kW: {} kW",
+            meter_kw(meter)
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        let kw = meter_kw(meter);
+        under = if kw <= limit { under + 1 } else { 0 };
+    }
+    let ev = stations_kw(&site);
+    let kw = meter_kw(meter);
+    eprintln!("site limit {limit} kW: meter {kw:.2} kW (base {base:.2}), stations {ev:.2} kW");
+    assert!(
+        kw <= limit && kw >= limit - 1.5,
+        "meter {kw} kW for a limit of {limit}"
+    );
+    assert!(ev < 18.0 && ev > 5.0, "the EVs draw {ev} kW");
+    for cs in ["cs1", "cs2"] {
+        assert_eq!(ocpp_of(&site, cs)["connectors"][0]["status"], "Charging");
+    }
+    site.stop();
+}

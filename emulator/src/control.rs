@@ -210,6 +210,13 @@ pub enum Command {
         device: String,
         connected: bool,
     },
+    /// Sets (or with `kw` null clears) the load-management limit of EV
+    /// Charging Expert `device` on its site meter, kW (1-10000).
+    SiteLimit {
+        device: String,
+        #[serde(default)]
+        kw: Option<f64>,
+    },
 }
 
 fn connector_one() -> u32 {
@@ -481,6 +488,16 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
         } => model_command(rt, &device, ModelCommand::Badge { connector, id_tag }),
         Command::OcppUpstream { device, connected } => {
             model_command(rt, &device, ModelCommand::Upstream { connected })
+        }
+        Command::SiteLimit { device, kw } => {
+            if let Some(k) = kw
+                && !(1.0..=10_000.0).contains(&k)
+            {
+                return Err(CommandError::BadRequest(format!(
+                    "kw: {k} is out of range; allowed 1 to 10000 (null: no limit)"
+                )));
+            }
+            model_command(rt, &device, ModelCommand::SiteLimit { kw })
         }
     }
 }

@@ -211,6 +211,9 @@ pub enum ModelCommand {
     /// An EVCE's upstream links to its supervisions are cut (`false`) or
     /// restored (`true`).
     Upstream { connected: bool },
+    /// An EVCE's load-management limit on the site meter, kW (`None`: no
+    /// load management).
+    SiteLimit { kw: Option<f64> },
 }
 
 impl ModelCommand {
@@ -220,6 +223,7 @@ impl ModelCommand {
             ModelCommand::EvUnplug { .. } => "ev_unplug",
             ModelCommand::Badge { .. } => "badge",
             ModelCommand::Upstream { .. } => "ocpp_upstream",
+            ModelCommand::SiteLimit { .. } => "site_limit",
         }
     }
 }

@@ -123,6 +123,18 @@ pub struct EvceConfig {
     /// Port of the wss:// server (default 8443).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocpp_tls_port: Option<u16>,
+    /// Device id of the site meter the stations' supply goes through
+    /// (default: the site's meter with profile `ev_charging`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_meter: Option<String>,
+    /// Load management: the site meter's total active power must stay
+    /// under this, kW (1-10000); none: no load management.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_limit_kw: Option<f64>,
+    /// Load management period (meter poll and profile update), virtual
+    /// seconds (1-3600; default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_period_s: Option<u32>,
 }
 
 /// `[[device.evce.supervision]]`: one CSMS.
@@ -292,6 +304,22 @@ impl EvceConfig {
                     format!("no supervision is named {g:?}; name one, or \"local\""),
                 ));
             }
+        }
+        if let Some(l) = self.site_limit_kw
+            && !(1.0..=10_000.0).contains(&l)
+        {
+            return Err(invalid(
+                format!("{at}.site_limit_kw"),
+                format!("{l} is out of range; allowed 1 to 10000 kW"),
+            ));
+        }
+        if let Some(p) = self.load_period_s
+            && !(1..=3600).contains(&p)
+        {
+            return Err(invalid(
+                format!("{at}.load_period_s"),
+                format!("{p} is out of range; allowed 1 to 3600 s"),
+            ));
         }
         for (i, b) in self.local_list.iter().enumerate() {
             if b.is_empty() || b.len() > 20 {

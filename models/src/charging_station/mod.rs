@@ -23,6 +23,7 @@
 //!   EVs stay plugged; the configuration keys are kept in NV memory
 //!   ([`KEYS_KEY`]); the transaction queue is volatile ([NF]).
 
+pub mod feed;
 pub mod physics;
 pub mod station;
 
@@ -84,13 +85,13 @@ impl ChargingStation {
         let cfg = dev.charging_station.clone().unwrap_or_default();
         let box_id = cfg.box_id.clone().unwrap_or_else(|| dev.id.clone());
         let tls = cfg.security_profile >= 2;
+        let evce = site.devices.iter().find(|d| {
+            d.model == Model::EVChargingExpert && cfg.controller.as_ref().is_none_or(|c| c == &d.id)
+        });
+        let feeds = site_meter(site, evce);
         let url = match &cfg.url {
             Some(u) => u.clone(),
             None => {
-                let evce = site.devices.iter().find(|d| {
-                    d.model == Model::EVChargingExpert
-                        && cfg.controller.as_ref().is_none_or(|c| c == &d.id)
-                });
                 let (ip, ws, wss) = match evce {
                     Some(e) => {
                         let ev = e.evce.clone().unwrap_or_default();
@@ -131,9 +132,11 @@ impl ChargingStation {
             phases: cfg.phases,
             voltage_v: cfg.voltage_v,
         };
+        let mut station = Station::new(rating, default_keys.clone(), 0.0);
+        station.feeds = feeds;
         Self {
             id: dev.id.clone(),
-            state: Arc::new(Mutex::new(Station::new(rating, default_keys.clone(), 0.0))),
+            state: Arc::new(Mutex::new(station)),
             cfg,
             box_id,
             url,
@@ -164,6 +167,20 @@ impl ChargingStation {
             utc,
         }
     }
+}
+
+/// The site meter behind EVCE `evce`'s stations: its `site_meter`, else
+/// the site's meter with profile `ev_charging`.
+pub fn site_meter(site: &Site, evce: Option<&DeviceConfig>) -> Option<String> {
+    let named = evce
+        .and_then(|e| e.evce.as_ref())
+        .and_then(|c| c.site_meter.clone());
+    named.or_else(|| {
+        site.devices
+            .iter()
+            .find(|d| d.profile.as_deref() == Some("ev_charging"))
+            .map(|d| d.id.clone())
+    })
 }
 
 fn now_of(clock: &Clock) -> Now {

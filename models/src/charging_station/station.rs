@@ -128,6 +128,8 @@ pub struct Station {
     pub sent: BTreeMap<String, u64>,
     /// A Reset was accepted: the driver reconnects after the answer left.
     pub reset: Option<ResetType>,
+    /// Device id of the site meter this station's supply goes through.
+    pub feeds: Option<String>,
     next_local: i64,
     next_sample: f64,
     next_heartbeat: f64,
@@ -155,6 +157,7 @@ impl Station {
             cache: BTreeMap::new(),
             sent: BTreeMap::new(),
             reset: None,
+            feeds: None,
             next_local: 1,
             next_sample: (t / s).floor() * s + s,
             next_heartbeat: t,
@@ -487,6 +490,10 @@ impl Station {
         }
         self.advance(now.t, now);
         self.follow_status(now);
+        if let Some(m) = &self.feeds {
+            let e: f64 = self.conns.iter().map(|c| c.meter.energy_wh).sum();
+            super::feed::publish(m, &self.rating.box_id, now.t, self.power_w(), e);
+        }
         if self.online && now.t >= self.next_heartbeat {
             if !self.outbox.iter().any(|(a, _, _)| a == "Heartbeat") {
                 self.outbox

@@ -34,6 +34,8 @@ pub struct Evce {
     ip: std::net::Ipv4Addr,
     known: BTreeMap<String, Known>,
     groups: BTreeMap<String, String>,
+    /// The site meter's Modbus TCP address (load management).
+    meter: Option<std::net::SocketAddr>,
     /// The OCPP side of the current boot.
     ocpp: Mutex<Option<Arc<Ocpp>>>,
 }
@@ -86,8 +88,12 @@ impl Evce {
                 groups.insert(s.box_id.clone(), g.clone());
             }
         }
+        let meter = crate::charging_station::site_meter(site, Some(dev))
+            .and_then(|m| site.devices.iter().find(|d| d.id == m))
+            .map(|d| std::net::SocketAddr::from((d.ip, crate::field::tcp_meter::PORT)));
         Self {
             id: dev.id.clone(),
+            meter,
             cfg,
             ip: dev.ip,
             known,
@@ -119,8 +125,22 @@ impl Device for Evce {
                 o.set_upstream(connected);
                 Ok(())
             }
+            ModelCommand::SiteLimit { kw } => {
+                let o = self
+                    .ocpp()
+                    .ok_or_else(|| format!("{} has not booted yet; power it on first", self.id))?;
+                let mut load = o.load.lock().unwrap_or_else(|e| e.into_inner());
+                let m = load.as_mut().ok_or_else(|| {
+                    format!(
+                        "{} has no site meter (site file: [device.evce] site_meter, or a meter with profile ev_charging)",
+                        self.id
+                    )
+                })?;
+                m.limit_w = kw.map(|k| k * 1000.0);
+                Ok(())
+            }
             other => Err(format!(
-                "{} is an EVChargingExpert; it takes ocpp_upstream, not {} (EVs plug into a ChargingStation)",
+                "{} is an EVChargingExpert; it takes ocpp_upstream and site_limit, not {} (EVs plug into a ChargingStation)",
                 self.id,
                 other.name()
             )),
@@ -147,13 +167,20 @@ impl Device for Evce {
             let ocpp = Arc::new(Ocpp::new(controller, self.known.clone()));
             // Every boot starts a fresh runtime on the same NV state.
             *self.ocpp.lock().unwrap_or_else(|e| e.into_inner()) = Some(ocpp.clone());
-            ocpp.start(
-                ctx.clone(),
-                self.ip,
-                self.cfg.ocpp_port.unwrap_or(OCPP_WS_PORT),
-                self.cfg.ocpp_tls_port.unwrap_or(OCPP_WSS_PORT),
-            )
-            .await
+            ocpp.clone()
+                .start(
+                    ctx.clone(),
+                    self.ip,
+                    self.cfg.ocpp_port.unwrap_or(OCPP_WS_PORT),
+                    self.cfg.ocpp_tls_port.unwrap_or(OCPP_WSS_PORT),
+                )
+                .await?;
+            if let (Some(meter), Some(stack)) = (self.meter, ctx.interface("eth1")) {
+                let period = Duration::from_secs(self.cfg.load_period_s.unwrap_or(5) as u64);
+                let limit = self.cfg.site_limit_kw.map(|k| k * 1000.0);
+                ctx.spawn(ocpp.load_loop(ctx.clone(), stack, meter, limit, period));
+            }
+            Ok(())
         }
         .boxed()
     }

@@ -4,4 +4,5 @@
 
 pub mod controller;
 pub mod device;
+pub mod load;
 pub mod ocpp;

@@ -74,6 +74,8 @@ pub struct Ocpp {
     upstream: Mutex<HashMap<String, Rpc>>,
     /// Wakes the upstream task of a station.
     wake: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Load management, if configured.
+    pub load: Mutex<Option<super::load::Manager>>,
 }
 
 impl Ocpp {
@@ -85,6 +87,74 @@ impl Ocpp {
             downstream: Mutex::default(),
             upstream: Mutex::default(),
             wake: Mutex::default(),
+            load: Mutex::default(),
+        }
+    }
+
+    /// Load management (see [`super::load`]): every `period` of virtual
+    /// time, reads the meter at `meter` and caps the charging stations.
+    pub async fn load_loop(
+        self: Arc<Self>,
+        ctx: DeviceContext,
+        stack: Arc<dyn Stack>,
+        meter: std::net::SocketAddr,
+        limit_w: Option<f64>,
+        period: Duration,
+    ) {
+        *lock(&self.load) = Some(super::load::Manager::new(limit_w));
+        let mut sent: HashMap<String, f64> = HashMap::new();
+        loop {
+            ctx.clock.sleep(period).await;
+            let p = match super::load::read_power_w(stack.as_ref(), meter).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!("load management: {e}");
+                    continue;
+                }
+            };
+            let active: Vec<String> = {
+                let c = lock(&self.controller);
+                c.state
+                    .stations
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.connected
+                            && s.statuses.iter().any(|(k, v)| {
+                                *k > 0
+                                    && matches!(
+                                        v["status"].as_str(),
+                                        Some("Charging" | "SuspendedEVSE" | "SuspendedEV")
+                                    )
+                            })
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            };
+            let share = lock(&self.load)
+                .as_mut()
+                .and_then(|m| m.step(p, active.len()));
+            let Some(share) = share else { continue };
+            let start = crate::charging_station::station::stamp(ctx.clock.utc_now());
+            for id in active {
+                if sent
+                    .get(&id)
+                    .is_some_and(|w| (w - share).abs() <= super::load::DEADBAND_W)
+                {
+                    continue;
+                }
+                let down = lock(&self.downstream).get(&id).cloned();
+                let Some(down) = down else { continue };
+                let r = down
+                    .call(
+                        "SetChargingProfile",
+                        super::load::profile(share, &start),
+                        STATION_TIMEOUT,
+                    )
+                    .await;
+                if r.is_ok() {
+                    sent.insert(id, share);
+                }
+            }
         }
     }
 
@@ -140,7 +210,9 @@ impl Ocpp {
                 )
             })
             .collect();
+        let load = lock(&self.load).clone();
         json!({
+            "load_management": load,
             "mode": c.mode,
             "upstream_allowed": self.upstream_allowed.load(Ordering::SeqCst),
             "next_transaction_id": c.state.next_tx,
