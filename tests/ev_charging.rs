@@ -134,8 +134,23 @@ async def main():
         await cp.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[{"timestamp": now(),
             "sampledValue": [{"value": "2100", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]))
         await cp.call(call.StopTransaction(transaction_id=tx, meter_stop=5100, timestamp=now(), reason="Local"))
-        print(json.dumps(out), flush=True)
         task.cancel()
+        # Bad frames get CALLERRORs (or are dropped) and the link stays up.
+        errors = {}
+        for uid, frame in [("bad1", '[2,"bad1","Heartbeat",[]]'),
+                           ("bad2", '[2,"bad2","StartTransaction",{"connectorId":"one"}]'),
+                           ("bad3", '[2,"bad3","Teleport",{}]'),
+                           ("bad4", '[7,"bad4",{}]')]:
+            await ws.send(frame)
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert reply[0] == 4 and reply[1] == uid, reply
+            errors[uid] = reply[2]
+        await ws.send("this is not JSON")
+        await ws.send('[2,"ok1","Heartbeat",{}]')
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        out["after_bad_frames"] = reply[0] == 3 and reply[1] == "ok1" and "currentTime" in reply[2]
+        out["errors"] = errors
+        print(json.dumps(out), flush=True)
 
 asyncio.run(main())
 "#;
@@ -233,7 +248,7 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 /// Inserts `table` into the `[[device]]` block of `id`.
 fn add_table(site: &str, id: &str, table: &str) -> String {
     let at = site
-        .find(&format!("id = \"{id}\""))
+        .find(&format!("\nid = \"{id}\""))
         .unwrap_or_else(|| panic!("no device {id}"));
     let end = site[at..].find("[[device]]").map_or(site.len(), |i| at + i);
     format!("{}{table}\n\n{}", &site[..end], &site[end..])
@@ -318,17 +333,26 @@ message_timeout_s = 5
 
 [[device.evce.station]]
 box_id = "py-cp"
-authorization_key = "key-py-00001""#,
+authorization_key = "key-py-00001"
+
+[[device.evce.station]]
+box_id = "cs2"
+authorization_key = "key-cs2-0001""#,
             cert.display()
         ),
     );
-    for cs in ["cs1", "cs2"] {
-        text = add_table(
-            &text,
-            cs,
-            &format!("[device.charging_station]\nauthorization_key = \"key-{cs}-0001\""),
-        );
-    }
+    // cs1: security profile 2 (TLS + Basic auth); cs2: profile 3 (TLS
+    // client certificate); the EVCE uses cs2's key upstream only.
+    text = add_table(
+        &text,
+        "cs1",
+        "[device.charging_station]\nauthorization_key = \"key-cs1-0001\"",
+    );
+    text = add_table(
+        &text,
+        "cs2",
+        "[device.charging_station]\nsecurity_profile = 3",
+    );
     let site = RunningSite::start(&text, &[]);
 
     // 1. Both stations reach the CSMS through the EVCE, over TLS 1.2 with
@@ -363,6 +387,7 @@ authorization_key = "key-py-00001""#,
         let st = ocpp_of(&site, cs);
         assert_eq!(st["online"], true, "{st}");
         assert!(st["url"].as_str().unwrap().starts_with("wss://"));
+        assert_eq!(st["security_profile"], if cs == "cs1" { 2 } else { 3 });
     }
 
     // 2. A python charge point joins the EVCE as a third station and runs a
@@ -381,6 +406,14 @@ authorization_key = "key-py-00001""#,
     assert_eq!(r["boot"], "Accepted");
     assert_eq!(r["authorize"], "Accepted");
     assert_eq!(r["start_status"], "Accepted");
+    assert_eq!(r["errors"]["bad1"], "FormationViolation");
+    assert_eq!(r["errors"]["bad2"], "TypeConstraintViolation");
+    assert_eq!(r["errors"]["bad3"], "NotImplemented");
+    assert_eq!(r["errors"]["bad4"], "ProtocolError");
+    assert_eq!(
+        r["after_bad_frames"], true,
+        "the link died after bad frames"
+    );
     let local_py = r["tx"].as_i64().unwrap();
     wait(
         "py-cp's transaction at the CSMS",

@@ -164,6 +164,9 @@ pub fn start(
         closed: closed.clone(),
     };
     let driver = async move {
+        // The link counts as closed however the driver ends, also when the
+        // task running it is aborted (the device lost power).
+        let _closed_on_drop = closed.clone().drop_guard();
         let mut ws = ws;
         let period = ping.unwrap_or(Duration::from_secs(3600));
         let mut ticker = tokio::time::interval(period);
