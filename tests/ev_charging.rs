@@ -22,10 +22,13 @@ import websockets
 from websockets.asyncio.server import serve
 from http import HTTPStatus
 from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call_result
+import dataclasses, glob, os
+from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
 
 port, cert, key, log_path, keys = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+cmd_dir = os.path.dirname(log_path)
+cps = {}
 log = open(log_path, "a", buffering=1)
 ids = itertools.count(1001)
 
@@ -86,12 +89,30 @@ async def handler(ws):
     cp = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
     tls = ws.transport.get_extra_info("ssl_object").version()
     rec(cp=cp, dir="open", tls=tls, subprotocol=ws.subprotocol)
+    c = Csms(cp, Recorded(ws, cp))
+    cps[cp] = c
     try:
-        await Csms(cp, Recorded(ws, cp)).start()
+        await c.start()
     except websockets.exceptions.ConnectionClosed:
         rec(cp=cp, dir="closed")
 
+async def commands():
+    # A file cmd-<cp>.json {"action": ..., "payload": {...}} makes the CSMS
+    # send that CALL to <cp>; the answer is logged as dir "result".
+    while True:
+        await asyncio.sleep(0.1)
+        for f in sorted(glob.glob(os.path.join(cmd_dir, "cmd-*.json"))):
+            cp = os.path.basename(f)[4:-5]
+            c = json.load(open(f))
+            os.remove(f)
+            try:
+                r = await cps[cp].call(getattr(call, c["action"])(**c["payload"]))
+                rec(cp=cp, dir="result", action=c["action"], result=dataclasses.asdict(r))
+            except Exception as e:
+                rec(cp=cp, dir="result", action=c["action"], error=repr(e))
+
 async def main():
+    asyncio.create_task(commands())
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -205,6 +226,32 @@ impl Csms {
                 )
             })
             .collect()
+    }
+
+    /// Makes the CSMS send a CALL to `cp`; returns the answer's payload.
+    fn send(&self, cp: &str, cmd: &Value) -> Value {
+        let n = self.results(cp);
+        let dir = self.log.parent().unwrap();
+        let tmp = dir.join("cmd.tmp");
+        std::fs::write(&tmp, cmd.to_string()).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("cmd-{cp}.json"))).unwrap();
+        wait("the CSMS's call", Duration::from_secs(20), || {
+            self.results(cp) > n
+        });
+        let r = self
+            .entries()
+            .into_iter()
+            .rfind(|e| e["cp"] == cp && e["dir"] == "result")
+            .unwrap();
+        assert!(r.get("error").is_none(), "{r}");
+        r["result"].clone()
+    }
+
+    fn results(&self, cp: &str) -> usize {
+        self.entries()
+            .iter()
+            .filter(|e| e["cp"] == cp && e["dir"] == "result")
+            .count()
     }
 
     fn count(&self, cp: &str, action: &str) -> usize {
@@ -623,6 +670,33 @@ authorization_key = "key-cs2-0001""#,
     for cs in ["cs1", "cs2"] {
         assert_eq!(evce["stations"][cs]["discarded"], 0, "{evce}");
     }
+
+    // 5. The CSMS acts with its own ids: a TxProfile caps cs2's EV at
+    //    3 kW, then a RemoteStop ends its transaction; the EVCE maps both
+    //    to its ids and the Stop comes back under the CSMS's id.
+    let cs2_tx = csms.transactions("cs2")[0].1;
+    let profile = serde_json::json!({"action": "SetChargingProfile", "payload": {
+        "connector_id": 1,
+        "cs_charging_profiles": {"chargingProfileId": 7, "transactionId": cs2_tx, "stackLevel": 1,
+            "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
+            "chargingSchedule": {"chargingRateUnit": "W",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 3000}]}}}});
+    assert_eq!(csms.send("cs2", &profile)["status"], "Accepted");
+    wait("cs2 capped at 3 kW", Duration::from_secs(10), || {
+        ocpp_of(&site, "cs2")["power_w"] == 3000.0
+    });
+    let stop = serde_json::json!({"action": "RemoteStopTransaction",
+        "payload": {"transaction_id": cs2_tx}});
+    assert_eq!(csms.send("cs2", &stop)["status"], "Accepted");
+    wait(
+        "cs2's remote stop at the CSMS",
+        Duration::from_secs(20),
+        || csms.count("cs2", "StopTransaction") == 1,
+    );
+    let txs = csms.transactions("cs2");
+    let last = txs.last().unwrap();
+    assert_eq!((last.0.as_str(), last.1), ("StopTransaction", cs2_tx));
+    assert_eq!(last.2["reason"], "Remote");
     site.stop();
 }
 
