@@ -411,26 +411,11 @@ impl Station {
     fn advance(&mut self, t: f64, now: Now) {
         for i in 0..self.conns.len() {
             let connector = i as u32 + 1;
-            let offers: Vec<(f64, f64)> = {
-                // Offers at the integration steps (profiles are piecewise
-                // constant; a step of 60 s follows their periods).
-                let mut v = Vec::new();
-                let mut x = self.conns[i].meter.t;
-                while x < t {
-                    v.push((x, self.offer(connector, now.at(x))));
-                    x += super::physics::STEP_S;
-                }
-                v.push((t, self.offer(connector, now.at(t))));
-                v
-            };
-            let c = &mut self.conns[i];
-            c.meter.advance(t, |x| {
-                offers
-                    .iter()
-                    .rev()
-                    .find(|(at, _)| *at <= x + 1e-9)
-                    .map_or(0.0, |(_, o)| *o)
-            });
+            // The meter is taken out while the offer (which reads the rest
+            // of the station) is evaluated at each step, lazily.
+            let mut meter = std::mem::replace(&mut self.conns[i].meter, Meter::new(t));
+            meter.advance(t, |x| self.offer(connector, now.at(x)));
+            self.conns[i].meter = meter;
         }
     }
 
@@ -905,6 +890,27 @@ mod tests {
             .unwrap();
         assert_eq!(r["status"], "Rejected");
         assert!(s.plug(2, EvSpec::default(), None, now(0.0)).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever the central system sends, the station answers (or
+        /// refuses with a CALLERROR) and keeps running.
+        #[test]
+        fn any_call_is_answered_without_panic(
+            calls in proptest::collection::vec(
+                (0usize..12, crate::proto::ocpp::arb_payload()), 1..12)
+        ) {
+            let actions = ["RemoteStartTransaction", "RemoteStopTransaction", "SetChargingProfile",
+                "ClearChargingProfile", "GetConfiguration", "ChangeConfiguration", "Reset",
+                "TriggerMessage", "UnlockConnector", "DataTransfer", "Heartbeat", ""];
+            let mut s = station();
+            s.plug(1, EvSpec::default(), None, now(0.0)).unwrap();
+            for (i, (a, p)) in calls.into_iter().enumerate() {
+                let _ = s.handle(actions[a], &p, now(i as f64 * 600.0));
+            }
+            s.tick(now(86_400.0));
+            proptest::prop_assert!(s.conns[0].meter.energy_wh.is_finite());
+        }
     }
 
     #[test]

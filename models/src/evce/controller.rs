@@ -445,6 +445,31 @@ mod tests {
         assert_eq!(p["transactionId"], local);
     }
 
+    proptest::proptest! {
+        /// Whatever a station sends, the controller answers or refuses
+        /// with a CALLERROR, and the ids it gives stay unique.
+        #[test]
+        fn any_station_call_is_answered_without_panic(
+            calls in proptest::collection::vec(
+                (0usize..10, crate::proto::ocpp::arb_payload()), 1..16)
+        ) {
+            let actions = ["BootNotification", "Heartbeat", "StatusNotification", "Authorize",
+                "StartTransaction", "StopTransaction", "MeterValues", "DataTransfer",
+                "FirmwareStatusNotification", "Teleport"];
+            let mut c = Controller::new(SupervisionMode::Unique, vec![sup()], BTreeMap::new(), [], Persisted::default());
+            let mut ids = std::collections::BTreeSet::new();
+            for (a, p) in calls {
+                if let Answer::Reply(v) = c.station_call("cs1", actions[a], &p, now())
+                    && let Some(id) = v.get("transactionId").and_then(Value::as_i64)
+                {
+                    proptest::prop_assert!(ids.insert(id));
+                }
+                let _ = c.to_station("cs1", "RemoteStopTransaction", &p);
+                let _ = c.to_station("cs1", "SetChargingProfile", &p);
+            }
+        }
+    }
+
     #[test]
     fn bad_payloads_get_call_errors() {
         let mut c = Controller::new(

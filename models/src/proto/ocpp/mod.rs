@@ -288,6 +288,65 @@ impl Frame {
     }
 }
 
+/// A strategy for arbitrary JSON payloads shaped like OCPP ones (known
+/// field names with values of any type, nested), for the models'
+/// robustness proptests.
+#[cfg(test)]
+pub fn arb_payload() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(|f| json!(f)),
+        prop_oneof![
+            Just("2026-01-01T00:00:00Z".to_string()),
+            Just("Accepted".to_string()),
+            Just("TxProfile".to_string()),
+            Just("ChargePointMaxProfile".to_string()),
+            Just("A".to_string()),
+            Just("Relative".to_string()),
+            "[a-zA-Z0-9]{0,8}",
+        ]
+        .prop_map(Value::from),
+    ];
+    let key = prop_oneof![
+        Just("connectorId"),
+        Just("idTag"),
+        Just("transactionId"),
+        Just("meterStart"),
+        Just("meterStop"),
+        Just("timestamp"),
+        Just("csChargingProfiles"),
+        Just("chargingProfileId"),
+        Just("stackLevel"),
+        Just("chargingProfilePurpose"),
+        Just("chargingProfileKind"),
+        Just("chargingSchedule"),
+        Just("chargingRateUnit"),
+        Just("chargingSchedulePeriod"),
+        Just("startPeriod"),
+        Just("limit"),
+        Just("key"),
+        Just("value"),
+        Just("type"),
+        Just("status"),
+        Just("errorCode"),
+        Just("meterValue"),
+        Just("chargePointVendor"),
+        Just("chargePointModel"),
+        Just("requestedMessage"),
+    ]
+    .prop_map(String::from);
+    leaf.prop_recursive(4, 40, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            proptest::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 /// A payload that does not fit its message type: the CALLERROR code and a
 /// description naming the problem.
 #[derive(Debug, Clone, PartialEq)]
