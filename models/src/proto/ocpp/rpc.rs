@@ -9,6 +9,9 @@
 //!   closes, the socket fails, [`Rpc::close`] is called or no pong (or any
 //!   frame) came back within two ping intervals.
 //! - CALL unique ids are numbers, unique across every link of the process.
+//! - Calls on one link are serialised: a CALL leaves only once the
+//!   previous one was answered, failed or timed out (OCPP-J: one CALL
+//!   outstanding per direction).
 //! - [`Rpc::call`] waits for the CALLRESULT or CALLERROR with the same id,
 //!   at most `timeout` (wall time: the peer is a real TCP peer), and fails
 //!   with [`CallFailed::Closed`] if the link ends first.
@@ -54,6 +57,8 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, CallFaile
 /// Handle for outgoing CALLs on one link.
 #[derive(Clone)]
 pub struct Rpc {
+    /// One CALL outstanding at a time per link (OCPP-J 1.6 §4.1.1).
+    serial: Arc<tokio::sync::Mutex<()>>,
     out: mpsc::UnboundedSender<Frame>,
     pending: Pending,
     closed: CancellationToken,
@@ -99,6 +104,11 @@ impl Rpc {
         if self.closed.is_cancelled() {
             return Err(CallFailed::Closed);
         }
+        let _one_at_a_time = tokio::select! {
+            g = self.serial.lock() => g,
+            _ = tokio::time::sleep(timeout) => return Err(CallFailed::Timeout),
+            _ = self.closed.cancelled() => return Err(CallFailed::Closed),
+        };
         // Unique ids across every link of the process, so a peer's log of
         // several connections never sees one id twice.
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string();
@@ -159,6 +169,7 @@ pub fn start(
     let pending: Pending = Arc::default();
     let closed = CancellationToken::new();
     let rpc = Rpc {
+        serial: Arc::default(),
         out: out_tx.clone(),
         pending: pending.clone(),
         closed: closed.clone(),
