@@ -1,9 +1,14 @@
-//! EcoStruxure EV Charging Expert (DOCA0349): its hardened web surface,
-//! SSH, SSDP enrollment and Modbus TCP server for a BMS/EMS.
+//! EcoStruxure EV Charging Expert (DOCA0349): its OCPP local controller
+//! (`controller`, `ocpp`, `device`), hardened web surface, SSH, SSDP
+//! enrollment and Modbus TCP server for a BMS/EMS.
 
 pub mod bms;
 pub mod console;
+pub mod controller;
+pub mod device;
 pub mod enrollment;
+pub mod load;
+pub mod ocpp;
 pub mod policy;
 pub mod ssdp;
 pub mod ssh;

@@ -7,3 +7,4 @@ pub mod firmware;
 pub mod modbus;
 pub mod ntp;
 pub mod ssdp;
+pub mod ocpp;
