@@ -392,9 +392,34 @@ pub struct DeviceContext {
     counters: Counters,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// The tracker of one boot of a device that soft-reboots (see
+    /// [`DeviceContext::for_boot`]).
+    boot: Option<TaskTracker>,
 }
 
 impl DeviceContext {
+    /// The context of one boot of a device that soft-reboots: its
+    /// [`DeviceContext::power_lost`] is `token` (cancel it to end the
+    /// boot), and what it spawns is tracked by `tracker` as well as by the
+    /// device (a soft reboot cancels `token`, then waits for `tracker`).
+    pub fn for_boot(&self, token: CancellationToken, tracker: &TaskTracker) -> DeviceContext {
+        DeviceContext {
+            cancel: token,
+            boot: Some(tracker.clone()),
+            ..self.clone()
+        }
+    }
+
+    fn track<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.boot {
+            Some(b) => self.tracker.spawn(b.track_future(fut)),
+            None => self.tracker.spawn(fut),
+        };
+    }
+
     /// The device's counter `name` (created at 0 on first use). Counters
     /// outlive reboots (they count since the site started) and are listed in
     /// the status as `counters`.
@@ -418,7 +443,7 @@ impl DeviceContext {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let cancel = self.cancel.clone();
-        self.tracker.spawn(async move {
+        self.track(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = fut => {}
@@ -434,7 +459,7 @@ impl DeviceContext {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.tracker.spawn(fut);
+        self.track(fut);
     }
 
     /// A token cancelled when the device loses power.
@@ -1227,6 +1252,7 @@ impl Runtime {
             counters: slot.counters.clone(),
             cancel: running.cancel.clone(),
             tracker: running.tracker.clone(),
+            boot: None,
         };
         let outcome = slot.device.clone().boot(ctx).await;
         life.running = Some(running);

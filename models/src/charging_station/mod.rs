@@ -22,6 +22,8 @@
 //! - Power loss stops the transactions (reason PowerLoss, queued), the
 //!   EVs stay plugged; the configuration keys are kept in NV memory
 //!   ([`KEYS_KEY`]); the transaction queue is volatile ([NF]).
+//! - SSDP: it answers searches with its box id
+//!   ([`crate::evce::standalone::start_station_ssdp`]).
 
 pub mod feed;
 pub mod physics;
@@ -306,6 +308,8 @@ impl Device for ChargingStation {
                 st.offline();
             });
             ctx.spawn(self.clone().run(ctx.clone(), stack));
+            // SSDP: the EVCE discovers it by its box id.
+            crate::evce::standalone::start_station_ssdp(&ctx, &self.box_id, &ctx.power_lost());
             Ok(())
         }
         .boxed()

@@ -8,7 +8,10 @@
 //!   `wss://` on 8443 (TLS 1.2, certificate of the site's OCPP CA;
 //!   profiles 2-3), path `/ocpp/<box id>` (any prefix; the last segment is
 //!   the box id), subprotocol `ocpp1.6` required (else HTTP 400).
-//!   A box id the EVCE does not know gets 404. A station with an
+//!   A box id the EVCE does not know gets 404; one that is not enrolled,
+//!   or connects from another address than the enrolled one, gets 403
+//!   ([`super::enrollment::admit`]: audited, a rogue station raises an
+//!   alert). A station with an
 //!   AuthorizationKey must send Basic auth `box id : key` (else 401),
 //!   except over TLS with a client certificate of the site CA whose CN is
 //!   its box id (profile 3). A second connection of a box id replaces the
@@ -301,6 +304,15 @@ impl Ocpp {
         let who: Arc<Mutex<Option<String>>> = Arc::default();
         let w2 = who.clone();
         let known = self.known.clone();
+        let from = peer
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .and_then(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let actx = ctx.clone();
         // tungstenite's callback type fixes the error type.
         #[allow(clippy::result_large_err)]
         let callback =
@@ -344,6 +356,11 @@ impl Ocpp {
                         );
                         return Err(r);
                     }
+                }
+                // Enrollment: only enrolled stations, from their address (after
+                // authentication, so no one pins an address unauthenticated).
+                if let Err(r) = super::enrollment::admit(&actx, &box_id, from) {
+                    return Err(err(StatusCode::FORBIDDEN, &r.to_string()));
                 }
                 resp.headers_mut().insert(
                     "Sec-WebSocket-Protocol",

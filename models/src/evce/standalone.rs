@@ -1,9 +1,9 @@
-//! The EV Charging Expert and charging stations as devices with the
-//! surface of this folder only (web pages, SSH, SSDP, enrollment, factory
-//! reset), until the OCPP local controller's node (issue 11 items 2-4)
-//! lands and boots the same surface as part of its own boot.
+//! The EV Charging Expert's security surface as one part of the EVCE
+//! device ([`super::device::Evce`] embeds it and boots it as part of its
+//! own boot): web pages, SSH, SSDP, enrollment, factory reset, SD card,
+//! local console; and a charging station's SSDP responder.
 //!
-//! Contract (what the OCPP node must keep when it replaces this one):
+//! Contract (what the node keeps):
 //! - Boot ([`boot_surface`]): the stored firmware image must verify
 //!   ([`super::policy::FIRMWARE_FAMILY`]) or the boot fails; at the very
 //!   first boot the site's charging stations are enrolled (the installer's
@@ -37,15 +37,12 @@
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use fieldtwin_emulator::clock::Clock;
-use fieldtwin_emulator::device::{BootError, Credential, Details, Device, DeviceContext};
+use fieldtwin_emulator::device::{BootError, Credential, Details, DeviceContext};
 use fieldtwin_emulator::local::{Exchange, LocalPort, Transcript};
 use fieldtwin_emulator::site::{DeviceConfig, Model, Site};
 use fieldtwin_emulator::storage::Nv;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -202,6 +199,34 @@ impl Evce {
         }
     }
 
+    /// With `stations` enrolled at the first boot instead of the site's.
+    pub fn with_stations(mut self, stations: Vec<Station>) -> Self {
+        self.stations = stations;
+        self
+    }
+
+    /// The default account's credentials (the node's `credentials`).
+    pub fn credentials(&self) -> Vec<Credential> {
+        vec![Credential {
+            service: "https".into(),
+            user: policy::ADMIN_USER.into(),
+            password: format!(
+                "{} (factory password: the first login must change it)",
+                policy::DEFAULT_PASSWORD
+            ),
+        }]
+    }
+
+    /// The surface's part of the node's status (lockout, audit tail).
+    pub fn details(&self, nv: &Nv, clock: &Clock) -> Details {
+        let (lockout, audit_tail) = security::details(nv, &policy::LOCKOUT, clock.utc_now());
+        Details {
+            web_lockout: Some(lockout),
+            audit_tail,
+            ..Details::default()
+        }
+    }
+
     /// With `iterations` of PBKDF2 (tests).
     pub fn with_iterations(mut self, iterations: u32) -> Self {
         self.iterations = iterations;
@@ -228,121 +253,6 @@ pub fn site_stations(site: &Site) -> Vec<Station> {
             uuid: Some(crate::proto::ssdp::uuid_from(&format!("station/{}", d.id))),
         })
         .collect()
-}
-
-impl Device for Evce {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn model(&self) -> &str {
-        "EVChargingExpert"
-    }
-    fn credentials(&self) -> Vec<Credential> {
-        vec![Credential {
-            service: "https".into(),
-            user: policy::ADMIN_USER.into(),
-            password: format!(
-                "{} (factory password: the first login must change it)",
-                policy::DEFAULT_PASSWORD
-            ),
-        }]
-    }
-    fn survives_factory_reset(&self) -> &'static [&'static str] {
-        SURVIVORS
-    }
-    fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
-        run(self, ctx)
-    }
-    fn local_port(
-        self: Arc<Self>,
-        port: LocalPort,
-    ) -> BoxFuture<'static, Result<Transcript, String>> {
-        async move { self.local(port).await }.boxed()
-    }
-    fn details(&self, nv: &Nv, clock: &Clock) -> Details {
-        let (lockout, audit_tail) = security::details(nv, &policy::LOCKOUT, clock.utc_now());
-        Details {
-            web_lockout: Some(lockout),
-            audit_tail,
-            ..Details::default()
-        }
-    }
-}
-
-/// One boot of the EVCE (the [`Host`] of its web surface).
-struct Boot {
-    evce: Arc<Evce>,
-    ctx: DeviceContext,
-    token: CancellationToken,
-    tracker: TaskTracker,
-    firmware: String,
-}
-
-impl Host for Boot {
-    fn restart(&self, reason: &str, wipe: bool) {
-        let (evce, ctx) = (self.evce.clone(), self.ctx.clone());
-        let (token, tracker) = (self.token.clone(), self.tracker.clone());
-        let reason = reason.to_string();
-        self.ctx.spawn(async move {
-            // The answer reaches the browser first.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            token.cancel();
-            tracker.close();
-            tracker.wait().await;
-            if wipe && let Err(e) = security::reset::wipe(&ctx.nv, SURVIVORS) {
-                tracing::error!("{}: factory reset failed: {e}", ctx.id);
-            }
-            let _ = ctx.nv.put(RESTART_KEY, &reason);
-            ctx.emit("reboot", reason.clone());
-            if let Err(e) = run(evce, ctx.clone()).await {
-                tracing::error!("{}: boot after restart failed: {e}", ctx.id);
-                ctx.emit("boot_failed", e.to_string());
-            }
-        });
-    }
-
-    fn firmware(&self) -> String {
-        self.firmware.clone()
-    }
-}
-
-fn run(evce: Arc<Evce>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
-    async move {
-        let token = ctx.power_lost().child_token();
-        let tracker = TaskTracker::new();
-        let bms = Arc::new(EnrolledOnly(ctx.nv.clone()));
-        let (e, c, t, tr) = (evce.clone(), ctx.clone(), token.clone(), tracker.clone());
-        evce.boot_part(&ctx, &token, &tracker, bms, move |firmware| {
-            Arc::new(Boot {
-                evce: e,
-                ctx: c,
-                token: t,
-                tracker: tr,
-                firmware,
-            })
-        })
-        .await?;
-        Ok(())
-    }
-    .boxed()
-}
-
-/// The BMS view without an OCPP side: the enrolled stations, offline.
-struct EnrolledOnly(Nv);
-
-impl super::bms::Source for EnrolledOnly {
-    fn snapshot(&self) -> super::bms::Snapshot {
-        super::bms::Snapshot {
-            stations: enrollment::list(&self.0)
-                .into_iter()
-                .map(|s| super::bms::StationRow {
-                    box_id: s.box_id,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
 }
 
 /// What the node gives [`boot_surface`].
@@ -417,17 +327,6 @@ pub async fn boot_surface(
     Ok(web)
 }
 
-/// A charging station: SSDP only, until the OCPP station lands.
-pub struct ChargingStation {
-    id: String,
-}
-
-impl ChargingStation {
-    pub fn new(dev: &DeviceConfig) -> Self {
-        Self { id: dev.id.clone() }
-    }
-}
-
 /// Starts a station's SSDP responder on every interface (a boot step of a
 /// station `box_id`).
 pub fn start_station_ssdp(ctx: &DeviceContext, box_id: &str, token: &CancellationToken) {
@@ -448,24 +347,11 @@ pub fn start_station_ssdp(ctx: &DeviceContext, box_id: &str, token: &Cancellatio
     }
 }
 
-impl Device for ChargingStation {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn model(&self) -> &str {
-        "ChargingStation"
-    }
-    fn boot(self: Arc<Self>, ctx: DeviceContext) -> BoxFuture<'static, Result<(), BootError>> {
-        async move {
-            start_station_ssdp(&ctx, &self.id, &ctx.power_lost());
-            Ok(())
-        }
-        .boxed()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use fieldtwin_emulator::device::Device;
     use std::collections::BTreeMap;
 
     use fieldtwin_emulator::control::EventBus;
@@ -518,7 +404,7 @@ mod tests {
             d.ip = Ipv4Addr::new(127, 77, 219, d.ip.octets()[3]);
         }
         let dev = site.device("evce1").unwrap().clone();
-        let evce = Arc::new(Evce::new(&site, &dev).with_iterations(10));
+        let evce = Arc::new(crate::evce::device::Evce::new(&site, &dev).with_iterations(10));
         let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
         let mut rt = Runtime::new(
             clock,
@@ -529,7 +415,11 @@ mod tests {
         let ip = dev.ip;
         let cs1 = site.device("cs1").unwrap().clone();
         add(&mut rt, evce.clone(), ip);
-        add(&mut rt, Arc::new(ChargingStation::new(&cs1)), cs1.ip);
+        add(
+            &mut rt,
+            Arc::new(crate::charging_station::ChargingStation::new(&site, &cs1)),
+            cs1.ip,
+        );
         assert_eq!(rt.power_on("evce1").await.unwrap(), Power::On);
         assert_eq!(rt.power_on("cs1").await.unwrap(), Power::On);
         let nv = rt.nv("evce1").unwrap();
@@ -545,7 +435,7 @@ mod tests {
 
         // Commissioned: the site's stations are enrolled; cs1 from its own
         // address passes, from another address it is a rogue station.
-        let web = evce.running().unwrap();
+        let web = evce.surface().running().unwrap();
         let ctx = web.ctx.clone();
         assert!(admit(&ctx, "cs1", cs1.ip).is_ok());
         let rogue = Ipv4Addr::new(127, 77, 219, 99);
@@ -623,7 +513,7 @@ mod tests {
         assert!(enrollment::list(&nv).is_empty(), "not re-commissioned");
         assert!(!ssh_open().await, "SSH is off again");
         assert!(matches!(
-            admit(&evce.running().unwrap().ctx, "cs1", cs1.ip),
+            admit(&evce.surface().running().unwrap().ctx, "cs1", cs1.ip),
             Err(Refusal::NotEnrolled { .. })
         ));
         rt.power_off("evce1").await.unwrap();

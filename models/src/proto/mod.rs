@@ -6,5 +6,5 @@ pub mod dpws;
 pub mod firmware;
 pub mod modbus;
 pub mod ntp;
-pub mod ssdp;
 pub mod ocpp;
+pub mod ssdp;
