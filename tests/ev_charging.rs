@@ -492,6 +492,20 @@ authorization_key = "key-cs2-0001""#,
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("401"));
+    // An enrolled box id from another address than its enrolled one (a
+    // rogue station with cs2's key) is refused with 403.
+    let rogue = Command::new(python())
+        .arg(&cp_script)
+        .arg("ws://127.77.120.20:8887/ocpp")
+        .arg("cs2")
+        .arg("key-cs2-0001")
+        .output()
+        .unwrap();
+    assert!(!rogue.status.success());
+    assert!(
+        String::from_utf8_lossy(&rogue.stderr).contains("403"),
+        "{rogue:?}"
+    );
 
     // 3. Both stations charge; the upstream is cut for one virtual hour.
     command(
