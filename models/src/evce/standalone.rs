@@ -494,6 +494,14 @@ mod tests {
         web.accounts_ready().await.unwrap();
         nv.put("ocpp.local_list", &vec!["BADGE1"]).unwrap();
         nv.put("ocpp.transactions", &vec![1, 2, 3]).unwrap();
+        let ocpp_port = fieldtwin_emulator::site::OCPP_WS_PORT;
+        let ocpp_open = || async move {
+            tokio::net::TcpStream::connect((ip, ocpp_port))
+                .await
+                .is_ok()
+        };
+        assert!(ocpp_open().await, "the OCPP server runs");
+        let old_ocpp = evce.ocpp().unwrap();
         web.host.restart("factory reset from the test", true);
         drop(web);
         let t0 = std::time::Instant::now();
@@ -516,6 +524,18 @@ mod tests {
             admit(&evce.surface().running().unwrap().ctx, "cs1", cs1.ip),
             Err(Refusal::NotEnrolled { .. })
         ));
+        // The OCPP side was stopped with the boot and started again: the
+        // new boot's server bound its port (a leftover server would make
+        // the bind, hence the boot, fail).
+        let t0 = std::time::Instant::now();
+        while !(evce.ocpp().is_some_and(|o| !Arc::ptr_eq(&o, &old_ocpp)) && ocpp_open().await) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "OCPP not back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let web = evce.surface().running().unwrap();
+        assert!(!web.token.is_cancelled(), "the boot after the reset failed");
+        drop(web);
         rt.power_off("evce1").await.unwrap();
         rt.power_off("cs1").await.unwrap();
     }
