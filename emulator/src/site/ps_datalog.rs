@@ -104,18 +104,23 @@ impl DatalogConfig {
 pub enum PublicationMethod {
     #[default]
     Https,
+    /// SFTP to the server of the `sftp` table.
+    Sftp,
 }
 
 /// `[device.panel_server.publication]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PublicationConfig {
-    /// Only "https" so far.
+    /// "https" (default) or "sftp": one method is active at a time.
     #[serde(default)]
     pub method: PublicationMethod,
-    /// Upload URL, `https://HOST[:PORT]/PATH` (HOST an IPv4 address).
+    /// Upload URL, `https://HOST[:PORT]/PATH` (HOST an IPv4 address);
+    /// HTTPS only.
+    #[serde(default)]
     pub url: String,
-    /// PEM file of the CA that signed the server's certificate.
+    /// PEM file of the CA that signed the server's certificate; HTTPS only.
+    #[serde(default)]
     pub ca_file: PathBuf,
     /// Minutes from the end of one publication to the start of the next
     /// (default 60, 1..=1440).
@@ -124,6 +129,9 @@ pub struct PublicationConfig {
     /// Name of the multipart form field that carries the file.
     #[serde(default = "datafile1")]
     pub field: String,
+    /// The SFTP server (`method = "sftp"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<super::ps_sftp::SftpConfig>,
 }
 
 impl PublicationConfig {
@@ -136,6 +144,15 @@ impl PublicationConfig {
                     self.period_min
                 ),
             ));
+        }
+        if self.method == PublicationMethod::Sftp {
+            return match &self.sftp {
+                Some(s) => s.validate(&format!("{at}.sftp")),
+                None => Err(invalid(
+                    format!("{at}.sftp"),
+                    "method = \"sftp\" needs [device.panel_server.publication.sftp] (host, user, password or key_file)",
+                )),
+            };
         }
         if let Err(e) = parse_https_url(&self.url) {
             return Err(invalid(format!("{at}.url"), e));

@@ -38,6 +38,8 @@ pub enum Kind {
     Restored,
     FactoryReset,
     LogOverflow,
+    /// A server the device publishes to showed another host key.
+    HostKeyChanged,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Restored => "configuration restored",
             Kind::FactoryReset => "factory reset",
             Kind::LogOverflow => "audit log overflow",
+            Kind::HostKeyChanged => "server host key changed",
         }
     }
 }

@@ -38,12 +38,17 @@
 
 pub mod csv;
 pub mod https;
+pub mod sftp;
+pub mod sftp_config;
 pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fieldtwin_emulator::site::{DatalogConfig, Model, PublicationConfig, parse_https_url};
+use fieldtwin_emulator::net::Stack;
+use fieldtwin_emulator::site::{
+    DatalogConfig, Model, PublicationConfig, PublicationMethod, parse_https_url,
+};
 use fieldtwin_emulator::storage::{Nv, StorageError};
 use serde::{Deserialize, Serialize};
 
@@ -273,11 +278,28 @@ pub fn start(node: &Arc<Node>, cfg: &DatalogConfig, publication: Option<&Publica
         return;
     }
     let target = match publication.map(|p| -> Result<_, String> {
+        let period = Duration::from_secs(u64::from(p.period_min) * 60);
+        if p.method == PublicationMethod::Sftp {
+            // The site's SFTP settings are the commissioning ones: NV
+            // memory keeps the current ones (pinned key included).
+            if ps_nv_sftp(&node.ctx.nv)?.is_none() {
+                let site = p
+                    .sftp
+                    .as_ref()
+                    .ok_or("method = \"sftp\" without an sftp table")?;
+                let stored = sftp_config::Stored::from_site(site)?;
+                node.ctx
+                    .nv
+                    .put(sftp_config::KEY, &stored)
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok((Method::Sftp, period));
+        }
         let (ip, port, path) = parse_https_url(&p.url)?;
         let pem = std::fs::read(&p.ca_file)
             .map_err(|e| format!("cannot read the CA file {}: {e}", p.ca_file.display()))?;
         let t = https::Target::new((ip, port).into(), path, p.field.clone(), &pem)?;
-        Ok((t, Duration::from_secs(u64::from(p.period_min) * 60)))
+        Ok((Method::Https(t), period))
     }) {
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
@@ -300,7 +322,7 @@ async fn run(
     node: Arc<Node>,
     logged: Vec<Logged>,
     period_min: u32,
-    target: Option<(https::Target, Duration)>,
+    target: Option<(Method, Duration)>,
 ) -> Result<(), StorageError> {
     let ctx = &node.ctx;
     let clock = ctx.clock.clone();
@@ -340,6 +362,12 @@ async fn run(
                     batches[i].push(l.sample(t, rtc_s, period_min));
                 }
             }
+            // The newest row of each device drives its alarms.
+            for (l, b) in logged.iter().zip(&batches) {
+                if let Some(row) = b.last() {
+                    super::email::check_row(&node, &l.device.id, &l.measures, row);
+                }
+            }
             let cutoff = ctx.rtc.now().timestamp() - retention_s as i64;
             let skips = vec![skipped; logged.len()];
             let done = store::append(&mut rings, &mut batches, &skips, cutoff)?;
@@ -368,18 +396,149 @@ async fn run(
     }
 }
 
+/// How files are published (one method at a time).
+pub enum Method {
+    Https(https::Target),
+    /// The settings are read from NV memory at each publication
+    /// ([`sftp_config`]), so a reconfiguration applies to the next one.
+    Sftp,
+}
+
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Https(t) => write!(f, "{t:?}"),
+            Method::Sftp => f.write_str("sftp"),
+        }
+    }
+}
+
+fn ps_nv_sftp(nv: &fieldtwin_emulator::storage::Nv) -> Result<Option<sftp_config::Stored>, String> {
+    nv.get(sftp_config::KEY).map_err(|e| e.to_string())
+}
+
+/// An open publication channel.
+enum Out<'a> {
+    Https(&'a dyn Stack, &'a https::Target),
+    Sftp(Box<sftp::Session>),
+}
+
+impl Out<'_> {
+    async fn put(&self, name: &str, content: &[u8]) -> Result<(), String> {
+        match self {
+            Out::Https(stack, t) => https::upload(*stack, t, name, content)
+                .await
+                .map_err(|e| e.to_string()),
+            Out::Sftp(s) => s.put(name, content).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn close(self) {
+        if let Out::Sftp(s) = self {
+            s.close().await;
+        }
+    }
+}
+
+/// Opens the channel of `method`; `Err` says why nothing can be sent now.
+/// SFTP: a first connection records the server's key fingerprint; a
+/// server showing another key stops publication (audit entry, alarm)
+/// until the key is accepted.
+async fn open<'a>(
+    node: &Arc<Node>,
+    stack: &'a dyn Stack,
+    method: &'a Method,
+) -> Result<Out<'a>, String> {
+    if let Method::Https(t) = method {
+        return Ok(Out::Https(stack, t));
+    }
+    let ctx = &node.ctx;
+    let Some(mut st) = ps_nv_sftp(&ctx.nv)? else {
+        return Err("SFTP is not configured".into());
+    };
+    if let Some(seen) = &st.changed {
+        return Err(format!(
+            "publication stopped: the SFTP server {} showed host key {seen}, not the recorded {}; reconfigure the publication to accept it",
+            st.addr(),
+            st.fingerprint.as_deref().unwrap_or("-")
+        ));
+    }
+    let target = st.target()?;
+    match sftp::connect(stack, &target).await {
+        Ok(session) => {
+            if st.fingerprint.is_none() {
+                st.accept(session.fingerprint.clone());
+                ctx.nv
+                    .put(sftp_config::KEY, &st)
+                    .map_err(|e| e.to_string())?;
+                node.audit(
+                    crate::security::audit::Kind::ConfigurationChanged,
+                    format!(
+                        "SFTP server {} key fingerprint recorded: {}",
+                        st.addr(),
+                        session.fingerprint
+                    ),
+                );
+            }
+            Ok(Out::Sftp(Box::new(session)))
+        }
+        Err(sftp::Error::HostKeyChanged { addr, pinned, seen }) => {
+            st.changed = Some(seen.clone());
+            ctx.nv
+                .put(sftp_config::KEY, &st)
+                .map_err(|e| e.to_string())?;
+            let text = format!(
+                "SFTP server {addr} host key changed: recorded {pinned}, shown {seen}; publication stopped until reconfigured"
+            );
+            node.audit(crate::security::audit::Kind::HostKeyChanged, text.clone());
+            super::email::raise(
+                node,
+                super::alarms::SFTP_KEY_CHANGED,
+                "sftp_host_key_changed",
+                &addr.to_string(),
+                &text,
+            );
+            Err(text)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// One publication: every device's pending rows, file by file.
 async fn publish(
     node: &Arc<Node>,
     logged: &[Logged],
     rings: &mut [Ring],
-    target: &https::Target,
+    method: &Method,
     stats: &mut Stats,
 ) -> Result<(), StorageError> {
     let ctx = &node.ctx;
     let Some(stack) = ctx.interface("eth1") else {
         return Ok(());
     };
+    let out = match open(node, stack.as_ref(), method).await {
+        Ok(o) => o,
+        Err(e) => {
+            stats.failures += 1;
+            stats.last_error = Some(e.clone());
+            ctx.emit("datalog", format!("publication failed: {e}; the rows wait"));
+            return Ok(());
+        }
+    };
+    let result = publish_files(node, logged, rings, &out, stats).await;
+    out.close().await;
+    result
+}
+
+/// The files of one publication through `out`.
+async fn publish_files(
+    node: &Arc<Node>,
+    logged: &[Logged],
+    rings: &mut [Ring],
+    out: &Out<'_>,
+    stats: &mut Stats,
+) -> Result<(), StorageError> {
+    let ctx = &node.ctx;
     let at = ctx.rtc.now();
     let mut names: std::collections::BTreeMap<String, usize> = Default::default();
     let mut files = 0;
@@ -395,11 +554,9 @@ async fn publish(
             let part = rings[i].rows(f.from, (f.to - f.from + 1) as usize)?;
             if part.len() as u64 == f.to - f.from + 1 {
                 let text = csv::render(&logged[i].header, &part);
-                if let Err(e) =
-                    https::upload(stack.as_ref(), target, &f.name, text.as_bytes()).await
-                {
+                if let Err(e) = out.put(&f.name, text.as_bytes()).await {
                     stats.failures += 1;
-                    stats.last_error = Some(e.to_string());
+                    stats.last_error = Some(e.clone());
                     ctx.emit(
                         "datalog",
                         format!(
@@ -440,9 +597,9 @@ async fn publish(
                 name: name.clone(),
             },
         )?;
-        if let Err(e) = https::upload(stack.as_ref(), target, &name, text.as_bytes()).await {
+        if let Err(e) = out.put(&name, text.as_bytes()).await {
             stats.failures += 1;
-            stats.last_error = Some(e.to_string());
+            stats.last_error = Some(e.clone());
             ctx.emit(
                 "datalog",
                 format!("publication failed after {files} files: {e}; the rows wait"),
@@ -460,7 +617,7 @@ async fn publish(
     stats.last_error = None;
     ctx.emit(
         "datalog",
-        format!("publication: {files} files, {rows} rows to {target:?}"),
+        format!("publication: {files} files, {rows} rows"),
     );
     Ok(())
 }
