@@ -5,6 +5,7 @@
 //! - [`net`]: the transport API services are written against, and its backends.
 //! - [`storage`]: per-device non-volatile memory.
 //! - [`device`]: the `Device` trait and the power/boot lifecycle.
+//! - [`local`]: the physical, non-network ports (USB console, BLE link).
 //! - [`control`]: the `Command`/`Event` bus and the REST control API.
 //! - [`scenario_api`]: wire types of the control API's scenario endpoints.
 //! - [`site`]: the site file.
@@ -13,6 +14,7 @@ pub mod attack;
 pub mod clock;
 pub mod control;
 pub mod device;
+pub mod local;
 pub mod net;
 pub mod scenario_api;
 pub mod site;
