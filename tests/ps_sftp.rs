@@ -8,7 +8,8 @@
 //! authorized key in a temp dir; the account is sftp-only: `ForceCommand
 //! internal-sftp`, no forwarding, no TTY) on loopback, never the system's,
 //! and its own aiosmtpd with a certificate signed by a CA made here. The
-//! clock is paused and jumped an hour at a time. Site octets 190-199.
+//! clock is paused and jumped an hour at a time. Site octets 190-199
+//! (190: host mode; 192: TAP mode, sshd inside the test's namespace).
 
 mod common;
 
@@ -175,10 +176,13 @@ fn smtp_server(dir: &Path, port: u16, out: &Path) -> Proc {
 
 /// The test's own OpenSSH server: an sftp-only login for `root` by key
 /// (the account the test runs as; no shell: `ForceCommand internal-sftp`
-/// starting in `upload`), host key `host_key`, on 127.0.0.1:`port`.
+/// starting in `upload`), host key `host_key`, on `listen`:`port`, inside
+/// namespace `netns` if given.
 struct Sshd {
     dir: PathBuf,
     port: u16,
+    listen: String,
+    netns: Option<String>,
 }
 
 impl Sshd {
@@ -204,7 +208,12 @@ impl Sshd {
             ],
         );
         std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-        let s = Self { dir, port };
+        let s = Self {
+            dir,
+            port,
+            listen: "127.0.0.1".into(),
+            netns: None,
+        };
         s.new_host_key();
         s
     }
@@ -231,18 +240,28 @@ impl Sshd {
     fn start(&self) -> Proc {
         let d = self.dir.display();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+            "Port {port}\nListenAddress {listen}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
              PermitRootLogin prohibit-password\nAuthenticationMethods publickey\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowUsers root\n\
              AllowTcpForwarding no\nX11Forwarding no\nPermitTTY no\nPermitTunnel no\n\
              Subsystem sftp internal-sftp\nForceCommand internal-sftp -d {d}/upload\n\
              LogLevel VERBOSE\n",
-            port = self.port
+            port = self.port,
+            listen = self.listen
         );
         std::fs::write(self.dir.join("sshd_config"), config).unwrap();
         let log = std::fs::File::create(self.dir.join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                // `ip netns exec` execs sshd: the child's PID is sshd's.
+                c.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
+                c
+            }
+            None => Command::new("/usr/sbin/sshd"),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(self.dir.join("sshd_config"))
             .stderr(log)
@@ -250,7 +269,12 @@ impl Sshd {
             .expect("start /usr/sbin/sshd (apt package openssh-server)");
         let p = Proc(child);
         let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let listening = || {
+            std::fs::read_to_string(self.dir.join("sshd.log"))
+                .unwrap_or_default()
+                .contains("Server listening on")
+        };
+        while !listening() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "sshd did not listen: {}",
@@ -298,9 +322,10 @@ fn received(out: &Path) -> (BTreeMap<String, Vec<String>>, usize) {
             lines[0]
         );
         let row2: Vec<&str> = lines[1].split(',').collect();
-        assert_eq!(
-            row2[0], "EcoStruxure Panel Server Advanced",
-            "{n}: gateway name"
+        assert!(
+            row2[0].starts_with("EcoStruxure Panel Server "),
+            "{n}: gateway name {:?}",
+            row2[0]
         );
         assert_eq!(row2[8], "10", "{n}: logging interval");
         assert!(lines[3].starts_with(",,,Topic ID1"), "{n}: {:?}", lines[3]);
@@ -748,4 +773,58 @@ fn sftp_publication_to_openssh_outage_power_cycle_and_host_key_change() {
         started.elapsed()
     );
     drop(server);
+}
+
+/// TAP mode, in a namespace of this test: the SSH sessions leave from the
+/// Panel Server's own MAC and IP through the userspace stack and reach an
+/// sshd listening on the host side of the TAP. Site octet 192.
+#[test]
+fn tap_mode_sftp_sessions_leave_from_the_panel_servers_own_address() {
+    if !common::netns::root() {
+        return;
+    }
+    let ns = common::netns::Netns::named(&format!("ft-sftp-tap-{}", std::process::id()));
+    let a = 192;
+    let host = format!("10.77.{a}.1");
+    let dir = tempfile::tempdir().unwrap();
+    let mut sshd = Sshd::new(dir.path(), 2222);
+    sshd.listen = host.clone();
+    sshd.netns = Some(ns.name.clone());
+    let config = format!(
+        "[device.panel_server.datalog]\nperiod_min = 10\n\n\
+         [device.panel_server.publication]\nmethod = \"sftp\"\n\n\
+         [device.panel_server.publication.sftp]\nhost = \"{host}\"\nport = 2222\nuser = \"root\"\nkey_file = \"{}\"\nfingerprint = \"{}\"\n\n",
+        sshd.dir.join("client_key").display(),
+        sshd.fingerprint()
+    );
+    let text = site_text(a).replacen(
+        "[[device.panel_server.serial]]",
+        &format!("{config}[[device.panel_server.serial]]"),
+        1,
+    );
+    let site = common::netns::start(&ns, &text, &[]);
+    site.wait_until(Duration::from_secs(60), || {
+        site.get_json("/api/v1/devices/ps1")["power"] == "on" && stats(&site).is_object()
+    });
+    site.post_json("/api/v1/clock", "{\"paused\": true}");
+    // The TAP (and its host address) exists once the site runs.
+    let _server = sshd.start();
+    for h in 1..=2u64 {
+        advance(&site, 3600);
+        site.wait_until(Duration::from_secs(60), || {
+            stats(&site)["stats"]["publications"].as_u64() == Some(h)
+        });
+    }
+    let (rows, files) = received(&sshd.upload());
+    assert!(files >= 12, "{files} files for 2 publications of 6 devices");
+    let total = check_rows(&site, &rows);
+    assert!((11 * 6..=13 * 6).contains(&total), "{total} rows for 2 h");
+    let log = std::fs::read_to_string(sshd.dir.join("sshd.log")).unwrap();
+    let from = format!("Connection from 10.77.{a}.10 port");
+    assert_eq!(
+        log.matches(&from).count(),
+        2,
+        "one session a publication, from the Panel Server's own address: {log}"
+    );
+    assert_eq!(log.matches("Connection from").count(), 2, "{log}");
 }
