@@ -22,7 +22,8 @@ pub use datalogger::{
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 pub use ps_datalog::{
-    DatalogConfig, LOGGING_PERIODS_MIN, PublicationConfig, PublicationMethod, parse_https_url,
+    DatalogConfig, LOGGING_PERIODS_MIN, MEASUREMENT_CODES, PublicationConfig, PublicationFormat,
+    PublicationMethod, parse_https_url, parse_pin,
 };
 pub use ps_sftp::{AlarmRule, EmailConfig, SftpConfig, valid_address, valid_fingerprint};
 

@@ -40,6 +40,11 @@ pub enum Kind {
     LogOverflow,
     /// A server the device publishes to showed another host key.
     HostKeyChanged,
+    /// Data publication stopped by the device (a pinned server certificate
+    /// that changed); it resumes when the publication is reconfigured.
+    PublicationStopped,
+    /// Logged rows not yet published dropped by the data log's retention.
+    DataLogOverflow,
 }
 
 impl Kind {
@@ -63,6 +68,8 @@ impl Kind {
             Kind::FactoryReset => "factory reset",
             Kind::LogOverflow => "audit log overflow",
             Kind::HostKeyChanged => "server host key changed",
+            Kind::PublicationStopped => "publication stopped",
+            Kind::DataLogOverflow => "data log overflow",
         }
     }
 }

@@ -45,6 +45,15 @@ pub(super) fn routes() -> Router<Arc<Node>> {
         .route("/settings/sftp", get(sftp_page).post(sftp_form))
 }
 
+/// Removes the SFTP password from a publication configuration shown by
+/// an API (`password_set` says whether there is one).
+pub(super) fn redact(publication: &mut serde_json::Value) {
+    if let Some(s) = publication.get_mut("sftp").and_then(|s| s.as_object_mut()) {
+        let set = s.remove("password").is_some();
+        s.insert("password_set".into(), set.into());
+    }
+}
+
 fn view(node: &Node) -> serde_json::Value {
     let st: Option<sftp_config::Stored> = node.ctx.nv.get(sftp_config::KEY).ok().flatten();
     serde_json::json!({ "settings": st.map(|s| s.view()) })
