@@ -1035,6 +1035,87 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
         let csv_n = csv_rows.get(dev).map_or(0, Vec::len) as u64;
         assert_eq!(json_n + csv_n, c["head"].as_u64().unwrap(), "{dev}: {c}");
     }
+
+    // The configuration is in the encrypted backup: publication turned off,
+    // then the backup restored (the device reboots): it is back.
+    let (code, _) = web(&[
+        "--data-urlencode",
+        "username=SecurityAdmin",
+        "--data-urlencode",
+        &format!("password={password}"),
+        &format!("https://{ps}/login"),
+    ]);
+    assert_eq!(code, 303, "web login");
+    let (_, page) = web(&[&format!("https://{ps}/backup")]);
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let file = dir.path().join("backup.ftbk");
+    let (code, _) = web(&[
+        "-o",
+        file.to_str().unwrap(),
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        "--data-urlencode",
+        "password=Back-up!",
+        &format!("https://{ps}/backup/download"),
+    ]);
+    assert_eq!(code, 200);
+    let bearer = token();
+    let (code, v) = api(
+        ps,
+        &bearer,
+        "PUT",
+        "/api/datalog",
+        r#"{"publication": null}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(v["publication"].is_null(), "{v}");
+    assert!(
+        last_change(&audit_details(ps, &bearer))
+            .ends_with("data logging changed: publication: method https -> none (JSON API)"),
+    );
+    let (code, page) = web(&[
+        "-F",
+        &format!("csrf={csrf}"),
+        "-F",
+        &format!("file=@{}", file.display()),
+        "-F",
+        "password=Back-up!",
+        &format!("https://{ps}/backup/restore"),
+    ]);
+    assert_eq!(code, 200, "{page}");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut restored = serde_json::Value::Null;
+    site.wait_until(Duration::from_secs(30), || {
+        let (code, body) = common::curl(&[
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{password}\"}}"),
+            &format!("https://{ps}/api/login"),
+        ]);
+        if code != 200 {
+            return false;
+        }
+        let t: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let bearer = format!(
+            "Authorization: Bearer {}",
+            t["token"].as_str().unwrap_or("")
+        );
+        let (code, v) = api(ps, &bearer, "GET", "/api/datalog", "");
+        restored = v;
+        code == 200
+    });
+    assert_eq!(restored["publication"]["ca_pem"], ca.as_str(), "{restored}");
+    assert_eq!(restored["publication"]["format"], "csv", "{restored}");
+    assert_eq!(restored["logging"]["period_min"], 10, "{restored}");
     drop(receiver);
 }
 

@@ -270,6 +270,8 @@ pub struct DeviceContext {
     pub events: EventBus,
     /// Seed for this device's random choices (stable per site seed and id).
     pub seed: u64,
+    /// The site's Wi-Fi (access points and associations).
+    pub wifi: Arc<crate::wifi::Air>,
     interfaces: Arc<BTreeMap<String, Arc<dyn Stack>>>,
     services: Arc<Mutex<Vec<ServiceInfo>>>,
     counters: Counters,
@@ -644,6 +646,8 @@ pub struct Runtime {
     provisioner: Option<Provisioner>,
     /// Devices added while running: site address -> id.
     added: Mutex<BTreeMap<std::net::Ipv4Addr, String>>,
+    /// The site's Wi-Fi.
+    wifi: Arc<crate::wifi::Air>,
 }
 
 /// Wall time between two saves of the site clock while nothing changes it.
@@ -683,12 +687,13 @@ impl Runtime {
         Self {
             clock,
             store,
-            events,
             retention,
             slots: std::sync::RwLock::new(BTreeMap::new()),
             network: None,
             provisioner: None,
             added: Mutex::new(BTreeMap::new()),
+            wifi: Arc::new(crate::wifi::Air::new(events.clone())),
+            events,
         }
     }
 
@@ -713,6 +718,11 @@ impl Runtime {
 
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    /// The site's Wi-Fi (access points and associations).
+    pub fn wifi(&self) -> &Arc<crate::wifi::Air> {
+        &self.wifi
     }
 
     pub fn store(&self) -> &Store {
@@ -1084,6 +1094,7 @@ impl Runtime {
             rtc: slot.rtc.clone(),
             events: self.events.clone(),
             seed: slot.seed,
+            wifi: self.wifi.clone(),
             interfaces: slot.interfaces.clone(),
             services: slot.services.clone(),
             counters: slot.counters.clone(),
@@ -1123,6 +1134,7 @@ impl Runtime {
             running.tracker.close();
             running.tracker.wait().await;
         }
+        self.wifi.device_off(id);
         for stack in slot.interfaces.values() {
             stack.set_powered(false);
         }

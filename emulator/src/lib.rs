@@ -9,6 +9,7 @@
 //! - [`control`]: the `Command`/`Event` bus and the REST control API.
 //! - [`scenario_api`]: wire types of the control API's scenario endpoints.
 //! - [`site`]: the site file.
+//! - [`wifi`]: Wi-Fi access points and associations.
 
 pub mod attack;
 pub mod clock;
@@ -19,3 +20,4 @@ pub mod net;
 pub mod scenario_api;
 pub mod site;
 pub mod storage;
+pub mod wifi;

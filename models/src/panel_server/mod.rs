@@ -532,6 +532,8 @@ impl Device for PanelServer {
         // of the Panel Server does not zero a meter's index.
         &[
             node::WIRELESS_OFF_KEY,
+            node::WIFI_OFF_KEY,
+            node::IEEE802154_OFF_KEY,
             node::COMMISSIONED_KEY,
             crate::security::firmware::IMAGE_KEY,
             field::SAVED_KEY,
@@ -593,6 +595,18 @@ impl Device for PanelServer {
                     return Err(format!(
                         "{} has one Ethernet port; use eth1 or wifi",
                         self.model.name()
+                    ));
+                }
+                "wifi" if !self.model.capabilities().is_some_and(|c| c.wifi) => {
+                    return Err(format!(
+                        "{} is a Wired by Design model without Wi-Fi; use eth1 or eth2",
+                        self.model.name()
+                    ));
+                }
+                "wifi" if enabled && node.wifi_permanently_off() => {
+                    return Err(format!(
+                        "Wi-Fi is permanently deactivated on {}; Modbus cannot be activated on it",
+                        self.id
                     ));
                 }
                 "wifi" => settings.modbus.wifi = enabled,
