@@ -194,9 +194,13 @@ pub fn details(nv: &Nv) -> serde_json::Value {
     })
 }
 
-/// Boot: the site file's settings at the first boot, then the retry loop.
-pub fn start(node: &Arc<Node>) {
+/// Boot: the site file's settings at the first boot (none at the first
+/// boot after a factory reset, `after_reset`), then the retry loop.
+pub fn start(node: &Arc<Node>, after_reset: bool) {
     let nv = &node.ctx.nv;
+    if after_reset {
+        let _ = nv.put(COMMISSIONED_KEY, &true);
+    }
     if nv.get::<bool>(COMMISSIONED_KEY).ok().flatten().is_none() {
         let ps = &node.ps;
         let mut ok = true;

@@ -403,7 +403,7 @@ pub fn run(
         web::start(&node).await?;
         node.start_dpws().await?;
         node.start_ntp().await;
-        super::email::start(&node);
+        super::email::start(&node, after_reset);
         if let Some(cfg) = &ps.datalog {
             super::datalog::start(&node, cfg, ps.publication.as_ref());
         }

@@ -16,6 +16,7 @@ pub(super) async fn api_datalog(State(node): St, headers: HeaderMap) -> Response
     let mut v = crate::panel_server::datalog::details(&node.ctx.nv, &ids);
     v["logging"] = serde_json::to_value(&ps.datalog).unwrap_or_default();
     v["publication"] = serde_json::to_value(&ps.publication).unwrap_or_default();
+    super::sftp::redact(&mut v["publication"]);
     v["retention_days"] = crate::panel_server::datalog::retention_days(ps.model).into();
     Json(v).into_response()
 }

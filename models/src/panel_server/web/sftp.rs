@@ -45,6 +45,15 @@ pub(super) fn routes() -> Router<Arc<Node>> {
         .route("/settings/sftp", get(sftp_page).post(sftp_form))
 }
 
+/// Removes the SFTP password from a publication configuration shown by
+/// an API (`password_set` says whether there is one).
+pub(super) fn redact(publication: &mut serde_json::Value) {
+    if let Some(s) = publication.get_mut("sftp").and_then(|s| s.as_object_mut()) {
+        let set = s.remove("password").is_some();
+        s.insert("password_set".into(), set.into());
+    }
+}
+
 fn view(node: &Node) -> serde_json::Value {
     let st: Option<sftp_config::Stored> = node.ctx.nv.get(sftp_config::KEY).ok().flatten();
     serde_json::json!({ "settings": st.map(|s| s.view()) })
@@ -268,4 +277,18 @@ async fn sftp_form(
         },
     };
     (code, Html(page(&a.csrf, &node, &note))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sftp_password_of_a_publication_is_not_shown() {
+        let mut v = serde_json::json!({"method": "sftp", "sftp": {"host": "10.0.0.2", "user": "u", "password": "Very$ecret1"}});
+        super::redact(&mut v);
+        assert!(!v.to_string().contains("Very$ecret1"), "{v}");
+        assert_eq!(v["sftp"]["password_set"], true);
+        let mut none = serde_json::json!({"method": "https", "url": "https://10.0.0.2/"});
+        super::redact(&mut none);
+        assert_eq!(none["url"], "https://10.0.0.2/");
+    }
 }
