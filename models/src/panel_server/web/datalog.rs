@@ -50,7 +50,9 @@ fn check(node: &Node, new: &Setup) -> Result<(), String> {
             return Err("publication.ca_file: the device cannot read files of the host; give the CA certificate itself as ca_pem (PEM text) or the server certificate's SHA-256 as pin_sha256".into());
         }
         p.validate("publication").map_err(|e| e.to_string())?;
-        dl::target(p).map_err(|e| format!("publication: {e}"))?;
+        if p.method == PublicationMethod::Https {
+            dl::target(p).map_err(|e| format!("publication: {e}"))?;
+        }
     }
     Ok(())
 }

@@ -278,3 +278,17 @@ async fn sftp_form(
     };
     (code, Html(page(&a.csrf, &node, &note))).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sftp_password_of_a_publication_is_not_shown() {
+        let mut v = serde_json::json!({"method": "sftp", "sftp": {"host": "10.0.0.2", "user": "u", "password": "Very$ecret1"}});
+        super::redact(&mut v);
+        assert!(!v.to_string().contains("Very$ecret1"), "{v}");
+        assert_eq!(v["sftp"]["password_set"], true);
+        let mut none = serde_json::json!({"method": "https", "url": "https://10.0.0.2/"});
+        super::redact(&mut none);
+        assert_eq!(none["url"], "https://10.0.0.2/");
+    }
+}
