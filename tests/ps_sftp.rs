@@ -782,6 +782,44 @@ fn sftp_publication_to_openssh_outage_power_cycle_and_host_key_change() {
             .any(|a| a["code"] == "sftp_host_key_changed" && a["cleared"].is_string()),
         "the key alarm ends with the reconfiguration: {v}"
     );
+    // The pages show the same: the recorded key, the alarms; saving the
+    // form (key kept, the expected fingerprint given) records it again.
+    let web = common::web::Web::of(&site, "127.77.190.10");
+    let (code, _) = web.login_as("SecurityAdmin", &web.password);
+    assert_eq!(code, 200);
+    let (code, page) = web.get("/settings/sftp");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains(&second_key), "{page}");
+    let (code, page) = web.get("/alarms");
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("host key changed") && page.contains("meter-sl is not connected"),
+        "{page}"
+    );
+    let port = sshd.port.to_string();
+    let (code, page) = web.submit(
+        "/settings/sftp",
+        "/settings/sftp",
+        &[
+            ("host", "127.0.0.1"),
+            ("port", &port),
+            ("user", "root"),
+            ("fingerprint", &second_key),
+        ],
+    );
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Saved"), "{page}");
+    let (code, page) = web.submit(
+        "/settings/sftp",
+        "/settings/sftp",
+        &[
+            ("host", "127.0.0.1"),
+            ("port", &port),
+            ("user", "root"),
+            ("fingerprint", &first_key),
+        ],
+    );
+    assert_eq!(code, 409, "a fingerprint that is not the server's: {page}");
     eprintln!(
         "24 h: {files} files, {total} rows in {day:?}; after outage {total2}, after key change {total3}; whole test {:?}",
         started.elapsed()

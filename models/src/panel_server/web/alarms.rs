@@ -211,14 +211,10 @@ async fn api_put_email(State(node): St, headers: HeaderMap, body: axum::body::By
     Json(serde_json::json!({ "settings": st.view() })).into_response()
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+use pages::esc;
 
 async fn alarms_page(State(node): St, headers: HeaderMap) -> Response {
-    let _a = page!(node, headers);
+    let a = page!(node, headers);
     let list = alarms::list(&node.ctx.nv).unwrap_or_default();
     let rows: String = list
         .alarms
@@ -243,10 +239,8 @@ async fn alarms_page(State(node): St, headers: HeaderMap) -> Response {
             s.addr()
         ),
     };
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Alarms</title></head><body>\
-<h1>Alarms</h1><p>{mail}</p><table><tr><th>Time (UTC)</th><th>State</th><th>Source</th><th>Alarm</th></tr>{rows}</table>\
-<p><a href=\"/\">Home</a></p></body></html>"
-    ))
-    .into_response()
+    let body = format!(
+        "<section><p id=\"email\">{mail}</p><table id=\"alarms\"><tr><th>Time (UTC)</th><th>State</th><th>Source</th><th>Alarm</th></tr>{rows}</table></section>"
+    );
+    Html(pages::layout("Alarms", Some(&a.csrf), None, &body)).into_response()
 }

@@ -181,12 +181,7 @@ async fn api_put_sftp(State(node): St, headers: HeaderMap, body: axum::body::Byt
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use pages::esc;
 
 fn page(csrf: &str, node: &Node, note: &str) -> String {
     let st: Option<sftp_config::Stored> = node.ctx.nv.get(sftp_config::KEY).ok().flatten();
@@ -200,7 +195,7 @@ fn page(csrf: &str, node: &Node, note: &str) -> String {
                 esc(s.fingerprint.as_deref().unwrap_or("-"))
             ),
             None => format!(
-                "Recorded host key fingerprint: <code>{}</code>",
+                "Recorded host key fingerprint: <code id=\"fingerprint\">{}</code>",
                 esc(s
                     .fingerprint
                     .as_deref()
@@ -208,25 +203,25 @@ fn page(csrf: &str, node: &Node, note: &str) -> String {
             ),
         },
     };
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>SFTP server</title></head><body>\
-<h1>SFTP publication server</h1><p>{}</p><p>{state}</p>\
-<form method=\"post\" action=\"/settings/sftp\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<label>Server address <input name=\"host\" value=\"{}\"></label><br>\
-<label>Port <input name=\"port\" value=\"{}\"></label><br>\
-<label>User <input name=\"user\" value=\"{}\"></label><br>\
-<label>Password <input type=\"password\" name=\"password\" value=\"\"></label> (empty: unchanged)<br>\
-<label>Private key (OpenSSH or PEM) <textarea name=\"key\"></textarea></label> (empty: unchanged)<br>\
-<label>Remote directory <input name=\"dir\" value=\"{}\"></label><br>\
-<label>Expected fingerprint (optional) <input name=\"fingerprint\" value=\"\"></label><br>\
-<button>Connect and record the key</button></form><p><a href=\"/settings\">Settings</a></p></body></html>",
-        esc(note),
-        esc(csrf),
+    let body = format!(
+        "<section><p id=\"state\">{state}</p>\
+<form method=\"post\" action=\"/settings/sftp\">{}\
+<label>Server address <input name=\"host\" value=\"{}\"></label>\
+<label>Port <input name=\"port\" value=\"{}\"></label>\
+<label>User <input name=\"user\" value=\"{}\"></label>\
+<label>Password <input type=\"password\" name=\"password\" value=\"\"> (empty: unchanged)</label>\
+<label>Private key (OpenSSH or PEM) <textarea name=\"key\" rows=\"4\" cols=\"64\"></textarea> (empty: unchanged)</label>\
+<label>Remote directory <input name=\"dir\" value=\"{}\"></label>\
+<label>Expected fingerprint (optional) <input name=\"fingerprint\" value=\"\"></label>\
+<button>Connect and record the key</button></form></section>",
+        pages::hidden(csrf),
         v(|s| s.host.to_string()),
         st.as_ref().map_or(22, |s| s.port),
         esc(&v(|s| s.user.clone())),
         esc(&v(|s| s.dir.clone())),
-    )
+    );
+    let msg = Some(note).filter(|n| !n.is_empty());
+    pages::layout("SFTP publication server", Some(csrf), msg, &body)
 }
 
 async fn sftp_page(State(node): St, headers: HeaderMap) -> Response {
