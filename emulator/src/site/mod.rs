@@ -15,6 +15,7 @@ mod ev;
 mod install_code;
 mod matrix;
 mod ps_datalog;
+mod ps_sftp;
 
 pub use datalogger::{
     CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
@@ -29,6 +30,7 @@ pub use ps_datalog::{
     DatalogConfig, LOGGING_PERIODS_MIN, MEASUREMENT_CODES, PublicationConfig, PublicationFormat,
     PublicationMethod, parse_https_url, parse_pin,
 };
+pub use ps_sftp::{AlarmRule, EmailConfig, SftpConfig, valid_address, valid_fingerprint};
 
 pub use matrix::{
     Capabilities, Commodity, DigitalInputConfig, FirmwareEdition, InputMode, PANEL_SERVERS,
@@ -441,6 +443,12 @@ pub struct PanelServerConfig {
     /// Publication of the logged data (none unless present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<PublicationConfig>,
+    /// Alarm notification by email (PAS800 models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailConfig>,
+    /// Threshold alarms on measurements of the field devices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarm: Vec<AlarmRule>,
     /// NTP server (an IPv4 address) in the commissioned settings; default:
     /// none, date and time set manually (the factory setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -25,7 +25,9 @@
 //!   Panel Server's pages and DPWS live in [`node`] and [`web`]
 //!   (docs/panel-server.md).
 
+pub mod alarms;
 pub mod datalog;
+pub mod email;
 pub mod gateway;
 pub mod inputs;
 pub mod label;
@@ -174,6 +176,9 @@ pub struct PanelServer {
     datalog: Option<fieldtwin_emulator::site::DatalogConfig>,
     /// Publication of the data log (site file), if configured.
     publication: Option<fieldtwin_emulator::site::PublicationConfig>,
+    /// Alarm email settings and threshold rules (site file; [`email`]).
+    email: Option<fieldtwin_emulator::site::EmailConfig>,
+    alarm_rules: Vec<fieldtwin_emulator::site::AlarmRule>,
     /// The site's Modbus TCP devices: id, model, address (for the
     /// dashboard, which names a configured target by them).
     site_tcp: Vec<(String, String, std::net::Ipv4Addr)>,
@@ -335,6 +340,8 @@ impl PanelServer {
             site_tcp,
             datalog: cfg.datalog.clone(),
             publication: cfg.publication.clone(),
+            email: cfg.email.clone(),
+            alarm_rules: cfg.alarm.clone(),
             tcp_live: Default::default(),
             fields: OnceLock::new(),
             current: Default::default(),

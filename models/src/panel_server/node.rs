@@ -581,6 +581,7 @@ pub fn run(
         node.start_dpws().await?;
         node.start_ntp().await;
         node.sync_access_point("not enabled at boot");
+        super::email::start(&node, after_reset);
         // The data logging configuration: NV memory's, else the site
         // file's (first boot) or none (after a factory reset).
         let site = super::datalog::Setup {

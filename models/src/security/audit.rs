@@ -38,6 +38,8 @@ pub enum Kind {
     Restored,
     FactoryReset,
     LogOverflow,
+    /// A server the device publishes to showed another host key.
+    HostKeyChanged,
     /// Data publication stopped by the device (a pinned server certificate
     /// that changed); it resumes when the publication is reconfigured.
     PublicationStopped,
@@ -65,6 +67,7 @@ impl Kind {
             Kind::Restored => "configuration restored",
             Kind::FactoryReset => "factory reset",
             Kind::LogOverflow => "audit log overflow",
+            Kind::HostKeyChanged => "server host key changed",
             Kind::PublicationStopped => "publication stopped",
             Kind::DataLogOverflow => "data log overflow",
         }
