@@ -980,6 +980,35 @@ fn client_hello_offers_exactly_the_seed_suites_and_tls12_only() {
     );
     usb_checks(&s, &usb);
     ble_checks(&s, &usb.with_file_name("dl1-ble"));
+    local_port_refusals(&s);
+}
+
+/// The control API's local-port commands name what was wrong: an unknown
+/// BLE action (with the allowed ones), a device without the port, a logger
+/// that is off. (What they do is checked by the library scenarios
+/// datalogger-ble-replay and datalogger-usb-injection.)
+fn local_port_refusals(s: &RunningSite) {
+    let (code, body) = s.post(
+        "/api/v1/commands",
+        r#"{"command":"ble","device":"dl1","action":"sniff"}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("unknown variant `sniff`") && body.contains("wrong_key"),
+        "{body}"
+    );
+    let (code, body) = s.post(
+        "/api/v1/commands",
+        r#"{"command":"usb_console","device":"nope","lines":["status"]}"#,
+    );
+    assert_eq!(code, 404, "{body}");
+    command(s, r#"{"command":"power","device":"dl1","action":"off"}"#);
+    let (code, body) = s.post(
+        "/api/v1/commands",
+        r#"{"command":"usb_console","device":"dl1","lines":["status"]}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("dl1 is off"), "{body}");
 }
 
 /// The USB console of the logger of `site` (octet 88), on its PTY.

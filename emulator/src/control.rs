@@ -43,6 +43,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::attack::{Attack, AttackReport};
 use crate::clock::{ClockError, ClockStatus};
 use crate::device::{DeviceStatus, FieldAction, Force, Power, Runtime, RuntimeError};
+use crate::local::{BleAction, LocalPort, Transcript};
 use crate::net::fault::{FaultError, LinkFault};
 use crate::radio::air::AirStatus;
 use crate::radio::{Pattern, Position};
@@ -152,6 +153,19 @@ pub enum Command {
         field: String,
         register: u16,
         force: Force,
+    },
+    /// Lines typed on a device's USB console (a Data Logger's), answered in
+    /// order; answers a [`Transcript`].
+    UsbConsole {
+        device: String,
+        lines: Vec<String>,
+    },
+    /// The mobile app (or an impostor) on a device's BLE link does `action`
+    /// (`status`, `replay`, `unauthenticated`, `wrong_key`); answers a
+    /// [`Transcript`].
+    Ble {
+        device: String,
+        action: BleAction,
     },
     /// The cellular network around a Data Logger: coverage lost (`false`) or
     /// back (`true`), signal strength in dBm (-120 to -40), technology
@@ -326,6 +340,8 @@ pub enum Reply {
     Attack(Box<AttackReport>),
     /// The radio medium after a radio command.
     Radio(Box<AirStatus>),
+    /// What a person at a local port (USB, BLE) saw.
+    Local(Box<Transcript>),
 }
 
 /// Why a command failed.
@@ -463,6 +479,10 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             });
             Ok(Reply::Attack(Box::new(report)))
         }
+        Command::UsbConsole { device, lines } => {
+            local_port(rt, &device, LocalPort::Usb { lines }).await
+        }
+        Command::Ble { device, action } => local_port(rt, &device, LocalPort::Ble { action }).await,
         Command::Cellular {
             device,
             coverage,
@@ -712,6 +732,14 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, CommandError> {
         .step_by(2)
         .filter_map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok())
         .collect())
+}
+
+async fn local_port(rt: &Runtime, device: &str, port: LocalPort) -> Result<Reply, CommandError> {
+    let t = rt
+        .local_port(device, port)
+        .await?
+        .map_err(CommandError::BadRequest)?;
+    Ok(Reply::Local(Box::new(t)))
 }
 
 fn field_command(

@@ -42,6 +42,7 @@ use tokio_util::task::TaskTracker;
 use crate::attack::{Attack, AttackEnv, AttackReport};
 use crate::clock::{Clock, Rtc, WeakClock};
 use crate::control::{Event, EventBus};
+use crate::local::{LocalPort, Transcript};
 use crate::net::{BoxStream, Listener, Stack};
 use crate::site::{DeviceConfig, RtcConfig, Site};
 use crate::storage::{Nv, StorageError, Store};
@@ -143,6 +144,19 @@ pub trait Device: Send + Sync + 'static {
                 "device {id} has no Modbus TCP service to configure"
             ))
         })
+    }
+    /// A person at one of the device's physical, non-network ports (USB
+    /// console, BLE link) does `port`; the answer is what they saw.
+    fn local_port(
+        self: Arc<Self>,
+        port: LocalPort,
+    ) -> BoxFuture<'static, Result<Transcript, String>> {
+        let what = match port {
+            LocalPort::Usb { .. } => "a USB console",
+            LocalPort::Ble { .. } => "a BLE link",
+        };
+        let msg = format!("device {} ({}) has no {what}", self.id(), self.model());
+        Box::pin(async move { Err(msg) })
     }
     /// Runs `attack` from this device (a Workstation) over its own network
     /// stack; `env` says where the site's devices are.
@@ -836,6 +850,16 @@ impl Runtime {
     ) -> Result<Result<(), String>, RuntimeError> {
         let slot = self.slot(id)?;
         Ok(slot.device.set_modbus_service(interface, enabled).await)
+    }
+
+    /// Plays `port` at a local port of device `id`.
+    pub async fn local_port(
+        &self,
+        id: &str,
+        port: LocalPort,
+    ) -> Result<Result<Transcript, String>, RuntimeError> {
+        let device = self.slot(id)?.device.clone();
+        Ok(device.local_port(port).await)
     }
 
     /// Runs `attack` from device `from` (a Workstation).

@@ -6,6 +6,7 @@
 //! - [`radio`]: the IEEE 802.15.4 medium shared by a site's radios.
 //! - [`storage`]: per-device non-volatile memory.
 //! - [`device`]: the `Device` trait and the power/boot lifecycle.
+//! - [`local`]: the physical, non-network ports (USB console, BLE link).
 //! - [`control`]: the `Command`/`Event` bus and the REST control API.
 //! - [`scenario_api`]: wire types of the control API's scenario endpoints.
 //! - [`site`]: the site file.
@@ -14,6 +15,7 @@ pub mod attack;
 pub mod clock;
 pub mod control;
 pub mod device;
+pub mod local;
 pub mod net;
 pub mod radio;
 pub mod scenario_api;

@@ -12,6 +12,9 @@
 //! - `bench scale --devices N`: boots a generated site of N Panel Servers in
 //!   TAP mode in its own namespace and prints the time until every device
 //!   answers Modbus and ping, RSS per device and idle CPU.
+//! - `bench soak --devices N --minutes M`: the same site polled for M
+//!   minutes, 1 % of the devices a second over Modbus and HTTPS; errors,
+//!   latency, and RSS, file descriptors and threads at start and end.
 //! - `bench physics`: 24 virtual hours of the default site's field devices
 //!   at full speed; wall time and energy totals.
 //! - `bench tui`: frame time of the dashboard with N devices against two
@@ -23,6 +26,7 @@ pub mod load;
 pub mod modbus;
 pub mod physics;
 pub mod scale;
+pub mod soak;
 pub mod tui;
 
 use std::fmt::Write as _;
@@ -36,6 +40,8 @@ pub enum BenchCmd {
     Modbus(modbus::Options),
     /// Boot N Panel Servers in TAP mode: boot time, RSS per device, idle CPU.
     Scale(scale::Options),
+    /// Poll a rotating 1 % of N Panel Servers a second over Modbus and HTTPS for M minutes.
+    Soak(soak::Options),
     /// 24 virtual hours of the default site's field devices at full speed.
     Physics,
     /// Frame time of the terminal dashboard with N devices.
@@ -43,6 +49,9 @@ pub enum BenchCmd {
     /// (internal) Run one load against ADDR and print the result as JSON.
     #[command(hide = true)]
     Load(load::Options),
+    /// (internal) The soak's client: poll a site's devices; print JSON.
+    #[command(hide = true)]
+    SoakLoad(soak::LoadOptions),
     /// (internal) Wait until every device of a site answers Modbus; print JSON.
     #[command(hide = true)]
     Probe(scale::ProbeOptions),
@@ -52,6 +61,8 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Modbus(o) => modbus::run(o),
         BenchCmd::Scale(o) => scale::run(o),
+        BenchCmd::Soak(o) => soak::run(o),
+        BenchCmd::SoakLoad(o) => soak::load(o),
         BenchCmd::Physics => physics::run(),
         BenchCmd::Tui(o) => tui::run(o),
         BenchCmd::Load(o) => load::run(o),

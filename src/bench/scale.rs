@@ -37,10 +37,10 @@ pub struct ProbeOptions {
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct ProbeResult {
-    total: usize,
-    answered: usize,
-    seconds: f64,
+pub(super) struct ProbeResult {
+    pub(super) total: usize,
+    pub(super) answered: usize,
+    pub(super) seconds: f64,
 }
 
 /// Inside the namespace: read one register of every device until all answer.
@@ -91,7 +91,7 @@ pub fn probe(o: ProbeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn proc_rss_kib(pid: u32) -> Option<u64> {
+pub(super) fn proc_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with("VmRSS:"))?

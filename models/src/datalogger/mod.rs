@@ -22,6 +22,7 @@
 
 pub mod ble;
 pub mod https;
+mod local;
 pub mod modem;
 pub mod mqtt;
 pub mod ota;
@@ -41,6 +42,7 @@ use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{
     BootError, Credential, Details, Device, DeviceContext, FieldAction,
 };
+use fieldtwin_emulator::local::{LocalPort, Transcript};
 use fieldtwin_emulator::site::{
     CellTechnology, DataLoggerConfig, DeviceConfig, Site, UplinkProtocol,
 };
@@ -93,6 +95,8 @@ pub struct DataLogger {
     generation: Mutex<Option<(CancellationToken, TaskTracker)>>,
     /// Version of the firmware running (set at boot from the stored image).
     running: Mutex<String>,
+    /// The context of the current power-on (for the local ports).
+    ctx: Mutex<Option<DeviceContext>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -128,6 +132,7 @@ impl DataLogger {
             wake: Notify::new(),
             generation: Mutex::new(None),
             running: Mutex::new(FACTORY_VERSION.to_string()),
+            ctx: Mutex::new(None),
         }
     }
 
@@ -364,6 +369,7 @@ impl DataLogger {
         let tracker = TaskTracker::new();
         *lock(&self.generation) = Some((generation.clone(), tracker.clone()));
         *lock(&self.powered) = true;
+        *lock(&self.ctx) = Some(ctx.clone());
         lock(&self.modem).set_powered(true, ctx.clock.now());
         let sampler = self.clone().sampler(ctx.clone(), ring.clone());
         let g = generation.clone();
@@ -579,18 +585,15 @@ impl DataLogger {
                     if s.read_exact(&mut body).await.is_err() {
                         return;
                     }
-                    match peer.on_frame(&body, |req| me.ble_answer(&c, req)) {
+                    match me.ble_step(&c, &mut peer, &body) {
                         ble::Step::Reply(r) => {
                             if s.write_all(&ble::frame(&r)).await.is_err() {
                                 return;
                             }
                         }
                         ble::Step::Silent => {}
-                        ble::Step::Slam(why) => {
-                            c.emit("ble", format!("connection slammed: {why}"));
-                            // Dropping the stream closes the link at once.
-                            return;
-                        }
+                        // Dropping the stream closes the link at once.
+                        ble::Step::Slam(_) => return,
                     }
                 }
             });
@@ -705,6 +708,14 @@ impl Device for DataLogger {
             Ok(())
         }
         .boxed()
+    }
+
+    fn local_port(
+        self: Arc<Self>,
+        port: LocalPort,
+    ) -> BoxFuture<'static, Result<Transcript, String>> {
+        let r = self.local(port);
+        async move { r }.boxed()
     }
 
     fn field_command(&self, field: &str, action: FieldAction, now: Duration) -> Result<(), String> {
