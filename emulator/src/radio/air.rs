@@ -9,8 +9,11 @@
 //!   time of the event, and answers frames to send and its next wake-up.
 //!   Nodes are called without the medium's lock held, one at a time, in
 //!   time order (after a clock jump, every event of the jump in order).
-//! - [`Air::run`] is the driver task; it wakes at the medium's next
-//!   deadline on the site clock and when a command changes the medium.
+//! - The driver task wakes at the medium's next deadline on the site
+//!   clock (at most once per [`MIN_TICK`] of virtual time: events keep
+//!   their own times, their effects batch) and when a command changes the
+//!   medium; commands and clock jumps process what is due before they
+//!   answer.
 //! - Sniffers write classic pcap, link type 195 (IEEE802_15_4_WITHFCS),
 //!   one file per channel, stamped with the site's virtual time.
 
@@ -24,6 +27,9 @@ use serde::{Deserialize, Serialize};
 use super::{Capture, Delivery, Jammer, Medium, Output, RadioConfig, RadioError, RadioId, Stats};
 use crate::clock::{Clock, WeakClock};
 use crate::net::pcap::PcapWriter;
+
+/// Shortest sleep of the driver, in virtual time.
+pub const MIN_TICK: Duration = Duration::from_millis(1);
 
 /// pcap link type of IEEE 802.15.4 frames with FCS.
 pub const LINKTYPE_IEEE802_15_4_WITHFCS: u32 = 195;
@@ -331,7 +337,12 @@ async fn run(inner: Weak<Inner>) {
             inner: inner.clone(),
         };
         air.process(clock.now()).await;
-        let next = air.medium().next_deadline();
+        // At most one wake-up per millisecond of virtual time: events
+        // keep their own times, their effects batch.
+        let next = air
+            .medium()
+            .next_deadline()
+            .map(|t| t.max(clock.now() + MIN_TICK));
         drop(air);
         let changed = inner.changed.notified();
         // Wake at the deadline, on a change, or after a wall second to

@@ -795,15 +795,21 @@ impl Medium {
             return;
         };
         let bits = 8 * (psdu.len() + 1);
-        let listeners = self.listeners[c].clone();
-        for to in listeners {
-            if Some(to) == tx.from {
-                continue;
-            }
-            let Some(r) = self.radios.get(&to) else {
-                continue;
-            };
-            let rpos = r.pos;
+        // Only listeners within the range where the loss can stay under
+        // the link budget (shadowing included) may hear it.
+        let reach = self.prop.range_m(tx.power_dbm - phy::SENSITIVITY_DBM);
+        let reach2 = reach * reach;
+        let d2 = |p: &Position| {
+            let (dx, dy, dz) = (p.x - tx.pos.x, p.y - tx.pos.y, p.z - tx.pos.z);
+            dx * dx + dy * dy + dz * dz
+        };
+        let candidates: Vec<(RadioId, Position)> = self.listeners[c]
+            .iter()
+            .filter(|to| Some(**to) != tx.from)
+            .filter_map(|to| self.radios.get(to).map(|r| (*to, r.pos)))
+            .filter(|(_, p)| d2(p) <= reach2)
+            .collect();
+        for (to, rpos) in candidates {
             let rx = tx.power_dbm - self.prop.loss_db(tx.src_key, &tx.pos, to, &rpos);
             if rx < phy::SENSITIVITY_DBM {
                 continue;

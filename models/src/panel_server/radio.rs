@@ -16,7 +16,7 @@
 //! - [`LinkTable`] is pure state: per paired device it keeps connected /
 //!   Not connected, last report, last RSSI/LQI, the packet error rate over
 //!   the last [`WINDOW`] counters (missing counters are lost frames), the
-//!   window's mean and worst figures. A device is Not connected once
+//!   mean and worst figures of the last [`RECENT`] frames received. A device is Not connected once
 //!   [`TIMEOUT_PERIODS`] reporting periods pass without a report; its
 //!   Modbus values then read the no-value markers and 31146 = 0. A
 //!   report brings it back. At boot the paired devices are presumed
@@ -45,6 +45,8 @@ use crate::field::{FieldDevice, Kind, LinkFigures};
 pub const TIMEOUT_PERIODS: u32 = 3;
 /// Frame counters over which the packet error rate is computed.
 pub const WINDOW: u32 = 32;
+/// Received frames whose RSSI and LQI make the mean and worst figures.
+pub const RECENT: usize = 16;
 /// Oldest past a clock jump that is simulated event by event.
 pub const CATCH_UP: Duration = Duration::from_secs(120);
 /// Transmit power of the wireless devices ([NF]).
@@ -76,8 +78,8 @@ pub struct Link {
     window: u64,
     /// Counters the window covers so far (up to [`WINDOW`]).
     span: u32,
-    /// Per received frame of the window: (error-model PER, RSSI, LQI).
-    recent: Vec<(f64, f64, u8)>,
+    /// The last [`RECENT`] frames received: (error-model PER, RSSI, LQI).
+    recent: Vec<(f32, f32, u8)>,
     pub reports: u64,
 }
 
@@ -117,20 +119,25 @@ impl Link {
 
     /// The figures of registers 31147-31161.
     pub fn figures(&self) -> LinkFigures {
-        let last = self.recent.last().copied();
+        let f = |r: &(f32, f32, u8)| (f64::from(r.0), f64::from(r.1), r.2);
+        let last = self.recent.last().map(f);
         let n = self.recent.len() as f64;
         let average = (!self.recent.is_empty()).then(|| {
-            let rssi = self.recent.iter().map(|r| r.1).sum::<f64>() / n;
+            let rssi = self.recent.iter().map(|r| f64::from(r.1)).sum::<f64>() / n;
             let lqi = self.recent.iter().map(|r| f64::from(r.2)).sum::<f64>() / n;
             let per = self.per().unwrap_or(0.0);
             (per, (rssi * 10.0).round() / 10.0, lqi.round() as u8)
         });
         let worst = average.map(|(per, _, _)| {
-            let frame_per = self.recent.iter().map(|r| r.0).fold(0.0, f64::max);
+            let frame_per = self
+                .recent
+                .iter()
+                .map(|r| f64::from(r.0))
+                .fold(0.0, f64::max);
             let rssi = self
                 .recent
                 .iter()
-                .map(|r| r.1)
+                .map(|r| f64::from(r.1))
                 .fold(f64::INFINITY, f64::min);
             let lqi = self.recent.iter().map(|r| r.2).min().unwrap_or(0);
             (per.max(frame_per), rssi, lqi)
@@ -259,13 +266,10 @@ impl LinkTable {
             }
         }
         l.counter = Some(r.counter);
-        l.recent.push((per, rssi, lqi));
-        let span_mask = (1u64 << l.span.min(63)) - 1;
-        let keep = (l.window & span_mask).count_ones() as usize;
-        if l.recent.len() > keep {
-            let cut = l.recent.len() - keep;
-            l.recent.drain(..cut);
+        if l.recent.len() >= RECENT {
+            l.recent.remove(0);
         }
+        l.recent.push((per as f32, rssi as f32, lqi));
         l.last_report = Some(now);
         l.since = now;
         l.reports += 1;
