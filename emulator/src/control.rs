@@ -7,6 +7,7 @@
 //! - REST: `GET /api/v1/devices`, `GET /api/v1/devices/{id}`,
 //!   `POST /api/v1/devices/{id}/power` `{"action":"on"|"off"|"cycle"}`,
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
+//!   `GET /api/v1/radio` (the IEEE 802.15.4 medium),
 //!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/responsive` `{"responsive":bool}`,
@@ -1271,7 +1272,7 @@ mod tests {
         })
     }
 
-    const COMMANDS: [&str; 12] = [
+    const COMMANDS: [&str; 16] = [
         "power",
         "factory_reset",
         "restart_button",
@@ -1283,9 +1284,13 @@ mod tests {
         "field_radio",
         "digital_input",
         "modbus_service",
+        "jammer",
+        "radio_inject",
+        "radio_move",
+        "sniffer",
         "no_such_command",
     ];
-    const FIELDS: [&str; 18] = [
+    const FIELDS: [&str; 28] = [
         "device",
         "action",
         "hold_s",
@@ -1304,6 +1309,16 @@ mod tests {
         "advance_s",
         "latency_ms",
         "extra",
+        "id",
+        "near",
+        "position",
+        "power_dbm",
+        "channels",
+        "channel",
+        "pattern",
+        "frame",
+        "report",
+        "radio",
     ];
 
     /// A JSON object shaped like a command: a known name (mostly), known
