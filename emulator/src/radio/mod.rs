@@ -131,6 +131,9 @@ struct Radio {
     /// Generation of the pending wake-up; older heap entries are stale.
     wake_gen: u32,
     wake_at: Option<Duration>,
+    /// A heap entry of the current generation is queued (at or before
+    /// `wake_at`: a later wake-up is postponed lazily, not re-queued).
+    queued: bool,
 }
 
 /// How a jammer radiates.
@@ -421,6 +424,7 @@ impl Medium {
                 listening: cfg.listening,
                 wake_gen: 0,
                 wake_at: None,
+                queued: false,
             },
         );
         Ok(())
@@ -528,11 +532,21 @@ impl Medium {
         let Some(r) = self.radios.get_mut(&id) else {
             return;
         };
-        r.wake_gen = r.wake_gen.wrapping_add(1);
-        r.wake_at = at;
-        let g = r.wake_gen;
-        if let Some(at) = at {
-            self.push(at, Ev::Wake(id, g));
+        match at {
+            // Later than the queued entry: it is postponed when it pops.
+            Some(t) if r.queued && r.wake_at.is_some_and(|w| t >= w) => r.wake_at = Some(t),
+            Some(t) => {
+                r.wake_gen = r.wake_gen.wrapping_add(1);
+                r.wake_at = Some(t);
+                r.queued = true;
+                let g = r.wake_gen;
+                self.push(t, Ev::Wake(id, g));
+            }
+            None => {
+                r.wake_gen = r.wake_gen.wrapping_add(1);
+                r.wake_at = None;
+                r.queued = false;
+            }
         }
     }
 
@@ -647,11 +661,19 @@ impl Medium {
             self.heap.pop();
             match ev {
                 Ev::Wake(id, g) => {
-                    if let Some(r) = self.radios.get_mut(&id)
-                        && r.wake_gen == g
-                    {
-                        r.wake_at = None;
-                        return Some(Output::Wake { radio: id, at });
+                    let Some(r) = self.radios.get_mut(&id) else {
+                        continue;
+                    };
+                    if r.wake_gen != g {
+                        continue;
+                    }
+                    match r.wake_at {
+                        Some(w) if w > at => self.push(w, Ev::Wake(id, g)),
+                        _ => {
+                            r.wake_at = None;
+                            r.queued = false;
+                            return Some(Output::Wake { radio: id, at });
+                        }
                     }
                 }
                 Ev::Csma(key) => self.csma(at, key),
@@ -1073,21 +1095,26 @@ mod tests {
         m.set_wake(1, Some(Duration::from_secs(5)));
         m.set_wake(2, Some(Duration::from_secs(3)));
         m.set_wake(1, Some(Duration::from_secs(4)));
+        // Postponed lazily: 2 fires at 6, not at 3.
+        m.set_wake(2, Some(Duration::from_secs(6)));
         assert_eq!(m.next_deadline(), Some(Duration::from_secs(3)));
         let out = run(&mut m, Duration::from_secs(10));
         assert_eq!(
             out,
             vec![
                 Output::Wake {
-                    radio: 2,
-                    at: Duration::from_secs(3)
-                },
-                Output::Wake {
                     radio: 1,
                     at: Duration::from_secs(4)
+                },
+                Output::Wake {
+                    radio: 2,
+                    at: Duration::from_secs(6)
                 }
             ]
         );
+        m.set_wake(1, Some(Duration::from_secs(20)));
+        m.set_wake(1, None);
+        assert!(run(&mut m, Duration::from_secs(30)).is_empty());
     }
 
     #[test]
