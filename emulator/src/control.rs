@@ -16,7 +16,8 @@
 //!   `POST /api/v1/devices/{id}/modbus-service` `{"interface":"eth2","enabled":true}`,
 //!   `POST /api/v1/devices/{id}/digital-inputs/{1|2}` `{"closed":bool,"pulses":N}`,
 //!   `POST /api/v1/commands` (any [`Command`] as JSON), `GET /api/v1/events`
-//!   (server-sent events), `GET /api/v1/links`, `POST /api/v1/links/{device}`
+//!   (server-sent events), `GET /api/v1/wifi` (the access points and their
+//!   stations), `GET /api/v1/links`, `POST /api/v1/links/{device}`
 //!   (a [`LinkFault`]; TAP mode), `POST /api/v1/workstations`
 //!   `{"id","segment","ip"?}`, `POST /api/v1/devices/{id}/attack` (an
 //!   [`Attack`] run from Workstation `id`). A clock command (jump, speed,
@@ -180,6 +181,30 @@ pub enum Command {
         #[serde(default)]
         generation: Option<u8>,
     },
+    // --- Wi-Fi (issue 10; docs/control-api.md "Wi-Fi") ---
+    /// A station (`host`, the lab's client, by default; or a device id)
+    /// associates with the access point on the air with SSID `ssid`,
+    /// offering `password` and `cipher` (`ccmp`/`wpa2`, or `tkip`/`wpa`,
+    /// which is refused). Answers the access points.
+    WifiAssociate {
+        ssid: String,
+        password: String,
+        #[serde(default)]
+        cipher: crate::wifi::Cipher,
+        #[serde(default = "wifi_host")]
+        station: String,
+    },
+    /// The station leaves the access point with SSID `ssid`.
+    WifiDisassociate {
+        ssid: String,
+        #[serde(default = "wifi_host")]
+        station: String,
+    },
+    /// The front-face button of a Panel Server: puts its Wi-Fi access point
+    /// on the air, if the access point is enabled.
+    WifiButton {
+        device: String,
+    },
     // --- Radio medium (issue 10; docs/control-api.md "Radio") ---
     /// Starts (`on: true`, replacing one of the same id) or stops a jammer:
     /// at `position` (metres) or 1 m from radio `near` (a Panel Server id,
@@ -255,6 +280,16 @@ pub struct InjectReport {
 
 fn default_jammer_dbm() -> f64 {
     10.0
+}
+
+fn wifi_host() -> String {
+    crate::wifi::HOST.to_string()
+}
+
+/// The site's Wi-Fi access points (the answer of the Wi-Fi commands).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WifiStatus {
+    pub access_points: Vec<crate::wifi::AccessPointStatus>,
 }
 
 /// Seconds the Restart button must be held for a factory reset.
@@ -341,6 +376,8 @@ pub enum Reply {
     Attack(Box<AttackReport>),
     /// The radio medium after a radio command.
     Radio(Box<AirStatus>),
+    /// The access points after a Wi-Fi command.
+    Wifi(WifiStatus),
     /// What a person at a local port (USB, BLE) saw.
     Local(Box<Transcript>),
 }
@@ -479,6 +516,40 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 message: format!("{kind} on {}", report.target),
             });
             Ok(Reply::Attack(Box::new(report)))
+        }
+        Command::WifiAssociate {
+            ssid,
+            password,
+            cipher,
+            station,
+        } => {
+            let offer = crate::wifi::Offer {
+                ssid,
+                passphrase: password,
+                cipher,
+            };
+            rt.wifi()
+                .associate(&offer, &station)
+                .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+            Ok(wifi_reply(rt))
+        }
+        Command::WifiDisassociate { ssid, station } => {
+            rt.wifi()
+                .disassociate(&ssid, &station)
+                .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+            Ok(wifi_reply(rt))
+        }
+        Command::WifiButton { device } => {
+            let power = rt.status(&device)?.power;
+            if power != Power::On {
+                return Err(CommandError::BadRequest(format!(
+                    "{device} is not on ({power:?}); its button does nothing"
+                )));
+            }
+            rt.wifi()
+                .button(&device)
+                .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+            Ok(wifi_reply(rt))
         }
         Command::UsbConsole { device, lines } => {
             local_port(rt, &device, LocalPort::Usb { lines }).await
@@ -735,6 +806,12 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, CommandError> {
         .collect())
 }
 
+fn wifi_reply(rt: &Runtime) -> Reply {
+    Reply::Wifi(WifiStatus {
+        access_points: rt.wifi().access_points(),
+    })
+}
+
 async fn local_port(rt: &Runtime, device: &str, port: LocalPort) -> Result<Reply, CommandError> {
     let t = rt
         .local_port(device, port)
@@ -862,6 +939,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/api/v1/radio", get(get_radio))
         .route("/api/v1/commands", post(command))
         .route("/api/v1/links", get(get_links))
+        .route("/api/v1/wifi", get(get_wifi))
         .route("/api/v1/links/{device}", post(set_link))
         .route("/api/v1/events", get(events))
         .route("/api/v1/workstations", post(add_workstation))
@@ -1073,6 +1151,12 @@ async fn set_clock(
         }
     };
     Ok(Json(execute(&rt, cmd).await?))
+}
+
+async fn get_wifi(State(rt): State<Shared>) -> Json<WifiStatus> {
+    Json(WifiStatus {
+        access_points: rt.wifi().access_points(),
+    })
 }
 
 async fn get_links(State(rt): State<Shared>) -> Json<BTreeMap<String, LinkFault>> {

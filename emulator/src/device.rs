@@ -272,6 +272,8 @@ pub struct DeviceContext {
     pub seed: u64,
     /// The site's radio medium.
     pub radio: crate::radio::air::Air,
+    /// The site's Wi-Fi (access points and associations).
+    pub wifi: Arc<crate::wifi::Air>,
     interfaces: Arc<BTreeMap<String, Arc<dyn Stack>>>,
     services: Arc<Mutex<Vec<ServiceInfo>>>,
     counters: Counters,
@@ -658,6 +660,8 @@ pub struct Runtime {
     added: Mutex<BTreeMap<std::net::Ipv4Addr, String>>,
     /// The site's radio medium.
     radio: crate::radio::air::Air,
+    /// The site's Wi-Fi.
+    wifi: Arc<crate::wifi::Air>,
 }
 
 /// Wall time between two saves of the site clock while nothing changes it.
@@ -699,12 +703,13 @@ impl Runtime {
             radio,
             clock,
             store,
-            events,
             retention,
             slots: std::sync::RwLock::new(BTreeMap::new()),
             network: None,
             provisioner: None,
             added: Mutex::new(BTreeMap::new()),
+            wifi: Arc::new(crate::wifi::Air::new(events.clone())),
+            events,
         }
     }
 
@@ -734,6 +739,11 @@ impl Runtime {
 
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    /// The site's Wi-Fi (access points and associations).
+    pub fn wifi(&self) -> &Arc<crate::wifi::Air> {
+        &self.wifi
     }
 
     pub fn store(&self) -> &Store {
@@ -1106,6 +1116,7 @@ impl Runtime {
             events: self.events.clone(),
             seed: slot.seed,
             radio: self.radio.clone(),
+            wifi: self.wifi.clone(),
             interfaces: slot.interfaces.clone(),
             services: slot.services.clone(),
             counters: slot.counters.clone(),
@@ -1145,6 +1156,7 @@ impl Runtime {
             running.tracker.close();
             running.tracker.wait().await;
         }
+        self.wifi.device_off(id);
         for stack in slot.interfaces.values() {
             stack.set_powered(false);
         }

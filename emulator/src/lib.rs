@@ -10,6 +10,7 @@
 //! - [`control`]: the `Command`/`Event` bus and the REST control API.
 //! - [`scenario_api`]: wire types of the control API's scenario endpoints.
 //! - [`site`]: the site file.
+//! - [`wifi`]: Wi-Fi access points and associations.
 
 pub mod attack;
 pub mod clock;
@@ -21,3 +22,4 @@ pub mod radio;
 pub mod scenario_api;
 pub mod site;
 pub mod storage;
+pub mod wifi;

@@ -44,13 +44,21 @@ pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
 }
 
 /// Interface names of a site device: `eth1`, plus `eth2` for a Panel Server
-/// in separated topology.
+/// in separated topology and `wifi` for the side of its Wi-Fi access point
+/// (`wifi_ap_ip`); each is a real interface in host and TAP mode.
 pub fn interfaces(dev: &DeviceConfig) -> Vec<(String, std::net::Ipv4Addr, String)> {
     let mut v = vec![("eth1".to_string(), dev.ip, dev.segment.clone())];
     if let Some(ps) = &dev.panel_server
         && let (Some(ip), Some(seg)) = (ps.eth2_ip, &ps.eth2_segment)
     {
         v.push(("eth2".to_string(), ip, seg.clone()));
+    }
+    if let Some((ip, seg)) = dev
+        .panel_server
+        .as_ref()
+        .and_then(|ps| ps.wifi_ap(&dev.segment))
+    {
+        v.push(("wifi".to_string(), ip, seg));
     }
     v
 }

@@ -29,6 +29,7 @@
 //! | 160-169 | ps_datalog (issue 13: Panel Server logging and HTTPS publication; 162: TAP mode) |
 //! | 170 | security_e2e::security_first_https_logins_right_after_start_wait_and_succeed (issue 15) |
 //! | 180-189 | reliability (site-file ranges, kill -9 crash consistency, hostile web input) |
+//! | 200-209 | wifi (issue 10 items 4-5: radios per model, Wi-Fi access point) |
 
 #![allow(dead_code)]
 

@@ -10,10 +10,14 @@
 //! sees the device's IP; a cellular device's sessions
 //! ([`Stack::connect_tcp_carrier`]) leave from its carrier NAT pool
 //! ([`carrier_address`]: 127.78.S.2-251), a random address per session.
+//! Without carrier ([`Stack::set_carrier`]: a Wi-Fi side with no
+//! association) a new connection is reset as soon as it is accepted, an
+//! outbound one fails, and an accepted one fails at its next read or write.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -55,26 +59,114 @@ pub fn map_port(port: u16) -> u16 {
 #[derive(Debug, Clone)]
 pub struct HostStack {
     ip: Ipv4Addr,
+    /// The link state ([`Stack::set_carrier`]): loopback has no link, so
+    /// while it is down a connection is closed as soon as it is accepted
+    /// and outbound connections fail.
+    carrier: Arc<AtomicBool>,
 }
 
 impl HostStack {
     /// An interface on loopback address `ip` (use [`host_address`]).
     pub fn new(ip: Ipv4Addr) -> Self {
-        Self { ip }
+        Self {
+            ip,
+            carrier: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+/// An accepted connection that fails once its interface loses carrier.
+struct CarrierStream {
+    inner: tokio::net::TcpStream,
+    carrier: Arc<AtomicBool>,
+}
+
+impl CarrierStream {
+    fn check(&self) -> io::Result<()> {
+        if self.carrier.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the interface lost its link (Wi-Fi station dropped)",
+            ))
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for CarrierStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.check()?;
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CarrierStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.check()?;
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.check()?;
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 struct HostListener {
     inner: TcpListener,
     addr: SocketAddr,
+    carrier: Arc<AtomicBool>,
 }
 
 impl Listener for HostListener {
     fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>> {
         async move {
-            let (s, peer) = self.inner.accept().await?;
-            s.set_nodelay(true)?;
-            Ok((Box::new(s) as BoxStream, peer))
+            loop {
+                let (s, peer) = self.inner.accept().await?;
+                if !self.carrier.load(Ordering::Acquire) {
+                    // No link: the client gets a reset, the service nothing.
+                    let _ = s.set_zero_linger();
+                    drop(s);
+                    continue;
+                }
+                s.set_nodelay(true)?;
+                let s = CarrierStream {
+                    inner: s,
+                    carrier: self.carrier.clone(),
+                };
+                return Ok((Box::new(s) as BoxStream, peer));
+            }
         }
         .boxed()
     }
@@ -127,7 +219,11 @@ impl Stack for HostStack {
             sock.bind(addr)?;
             let inner = sock.listen(1024)?;
             let addr = inner.local_addr()?;
-            Ok(Box::new(HostListener { inner, addr }) as Box<dyn Listener>)
+            Ok(Box::new(HostListener {
+                inner,
+                addr,
+                carrier: self.carrier.clone(),
+            }) as Box<dyn Listener>)
         }
         .boxed()
     }
@@ -142,7 +238,22 @@ impl Stack for HostStack {
     }
 
     fn connect_tcp(&self, to: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
+        if !self.carrier() {
+            return std::future::ready(Err(io::Error::new(
+                io::ErrorKind::NetworkUnreachable,
+                "the interface has no link (not associated)",
+            )))
+            .boxed();
+        }
         connect_from(self.ip, to).boxed()
+    }
+
+    fn set_carrier(&self, up: bool) {
+        self.carrier.store(up, Ordering::Release);
+    }
+
+    fn carrier(&self) -> bool {
+        self.carrier.load(Ordering::Acquire)
     }
 
     fn connect_tcp_carrier(

@@ -11,6 +11,8 @@
 //!   Dropping a stream closes it gracefully (FIN).
 //! - [`Stack::watch_ipv4`] follows the interface's address (a DHCP lease
 //!   in TAP mode); static addresses never change.
+//! - [`Stack::set_carrier`] is the link state a Wi-Fi association drives
+//!   (crate::wifi): down, the interface neither sends nor receives.
 //! - [`Stack::public_port`] says which port a client really uses for a
 //!   service port (the host backend may apply [`host::PORT_OFFSET`]).
 //! - Backends: [`host`] (kernel sockets on 127.77.S.N) and [`smol`] (TAP
@@ -20,6 +22,7 @@
 pub mod fault;
 pub mod host;
 pub mod pcap;
+pub mod router;
 pub mod smol;
 pub mod switch;
 pub mod tap;
@@ -96,6 +99,17 @@ pub trait Stack: Send + Sync + 'static {
     /// sends anything (no ARP, no ping). The runtime calls this at power
     /// changes; kernel-socket backends have nothing to do.
     fn set_powered(&self, _on: bool) {}
+    /// Whether the link carries traffic (a Wi-Fi interface: associated).
+    /// While it is down nothing goes in or out of the interface and its
+    /// connections are gone, as with a cable pulled; the services keep
+    /// their ports. Interfaces start with the carrier up.
+    fn set_carrier(&self, up: bool) {
+        let _ = up;
+    }
+    /// The carrier (see [`Stack::set_carrier`]).
+    fn carrier(&self) -> bool {
+        true
+    }
     /// The interface's MAC address (TAP mode; `None` for kernel sockets).
     fn mac(&self) -> Option<[u8; 6]> {
         None

@@ -25,7 +25,9 @@
 //! - [`Stack::watch_ipv4`] follows the address: a DHCP lease or its loss
 //!   wakes the watchers.
 //! - An unpowered interface ([`Stack::set_powered`]) drops every frame in
-//!   and out: a device that is off answers neither ARP nor ping.
+//!   and out: a device that is off answers neither ARP nor ping. An
+//!   interface without carrier ([`Stack::set_carrier`]: a Wi-Fi side with
+//!   no association) does the same while its device runs.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -137,7 +139,12 @@ struct State {
 }
 
 struct Shared {
+    /// Powered and with carrier: frames go in and out.
     powered: std::sync::atomic::AtomicBool,
+    /// The device's power (see `powered`).
+    power: std::sync::atomic::AtomicBool,
+    /// The link's carrier (see `powered`).
+    carrier: std::sync::atomic::AtomicBool,
     /// When the reactor wakes next on its own (µs since `start`).
     deadline: std::sync::atomic::AtomicU64,
     port: PortHandle,
@@ -151,6 +158,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// Power or carrier changed: frames flow only with both; losing
+    /// either drops every connection (silently: nothing is sent then).
+    fn link_changed(&self) {
+        use std::sync::atomic::Ordering;
+        let up = self.power.load(Ordering::Acquire) && self.carrier.load(Ordering::Acquire);
+        let was = self.powered.swap(up, Ordering::AcqRel);
+        if was && !up {
+            let mut st = self.lock();
+            for (_, s) in st.sockets.iter_mut() {
+                if let smoltcp::socket::Socket::Tcp(t) = s {
+                    t.abort();
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
     fn ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.ip.load(std::sync::atomic::Ordering::Acquire))
     }
@@ -358,6 +382,8 @@ impl SmolStack {
         };
         let shared = Arc::new(Shared {
             powered: std::sync::atomic::AtomicBool::new(true),
+            power: std::sync::atomic::AtomicBool::new(true),
+            carrier: std::sync::atomic::AtomicBool::new(true),
             deadline: std::sync::atomic::AtomicU64::new(0),
             port,
             state: Mutex::new(State {
@@ -379,6 +405,13 @@ impl SmolStack {
         });
         tokio::spawn(reactor(shared.clone(), rx));
         Self { shared }
+    }
+
+    /// Sends what is not on the interface's subnet to `gateway` (a static
+    /// default route; a DHCP lease sets its own).
+    pub fn set_default_gateway(&self, gateway: Ipv4Addr) {
+        let mut st = self.shared.lock();
+        let _ = st.iface.routes_mut().add_default_ipv4_route(gateway);
     }
 }
 
@@ -813,19 +846,22 @@ impl Stack for SmolStack {
 
     fn set_powered(&self, on: bool) {
         self.shared
-            .powered
+            .power
             .store(on, std::sync::atomic::Ordering::Release);
-        if !on {
-            // Power loss: every connection is gone (silently: nothing is
-            // sent while unpowered).
-            let mut st = self.shared.lock();
-            for (_, s) in st.sockets.iter_mut() {
-                if let smoltcp::socket::Socket::Tcp(t) = s {
-                    t.abort();
-                }
-            }
-        }
-        self.shared.wake.notify_one();
+        self.shared.link_changed();
+    }
+
+    fn set_carrier(&self, up: bool) {
+        self.shared
+            .carrier
+            .store(up, std::sync::atomic::Ordering::Release);
+        self.shared.link_changed();
+    }
+
+    fn carrier(&self) -> bool {
+        self.shared
+            .carrier
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn listen_tcp(&self, port: u16) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {

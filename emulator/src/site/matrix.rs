@@ -32,10 +32,19 @@ pub struct Capabilities {
     pub modbus_sl: bool,
     /// Downstream Modbus TCP devices through the gateway.
     pub downstream_modbus_tcp: bool,
-    /// Wi-Fi (infrastructure and access point); none on Wired by Design.
+    /// Wi-Fi infrastructure (upstream Wi-Fi connectivity); none on Wired
+    /// by Design.
     pub wifi: bool,
+    /// Wi-Fi access point (with a firmware that has one, see
+    /// [`FirmwareEdition::has_access_point`]); none on Wired by Design.
+    pub wifi_access_point: bool,
+    /// Connector for an external Wi-Fi antenna.
+    pub wifi_external_antenna: bool,
     /// IEEE 802.15.4 radio; none on Wired by Design.
     pub ieee802154: bool,
+    /// Connector for an external IEEE 802.15.4 antenna (hardware V2.0 of
+    /// PAS600/PAS600L, PAS600P, every PAS800; see docs/panel-server.md).
+    pub ieee802154_external_antenna: bool,
     /// Local digital inputs (DI1, DI2 on the L models).
     pub digital_inputs: u8,
     /// Alarm notification by email (Advanced).
@@ -46,6 +55,11 @@ impl Capabilities {
     /// The models that have digital inputs, for error messages.
     pub fn models_with_digital_inputs() -> String {
         names(|c| c.digital_inputs > 0)
+    }
+
+    /// The models that have a Wi-Fi access point, for error messages.
+    pub fn models_with_access_point() -> String {
+        names(|c| c.wifi_access_point)
     }
 
     /// The models that have a Modbus-SL port, for error messages.
@@ -69,10 +83,17 @@ impl Capabilities {
             v.push("Modbus-SL".into());
         }
         if self.wifi {
-            v.push("Wi-Fi".into());
+            v.push(if self.wifi_access_point {
+                "Wi-Fi (infrastructure, access point)".into()
+            } else {
+                "Wi-Fi".into()
+            });
         }
         if self.ieee802154 {
             v.push("IEEE 802.15.4".into());
+        }
+        if !self.wifi && !self.ieee802154 {
+            v.push("no radio".into());
         }
         if self.digital_inputs > 0 {
             v.push(format!("{} digital inputs", self.digital_inputs));
@@ -107,18 +128,26 @@ fn names(f: impl Fn(&Capabilities) -> bool) -> String {
 impl Model {
     /// The model's interfaces; `None` for devices that are not Panel Servers.
     pub fn capabilities(self) -> Option<Capabilities> {
+        // The hardware V2.0 column where the matrix lists two hardware
+        // versions of a model (the one on sale; docs/panel-server.md).
         let universal = Capabilities {
             ethernet_ports: 2,
             modbus_sl: true,
             downstream_modbus_tcp: true,
             wifi: true,
+            wifi_access_point: true,
+            wifi_external_antenna: true,
             ieee802154: true,
+            ieee802154_external_antenna: true,
             digital_inputs: 0,
             email: false,
         };
         let wired = Capabilities {
             wifi: false,
+            wifi_access_point: false,
+            wifi_external_antenna: false,
             ieee802154: false,
+            ieee802154_external_antenna: false,
             ..universal
         };
         let advanced = Capabilities {
@@ -134,9 +163,16 @@ impl Model {
                 ethernet_ports: 1,
                 modbus_sl: false,
                 downstream_modbus_tcp: false,
+                wifi_external_antenna: false,
+                ieee802154_external_antenna: false,
                 ..universal
             },
-            Model::PAS600 | Model::PAS600T | Model::PAS600P => universal,
+            // PAS600T exists in hardware V1.0 only: no 802.15.4 antenna connector.
+            Model::PAS600T => Capabilities {
+                ieee802154_external_antenna: false,
+                ..universal
+            },
+            Model::PAS600 | Model::PAS600P => universal,
             Model::PAS600L => di(universal),
             Model::PAS600LWD => di(wired),
             Model::PAS600PWD => wired,
@@ -433,6 +469,25 @@ impl Site {
                 format!("{model} is a Wired by Design model without radio ({has})"),
             ));
         }
+        if ps.wifi_ap_ip.is_some() && !caps.wifi_access_point {
+            return Err(invalid(
+                format!("{at}.wifi_ap_ip"),
+                format!(
+                    "{model} has no Wi-Fi access point ({has}); the access point exists on {}",
+                    Capabilities::models_with_access_point()
+                ),
+            ));
+        }
+        if ps.wifi_ap_ip.is_some() && !edition.has_access_point() {
+            return Err(invalid(
+                format!("{at}.wifi_ap_ip"),
+                format!(
+                    "firmware {} has no Wi-Fi access point (it came with the DOCA0211EN-10 edition, firmware {} and later)",
+                    d.firmware.as_deref().unwrap_or_default(),
+                    current_edition_from()
+                ),
+            ));
+        }
         if let Some(code) = &ps.device_code {
             check_device_code(code)
                 .map_err(|e| invalid(format!("{at}.device_code"), format!("{code:?} {e}")))?;
@@ -713,6 +768,85 @@ mod tests {
         let err = site_with("PAS600LWD", "").unwrap_err().to_string();
         assert!(
             err.starts_with("device[0].panel_server.wireless[0]: PAS600LWD is a Wired by Design"),
+            "{err}"
+        );
+        assert!(err.contains("no radio"), "{err}");
+    }
+
+    /// Which models have the access point, and the external antennas
+    /// (hardware V2.0 column where the matrix has two).
+    #[test]
+    fn radios_and_antennas_per_model() {
+        let c = |m: Model| m.capabilities().unwrap();
+        for m in PANEL_SERVERS {
+            let caps = c(m);
+            let wd = m.name().ends_with("WD");
+            assert_eq!(caps.wifi_access_point, !wd, "{m:?}");
+            assert_eq!(
+                caps.wifi_external_antenna,
+                !wd && m != Model::PAS400,
+                "{m:?}"
+            );
+            assert_eq!(
+                caps.ieee802154_external_antenna,
+                !wd && !matches!(m, Model::PAS400 | Model::PAS600T),
+                "{m:?}"
+            );
+        }
+        assert!(c(Model::PAS600PWD).describe().contains("no radio"));
+        assert_eq!(
+            Capabilities::models_with_access_point(),
+            "PAS400, PAS600, PAS600L, PAS600T, PAS600P, PAS800, PAS800L, PAS800P"
+        );
+    }
+
+    #[test]
+    fn the_access_point_side_is_checked_naming_the_field() {
+        let site = site_with("PAS600L", "wifi_ap_ip = \"10.77.0.11\"\n").unwrap();
+        let ps = site.devices[0].panel_server.as_ref().unwrap();
+        assert_eq!(
+            ps.wifi_ap("lan"),
+            Some(("10.77.0.11".parse().unwrap(), "lan".to_string()))
+        );
+        let t = default_without_inputs();
+        let from = t.find("[[device.panel_server.wireless]]").unwrap();
+        let to = t.find("# Modbus TCP meter").unwrap();
+        let wd = format!("{}{}", &t[..from], &t[to..])
+            .replacen("model = \"PAS600L\"", "model = \"PAS600PWD\"", 1)
+            .replacen(
+                "[device.panel_server]\n",
+                "[device.panel_server]\nwifi_ap_ip = \"10.77.0.11\"\n",
+                1,
+            );
+        let err = Site::parse(&wd).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "device[0].panel_server.wifi_ap_ip: PAS600PWD has no Wi-Fi access point"
+            ),
+            "{err}"
+        );
+        for (extra, field) in [
+            ("wifi_ap_ip = \"10.77.9.11\"\n", "wifi_ap_ip"),
+            ("wifi_ap_ip = \"10.77.0.10\"\n", "wifi_ap_ip"),
+            (
+                "wifi_ap_ip = \"10.77.0.11\"\nwifi_ap_segment = \"air\"\n",
+                "wifi_ap_segment",
+            ),
+            ("wifi_ap_segment = \"lan\"\n", "wifi_ap_segment"),
+        ] {
+            let err = site_with("PAS600L", extra).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("device[0].panel_server.{field}:")),
+                "{extra}: {err}"
+            );
+        }
+        let old = site_with("PAS600L", "wifi_ap_ip = \"10.77.0.11\"\n").unwrap();
+        let mut old = old;
+        old.devices[0].firmware = Some("001.008.007".into());
+        let text = toml::to_string(&old).unwrap();
+        let err = Site::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("wifi_ap_ip") && err.contains("no Wi-Fi access point"),
             "{err}"
         );
     }

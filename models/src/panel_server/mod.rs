@@ -581,6 +581,8 @@ impl Device for PanelServer {
         // of the Panel Server does not zero a meter's index.
         &[
             node::WIRELESS_OFF_KEY,
+            node::WIFI_OFF_KEY,
+            node::IEEE802154_OFF_KEY,
             node::COMMISSIONED_KEY,
             crate::security::firmware::IMAGE_KEY,
             field::SAVED_KEY,
@@ -644,6 +646,18 @@ impl Device for PanelServer {
                         self.model.name()
                     ));
                 }
+                "wifi" if !self.model.capabilities().is_some_and(|c| c.wifi) => {
+                    return Err(format!(
+                        "{} is a Wired by Design model without Wi-Fi; use eth1 or eth2",
+                        self.model.name()
+                    ));
+                }
+                "wifi" if enabled && node.wifi_permanently_off() => {
+                    return Err(format!(
+                        "Wi-Fi is permanently deactivated on {}; Modbus cannot be activated on it",
+                        self.id
+                    ));
+                }
                 "wifi" => settings.modbus.wifi = enabled,
                 other => return Err(format!("no interface {other:?}; use eth1, eth2 or wifi")),
             }
@@ -662,7 +676,7 @@ impl Device for PanelServer {
     fn details(&self, nv: &Nv, clock: &Clock) -> Details {
         let (lockout, audit_tail) = crate::security::details(nv, &policy::LOCKOUT, clock.utc_now());
         let mut extra = std::collections::BTreeMap::new();
-        if self.datalog.is_some() {
+        if self.datalog.is_some() || datalog::setup(nv).logging.is_some() {
             let ids: Vec<String> = self
                 .serial_specs
                 .iter()

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fieldtwin_emulator::device::{BootError, DeviceContext};
+use fieldtwin_emulator::site::DatalogConfig;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,8 +38,55 @@ pub const RESTART_KEY: &str = "restart_reason";
 /// NV key set at first boot, once the site's wireless devices are paired; it
 /// survives a factory reset, after which the gateway starts unpaired.
 pub const COMMISSIONED_KEY: &str = "commissioned";
-/// NV key of a permanent wireless deactivation (survives factory reset).
+/// NV key of a permanent deactivation of both radios (survives factory
+/// reset; written by firmware before the radios could be deactivated one
+/// by one, still honoured).
 pub const WIRELESS_OFF_KEY: &str = "wireless_permanently_off";
+/// NV key of a permanent Wi-Fi deactivation (survives factory reset).
+pub const WIFI_OFF_KEY: &str = "wifi_permanently_off";
+/// NV key of a permanent IEEE 802.15.4 deactivation (survives factory reset).
+pub const IEEE802154_OFF_KEY: &str = "ieee802154_permanently_off";
+
+/// Which radio a permanent deactivation concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Radio {
+    Wifi,
+    Ieee802154,
+    /// Both radios.
+    #[default]
+    Both,
+}
+
+impl Radio {
+    /// The NV key recording its permanent deactivation.
+    pub fn key(self) -> &'static str {
+        match self {
+            Radio::Wifi => WIFI_OFF_KEY,
+            Radio::Ieee802154 => IEEE802154_OFF_KEY,
+            Radio::Both => WIRELESS_OFF_KEY,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Radio::Wifi => "Wi-Fi",
+            Radio::Ieee802154 => "IEEE 802.15.4",
+            Radio::Both => "Wi-Fi and IEEE 802.15.4",
+        }
+    }
+}
+
+/// Which radios are permanently deactivated according to `nv`: (Wi-Fi,
+/// IEEE 802.15.4).
+pub fn permanently_off(nv: &fieldtwin_emulator::storage::Nv) -> (bool, bool) {
+    let set = |k: &str| nv.get::<bool>(k).ok().flatten() == Some(true);
+    let both = set(WIRELESS_OFF_KEY);
+    (both || set(WIFI_OFF_KEY), both || set(IEEE802154_OFF_KEY))
+}
+/// The interface of the Wi-Fi access point's side.
+pub const WIFI_IFACE: &str = "wifi";
+
 /// A group of tasks that stop together.
 struct Group {
     token: CancellationToken,
@@ -77,6 +125,7 @@ pub struct Node {
     dpws: tokio::sync::Mutex<Option<Group>>,
     ntp: tokio::sync::Mutex<Option<Group>>,
     ntp_status: Mutex<super::ntp::Status>,
+    datalog: tokio::sync::Mutex<Option<Group>>,
 }
 
 impl Deref for Node {
@@ -88,9 +137,19 @@ impl Deref for Node {
 }
 
 impl Node {
-    /// Whether Wi-Fi and IEEE 802.15.4 are permanently deactivated.
+    /// Whether Wi-Fi and IEEE 802.15.4 are both permanently deactivated.
     pub fn wireless_permanently_off(&self) -> bool {
-        self.ctx.nv.get::<bool>(WIRELESS_OFF_KEY).ok().flatten() == Some(true)
+        self.wifi_permanently_off() && self.ieee802154_permanently_off()
+    }
+
+    /// Whether Wi-Fi is permanently deactivated.
+    pub fn wifi_permanently_off(&self) -> bool {
+        permanently_off(&self.ctx.nv).0
+    }
+
+    /// Whether IEEE 802.15.4 is permanently deactivated.
+    pub fn ieee802154_permanently_off(&self) -> bool {
+        permanently_off(&self.ctx.nv).1
     }
 
     pub fn settings(&self) -> Settings {
@@ -156,7 +215,51 @@ impl Node {
                 false,
             );
         }
+        if old.wifi != new.wifi {
+            let why = if !new.wifi.enabled {
+                "Wi-Fi deactivated"
+            } else {
+                "access point disabled"
+            };
+            self.sync_access_point(why);
+        }
         Ok(())
+    }
+
+    /// The access point these settings enable: the model and its firmware
+    /// have one, Wi-Fi and the access point are activated and Wi-Fi is not
+    /// permanently deactivated. Its SSID is derived from the device
+    /// (label), its passphrase is the access point password (the device
+    /// code until changed).
+    pub fn access_point(&self) -> Option<fieldtwin_emulator::wifi::AccessPoint> {
+        let s = self.settings();
+        let has = self
+            .ps
+            .model
+            .capabilities()
+            .is_some_and(|c| c.wifi_access_point)
+            && fieldtwin_emulator::site::FirmwareEdition::of(&s.firmware).has_access_point();
+        if !(has && s.wifi.enabled && s.wifi.access_point) || self.wifi_permanently_off() {
+            return None;
+        }
+        Some(fieldtwin_emulator::wifi::AccessPoint {
+            ssid: self.ps.label.ssid(),
+            passphrase: s
+                .wifi
+                .ap_password
+                .clone()
+                .unwrap_or_else(|| self.ps.label.device_code.clone()),
+        })
+    }
+
+    /// Arms the access point as the settings say (the front-face button
+    /// puts an armed one on the air), or disarms it, saying `why`.
+    pub fn sync_access_point(&self, why: &str) {
+        let id = &*self.ctx.id;
+        match self.access_point() {
+            Some(ap) => self.ctx.wifi.arm(id, ap, self.ctx.interface(WIFI_IFACE)),
+            None => self.ctx.wifi.disarm(id, why),
+        }
     }
 
     /// The NTP client's last outcome.
@@ -164,6 +267,52 @@ impl Node {
         let mut s = self.ntp_status.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut s);
         s.clone()
+    }
+
+    /// The data logging configuration in force.
+    pub fn datalog_setup(&self) -> super::datalog::Setup {
+        super::datalog::setup(&self.ctx.nv)
+    }
+
+    /// Saves a new data logging and publication configuration, restarts
+    /// logging with it and audits `what`. A changed publication clears a
+    /// stop (the reconfiguration the stop waits for). Serialised with the
+    /// other setting changes by the caller (`node.auth`).
+    pub async fn set_datalog(
+        self: &Arc<Self>,
+        new: super::datalog::Setup,
+        what: String,
+    ) -> Result<(), BootError> {
+        let old = self.datalog_setup();
+        self.ctx.nv.put(super::datalog::SETUP_KEY, &new)?;
+        if old.publication != new.publication {
+            self.ctx.nv.remove(super::datalog::STOPPED_KEY)?;
+        }
+        self.audit(Kind::ConfigurationChanged, what);
+        self.start_datalog().await;
+        Ok(())
+    }
+
+    /// (Re)starts data logging with the configuration in force; the old
+    /// task ends first (an upload in flight is resent by the new one).
+    async fn start_datalog(self: &Arc<Self>) {
+        let mut slot = self.datalog.lock().await;
+        if let Some(g) = slot.take() {
+            g.stop().await;
+        }
+        let setup = self.datalog_setup();
+        // Logging off: nothing is sampled, but the rows still waiting are
+        // published.
+        let cfg = setup.logging.clone().unwrap_or(DatalogConfig {
+            devices: Some(Vec::new()),
+            ..Default::default()
+        });
+        let Some(task) = super::datalog::start(self, &cfg, setup.publication.as_ref()) else {
+            return;
+        };
+        let group = Group::new(&self.generation);
+        spawn_in(&self.ctx, &group.token, &group.tracker, task);
+        *slot = Some(group);
     }
 
     /// (Re)starts the NTP client for the configured server, if any.
@@ -194,7 +343,11 @@ impl Node {
         let s = self.settings();
         let group = Group::new(&self.generation);
         let handler = self.ps.modbus_handler(&self.ctx, &s);
-        for (iface, on) in [("eth1", s.modbus.eth1), ("eth2", s.modbus.eth2)] {
+        for (iface, on) in [
+            ("eth1", s.modbus.eth1),
+            ("eth2", s.modbus.eth2),
+            (WIFI_IFACE, s.modbus.wifi),
+        ] {
             if on && self.ctx.interface(iface).is_some() {
                 let listener = self
                     .ctx
@@ -243,6 +396,8 @@ impl Node {
         let reason = reason.to_string();
         self.ctx.spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
+            // The access point goes off the air with the reboot.
+            me.ctx.wifi.disarm(&me.ctx.id, "reboot");
             // DPWS first: its Bye leaves while the network is up.
             if let Some(g) = me.dpws.lock().await.take() {
                 g.stop().await;
@@ -255,6 +410,11 @@ impl Node {
                 g.stop().await;
             }
             if let Some(g) = me.ntp.lock().await.take() {
+                g.stop().await;
+            }
+            // The data log's rings are opened again by the next boot only
+            // after this boot's logging task has ended.
+            if let Some(g) = me.datalog.lock().await.take() {
                 g.stop().await;
             }
             me.generation.cancel();
@@ -279,10 +439,19 @@ impl Node {
 
 /// Turns every wireless function off (permanent deactivation).
 pub fn force_wireless_off(s: &mut Settings) {
-    s.wifi.enabled = false;
-    s.wifi.access_point = false;
-    s.ieee802154 = false;
-    s.modbus.wifi = false;
+    force_off(s, Radio::Both);
+}
+
+/// Turns the functions of `radio` off (permanent deactivation).
+pub fn force_off(s: &mut Settings, radio: Radio) {
+    if radio != Radio::Ieee802154 {
+        s.wifi.enabled = false;
+        s.wifi.access_point = false;
+        s.modbus.wifi = false;
+    }
+    if radio != Radio::Wifi {
+        s.ieee802154 = false;
+    }
 }
 
 fn spawn_in<F>(ctx: &DeviceContext, token: &CancellationToken, tracker: &TaskTracker, fut: F)
@@ -348,8 +517,11 @@ pub fn run(
         if let Some(img) = &image {
             settings.firmware = img.version.clone();
         }
-        if ctx.nv.get::<bool>(WIRELESS_OFF_KEY)? == Some(true) {
-            force_wireless_off(&mut settings);
+        match permanently_off(&ctx.nv) {
+            (true, true) => force_off(&mut settings, Radio::Both),
+            (true, false) => force_off(&mut settings, Radio::Wifi),
+            (false, true) => force_off(&mut settings, Radio::Ieee802154),
+            (false, false) => {}
         }
         ctx.nv.put(SETTINGS_KEY, &settings)?;
         let generation = ctx.power_lost().child_token();
@@ -365,6 +537,7 @@ pub fn run(
             dpws: tokio::sync::Mutex::new(None),
             ntp: tokio::sync::Mutex::new(None),
             ntp_status: Mutex::new(Default::default()),
+            datalog: tokio::sync::Mutex::new(None),
         });
         *ps.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&node);
         let reason: Option<String> = ctx.nv.get(RESTART_KEY)?;
@@ -407,14 +580,24 @@ pub fn run(
                 }
             }
         });
+        // Nothing reaches the access point's side before an association.
+        if let Some(wifi) = ctx.interface(WIFI_IFACE) {
+            wifi.set_carrier(false);
+        }
         ps.start_inputs(&node)?;
         node.start_modbus().await?;
         web::start(&node).await?;
         node.start_dpws().await?;
         node.start_ntp().await;
-        if let Some(cfg) = &ps.datalog {
-            super::datalog::start(&node, cfg, ps.publication.as_ref());
-        }
+        node.sync_access_point("not enabled at boot");
+        // The data logging configuration: NV memory's, else the site
+        // file's (first boot) or none (after a factory reset).
+        let site = super::datalog::Setup {
+            logging: ps.datalog.clone(),
+            publication: ps.publication.clone(),
+        };
+        super::datalog::load_setup(&ctx.nv, site, after_reset)?;
+        node.start_datalog().await;
         // The coordinator listens while this boot runs.
         ps.radio_configure(
             &node.settings(),
@@ -442,7 +625,7 @@ mod tests {
     use fieldtwin_emulator::device::{DeviceSetup, Power, Runtime};
     use fieldtwin_emulator::net::Stack;
     use fieldtwin_emulator::net::host::HostStack;
-    use fieldtwin_emulator::site::{RtcConfig, Site};
+    use fieldtwin_emulator::site::{Model, RtcConfig, Site};
     use fieldtwin_emulator::storage::Store;
 
     use super::*;
@@ -533,6 +716,81 @@ mod tests {
                 .is_some_and(|e| e.detail.contains("after a factory reset")),
             "{log:?}"
         );
+        rt.power_off("ps1").await.unwrap();
+    }
+
+    /// Issue 10 item 5: the access point is enabled by default on current
+    /// firmware (armed: the button puts it on the air), absent on the
+    /// oldest edition's firmware and on Wired by Design models; a
+    /// permanent Wi-Fi deactivation disarms it for good, IEEE 802.15.4's
+    /// does not.
+    #[tokio::test]
+    async fn access_point_follows_model_firmware_and_permanent_deactivation() {
+        let site = Site::default_site();
+        let boot = |model: Model, firmware: Option<&str>, octet: u8| {
+            let mut dev = site.device("ps1").unwrap().clone();
+            dev.model = model;
+            dev.firmware = firmware.map(str::to_string);
+            let cfg = dev.panel_server.as_mut().unwrap();
+            cfg.pbkdf2_iterations = Some(10);
+            if model.name().ends_with("WD") {
+                cfg.wireless.clear();
+            }
+            let ps = Arc::new(PanelServer::new(&site, &dev));
+            let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+            let mut rt = Runtime::new(
+                clock,
+                Store::open(None).unwrap(),
+                EventBus::new(),
+                Duration::from_secs(3600),
+            );
+            let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
+            ifs.insert(
+                "eth1".into(),
+                Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, octet))),
+            );
+            rt.add(DeviceSetup {
+                device: ps.clone(),
+                interfaces: ifs,
+                rtc: RtcConfig::default(),
+                seed: 1,
+            })
+            .unwrap();
+            (rt, ps)
+        };
+        let (rt, ps) = boot(Model::PAS600L, None, 20);
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        assert_eq!(rt.wifi().access_points().len(), 1, "enabled by default");
+        assert!(!rt.wifi().on_air("ps1"), "on the air only with the button");
+        assert_eq!(rt.wifi().button("ps1").unwrap(), "PAS600L-0251");
+        // Permanent IEEE 802.15.4 deactivation leaves Wi-Fi alone ...
+        let nv = rt.nv("ps1").unwrap();
+        nv.put(IEEE802154_OFF_KEY, &true).unwrap();
+        assert_eq!(rt.factory_reset("ps1").await.unwrap(), Power::On);
+        let s: Settings = nv.get(SETTINGS_KEY).unwrap().unwrap();
+        assert!(s.wifi.enabled && !s.ieee802154);
+        assert!(rt.wifi().button("ps1").is_ok());
+        // ... a permanent Wi-Fi deactivation does not, even after a reset.
+        nv.put(WIFI_OFF_KEY, &true).unwrap();
+        assert_eq!(rt.factory_reset("ps1").await.unwrap(), Power::On);
+        let s: Settings = nv.get(SETTINGS_KEY).unwrap().unwrap();
+        assert!(!s.wifi.enabled && !s.wifi.access_point && !s.modbus.wifi);
+        assert!(rt.wifi().access_points().is_empty());
+        assert!(rt.wifi().button("ps1").is_err());
+        let node = ps.running().unwrap();
+        assert!(node.wifi_permanently_off() && node.ieee802154_permanently_off());
+        rt.power_off("ps1").await.unwrap();
+        assert!(rt.wifi().access_points().is_empty());
+        // The oldest edition's firmware: Wi-Fi off, no access point.
+        let (rt, _) = boot(Model::PAS600L, Some("001.008.007"), 21);
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        let e = rt.wifi().button("ps1").unwrap_err().to_string();
+        assert!(e.contains("not enabled"), "{e}");
+        rt.power_off("ps1").await.unwrap();
+        // Wired by Design: no radio at all.
+        let (rt, _) = boot(Model::PAS600PWD, None, 22);
+        assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
+        assert!(rt.wifi().access_points().is_empty());
         rt.power_off("ps1").await.unwrap();
     }
 

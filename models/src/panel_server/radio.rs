@@ -714,6 +714,94 @@ mod tests {
         assert!(!t.link(0xdead).unwrap().connected);
     }
 
+    /// The whole chain on a paused clock: devices report over the medium,
+    /// the coordinator connects them with real RSSI/LQI in 31146-31161, a
+    /// jammer makes them Not connected after 3 periods (no-value markers),
+    /// and they come back once it stops; 802.15.4 off silences them.
+    #[tokio::test]
+    async fn reports_cross_the_medium_and_a_jammer_cuts_them() {
+        use crate::field::{GatewayCopy, Spec};
+        use crate::proto::modbus::{Request, Response};
+        use fieldtwin_emulator::clock::Clock;
+        use fieldtwin_emulator::radio::{Jammer, Pattern};
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 3);
+        let devs: Vec<Arc<FieldDevice>> = (0..3u64)
+            .map(|i| {
+                let spec = Spec {
+                    id: format!("pt{i}"),
+                    model: "A9MEM1540".into(),
+                    unit: 100 + i as u8,
+                    rf_id: Some(0x2A3B_0001 + i),
+                    profile: None,
+                    powered: true,
+                    seed: i,
+                    day0: 0.0,
+                };
+                Arc::new(FieldDevice::new(&spec, GatewayCopy::default()).unwrap())
+            })
+            .collect();
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 15,
+            devices: Vec::new(),
+        };
+        let events = EventBus::new();
+        let c = attach(&air, "ps1", &place, &devs, &events, &clock).unwrap();
+        let rf: Vec<u64> = devs.iter().filter_map(|d| d.rf_id).collect();
+        c.configure(&rf, true, clock.now(), true);
+        let read = |d: &FieldDevice, reg: u16, n: u16| {
+            match d.handle(clock.now().as_secs_f64(), &Request::ReadHolding { addr: reg - 1, count: n }) {
+                Some(Ok(Response::Registers { values, .. })) => values,
+                other => panic!("{other:?}"),
+            }
+        };
+        let jump = |s: u64| {
+            let (clock, air) = (clock.clone(), air.clone());
+            async move {
+                clock.advance(Duration::from_secs(s));
+                air.process(clock.now()).await;
+            }
+        };
+        jump(6).await;
+        for d in &devs {
+            let l = c.table.lock().unwrap().link(d.rf_id.unwrap()).unwrap().clone();
+            assert!(l.connected && l.reports >= 1, "{l:?}");
+            assert!(d.in_contact());
+            assert_eq!(read(d, 31146, 1), vec![1]);
+            let w = read(d, 31154, 2);
+            let rssi = f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1]));
+            assert!((-80.0..-40.0).contains(&rssi), "{rssi}");
+            assert!(read(d, 31156, 1)[0] > 200);
+        }
+        air.medium().start_jammer(
+            Jammer::new("j", Position::new(1.0, 0.0, 1.0), 20.0, &[], Pattern::Constant, clock.now()).unwrap(),
+        );
+        jump(20).await;
+        assert!(air.medium().stats().channel_access_failures > 0);
+        for d in &devs {
+            assert!(!d.in_contact(), "{} still connected", d.id);
+            assert_eq!(read(d, 31146, 1), vec![0]);
+            assert_eq!(read(d, 3060, 2), vec![0xFFC0, 0]);
+        }
+        air.medium().stop_jammer("j");
+        jump(6).await;
+        assert!(devs.iter().all(|d| d.in_contact()));
+        assert_eq!(read(&devs[0], 31146, 1), vec![1]);
+        // 802.15.4 off: Not connected at once, whatever the air carries.
+        c.configure(&rf, false, clock.now(), false);
+        assert!(devs.iter().all(|d| !d.in_contact()));
+        jump(6).await;
+        assert!(devs.iter().all(|d| !d.in_contact()));
+        // A year later: cheap, and still reporting (counters grew).
+        c.configure(&rf, true, clock.now(), false);
+        jump(365 * 86_400).await;
+        let l = c.table.lock().unwrap().link(rf[0]).unwrap().clone();
+        assert!(l.connected && l.counter.unwrap() > 6_000_000, "{l:?}");
+    }
+
     #[test]
     fn a_jump_defers_timeouts_to_the_catch_up_horizon() {
         let mut t = LinkTable::default();

@@ -8,10 +8,10 @@ pub use crate::security::html::esc;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:0;background:#f4f6f4}header{background:#3dcd58;color:#fff;padding:8px 16px}nav a,nav button{margin-right:12px;color:#fff;background:none;border:none;font:inherit;cursor:pointer;text-decoration:underline}main{padding:16px;max-width:900px}section{background:#fff;padding:12px;margin-bottom:12px;border:1px solid #ccc}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.msg{padding:8px;background:#ffe;border:1px solid #cc9;margin-bottom:12px}label{display:block;margin:6px 0}";
 
-fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> String {
+pub(super) fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> String {
     let nav = match csrf {
         Some(c) => format!(
-            r#"<nav><a href="/">Home</a><a href="/settings">Settings</a><a href="/users">Users</a><a href="/firmware">Firmware update</a><a href="/logs">Logs</a><a href="/backup">Backup</a><a href="/maintenance">Maintenance</a><form method="post" action="/logout" style="display:inline"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form></nav>"#,
+            r#"<nav><a href="/">Home</a><a href="/settings">Settings</a><a href="/datalog">Data logging</a><a href="/users">Users</a><a href="/firmware">Firmware update</a><a href="/logs">Logs</a><a href="/backup">Backup</a><a href="/maintenance">Maintenance</a><form method="post" action="/logout" style="display:inline"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form></nav>"#,
             esc(c)
         ),
         None => String::new(),
@@ -25,11 +25,11 @@ fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> Str
     )
 }
 
-fn hidden(csrf: &str) -> String {
+pub(super) fn hidden(csrf: &str) -> String {
     format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf))
 }
 
-fn checked(b: bool) -> &'static str {
+pub(super) fn checked(b: bool) -> &'static str {
     if b { " checked" } else { "" }
 }
 
@@ -84,6 +84,34 @@ pub fn home(node: &Node, csrf: &str) -> String {
         None,
         &format!("<section><table>{t}</table></section>"),
     )
+}
+
+/// The access point's state for the Wi-Fi section.
+fn access_point_state(node: &Node) -> String {
+    let Some(ap) = node.access_point() else {
+        return "Access point: not available (Wi-Fi or the access point deactivated, or none on this device)".into();
+    };
+    let st = node
+        .ctx
+        .wifi
+        .access_points()
+        .into_iter()
+        .find(|a| *a.device == *node.ctx.id);
+    match st {
+        Some(a) if a.on_air => format!(
+            "Access point {}: on the air; connected: {}",
+            ap.ssid,
+            if a.stations.is_empty() {
+                "none".to_string()
+            } else {
+                a.stations.join(", ")
+            }
+        ),
+        _ => format!(
+            "Access point {}: enabled, not on the air (press the button on the front face)",
+            ap.ssid
+        ),
+    }
 }
 
 pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
@@ -168,11 +196,11 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <label><input type="checkbox" name="enabled"{we}> Wi-Fi activation</label>
 <label><input type="checkbox" name="access_point"{wa}> Wi-Fi access point</label>
 <label>Access point password (leave empty to keep) <input type="password" name="ap_password" autocomplete="new-password"></label>
-<button type="submit">Save</button></form></section>
+<button type="submit">Save</button></form><p id="wifi-ap-state">{ap_state}</p></section>
 <section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Model</th><th>Modbus unit</th><th>State</th><th></th></tr>{wireless}</table>
 <form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label><button type="submit">Save</button></form>
 <form method="post" action="/settings/wireless/add">{h}<label>RF-ID (16 hexadecimal digits) <input type="text" name="rf_id" size="18" autocomplete="off"></label> <label>Install code (36 hexadecimal characters, from the device label) <input type="text" name="install_code" size="40" autocomplete="off"></label><button type="submit">Add device</button></form>
-<form method="post" action="/settings/wireless-permanent-off">{h}<p>Wireless: <strong id="wireless-state">{perm}</strong></p><label><input type="checkbox" name="confirm"> I understand that Wi-Fi and IEEE 802.15.4 can never be activated again, even after a factory reset</label><button type="submit">Deactivate wireless permanently</button></form></section>
+<form method="post" action="/settings/wireless-permanent-off">{h}<p>Wireless: <strong id="wireless-state">{perm}</strong></p><label>Radio <select name="radio"><option value="both">Wi-Fi and IEEE 802.15.4</option><option value="wifi">Wi-Fi</option><option value="ieee802154">IEEE 802.15.4</option></select></label> <label><input type="checkbox" name="confirm"> I understand that the radio chosen can never be activated again, even after a factory reset</label><button type="submit">Deactivate permanently</button></form></section>
 <section id="modbus-devices"><h2>Modbus devices</h2><table><tr><th>Modbus unit</th><th>Link</th><th></th></tr>{modbus_devices}</table>
 <form method="post" action="/settings/modbus-devices/add">{h}<label>Link <select name="link"><option value="serial">Modbus-SL</option><option value="tcp">Modbus TCP</option></select></label> <label>Unit id (1-247) <input name="unit" size="4"></label> <label>IP address (Modbus TCP) <input name="ip" size="16"></label> <label>Port <input name="port" size="6" value="502"></label><button type="submit">Add device</button></form></section>
 <section id="datetime"><h2>Date &amp; time</h2><form method="post" action="/settings/datetime">{h}
@@ -192,10 +220,15 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         nt = checked(s.ntp_server.is_some()),
         ntp = esc(&ntp),
         ntp_status = esc(&ntp_status(node, &s)),
-        perm = if node.wireless_permanently_off() {
-            "permanently deactivated"
-        } else {
-            "available"
+        ap_state = esc(&access_point_state(node)),
+        perm = match (
+            node.wifi_permanently_off(),
+            node.ieee802154_permanently_off()
+        ) {
+            (true, true) => "permanently deactivated",
+            (true, false) => "Wi-Fi permanently deactivated; IEEE 802.15.4 available",
+            (false, true) => "IEEE 802.15.4 permanently deactivated; Wi-Fi available",
+            (false, false) => "available",
         },
     );
     layout("Settings", Some(csrf), msg, &body)

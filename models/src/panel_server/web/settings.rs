@@ -58,10 +58,12 @@ pub(super) async fn change_settings(
 
 /// Refuses wireless functions after a permanent deactivation.
 pub(super) fn wireless_allowed(node: &Node, s: &Settings) -> Result<(), String> {
-    if node.wireless_permanently_off()
-        && (s.wifi.enabled || s.wifi.access_point || s.ieee802154 || s.modbus.wifi)
-    {
-        return Err("Wi-Fi and IEEE 802.15.4 are permanently deactivated on this device; they cannot be activated again (not even by a factory reset)".into());
+    let (wifi_off, ieee_off) = crate::panel_server::node::permanently_off(&node.ctx.nv);
+    if wifi_off && (s.wifi.enabled || s.wifi.access_point || s.modbus.wifi) {
+        return Err("Wi-Fi is permanently deactivated on this device; it cannot be activated again (not even by a factory reset)".into());
+    }
+    if ieee_off && s.ieee802154 {
+        return Err("IEEE 802.15.4 is permanently deactivated on this device; it cannot be activated again (not even by a factory reset)".into());
     }
     Ok(())
 }
@@ -71,6 +73,9 @@ pub(super) struct PermanentOffForm {
     #[serde(default)]
     csrf: String,
     confirm: Option<String>,
+    /// `wifi`, `ieee802154` or `both` (the default).
+    #[serde(default)]
+    radio: String,
 }
 
 pub(super) async fn wireless_permanent_off(
@@ -78,7 +83,26 @@ pub(super) async fn wireless_permanent_off(
     headers: HeaderMap,
     Form(f): Form<PermanentOffForm>,
 ) -> Response {
+    use crate::panel_server::node::{Radio, force_off};
     let a = post_auth!(node, headers, &f.csrf);
+    let radio = match f.radio.as_str() {
+        "" | "both" => Radio::Both,
+        "wifi" => Radio::Wifi,
+        "ieee802154" => Radio::Ieee802154,
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Html(pages::settings(
+                    &node,
+                    &a.csrf,
+                    Some(&format!(
+                        "Not done: {other:?} is not a radio; choose wifi, ieee802154 or both."
+                    )),
+                )),
+            )
+                .into_response();
+        }
+    };
     if f.confirm.is_none() {
         return (
             StatusCode::BAD_REQUEST,
@@ -90,11 +114,7 @@ pub(super) async fn wireless_permanent_off(
         )
             .into_response();
     }
-    if let Err(e) = node
-        .ctx
-        .nv
-        .put(crate::panel_server::node::WIRELESS_OFF_KEY, &true)
-    {
+    if let Err(e) = node.ctx.nv.put(radio.key(), &true) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             Html(pages::message("Error", &e.to_string())),
@@ -103,10 +123,10 @@ pub(super) async fn wireless_permanent_off(
     }
     node.audit(
         Kind::ConfigurationChanged,
-        "Wi-Fi and IEEE 802.15.4 permanently deactivated",
+        format!("{} permanently deactivated", radio.name()),
     );
     change_settings(&node, &a.csrf, "wireless", |s| {
-        crate::panel_server::node::force_wireless_off(s);
+        force_off(s, radio);
         Ok(())
     })
     .await

@@ -53,7 +53,7 @@ pub(super) async fn add_wireless(
     Form(f): Form<AddWirelessForm>,
 ) -> Response {
     let a = post_auth!(node, headers, &f.csrf);
-    if node.wireless_permanently_off() {
+    if node.ieee802154_permanently_off() {
         node.audit(
             Kind::ConfigurationChanged,
             "wireless device not added: IEEE 802.15.4 is permanently deactivated",
