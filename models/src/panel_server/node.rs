@@ -210,7 +210,7 @@ impl Node {
         if (old.ieee802154, &old.pairing) != (new.ieee802154, &new.pairing) {
             self.ps.radio_configure(
                 &new,
-                self.wireless_permanently_off(),
+                self.ieee802154_permanently_off(),
                 self.ctx.clock.now(),
                 false,
             );
@@ -601,7 +601,7 @@ pub fn run(
         // The coordinator listens while this boot runs.
         ps.radio_configure(
             &node.settings(),
-            node.wireless_permanently_off(),
+            node.ieee802154_permanently_off(),
             ctx.clock.now(),
             true,
         );

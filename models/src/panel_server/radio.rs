@@ -752,11 +752,15 @@ mod tests {
         let c = attach(&air, "ps1", &place, &devs, &events, &clock).unwrap();
         let rf: Vec<u64> = devs.iter().filter_map(|d| d.rf_id).collect();
         c.configure(&rf, true, clock.now(), true);
-        let read = |d: &FieldDevice, reg: u16, n: u16| {
-            match d.handle(clock.now().as_secs_f64(), &Request::ReadHolding { addr: reg - 1, count: n }) {
-                Some(Ok(Response::Registers { values, .. })) => values,
-                other => panic!("{other:?}"),
-            }
+        let read = |d: &FieldDevice, reg: u16, n: u16| match d.handle(
+            clock.now().as_secs_f64(),
+            &Request::ReadHolding {
+                addr: reg - 1,
+                count: n,
+            },
+        ) {
+            Some(Ok(Response::Registers { values, .. })) => values,
+            other => panic!("{other:?}"),
         };
         let jump = |s: u64| {
             let (clock, air) = (clock.clone(), air.clone());
@@ -767,7 +771,13 @@ mod tests {
         };
         jump(6).await;
         for d in &devs {
-            let l = c.table.lock().unwrap().link(d.rf_id.unwrap()).unwrap().clone();
+            let l = c
+                .table
+                .lock()
+                .unwrap()
+                .link(d.rf_id.unwrap())
+                .unwrap()
+                .clone();
             assert!(l.connected && l.reports >= 1, "{l:?}");
             assert!(d.in_contact());
             assert_eq!(read(d, 31146, 1), vec![1]);
@@ -777,7 +787,15 @@ mod tests {
             assert!(read(d, 31156, 1)[0] > 200);
         }
         air.medium().start_jammer(
-            Jammer::new("j", Position::new(1.0, 0.0, 1.0), 20.0, &[], Pattern::Constant, clock.now()).unwrap(),
+            Jammer::new(
+                "j",
+                Position::new(1.0, 0.0, 1.0),
+                20.0,
+                &[],
+                Pattern::Constant,
+                clock.now(),
+            )
+            .unwrap(),
         );
         jump(20).await;
         assert!(air.medium().stats().channel_access_failures > 0);
