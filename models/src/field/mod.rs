@@ -203,6 +203,9 @@ struct State {
     link: LinkFigures,
     /// Seconds between two radio reports (wireless devices).
     report_period: std::time::Duration,
+    /// Load added downstream of the metered circuit (EV charging stations
+    /// feeding a site meter: [`crate::charging_station::feed`]).
+    extra: Option<ExtraLoad>,
 }
 
 /// The radio diagnostics of a wireless device (31147-31161): the last
@@ -214,6 +217,17 @@ pub struct LinkFigures {
     pub last: Option<(f64, f64, u8)>,
     pub average: Option<(f64, f64, u8)>,
     pub worst: Option<(f64, f64, u8)>,
+}
+
+/// A load added to a meter's circuit: `f(t)` = (power W, energy Wh it
+/// consumed since it was coupled), spread evenly over the phases.
+#[derive(Clone)]
+pub struct ExtraLoad(pub std::sync::Arc<dyn Fn(f64) -> (f64, f64) + Send + Sync>);
+
+impl std::fmt::Debug for ExtraLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraLoad")
+    }
 }
 
 /// A forced register: how, since when (virtual seconds), and the value it
@@ -327,6 +341,7 @@ impl FieldDevice {
                 } else {
                     60
                 }),
+                extra: None,
             }),
         };
         if !spec.powered {
@@ -624,7 +639,29 @@ impl FieldDevice {
     }
 
     fn sample(st: &mut State, ts: f64) -> Option<Sample> {
-        st.circuit.as_mut().map(|c| c.sample(ts))
+        let mut s = st.circuit.as_mut().map(|c| c.sample(ts))?;
+        if let (Some(x), Some(c)) = (&st.extra, &st.circuit)
+            && s.on
+        {
+            let (p, e) = (x.0)(ts);
+            let n = c.phases();
+            for ph in 0..n {
+                s.p[ph] += p / n as f64;
+                s.i[ph] = s.p[ph] / (s.v[ph] * s.pf);
+            }
+            s.p_total = s.p.iter().sum();
+            s.s_total = (0..3).map(|ph| s.v[ph] * s.i[ph]).sum();
+            s.q_total = (s.s_total * s.s_total - s.p_total * s.p_total)
+                .max(0.0)
+                .sqrt();
+            s.energy_wh += e;
+        }
+        Some(s)
+    }
+
+    /// Adds a load downstream of the metered circuit ([`ExtraLoad`]).
+    pub fn set_extra_load(&self, load: ExtraLoad) {
+        self.lock().extra = Some(load);
     }
 
     fn read(
