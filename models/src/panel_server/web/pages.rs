@@ -139,7 +139,7 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
                 w.rf_id,
                 esc(model),
                 w.unit,
-                if s.ieee802154 {
+                if s.ieee802154 && node.ps.wireless_connected(w.rf_id) {
                     "Connected"
                 } else {
                     "Not connected"
@@ -147,6 +147,12 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
                 w.rf_id,
             )
         })
+        .chain(node.ps.wireless_discovered().into_iter().map(|d| {
+            format!(
+                "<tr class=\"discovered\"><td>{:016X}</td><td></td><td></td><td>Discovered (not paired, RSSI {:.1} dBm)</td><td></td></tr>",
+                d.rf_id, d.rssi_dbm
+            )
+        }))
         .collect();
     let modbus_devices: String = s
         .modbus_devices()
