@@ -43,7 +43,9 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::attack::{Attack, AttackReport};
 use crate::clock::{ClockError, ClockStatus};
-use crate::device::{DeviceStatus, FieldAction, Force, Power, Runtime, RuntimeError};
+use crate::device::{
+    DeviceStatus, EvSpec, FieldAction, Force, ModelCommand, Power, Runtime, RuntimeError,
+};
 use crate::local::{BleAction, LocalPort, Transcript};
 use crate::net::fault::{FaultError, LinkFault};
 
@@ -178,6 +180,44 @@ pub enum Command {
         #[serde(default)]
         generation: Option<u8>,
     },
+    // --- EV charging (issue 11; docs/ev-charging.md) ---
+    /// An EV is plugged into `connector` of charging station `device`;
+    /// `id_tag` presents a badge at the same time.
+    EvPlug {
+        device: String,
+        #[serde(default = "connector_one")]
+        connector: u32,
+        #[serde(default)]
+        ev: EvSpec,
+        #[serde(default)]
+        id_tag: Option<String>,
+    },
+    /// The EV on `connector` of `device` is unplugged.
+    EvUnplug {
+        device: String,
+        #[serde(default = "connector_one")]
+        connector: u32,
+    },
+    /// RFID badge `id_tag` is presented to `device`'s reader for `connector`.
+    Badge {
+        device: String,
+        #[serde(default = "connector_one")]
+        connector: u32,
+        id_tag: String,
+    },
+    /// Cuts (`connected: false`) or restores the upstream OCPP links of
+    /// EV Charging Expert `device` to its supervisions.
+    OcppUpstream {
+        device: String,
+        connected: bool,
+    },
+    /// Sets (or with `kw` null clears) the load-management limit of EV
+    /// Charging Expert `device` on its site meter, kW (1-10000).
+    SiteLimit {
+        device: String,
+        #[serde(default)]
+        kw: Option<f64>,
+    },
     // --- Wi-Fi (issue 10; docs/control-api.md "Wi-Fi") ---
     /// A station (`host`, the lab's client, by default; or a device id)
     /// associates with the access point on the air with SSID `ssid`,
@@ -202,6 +242,10 @@ pub enum Command {
     WifiButton {
         device: String,
     },
+}
+
+fn connector_one() -> u32 {
+    1
 }
 
 fn wifi_host() -> String {
@@ -488,7 +532,57 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 generation,
             },
         ),
+        Command::EvPlug {
+            device,
+            connector,
+            ev,
+            id_tag,
+        } => {
+            ev.check().map_err(CommandError::BadRequest)?;
+            model_command(
+                rt,
+                &device,
+                ModelCommand::EvPlug {
+                    connector,
+                    ev,
+                    id_tag,
+                },
+            )
+        }
+        Command::EvUnplug { device, connector } => {
+            model_command(rt, &device, ModelCommand::EvUnplug { connector })
+        }
+        Command::Badge {
+            device,
+            connector,
+            id_tag,
+        } => model_command(rt, &device, ModelCommand::Badge { connector, id_tag }),
+        Command::OcppUpstream { device, connected } => {
+            model_command(rt, &device, ModelCommand::Upstream { connected })
+        }
+        Command::SiteLimit { device, kw } => {
+            if let Some(k) = kw
+                && !(1.0..=10_000.0).contains(&k)
+            {
+                return Err(CommandError::BadRequest(format!(
+                    "kw: {k} is out of range; allowed 1 to 10000 (null: no limit)"
+                )));
+            }
+            model_command(rt, &device, ModelCommand::SiteLimit { kw })
+        }
     }
+}
+
+fn model_command(rt: &Runtime, device: &str, cmd: ModelCommand) -> Result<Reply, CommandError> {
+    let name = cmd.name();
+    rt.model_command(device, cmd)?
+        .map_err(CommandError::BadRequest)?;
+    rt.events().send(Event::Device {
+        device: device.to_string(),
+        kind: name.into(),
+        message: format!("{name} done"),
+    });
+    Ok(Reply::Device(Box::new(rt.status(device)?)))
 }
 
 fn wifi_reply(rt: &Runtime) -> Reply {

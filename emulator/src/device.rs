@@ -130,6 +130,18 @@ pub trait Device: Send + Sync + 'static {
         let _ = (nv, clock);
         Details::default()
     }
+    /// Carries out a model-specific command (plugging an EV, cutting an
+    /// EVCE's upstream) at virtual time `now`; by default the model says it
+    /// does not support it.
+    fn model_command(&self, cmd: ModelCommand, now: Duration) -> Result<(), String> {
+        let _ = now;
+        Err(format!(
+            "device {} is a {}, which does not support {}",
+            self.id(),
+            self.model(),
+            cmd.name()
+        ))
+    }
     /// Activates or deactivates the Modbus TCP service on `interface`
     /// (`eth1`, `eth2`, `wifi`); the choice is kept in NV memory.
     fn set_modbus_service<'a>(
@@ -174,6 +186,108 @@ pub trait Device: Send + Sync + 'static {
         );
         Box::pin(async move { Err(msg) })
     }
+}
+
+/// A command only some models understand (see [`Device::model_command`];
+/// docs/control-api.md and docs/ev-charging.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelCommand {
+    /// An EV is plugged into `connector` (1-based) of a charging station.
+    /// `id_tag`: a badge presented at the same time (starts a transaction
+    /// once authorised).
+    EvPlug {
+        connector: u32,
+        ev: EvSpec,
+        #[serde(default)]
+        id_tag: Option<String>,
+    },
+    /// The EV on `connector` is unplugged (ends its transaction).
+    EvUnplug { connector: u32 },
+    /// An RFID badge is presented to the station's reader for `connector`:
+    /// starts a transaction if an EV waits there, stops the running one if
+    /// it is the same badge.
+    Badge { connector: u32, id_tag: String },
+    /// An EVCE's upstream links to its supervisions are cut (`false`) or
+    /// restored (`true`).
+    Upstream { connected: bool },
+    /// An EVCE's load-management limit on the site meter, kW (`None`: no
+    /// load management).
+    SiteLimit { kw: Option<f64> },
+}
+
+impl ModelCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelCommand::EvPlug { .. } => "ev_plug",
+            ModelCommand::EvUnplug { .. } => "ev_unplug",
+            ModelCommand::Badge { .. } => "badge",
+            ModelCommand::Upstream { .. } => "ocpp_upstream",
+            ModelCommand::SiteLimit { .. } => "site_limit",
+        }
+    }
+}
+
+/// The EV of an [`ModelCommand::EvPlug`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvSpec {
+    /// Usable battery capacity, kWh (1-200).
+    #[serde(default = "ev_battery")]
+    pub battery_kwh: f64,
+    /// State of charge at plug-in, 0-1.
+    #[serde(default = "ev_soc")]
+    pub soc: f64,
+    /// State of charge at which the EV stops drawing, 0-1.
+    #[serde(default = "ev_target")]
+    pub target_soc: f64,
+    /// The on-board charger's maximum power, kW (1-350).
+    #[serde(default = "ev_max_kw")]
+    pub max_kw: f64,
+}
+
+impl Default for EvSpec {
+    fn default() -> Self {
+        Self {
+            battery_kwh: ev_battery(),
+            soc: ev_soc(),
+            target_soc: ev_target(),
+            max_kw: ev_max_kw(),
+        }
+    }
+}
+
+impl EvSpec {
+    /// Checks the ranges; the error names the field and the allowed range.
+    pub fn check(&self) -> Result<(), String> {
+        let fields = [
+            ("battery_kwh", self.battery_kwh, 1.0, 200.0),
+            ("soc", self.soc, 0.0, 1.0),
+            ("target_soc", self.target_soc, 0.0, 1.0),
+            ("max_kw", self.max_kw, 1.0, 350.0),
+        ];
+        for (name, v, lo, hi) in fields {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!(
+                    "ev.{name}: {v} is out of range; allowed {lo} to {hi}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ev_battery() -> f64 {
+    60.0
+}
+fn ev_soc() -> f64 {
+    0.2
+}
+fn ev_target() -> f64 {
+    1.0
+}
+fn ev_max_kw() -> f64 {
+    11.0
 }
 
 /// What can be done to a field device (see [`Device::field_command`]).
@@ -830,6 +944,16 @@ impl Runtime {
         Ok(slot.device.field_command(field, action, self.clock.now()))
     }
 
+    /// Sends model command `cmd` to device `id`.
+    pub fn model_command(
+        &self,
+        id: &str,
+        cmd: ModelCommand,
+    ) -> Result<Result<(), String>, RuntimeError> {
+        let slot = self.slot(id)?;
+        Ok(slot.device.model_command(cmd, self.clock.now()))
+    }
+
     /// Activates or deactivates the Modbus TCP service of device `id` on `interface`.
     pub async fn set_modbus_service(
         &self,
@@ -1004,6 +1128,8 @@ impl Runtime {
             profile: None,
             panel_server: None,
             datalogger: None,
+            charging_station: None,
+            evce: None,
         };
         let seed = crate::site::device_seed(site.site.seed, id);
         let stack: Arc<dyn Stack> = match &self.network {

@@ -7,12 +7,16 @@
 //! - [`datalogger`]: the cellular Data Logger (sensors, NV ring, MQTTS uplink).
 //! - [`field`]: meters, PowerTags, environmental sensors and their physics.
 //! - [`serial_bus`]: the simulated RS-485 line of a Panel Server's Modbus-SL port.
+//! - [`charging_station`]: OCPP 1.6J charging stations and the EVs on them.
+//! - [`evce`]: the EV Charging Expert (OCPP local controller).
 //! - [`passive`]: devices whose behaviour is not emulated yet.
 //! - [`workstation`]: the attacker/engineering node scenarios act from.
 //!
 //! [`build`] turns one `[[device]]` of the site file into a [`Device`].
 
+pub mod charging_station;
 pub mod datalogger;
+pub mod evce;
 pub mod field;
 pub mod panel_server;
 pub mod passive;
@@ -35,6 +39,12 @@ pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
         }
         m if field::Kind::of_model(m.name()) == Some(field::Kind::Meter) => {
             Arc::new(field::tcp_meter::TcpMeter::new(site.site.seed, dev))
+        }
+        fieldtwin_emulator::site::Model::ChargingStation => {
+            Arc::new(charging_station::ChargingStation::new(site, dev))
+        }
+        fieldtwin_emulator::site::Model::EVChargingExpert => {
+            Arc::new(evce::device::Evce::new(site, dev))
         }
         fieldtwin_emulator::site::Model::DataLogger => {
             Arc::new(datalogger::DataLogger::new(site, dev))

@@ -23,6 +23,7 @@
 //! | 92 | tui_e2e (the dashboard in tmux) |
 //! | 96, 98, 100, 102 | scenarios_e2e (library run, failing scenarios, seeded runs, served runs) |
 //! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
+//! | 120-129 | ev_charging (issue 11: stations, EVCE local controller, upstream cut) |
 //! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
 //! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
 //! | 160-169 | ps_datalog (issue 13: Panel Server logging and HTTPS publication; 162: TAP mode) |

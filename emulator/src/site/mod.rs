@@ -11,6 +11,7 @@
 //!   build their runtime state from them.
 
 mod datalogger;
+mod ev;
 mod install_code;
 mod matrix;
 mod ps_datalog;
@@ -18,6 +19,10 @@ mod ps_datalog;
 pub use datalogger::{
     CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
     default_inputs, default_range,
+};
+pub use ev::{
+    ChargingStationConfig, EnrolledStation, EvceConfig, OCPP_WS_PORT, OCPP_WSS_PORT,
+    SupervisionConfig, SupervisionMode, default_authorization_key,
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 pub use ps_datalog::{
@@ -362,6 +367,13 @@ pub struct DeviceConfig {
     /// Data Logger settings (sensors, uplink, modem); only for `DataLogger`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datalogger: Option<DataLoggerConfig>,
+    /// Charging station settings (OCPP, connectors); only for `ChargingStation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charging_station: Option<ChargingStationConfig>,
+    /// EV Charging Expert settings (supervision, enrolled stations); only
+    /// for `EVChargingExpert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evce: Option<EvceConfig>,
 }
 
 fn yes() -> bool {
@@ -687,6 +699,41 @@ impl Site {
                     ));
                 }
                 dl.validate(&format!("{at}.datalogger"))?;
+            }
+            if let Some(cs) = &d.charging_station {
+                if d.model != Model::ChargingStation {
+                    return Err(invalid(
+                        format!("{at}.charging_station"),
+                        format!(
+                            "only ChargingStation devices take this table, not {}",
+                            d.model.name()
+                        ),
+                    ));
+                }
+                cs.validate(&format!("{at}.charging_station"))?;
+                if let Some(c) = &cs.controller
+                    && !self
+                        .devices
+                        .iter()
+                        .any(|x| &x.id == c && x.model == Model::EVChargingExpert)
+                {
+                    return Err(invalid(
+                        format!("{at}.charging_station.controller"),
+                        format!("no EVChargingExpert has id {c:?}"),
+                    ));
+                }
+            }
+            if let Some(ev) = &d.evce {
+                if d.model != Model::EVChargingExpert {
+                    return Err(invalid(
+                        format!("{at}.evce"),
+                        format!(
+                            "only EVChargingExpert devices take this table, not {}",
+                            d.model.name()
+                        ),
+                    ));
+                }
+                ev.validate(&format!("{at}.evce"))?;
             }
         }
         // Cross-device references are checked once all ids are known.

@@ -195,6 +195,20 @@ struct State {
     responsive: bool,
     /// Forced registers (issue 9 field faults).
     forced: BTreeMap<u16, Forced>,
+    /// Load added downstream of the metered circuit (EV charging stations
+    /// feeding a site meter: [`crate::charging_station::feed`]).
+    extra: Option<ExtraLoad>,
+}
+
+/// A load added to a meter's circuit: `f(t)` = (power W, energy Wh it
+/// consumed since it was coupled), spread evenly over the phases.
+#[derive(Clone)]
+pub struct ExtraLoad(pub std::sync::Arc<dyn Fn(f64) -> (f64, f64) + Send + Sync>);
+
+impl std::fmt::Debug for ExtraLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraLoad")
+    }
 }
 
 /// A forced register: how, since when (virtual seconds), and the value it
@@ -302,6 +316,7 @@ impl FieldDevice {
                 partial_base_wh: 0.0,
                 responsive: true,
                 forced: BTreeMap::new(),
+                extra: None,
             }),
         };
         if !spec.powered {
@@ -550,7 +565,29 @@ impl FieldDevice {
     }
 
     fn sample(st: &mut State, ts: f64) -> Option<Sample> {
-        st.circuit.as_mut().map(|c| c.sample(ts))
+        let mut s = st.circuit.as_mut().map(|c| c.sample(ts))?;
+        if let (Some(x), Some(c)) = (&st.extra, &st.circuit)
+            && s.on
+        {
+            let (p, e) = (x.0)(ts);
+            let n = c.phases();
+            for ph in 0..n {
+                s.p[ph] += p / n as f64;
+                s.i[ph] = s.p[ph] / (s.v[ph] * s.pf);
+            }
+            s.p_total = s.p.iter().sum();
+            s.s_total = (0..3).map(|ph| s.v[ph] * s.i[ph]).sum();
+            s.q_total = (s.s_total * s.s_total - s.p_total * s.p_total)
+                .max(0.0)
+                .sqrt();
+            s.energy_wh += e;
+        }
+        Some(s)
+    }
+
+    /// Adds a load downstream of the metered circuit ([`ExtraLoad`]).
+    pub fn set_extra_load(&self, load: ExtraLoad) {
+        self.lock().extra = Some(load);
     }
 
     fn read(

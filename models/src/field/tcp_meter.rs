@@ -132,6 +132,8 @@ impl Device for TcpMeter {
                 })
                 .clone();
             super::persist(&ctx, vec![meter.clone()], first_boot);
+            // Charging stations behind this meter add their draw.
+            meter.set_extra_load(crate::charging_station::feed::load_of(&self.id));
             let now = ctx.clock.now().as_secs_f64();
             meter.set_power(now, true);
             let listener = ctx.listen_tcp("eth1", "modbus", PORT).await?;

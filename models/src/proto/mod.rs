@@ -6,3 +6,4 @@ pub mod dpws;
 pub mod firmware;
 pub mod modbus;
 pub mod ntp;
+pub mod ocpp;
