@@ -802,7 +802,9 @@ impl Device for DataLogger {
                 "apn": self.apn(nv),
             }),
         );
-        let committed = lock(&self.committed).clone().filter(|_| *lock(&self.powered));
+        let committed = lock(&self.committed)
+            .clone()
+            .filter(|_| *lock(&self.powered));
         let (head, sent, overwritten) = committed.map_or_else(
             || (get("dl/head"), get("dl/sent"), get("dl/overwritten")),
             |c| c.get(),
