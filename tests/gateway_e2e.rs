@@ -256,11 +256,13 @@ fn gateway_errors_unknown_unit_powered_off_meter_and_read_only_writes() {
     let r = pymodbus(&ip, &["read:10:3060:2"]);
     assert_eq!(r[0]["exception"], 11, "{r:?}");
 
-    // A wireless device out of radio contact: no-value markers and 31146 = 0.
+    // A wireless device moved out of radio range: after its timeout (three
+    // 5 s reporting periods) no-value markers and 31146 = 0.
     s.post_json(
         "/api/v1/devices/ps1/fields/pt-hvac/radio",
         r#"{"in_contact":false}"#,
     );
+    s.post_json("/api/v1/clock", r#"{"advance_s":20}"#);
     let r = pymodbus(
         &ip,
         &[

@@ -7,6 +7,7 @@
 //! - REST: `GET /api/v1/devices`, `GET /api/v1/devices/{id}`,
 //!   `POST /api/v1/devices/{id}/power` `{"action":"on"|"off"|"cycle"}`,
 //!   `POST /api/v1/devices/{id}/factory-reset`, `GET|POST /api/v1/clock`,
+//!   `GET /api/v1/radio` (the IEEE 802.15.4 medium),
 //!   `POST /api/v1/devices/{id}/fields/{field}/power` `{"action":"on"|"off"}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/radio` `{"in_contact":bool}`,
 //!   `POST /api/v1/devices/{id}/fields/{field}/responsive` `{"responsive":bool}`,
@@ -48,6 +49,8 @@ use crate::device::{
 };
 use crate::local::{BleAction, LocalPort, Transcript};
 use crate::net::fault::{FaultError, LinkFault};
+use crate::radio::air::AirStatus;
+use crate::radio::{Pattern, Position};
 
 /// What a power command does.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -251,6 +254,81 @@ pub enum Command {
     WifiButton {
         device: String,
     },
+    // --- Radio medium (issue 10; docs/control-api.md "Radio") ---
+    /// Starts (`on: true`, replacing one of the same id) or stops a jammer:
+    /// at `position` (metres) or 1 m from radio `near` (a Panel Server id,
+    /// or a wireless device id), radiating `power_dbm` (default 10) on
+    /// `channels` (default all of 11-26) with `pattern` (default constant).
+    Jammer {
+        id: String,
+        #[serde(default)]
+        position: Option<Position>,
+        #[serde(default)]
+        near: Option<String>,
+        #[serde(default = "default_jammer_dbm")]
+        power_dbm: f64,
+        #[serde(default)]
+        channels: Vec<u8>,
+        #[serde(default)]
+        pattern: Pattern,
+        on: bool,
+    },
+    /// Puts one frame on the air at once (an attacker's transmitter): the
+    /// MPDU `frame` in hexadecimal (FCS appended), or a device report from
+    /// RF-ID `report.rf_id` to Panel Server `report.to` (its PAN and
+    /// channel). From `position` or 1 m from `near` (default: the target
+    /// Panel Server), at `power_dbm` (default 0), on `channel` (default:
+    /// the target's).
+    RadioInject {
+        #[serde(default)]
+        channel: Option<u8>,
+        #[serde(default)]
+        position: Option<Position>,
+        #[serde(default)]
+        near: Option<String>,
+        #[serde(default)]
+        power_dbm: f64,
+        #[serde(default)]
+        frame: Option<String>,
+        #[serde(default)]
+        report: Option<InjectReport>,
+    },
+    /// Moves radio `radio` (a Panel Server id or a wireless device id) to
+    /// `position`, or 1 m from radio `near`.
+    RadioMove {
+        radio: String,
+        #[serde(default)]
+        position: Option<Position>,
+        #[serde(default)]
+        near: Option<String>,
+    },
+    /// Starts (`on: true`, writing pcap to `path`) or stops the sniffer of
+    /// `channel`.
+    Sniffer {
+        channel: u8,
+        #[serde(default)]
+        path: Option<String>,
+        on: bool,
+    },
+}
+
+/// A forged device report for [`Command::RadioInject`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InjectReport {
+    /// RF-ID, hexadecimal (`0x` prefix allowed).
+    pub rf_id: String,
+    /// Panel Server the report is addressed to.
+    pub to: String,
+    #[serde(default)]
+    pub counter: u32,
+    /// Active power reading, W.
+    #[serde(default)]
+    pub power_w: f32,
+}
+
+fn default_jammer_dbm() -> f64 {
+    10.0
 }
 
 fn connector_one() -> u32 {
@@ -349,6 +427,8 @@ pub enum Reply {
     Links(BTreeMap<String, LinkFault>),
     /// What an attack observed.
     Attack(Box<AttackReport>),
+    /// The radio medium after a radio command.
+    Radio(Box<AirStatus>),
     /// The access points after a Wi-Fi command.
     Wifi(WifiStatus),
     /// What a person at a local port (USB, BLE) saw.
@@ -402,6 +482,8 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             let by = crate::clock::check_advance(seconds)?;
             rt.clock()
                 .advance_announced(by, |st| rt.events().send(Event::Clock(st)));
+            // The radio events of the jump are handled before the answer.
+            rt.radio().process(rt.clock().now()).await;
             rt.save_clock().await?;
             Ok(Reply::Clock(rt.clock().status()))
         }
@@ -548,6 +630,172 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 generation,
             },
         ),
+        Command::Jammer {
+            id,
+            position,
+            near,
+            power_dbm,
+            channels,
+            pattern,
+            on,
+        } => {
+            let air = rt.radio();
+            let message = if on {
+                let pos = locate(rt, position, near.as_deref(), "jammer")?;
+                let j = crate::radio::Jammer::new(
+                    &id,
+                    pos,
+                    power_dbm,
+                    &channels,
+                    pattern,
+                    rt.clock().now(),
+                )
+                .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+                let m = format!(
+                    "jammer {id} on at ({:.1}, {:.1}, {:.1}) m, {power_dbm} dBm, channels {:?}, {pattern:?}",
+                    pos.x, pos.y, pos.z, j.channels
+                );
+                air.process(rt.clock().now()).await;
+                air.medium().start_jammer(j);
+                m
+            } else {
+                air.process(rt.clock().now()).await;
+                if !air.medium().stop_jammer(&id) {
+                    return Err(CommandError::BadRequest(format!(
+                        "no jammer {id:?} is on; jammers on: {:?}",
+                        air.medium()
+                            .jammers()
+                            .iter()
+                            .map(|j| j.id.clone())
+                            .collect::<Vec<_>>()
+                    )));
+                }
+                format!("jammer {id} off")
+            };
+            air.poke();
+            radio_event(rt, "jammer", message);
+            Ok(Reply::Radio(Box::new(air.status())))
+        }
+        Command::RadioInject {
+            channel,
+            position,
+            near,
+            power_dbm,
+            frame,
+            report,
+        } => {
+            let air = rt.radio();
+            let target = report.as_ref().map(|r| r.to.clone());
+            let (target_channel, target_name) = match &target {
+                Some(t) => {
+                    let (name, id) = radio_named(rt, t)?;
+                    (air.medium().channel(id), Some(name))
+                }
+                None => (None, None),
+            };
+            let psdu = match (&frame, &report) {
+                (Some(hex), None) => {
+                    let mpdu = parse_hex(hex)?;
+                    crate::radio::frame::with_fcs(&mpdu)
+                }
+                (None, Some(r)) => {
+                    let rf_id = crate::site::parse_rf_id(r.rf_id.trim()).ok_or_else(|| {
+                        CommandError::BadRequest(format!(
+                            "{:?} is not an RF-ID; use up to 16 hexadecimal digits",
+                            r.rf_id
+                        ))
+                    })?;
+                    crate::radio::report::Report {
+                        pan: crate::radio::pan_of(target_name.as_deref().unwrap_or(&r.to)),
+                        rf_id,
+                        seq: r.counter as u8,
+                        kind: 1,
+                        counter: r.counter,
+                        readings: vec![(
+                            crate::radio::report::Quantity::ActivePower as u8,
+                            r.power_w,
+                        )],
+                    }
+                    .to_psdu()
+                }
+                _ => {
+                    return Err(CommandError::BadRequest(
+                        "give exactly one of \"frame\" (the MPDU in hexadecimal, FCS appended by the injector) or \"report\" ({\"rf_id\", \"to\"})".into(),
+                    ));
+                }
+            };
+            let near = near.or(target_name);
+            let pos = locate(rt, position, near.as_deref(), "injector")?;
+            let channel = channel.or(target_channel).ok_or_else(|| {
+                CommandError::BadRequest("say on which \"channel\" (11-26) to inject".into())
+            })?;
+            let now = rt.clock().now();
+            air.process(now).await;
+            air.medium()
+                .inject(now, channel, pos, power_dbm, &psdu)
+                .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+            air.poke();
+            radio_event(
+                rt,
+                "radio_inject",
+                format!("{} octets injected on channel {channel}", psdu.len()),
+            );
+            Ok(Reply::Radio(Box::new(air.status())))
+        }
+        Command::RadioMove {
+            radio,
+            position,
+            near,
+        } => {
+            let (name, id) = radio_named(rt, &radio)?;
+            let pos = locate(rt, position, near.as_deref(), "radio")?;
+            let air = rt.radio();
+            air.process(rt.clock().now()).await;
+            air.medium()
+                .set_position(id, pos)
+                .map_err(|e| CommandError::BadRequest(e.to_string()))?;
+            radio_event(
+                rt,
+                "radio_move",
+                format!(
+                    "{name} moved to ({:.1}, {:.1}, {:.1}) m",
+                    pos.x, pos.y, pos.z
+                ),
+            );
+            Ok(Reply::Radio(Box::new(air.status())))
+        }
+        Command::Sniffer { channel, path, on } => {
+            let air = rt.radio();
+            if on {
+                let path = path.ok_or_else(|| {
+                    CommandError::BadRequest(
+                        "a sniffer needs \"path\": the pcap file to write".into(),
+                    )
+                })?;
+                air.process(rt.clock().now()).await;
+                air.start_sniffer(channel, std::path::Path::new(&path))
+                    .map_err(CommandError::BadRequest)?;
+                radio_event(
+                    rt,
+                    "sniffer",
+                    format!("sniffer on channel {channel} -> {path}"),
+                );
+            } else {
+                let info = air
+                    .stop_sniffer(channel)
+                    .await
+                    .map_err(CommandError::BadRequest)?;
+                radio_event(
+                    rt,
+                    "sniffer",
+                    format!(
+                        "sniffer on channel {channel} stopped: {} frames in {}",
+                        info.frames, info.path
+                    ),
+                );
+            }
+            Ok(Reply::Radio(Box::new(air.status())))
+        }
         Command::EvPlug {
             device,
             connector,
@@ -603,6 +851,73 @@ fn read_card(p: &std::path::Path) -> Result<Vec<u8>, CommandError> {
         )));
     }
     std::fs::read(p).map_err(|e| CommandError::BadRequest(format!("image {}: {e}", p.display())))
+}
+
+fn radio_event(rt: &Runtime, kind: &str, message: String) {
+    rt.events().send(Event::Device {
+        device: "radio".into(),
+        kind: kind.into(),
+        message,
+    });
+}
+
+/// The radio named `name` (exactly, or a unique `PANEL_SERVER/name`).
+fn radio_named(rt: &Runtime, name: &str) -> Result<(String, crate::radio::RadioId), CommandError> {
+    let found = rt.radio().medium().matching(name);
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(CommandError::BadRequest(format!(
+            "no radio {name:?} on the medium; radios are named after their Panel Server (ps1) or wireless device (pt-hvac, or ps1/pt-hvac)"
+        ))),
+        many => Err(CommandError::BadRequest(format!(
+            "{name:?} names several radios ({}); say which",
+            many.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// `position`, or 1 m east of radio `near`.
+fn locate(
+    rt: &Runtime,
+    position: Option<Position>,
+    near: Option<&str>,
+    what: &str,
+) -> Result<Position, CommandError> {
+    match (position, near) {
+        (Some(p), None) => Ok(p),
+        (None, Some(n)) => {
+            let (_, id) = radio_named(rt, n)?;
+            let p = rt
+                .radio()
+                .medium()
+                .position(id)
+                .ok_or_else(|| CommandError::BadRequest(format!("radio {n:?} is gone")))?;
+            Ok(Position::new(p.x + 1.0, p.y, p.z))
+        }
+        _ => Err(CommandError::BadRequest(format!(
+            "place the {what} with exactly one of \"position\" ({{\"x\",\"y\",\"z\"}} in metres) or \"near\" (a radio's name)"
+        ))),
+    }
+}
+
+/// Hexadecimal octets (spaces and colons allowed).
+fn parse_hex(text: &str) -> Result<Vec<u8>, CommandError> {
+    let digits: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
+    if !digits.len().is_multiple_of(2) || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CommandError::BadRequest(format!(
+            "\"frame\" must be hexadecimal octets (two digits each), not {text:?}"
+        )));
+    }
+    Ok((0..digits.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok())
+        .collect())
 }
 
 fn model_command(rt: &Runtime, device: &str, cmd: ModelCommand) -> Result<Reply, CommandError> {
@@ -747,6 +1062,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             post(digital_input),
         )
         .route("/api/v1/clock", get(get_clock).post(set_clock))
+        .route("/api/v1/radio", get(get_radio))
         .route("/api/v1/commands", post(command))
         .route("/api/v1/links", get(get_links))
         .route("/api/v1/wifi", get(get_wifi))
@@ -935,6 +1251,10 @@ async fn digital_input(
         pulses: body.pulses,
     };
     Ok(Json(execute(&rt, cmd).await?))
+}
+
+async fn get_radio(State(rt): State<Shared>) -> Json<AirStatus> {
+    Json(rt.radio().status())
 }
 
 async fn get_clock(State(rt): State<Shared>) -> Json<ClockStatus> {
@@ -1162,7 +1482,7 @@ mod tests {
         })
     }
 
-    const COMMANDS: [&str; 12] = [
+    const COMMANDS: [&str; 16] = [
         "power",
         "factory_reset",
         "restart_button",
@@ -1174,9 +1494,13 @@ mod tests {
         "field_radio",
         "digital_input",
         "modbus_service",
+        "jammer",
+        "radio_inject",
+        "radio_move",
+        "sniffer",
         "no_such_command",
     ];
-    const FIELDS: [&str; 18] = [
+    const FIELDS: [&str; 28] = [
         "device",
         "action",
         "hold_s",
@@ -1195,6 +1519,16 @@ mod tests {
         "advance_s",
         "latency_ms",
         "extra",
+        "id",
+        "near",
+        "position",
+        "power_dbm",
+        "channels",
+        "channel",
+        "pattern",
+        "frame",
+        "report",
+        "radio",
     ];
 
     /// A JSON object shaped like a command: a known name (mostly), known

@@ -385,6 +385,8 @@ pub struct DeviceContext {
     pub events: EventBus,
     /// Seed for this device's random choices (stable per site seed and id).
     pub seed: u64,
+    /// The site's radio medium.
+    pub radio: crate::radio::air::Air,
     /// The site's Wi-Fi (access points and associations).
     pub wifi: Arc<crate::wifi::Air>,
     interfaces: Arc<BTreeMap<String, Arc<dyn Stack>>>,
@@ -659,6 +661,16 @@ pub struct FieldDeviceInfo {
     /// Link quality indicator 0-255 (wireless, once the radio reports it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lqi: Option<u8>,
+    /// Packet error rate 0-1 over the gateway's window (wireless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<f64>,
+    /// Site time of the last radio report received (wireless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<DateTime<Utc>>,
+    /// Link state as the gateway shows it (wireless): `connected`,
+    /// `not_connected`, or `discovered` (heard, not paired, never routed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// Lockout state of a web login.
@@ -786,6 +798,8 @@ pub struct Runtime {
     provisioner: Option<Provisioner>,
     /// Devices added while running: site address -> id.
     added: Mutex<BTreeMap<std::net::Ipv4Addr, String>>,
+    /// The site's radio medium.
+    radio: crate::radio::air::Air,
     /// The site's Wi-Fi.
     wifi: Arc<crate::wifi::Air>,
 }
@@ -824,7 +838,9 @@ impl Runtime {
                 clock.changed(),
             ));
         }
+        let radio = crate::radio::air::Air::new(&clock, 0);
         Self {
+            radio,
             clock,
             store,
             retention,
@@ -854,6 +870,11 @@ impl Runtime {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The site's radio medium.
+    pub fn radio(&self) -> &crate::radio::air::Air {
+        &self.radio
     }
 
     pub fn events(&self) -> &EventBus {
@@ -1246,6 +1267,7 @@ impl Runtime {
             rtc: slot.rtc.clone(),
             events: self.events.clone(),
             seed: slot.seed,
+            radio: self.radio.clone(),
             wifi: self.wifi.clone(),
             interfaces: slot.interfaces.clone(),
             services: slot.services.clone(),

@@ -3,6 +3,7 @@
 //! - [`attack`]: the attacks a Workstation runs, as data.
 //! - [`clock`]: virtual time and per-device RTCs.
 //! - [`net`]: the transport API services are written against, and its backends.
+//! - [`radio`]: the IEEE 802.15.4 medium shared by a site's radios.
 //! - [`storage`]: per-device non-volatile memory.
 //! - [`device`]: the `Device` trait and the power/boot lifecycle.
 //! - [`local`]: the physical, non-network ports (USB console, BLE link).
@@ -17,6 +18,7 @@ pub mod control;
 pub mod device;
 pub mod local;
 pub mod net;
+pub mod radio;
 pub mod scenario_api;
 pub mod site;
 pub mod storage;

@@ -137,7 +137,11 @@ impl Receiver {
     pub fn stop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
-            let _ = self.rt.block_on(t);
+            // Wait for the listener to close, unless called from inside a
+            // runtime (where blocking is not allowed; it closes shortly).
+            if tokio::runtime::Handle::try_current().is_err() {
+                let _ = self.rt.block_on(t);
+            }
         }
     }
 

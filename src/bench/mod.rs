@@ -20,6 +20,9 @@
 //!   latency, and RSS, file descriptors and threads at start and end.
 //! - `bench physics`: 24 virtual hours of the default site's field devices
 //!   at full speed; wall time and energy totals.
+//! - `bench radio`: N Panel Servers x M wireless devices reporting over
+//!   the IEEE 802.15.4 medium at speed 1: CPU per virtual second, RSS per
+//!   radio, frames and losses ([`radio`]).
 //! - `bench tui`: frame time of the dashboard with N devices against two
 //!   references of the same run (docs/performance.md).
 //! - TAP-mode runs always use a namespace created here (`ftnet-bench-PID`)
@@ -28,6 +31,7 @@
 pub mod load;
 pub mod modbus;
 pub mod physics;
+pub mod radio;
 pub mod scale;
 pub mod soak;
 pub mod tui;
@@ -47,6 +51,8 @@ pub enum BenchCmd {
     Soak(soak::Options),
     /// 24 virtual hours of the default site's field devices at full speed.
     Physics,
+    /// The IEEE 802.15.4 medium: N Panel Servers x M radios reporting.
+    Radio(radio::Options),
     /// Frame time of the terminal dashboard with N devices.
     Tui(tui::Options),
     /// (internal) Run one load against ADDR and print the result as JSON.
@@ -67,6 +73,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Soak(o) => soak::run(o),
         BenchCmd::SoakLoad(o) => soak::load(o),
         BenchCmd::Physics => physics::run(),
+        BenchCmd::Radio(o) => radio::run(o),
         BenchCmd::Tui(o) => tui::run(o),
         BenchCmd::Load(o) => load::run(o),
         BenchCmd::Probe(o) => scale::probe(o),

@@ -23,12 +23,14 @@
 //! | 92 | tui_e2e (the dashboard in tmux) |
 //! | 96, 98, 100, 102 | scenarios_e2e (library run, failing scenarios, seeded runs, served runs) |
 //! | 106 | attacker (attacker node, attacks and field faults; 108: its TAP test) |
+//! | 110-119 | radio (issue 10: IEEE 802.15.4 medium, jamming, sniffer, rogue device) |
 //! | 120-129 | ev_charging (issue 11: stations, EVCE local controller, upstream cut) |
 //! | 140-149 | ps_fidelity (issue 8: factory reset, install codes, tells, model matrix) |
 //! | 150-153 | state_restart (issue 8: time across restarts, NV storage growth) |
 //! | 160-169 | ps_datalog (issue 13: Panel Server logging and HTTPS publication; 162: TAP mode) |
 //! | 170 | security_e2e::security_first_https_logins_right_after_start_wait_and_succeed (issue 15) |
 //! | 180-189 | reliability (site-file ranges, kill -9 crash consistency, hostile web input) |
+//! | 190-199 | ps_sftp (issue 13: SFTP publication to a real OpenSSH server, alarm emails over STARTTLS) |
 //! | 200-209 | wifi (issue 10 items 4-5: radios per model, Wi-Fi access point) |
 //! | 210-219 | evce (issue 11: EVCE pages, SSH, SSDP, enrollment, factory reset in TAP mode: 210-211; 219: unit tests of models::evce) |
 

@@ -163,6 +163,7 @@ pub fn sample_site() -> Snapshot {
                 connected: Some(false),
                 rssi_dbm: Some(-71.0),
                 lqi: Some(180),
+                ..Default::default()
             },
         ],
         web_lockout: Some(LockoutInfo {

@@ -1,5 +1,7 @@
 //! pcap capture of a switch segment: classic libpcap format, link type 1
 //! (Ethernet), microsecond timestamps, readable by Wireshark and tshark.
+//! The radio sniffer uses the same writer with link type 195
+//! (IEEE802_15_4_WITHFCS) and virtual-time stamps.
 //!
 //! Contract: one file per segment; writing stops (and says so once) when the
 //! file reaches its size bound, so a long run cannot fill the disk. Write
@@ -25,6 +27,11 @@ pub struct PcapWriter {
 impl PcapWriter {
     /// Creates `path` and writes the global header.
     pub fn create(path: &Path, max: u64) -> std::io::Result<Self> {
+        Self::create_linktype(path, max, 1)
+    }
+
+    /// Creates `path` for frames of link type `linktype`.
+    pub fn create_linktype(path: &Path, max: u64, linktype: u32) -> std::io::Result<Self> {
         let mut out = BufWriter::new(File::create(path)?);
         let mut hdr = Vec::with_capacity(24);
         hdr.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -33,7 +40,7 @@ impl PcapWriter {
         hdr.extend_from_slice(&0i32.to_le_bytes());
         hdr.extend_from_slice(&0u32.to_le_bytes());
         hdr.extend_from_slice(&65535u32.to_le_bytes());
-        hdr.extend_from_slice(&1u32.to_le_bytes());
+        hdr.extend_from_slice(&linktype.to_le_bytes());
         out.write_all(&hdr)?;
         out.flush()?;
         Ok(Self {
@@ -46,6 +53,14 @@ impl PcapWriter {
 
     /// Appends one frame, stamped with the host's time.
     pub fn write(&mut self, frame: &[u8]) {
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.write_at(t, frame);
+    }
+
+    /// Appends one frame stamped `t` after the Unix epoch.
+    pub fn write_at(&mut self, t: std::time::Duration, frame: &[u8]) {
         let Some(out) = self.out.as_mut() else { return };
         let rec = 16 + frame.len() as u64;
         if self.written + rec > self.max {
@@ -58,9 +73,6 @@ impl PcapWriter {
             self.out = None;
             return;
         }
-        let t = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
         let mut hdr = [0u8; 16];
         hdr[0..4].copy_from_slice(&(t.as_secs() as u32).to_le_bytes());
         hdr[4..8].copy_from_slice(&t.subsec_micros().to_le_bytes());

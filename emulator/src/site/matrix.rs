@@ -414,6 +414,27 @@ impl Site {
                 ));
             }
         }
+        if let Some(e) = &ps.email {
+            if !caps.email {
+                return Err(invalid(
+                    format!("{at}.email"),
+                    format!(
+                        "{model} has no notification of alarms by email; it exists on {}",
+                        names(|c| c.email)
+                    ),
+                ));
+            }
+            e.validate(&format!("{at}.email"))?;
+        }
+        for (i, rule) in ps.alarm.iter().enumerate() {
+            let ids: Vec<&str> = ps
+                .serial
+                .iter()
+                .chain(&ps.wireless)
+                .map(|f| f.id.as_str())
+                .collect();
+            rule.validate(&format!("{at}.alarm[{i}]"), &ids)?;
+        }
         let edition = FirmwareEdition::of(d.firmware.as_deref().unwrap_or("999.999.999"));
         if caps.ethernet_ports < 2 {
             let why = format!("{model} has {has}; only topology = \"switched\" on ETH1");

@@ -15,6 +15,7 @@ mod ev;
 mod install_code;
 mod matrix;
 mod ps_datalog;
+mod ps_sftp;
 
 pub use datalogger::{
     CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
@@ -29,6 +30,7 @@ pub use ps_datalog::{
     DatalogConfig, LOGGING_PERIODS_MIN, MEASUREMENT_CODES, PublicationConfig, PublicationFormat,
     PublicationMethod, parse_https_url, parse_pin,
 };
+pub use ps_sftp::{AlarmRule, EmailConfig, SftpConfig, valid_address, valid_fingerprint};
 
 pub use matrix::{
     Capabilities, Commodity, DigitalInputConfig, FirmwareEdition, InputMode, PANEL_SERVERS,
@@ -441,10 +443,24 @@ pub struct PanelServerConfig {
     /// Publication of the logged data (none unless present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publication: Option<PublicationConfig>,
+    /// Alarm notification by email (PAS800 models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailConfig>,
+    /// Threshold alarms on measurements of the field devices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarm: Vec<AlarmRule>,
     /// NTP server (an IPv4 address) in the commissioned settings; default:
     /// none, date and time set manually (the factory setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ntp_server: Option<Ipv4Addr>,
+    /// Position in metres of the Panel Server's radio (default: the k-th
+    /// Panel Server of the site at x = 100·k m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<crate::radio::Position>,
+    /// IEEE 802.15.4 channel, 11-26 (default: 15 for the first Panel
+    /// Server, then 5 channels further each, modulo 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u8>,
     /// Address of the Wi-Fi access point's side (the interface `wifi` a
     /// station reaches after associating); none: the access point has no
     /// interface on the site's network.
@@ -525,6 +541,14 @@ pub struct FieldDeviceConfig {
     /// CRC-16, as on its label); default: derived from the seed and the id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_code: Option<String>,
+    /// Position in metres of a wireless device (default: on a circle of
+    /// 3 m around its Panel Server; docs/radio.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<crate::radio::Position>,
+    /// Seconds between two reports of a wireless device, 5-60 (default:
+    /// PowerTag 5, sensors 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_period_s: Option<f64>,
 }
 
 impl FieldDeviceConfig {
@@ -881,6 +905,17 @@ impl Site {
                 ),
             ));
         }
+        if let Some(c) = ps.channel
+            && !crate::radio::phy::CHANNELS.contains(&c)
+        {
+            return Err(invalid(
+                format!("{at}.channel"),
+                format!("{c} is not a 2.4 GHz IEEE 802.15.4 channel; use 11 to 26"),
+            ));
+        }
+        if let Some(p) = ps.position {
+            check_position(&format!("{at}.position"), p)?;
+        }
         let mut units: BTreeMap<u8, String> = BTreeMap::new();
         let mut field_ids = BTreeSet::new();
         let lists = [("serial", &ps.serial), ("wireless", &ps.wireless)];
@@ -958,6 +993,18 @@ impl Site {
                 if let Some(u) = f.unit {
                     check_unit(&format!("{at}.unit"), u, &f.id, &mut units)?;
                 }
+                if kind == "serial" && (f.position.is_some() || f.report_period_s.is_some()) {
+                    return Err(invalid(
+                        format!("{at}.position"),
+                        "position and report_period_s are for wireless devices only",
+                    ));
+                }
+                if let Some(p) = f.position {
+                    check_position(&format!("{at}.position"), p)?;
+                }
+                if let Some(s) = f.report_period_s {
+                    check_range(&format!("{at}.report_period_s"), s, 5.0..=60.0, "s")?;
+                }
             }
         }
         for (j, t) in ps.modbus_tcp.iter().enumerate() {
@@ -969,6 +1016,18 @@ impl Site {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Refuses a position that is not a finite point within 10,000 km.
+fn check_position(field: &str, p: crate::radio::Position) -> Result<(), SiteError> {
+    if p.is_finite() && p.x.abs() < 1e7 && p.y.abs() < 1e7 && p.z.abs() < 1e7 {
+        Ok(())
+    } else {
+        Err(invalid(
+            field.to_string(),
+            "a position is {x, y, z} in metres, finite and within 10,000 km",
+        ))
     }
 }
 

@@ -104,6 +104,8 @@ impl DatalogConfig {
 pub enum PublicationMethod {
     #[default]
     Https,
+    /// SFTP to the server of the `sftp` table.
+    Sftp,
 }
 
 /// Layout of the published files (devices.md §1.6: SFTP and HTTPS carry
@@ -130,10 +132,12 @@ impl PublicationFormat {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PublicationConfig {
-    /// Only "https" so far.
+    /// "https" (default) or "sftp": one method is active at a time.
     #[serde(default)]
     pub method: PublicationMethod,
-    /// Upload URL, `https://HOST[:PORT]/PATH` (HOST an IPv4 address).
+    /// Upload URL, `https://HOST[:PORT]/PATH` (HOST an IPv4 address);
+    /// HTTPS only.
+    #[serde(default)]
     pub url: String,
     /// PEM file of the CA that signed the server's certificate (or
     /// `ca_pem`, or `pin_sha256`).
@@ -157,6 +161,9 @@ pub struct PublicationConfig {
     /// Name of the multipart form field that carries the file.
     #[serde(default = "datafile1")]
     pub field: String,
+    /// The SFTP server (`method = "sftp"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<super::ps_sftp::SftpConfig>,
 }
 
 /// A certificate pin as 32 bytes: 64 hex digits, colons and spaces
@@ -196,15 +203,6 @@ impl PublicationConfig {
     }
 
     pub fn validate(&self, at: &str) -> Result<(), SiteError> {
-        if let Err(e) = self.check_trust() {
-            let field =
-                if self.pin_sha256.is_some() && self.ca_file.is_none() && self.ca_pem.is_none() {
-                    "pin_sha256"
-                } else {
-                    "ca_file"
-                };
-            return Err(invalid(format!("{at}.{field}"), e));
-        }
         if !(1..=1440).contains(&self.period_min) {
             return Err(invalid(
                 format!("{at}.period_min"),
@@ -213,6 +211,23 @@ impl PublicationConfig {
                     self.period_min
                 ),
             ));
+        }
+        if self.method == PublicationMethod::Sftp {
+            // Without the table, the server configured with PUT /api/sftp
+            // (kept in the device's NV memory) is used.
+            return match &self.sftp {
+                Some(s) => s.validate(&format!("{at}.sftp")),
+                None => Ok(()),
+            };
+        }
+        if let Err(e) = self.check_trust() {
+            let field =
+                if self.pin_sha256.is_some() && self.ca_file.is_none() && self.ca_pem.is_none() {
+                    "pin_sha256"
+                } else {
+                    "ca_file"
+                };
+            return Err(invalid(format!("{at}.{field}"), e));
         }
         if let Err(e) = parse_https_url(&self.url) {
             return Err(invalid(format!("{at}.url"), e));

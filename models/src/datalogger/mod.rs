@@ -97,6 +97,10 @@ pub struct DataLogger {
     running: Mutex<String>,
     /// The context of the current power-on (for the local ports).
     ctx: Mutex<Option<DeviceContext>>,
+    /// The ring's committed counters while the logger runs (the details
+    /// report them rather than NV memory, which shows a batch being flushed
+    /// before it is durable).
+    committed: Mutex<Option<store::Committed>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,6 +137,7 @@ impl DataLogger {
             generation: Mutex::new(None),
             running: Mutex::new(FACTORY_VERSION.to_string()),
             ctx: Mutex::new(None),
+            committed: Mutex::new(None),
         }
     }
 
@@ -364,6 +369,7 @@ impl DataLogger {
         *lock(&self.running) = image.map_or_else(|| FACTORY_VERSION.to_string(), |i| i.version);
         ctx.counter("firmware_starts").inc();
         let ring = Ring::open(ctx.nv.clone(), self.config.store_records)?;
+        *lock(&self.committed) = Some(ring.committed());
         let ring = Arc::new(Mutex::new(ring));
         let generation = ctx.power_lost().child_token();
         let tracker = TaskTracker::new();
@@ -796,14 +802,20 @@ impl Device for DataLogger {
                 "apn": self.apn(nv),
             }),
         );
-        let (head, sent) = (get("dl/head"), get("dl/sent"));
+        let committed = lock(&self.committed)
+            .clone()
+            .filter(|_| *lock(&self.powered));
+        let (head, sent, overwritten) = committed.map_or_else(
+            || (get("dl/head"), get("dl/sent"), get("dl/overwritten")),
+            |c| c.get(),
+        );
         extra.insert(
             "store".to_string(),
             json!({
                 "capacity": self.config.store_records,
                 "next_seq": head,
                 "unsent": head.saturating_sub(sent),
-                "overwritten": get("dl/overwritten"),
+                "overwritten": overwritten,
             }),
         );
         extra.insert(

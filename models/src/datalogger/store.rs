@@ -19,7 +19,14 @@
 //!   sees the gap in the sequence numbers. Samples the ring could not have
 //!   kept anyway (a clock jump longer than the ring holds) are not computed:
 //!   [`Ring::skip`] counts them the same way.
+//! - [`Ring::committed`] is a handle on the counters as last committed:
+//!   readable without the ring's lock, and never ahead of NV memory (a
+//!   batch being flushed is not visible there until it is durable), so what
+//!   the device reports stored survives a power cut at any moment.
 //! - Only this module's public API and `Nv`'s public API are used.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fieldtwin_emulator::storage::{Nv, StorageError};
 
@@ -81,6 +88,30 @@ impl Record {
     }
 }
 
+/// The ring's counters as last committed to NV memory (see the module
+/// documentation).
+#[derive(Debug, Clone, Default)]
+pub struct Committed(Arc<[AtomicU64; 3]>);
+
+impl Committed {
+    /// `(head, sent, overwritten)`.
+    pub fn get(&self) -> (u64, u64, u64) {
+        let [h, s, o] = &*self.0;
+        (
+            h.load(Ordering::Acquire),
+            s.load(Ordering::Acquire),
+            o.load(Ordering::Acquire),
+        )
+    }
+
+    fn set(&self, head: u64, sent: u64, overwritten: u64) {
+        let [h, s, o] = &*self.0;
+        h.store(head, Ordering::Release);
+        s.store(sent, Ordering::Release);
+        o.store(overwritten, Ordering::Release);
+    }
+}
+
 /// The ring of records in a device's NV memory.
 #[derive(Debug, Clone)]
 pub struct Ring {
@@ -89,6 +120,7 @@ pub struct Ring {
     head: u64,
     sent: u64,
     overwritten: u64,
+    committed: Committed,
 }
 
 impl Ring {
@@ -113,6 +145,7 @@ impl Ring {
             head,
             sent: sent.min(head),
             overwritten,
+            committed: Committed::default(),
         };
         // The capacity may have shrunk since the records were written.
         if ring.head - ring.sent > capacity {
@@ -120,7 +153,18 @@ impl Ring {
             ring.sent = ring.head - capacity;
             ring.save_sent()?;
         }
+        ring.publish();
         Ok(ring)
+    }
+
+    /// The counters as last committed, for readers without the ring's lock.
+    pub fn committed(&self) -> Committed {
+        self.committed.clone()
+    }
+
+    /// Makes the (durable) in-memory counters the committed ones.
+    fn publish(&self) {
+        self.committed.set(self.head, self.sent, self.overwritten);
     }
 
     fn save_sent(&self) -> Result<(), StorageError> {
@@ -187,6 +231,7 @@ impl Ring {
         entries.extend(counters.iter().map(|(k, v)| (*k, v.as_slice())));
         self.nv.put_batch(&entries)?;
         (self.head, self.sent, self.overwritten) = (head, sent, overwritten);
+        self.publish();
         Ok(first)
     }
 
@@ -209,6 +254,7 @@ impl Ring {
             counters.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         self.nv.put_batch(&entries)?;
         (self.head, self.sent, self.overwritten) = (head, sent, overwritten);
+        self.publish();
         Ok(())
     }
 
@@ -235,8 +281,9 @@ impl Ring {
     pub fn acknowledge(&mut self, seq: u64) -> Result<(), StorageError> {
         let seq = seq.min(self.head);
         if seq > self.sent {
+            self.nv.put(SENT, &seq)?;
             self.sent = seq;
-            self.nv.put(SENT, &self.sent)?;
+            self.publish();
         }
         Ok(())
     }
@@ -277,6 +324,24 @@ mod tests {
         assert_eq!(un.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(un[0].input, 1);
         assert_eq!(ring.append(&mut [rec(3)]).unwrap(), 3);
+    }
+
+    #[test]
+    fn the_committed_counters_follow_every_durable_change_and_only_those() {
+        let store = Store::open(None).unwrap();
+        let nv = store.device("dl1").unwrap();
+        let mut ring = Ring::open(nv.clone(), 2).unwrap();
+        let c = ring.committed();
+        assert_eq!(c.get(), (0, 0, 0));
+        ring.append(&mut [rec(0), rec(1), rec(2)]).unwrap();
+        assert_eq!(c.get(), (3, 1, 1), "one record overwritten in a ring of 2");
+        ring.acknowledge(2).unwrap();
+        ring.skip(5).unwrap();
+        assert_eq!(c.get(), (8, 6, 5));
+        // A batch refused by NV memory changes nothing that is reported.
+        let big = vec![0u8; fieldtwin_emulator::storage::LARGE_VALUE];
+        assert!(nv.put_batch(&[("x", &big)]).is_err());
+        assert_eq!(c.get(), (ring.head(), ring.sent(), ring.overwritten()));
     }
 
     #[test]

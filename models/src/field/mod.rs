@@ -14,9 +14,13 @@
 //!   so two reads in the same period give identical registers.
 //! - PowerTag power off: the circuit loses voltage: V, I, P read 0, energy
 //!   stops counting, alarm bit 0 (voltage loss) of 3300 is set; the tag keeps
-//!   answering through the Panel Server. Wireless out of radio contact
-//!   (`set_contact(false)`, or a sensor powered off): measurements read the
-//!   sheet's no-value markers and 31146 (communication status) reads 0.
+//!   answering through the Panel Server. A wireless device the Panel
+//!   Server has marked Not connected (`set_contact(false)`: its reports
+//!   stopped arriving over the radio, see `panel_server::radio`):
+//!   measurements read the sheet's no-value markers and 31146
+//!   (communication status) reads 0. 31147-31161 read the link figures the
+//!   Panel Server last computed ([`LinkFigures`]). A sensor without supply
+//!   stops reporting ([`FieldDevice::transmits`]).
 //! - Meter power off: it stops answering (the gateway turns that into 0x0B).
 
 pub mod physics;
@@ -195,9 +199,24 @@ struct State {
     responsive: bool,
     /// Forced registers (issue 9 field faults).
     forced: BTreeMap<u16, Forced>,
+    /// Radio figures of the link, as the Panel Server computes them.
+    link: LinkFigures,
+    /// Seconds between two radio reports (wireless devices).
+    report_period: std::time::Duration,
     /// Load added downstream of the metered circuit (EV charging stations
     /// feeding a site meter: [`crate::charging_station::feed`]).
     extra: Option<ExtraLoad>,
+}
+
+/// The radio diagnostics of a wireless device (31147-31161): the last
+/// report as received, the Panel Server's figures over its window, and
+/// the worst of that window. `None` (no report yet) reads as the sheet's
+/// no-value markers (0xFFC00000, LQI 0xFFFF).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkFigures {
+    pub last: Option<(f64, f64, u8)>,
+    pub average: Option<(f64, f64, u8)>,
+    pub worst: Option<(f64, f64, u8)>,
 }
 
 /// A load added to a meter's circuit: `f(t)` = (power W, energy Wh it
@@ -316,6 +335,12 @@ impl FieldDevice {
                 partial_base_wh: 0.0,
                 responsive: true,
                 forced: BTreeMap::new(),
+                link: LinkFigures::default(),
+                report_period: std::time::Duration::from_secs(if kind == Kind::PowerTag {
+                    5
+                } else {
+                    60
+                }),
                 extra: None,
             }),
         };
@@ -337,9 +362,58 @@ impl FieldDevice {
         if let Some(c) = st.circuit.as_mut() {
             c.set_on(t, on);
         }
-        if !matches!(self.kind, Kind::PowerTag | Kind::Meter) {
-            st.in_contact = on;
+    }
+
+    /// Whether the device sends its reports (a sensor needs its supply; a
+    /// PowerTag keeps reporting the voltage loss of its circuit).
+    pub fn transmits(&self) -> bool {
+        self.kind == Kind::PowerTag || self.lock().powered
+    }
+
+    /// Records the radio figures the Panel Server computed.
+    pub fn set_link(&self, link: LinkFigures) {
+        self.lock().link = link;
+    }
+
+    pub fn link(&self) -> LinkFigures {
+        self.lock().link
+    }
+
+    pub fn report_period(&self) -> std::time::Duration {
+        self.lock().report_period
+    }
+
+    pub fn set_report_period(&self, p: std::time::Duration) {
+        self.lock().report_period = p;
+    }
+
+    /// What the device puts in a radio report at `t`: (quantity id of
+    /// `fieldtwin_emulator::radio::report::Quantity`, value).
+    pub fn readings(&self, t: f64) -> Vec<(u8, f32)> {
+        use fieldtwin_emulator::radio::report::Quantity as Q;
+        let mut st = self.lock();
+        let ts = (t / self.period_s).floor() * self.period_s;
+        let sample = Self::sample(&mut st, ts);
+        let mut v = Vec::new();
+        if let Some(s) = sample {
+            let on = s.on;
+            v.push((
+                Q::ActivePower as u8,
+                if on { s.p_total as f32 } else { 0.0 },
+            ));
+            v.push((Q::EnergyKwh as u8, (s.energy_wh / 1000.0) as f32));
+            v.push((Q::Voltage as u8, if on { s.v[0] as f32 } else { 0.0 }));
         }
+        if let Some(c) = st.ambient.as_ref().map(|a| a.at(ts)) {
+            v.push((Q::Temperature as u8, c.temperature_c as f32));
+            match self.kind {
+                Kind::Trh => v.push((Q::Humidity as u8, (c.humidity * 100.0) as f32)),
+                Kind::Co2 => v.push((Q::Co2 as u8, c.co2_ppm as f32)),
+                _ => {}
+            }
+        }
+        v.retain(|(_, x)| x.is_finite());
+        v
     }
 
     /// Puts a wireless device in or out of radio contact with its Panel Server.
@@ -653,6 +727,7 @@ impl FieldDevice {
             return v;
         }
         match self.kind {
+            _ if (31147..=31161).contains(&e.reg) => Self::link_value(&st.link, e.reg),
             Kind::PowerTag => self.powertag_value(st, e.reg, s.as_ref()),
             Kind::Meter => self.meter_value(e.reg, s.as_ref()),
             _ => self.sensor_value(st, e.reg, ts),
@@ -699,12 +774,26 @@ impl FieldDevice {
             ),
             31145 => U16(1),
             31146 => U16(1),
-            // [NF] radio quality of a healthy link.
-            31147 | 31152 | 31157 => F32(0.01),
-            31149 | 31154 | 31159 => F32(-62.0),
-            31151 | 31156 | 31161 => U16(200),
             _ => return None,
         })
+    }
+
+    /// 31147-31161: PER (fraction), RSSI (dBm) and LQI of the last
+    /// report, of the Panel Server's window, and the window's worst.
+    fn link_value(link: &LinkFigures, reg: u16) -> Value {
+        use Value::*;
+        let (set, off) = match reg {
+            31147..=31151 => (link.last, reg - 31147),
+            31152..=31156 => (link.average, reg - 31152),
+            _ => (link.worst, reg - 31157),
+        };
+        match (set, off) {
+            (Some((per, _, _)), 0) => F32(per as f32),
+            (Some((_, rssi, _)), 2) => F32(rssi as f32),
+            (Some((_, _, lqi)), 4) => U16(u16::from(lqi)),
+            (None, 4) => U16(0xFFFF),
+            _ => Invalid,
+        }
     }
 
     fn powertag_value(&self, st: &State, reg: u16, s: Option<&Sample>) -> Value {

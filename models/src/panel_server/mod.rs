@@ -25,13 +25,16 @@
 //!   Panel Server's pages and DPWS live in [`node`] and [`web`]
 //!   (docs/panel-server.md).
 
+pub mod alarms;
 pub mod datalog;
+pub mod email;
 pub mod gateway;
 pub mod inputs;
 pub mod label;
 pub mod node;
 pub mod ntp;
 pub mod policy;
+pub mod radio;
 pub mod registers;
 pub mod topology;
 pub mod web;
@@ -174,6 +177,9 @@ pub struct PanelServer {
     datalog: Option<fieldtwin_emulator::site::DatalogConfig>,
     /// Publication of the data log (site file), if configured.
     publication: Option<fieldtwin_emulator::site::PublicationConfig>,
+    /// Alarm email settings and threshold rules (site file; [`email`]).
+    email: Option<fieldtwin_emulator::site::EmailConfig>,
+    alarm_rules: Vec<fieldtwin_emulator::site::AlarmRule>,
     /// The site's Modbus TCP devices: id, model, address (for the
     /// dashboard, which names a configured target by them).
     site_tcp: Vec<(String, String, std::net::Ipv4Addr)>,
@@ -187,12 +193,17 @@ pub struct PanelServer {
     /// The shared security surface's rules for this device (PBKDF2
     /// iterations and TLS 1.3 from the site file).
     security: crate::security::Config,
+    /// Where its radios are on the site's medium.
+    placement: radio::Placement,
 }
 
 /// The field devices behind a Panel Server, created at first boot.
 struct Fields {
     line: Arc<Line>,
     wireless: Vec<Arc<FieldDevice>>,
+    /// The coordinator radio on the site's medium (`None` if it could not
+    /// join it).
+    radio: Option<Arc<radio::Coordinator>>,
 }
 
 impl Fields {
@@ -310,8 +321,41 @@ impl PanelServer {
                 Some((d.id.clone(), d.model.name().to_string(), d.ip))
             })
             .collect();
-        // The site's wireless devices are commissioned: paired at first boot.
+        // The site's wireless devices are commissioned: paired at first
+        // boot, with IEEE 802.15.4 active (a new device has it off).
         defaults.pairing = wireless.clone();
+        defaults.ieee802154 =
+            !wireless.is_empty() && dev.model.capabilities().is_some_and(|c| c.ieee802154);
+        let k = site
+            .devices
+            .iter()
+            .filter(|d| d.panel_server.is_some())
+            .position(|d| d.id == dev.id)
+            .unwrap_or(0);
+        let ps_pos = cfg
+            .position
+            .unwrap_or(fieldtwin_emulator::radio::Position::new(
+                100.0 * k as f64,
+                0.0,
+                2.0,
+            ));
+        let placement = radio::Placement {
+            position: ps_pos,
+            channel: cfg.channel.unwrap_or(11 + ((4 + 5 * k) % 16) as u8),
+            devices: cfg
+                .wireless
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    (
+                        w.position.unwrap_or_else(|| {
+                            radio::default_device_position(ps_pos, i, cfg.wireless.len())
+                        }),
+                        w.report_period_s.map(Duration::from_secs_f64),
+                    )
+                })
+                .collect(),
+        };
         let label = label::Label::of(site, dev);
         Self {
             id: dev.id.clone(),
@@ -335,6 +379,8 @@ impl PanelServer {
             site_tcp,
             datalog: cfg.datalog.clone(),
             publication: cfg.publication.clone(),
+            email: cfg.email.clone(),
+            alarm_rules: cfg.alarm.clone(),
             tcp_live: Default::default(),
             fields: OnceLock::new(),
             current: Default::default(),
@@ -343,6 +389,7 @@ impl PanelServer {
                     .unwrap_or(crate::security::password::DEFAULT_ITERATIONS),
                 cfg.tls13,
             ),
+            placement,
         }
     }
 
@@ -387,9 +434,25 @@ impl PanelServer {
                     })
                     .collect()
             };
+            let wireless = make(&self.wireless_specs);
+            let radio = match radio::attach(
+                &ctx.radio,
+                &self.id,
+                &self.placement,
+                &wireless,
+                &ctx.events,
+                &ctx.clock,
+            ) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("{}: its radio could not join the medium: {e}", self.id);
+                    None
+                }
+            };
             Fields {
                 line: Arc::new(Line::new(&self.line_cfg, make(&self.serial_specs))),
-                wireless: make(&self.wireless_specs),
+                wireless,
+                radio,
             }
         })
     }
@@ -629,8 +692,11 @@ impl Device for PanelServer {
                 .collect();
             extra.insert("datalog".to_string(), datalog::details(nv, &ids));
         }
+        if let Some(r) = self.radio_details() {
+            extra.insert("radio".to_string(), r);
+        }
         Details {
-            field_devices: self.field_devices(nv),
+            field_devices: self.field_devices(nv, clock),
             web_lockout: Some(lockout),
             audit_tail,
             extra,
@@ -671,7 +737,7 @@ impl Device for PanelServer {
                         "{field} is a serial device; only wireless devices take radio commands"
                     ));
                 }
-                dev.set_contact(in_contact)
+                self.move_out_of_range(fields, field, in_contact)?;
             }
             FieldAction::Responsive { responsive } => dev.set_responsive(responsive)?,
             FieldAction::Force { register, force } => dev.force(t, register, force)?,
@@ -684,6 +750,101 @@ impl Device for PanelServer {
             }
         }
         Ok(())
+    }
+}
+
+impl PanelServer {
+    /// The `field_radio` shortcut: moves wireless device `field`'s radio
+    /// 10 km away (out of range) or back to its place; the Panel Server
+    /// notices at its next report or after its timeout.
+    fn move_out_of_range(
+        &self,
+        fields: &Fields,
+        field: &str,
+        in_contact: bool,
+    ) -> Result<(), String> {
+        let c = fields
+            .radio
+            .as_ref()
+            .ok_or_else(|| format!("{} has no radio on the medium", self.id))?;
+        let i = self
+            .wireless_specs
+            .iter()
+            .position(|s| s.id == field)
+            .ok_or_else(|| format!("{field} is not a wireless device of {}", self.id))?;
+        let home = self.placement.devices.get(i).map_or_else(
+            || {
+                radio::default_device_position(
+                    self.placement.position,
+                    i,
+                    self.wireless_specs.len(),
+                )
+            },
+            |d| d.0,
+        );
+        let pos = if in_contact {
+            home
+        } else {
+            fieldtwin_emulator::radio::Position::new(home.x + 10_000.0, home.y, home.z)
+        };
+        let id =
+            fieldtwin_emulator::radio::phy::radio_id(&radio::device_radio_name(&self.id, field));
+        c.air()
+            .medium()
+            .set_position(id, pos)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Applies the radio side of `settings` (receiver on or off, paired
+    /// devices) at virtual time `now`; `boot`: the devices are presumed
+    /// connected as of now.
+    pub(crate) fn radio_configure(
+        &self,
+        settings: &Settings,
+        permanently_off: bool,
+        now: Duration,
+        boot: bool,
+    ) {
+        let Some(c) = self.fields.get().and_then(|f| f.radio.clone()) else {
+            return;
+        };
+        let listening = settings.ieee802154 && !permanently_off;
+        let paired: Vec<u64> = settings.pairing.iter().map(|p| p.rf_id).collect();
+        c.configure(&paired, listening, now, boot);
+    }
+
+    /// The Panel Server lost power: its receiver stops.
+    pub(crate) fn radio_power_off(&self) {
+        if let Some(c) = self.fields.get().and_then(|f| f.radio.clone()) {
+            c.power_off();
+        }
+    }
+
+    /// Whether paired device `rf_id` is connected (its reports arrive).
+    pub(crate) fn wireless_connected(&self, rf_id: u64) -> bool {
+        self.coordinator().is_some_and(|c| {
+            c.table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .link(rf_id)
+                .is_some_and(|l| l.connected)
+        })
+    }
+
+    /// RF-IDs heard that are not paired.
+    pub(crate) fn wireless_discovered(&self) -> Vec<radio::Discovered> {
+        self.coordinator().map_or_else(Vec::new, |c| {
+            c.table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .discovered
+                .clone()
+        })
+    }
+
+    /// The coordinator, once the Panel Server has booted.
+    pub(crate) fn coordinator(&self) -> Option<Arc<radio::Coordinator>> {
+        self.fields.get().and_then(|f| f.radio.clone())
     }
 }
 
@@ -821,7 +982,7 @@ impl PanelServer {
     /// The field devices for the dashboard: serial meters, Modbus TCP
     /// targets and wireless devices (connected = in radio contact and
     /// paired), with their state once the Panel Server has booted.
-    fn field_devices(&self, nv: &Nv) -> Vec<FieldDeviceInfo> {
+    fn field_devices(&self, nv: &Nv, clock: &Clock) -> Vec<FieldDeviceInfo> {
         let fields = self.fields.get();
         let live = |id: &str| fields.and_then(|f| f.find(id));
         let saved = nv.get::<Settings>(SETTINGS_KEY).ok().flatten();
@@ -870,9 +1031,18 @@ impl PanelServer {
                 ..Default::default()
             });
         }
+        let table = self
+            .coordinator()
+            .map(|c| c.table.lock().unwrap_or_else(|e| e.into_inner()).clone());
         for s in &self.wireless_specs {
             let d = live(&s.id);
             let paired = pairing.iter().any(|p| Some(p.rf_id) == s.rf_id);
+            let link = table
+                .as_ref()
+                .zip(s.rf_id)
+                .and_then(|(t, r)| t.link(r).cloned());
+            let connected = d.map(|d| d.in_contact() && paired);
+            let last = link.as_ref().and_then(|l| l.figures().last);
             out.push(FieldDeviceInfo {
                 id: s.id.clone(),
                 model: s.model.clone(),
@@ -880,11 +1050,54 @@ impl PanelServer {
                 unit: Some(s.unit),
                 address: s.rf_id.map(|r| format!("{r:016X}")),
                 powered: d.map(|d| d.is_powered()),
-                connected: d.map(|d| d.in_contact() && paired),
+                connected,
+                rssi_dbm: last.map(|l| l.1),
+                lqi: last.map(|l| l.2),
+                per: link.as_ref().and_then(|l| l.per()),
+                last_report: link
+                    .as_ref()
+                    .and_then(|l| l.last_report)
+                    .map(|t| clock.utc_at(t)),
+                state: Some(
+                    match (paired, connected) {
+                        (false, _) => "not_paired",
+                        (true, Some(true)) => "connected",
+                        _ => "not_connected",
+                    }
+                    .into(),
+                ),
+            });
+        }
+        // RF-IDs heard that are not paired: discovered, never routed.
+        for d in table.iter().flat_map(|t| t.discovered.iter()) {
+            out.push(FieldDeviceInfo {
+                id: format!("discovered-{:016X}", d.rf_id),
+                link: "wireless".into(),
+                address: Some(format!("{:016X}", d.rf_id)),
+                connected: Some(false),
+                rssi_dbm: Some(d.rssi_dbm),
+                lqi: Some(d.lqi),
+                last_report: Duration::try_from_secs_f64(d.last_heard_s)
+                    .ok()
+                    .map(|t| clock.utc_at(t)),
+                state: Some("discovered".into()),
                 ..Default::default()
             });
         }
         out
+    }
+
+    /// The radio side for the dashboard: channel, PAN, position.
+    fn radio_details(&self) -> Option<serde_json::Value> {
+        let c = self.coordinator()?;
+        let m = c.air().medium();
+        let pos = m.position(c.radio)?;
+        Some(serde_json::json!({
+            "channel": c.channel,
+            "pan_id": format!("0x{:04X}", c.pan),
+            "position": pos,
+            "listening": m.is_listening(c.radio),
+        }))
     }
 
     /// The wireless devices in radio range (the site's), as slots with the

@@ -207,6 +207,14 @@ impl Node {
         if old.ntp_server != new.ntp_server {
             self.start_ntp().await;
         }
+        if (old.ieee802154, &old.pairing) != (new.ieee802154, &new.pairing) {
+            self.ps.radio_configure(
+                &new,
+                self.ieee802154_permanently_off(),
+                self.ctx.clock.now(),
+                false,
+            );
+        }
         if old.wifi != new.wifi {
             let why = if !new.wifi.enabled {
                 "Wi-Fi deactivated"
@@ -494,6 +502,7 @@ pub fn run(
                     // After a factory reset: no wireless pairing and no
                     // Modbus topology (the site's is the commissioning).
                     s.pairing.clear();
+                    s.ieee802154 = false;
                     s.modbus_devices = Some(Vec::new());
                 } else {
                     ctx.nv.put(COMMISSIONED_KEY, &true)?;
@@ -581,6 +590,7 @@ pub fn run(
         node.start_dpws().await?;
         node.start_ntp().await;
         node.sync_access_point("not enabled at boot");
+        super::email::start(&node, after_reset);
         // The data logging configuration: NV memory's, else the site
         // file's (first boot) or none (after a factory reset).
         let site = super::datalog::Setup {
@@ -589,6 +599,18 @@ pub fn run(
         };
         super::datalog::load_setup(&ctx.nv, site, after_reset)?;
         node.start_datalog().await;
+        // The coordinator listens while this boot runs.
+        ps.radio_configure(
+            &node.settings(),
+            node.ieee802154_permanently_off(),
+            ctx.clock.now(),
+            true,
+        );
+        let (token, p) = (node.boot_token(), ps.clone());
+        ctx.spawn_orderly(node.boot_tracker().track_future(async move {
+            token.cancelled().await;
+            p.radio_power_off();
+        }));
         Ok(())
     }
     .boxed()

@@ -49,6 +49,8 @@ pub enum Kind {
     StationRefused,
     /// Removable media or a local console (SD card, USB/HDMI).
     PhysicalAccess,
+    /// A server the device publishes to showed another host key.
+    HostKeyChanged,
     /// Data publication stopped by the device (a pinned server certificate
     /// that changed); it resumes when the publication is reconfigured.
     PublicationStopped,
@@ -82,6 +84,7 @@ impl Kind {
             Kind::StationRemoved => "station removed",
             Kind::StationRefused => "station refused",
             Kind::PhysicalAccess => "physical access",
+            Kind::HostKeyChanged => "server host key changed",
             Kind::PublicationStopped => "publication stopped",
             Kind::DataLogOverflow => "data log overflow",
         }

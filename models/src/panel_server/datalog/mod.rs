@@ -35,6 +35,10 @@
 //!   logged and not published survives in NV memory and is published later.
 //!   A boot at an instant whose row was already taken (same RTC second)
 //!   does not take it again.
+//! - Publication goes by HTTPS ([`https`]) or by SFTP ([`sftp`], settings
+//!   and pinned host key in [`sftp_config`], the channel in
+//!   [`sftp_publish`]); each logged row also drives the alarms
+//!   ([`super::email::check_row`]).
 //! - Files are CSV ([`csv`]) or JSON ([`json`]), a property of the
 //!   publication ([`file`]), whatever carries them.
 //! - The configuration in force is a [`Setup`] in NV memory
@@ -55,19 +59,24 @@ pub mod csv;
 pub mod file;
 pub mod https;
 pub mod json;
+pub mod sftp;
+pub mod sftp_config;
+pub mod sftp_publish;
 pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fieldtwin_emulator::site::{
-    DatalogConfig, Model, PublicationConfig, PublicationFormat, parse_https_url, parse_pin,
+    DatalogConfig, Model, PublicationConfig, PublicationFormat, PublicationMethod, parse_https_url,
+    parse_pin,
 };
 use fieldtwin_emulator::storage::{Nv, StorageError};
 use serde::{Deserialize, Serialize};
 
 use super::node::Node;
 use crate::field::{FieldDevice, Measure};
+use sftp_publish::{Method, Out, PutError};
 use store::{ERROR_INVALID, ERROR_OK, Ring, Row};
 
 /// Instants written per NV batch during a catch-up.
@@ -371,7 +380,13 @@ pub fn start(
         return None;
     }
     let target = match publication.map(|p| -> Result<_, String> {
-        let t = target(p)?;
+        let t = match p.method {
+            PublicationMethod::Sftp => {
+                sftp_publish::init(&node.ctx.nv, p)?;
+                Method::Sftp
+            }
+            PublicationMethod::Https => Method::Https(target(p)?),
+        };
         Ok((
             t,
             Duration::from_secs(u64::from(p.period_min) * 60),
@@ -399,7 +414,7 @@ pub fn start(
 }
 
 /// Where and how to publish: target, period, file format.
-type Publishing = (https::Target, Duration, PublicationFormat);
+type Publishing = (Method, Duration, PublicationFormat);
 
 async fn run(
     node: Arc<Node>,
@@ -447,6 +462,12 @@ async fn run(
                     batches[i].push(l.sample(t, rtc_s, period_min));
                 }
             }
+            // The newest row of each device drives its alarms.
+            for (l, b) in logged.iter().zip(&batches) {
+                if let Some(row) = b.last() {
+                    super::email::check_row(&node, &l.device.id, &l.measures, row);
+                }
+            }
             let cutoff = ctx.rtc.now().timestamp() - retention_s as i64;
             let skips = vec![skipped; logged.len()];
             let done = store::append(&mut rings, &mut batches, &skips, cutoff)?;
@@ -490,16 +511,43 @@ async fn publish(
     node: &Arc<Node>,
     logged: &[Logged],
     rings: &mut [Ring],
-    target: &https::Target,
+    method: &Method,
+    format: PublicationFormat,
+    stats: &mut Stats,
+) -> Result<(), StorageError> {
+    let ctx = &node.ctx;
+    let Some(stack) = ctx.interface("eth1") else {
+        return Ok(());
+    };
+    let out = match sftp_publish::open(node, stack.as_ref(), method).await {
+        Ok(o) => o,
+        Err(e) => {
+            stats.failures += 1;
+            stats.last_error = Some(e.clone());
+            ctx.emit("datalog", format!("publication failed: {e}; the rows wait"));
+            return Ok(());
+        }
+    };
+    let result = publish_files(node, logged, rings, &out, format, stats).await;
+    out.close().await;
+    result
+}
+
+/// The files of one publication through `out`.
+async fn publish_files(
+    node: &Arc<Node>,
+    logged: &[Logged],
+    rings: &mut [Ring],
+    out: &Out<'_>,
     format: PublicationFormat,
     stats: &mut Stats,
 ) -> Result<(), StorageError> {
     let ctx = &node.ctx;
     // A failed upload: counted; a pin mismatch also stops publication.
-    let failed = |stats: &mut Stats, e: &https::UploadError, what: String| {
+    let failed = |stats: &mut Stats, e: &PutError, what: String| {
         stats.failures += 1;
         stats.last_error = Some(e.to_string());
-        if let https::UploadError::PinMismatch(..) = e {
+        if let PutError::Https(https::UploadError::PinMismatch(..)) = e {
             let reason = e.to_string();
             let _ = ctx.nv.put(STOPPED_KEY, &reason);
             node.audit(
@@ -510,9 +558,6 @@ async fn publish(
         } else {
             ctx.emit("datalog", what);
         }
-    };
-    let Some(stack) = ctx.interface("eth1") else {
-        return Ok(());
     };
     let at = ctx.rtc.now();
     let mut names: std::collections::BTreeMap<String, usize> = Default::default();
@@ -529,7 +574,7 @@ async fn publish(
             let part = rings[i].rows(f.from, (f.to - f.from + 1) as usize)?;
             if part.len() as u64 == f.to - f.from + 1 {
                 let bytes = file::render(f.format, &logged[i].header, &part);
-                if let Err(e) = https::upload(stack.as_ref(), target, &f.name, &bytes).await {
+                if let Err(e) = out.put(&f.name, &bytes).await {
                     let what = format!(
                         "publication failed resending {}: {}; the rows wait",
                         f.name,
@@ -570,7 +615,7 @@ async fn publish(
                 format,
             },
         )?;
-        if let Err(e) = https::upload(stack.as_ref(), target, &name, &bytes).await {
+        if let Err(e) = out.put(&name, &bytes).await {
             let what = format!(
                 "publication failed after {files} files: {}; the rows wait",
                 e.reason()

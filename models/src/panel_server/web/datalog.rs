@@ -50,7 +50,9 @@ fn check(node: &Node, new: &Setup) -> Result<(), String> {
             return Err("publication.ca_file: the device cannot read files of the host; give the CA certificate itself as ca_pem (PEM text) or the server certificate's SHA-256 as pin_sha256".into());
         }
         p.validate("publication").map_err(|e| e.to_string())?;
-        dl::target(p).map_err(|e| format!("publication: {e}"))?;
+        if p.method == PublicationMethod::Https {
+            dl::target(p).map_err(|e| format!("publication: {e}"))?;
+        }
     }
     Ok(())
 }
@@ -196,12 +198,13 @@ fn state(node: &Node) -> serde_json::Value {
     let mut v = dl::details(&node.ctx.nv, &field_ids(node));
     v["logging"] = serde_json::to_value(&setup.logging).unwrap_or_default();
     v["publication"] = serde_json::to_value(&setup.publication).unwrap_or_default();
+    super::sftp::redact(&mut v["publication"]);
     v["retention_days"] = dl::retention_days(node.ps.model).into();
     v["offered"] = serde_json::json!({
         "logging_periods_min": LOGGING_PERIODS_MIN,
         "measurements": MEASUREMENT_CODES,
         "devices": field_ids(node),
-        "methods": ["none", "https"],
+        "methods": ["none", "https", "sftp"],
         "formats": ["csv", "json"],
     });
     v
@@ -377,6 +380,7 @@ pub(super) async fn save_publication(
                         .filter(|s| !s.is_empty())
                         .unwrap_or("datafile1")
                         .to_string(),
+                    sftp: None,
                 })
             }
             other => return Err(format!("method {other:?}: use none or https")),
@@ -537,6 +541,7 @@ mod tests {
             format: PublicationFormat::Csv,
             period_min: 60,
             field: "datafile1".into(),
+            sftp: None,
         }
     }
 

@@ -25,7 +25,8 @@
 //!
 //! One module per page: [`login`], [`home`], [`settings`], [`wireless`],
 //! [`modbus_devices`], [`users`], [`firmware`], [`logs`], [`backup`], [`maintenance`],
-//! [`datalog`]; each holds
+//! [`datalog`] (`GET /api/datalog`), [`sftp`] (`/api/sftp`), [`alarms`]
+//! (`/api/alarms`, `/api/email`); each holds
 //! its page's handlers and the matching `/api` handlers. The HTML is
 //! [`pages`].
 
@@ -79,6 +80,7 @@ macro_rules! api {
 pub mod dpws;
 mod pages;
 
+mod alarms;
 mod backup;
 mod datalog;
 mod firmware;
@@ -88,6 +90,7 @@ mod logs;
 mod maintenance;
 mod modbus_devices;
 mod settings;
+mod sftp;
 mod users;
 mod wireless;
 
@@ -285,6 +288,8 @@ fn router(node: Arc<Node>) -> Router {
         .route("/api/firmware", post(api_firmware))
         .route("/api/reboot", post(api_reboot))
         .route("/api/factory-reset", post(api_factory_reset))
+        .merge(sftp::routes())
+        .merge(alarms::routes())
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -11,7 +11,7 @@ const STYLE: &str = "body{font-family:sans-serif;margin:0;background:#f4f6f4}hea
 pub(super) fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> String {
     let nav = match csrf {
         Some(c) => format!(
-            r#"<nav><a href="/">Home</a><a href="/settings">Settings</a><a href="/datalog">Data logging</a><a href="/users">Users</a><a href="/firmware">Firmware update</a><a href="/logs">Logs</a><a href="/backup">Backup</a><a href="/maintenance">Maintenance</a><form method="post" action="/logout" style="display:inline"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form></nav>"#,
+            r#"<nav><a href="/">Home</a><a href="/settings">Settings</a><a href="/datalog">Data logging</a><a href="/settings/sftp">SFTP server</a><a href="/alarms">Alarms</a><a href="/users">Users</a><a href="/firmware">Firmware update</a><a href="/logs">Logs</a><a href="/backup">Backup</a><a href="/maintenance">Maintenance</a><form method="post" action="/logout" style="display:inline"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form></nav>"#,
             esc(c)
         ),
         None => String::new(),
@@ -139,7 +139,7 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
                 w.rf_id,
                 esc(model),
                 w.unit,
-                if s.ieee802154 {
+                if s.ieee802154 && node.ps.wireless_connected(w.rf_id) {
                     "Connected"
                 } else {
                     "Not connected"
@@ -147,6 +147,12 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
                 w.rf_id,
             )
         })
+        .chain(node.ps.wireless_discovered().into_iter().map(|d| {
+            format!(
+                "<tr class=\"discovered\"><td>{:016X}</td><td></td><td></td><td>Discovered (not paired, RSSI {:.1} dBm)</td><td></td></tr>",
+                d.rf_id, d.rssi_dbm
+            )
+        }))
         .collect();
     let modbus_devices: String = s
         .modbus_devices()

@@ -1,0 +1,833 @@
+//! The Panel Server's IEEE 802.15.4 side: its coordinator radio, the
+//! reports of its wireless devices over the site's medium, and the link
+//! state it keeps per device (devices.md §1.3, §1.5; docs/radio.md).
+//!
+//! Contract:
+//! - Every wireless device sends a report ([`report::Report`]) every
+//!   reporting period (site file `report_period_s`, 5-60 s; default
+//!   PowerTag 5 s, sensors 60 s, [NF]) with a frame counter that grows by
+//!   one per report, whether or not anyone listens; a sensor without
+//!   supply is silent. Reports are spread by a seeded phase and ±2 % of
+//!   jitter so devices do not collide in lockstep.
+//! - The coordinator listens only while the Panel Server runs with IEEE
+//!   802.15.4 activated (not permanently deactivated). A report counts
+//!   when it is addressed to its PAN and comes from a paired RF-ID with a
+//!   counter above the last one (older counters are replays: dropped).
+//! - [`LinkTable`] is pure state: per paired device it keeps connected /
+//!   Not connected, last report, last RSSI/LQI, the packet error rate over
+//!   the last [`WINDOW`] counters (missing counters are lost frames), the
+//!   mean and worst figures of the last [`RECENT`] frames received. A device is Not connected once
+//!   [`TIMEOUT_PERIODS`] reporting periods pass without a report; its
+//!   Modbus values then read the no-value markers and 31146 = 0. A
+//!   report brings it back. At boot the paired devices are presumed
+//!   connected as of the boot ([NF]), so a reboot does not blank them.
+//! - An RF-ID that is not paired is listed as discovered (never connected,
+//!   never routed) until the administrator pairs it.
+//! - Clock jumps: events older than [`CATCH_UP`] before `now` are not
+//!   simulated one by one (reports resume [`CATCH_UP`] before `now`, and
+//!   timeouts count from there), so a jump of a year costs as much as one
+//!   of two minutes.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fieldtwin_emulator::control::{Event, EventBus};
+use fieldtwin_emulator::radio::air::{Act, Air, Node};
+use fieldtwin_emulator::radio::phy::{mix, radio_id};
+use fieldtwin_emulator::radio::{Delivery, Position, RadioConfig, RadioId, report};
+use serde::{Deserialize, Serialize};
+
+use crate::field::{FieldDevice, Kind, LinkFigures};
+
+/// Reporting periods without a report after which a device is Not
+/// connected ([NF]).
+pub const TIMEOUT_PERIODS: u32 = 3;
+/// Frame counters over which the packet error rate is computed.
+pub const WINDOW: u32 = 32;
+/// Received frames whose RSSI and LQI make the mean and worst figures.
+pub const RECENT: usize = 16;
+/// Oldest past a clock jump that is simulated event by event.
+pub const CATCH_UP: Duration = Duration::from_secs(120);
+/// Transmit power of the wireless devices ([NF]).
+pub const DEVICE_TX_DBM: f64 = 0.0;
+/// Transmit power of the Panel Server ([NF]).
+pub const PS_TX_DBM: f64 = 3.0;
+
+/// The default reporting period of a model ([NF]).
+pub fn default_period(kind: Kind) -> Duration {
+    match kind {
+        Kind::PowerTag => Duration::from_secs(5),
+        _ => Duration::from_secs(60),
+    }
+}
+
+/// Link state of one paired device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub rf_id: u64,
+    pub period: Duration,
+    pub connected: bool,
+    /// Virtual time of the last report (or of the boot it was presumed
+    /// connected at).
+    pub last_report: Option<Duration>,
+    /// Time the timeout counts from.
+    since: Duration,
+    pub counter: Option<u32>,
+    /// Bit i: counter - i was received.
+    window: u64,
+    /// Counters the window covers so far (up to [`WINDOW`]).
+    span: u32,
+    /// The last [`RECENT`] frames received: (error-model PER, RSSI, LQI).
+    recent: Vec<(f32, f32, u8)>,
+    pub reports: u64,
+}
+
+impl Link {
+    fn new(rf_id: u64, period: Duration) -> Self {
+        Self {
+            rf_id,
+            period,
+            connected: false,
+            last_report: None,
+            since: Duration::ZERO,
+            counter: None,
+            window: 0,
+            span: 0,
+            recent: Vec::new(),
+            reports: 0,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.period * TIMEOUT_PERIODS
+    }
+
+    /// Lost fraction of the counters of the window.
+    pub fn per(&self) -> Option<f64> {
+        if self.span == 0 {
+            return None;
+        }
+        let mask = if self.span >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.span) - 1
+        };
+        let got = (self.window & mask).count_ones();
+        Some(1.0 - f64::from(got) / f64::from(self.span))
+    }
+
+    /// The figures of registers 31147-31161.
+    pub fn figures(&self) -> LinkFigures {
+        let f = |r: &(f32, f32, u8)| (f64::from(r.0), f64::from(r.1), r.2);
+        let last = self.recent.last().map(f);
+        let n = self.recent.len() as f64;
+        let average = (!self.recent.is_empty()).then(|| {
+            let rssi = self.recent.iter().map(|r| f64::from(r.1)).sum::<f64>() / n;
+            let lqi = self.recent.iter().map(|r| f64::from(r.2)).sum::<f64>() / n;
+            let per = self.per().unwrap_or(0.0);
+            (per, (rssi * 10.0).round() / 10.0, lqi.round() as u8)
+        });
+        let worst = average.map(|(per, _, _)| {
+            let frame_per = self
+                .recent
+                .iter()
+                .map(|r| f64::from(r.0))
+                .fold(0.0, f64::max);
+            let rssi = self
+                .recent
+                .iter()
+                .map(|r| f64::from(r.1))
+                .fold(f64::INFINITY, f64::min);
+            let lqi = self.recent.iter().map(|r| r.2).min().unwrap_or(0);
+            (per.max(frame_per), rssi, lqi)
+        });
+        LinkFigures {
+            last,
+            average,
+            worst,
+        }
+    }
+}
+
+/// An RF-ID heard that is not paired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Discovered {
+    pub rf_id: u64,
+    pub first_heard_s: f64,
+    pub last_heard_s: f64,
+    pub rssi_dbm: f64,
+    pub lqi: u8,
+    pub reports: u64,
+}
+
+/// What a received report changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Heard {
+    /// From a paired device; `true` when it was Not connected before.
+    Paired { rf_id: u64, reconnected: bool },
+    /// From an RF-ID heard for the first time, not paired.
+    NewlyDiscovered(u64),
+    /// From an unpaired RF-ID already listed.
+    Discovered(u64),
+    /// A replayed or stale counter (dropped).
+    Replay(u64),
+}
+
+/// Most discovered RF-IDs listed ([NF]).
+pub const MAX_DISCOVERED: usize = 64;
+
+/// The Panel Server's link state (see the module contract).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkTable {
+    pub links: Vec<Link>,
+    pub discovered: Vec<Discovered>,
+}
+
+impl LinkTable {
+    /// Keeps the links of RF-IDs still paired, adds the new ones (Not
+    /// connected until they report), drops the others.
+    pub fn set_paired(&mut self, paired: &[(u64, Duration)]) {
+        let old = std::mem::take(&mut self.links);
+        for &(rf_id, period) in paired {
+            let l = old
+                .iter()
+                .find(|l| l.rf_id == rf_id)
+                .cloned()
+                .unwrap_or_else(|| Link::new(rf_id, period));
+            self.links.push(Link { period, ..l });
+        }
+        self.discovered
+            .retain(|d| !paired.iter().any(|(r, _)| *r == d.rf_id));
+    }
+
+    /// Boot: every paired device presumed connected as of `now`.
+    pub fn presume(&mut self, now: Duration) {
+        for l in &mut self.links {
+            l.connected = true;
+            l.since = now;
+        }
+    }
+
+    /// The radio is off: every device Not connected; the ones that were.
+    pub fn silence(&mut self) -> Vec<u64> {
+        let mut v = Vec::new();
+        for l in &mut self.links {
+            if l.connected {
+                l.connected = false;
+                v.push(l.rf_id);
+            }
+        }
+        v
+    }
+
+    /// A report `r` received at `now` with these figures.
+    pub fn receive(
+        &mut self,
+        now: Duration,
+        r: &report::Report,
+        rssi: f64,
+        lqi: u8,
+        per: f64,
+    ) -> Heard {
+        let Some(l) = self.links.iter_mut().find(|l| l.rf_id == r.rf_id) else {
+            let t = now.as_secs_f64();
+            if let Some(d) = self.discovered.iter_mut().find(|d| d.rf_id == r.rf_id) {
+                d.last_heard_s = t;
+                d.rssi_dbm = rssi;
+                d.lqi = lqi;
+                d.reports += 1;
+                return Heard::Discovered(r.rf_id);
+            }
+            if self.discovered.len() >= MAX_DISCOVERED {
+                self.discovered.remove(0);
+            }
+            self.discovered.push(Discovered {
+                rf_id: r.rf_id,
+                first_heard_s: t,
+                last_heard_s: t,
+                rssi_dbm: rssi,
+                lqi,
+                reports: 1,
+            });
+            return Heard::NewlyDiscovered(r.rf_id);
+        };
+        match l.counter {
+            Some(c) if r.counter <= c => return Heard::Replay(r.rf_id),
+            Some(c) if r.counter - c < 64 => {
+                let gap = r.counter - c;
+                l.window = (l.window << gap) | 1;
+                l.span = (l.span + gap).min(WINDOW);
+            }
+            _ => {
+                l.window = 1;
+                l.span = 1;
+                l.recent.clear();
+            }
+        }
+        l.counter = Some(r.counter);
+        if l.recent.len() >= RECENT {
+            l.recent.remove(0);
+        }
+        l.recent.push((per as f32, rssi as f32, lqi));
+        l.last_report = Some(now);
+        l.since = now;
+        l.reports += 1;
+        let reconnected = !l.connected;
+        l.connected = true;
+        Heard::Paired {
+            rf_id: r.rf_id,
+            reconnected,
+        }
+    }
+
+    /// Devices whose timeout passed at `now`: now Not connected.
+    pub fn expire(&mut self, now: Duration) -> Vec<u64> {
+        let mut v = Vec::new();
+        for l in &mut self.links {
+            if l.connected && l.since + l.timeout() <= now {
+                l.connected = false;
+                v.push(l.rf_id);
+            }
+        }
+        v
+    }
+
+    /// A clock jump: timeouts count from `horizon` at the earliest.
+    pub fn defer(&mut self, horizon: Duration) {
+        for l in &mut self.links {
+            l.since = l.since.max(horizon);
+        }
+    }
+
+    /// When the next device may time out.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.links
+            .iter()
+            .filter(|l| l.connected)
+            .map(|l| l.since + l.timeout())
+            .min()
+    }
+
+    pub fn link(&self, rf_id: u64) -> Option<&Link> {
+        self.links.iter().find(|l| l.rf_id == rf_id)
+    }
+}
+
+/// The coordinator radio of one Panel Server and its link table.
+pub struct Coordinator {
+    pub ps_id: String,
+    pub radio: RadioId,
+    pub pan: u16,
+    pub channel: u8,
+    pub table: Mutex<LinkTable>,
+    devices: Vec<Arc<FieldDevice>>,
+    events: EventBus,
+    air: Air,
+    clock: fieldtwin_emulator::clock::WeakClock,
+}
+
+impl Coordinator {
+    fn emit(&self, kind: &str, message: String) {
+        self.events.send(Event::Device {
+            device: self.ps_id.clone(),
+            kind: kind.into(),
+            message,
+        });
+    }
+
+    fn device(&self, rf_id: u64) -> Option<&Arc<FieldDevice>> {
+        self.devices.iter().find(|d| d.rf_id == Some(rf_id))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn disconnected(&self, gone: Vec<u64>, why: &str) {
+        for rf_id in gone {
+            if let Some(d) = self.device(rf_id) {
+                d.set_contact(false);
+                self.emit(
+                    "wireless",
+                    format!("{} ({rf_id:016X}) Not connected: {why}", d.id),
+                );
+            }
+        }
+    }
+
+    /// Settings applied: which devices are paired (with their periods)
+    /// and whether the receiver is on.
+    pub fn configure(&self, paired: &[u64], listening: bool, now: Duration, boot: bool) {
+        let periods: Vec<(u64, Duration)> = paired
+            .iter()
+            .map(|r| {
+                let period = self
+                    .device(*r)
+                    .map(|d| d.report_period())
+                    .unwrap_or(Duration::from_secs(60));
+                (*r, period)
+            })
+            .collect();
+        let (gone, next) = {
+            let mut t = self.lock();
+            t.set_paired(&periods);
+            if boot && listening {
+                t.presume(now);
+            }
+            let gone = if listening { Vec::new() } else { t.silence() };
+            (gone, t.next_deadline())
+        };
+        // Devices no longer paired read as not connected.
+        for d in &self.devices {
+            let in_table = d.rf_id.is_some_and(|r| paired.contains(&r));
+            let connected = d
+                .rf_id
+                .and_then(|r| self.lock().link(r).map(|l| l.connected))
+                .unwrap_or(false);
+            if !in_table || boot {
+                d.set_contact(in_table && connected);
+            }
+        }
+        self.disconnected(gone, "IEEE 802.15.4 is off");
+        {
+            let mut m = self.air.medium();
+            m.set_listening(self.radio, listening);
+            if next.is_some() {
+                m.set_wake(self.radio, next);
+            }
+        }
+        self.air.poke();
+    }
+
+    /// The site's medium.
+    pub fn air(&self) -> &Air {
+        &self.air
+    }
+
+    /// The Panel Server lost power: its receiver stops (the links stay as
+    /// they were until the next boot presumes them again).
+    pub fn power_off(&self) {
+        self.air.medium().set_listening(self.radio, false);
+    }
+}
+
+impl Node for Coordinator {
+    fn wake(&self, at: Duration) -> Act {
+        let now = self.clock.upgrade().map_or(at, |c| c.now());
+        let mut t = self.lock();
+        if now > at + CATCH_UP {
+            t.defer(now - CATCH_UP);
+        }
+        let gone = t.expire(at);
+        let next = t.next_deadline();
+        drop(t);
+        self.disconnected(gone, "no report for its timeout");
+        Act {
+            send: Vec::new(),
+            wake_at: next,
+        }
+    }
+
+    fn receive(&self, d: &Delivery) -> Act {
+        let Ok(r) = report::Report::parse(&d.psdu) else {
+            return Act::default();
+        };
+        if r.pan != self.pan {
+            return Act::default();
+        }
+        let (heard, figures, next) = {
+            let mut t = self.lock();
+            let heard = t.receive(d.at, &r, d.rssi_dbm, d.lqi, d.per);
+            let figures = t.link(r.rf_id).map(|l| l.figures());
+            (heard, figures, t.next_deadline())
+        };
+        match heard {
+            Heard::Paired { rf_id, reconnected } => {
+                if let Some(dev) = self.device(rf_id) {
+                    if let Some(f) = figures {
+                        dev.set_link(f);
+                    }
+                    if reconnected {
+                        dev.set_contact(true);
+                        self.emit(
+                            "wireless",
+                            format!(
+                                "{} ({rf_id:016X}) connected, RSSI {:.1} dBm, LQI {}",
+                                dev.id, d.rssi_dbm, d.lqi
+                            ),
+                        );
+                    } else {
+                        dev.set_contact(true);
+                    }
+                }
+            }
+            Heard::NewlyDiscovered(rf_id) => self.emit(
+                "wireless",
+                format!(
+                    "unknown wireless device {rf_id:016X} discovered (RSSI {:.1} dBm); not paired, not routed",
+                    d.rssi_dbm
+                ),
+            ),
+            Heard::Discovered(_) => {}
+            Heard::Replay(rf_id) => self.emit(
+                "wireless",
+                format!("report of {rf_id:016X} with counter {} dropped: replayed or stale", r.counter),
+            ),
+        }
+        Act {
+            send: Vec::new(),
+            wake_at: next,
+        }
+    }
+}
+
+/// One wireless device's transmitter.
+struct Reporter {
+    dev: Arc<FieldDevice>,
+    pan: u16,
+    period: Duration,
+    counter: AtomicU32,
+    clock: fieldtwin_emulator::clock::WeakClock,
+}
+
+impl Reporter {
+    fn jitter(&self, n: u32) -> Duration {
+        let h = mix(self.dev.rf_id.unwrap_or(0) ^ u64::from(n).rotate_left(32));
+        // ±2 % of the period.
+        let f = (h % 4001) as f64 / 100_000.0 - 0.02;
+        Duration::from_secs_f64((self.period.as_secs_f64() * (1.0 + f)).max(0.001))
+    }
+}
+
+impl Node for Reporter {
+    fn wake(&self, at: Duration) -> Act {
+        let now = self.clock.upgrade().map_or(at, |c| c.now());
+        if now > at + CATCH_UP {
+            // Far behind after a jump: resume CATCH_UP before now.
+            let behind = (now - CATCH_UP - at).as_secs_f64();
+            let skip = (behind / self.period.as_secs_f64()).floor() as u32;
+            self.counter.fetch_add(skip, Ordering::Relaxed);
+            return Act {
+                send: Vec::new(),
+                wake_at: Some(at + self.period * skip.max(1)),
+            };
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let next = Some(at + self.jitter(n));
+        let (Some(rf_id), true) = (self.dev.rf_id, self.dev.transmits()) else {
+            return Act {
+                send: Vec::new(),
+                wake_at: next,
+            };
+        };
+        let r = report::Report {
+            pan: self.pan,
+            rf_id,
+            seq: n as u8,
+            kind: if self.dev.kind == Kind::PowerTag {
+                1
+            } else {
+                2
+            },
+            counter: n,
+            readings: self.dev.readings(at.as_secs_f64()),
+        };
+        Act {
+            send: vec![r.to_psdu()],
+            wake_at: next,
+        }
+    }
+}
+
+/// Where a Panel Server's radios are: its own position and channel, and
+/// each wireless device's position and reporting period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub position: Position,
+    pub channel: u8,
+    pub devices: Vec<(Position, Option<Duration>)>,
+}
+
+/// The default position of wireless device `i` of `n` around a Panel
+/// Server at `ps`: on a circle of 3 m, 1 m lower ([NF]).
+pub fn default_device_position(ps: Position, i: usize, n: usize) -> Position {
+    let a = std::f64::consts::TAU * i as f64 / n.max(1) as f64;
+    Position::new(
+        ps.x + 3.0 * a.cos(),
+        ps.y + 3.0 * a.sin(),
+        (ps.z - 1.0).max(0.0),
+    )
+}
+
+/// The radio name of wireless device `field` of Panel Server `ps`.
+pub fn device_radio_name(ps: &str, field: &str) -> String {
+    format!("{ps}/{field}")
+}
+
+/// Puts a Panel Server's coordinator and its wireless devices on the
+/// medium. The devices start reporting at once (seeded phase); the
+/// coordinator listens once [`Coordinator::configure`] says so.
+pub fn attach(
+    air: &Air,
+    ps_id: &str,
+    place: &Placement,
+    devices: &[Arc<FieldDevice>],
+    events: &EventBus,
+    clock: &fieldtwin_emulator::clock::Clock,
+) -> Result<Arc<Coordinator>, String> {
+    let now = clock.now();
+    let radio = radio_id(ps_id);
+    let pan = fieldtwin_emulator::radio::pan_of(ps_id);
+    let coordinator = Arc::new(Coordinator {
+        ps_id: ps_id.to_string(),
+        radio,
+        pan,
+        channel: place.channel,
+        table: Mutex::new(LinkTable::default()),
+        devices: devices.to_vec(),
+        events: events.clone(),
+        air: air.clone(),
+        clock: clock.downgrade(),
+    });
+    air.attach(
+        radio,
+        RadioConfig {
+            name: ps_id.to_string(),
+            position: place.position,
+            channel: place.channel,
+            tx_power_dbm: PS_TX_DBM,
+            listening: false,
+        },
+        coordinator.clone(),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    for (i, dev) in devices.iter().enumerate() {
+        let (pos, period) = place.devices.get(i).copied().unwrap_or((
+            default_device_position(place.position, i, devices.len()),
+            None,
+        ));
+        let period = period.unwrap_or_else(|| default_period(dev.kind));
+        dev.set_report_period(period);
+        let name = device_radio_name(ps_id, &dev.id);
+        let id = radio_id(&name);
+        let phase =
+            Duration::from_secs_f64(period.as_secs_f64() * (mix(id) % 10_000) as f64 / 10_000.0);
+        air.attach(
+            id,
+            RadioConfig {
+                name,
+                position: pos,
+                channel: place.channel,
+                tx_power_dbm: DEVICE_TX_DBM,
+                listening: false,
+            },
+            Arc::new(Reporter {
+                dev: dev.clone(),
+                pan,
+                period,
+                counter: AtomicU32::new(0),
+                clock: clock.downgrade(),
+            }),
+            Some(now + phase),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(coordinator)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep(rf_id: u64, counter: u32) -> report::Report {
+        report::Report {
+            pan: 1,
+            rf_id,
+            seq: 0,
+            kind: 1,
+            counter,
+            readings: vec![],
+        }
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_device_times_out_and_comes_back() {
+        let mut t = LinkTable::default();
+        t.set_paired(&[(7, S(5))]);
+        t.presume(S(0));
+        assert_eq!(t.next_deadline(), Some(S(15)));
+        assert_eq!(
+            t.receive(S(4), &rep(7, 1), -60.0, 255, 0.0),
+            Heard::Paired {
+                rf_id: 7,
+                reconnected: false
+            }
+        );
+        assert!(t.expire(S(18)).is_empty());
+        assert_eq!(t.expire(S(19)), vec![7]);
+        assert!(!t.link(7).unwrap().connected);
+        assert_eq!(
+            t.receive(S(30), &rep(7, 6), -61.0, 250, 0.0),
+            Heard::Paired {
+                rf_id: 7,
+                reconnected: true
+            }
+        );
+        // Counters 2-5 were lost: 4 of 6.
+        let per = t.link(7).unwrap().per().unwrap();
+        assert!((per - 4.0 / 6.0).abs() < 1e-9, "{per}");
+        let f = t.link(7).unwrap().figures();
+        assert_eq!(f.last, Some((0.0, -61.0, 250)));
+        assert_eq!(f.worst.unwrap().1, -61.0);
+        assert_eq!(f.average.unwrap().1, -60.5);
+    }
+
+    #[test]
+    fn unknown_rf_ids_are_discovered_and_replays_dropped() {
+        let mut t = LinkTable::default();
+        t.set_paired(&[(7, S(5))]);
+        assert_eq!(
+            t.receive(S(1), &rep(0xdead, 1), -70.0, 200, 0.0),
+            Heard::NewlyDiscovered(0xdead)
+        );
+        assert_eq!(
+            t.receive(S(2), &rep(0xdead, 2), -70.0, 200, 0.0),
+            Heard::Discovered(0xdead)
+        );
+        assert!(t.link(0xdead).is_none());
+        t.receive(S(3), &rep(7, 10), -60.0, 255, 0.0);
+        assert_eq!(
+            t.receive(S(4), &rep(7, 10), -60.0, 255, 0.0),
+            Heard::Replay(7)
+        );
+        assert_eq!(
+            t.receive(S(4), &rep(7, 3), -60.0, 255, 0.0),
+            Heard::Replay(7)
+        );
+        // Pairing it moves it out of the discovered list.
+        t.set_paired(&[(7, S(5)), (0xdead, S(5))]);
+        assert!(t.discovered.is_empty());
+        assert!(!t.link(0xdead).unwrap().connected);
+    }
+
+    /// The whole chain on a paused clock: devices report over the medium,
+    /// the coordinator connects them with real RSSI/LQI in 31146-31161, a
+    /// jammer makes them Not connected after 3 periods (no-value markers),
+    /// and they come back once it stops; 802.15.4 off silences them.
+    #[tokio::test]
+    async fn reports_cross_the_medium_and_a_jammer_cuts_them() {
+        use crate::field::{GatewayCopy, Spec};
+        use crate::proto::modbus::{Request, Response};
+        use fieldtwin_emulator::clock::Clock;
+        use fieldtwin_emulator::radio::{Jammer, Pattern};
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 3);
+        let devs: Vec<Arc<FieldDevice>> = (0..3u64)
+            .map(|i| {
+                let spec = Spec {
+                    id: format!("pt{i}"),
+                    model: "A9MEM1540".into(),
+                    unit: 100 + i as u8,
+                    rf_id: Some(0x2A3B_0001 + i),
+                    profile: None,
+                    powered: true,
+                    seed: i,
+                    day0: 0.0,
+                };
+                Arc::new(FieldDevice::new(&spec, GatewayCopy::default()).unwrap())
+            })
+            .collect();
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 15,
+            devices: Vec::new(),
+        };
+        let events = EventBus::new();
+        let c = attach(&air, "ps1", &place, &devs, &events, &clock).unwrap();
+        let rf: Vec<u64> = devs.iter().filter_map(|d| d.rf_id).collect();
+        c.configure(&rf, true, clock.now(), true);
+        let read = |d: &FieldDevice, reg: u16, n: u16| match d.handle(
+            clock.now().as_secs_f64(),
+            &Request::ReadHolding {
+                addr: reg - 1,
+                count: n,
+            },
+        ) {
+            Some(Ok(Response::Registers { values, .. })) => values,
+            other => panic!("{other:?}"),
+        };
+        let jump = |s: u64| {
+            let (clock, air) = (clock.clone(), air.clone());
+            async move {
+                clock.advance(Duration::from_secs(s));
+                air.process(clock.now()).await;
+            }
+        };
+        jump(6).await;
+        for d in &devs {
+            let l = c
+                .table
+                .lock()
+                .unwrap()
+                .link(d.rf_id.unwrap())
+                .unwrap()
+                .clone();
+            assert!(l.connected && l.reports >= 1, "{l:?}");
+            assert!(d.in_contact());
+            assert_eq!(read(d, 31146, 1), vec![1]);
+            let w = read(d, 31154, 2);
+            let rssi = f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1]));
+            assert!((-80.0..-40.0).contains(&rssi), "{rssi}");
+            assert!(read(d, 31156, 1)[0] > 200);
+        }
+        air.medium().start_jammer(
+            Jammer::new(
+                "j",
+                Position::new(1.0, 0.0, 1.0),
+                20.0,
+                &[],
+                Pattern::Constant,
+                clock.now(),
+            )
+            .unwrap(),
+        );
+        jump(20).await;
+        assert!(air.medium().stats().channel_access_failures > 0);
+        for d in &devs {
+            assert!(!d.in_contact(), "{} still connected", d.id);
+            assert_eq!(read(d, 31146, 1), vec![0]);
+            assert_eq!(read(d, 3060, 2), vec![0xFFC0, 0]);
+        }
+        air.medium().stop_jammer("j");
+        jump(6).await;
+        assert!(devs.iter().all(|d| d.in_contact()));
+        assert_eq!(read(&devs[0], 31146, 1), vec![1]);
+        // 802.15.4 off: Not connected at once, whatever the air carries.
+        c.configure(&rf, false, clock.now(), false);
+        assert!(devs.iter().all(|d| !d.in_contact()));
+        jump(6).await;
+        assert!(devs.iter().all(|d| !d.in_contact()));
+        // A year later: cheap, and still reporting (counters grew).
+        c.configure(&rf, true, clock.now(), false);
+        jump(365 * 86_400).await;
+        let l = c.table.lock().unwrap().link(rf[0]).unwrap().clone();
+        assert!(l.connected && l.counter.unwrap() > 6_000_000, "{l:?}");
+    }
+
+    #[test]
+    fn a_jump_defers_timeouts_to_the_catch_up_horizon() {
+        let mut t = LinkTable::default();
+        t.set_paired(&[(7, S(5))]);
+        t.presume(S(0));
+        t.defer(S(1000));
+        assert!(t.expire(S(1010)).is_empty());
+        assert_eq!(t.expire(S(1015)), vec![7]);
+        assert_eq!(t.silence(), Vec::<u64>::new());
+    }
+}

@@ -1,0 +1,228 @@
+//! `fieldtwin bench radio`: the IEEE 802.15.4 medium at site scale.
+//!
+//! Contract: N coordinators (Panel Servers, 100 m apart on a grid) with M
+//! wireless devices each (on a circle of 3 m) report every P seconds on a
+//! few channels, through the real medium ([`fieldtwin_emulator::radio`]:
+//! CSMA-CA, propagation, SINR, collisions) and the real link table of the
+//! Panel Server ([`fieldtwin_models::panel_server::radio::LinkTable`]),
+//! driven by its own task on a clock at speed 1 for D wall seconds. Prints
+//! the CPU used per virtual second (as a share of one core), the RSS the
+//! radios added (per radio), frames per second, deliveries, losses, and
+//! how far the medium lags the clock at the end. Measures; asserts nothing.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fieldtwin_emulator::clock::Clock;
+use fieldtwin_emulator::radio::air::{Act, Air, Node};
+use fieldtwin_emulator::radio::phy::{mix, radio_id};
+use fieldtwin_emulator::radio::report::{Quantity, Report};
+use fieldtwin_emulator::radio::{Delivery, Position, RadioConfig};
+use fieldtwin_models::panel_server::radio::LinkTable;
+
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Panel Servers (coordinators).
+    #[arg(long, default_value_t = 1000)]
+    pub panel_servers: usize,
+    /// Wireless devices per Panel Server.
+    #[arg(long, default_value_t = 100)]
+    pub radios: usize,
+    /// Reporting period, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub period_s: f64,
+    /// Channels used (from 11 up).
+    #[arg(long, default_value_t = 4)]
+    pub channels: u8,
+    /// Wall seconds measured, at speed 1.
+    #[arg(long, default_value_t = 30.0)]
+    pub seconds: f64,
+}
+
+struct Reporter {
+    rf_id: u64,
+    pan: u16,
+    period: Duration,
+    counter: AtomicU32,
+}
+
+impl Node for Reporter {
+    fn wake(&self, at: Duration) -> Act {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let r = Report {
+            pan: self.pan,
+            rf_id: self.rf_id,
+            seq: n as u8,
+            kind: 1,
+            counter: n,
+            readings: vec![
+                (Quantity::ActivePower as u8, 1200.0),
+                (Quantity::EnergyKwh as u8, 42.0),
+                (Quantity::Voltage as u8, 231.0),
+            ],
+        };
+        Act {
+            send: vec![r.to_psdu()],
+            wake_at: Some(at + self.period),
+        }
+    }
+}
+
+struct Coordinator {
+    pan: u16,
+    table: Mutex<LinkTable>,
+}
+
+impl Node for Coordinator {
+    fn wake(&self, at: Duration) -> Act {
+        let mut t = self.table.lock().unwrap();
+        t.expire(at);
+        Act {
+            send: Vec::new(),
+            wake_at: t.next_deadline(),
+        }
+    }
+
+    fn receive(&self, d: &Delivery) -> Act {
+        let Ok(r) = Report::parse(&d.psdu) else {
+            return Act::default();
+        };
+        if r.pan != self.pan {
+            return Act::default();
+        }
+        let mut t = self.table.lock().unwrap();
+        t.receive(d.at, &r, d.rssi_dbm, d.lqi, d.per);
+        Act {
+            send: Vec::new(),
+            wake_at: t.next_deadline(),
+        }
+    }
+}
+
+fn cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn rss_kib() -> u64 {
+    super::scale::proc_rss_kib(std::process::id()).unwrap_or(0)
+}
+
+pub fn run(o: Options) -> anyhow::Result<()> {
+    anyhow::ensure!(o.panel_servers >= 1, "--panel-servers must be at least 1");
+    anyhow::ensure!((1..=16).contains(&o.channels), "--channels must be 1 to 16");
+    anyhow::ensure!(
+        o.period_s.is_finite() && (0.01..=3600.0).contains(&o.period_s),
+        "--period-s must be 0.01 to 3600"
+    );
+    anyhow::ensure!(
+        o.seconds.is_finite() && (1.0..=3600.0).contains(&o.seconds),
+        "--seconds must be 1 to 3600"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let clock = Clock::start(chrono::Utc::now(), 1.0)?;
+        clock.set_paused(true);
+        let air = Air::new(&clock, 1);
+        let rss0 = rss_kib();
+        let period = Duration::from_secs_f64(o.period_s);
+        let side = (o.panel_servers as f64).sqrt().ceil() as usize;
+        let t0 = Instant::now();
+        for k in 0..o.panel_servers {
+            let name = format!("ps{k}");
+            let pan = fieldtwin_emulator::radio::pan_of(&name);
+            let pos = Position::new(100.0 * (k % side) as f64, 100.0 * (k / side) as f64, 2.0);
+            let channel = 11 + (k % usize::from(o.channels)) as u8;
+            let mut table = LinkTable::default();
+            let paired: Vec<(u64, Duration)> = (0..o.radios)
+                .map(|i| (((k as u64) << 16) | i as u64, period))
+                .collect();
+            table.set_paired(&paired);
+            table.presume(Duration::ZERO);
+            air.attach(
+                radio_id(&name),
+                RadioConfig {
+                    name: name.clone(),
+                    position: pos,
+                    channel,
+                    tx_power_dbm: 3.0,
+                    listening: true,
+                },
+                Arc::new(Coordinator {
+                    pan,
+                    table: Mutex::new(table),
+                }),
+                Some(period * 3),
+            )?;
+            for (i, (rf_id, _)) in paired.iter().enumerate() {
+                let a = std::f64::consts::TAU * i as f64 / o.radios.max(1) as f64;
+                let rname = format!("{name}/pt{i}");
+                let id = radio_id(&rname);
+                let phase = period.mul_f64((mix(id) % 10_000) as f64 / 10_000.0);
+                air.attach(
+                    id,
+                    RadioConfig {
+                        name: rname,
+                        position: Position::new(pos.x + 3.0 * a.cos(), pos.y + 3.0 * a.sin(), 1.0),
+                        channel,
+                        tx_power_dbm: 0.0,
+                        listening: false,
+                    },
+                    Arc::new(Reporter {
+                        rf_id: *rf_id,
+                        pan,
+                        period,
+                        counter: AtomicU32::new(0),
+                    }),
+                    Some(phase),
+                )?;
+            }
+        }
+        let setup = t0.elapsed();
+        let radios = o.panel_servers * (o.radios + 1);
+        let rss_setup = rss_kib();
+        // Warm up for one period, then measure.
+        clock.set_paused(false);
+        tokio::time::sleep(Duration::from_secs_f64(o.period_s.min(o.seconds))).await;
+        let (c0, v0, w0) = (cpu_s(), clock.now(), Instant::now());
+        let s0 = air.medium().stats().clone();
+        tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
+        let (c1, v1, w1) = (cpu_s(), clock.now(), Instant::now());
+        let s1 = air.medium().stats().clone();
+        let lag = air
+            .medium()
+            .next_deadline()
+            .map_or(0.0, |t| (v1.as_secs_f64() - t.as_secs_f64()).max(0.0));
+        let rss_end = rss_kib();
+        let virt = (v1 - v0).as_secs_f64();
+        let cpu = c1 - c0;
+        let wall = (w1 - w0).as_secs_f64();
+        let frames = (s1.frames - s0.frames) as f64;
+        println!("bench radio: {} Panel Servers x {} radios = {radios} radios, report every {} s, {} channels, speed 1",
+            o.panel_servers, o.radios, o.period_s, o.channels);
+        println!("  setup                 {:.2} s", setup.as_secs_f64());
+        println!("  measured              {wall:.1} s wall, {virt:.1} s virtual");
+        println!("  frames                {:.0} /s (delivered {:.0} /s, corrupted {:.0} /s, channel access failures {:.0} /s)",
+            frames / virt,
+            (s1.delivered - s0.delivered) as f64 / virt,
+            (s1.corrupted - s0.corrupted) as f64 / virt,
+            (s1.channel_access_failures - s0.channel_access_failures) as f64 / virt);
+        println!("  CPU                   {:.1} ms per virtual second = {:.1} % of one core",
+            1000.0 * cpu / virt, 100.0 * cpu / wall);
+        println!("  RSS                   {} KiB before, {} KiB after setup, {} KiB at the end",
+            rss0, rss_setup, rss_end);
+        println!("  RSS per radio         {:.0} bytes", (rss_end.saturating_sub(rss0) * 1024) as f64 / radios as f64);
+        println!("  medium lag at the end {lag:.3} s (0: it keeps up)");
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,262 @@
+//! End-to-end test of the IEEE 802.15.4 medium (issue 10): the default
+//! site's PowerTags report over the radio to the Panel Server; a jammer
+//! started through `POST /api/v1/commands` makes them Not connected after
+//! their timeout (control API, web page, Modbus no-value markers and
+//! 31146 = 0) and stopping it brings them back; the sniffer's pcap decodes
+//! in tshark as IEEE 802.15.4 without malformed frames or bad FCS; a rogue
+//! RF-ID injected over the air is listed as discovered, never connected,
+//! never routed. Virtual-time jumps, no waiting.
+//!
+//! Site octets 110-119 belong to this file (see tests/common/mod.rs).
+
+mod common;
+
+use std::process::Command;
+
+use common::web::Web;
+use common::{RunningSite, site_text, tool};
+use serde_json::Value;
+
+const POWERTAGS: [&str; 4] = ["pt-lighting", "pt-hvac", "pt-office", "pt-ev"];
+
+fn site(a: u8) -> String {
+    let t = site_text(a).replace("seed = 1\n", "seed = 1\nstart = \"2026-03-02T00:00:00Z\"\n");
+    t.replacen(
+        "topology = \"separated\"",
+        "topology = \"separated\"\npbkdf2_iterations = 1000",
+        1,
+    )
+}
+
+/// Runs the pymodbus client of tests/gateway_client.py.
+fn pymodbus(host: &str, ops: &[&str]) -> Vec<Value> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(format!("{root}/.venv/bin/python"))
+        .arg(format!("{root}/tests/gateway_client.py"))
+        .arg(host)
+        .arg("502")
+        .args(ops)
+        .output()
+        .expect("run the venv's python (scripts/test creates it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pymodbus client failed: {text}");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn words(v: &Value) -> Vec<u16> {
+    v["words"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not words: {v}"))
+        .iter()
+        .map(|w| w.as_u64().unwrap() as u16)
+        .collect()
+}
+
+fn advance(s: &RunningSite, secs: f64) {
+    s.post_json("/api/v1/clock", &format!("{{\"advance_s\":{secs}}}"));
+}
+
+fn command(s: &RunningSite, json: &str) -> Value {
+    let (code, body) = s.post("/api/v1/commands", json);
+    assert_eq!(code, 200, "{json}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The wireless entries of ps1's field devices, by id.
+fn wireless(s: &RunningSite) -> Vec<Value> {
+    let d = s.get_json("/api/v1/devices/ps1");
+    d["details"]["field_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["link"] == "wireless")
+        .cloned()
+        .collect()
+}
+
+fn field<'a>(list: &'a [Value], id: &str) -> &'a Value {
+    list.iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {list:?}"))
+}
+
+#[test]
+fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
+    let a = 110;
+    let ip = format!("127.77.{a}.10");
+    let s = RunningSite::start(&site(a), &[]);
+    s.post_json("/api/v1/clock", r#"{"paused":true}"#);
+    // Reports every 5 s: a jump of 6 s brings one from each PowerTag.
+    advance(&s, 6.0);
+    let list = wireless(&s);
+    for id in POWERTAGS {
+        let f = field(&list, id);
+        assert_eq!(f["connected"], true, "{f}");
+        assert_eq!(f["state"], "connected", "{f}");
+        let rssi = f["rssi_dbm"].as_f64().unwrap_or_else(|| panic!("{f}"));
+        assert!((-97.0..-20.0).contains(&rssi), "{f}");
+        assert!(f["lqi"].as_u64().is_some(), "{f}");
+        assert!(f["last_report"].is_string(), "{f}");
+    }
+    // 31149 (RSSI of the last report) and 31146 (communication OK) over Modbus.
+    let r = pymodbus(&ip, &["read:100:31146:1", "read:100:31149:2"]);
+    assert_eq!(words(&r[0]), vec![1]);
+    let w = words(&r[1]);
+    let rssi = f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1]));
+    assert!((-97.0..-20.0).contains(&rssi), "31149 = {rssi}");
+
+    // Sniffer on the Panel Server's channel.
+    let details = s.get_json("/api/v1/devices/ps1");
+    let channel = details["details"]["extra"]["radio"]["channel"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no radio channel in {details}"));
+    let pcap = s.dir.path().join("radio.pcap");
+    let pcap_s = pcap.to_str().unwrap();
+    command(
+        &s,
+        &format!(r#"{{"command":"sniffer","channel":{channel},"path":"{pcap_s}","on":true}}"#),
+    );
+    advance(&s, 10.0);
+
+    // A jammer next to the PowerTags: Not connected after their timeout
+    // (three 5 s periods).
+    let st = command(
+        &s,
+        r#"{"command":"jammer","id":"j1","near":"pt-hvac","power_dbm":20,"on":true}"#,
+    );
+    assert_eq!(st["jammers"][0]["id"], "j1", "{st}");
+    advance(&s, 20.0);
+    let list = wireless(&s);
+    for id in POWERTAGS {
+        let f = field(&list, id);
+        assert_eq!(f["connected"], false, "{f}");
+        assert_eq!(f["state"], "not_connected", "{f}");
+    }
+    let web = Web::of(&s, ip.clone());
+    assert_eq!(web.login_as("SecurityAdmin", &web.password).0, 200);
+    let (code, page) = web.get("/settings");
+    assert_eq!(code, 200);
+    for rf in ["2A3B0001", "2A3B0002", "2A3B0003", "2A3B0004"] {
+        let row = page
+            .split("<tr>")
+            .find(|r| r.contains(&format!("00000000{rf}")))
+            .unwrap_or_else(|| panic!("no row of {rf}: {page}"));
+        assert!(row.contains("Not connected"), "{row}");
+    }
+    let r = pymodbus(
+        &ip,
+        &[
+            "read:100:3060:2",
+            "read:101:3060:2",
+            "read:102:3060:2",
+            "read:103:3060:2",
+            "read:100:31146:1",
+            "read:103:31146:1",
+        ],
+    );
+    for v in &r[..4] {
+        assert_eq!(words(v), vec![0xFFC0, 0], "{r:?}");
+    }
+    assert_eq!(words(&r[4]), vec![0]);
+    assert_eq!(words(&r[5]), vec![0]);
+
+    // Jammer off: the next reports bring them back.
+    command(&s, r#"{"command":"jammer","id":"j1","on":false}"#);
+    advance(&s, 10.0);
+    let list = wireless(&s);
+    for id in POWERTAGS {
+        assert_eq!(field(&list, id)["connected"], true, "{id}: {list:?}");
+    }
+    let r = pymodbus(&ip, &["read:101:3060:2", "read:101:31146:1"]);
+    assert_ne!(words(&r[0]), vec![0xFFC0, 0]);
+    assert_eq!(words(&r[1]), vec![1]);
+    let (_, page) = web.get("/settings");
+    let row = page
+        .split("<tr>")
+        .find(|r| r.contains("000000002A3B0002"))
+        .unwrap();
+    assert!(
+        row.contains("Connected") && !row.contains("Not connected"),
+        "{row}"
+    );
+
+    // A rogue device's report, injected over the air: discovered only.
+    command(
+        &s,
+        r#"{"command":"radio_inject","report":{"rf_id":"0xDEADBEEF","to":"ps1","counter":1,"power_w":1000}}"#,
+    );
+    advance(&s, 1.0);
+    let list = wireless(&s);
+    let rogue = list
+        .iter()
+        .find(|f| f["address"] == "00000000DEADBEEF")
+        .unwrap_or_else(|| panic!("rogue not listed: {list:?}"));
+    assert_eq!(rogue["state"], "discovered", "{rogue}");
+    assert_eq!(rogue["connected"], false, "{rogue}");
+    assert!(rogue.get("unit").is_none(), "{rogue}");
+    // Never routed: no unit of the gateway answers with its RF-ID, and the
+    // next free wireless unit has no route.
+    let ops: Vec<String> = (100..=104).map(|u| format!("read:{u}:31027:4")).collect();
+    let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
+    for v in pymodbus(&ip, &ops) {
+        assert_ne!(words(&v), vec![0, 0, 0xDEAD, 0xBEEF]);
+    }
+    assert_eq!(pymodbus(&ip, &["read:105:3060:2"])[0]["exception"], 10);
+    let (_, page) = web.get("/settings");
+    assert!(
+        page.contains("00000000DEADBEEF") && page.contains("Discovered"),
+        "{page}"
+    );
+
+    // The sniffer's file: IEEE 802.15.4 with FCS, no malformed frame, every
+    // FCS good, the PowerTags' reports from their RF-IDs.
+    let st = command(
+        &s,
+        &format!(r#"{{"command":"sniffer","channel":{channel},"on":false}}"#),
+    );
+    assert!(st["sniffers"].as_array().unwrap().is_empty(), "{st}");
+    let out = tool(
+        "tshark",
+        &[
+            "-r",
+            pcap_s,
+            "-T",
+            "fields",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "wpan.src64",
+            "-e",
+            "wpan.fcs_ok",
+            "-e",
+            "_ws.malformed",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 8, "too few frames captured: {text}");
+    for l in &lines {
+        let cols: Vec<&str> = l.split('\t').collect();
+        assert!(cols[0].starts_with("wpan"), "not 802.15.4: {l}");
+        assert_eq!(cols.get(2).copied(), Some("1"), "FCS not good: {l}");
+        assert!(cols.get(3).is_none_or(|c| c.is_empty()), "malformed: {l}");
+    }
+    for rf in ["2a3b0001", "2a3b0002", "2a3b0003", "2a3b0004"] {
+        assert!(
+            lines.iter().any(|l| l.replace(':', "").contains(rf)),
+            "no report of {rf}: {text}"
+        );
+    }
+    let malformed = tool(
+        "tshark",
+        &["-r", pcap_s, "-Y", "_ws.malformed || wpan.fcs.bad"],
+    );
+    assert!(
+        String::from_utf8_lossy(&malformed.stdout).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&malformed.stdout)
+    );
+}
