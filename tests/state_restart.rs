@@ -214,7 +214,8 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// Every Modbus server of the site answers a read; returns the slowest
-/// answer time. Panel Servers are read at unit 255 (RTC), meters at unit 1.
+/// answer time. Panel Servers are read at unit 255 (RTC), the EV Charging
+/// Expert at the start of its BMS map, meters at unit 1.
 fn slowest_modbus_answer(run: &RunningSite) -> (Duration, usize) {
     let devices = run.get_json("/api/v1/devices");
     let mut targets = Vec::new();
@@ -225,6 +226,9 @@ fn slowest_modbus_answer(run: &RunningSite) -> (Duration, usize) {
                 let ip = s["address"].as_str().unwrap().rsplit_once(':').unwrap().0;
                 let (unit, addr, count) = if model.starts_with("PAS") {
                     (255, 0x0073, 4)
+                } else if model == "EVChargingExpert" {
+                    // Its BMS map: version and station counts.
+                    (255, 0, 4)
                 } else {
                     (1, 3000, 2)
                 };
