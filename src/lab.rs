@@ -4,8 +4,11 @@
 //! loopback (docs/lab.md).
 //!
 //! Contract: `up` refuses to run from inside another network namespace than
-//! the host's (PID 1's), saying so; it creates the namespace (idempotent), brings its loopback up
-//! and raises its neighbour-table limits for large sites; `down` deletes it
+//! the host's (PID 1's), saying so; it creates the namespace (idempotent)
+//! and brings its loopback up. It leaves neighbour-table limits alone: they
+//! are global (not per namespace), and large sites go through the emulated
+//! router, which needs one neighbour entry (docs/lab.md "Routed lab");
+//! `down` deletes it
 //! (the TAP inside goes with it); `exec` runs a command inside it and exits
 //! with its status. Nothing here touches the host's own namespace.
 
@@ -102,26 +105,6 @@ pub fn up_quiet(name: &str) -> anyhow::Result<()> {
         )?;
     }
     ip(&["-n", name, "link", "set", "lo", "up"])?;
-    // Room for the ARP entries of a 1,000-device site. Kernels that keep
-    // these limits global (not per namespace) have no such file in the
-    // namespace; their default hard limit (gc_thresh3 = 1024) is then used.
-    for (key, value) in [
-        ("net.ipv4.neigh.default.gc_thresh1", "4096"),
-        ("net.ipv4.neigh.default.gc_thresh2", "8192"),
-        ("net.ipv4.neigh.default.gc_thresh3", "16384"),
-    ] {
-        let _ = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                name,
-                "sysctl",
-                "-qw",
-                &format!("{key}={value}"),
-            ])
-            .stderr(std::process::Stdio::null())
-            .output();
-    }
     Ok(())
 }
 

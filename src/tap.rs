@@ -6,7 +6,10 @@
 //! every device interface gets a smoltcp stack on its segment's switch; the
 //! TAP carries the site's `network.host_address` with the prefix of
 //! `network.subnet`, in the current network namespace or in `--netns NAME`
-//! (the control API stays where the process runs).
+//! (the control API stays where the process runs). A large site (or
+//! `--routing router`) puts the emulated router between the TAP and the
+//! devices: the namespace then routes the device subnets via the router's
+//! address and keeps one neighbour entry (docs/lab.md "Routed lab").
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,9 +17,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use fieldtwin_emulator::net::pcap;
+use fieldtwin_emulator::net::router;
 use fieldtwin_emulator::net::switch::Network;
 use fieldtwin_emulator::net::tap::{Tap, TapConfig};
-use fieldtwin_emulator::site::Site;
+use fieldtwin_emulator::site::{Routing, Site};
 
 /// Network options of `fieldtwin run`.
 #[derive(Debug, Args, Clone, Default)]
@@ -38,6 +42,12 @@ pub struct NetOptions {
     /// Size bound of each capture file, in MiB.
     #[arg(long, default_value_t = pcap::DEFAULT_MAX_BYTES / (1024 * 1024), value_name = "MIB")]
     pub pcap_max_mib: u64,
+    /// How the host side reaches the devices: `direct` (on their segment),
+    /// `router` (through the emulated router, one neighbour entry) or
+    /// `auto` (router above 256 devices on bridged segments). Default: the
+    /// site's `network.routing`.
+    #[arg(long, value_name = "MODE")]
+    pub routing: Option<Routing>,
 }
 
 /// A site's network in TAP mode.
@@ -46,6 +56,8 @@ pub struct NetSetup {
     pub network: Arc<Network>,
     pub tap: Tap,
     pub address: String,
+    /// The router's address on the TAP side, when routed.
+    pub router: Option<std::net::Ipv4Addr>,
 }
 
 impl NetSetup {
@@ -57,7 +69,11 @@ impl NetSetup {
             .as_deref()
             .map(|n| format!(" in network namespace {n}"))
             .unwrap_or_default();
-        format!("TAP mode (TAP {} {}{ns})", self.tap.name, self.address)
+        let via = self
+            .router
+            .map(|r| format!(", devices routed via {r}"))
+            .unwrap_or_default();
+        format!("TAP mode (TAP {} {}{ns}{via})", self.tap.name, self.address)
     }
 }
 
@@ -91,10 +107,20 @@ pub fn setup(site: &Site, opts: &NetOptions) -> anyhow::Result<Option<NetSetup>>
         prefix: site.network.subnet.prefix,
         netns: opts.netns.clone(),
     };
-    let tap = Tap::open(&cfg, network.tap_switches())?;
+    let plan = router::plan(site, opts.routing).map_err(anyhow::Error::msg)?;
+    let tap = match &plan {
+        None => Tap::open(&cfg, network.tap_switches())?,
+        Some(plan) => {
+            for s in &plan.segments {
+                network.set_gateway(&s.name, s.gateway);
+            }
+            Tap::open_routed(&cfg, plan, &network)?
+        }
+    };
     Ok(Some(NetSetup {
         network,
         tap,
         address: format!("{}/{}", cfg.address, cfg.prefix),
+        router: plan.map(|p| p.router),
     }))
 }

@@ -1,7 +1,7 @@
-//! End-to-end tests of TAP mode (issue 3): the real `fieldtwin run --tap`
+//! End-to-end tests of TAP mode (issues 3 and 15): the real `fieldtwin run --tap`
 //! with its TAP in a network namespace that each test creates and removes,
 //! reached by real tools run inside it (ping, mbpoll, ss, tshark, python3
-//! sockets). Nothing leaves the namespace. Site octets 60-69 (see
+//! sockets). Nothing leaves the namespace. Site octets 60-79 (see
 //! tests/common/mod.rs).
 
 mod common;
@@ -739,4 +739,102 @@ fn ntp_client_steps_the_rtc_from_chrony_in_the_lab() {
         audit.contains("set by NTP server 10.77.76.1"),
         "no NTP step in the audit log: {audit}"
     );
+}
+
+/// Issue 15 item 2: with `--routing router` the namespace reaches every
+/// device of both bridged segments through the emulated router: ping and
+/// Modbus answer across it (TTL decremented once; on the OT segment through
+/// the devices' default gateway), the router answers TTL 1 with time exceeded,
+/// and the namespace's neighbour table holds one entry for the whole
+/// device range, the router's, however many devices it talked to.
+#[test]
+fn routed_lab_reaches_devices_through_one_neighbour_entry() {
+    if !root() {
+        return;
+    }
+    let ns = Netns::named(&format!("ft-router-{}", std::process::id()));
+    // The OT segment is bridged too: a second routed segment, whose subnet
+    // does not hold the host side's address (its devices reach the host
+    // through their default gateway, the router's address there).
+    let text_site = site_text(78).replacen("bridge = \"internal\"", "bridge = \"tap\"", 1);
+    assert!(!text_site.contains("bridge = \"internal\""));
+    let site = start(&ns, &text_site, &["--routing", "router"]);
+    assert!(
+        site.stdout
+            .lock()
+            .unwrap()
+            .contains("devices routed via 10.77.78.254"),
+        "no router in the banner:\n{}",
+        site.stdout.lock().unwrap()
+    );
+    // The namespace routes the device subnet via the router, which alone is
+    // on-link.
+    let routes = text(&ns.run("ip", &["-4", "route", "show", "dev", "ftlab0"]));
+    assert!(
+        routes.contains("10.77.78.0/24 via 10.77.78.254")
+            && routes.contains("10.77.79.0/24 via 10.77.78.254")
+            && routes.contains("10.77.78.254 scope link"),
+        "routes: {routes}"
+    );
+    // Every device of the lab segment answers ping across the router.
+    let devices = [
+        "10.77.78.10",
+        "10.77.78.20",
+        "10.77.78.21",
+        "10.77.78.22",
+        "10.77.78.23",
+        "10.77.78.30",
+        // The Panel Server's ETH2 and the Modbus TCP meter, on the OT segment.
+        "10.77.79.1",
+        "10.77.79.11",
+    ];
+    for ip in devices {
+        let p = ns.run("ping", &["-n", "-c", "2", "-i", "0.2", "-W", "2", ip]);
+        assert!(
+            p.status.success() && loss(&p) == 0.0,
+            "ping {ip}: {}",
+            text(&p)
+        );
+        assert!(
+            text(&p).contains("ttl=63"),
+            "ping {ip} did not cross one router: {}",
+            text(&p)
+        );
+    }
+    // Modbus TCP (a real mbpoll) through the router.
+    let m = ns.mbpoll("10.77.78.10");
+    assert!(
+        m.status.success() && text(&m).contains("[11]:"),
+        "mbpoll through the router: {}",
+        text(&m)
+    );
+    // The router itself answers ping and reports an expired TTL.
+    let p = ns.run("ping", &["-n", "-c", "1", "-W", "2", "10.77.78.254"]);
+    assert!(text(&p).contains("ttl=64"), "ping router: {}", text(&p));
+    let p = ns.run(
+        "ping",
+        &["-n", "-c", "1", "-t", "1", "-W", "2", "10.77.78.10"],
+    );
+    assert!(
+        text(&p).contains("From 10.77.78.254") && text(&p).contains("Time to live exceeded"),
+        "TTL 1: {}",
+        text(&p)
+    );
+    // One neighbour entry for all of them: the router's MAC, and no
+    // device address.
+    let neigh = text(&ns.run("ip", &["neigh", "show", "dev", "ftlab0"]));
+    let v4: Vec<&str> = neigh.lines().filter(|l| l.starts_with("10.")).collect();
+    assert_eq!(v4.len(), 1, "neighbour table: {neigh}");
+    assert!(
+        v4[0].starts_with("10.77.78.254 ") && v4[0].contains("lladdr 02:52:54:00:00:01"),
+        "neighbour table: {neigh}"
+    );
+    for ip in devices {
+        assert!(
+            !neigh.contains(&format!("{ip} ")),
+            "{ip} in the neighbour table: {neigh}"
+        );
+    }
+    let st = site.stop();
+    assert!(st.success(), "fieldtwin exited with {st:?}");
 }

@@ -222,6 +222,8 @@ struct Ctx {
     /// Virtual seconds advanced by the scenario, and its budget.
     advanced: Mutex<f64>,
     budget_s: f64,
+    /// The publication server, once the script starts it.
+    receiver: Mutex<Option<crate::receiver::Receiver>>,
 }
 
 type R<T> = Result<T, Box<EvalAltResult>>;
@@ -434,6 +436,7 @@ pub fn run(
         first_event,
         advanced: Mutex::new(0.0),
         budget_s: scenario.header.timeout.as_secs_f64(),
+        receiver: Mutex::new(None),
     });
     let deadline = Arc::new(AtomicU64::new(
         scenario.header.wall_timeout.as_millis() as u64
@@ -996,6 +999,80 @@ fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
                     .https(id, "POST", page, Some((&ctype, body)))
                     .map_err(rerr)?,
             ))
+        },
+    );
+    // ---- publication server ----
+    let cx = c!();
+    engine.register_fn("publication_server_start", move || -> R<Map> {
+        let mut slot = cx.receiver.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(crate::receiver::Receiver::new().map_err(rerr)?);
+        }
+        let r = slot.as_mut().expect("set above");
+        r.start().map_err(rerr)?;
+        let mut m = Map::new();
+        m.insert("url".into(), r.url().unwrap_or_default().into());
+        m.insert("pin_sha256".into(), r.pin_sha256().into());
+        m.insert("cert_pem".into(), r.cert_pem().to_string().into());
+        Ok(m)
+    });
+    let cx = c!();
+    engine.register_fn("publication_server_stop", move || {
+        if let Some(r) = cx
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            r.stop();
+        }
+    });
+    let cx = c!();
+    engine.register_fn("publication_server_uploads", move || -> Array {
+        let slot = cx.receiver.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref()
+            .map(|r| r.uploads())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| {
+                let mut m = Map::new();
+                m.insert("path".into(), u.path.into());
+                m.insert("field".into(), u.field.into());
+                m.insert("file_name".into(), u.file_name.into());
+                m.insert("content_type".into(), u.content_type.into());
+                m.insert(
+                    "content".into(),
+                    String::from_utf8_lossy(&u.content).into_owned().into(),
+                );
+                Dynamic::from_map(m)
+            })
+            .collect()
+    });
+    // ---- waiting in wall time ----
+    let cx = c!();
+    let wait = move |n: &NativeCallContext, within: &Dynamic, msg: &str, f: &FnPtr| -> R<bool> {
+        let total = secs(within)?;
+        let t = Instant::now();
+        loop {
+            if call_bool(n, f)? {
+                // What the device did meanwhile lands before the next step.
+                cx.site.settle(SETTLE);
+                let m = format!("{msg} (within {total} s of wall time)");
+                cx.record(n.call_position(), "wait_wall", &m, true, "true".into());
+                return Ok(true);
+            }
+            if t.elapsed().as_secs_f64() >= total {
+                let m = format!("{msg} (still false after {total} s of wall time)");
+                cx.record(n.call_position(), "wait_wall", &m, false, "false".into());
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    engine.register_fn(
+        "wait_wall",
+        move |n: NativeCallContext, within: Dynamic, msg: &str, f: FnPtr| {
+            wait(&n, &within, msg, &f)
         },
     );
     // ---- TCP ----

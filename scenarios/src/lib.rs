@@ -3,12 +3,14 @@
 //! a running site through [`site::SiteClient`] (the control API plus real
 //! clients of the devices' services), recording each assertion as a step;
 //! [`junit`] writes the results for CI; [`serve`] serves the library and
-//! one run at a time through a running site's control API. docs/scenarios.md is the user guide.
+//! one run at a time through a running site's control API; [`receiver`] is
+//! the publication server scenarios start. docs/scenarios.md is the user guide.
 
 pub mod duration;
 pub mod engine;
 pub mod header;
 pub mod junit;
+pub mod receiver;
 pub mod serve;
 pub mod site;
 pub mod web;

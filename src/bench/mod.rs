@@ -7,11 +7,14 @@
 //!   with FC3 for D seconds, run by a `bench load` child process) against
 //!   (a) a bare tokio-modbus server on kernel loopback, (b) the Panel Server
 //!   in host mode, (c) the Panel Server in TAP mode in a namespace the bench
-//!   creates, (d) a pymodbus server when python's pymodbus is importable.
-//!   Prints req/s, p50, p99 and the ratio to (a).
+//!   creates, (c') the same through the emulated router (`--routing
+//!   router`), (d) a pymodbus server when python's pymodbus is importable.
+//!   Prints req/s, p50, p99, the server process's CPU microseconds per
+//!   request (its own /proc accounting over the load) and the ratios to (a).
 //! - `bench scale --devices N`: boots a generated site of N Panel Servers in
 //!   TAP mode in its own namespace and prints the time until every device
-//!   answers Modbus and ping, RSS per device and idle CPU.
+//!   answers Modbus and ping, the namespace's neighbour entries (one when
+//!   the site is routed), RSS per device and idle CPU.
 //! - `bench soak --devices N --minutes M`: the same site polled for M
 //!   minutes, 1 % of the devices a second over Modbus and HTTPS; errors,
 //!   latency, and RSS, file descriptors and threads at start and end.

@@ -97,6 +97,49 @@ pub fn start_site(site: &Path, args: &[&str], timeout: Duration) -> anyhow::Resu
     Ok(proc)
 }
 
+/// CPU time (user + system) process `pid` has used so far, in
+/// microseconds, from its own accounting (/proc/PID/stat, clock ticks).
+pub fn process_cpu_us(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are 12 and 13 after the command name.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // In USER_HZ ticks, which the kernel fixes at 100 a second on x86 and
+    // arm64 (sysconf(_SC_CLK_TCK); 10 ms, under 1 % of a 10 s load's CPU).
+    Some(ticks * 10_000)
+}
+
+/// A load's result and the server's CPU per request.
+struct Measured {
+    load: LoadResult,
+    /// Server CPU microseconds per request answered.
+    cpu_us_per_req: Option<f64>,
+}
+
+/// Runs the load against `addr` while process `server` serves it, and
+/// reads the server's CPU time before and after.
+fn measure(
+    o: &Options,
+    addr: SocketAddr,
+    netns: Option<&str>,
+    server: u32,
+) -> anyhow::Result<Measured> {
+    let c0 = process_cpu_us(server);
+    let load = run_load(o, addr, netns)?;
+    let c1 = process_cpu_us(server);
+    let cpu_us_per_req = match (c0, c1) {
+        (Some(a), Some(b)) if load.requests > 0 => {
+            Some(b.saturating_sub(a) as f64 / load.requests as f64)
+        }
+        _ => None,
+    };
+    Ok(Measured {
+        load,
+        cpu_us_per_req,
+    })
+}
+
 /// Runs the load in a child process (inside `netns` if given).
 fn run_load(o: &Options, addr: SocketAddr, netns: Option<&str>) -> anyhow::Result<LoadResult> {
     let mut cmd = match netns {
@@ -181,7 +224,7 @@ fn pymodbus_available(python: &str) -> bool {
 
 struct Row {
     name: &'static str,
-    result: Result<LoadResult, String>,
+    result: Result<Measured, String>,
 }
 
 pub fn run(o: Options) -> anyhow::Result<()> {
@@ -198,7 +241,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let addr = bare_server(&rt)?;
     rows.push(Row {
         name: "a: tokio-modbus server, loopback",
-        result: run_load(&o, addr, None).map_err(|e| format!("{e:#}")),
+        result: measure(&o, addr, None, std::process::id()).map_err(|e| format!("{e:#}")),
     });
 
     let dir = tempfile::tempdir()?;
@@ -208,12 +251,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     rows.push(Row {
         name: "b: Panel Server, host mode",
         result: (|| {
-            let _site = start_site(&site_b, &[], Duration::from_secs(60))?;
+            let site = start_site(&site_b, &[], Duration::from_secs(60))?;
             let addr = SocketAddr::from((
                 host::host_address(super::generated_ip(78, 0)),
                 host::map_port(502),
             ));
-            run_load(&o, addr, None)
+            measure(&o, addr, None, site.0.id())
         })()
         .map_err(|e| format!("{e:#}")),
     });
@@ -225,13 +268,37 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         name: "c: Panel Server, TAP mode",
         result: (|| {
             let ns = BenchNetns::create("m")?;
-            let _site = start_site(
+            let site = start_site(
                 &site_c,
                 &["--tap", "--netns", &ns.name, "--tap-name", "ftbench0"],
                 Duration::from_secs(60),
             )?;
             let addr = SocketAddr::from((super::generated_ip(1, 0), 502));
-            run_load(&o, addr, Some(&ns.name))
+            measure(&o, addr, Some(&ns.name), site.0.id())
+        })()
+        .map_err(|e| format!("{e:#}")),
+    });
+
+    // (c') the same through the emulated router (docs/lab.md "Routed lab").
+    rows.push(Row {
+        name: "c': Panel Server, TAP via router",
+        result: (|| {
+            let ns = BenchNetns::create("r")?;
+            let site = start_site(
+                &site_c,
+                &[
+                    "--tap",
+                    "--netns",
+                    &ns.name,
+                    "--tap-name",
+                    "ftbench0",
+                    "--routing",
+                    "router",
+                ],
+                Duration::from_secs(60),
+            )?;
+            let addr = SocketAddr::from((super::generated_ip(1, 0), 502));
+            measure(&o, addr, Some(&ns.name), site.0.id())
         })()
         .map_err(|e| format!("{e:#}")),
     });
@@ -249,6 +316,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                     .env("PYTHONWARNINGS", "ignore")
                     .spawn()?;
                 let out = child.stdout.take().expect("piped");
+                let pid = child.id();
                 let _p = Proc(child);
                 let mut reader = BufReader::new(out);
                 let mut line = String::new();
@@ -266,7 +334,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                run_load(&o, addr, None)
+                measure(&o, addr, None, pid)
             })()
             .map_err(|e| format!("{e:#}"))
         } else {
@@ -277,25 +345,40 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         },
     });
 
-    let base = rows[0].result.as_ref().ok().map(|r| r.rate());
+    let base = rows[0].result.as_ref().ok();
+    let base_rate = base.map(|m| m.load.rate());
+    let base_cpu = base.and_then(|m| m.cpu_us_per_req);
     println!(
-        "{:<34} {:>10} {:>8} {:>8} {:>8} {:>7}",
-        "server", "req/s", "p50 ms", "p99 ms", "errors", "vs a"
+        "{:<34} {:>10} {:>8} {:>8} {:>8} {:>7} {:>12} {:>7}",
+        "server", "req/s", "p50 ms", "p99 ms", "errors", "vs a", "CPU µs/req", "vs a"
     );
     for r in &rows {
         match &r.result {
-            Ok(l) => println!(
-                "{:<34} {:>10.0} {:>8.3} {:>8.3} {:>8} {:>7}",
-                r.name,
-                l.rate(),
-                l.p50_us as f64 / 1000.0,
-                l.p99_us as f64 / 1000.0,
-                l.errors,
-                base.map_or("-".into(), |b| format!("{:.2}x", l.rate() / b))
-            ),
+            Ok(m) => {
+                let l = &m.load;
+                println!(
+                    "{:<34} {:>10.0} {:>8.3} {:>8.3} {:>8} {:>7} {:>12} {:>7}",
+                    r.name,
+                    l.rate(),
+                    l.p50_us as f64 / 1000.0,
+                    l.p99_us as f64 / 1000.0,
+                    l.errors,
+                    base_rate.map_or("-".into(), |b| format!("{:.2}x", l.rate() / b)),
+                    m.cpu_us_per_req.map_or("-".into(), |c| format!("{c:.2}")),
+                    match (m.cpu_us_per_req, base_cpu) {
+                        (Some(c), Some(b)) if b > 0.0 => format!("{:.2}x", c / b),
+                        _ => "-".into(),
+                    }
+                );
+            }
             Err(e) => println!("{:<34} {e}", r.name),
         }
     }
+    println!(
+        "CPU µs/req: the server process's user + system CPU time (its /proc/PID/stat) \
+         over the load, divided by the requests answered; (a) is measured in this \
+         process, which does nothing else meanwhile."
+    );
     drop(rt);
     Ok(())
 }

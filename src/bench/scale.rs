@@ -1,6 +1,8 @@
 //! `fieldtwin bench scale --devices N`: N Panel Servers in one process in
 //! TAP mode; boot time until every device answers Modbus, ping sweep, RSS per
-//! device and idle CPU of the process.
+//! device and idle CPU of the process. Above 256 devices the site is routed
+//! (the emulated router, docs/lab.md "Routed lab") unless `--routing`
+//! says otherwise; the bench prints the namespace's neighbour entries.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use fieldtwin_emulator::site::Site;
+use fieldtwin_emulator::site::{Routing, Site};
 use tokio_modbus::client::{Reader, tcp};
 use tokio_modbus::slave::Slave;
 
@@ -24,6 +26,10 @@ pub struct Options {
     /// Seconds over which idle CPU is measured.
     #[arg(long, default_value_t = 10.0)]
     pub idle_seconds: f64,
+    /// `--routing` of `fieldtwin run` (default: the site's `auto`: routed
+    /// above 256 devices).
+    #[arg(long, value_name = "MODE")]
+    pub routing: Option<Routing>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -123,13 +129,20 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         o.devices,
         machine()
     );
+    let routed = fieldtwin_emulator::net::router::plan(&Site::load(&site)?, o.routing)
+        .map_err(anyhow::Error::msg)?;
+    let routing = match &routed {
+        Some(p) => format!("routed via {}", p.router),
+        None => "direct (the TAP on the devices' switch)".to_string(),
+    };
     let ns = BenchNetns::create("s")?;
+    let mut args = vec!["--tap", "--netns", &ns.name, "--tap-name", "ftbench1"];
+    let mode = o.routing.map(|r| r.to_string());
+    if let Some(m) = &mode {
+        args.extend(["--routing", m.as_str()]);
+    }
     let t0 = Instant::now();
-    let proc = start_site(
-        &site,
-        &["--tap", "--netns", &ns.name, "--tap-name", "ftbench1"],
-        Duration::from_secs(900),
-    )?;
+    let proc = start_site(&site, &args, Duration::from_secs(900))?;
     let started = t0.elapsed();
     let exe = std::env::current_exe()?;
     let out = Command::new("ip")
@@ -172,6 +185,16 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         }
         Err(e) => format!("nmap not run: {e}"),
     };
+    let neigh = Command::new("ip")
+        .args(["-n", &ns.name, "-4", "neigh", "show"])
+        .output()
+        .map(|o| {
+            let t = String::from_utf8_lossy(&o.stdout).to_string();
+            let all = t.lines().filter(|l| !l.trim().is_empty()).count();
+            let resolved = t.lines().filter(|l| l.contains("lladdr")).count();
+            format!("{all} ({resolved} resolved)")
+        })
+        .unwrap_or_else(|e| format!("ip neigh not run: {e}"));
     std::thread::sleep(Duration::from_secs(2));
     let rss = proc_rss_kib(pid).unwrap_or(0);
     let c0 = proc_cpu_ticks(pid).unwrap_or(0);
@@ -180,6 +203,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let idle_cpu = (c1.saturating_sub(c0)) as f64 / 100.0 / o.idle_seconds * 100.0;
     drop(proc);
     println!("{:<40} {}", "devices", o.devices);
+    println!("{:<40} {}", "host side", routing);
     println!(
         "{:<40} {:.2} s",
         "process up (control API answers)",
@@ -196,6 +220,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         "{:<40} {} of {}",
         "answering ping (nmap -sn -PE)", pinged, o.devices
     );
+    println!("{:<40} {}", "namespace neighbour entries (ip neigh)", neigh);
     println!(
         "{:<40} {:.1} MiB total, {:.3} MiB per device",
         "RSS",

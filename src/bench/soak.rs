@@ -66,7 +66,7 @@ pub struct LoadOptions {
 }
 
 /// Latencies (ms) of one kind of request, and its errors.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default)]
 struct Series {
     ok_ms: Vec<f64>,
     errors: usize,
@@ -86,30 +86,63 @@ impl Series {
         }
     }
 
-    fn line(&mut self, what: &str) -> String {
+    fn summary(mut self) -> Summary {
         self.ok_ms.sort_by(f64::total_cmp);
         let q = |p: f64| {
             self.ok_ms
                 .get(((self.ok_ms.len() as f64 - 1.0) * p).round() as usize)
                 .copied()
-                .unwrap_or(f64::NAN)
         };
+        Summary {
+            requests: self.ok_ms.len() + self.errors,
+            errors: self.errors,
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            max_ms: q(1.0),
+            first_errors: self.first_errors,
+        }
+    }
+}
+
+/// What the soak's client reports of one kind of request.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Summary {
+    requests: usize,
+    errors: usize,
+    first_errors: Vec<String>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+}
+
+impl Summary {
+    fn line(&self, what: &str) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
         format!(
-            "{what:<40} {} requests, {} errors; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            self.ok_ms.len() + self.errors,
+            "{what:<40} {} requests, {} errors; p50 {}, p99 {}, max {}",
+            self.requests,
             self.errors,
-            q(0.5),
-            q(0.99),
-            q(1.0)
+            ms(self.p50_ms),
+            ms(self.p99_ms),
+            ms(self.max_ms)
         )
     }
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct LoadResult {
+#[derive(Debug, Default)]
+struct Load {
     modbus: Series,
     https_first: Series,
     https: Series,
+    late_ticks: u64,
+}
+
+/// What the soak's client prints (JSON, one line).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LoadResult {
+    modbus: Summary,
+    https_first: Summary,
+    https: Summary,
     /// Seconds in which the slice could not be started on time (the load
     /// generator fell behind).
     late_ticks: u64,
@@ -157,7 +190,7 @@ pub fn load(o: LoadOptions) -> anyhow::Result<()> {
     let ticks = o.seconds.round().max(1.0) as u64;
     let rt = tokio::runtime::Runtime::new()?;
     let result = rt.block_on(async move {
-        let out = Arc::new(Mutex::new(LoadResult::default()));
+        let out = Arc::new(Mutex::new(Load::default()));
         let contacted = Arc::new(Mutex::new(HashSet::new()));
         let mut tasks = tokio::task::JoinSet::new();
         let start = tokio::time::Instant::now();
@@ -189,9 +222,13 @@ pub fn load(o: LoadOptions) -> anyhow::Result<()> {
             while tasks.try_join_next().is_some() {}
         }
         while tasks.join_next().await.is_some() {}
-        Arc::try_unwrap(out)
-            .map(|m| m.into_inner().unwrap())
-            .unwrap_or_default()
+        let l = std::mem::take(&mut *out.lock().unwrap());
+        LoadResult {
+            modbus: l.modbus.summary(),
+            https_first: l.https_first.summary(),
+            https: l.https.summary(),
+            late_ticks: l.late_ticks,
+        }
     });
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
@@ -258,8 +295,21 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .args(["--seconds", &seconds.to_string()])
         .args(["--percent", &o.percent.to_string()])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .context("cannot run the soak load")?;
+    // Read the child's output as it comes, so a full pipe never blocks it.
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let stderr = drain(child.stderr.take().map(|s| Box::new(s) as _));
     let t0 = Instant::now();
     let mut samples = Vec::new();
     // Every device has been contacted once after one rotation: growth
@@ -276,14 +326,18 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             warm = proc_rss_kib(pid);
         }
     }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
+    let status = child.wait()?;
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    if !status.success() {
         bail!(
-            "the soak load failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "the soak load failed ({status}): {}",
+            String::from_utf8_lossy(&stderr)
         );
     }
-    let mut r: LoadResult = serde_json::from_slice(&out.stdout)?;
+    let r: LoadResult = serde_json::from_slice(&stdout)?;
     let rss1 = proc_rss_kib(pid).unwrap_or(0);
     let (fd1, th1) = fds_threads(pid);
     drop(proc);

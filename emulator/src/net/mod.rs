@@ -22,6 +22,7 @@
 pub mod fault;
 pub mod host;
 pub mod pcap;
+pub mod router;
 pub mod smol;
 pub mod switch;
 pub mod tap;

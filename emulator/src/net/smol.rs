@@ -406,6 +406,13 @@ impl SmolStack {
         tokio::spawn(reactor(shared.clone(), rx));
         Self { shared }
     }
+
+    /// Sends what is not on the interface's subnet to `gateway` (a static
+    /// default route; a DHCP lease sets its own).
+    pub fn set_default_gateway(&self, gateway: Ipv4Addr) {
+        let mut st = self.shared.lock();
+        let _ = st.iface.routes_mut().add_default_ipv4_route(gateway);
+    }
 }
 
 async fn reactor(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<u8>>) {

@@ -44,8 +44,14 @@ type Mac = [u8; 6];
 /// What is plugged into a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortKind {
-    Device { device: String, iface: String },
+    Device {
+        device: String,
+        iface: String,
+    },
     Tap,
+    /// The emulated router between the TAP and routed segments
+    /// ([`super::router`]).
+    Router,
 }
 
 /// A synchronous frame sink: returns false when the frame was dropped.
@@ -243,7 +249,7 @@ impl Segment {
         let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
         let known = {
             let mut macs = self.macs.lock().unwrap_or_else(|e| e.into_inner());
-            if src[0] & 1 == 0 {
+            if src[0] & 1 == 0 && macs.get(&src) != Some(&from) {
                 macs.insert(src, from);
             }
             if dst[0] & 1 == 0 {
@@ -253,22 +259,32 @@ impl Segment {
             }
         };
         // Targets are taken out of the lock: delivering may run a stack
-        // inline, whose answers come back through this switch.
+        // inline, whose answers come back through this switch. Known
+        // unicast (nearly every frame of a connection) takes no allocation.
+        if let Some(to) = known {
+            if to == from {
+                return;
+            }
+            let port = self
+                .ports
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(to)
+                .cloned();
+            if let Some(p) = port {
+                self.deliver(&p, frame);
+            }
+            return;
+        }
         let targets: Vec<Arc<Port>> = {
             let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
-            match known {
-                Some(to) if to == from => return,
-                Some(to) => ports.get(to).cloned().into_iter().collect(),
-                None => {
-                    let v6 = is_ipv6_multicast(&dst);
-                    ports
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
-                        .map(|(_, p)| p.clone())
-                        .collect()
-                }
-            }
+            let v6 = is_ipv6_multicast(&dst);
+            ports
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| *i != from && !(v6 && p.kind != PortKind::Tap))
+                .map(|(_, p)| p.clone())
+                .collect()
         };
         if let Some((last, rest)) = targets.split_last() {
             for p in rest {
@@ -338,6 +354,9 @@ pub struct Network {
     /// Segment name -> the switch it belongs to (bridged segments share one).
     segments: BTreeMap<String, Arc<Segment>>,
     faults: Mutex<BTreeMap<String, LinkFault>>,
+    /// Segment name -> the default gateway of its static devices (the
+    /// emulated router's address there, when the lab is routed).
+    gateways: Mutex<BTreeMap<String, Ipv4Addr>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -435,6 +454,7 @@ impl Network {
         Ok(Self {
             segments,
             faults: Mutex::new(BTreeMap::new()),
+            gateways: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -457,6 +477,15 @@ impl Network {
             }
         }
         v
+    }
+
+    /// Static devices plugged into segment `name` from now on take
+    /// `gateway` as their default route.
+    pub fn set_gateway(&self, name: &str, gateway: Ipv4Addr) {
+        self.gateways
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), gateway);
     }
 
     /// The switches bridged to the TAP.
@@ -496,15 +525,17 @@ impl Network {
             seed,
         );
         let mac = super::smol::mac_from_seed(seed);
-        Ok(SmolStack::spawn(
-            ip,
-            dhcp,
-            seg.subnet_prefix,
-            mac,
-            seed,
-            port,
-            rx,
-        ))
+        let stack = SmolStack::spawn(ip, dhcp, seg.subnet_prefix, mac, seed, port, rx);
+        let gateway = self
+            .gateways
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(segment)
+            .copied();
+        if let Some(gw) = gateway.filter(|_| !dhcp) {
+            stack.set_default_gateway(gw);
+        }
+        Ok(stack)
     }
 
     /// Sets (or, with the default fault, clears) the fault on every port of

@@ -8,8 +8,16 @@
 //!   the namespace with `ip link set .. netns ..` and configured there, while
 //!   the process (and its control API) stays in its own namespace. The open
 //!   file descriptor keeps working across the move.
-//! - Frames read from the TAP enter every switch bridged to it; frames those
-//!   switches send to the TAP port are written to it.
+//! - Direct ([`Tap::open`]): frames read from the TAP enter every switch
+//!   bridged to it; frames those switches send to the TAP port are written
+//!   to it. The host side's address has the prefix of the lab subnet, so
+//!   the host keeps one neighbour entry per device it talks to.
+//! - Routed ([`Tap::open_routed`]): the TAP is plugged into the emulated
+//!   [`super::router`] only, which is plugged into the bridged switches.
+//!   The host side's address keeps its prefix but gets no on-link route
+//!   (`noprefixroute`); instead the router's address is on-link and every
+//!   routed subnet goes via it, so the host keeps one neighbour entry
+//!   however many devices there are (docs/lab.md "Routed lab").
 //! - Without CAP_NET_ADMIN the error says so and how to get it.
 
 use std::net::Ipv4Addr;
@@ -18,7 +26,8 @@ use std::sync::Arc;
 
 use tun_rs::{DeviceBuilder, Layer};
 
-use super::switch::{PortKind, Segment};
+use super::router::{RouterLink, RouterPlan};
+use super::switch::{Network, PortKind, Segment};
 
 /// Errors of opening the TAP.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +65,23 @@ pub struct TapConfig {
     pub netns: Option<String>,
 }
 
-/// An open TAP, plugged into the switches bridged to it.
+/// An open TAP, plugged into the switches bridged to it or into the router.
 #[derive(Debug)]
 pub struct Tap {
     pub name: String,
     pub netns: Option<String>,
+    /// The router between the TAP and the switches, when routed.
+    pub router: Option<Arc<RouterLink>>,
+}
+
+/// Runs `ip ARGS` (inside `ns` when given: `ip -n NS ARGS`).
+fn ip_in(ns: Option<&str>, args: &[&str], name: &str) -> Result<(), TapError> {
+    let mut all: Vec<&str> = Vec::new();
+    if let Some(ns) = ns {
+        all.extend(["-n", ns]);
+    }
+    all.extend_from_slice(args);
+    ip(&all, name)
 }
 
 fn ip(args: &[&str], name: &str) -> Result<(), TapError> {
@@ -88,6 +109,15 @@ pub fn netns_exists(name: &str) -> bool {
     std::path::Path::new("/run/netns").join(name).exists()
 }
 
+/// How the routes of the host side are set.
+enum Addressing<'a> {
+    /// `address/prefix`, on-link.
+    Direct,
+    /// `address/prefix noprefixroute`, the router on-link, every routed
+    /// subnet via the router.
+    Routed(&'a RouterPlan),
+}
+
 impl Tap {
     /// Creates the TAP and starts moving frames between it and `switches`
     /// (call inside a tokio runtime).
@@ -95,51 +125,7 @@ impl Tap {
         if switches.is_empty() {
             return Err(TapError::NothingBridged);
         }
-        let dev = match &cfg.netns {
-            None => DeviceBuilder::new()
-                .name(&cfg.name)
-                .layer(Layer::L2)
-                .mtu(1500)
-                .ipv4(cfg.address, cfg.prefix, None)
-                .build_async()
-                .map_err(|source| TapError::Create {
-                    name: cfg.name.clone(),
-                    source,
-                })?,
-            Some(ns) => {
-                if !netns_exists(ns) {
-                    return Err(TapError::NoNamespace(ns.clone()));
-                }
-                // A temporary unique name in this namespace, renamed there.
-                let tmp = format!("ftt{}", std::process::id() % 10_000_000);
-                let dev = DeviceBuilder::new()
-                    .name(&tmp)
-                    .layer(Layer::L2)
-                    .mtu(1500)
-                    .enable(false)
-                    .build_async()
-                    .map_err(|source| TapError::Create {
-                        name: cfg.name.clone(),
-                        source,
-                    })?;
-                ip(&["link", "set", "dev", &tmp, "netns", ns], &cfg.name)?;
-                ip(
-                    &["-n", ns, "link", "set", "dev", &tmp, "name", &cfg.name],
-                    &cfg.name,
-                )?;
-                let cidr = format!("{}/{}", cfg.address, cfg.prefix);
-                ip(
-                    &["-n", ns, "addr", "add", &cidr, "dev", &cfg.name],
-                    &cfg.name,
-                )?;
-                ip(
-                    &["-n", ns, "link", "set", "dev", &cfg.name, "up"],
-                    &cfg.name,
-                )?;
-                dev
-            }
-        };
-        let dev = Arc::new(dev);
+        let dev = Arc::new(Self::create(cfg, Addressing::Direct)?);
         let mut handles = Vec::new();
         for seg in &switches {
             let dev = dev.clone();
@@ -171,6 +157,152 @@ impl Tap {
         Ok(Tap {
             name: cfg.name.clone(),
             netns: cfg.netns.clone(),
+            router: None,
         })
+    }
+
+    /// Creates the TAP with the routes of `plan` and puts the emulated
+    /// router between it and the switches of `network` that `plan` routes
+    /// (call inside a tokio runtime).
+    pub fn open_routed(
+        cfg: &TapConfig,
+        plan: &RouterPlan,
+        network: &Network,
+    ) -> Result<Tap, TapError> {
+        let switches: Vec<Arc<Segment>> = plan
+            .segments
+            .iter()
+            .filter_map(|s| network.segment(&s.name).cloned())
+            .collect();
+        if switches.is_empty() || switches.len() != plan.segments.len() {
+            return Err(TapError::NothingBridged);
+        }
+        let dev = Arc::new(Self::create(cfg, Addressing::Routed(plan))?);
+        let writer = dev.clone();
+        let link = RouterLink::attach(
+            plan,
+            &switches,
+            Arc::new(move |frame: &[u8]| writer.try_send(frame).is_ok()),
+        );
+        let reader = dev.clone();
+        let weak = Arc::downgrade(&link);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match reader.recv(&mut buf).await {
+                    Ok(n) => {
+                        let Some(link) = weak.upgrade() else { return };
+                        link.from_tap(buf[..n].to_vec());
+                    }
+                    Err(e) => {
+                        tracing::error!("TAP read failed: {e}; the host side is cut off");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Tap {
+            name: cfg.name.clone(),
+            netns: cfg.netns.clone(),
+            router: Some(link),
+        })
+    }
+
+    /// Creates the TAP device, in `cfg.netns` if given, with its address
+    /// and routes.
+    fn create(
+        cfg: &TapConfig,
+        addressing: Addressing<'_>,
+    ) -> Result<tun_rs::AsyncDevice, TapError> {
+        let ns = cfg.netns.as_deref();
+        if let Some(ns) = ns
+            && !netns_exists(ns)
+        {
+            return Err(TapError::NoNamespace(ns.to_string()));
+        }
+        let dev = match (ns, &addressing) {
+            (None, Addressing::Direct) => {
+                return DeviceBuilder::new()
+                    .name(&cfg.name)
+                    .layer(Layer::L2)
+                    .mtu(1500)
+                    .ipv4(cfg.address, cfg.prefix, None)
+                    .build_async()
+                    .map_err(|source| TapError::Create {
+                        name: cfg.name.clone(),
+                        source,
+                    });
+            }
+            (None, Addressing::Routed(_)) => DeviceBuilder::new()
+                .name(&cfg.name)
+                .layer(Layer::L2)
+                .mtu(1500)
+                .enable(false)
+                .build_async()
+                .map_err(|source| TapError::Create {
+                    name: cfg.name.clone(),
+                    source,
+                })?,
+            (Some(ns), _) => {
+                // A temporary unique name in this namespace, renamed there.
+                let tmp = format!("ftt{}", std::process::id() % 10_000_000);
+                let dev = DeviceBuilder::new()
+                    .name(&tmp)
+                    .layer(Layer::L2)
+                    .mtu(1500)
+                    .enable(false)
+                    .build_async()
+                    .map_err(|source| TapError::Create {
+                        name: cfg.name.clone(),
+                        source,
+                    })?;
+                ip(&["link", "set", "dev", &tmp, "netns", ns], &cfg.name)?;
+                ip_in(
+                    Some(ns),
+                    &["link", "set", "dev", &tmp, "name", &cfg.name],
+                    &cfg.name,
+                )?;
+                dev
+            }
+        };
+        let name = cfg.name.as_str();
+        let cidr = format!("{}/{}", cfg.address, cfg.prefix);
+        match addressing {
+            Addressing::Direct => {
+                ip_in(ns, &["addr", "add", &cidr, "dev", name], name)?;
+                ip_in(ns, &["link", "set", "dev", name, "up"], name)?;
+            }
+            Addressing::Routed(plan) => {
+                ip_in(
+                    ns,
+                    &["addr", "add", &cidr, "dev", name, "noprefixroute"],
+                    name,
+                )?;
+                ip_in(ns, &["link", "set", "dev", name, "up"], name)?;
+                let router = plan.router.to_string();
+                ip_in(
+                    ns,
+                    &["route", "replace", &format!("{router}/32"), "dev", name],
+                    name,
+                )?;
+                for s in &plan.segments {
+                    let net = Ipv4Addr::from(u32::from(s.subnet.network) & s.subnet.mask());
+                    ip_in(
+                        ns,
+                        &[
+                            "route",
+                            "replace",
+                            &format!("{net}/{}", s.subnet.prefix),
+                            "via",
+                            &router,
+                            "dev",
+                            name,
+                        ],
+                        name,
+                    )?;
+                }
+            }
+        }
+        Ok(dev)
     }
 }

@@ -21,7 +21,8 @@ pub use datalogger::{
 };
 pub use install_code::{INSTALL_CODE_HEX_LEN, InstallCode, crc16_x25};
 pub use ps_datalog::{
-    DatalogConfig, LOGGING_PERIODS_MIN, PublicationConfig, PublicationMethod, parse_https_url,
+    DatalogConfig, LOGGING_PERIODS_MIN, MEASUREMENT_CODES, PublicationConfig, PublicationFormat,
+    PublicationMethod, parse_https_url, parse_pin,
 };
 
 pub use matrix::{
@@ -125,6 +126,75 @@ fn default_retention_days() -> f64 {
 pub struct NetworkConfig {
     pub subnet: Subnet,
     pub host_address: Ipv4Addr,
+    /// TAP mode: how the host side reaches the devices (docs/lab.md): on
+    /// their L2 segments (`direct`), through the emulated router
+    /// (`router`), or chosen by size (`auto`, the default).
+    #[serde(default, skip_serializing_if = "Routing::is_auto")]
+    pub routing: Routing,
+    /// The router's address on the host side (default: the last usable
+    /// address of `subnet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_address: Option<Ipv4Addr>,
+}
+
+/// `network.routing`: how the TAP side reaches the devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// `router` when more than [`ROUTER_ABOVE`] devices sit on segments
+    /// bridged to the TAP, `direct` otherwise.
+    #[default]
+    Auto,
+    /// The TAP is one more port of every bridged switch (one host
+    /// neighbour entry per device).
+    Direct,
+    /// An emulated router between the TAP and the bridged segments (one
+    /// host neighbour entry for the router).
+    Router,
+}
+
+/// Above this many devices on TAP-bridged segments, `routing = "auto"`
+/// puts the router in (the host's neighbour table starts evicting at 512
+/// entries by default and stops at 1,024).
+pub const ROUTER_ABOVE: usize = 256;
+
+impl Routing {
+    pub fn is_auto(&self) -> bool {
+        *self == Routing::Auto
+    }
+}
+
+impl std::fmt::Display for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Direct => "direct",
+            Self::Router => "router",
+        })
+    }
+}
+
+impl std::str::FromStr for Routing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "direct" => Ok(Self::Direct),
+            "router" => Ok(Self::Router),
+            _ => Err(format!(
+                "{s:?} is not a routing mode; use auto, direct or router"
+            )),
+        }
+    }
+}
+
+impl Subnet {
+    /// The last address of the subnet that is neither network nor
+    /// broadcast address (the default router and gateway address).
+    pub fn last_usable(&self) -> Ipv4Addr {
+        let host_bits = !self.mask();
+        Ipv4Addr::from((u32::from(self.network) & self.mask()) | (host_bits & !1))
+    }
 }
 
 /// An IPv4 subnet written `a.b.c.d/len`.
@@ -141,7 +211,7 @@ impl Subnet {
         u32::from(ip) & mask == u32::from(self.network) & mask
     }
 
-    fn mask(&self) -> u32 {
+    pub fn mask(&self) -> u32 {
         if self.prefix == 0 {
             0
         } else {
@@ -184,6 +254,18 @@ pub struct SegmentConfig {
     pub subnet: Subnet,
     /// `tap`: bridged to the host side; `internal`: devices only.
     pub bridge: Bridge,
+    /// The emulated router's address on this segment, the devices' default
+    /// gateway when the router is in (default: the last usable address of
+    /// `subnet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl SegmentConfig {
+    /// The router's address on this segment.
+    pub fn gateway_address(&self) -> Ipv4Addr {
+        self.gateway.unwrap_or_else(|| self.subnet.last_usable())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -520,9 +602,27 @@ impl Site {
                 ),
             ));
         }
+        if self.network.router_address == Some(self.network.host_address) {
+            return Err(invalid(
+                "network.router_address",
+                "is the host side's own address; give the router another one",
+            ));
+        }
         let mut segments = BTreeSet::new();
         for (i, s) in self.segments.iter().enumerate() {
             check_name(&format!("segment[{i}].name"), &s.name)?;
+            if let Some(gw) = s.gateway {
+                let last = u32::from(gw) & !s.subnet.mask();
+                if !s.subnet.contains(gw) || last == 0 || last == !s.subnet.mask() {
+                    return Err(invalid(
+                        format!("segment[{i}].gateway"),
+                        format!(
+                            "{gw} is not a host address of the segment's subnet {}",
+                            s.subnet
+                        ),
+                    ));
+                }
+            }
             if !segments.insert(s.name.as_str()) {
                 return Err(invalid(
                     format!("segment[{i}].name"),
@@ -1002,6 +1102,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("serial[0].model"), "{err}");
+    }
+
+    #[test]
+    fn routing_settings_parse_and_bad_ones_are_named() {
+        let text = with(
+            "host_address = \"10.77.0.1\"",
+            "host_address = \"10.77.0.1\"\nrouting = \"router\"\nrouter_address = \"10.77.0.250\"",
+        );
+        let text = text.replacen(
+            "bridge = \"tap\"",
+            "bridge = \"tap\"\ngateway = \"10.77.0.249\"",
+            1,
+        );
+        let s = Site::parse(&text).unwrap();
+        assert_eq!(s.network.routing, Routing::Router);
+        assert_eq!(
+            s.network.router_address,
+            Some(Ipv4Addr::new(10, 77, 0, 250))
+        );
+        assert_eq!(
+            s.segments[0].gateway_address(),
+            Ipv4Addr::new(10, 77, 0, 249)
+        );
+        assert_eq!(
+            Site::parse(&s.to_toml()).unwrap(),
+            s,
+            "printed form round-trips"
+        );
+        // Defaults: auto, and the last usable address of the subnet.
+        let d = Site::default_site();
+        assert_eq!(d.network.routing, Routing::Auto);
+        assert_eq!(
+            d.segments[0].gateway_address(),
+            Ipv4Addr::new(10, 77, 0, 254)
+        );
+        assert!(!d.to_toml().contains("routing"), "auto is not printed");
+        let err = Site::parse(&with(
+            "host_address = \"10.77.0.1\"",
+            "host_address = \"10.77.0.1\"\nrouting = \"bridge\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bridge") && err.contains("router"), "{err}");
+        let err = Site::parse(&with(
+            "host_address = \"10.77.0.1\"",
+            "host_address = \"10.77.0.1\"\nrouter_address = \"10.77.0.1\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("network.router_address"), "{err}");
+        for bad in ["10.77.5.1", "10.77.0.0", "10.77.0.255"] {
+            let err = Site::parse(&with(
+                "bridge = \"tap\"",
+                &format!("bridge = \"tap\"\ngateway = \"{bad}\""),
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("segment[0].gateway") && err.contains(bad),
+                "{err}"
+            );
+        }
+        assert_eq!("router".parse::<Routing>(), Ok(Routing::Router));
+        assert!(
+            "x".parse::<Routing>()
+                .unwrap_err()
+                .contains("auto, direct or router")
+        );
     }
 
     #[test]

@@ -106,6 +106,26 @@ pub enum PublicationMethod {
     Https,
 }
 
+/// Layout of the published files (devices.md §1.6: SFTP and HTTPS carry
+/// JSON or CSV). A property of the publication, whatever carries the files.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PublicationFormat {
+    #[default]
+    Csv,
+    Json,
+}
+
+impl PublicationFormat {
+    /// The file name extension (without the dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            PublicationFormat::Csv => "csv",
+            PublicationFormat::Json => "json",
+        }
+    }
+}
+
 /// `[device.panel_server.publication]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -115,8 +135,21 @@ pub struct PublicationConfig {
     pub method: PublicationMethod,
     /// Upload URL, `https://HOST[:PORT]/PATH` (HOST an IPv4 address).
     pub url: String,
-    /// PEM file of the CA that signed the server's certificate.
-    pub ca_file: PathBuf,
+    /// PEM file of the CA that signed the server's certificate (or
+    /// `ca_pem`, or `pin_sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The CA certificate(s) themselves, PEM (what the web page and the
+    /// device API store; a site file may use it instead of `ca_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// SHA-256 of the server's certificate (DER), 64 hex digits (colons
+    /// allowed): the certificate is pinned instead of checked against a CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_sha256: Option<String>,
+    /// File layout: "csv" (default) or "json".
+    #[serde(default)]
+    pub format: PublicationFormat,
     /// Minutes from the end of one publication to the start of the next
     /// (default 60, 1..=1440).
     #[serde(default = "sixty")]
@@ -126,8 +159,52 @@ pub struct PublicationConfig {
     pub field: String,
 }
 
+/// A certificate pin as 32 bytes: 64 hex digits, colons and spaces
+/// allowed between them, any case.
+pub fn parse_pin(pin: &str) -> Result<[u8; 32], String> {
+    let hex: String = pin.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
+    let bad = || {
+        format!(
+            "{pin:?} is not a SHA-256 fingerprint; give 64 hex digits (e.g. as `openssl x509 -noout -fingerprint -sha256` prints it)"
+        )
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
 impl PublicationConfig {
+    /// How the server is verified: exactly one of a CA (`ca_file` or
+    /// `ca_pem`) and a pin; the message names what is allowed.
+    pub fn check_trust(&self) -> Result<(), String> {
+        let ca = usize::from(self.ca_file.is_some()) + usize::from(self.ca_pem.is_some());
+        match (ca, &self.pin_sha256) {
+            (0, None) => Err(
+                "the server certificate must be verified: give a CA certificate (ca_file or ca_pem) or the SHA-256 pin of the server certificate (pin_sha256)".into(),
+            ),
+            (1, None) => Ok(()),
+            (0, Some(p)) => parse_pin(p).map(|_| ()),
+            _ => Err(
+                "give one way to verify the server: a CA certificate (ca_file or ca_pem) or a pin (pin_sha256), not several".into(),
+            ),
+        }
+    }
+
     pub fn validate(&self, at: &str) -> Result<(), SiteError> {
+        if let Err(e) = self.check_trust() {
+            let field =
+                if self.pin_sha256.is_some() && self.ca_file.is_none() && self.ca_pem.is_none() {
+                    "pin_sha256"
+                } else {
+                    "ca_file"
+                };
+            return Err(invalid(format!("{at}.{field}"), e));
+        }
         if !(1..=1440).contains(&self.period_min) {
             return Err(invalid(
                 format!("{at}.period_min"),
@@ -203,6 +280,35 @@ mod tests {
         assert!(parse_https_url("http://10.0.0.2/").is_err());
         assert!(parse_https_url("https://server.example/").is_err());
         assert!(parse_https_url("https://10.0.0.2:99999/").is_err());
+    }
+
+    fn publication(extra: &str) -> Result<PublicationConfig, String> {
+        let p: PublicationConfig =
+            toml::from_str(&format!("url = \"https://10.0.0.2:8443/up\"\n{extra}"))
+                .map_err(|e| e.to_string())?;
+        p.validate("p").map_err(|e| e.to_string())?;
+        Ok(p)
+    }
+
+    #[test]
+    fn a_ca_or_a_pin_verifies_the_server_and_the_format_is_chosen() {
+        let pin = "AB:".repeat(31) + "CD";
+        let p = publication(&format!("pin_sha256 = \"{pin}\"\nformat = \"json\"")).unwrap();
+        assert_eq!(p.format, PublicationFormat::Json);
+        assert_eq!(parse_pin(&pin).unwrap()[31], 0xCD);
+        let p = publication("ca_file = \"/x/ca.pem\"").unwrap();
+        assert_eq!(p.format, PublicationFormat::Csv, "CSV by default");
+        let e = publication("").unwrap_err();
+        assert!(e.contains("p.ca_file") && e.contains("pin_sha256"), "{e}");
+        let e = publication(&format!("ca_file = \"/x\"\npin_sha256 = \"{pin}\"")).unwrap_err();
+        assert!(e.contains("not several"), "{e}");
+        let e = publication("pin_sha256 = \"abc\"").unwrap_err();
+        assert!(
+            e.contains("p.pin_sha256") && e.contains("64 hex digits"),
+            "{e}"
+        );
+        let e = publication("ca_file = \"/x\"\nformat = \"xml\"").unwrap_err();
+        assert!(e.contains("xml"), "{e}");
     }
 
     #[test]

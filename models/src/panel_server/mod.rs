@@ -620,7 +620,7 @@ impl Device for PanelServer {
     fn details(&self, nv: &Nv, clock: &Clock) -> Details {
         let (lockout, audit_tail) = crate::security::details(nv, &policy::LOCKOUT, clock.utc_now());
         let mut extra = std::collections::BTreeMap::new();
-        if self.datalog.is_some() {
+        if self.datalog.is_some() || datalog::setup(nv).logging.is_some() {
             let ids: Vec<String> = self
                 .serial_specs
                 .iter()

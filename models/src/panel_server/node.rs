@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fieldtwin_emulator::device::{BootError, DeviceContext};
+use fieldtwin_emulator::site::DatalogConfig;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -124,6 +125,7 @@ pub struct Node {
     dpws: tokio::sync::Mutex<Option<Group>>,
     ntp: tokio::sync::Mutex<Option<Group>>,
     ntp_status: Mutex<super::ntp::Status>,
+    datalog: tokio::sync::Mutex<Option<Group>>,
 }
 
 impl Deref for Node {
@@ -259,6 +261,52 @@ impl Node {
         s.clone()
     }
 
+    /// The data logging configuration in force.
+    pub fn datalog_setup(&self) -> super::datalog::Setup {
+        super::datalog::setup(&self.ctx.nv)
+    }
+
+    /// Saves a new data logging and publication configuration, restarts
+    /// logging with it and audits `what`. A changed publication clears a
+    /// stop (the reconfiguration the stop waits for). Serialised with the
+    /// other setting changes by the caller (`node.auth`).
+    pub async fn set_datalog(
+        self: &Arc<Self>,
+        new: super::datalog::Setup,
+        what: String,
+    ) -> Result<(), BootError> {
+        let old = self.datalog_setup();
+        self.ctx.nv.put(super::datalog::SETUP_KEY, &new)?;
+        if old.publication != new.publication {
+            self.ctx.nv.remove(super::datalog::STOPPED_KEY)?;
+        }
+        self.audit(Kind::ConfigurationChanged, what);
+        self.start_datalog().await;
+        Ok(())
+    }
+
+    /// (Re)starts data logging with the configuration in force; the old
+    /// task ends first (an upload in flight is resent by the new one).
+    async fn start_datalog(self: &Arc<Self>) {
+        let mut slot = self.datalog.lock().await;
+        if let Some(g) = slot.take() {
+            g.stop().await;
+        }
+        let setup = self.datalog_setup();
+        // Logging off: nothing is sampled, but the rows still waiting are
+        // published.
+        let cfg = setup.logging.clone().unwrap_or(DatalogConfig {
+            devices: Some(Vec::new()),
+            ..Default::default()
+        });
+        let Some(task) = super::datalog::start(self, &cfg, setup.publication.as_ref()) else {
+            return;
+        };
+        let group = Group::new(&self.generation);
+        spawn_in(&self.ctx, &group.token, &group.tracker, task);
+        *slot = Some(group);
+    }
+
     /// (Re)starts the NTP client for the configured server, if any.
     async fn start_ntp(self: &Arc<Self>) {
         let mut slot = self.ntp.lock().await;
@@ -354,6 +402,11 @@ impl Node {
                 g.stop().await;
             }
             if let Some(g) = me.ntp.lock().await.take() {
+                g.stop().await;
+            }
+            // The data log's rings are opened again by the next boot only
+            // after this boot's logging task has ended.
+            if let Some(g) = me.datalog.lock().await.take() {
                 g.stop().await;
             }
             me.generation.cancel();
@@ -475,6 +528,7 @@ pub fn run(
             dpws: tokio::sync::Mutex::new(None),
             ntp: tokio::sync::Mutex::new(None),
             ntp_status: Mutex::new(Default::default()),
+            datalog: tokio::sync::Mutex::new(None),
         });
         *ps.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&node);
         let reason: Option<String> = ctx.nv.get(RESTART_KEY)?;
@@ -527,9 +581,14 @@ pub fn run(
         node.start_dpws().await?;
         node.start_ntp().await;
         node.sync_access_point("not enabled at boot");
-        if let Some(cfg) = &ps.datalog {
-            super::datalog::start(&node, cfg, ps.publication.as_ref());
-        }
+        // The data logging configuration: NV memory's, else the site
+        // file's (first boot) or none (after a factory reset).
+        let site = super::datalog::Setup {
+            logging: ps.datalog.clone(),
+            publication: ps.publication.clone(),
+        };
+        super::datalog::load_setup(&ctx.nv, site, after_reset)?;
+        node.start_datalog().await;
         Ok(())
     }
     .boxed()

@@ -38,6 +38,11 @@ pub enum Kind {
     Restored,
     FactoryReset,
     LogOverflow,
+    /// Data publication stopped by the device (a pinned server certificate
+    /// that changed); it resumes when the publication is reconfigured.
+    PublicationStopped,
+    /// Logged rows not yet published dropped by the data log's retention.
+    DataLogOverflow,
 }
 
 impl Kind {
@@ -60,6 +65,8 @@ impl Kind {
             Kind::Restored => "configuration restored",
             Kind::FactoryReset => "factory reset",
             Kind::LogOverflow => "audit log overflow",
+            Kind::PublicationStopped => "publication stopped",
+            Kind::DataLogOverflow => "data log overflow",
         }
     }
 }

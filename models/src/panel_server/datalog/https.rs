@@ -5,11 +5,17 @@
 //! - The TCP connection is opened with the interface's
 //!   [`Stack::connect_tcp`], so it leaves from the device's address in host
 //!   mode and from its MAC in TAP mode; TLS (rustls) runs on that stream.
-//! - TLS 1.2 or 1.3 only; the server certificate must chain to the
-//!   configured CA and name the URL's IP address; anything else fails the
-//!   upload with [`UploadError::Tls`].
+//! - TLS 1.2 or 1.3 only. The server is verified either against the
+//!   configured CA ([`Target::new`]: the certificate must chain to it and
+//!   name the URL's IP address) or by a pin ([`Target::pinned`]: the
+//!   SHA-256 of the server's certificate, DER, must equal the pin; chain,
+//!   names and dates are then not checked, the handshake signature is).
+//!   A failed CA check fails the upload with [`UploadError::Tls`]; a
+//!   certificate that is not the pinned one with [`UploadError::PinMismatch`]
+//!   naming the fingerprint the server showed. Nothing is sent then.
 //! - The file is the part named by the configured field (`datafile1` by
-//!   default), `filename` = the file name, `Content-Type: text/csv`.
+//!   default), `filename` = the file name, `Content-Type` by its extension
+//!   (`text/csv`, `application/json`: [`super::file::content_type`]).
 //! - A 2xx answer is success; anything else (other status, no answer within
 //!   the wall-time limits, connection refused) is an [`UploadError`] and the
 //!   file stays unpublished.
@@ -40,6 +46,102 @@ pub enum UploadError {
     Protocol(SocketAddr, String),
     #[error("{0} refused the file: HTTP {1}")]
     Status(SocketAddr, u16),
+    #[error(
+        "{0} showed a certificate whose SHA-256 is {1}, not the pinned one; publication stops until it is reconfigured"
+    )]
+    PinMismatch(SocketAddr, String),
+}
+
+impl UploadError {
+    /// What went wrong, without the server's address (the device events
+    /// say this; [`std::fmt::Display`] names the address too).
+    pub fn reason(&self) -> String {
+        match self {
+            UploadError::Connect(_, e) => format!("cannot connect: {e}"),
+            UploadError::Tls(_, e) => format!("TLS failed: {e}"),
+            UploadError::Timeout(_, d) => format!("no answer within {d:?}"),
+            UploadError::Protocol(_, m) => format!("no HTTP answer: {m}"),
+            UploadError::Status(_, c) => format!("the server refused the file: HTTP {c}"),
+            UploadError::PinMismatch(_, fp) => {
+                format!("the server certificate (SHA-256 {fp}) is not the pinned one")
+            }
+        }
+    }
+}
+
+/// Start of the rustls error a pin mismatch gives (the seen fingerprint follows).
+const PIN_MISMATCH: &str = "certificate pin mismatch: ";
+
+/// SHA-256 of a certificate (DER) as colon-separated upper-case hex, as
+/// `openssl x509 -fingerprint -sha256` prints it.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Accepts exactly the server certificate whose SHA-256 is the pin, and
+/// checks the handshake signatures with it.
+#[derive(Debug)]
+struct Pinned {
+    pin: [u8; 32],
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let seen: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        if seen == self.pin {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "{PIN_MISMATCH}{}",
+                fingerprint(end_entity.as_ref())
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The fingerprint a pin mismatch reported, if `e` is one.
+fn pin_mismatch(e: &std::io::Error) -> Option<String> {
+    let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match inner {
+        rustls::Error::General(m) => m.strip_prefix(PIN_MISMATCH).map(str::to_string),
+        _ => None,
+    }
 }
 
 /// Where and how files are posted.
@@ -88,6 +190,32 @@ impl Target {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })
     }
+
+    /// A target whose server certificate is pinned by its SHA-256.
+    pub fn pinned(
+        addr: SocketAddr,
+        path: String,
+        field: String,
+        pin: [u8; 32],
+    ) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(Pinned {
+            pin,
+            algorithms: provider.signature_verification_algorithms,
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(Self {
+            addr,
+            path,
+            field,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
 }
 
 /// The multipart body carrying `content` as `field`/`file_name`.
@@ -95,8 +223,9 @@ pub fn multipart(field: &str, file_name: &str, content: &[u8], boundary: &str) -
     let mut body = Vec::with_capacity(content.len() + 256);
     body.extend_from_slice(
         format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{}\"\r\nContent-Type: text/csv\r\n\r\n",
-            file_name.replace('"', "~")
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
+            file_name.replace('"', "~"),
+            super::file::content_type(file_name)
         )
         .as_bytes(),
     );
@@ -133,7 +262,10 @@ pub async fn upload(
     let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, target.connector.connect(name, tcp))
         .await
         .map_err(timeout(CONNECT_TIMEOUT))?
-        .map_err(|e| UploadError::Tls(addr, e))?;
+        .map_err(|e| match pin_mismatch(&e) {
+            Some(seen) => UploadError::PinMismatch(addr, seen),
+            None => UploadError::Tls(addr, e),
+        })?;
     let boundary = format!("----fieldtwin-{:016x}", rand::random::<u64>());
     let body = multipart(&target.field, file_name, content, &boundary);
     let head = format!(
@@ -293,6 +425,40 @@ mod tests {
         let e = upload(&stack(), &t, "f.csv", b"secret").await.unwrap_err();
         assert!(matches!(e, UploadError::Tls(..)), "{e}");
         assert_eq!(task.await.unwrap(), None, "the server got no request");
+    }
+
+    #[tokio::test]
+    async fn a_pinned_certificate_is_accepted_and_another_one_refused() {
+        use sha2::Digest;
+        let (_, cert, key) = pki();
+        let pin: [u8; 32] = sha2::Sha256::digest(&cert).into();
+        let (addr, task) = server(cert.clone(), key.clone(), 201).await;
+        let t = Target::pinned(addr, "/up".into(), "datafile1".into(), pin).unwrap();
+        upload(&stack(), &t, "1_mb_m_20260101000000000.json", b"{}")
+            .await
+            .unwrap();
+        let req = task.await.unwrap().unwrap();
+        assert!(req.contains("Content-Type: application/json\r\n"), "{req}");
+        // Another certificate (same names, same CA kind): refused, nothing sent.
+        let (_, other, other_key) = pki();
+        let (addr, task) = server(other.clone(), other_key, 201).await;
+        let t = Target::pinned(addr, "/up".into(), "datafile1".into(), pin).unwrap();
+        let e = upload(&stack(), &t, "f.csv", b"secret").await.unwrap_err();
+        match &e {
+            UploadError::PinMismatch(_, seen) => assert_eq!(*seen, fingerprint(&other)),
+            e => panic!("not a pin mismatch: {e}"),
+        }
+        assert!(e.to_string().contains("not the pinned one"), "{e}");
+        assert_eq!(task.await.unwrap(), None, "the server got no request");
+    }
+
+    #[test]
+    fn fingerprints_read_like_openssl() {
+        let f = fingerprint(b"abc");
+        assert_eq!(f.len(), 32 * 3 - 1);
+        assert!(f.starts_with("BA:78:16:BF:"), "{f}");
+        let pin = fieldtwin_emulator::site::parse_pin(&f).unwrap();
+        assert_eq!(pin[0], 0xBA);
     }
 
     #[tokio::test]

@@ -35,15 +35,34 @@
 //!   logged and not published survives in NV memory and is published later.
 //!   A boot at an instant whose row was already taken (same RTC second)
 //!   does not take it again.
+//! - Files are CSV ([`csv`]) or JSON ([`json`]), a property of the
+//!   publication ([`file`]), whatever carries them.
+//! - The configuration in force is a [`Setup`] in NV memory
+//!   ([`SETUP_KEY`]): the site file's at the first boot, none after a
+//!   factory reset, then what the Data logging page or `PUT /api/datalog`
+//!   saved ([`super::node::Node::set_datalog`] restarts logging with it).
+//!   A change of period, devices or measurements keeps every logged row:
+//!   rows keep the period and measurement set they were taken with (files
+//!   are cut where those change), no instant is sampled twice, and a
+//!   device no longer logged keeps its unpublished rows, which are still
+//!   published.
+//! - A server certificate that is not the pinned one stops publication
+//!   ([`STOPPED_KEY`], an audit entry "publication stopped", a `datalog`
+//!   event); logging goes on and the rows wait until the publication is
+//!   reconfigured.
 
 pub mod csv;
+pub mod file;
 pub mod https;
+pub mod json;
 pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fieldtwin_emulator::site::{DatalogConfig, Model, PublicationConfig, parse_https_url};
+use fieldtwin_emulator::site::{
+    DatalogConfig, Model, PublicationConfig, PublicationFormat, parse_https_url, parse_pin,
+};
 use fieldtwin_emulator::storage::{Nv, StorageError};
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +84,64 @@ pub struct InFlight {
     pub from: u64,
     pub to: u64,
     pub name: String,
+    /// The file's format (a change of format does not change a resend).
+    #[serde(default)]
+    pub format: PublicationFormat,
 }
+
+/// NV key of the logging and publication configuration in force.
+pub const SETUP_KEY: &str = "pslog/setup";
+/// NV key of the reason publication stopped (a pinned certificate that
+/// changed); removed when the publication is reconfigured.
+pub const STOPPED_KEY: &str = "pslog/stopped";
+
+/// The logging and publication configuration in force (NV memory).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    /// `None`: nothing is logged.
+    pub logging: Option<DatalogConfig>,
+    /// `None`: nothing is published (method "none").
+    pub publication: Option<PublicationConfig>,
+}
+
+/// The configuration in force: NV memory's, else (first boot) the site
+/// file's, or none after a factory reset (`after_reset`). Stored.
+pub fn load_setup(nv: &Nv, site: Setup, after_reset: bool) -> Result<Setup, StorageError> {
+    if let Some(s) = nv.get::<Setup>(SETUP_KEY)? {
+        return Ok(s);
+    }
+    let s = if after_reset { Setup::default() } else { site };
+    nv.put(SETUP_KEY, &s)?;
+    Ok(s)
+}
+
+/// The stored configuration (none if never stored).
+pub fn setup(nv: &Nv) -> Setup {
+    nv.get(SETUP_KEY).ok().flatten().unwrap_or_default()
+}
+
+/// The HTTPS target of a publication: URL, and the CA (PEM inline or
+/// file) or the pin.
+pub fn target(p: &PublicationConfig) -> Result<https::Target, String> {
+    let (ip, port, path) = parse_https_url(&p.url)?;
+    let addr = (ip, port).into();
+    if let Some(pin) = &p.pin_sha256 {
+        return https::Target::pinned(addr, path, p.field.clone(), parse_pin(pin)?);
+    }
+    let pem = match (&p.ca_pem, &p.ca_file) {
+        (Some(pem), _) => pem.clone().into_bytes(),
+        (None, Some(f)) => {
+            std::fs::read(f).map_err(|e| format!("cannot read the CA file {}: {e}", f.display()))?
+        }
+        (None, None) => {
+            return Err("no CA certificate and no pin to verify the server with".into());
+        }
+    };
+    https::Target::new(addr, path, p.field.clone(), &pem)
+}
+
+/// Least virtual time between two audit entries of rows lost to retention.
+const AUDIT_DROPS_EVERY: Duration = Duration::from_secs(86_400);
 
 /// Pending rows read per device for one publication (the rest waits).
 pub const MAX_ROWS_READ: usize = 20_000;
@@ -146,6 +222,9 @@ pub struct Logged {
     pub device: Arc<FieldDevice>,
     pub measures: Vec<Measure>,
     pub header: csv::Header,
+    /// Sampled now; `false`: no longer logged, only its unpublished rows
+    /// are published.
+    pub sampled: bool,
 }
 
 impl Logged {
@@ -206,7 +285,8 @@ pub fn details(nv: &Nv, devices: &[String]) -> serde_json::Value {
         per.insert(d.clone(), serde_json::to_value(c).unwrap_or_default());
     }
     let stats: Stats = nv.get(STATS_KEY).ok().flatten().unwrap_or_default();
-    serde_json::json!({ "devices": per, "stats": stats })
+    let stopped: Option<String> = nv.get(STOPPED_KEY).ok().flatten();
+    serde_json::json!({ "devices": per, "stats": stats, "stopped": stopped })
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
@@ -216,12 +296,15 @@ fn mac_text(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-/// Starts logging (and publication, if configured) for this boot.
-pub fn start(node: &Arc<Node>, cfg: &DatalogConfig, publication: Option<&PublicationConfig>) {
+/// The task that logs (and publishes, if configured) for this boot, if
+/// anything is to be logged or published.
+pub fn start(
+    node: &Arc<Node>,
+    cfg: &DatalogConfig,
+    publication: Option<&PublicationConfig>,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static + use<>> {
     let ps = &node.ps;
-    let Some(fields) = ps.fields.get() else {
-        return;
-    };
+    let fields = ps.fields.get()?;
     let eth1 = node.ctx.interface("eth1");
     let ip = eth1
         .as_ref()
@@ -246,13 +329,13 @@ pub fn start(node: &Arc<Node>, cfg: &DatalogConfig, publication: Option<&Publica
                 .iter()
                 .map(|d| (d, format!("wireless:{}_wl", d.unit))),
         )
-        .filter(|(d, _)| cfg.devices.as_ref().is_none_or(|v| v.contains(&d.id)))
         .map(|(d, local_id)| Logged {
             measures: Measure::of(d.kind)
                 .iter()
                 .copied()
                 .filter(|m| wanted.as_ref().is_none_or(|w| w.contains(m)))
                 .collect(),
+            sampled: cfg.devices.as_ref().is_none_or(|v| v.contains(&d.id)),
             header: csv::Header {
                 gateway_name: ps.identity.product_model.clone(),
                 gateway_sn: ps.identity.serial.clone(),
@@ -266,18 +349,34 @@ pub fn start(node: &Arc<Node>, cfg: &DatalogConfig, publication: Option<&Publica
             },
             device: d.clone(),
         })
-        // A device that has none of the chosen measurements is not logged.
-        .filter(|l| !l.measures.is_empty())
+        .map(|mut l| {
+            // A device that has none of the chosen measurements is not
+            // sampled.
+            l.sampled &= !l.measures.is_empty();
+            l
+        })
+        // One not sampled stays for its unpublished rows, if it has any.
+        .filter(|l| {
+            l.sampled
+                || node
+                    .ctx
+                    .nv
+                    .get::<store::Counters>(&format!("pslog/{}/counters", l.device.id))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| c.head > c.published)
+        })
         .collect();
     if logged.is_empty() {
-        return;
+        return None;
     }
     let target = match publication.map(|p| -> Result<_, String> {
-        let (ip, port, path) = parse_https_url(&p.url)?;
-        let pem = std::fs::read(&p.ca_file)
-            .map_err(|e| format!("cannot read the CA file {}: {e}", p.ca_file.display()))?;
-        let t = https::Target::new((ip, port).into(), path, p.field.clone(), &pem)?;
-        Ok((t, Duration::from_secs(u64::from(p.period_min) * 60)))
+        let t = target(p)?;
+        Ok((
+            t,
+            Duration::from_secs(u64::from(p.period_min) * 60),
+            p.format,
+        ))
     }) {
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
@@ -289,18 +388,25 @@ pub fn start(node: &Arc<Node>, cfg: &DatalogConfig, publication: Option<&Publica
     };
     let n = node.clone();
     let period_min = cfg.period_min;
-    node.spawn(async move {
-        if let Err(e) = run(n.clone(), logged, period_min, target).await {
+    // The schedule starts now, not when the task first runs: a clock jump
+    // in between is caught up like any other.
+    let started = node.ctx.clock.now();
+    Some(async move {
+        if let Err(e) = run(n.clone(), logged, period_min, target, started).await {
             n.ctx.emit("datalog", format!("logging stopped: {e}"));
         }
-    });
+    })
 }
+
+/// Where and how to publish: target, period, file format.
+type Publishing = (https::Target, Duration, PublicationFormat);
 
 async fn run(
     node: Arc<Node>,
     logged: Vec<Logged>,
     period_min: u32,
-    target: Option<(https::Target, Duration)>,
+    target: Option<Publishing>,
+    started: Duration,
 ) -> Result<(), StorageError> {
     let ctx = &node.ctx;
     let clock = ctx.clock.clone();
@@ -321,9 +427,10 @@ async fn run(
         }
     }
     let epoch_s = clock.epoch().timestamp_millis() as f64 / 1000.0;
-    let mut schedule = Schedule::new(epoch_s, period_min, clock.now());
-    let mut next_publication = target.as_ref().map(|(_, p)| clock.now() + *p);
+    let mut schedule = Schedule::new(epoch_s, period_min, started);
+    let mut next_publication = target.as_ref().map(|(_, p, _)| started + *p);
     let mut stats: Stats = ctx.nv.get(STATS_KEY)?.unwrap_or_default();
+    let mut last_drop_audit: Option<Duration> = None;
     loop {
         let now = clock.now();
         let due = schedule.due(now, keep);
@@ -336,7 +443,7 @@ async fn run(
                 if rtc_s <= last_t {
                     continue;
                 }
-                for (i, l) in logged.iter().enumerate() {
+                for (i, l) in logged.iter().enumerate().filter(|(_, l)| l.sampled) {
                     batches[i].push(l.sample(t, rtc_s, period_min));
                 }
             }
@@ -345,22 +452,32 @@ async fn run(
             let done = store::append(&mut rings, &mut batches, &skips, cutoff)?;
             skipped = 0;
             if done.dropped > 0 {
-                ctx.emit(
-                    "datalog",
-                    format!(
-                        "{} unpublished rows older than the retention ({} days) dropped",
-                        done.dropped,
-                        retention_days(model)
-                    ),
+                let text = format!(
+                    "{} unpublished rows older than the retention ({} days) dropped",
+                    done.dropped,
+                    retention_days(model)
                 );
+                // The audit log records a loss at most once a day (the
+                // event and the `dropped` counters record every one).
+                if last_drop_audit.is_none_or(|t| now >= t + AUDIT_DROPS_EVERY) {
+                    last_drop_audit = Some(now);
+                    node.audit(crate::security::audit::Kind::DataLogOverflow, text.clone());
+                }
+                ctx.emit("datalog", text);
             }
             tokio::task::yield_now().await;
         }
-        if let (Some((t, period)), Some(at)) = (&target, next_publication)
-            && clock.now() >= at
+        // `now` as sampled above: a publication holds every row up to its
+        // instant, however far a clock jump went meanwhile.
+        if let (Some((t, period, format)), Some(at)) = (&target, next_publication)
+            && now >= at
         {
-            publish(&node, &logged, &mut rings, t, &mut stats).await?;
-            ctx.nv.put(STATS_KEY, &stats)?;
+            // A pinned certificate that changed stops publication until
+            // it is reconfigured; the rows wait.
+            if ctx.nv.get::<String>(STOPPED_KEY)?.is_none() {
+                publish(&node, &logged, &mut rings, t, *format, &mut stats).await?;
+                ctx.nv.put(STATS_KEY, &stats)?;
+            }
             next_publication = Some(clock.now() + *period);
         }
         let wake = next_publication.map_or(schedule.next(), |p| p.min(schedule.next()));
@@ -374,9 +491,26 @@ async fn publish(
     logged: &[Logged],
     rings: &mut [Ring],
     target: &https::Target,
+    format: PublicationFormat,
     stats: &mut Stats,
 ) -> Result<(), StorageError> {
     let ctx = &node.ctx;
+    // A failed upload: counted; a pin mismatch also stops publication.
+    let failed = |stats: &mut Stats, e: &https::UploadError, what: String| {
+        stats.failures += 1;
+        stats.last_error = Some(e.to_string());
+        if let https::UploadError::PinMismatch(..) = e {
+            let reason = e.to_string();
+            let _ = ctx.nv.put(STOPPED_KEY, &reason);
+            node.audit(
+                crate::security::audit::Kind::PublicationStopped,
+                format!("HTTPS publication stopped: {reason}"),
+            );
+            ctx.emit("datalog", format!("publication stopped: {reason}"));
+        } else {
+            ctx.emit("datalog", what);
+        }
+    };
     let Some(stack) = ctx.interface("eth1") else {
         return Ok(());
     };
@@ -394,19 +528,14 @@ async fn publish(
         {
             let part = rings[i].rows(f.from, (f.to - f.from + 1) as usize)?;
             if part.len() as u64 == f.to - f.from + 1 {
-                let text = csv::render(&logged[i].header, &part);
-                if let Err(e) =
-                    https::upload(stack.as_ref(), target, &f.name, text.as_bytes()).await
-                {
-                    stats.failures += 1;
-                    stats.last_error = Some(e.to_string());
-                    ctx.emit(
-                        "datalog",
-                        format!(
-                            "publication failed resending {}: {e}; the rows wait",
-                            f.name
-                        ),
+                let bytes = file::render(f.format, &logged[i].header, &part);
+                if let Err(e) = https::upload(stack.as_ref(), target, &f.name, &bytes).await {
+                    let what = format!(
+                        "publication failed resending {}: {}; the rows wait",
+                        f.name,
+                        e.reason()
                     );
+                    failed(stats, &e, what);
                     return Ok(());
                 }
                 rings[i].mark_published(f.to + 1)?;
@@ -422,11 +551,11 @@ async fn publish(
         .collect::<Result<_, _>>()?;
     for (i, part) in csv::plan(&pending) {
         let l = &logged[i];
-        let base = csv::file_name(&l.header, at, 0);
+        let base = file::name(format, &l.header, at, 0);
         let n = names.entry(base).or_insert(0);
-        let name = csv::file_name(&l.header, at, *n);
+        let name = file::name(format, &l.header, at, *n);
         *n += 1;
-        let text = csv::render(&l.header, part);
+        let bytes = file::render(format, &l.header, part);
         let (from, to) = (
             part.first().map_or(0, |r| r.seq),
             part.last().map_or(0, |r| r.seq),
@@ -438,15 +567,15 @@ async fn publish(
                 from,
                 to,
                 name: name.clone(),
+                format,
             },
         )?;
-        if let Err(e) = https::upload(stack.as_ref(), target, &name, text.as_bytes()).await {
-            stats.failures += 1;
-            stats.last_error = Some(e.to_string());
-            ctx.emit(
-                "datalog",
-                format!("publication failed after {files} files: {e}; the rows wait"),
+        if let Err(e) = https::upload(stack.as_ref(), target, &name, &bytes).await {
+            let what = format!(
+                "publication failed after {files} files: {}; the rows wait",
+                e.reason()
             );
+            failed(stats, &e, what);
             return Ok(());
         }
         rings[i].mark_published(to + 1)?;
@@ -460,7 +589,7 @@ async fn publish(
     stats.last_error = None;
     ctx.emit(
         "datalog",
-        format!("publication: {files} files, {rows} rows to {target:?}"),
+        format!("publication: {files} files, {rows} rows"),
     );
     Ok(())
 }

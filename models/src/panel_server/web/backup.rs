@@ -3,12 +3,17 @@
 
 use super::*;
 
-/// What a backup holds ([NF]: configuration and accounts; not the logs).
+/// What a backup holds ([NF]: configuration and accounts; not the logs,
+/// not the data log's rows).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct BackupContent {
     device: String,
     settings: Settings,
     accounts: Option<accounts::Accounts>,
+    /// Data logging and publication configuration (absent from backups
+    /// made before it was kept: the one in force then stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    datalog: Option<crate::panel_server::datalog::Setup>,
 }
 
 pub(super) async fn backup_page(State(node): St, headers: HeaderMap) -> Response {
@@ -44,6 +49,7 @@ pub(super) async fn backup_download(
         device: node.ps.identity.commercial_reference.clone(),
         settings: node.settings(),
         accounts: node.ctx.nv.get(accounts::KEY).ok().flatten(),
+        datalog: Some(node.datalog_setup()),
     };
     let plain = serde_json::to_vec(&content).unwrap_or_default();
     let (pw, it) = (f.password.clone(), node.config.iterations);
@@ -98,6 +104,14 @@ pub(super) async fn backup_restore(State(node): St, headers: HeaderMap, m: Multi
     let _ = node.ctx.nv.put(SETTINGS_KEY, &s);
     if let Some(acc) = content.accounts {
         let _ = node.ctx.nv.put(accounts::KEY, &acc);
+    }
+    if let Some(d) = content.datalog {
+        use crate::panel_server::datalog::{SETUP_KEY, STOPPED_KEY};
+        // A restored publication is a reconfiguration: a stop ends.
+        if d.publication != node.datalog_setup().publication {
+            let _ = node.ctx.nv.remove(STOPPED_KEY);
+        }
+        let _ = node.ctx.nv.put(SETUP_KEY, &d);
     }
     node.audit(
         Kind::Restored,

@@ -25,7 +25,7 @@
 //!
 //! One module per page: [`login`], [`home`], [`settings`], [`wireless`],
 //! [`modbus_devices`], [`users`], [`firmware`], [`logs`], [`backup`], [`maintenance`],
-//! [`datalog`] (`GET /api/datalog`); each holds
+//! [`datalog`]; each holds
 //! its page's handlers and the matching `/api` handlers. The HTML is
 //! [`pages`].
 
@@ -94,7 +94,7 @@ mod wireless;
 pub use wireless::parse_rf_id;
 
 use backup::{backup_download, backup_page, backup_restore};
-use datalog::api_datalog;
+use datalog::{api_datalog, api_put_datalog, datalog_page, save_logging, save_publication};
 use firmware::{api_firmware, firmware_page, firmware_upload};
 use home::{api_status, home};
 use login::{api_login, login_form, login_page, logout};
@@ -264,6 +264,9 @@ fn router(node: Arc<Node>) -> Router {
             "/settings/wireless-permanent-off",
             post(wireless_permanent_off),
         )
+        .route("/datalog", get(datalog_page))
+        .route("/datalog/logging", post(save_logging))
+        .route("/datalog/publication", post(save_publication))
         .route("/users", get(users_page).post(change_password))
         .route("/firmware", get(firmware_page).post(firmware_upload))
         .route("/logs", get(logs_page))
@@ -278,7 +281,7 @@ fn router(node: Arc<Node>) -> Router {
         .route("/api/status", get(api_status))
         .route("/api/settings", get(api_settings).put(api_put_settings))
         .route("/api/audit", get(api_audit))
-        .route("/api/datalog", get(api_datalog))
+        .route("/api/datalog", get(api_datalog).put(api_put_datalog))
         .route("/api/firmware", post(api_firmware))
         .route("/api/reboot", post(api_reboot))
         .route("/api/factory-reset", post(api_factory_reset))

@@ -8,10 +8,10 @@ pub use crate::security::html::esc;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:0;background:#f4f6f4}header{background:#3dcd58;color:#fff;padding:8px 16px}nav a,nav button{margin-right:12px;color:#fff;background:none;border:none;font:inherit;cursor:pointer;text-decoration:underline}main{padding:16px;max-width:900px}section{background:#fff;padding:12px;margin-bottom:12px;border:1px solid #ccc}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.msg{padding:8px;background:#ffe;border:1px solid #cc9;margin-bottom:12px}label{display:block;margin:6px 0}";
 
-fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> String {
+pub(super) fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> String {
     let nav = match csrf {
         Some(c) => format!(
-            r#"<nav><a href="/">Home</a><a href="/settings">Settings</a><a href="/users">Users</a><a href="/firmware">Firmware update</a><a href="/logs">Logs</a><a href="/backup">Backup</a><a href="/maintenance">Maintenance</a><form method="post" action="/logout" style="display:inline"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form></nav>"#,
+            r#"<nav><a href="/">Home</a><a href="/settings">Settings</a><a href="/datalog">Data logging</a><a href="/users">Users</a><a href="/firmware">Firmware update</a><a href="/logs">Logs</a><a href="/backup">Backup</a><a href="/maintenance">Maintenance</a><form method="post" action="/logout" style="display:inline"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form></nav>"#,
             esc(c)
         ),
         None => String::new(),
@@ -25,11 +25,11 @@ fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> Str
     )
 }
 
-fn hidden(csrf: &str) -> String {
+pub(super) fn hidden(csrf: &str) -> String {
     format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf))
 }
 
-fn checked(b: bool) -> &'static str {
+pub(super) fn checked(b: bool) -> &'static str {
     if b { " checked" } else { "" }
 }
 
