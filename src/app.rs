@@ -437,6 +437,8 @@ mod tests {
             "eth2_ip",
             "rstp",
             "tls13",
+            "wifi_ap_ip",
+            "wifi_ap_segment",
         ] {
             out.push(ps(k));
         }

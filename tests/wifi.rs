@@ -94,6 +94,15 @@ fn wifi_access_point_wpa2_only_and_dropped_when_deactivated() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("TKIP is not supported"), "{body}");
     assert_eq!(https_status(&ap_side), 0, "reachable after a refusal");
+    // A station is the lab's client (`host`) or a device of the site.
+    let (code, body) = command(
+        &run,
+        &format!(
+            r#"{{"command":"wifi_associate","ssid":"{ssid}","password":"{CODE}","station":"nobody"}}"#
+        ),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("neither"), "{body}");
     // A wrong password is refused too.
     let (code, body) = command(
         &run,

@@ -576,6 +576,11 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             cipher,
             station,
         } => {
+            if station != crate::wifi::HOST && rt.status(&station).is_err() {
+                return Err(CommandError::BadRequest(format!(
+                    "station {station:?} is neither \"host\" (the lab's client) nor a device of the site"
+                )));
+            }
             let offer = crate::wifi::Offer {
                 ssid,
                 passphrase: password,

@@ -12,7 +12,9 @@
 //! ([`carrier_address`]: 127.78.S.2-251), a random address per session.
 //! Without carrier ([`Stack::set_carrier`]: a Wi-Fi side with no
 //! association) a new connection is reset as soon as it is accepted, an
-//! outbound one fails, and an accepted one fails at its next read or write.
+//! outbound one fails, an accepted one fails at its next read or write, and
+//! datagrams are neither sent nor received (decided when the service
+//! accepts or receives; services always wait there, so at once).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -179,10 +181,15 @@ impl Listener for HostListener {
 struct HostDatagram {
     inner: UdpSocket,
     addr: SocketAddr,
+    carrier: Arc<AtomicBool>,
 }
 
 impl Datagram for HostDatagram {
     fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        if !self.carrier.load(Ordering::Acquire) {
+            // No link: the datagram goes nowhere.
+            return std::future::ready(Ok(buf.len())).boxed();
+        }
         self.inner.send_to(buf, to).boxed()
     }
 
@@ -190,7 +197,16 @@ impl Datagram for HostDatagram {
         &'a self,
         buf: &'a mut [u8],
     ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
-        self.inner.recv_from(buf).boxed()
+        async move {
+            loop {
+                let got = self.inner.recv_from(buf).await?;
+                // No link: what arrives meanwhile never reached the device.
+                if self.carrier.load(Ordering::Acquire) {
+                    return Ok(got);
+                }
+            }
+        }
+        .boxed()
     }
 
     fn join_multicast_v4(&self, group: Ipv4Addr) -> io::Result<()> {
@@ -232,7 +248,11 @@ impl Stack for HostStack {
         async move {
             let inner = UdpSocket::bind(SocketAddr::from((self.ip, map_port(port)))).await?;
             let addr = inner.local_addr()?;
-            Ok(Box::new(HostDatagram { inner, addr }) as Box<dyn Datagram>)
+            Ok(Box::new(HostDatagram {
+                inner,
+                addr,
+                carrier: self.carrier.clone(),
+            }) as Box<dyn Datagram>)
         }
         .boxed()
     }
@@ -303,6 +323,51 @@ mod tests {
             host_address(Ipv4Addr::new(10, 77, 1, 11)),
             Ipv4Addr::new(127, 77, 1, 11)
         );
+    }
+
+    /// Without carrier (a Wi-Fi side with no association) nothing gets in
+    /// or out: new connections are reset, accepted ones fail, outbound
+    /// ones fail, datagrams vanish.
+    #[tokio::test]
+    async fn no_carrier_no_traffic() {
+        let stack = HostStack::new(Ipv4Addr::new(127, 77, 209, 5));
+        let client = HostStack::new(Ipv4Addr::new(127, 77, 209, 6));
+        let mut l = stack.listen_tcp(0).await.unwrap();
+        let addr = l.local_addr();
+        let mut c = client.connect_tcp(addr).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        stack.set_carrier(false);
+        assert!(!stack.carrier());
+        c.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        assert!(s.read_exact(&mut buf).await.is_err(), "read without link");
+        assert!(
+            stack.connect_tcp(addr).await.is_err(),
+            "outbound without link"
+        );
+        // A new client is reset at once; the service never sees it.
+        let mut c2 = client.connect_tcp(addr).await.unwrap();
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(300), l.accept()).await;
+        assert!(accepted.is_err(), "accepted without link");
+        let n = c2.read(&mut buf).await;
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        let u = stack.bind_udp(0).await.unwrap();
+        let peer = client.bind_udp(0).await.unwrap();
+        peer.send_to(b"lost", u.local_addr()).await.unwrap();
+        let got =
+            tokio::time::timeout(std::time::Duration::from_millis(300), u.recv_from(&mut buf))
+                .await;
+        assert!(got.is_err(), "a datagram arrived without link: {got:?}");
+        stack.set_carrier(true);
+        peer.send_to(b"kept", u.local_addr()).await.unwrap();
+        let (n, _) = u.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"kept", "a datagram arrived without link");
+        let mut c3 = client.connect_tcp(addr).await.unwrap();
+        let (mut s3, _) = l.accept().await.unwrap();
+        c3.write_all(b"pong").await.unwrap();
+        s3.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
     }
 
     #[tokio::test]
