@@ -4,7 +4,7 @@
 //! record, `openssl s_server -trace` to see the logger's ClientHello, and
 //! nmap for the port checks.
 //!
-//! Site octets 86 and 88 belong to these tests (see tests/common/mod.rs).
+//! Site octets 84, 86-88 and 224 belong to these tests (see tests/common/mod.rs).
 
 mod common;
 
@@ -839,22 +839,71 @@ fn https_uplink_posts_every_record_once() {
     );
 }
 
+/// Waits until dl1 has opened `n` MQTT sessions to `broker` and returns
+/// the source addresses they came from: every one from the carrier NAT's
+/// pool on 10.77.`a`.0/24 (never the logger's own .30), at least two
+/// different ones, each new session from another address than the last.
+fn carrier_sessions(broker: &Proc, sub: &Proc, a: u8, n: usize) -> Vec<String> {
+    let sources = || -> Vec<String> {
+        broker
+            .text()
+            .lines()
+            .filter(|l| l.contains("New connection from") && l.contains("on port 8883"))
+            .filter_map(|l| {
+                let from = l.split("New connection from ").nth(1)?;
+                Some(from.split(':').next()?.to_string())
+            })
+            .filter(|ip| *ip != "127.0.0.1")
+            .collect()
+    };
+    wait_or_show(
+        "sessions through the carrier NAT",
+        Duration::from_secs(60),
+        || sources().len() >= n && received(sub).len() >= 10,
+        || format!("broker:\n{}\nsubscriber:\n{}", broker.text(), sub.text()),
+    );
+    let seen = sources();
+    let prefix = format!("10.77.{a}.");
+    for ip in &seen {
+        let last: u8 = ip
+            .strip_prefix(&prefix)
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("{ip} is not on the logger's segment: {seen:?}"));
+        assert!(
+            (150..200).contains(&last),
+            "{ip} is not in the carrier pool (below .200): {seen:?}"
+        );
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "a session kept the previous one's address: {seen:?}"
+    );
+    eprintln!("sources of the sessions through the carrier NAT: {seen:?}");
+    let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+    assert!(distinct.len() >= 2, "{seen:?}");
+    seen
+}
+
 fn uplink_suites() -> Vec<&'static str> {
     fieldtwin_models::datalogger::uplink::CIPHERS
         .split(':')
         .collect()
 }
 
-/// TAP mode, in a namespace of this test: the logger's MQTTS session
-/// leaves from its own MAC and IP through the userspace stack and reaches
-/// mosquitto on the host side; nmap finds every TCP port closed (RST) and
-/// every scanned UDP port closed (ICMP port unreachable). Site octet 84.
+/// TAP mode, in a namespace of this test: the logger's MQTTS sessions
+/// leave from its cellular interface (100.64.0.2) through the userspace
+/// stack and the carrier NAT on the switch, and reach mosquitto on the host
+/// side from addresses of the NAT's pool, changing from one session to the
+/// next; nmap finds every TCP port of the logger's site address closed
+/// (RST) and every scanned UDP port closed (ICMP port unreachable), and a
+/// SYN to a pool address gets no answer at all. Site octet 84 (direct
+/// lab); 224 (the same through the emulated router).
 #[test]
-fn tap_mode_uplink_and_no_open_port() {
+fn tap_mode_uplink_through_the_carrier_nat_and_no_open_port() {
     if !common::netns::root() {
         return;
     }
-    let ns = common::netns::Netns::named(&format!("ft-datalogger-tap-{}", std::process::id()));
+    let ns = common::netns::Netns::named(&format!("ft-dlnat-tap-{}", std::process::id()));
     let a = 84;
     let host = format!("10.77.{a}.1");
     let dir = tempfile::tempdir().unwrap();
@@ -863,24 +912,18 @@ fn tap_mode_uplink_and_no_open_port() {
     let ca = dir.path().join("ca.crt");
     let site = site_with_broker(a, &format!("{host}:8883"), &ca, 60, None);
     let _s = common::netns::start(&ns, &site, &["--speed", "60"]);
-    wait_or_show(
-        "records in TAP mode",
-        Duration::from_secs(60),
-        || received(&sub).len() >= 10,
-        || format!("broker:\n{}\nsubscriber:\n{}", broker.text(), sub.text()),
-    );
+    let pool = carrier_sessions(&broker, &sub, a, 3);
     let ip = format!("10.77.{a}.30");
-    assert!(
-        broker
-            .text()
-            .contains(&format!("New connection from {ip}:")),
-        "{}",
-        broker.text()
-    );
     let mut seqs: Vec<u32> = received(&sub).iter().map(|r| r.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>());
-
+    // The pool is the NAT's: nothing answers a SYN to it (no RST either).
+    let out = ns.run(
+        "nmap",
+        &["-n", "-Pn", "-p", "22,80,8883", "--reason", &pool[0]],
+    );
+    let t = common::netns::text(&out);
+    assert!(t.contains("filtered") && !t.contains(" open "), "{t}");
     let out = ns.run("nmap", &["-n", "-Pn", "-p-", "-T4", "--reason", &ip]);
     let t = common::netns::text(&out);
     assert!(!t.contains(" open "), "open TCP port on the logger: {t}");
@@ -904,6 +947,32 @@ fn tap_mode_uplink_and_no_open_port() {
         t.contains("port-unreach"),
         "UDP ports do not answer ICMP: {t}"
     );
+}
+
+/// The same through the emulated router (`--routing router`): the NAT's
+/// outside next hop is the host side, which the router answers for on the
+/// segment. Site octet 224.
+#[test]
+fn tap_mode_carrier_nat_through_the_router() {
+    if !common::netns::root() {
+        return;
+    }
+    let ns = common::netns::Netns::named(&format!("ft-dlnat-rt-{}", std::process::id()));
+    let a = 224;
+    let host = format!("10.77.{a}.1");
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), Some(&host));
+    let (broker, sub) = broker_and_subscriber(dir.path(), 8883, "listener {port}", Some(&ns.name));
+    let ca = dir.path().join("ca.crt");
+    let site = site_with_broker(a, &format!("{host}:8883"), &ca, 60, None);
+    let s = common::netns::start(&ns, &site, &["--speed", "60", "--routing", "router"]);
+    assert!(
+        s.stdout.lock().unwrap().contains("devices routed via"),
+        "{}",
+        s.stdout.lock().unwrap()
+    );
+    carrier_sessions(&broker, &sub, a, 3);
+    no_gap_no_duplicate(&received(&sub));
 }
 
 #[test]

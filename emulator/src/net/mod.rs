@@ -21,6 +21,7 @@
 
 pub mod fault;
 pub mod host;
+pub mod nat;
 pub mod pcap;
 pub mod router;
 pub mod smol;

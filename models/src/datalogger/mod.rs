@@ -255,7 +255,9 @@ impl DataLogger {
                 return;
             }
         };
-        let Some(stack) = ctx.interface("eth1") else {
+        // TAP mode gives the modem its own interface behind the carrier's
+        // NAT; in host mode `eth1` picks a source from its loopback pool.
+        let Some(stack) = ctx.interface("cell").or_else(|| ctx.interface("eth1")) else {
             return;
         };
         let transmit = Duration::from_secs_f64(self.config.transmit_s);
