@@ -1170,6 +1170,17 @@ fn usb_checks(s: &RunningSite, usb: &Path) {
     assert!(c.ask(b"AT+CSQ").contains("+CSQ: "));
     let r = c.ask(b"baud set 4800");
     assert!(r.contains("BAUD 4800"), "{r}");
+    // Digital outputs: a manual one is set, the control API shows it.
+    let r = c.ask(b"output DO2 on");
+    assert!(
+        r.contains("DO1=off(manual) DO2=on(manual)") && r.contains("OK"),
+        "{r}"
+    );
+    let outputs = s.get_json("/api/v1/devices/dl1")["details"]["extra"]["outputs"].clone();
+    assert_eq!(outputs[1]["name"], "DO2");
+    assert_eq!(outputs[1]["on"], true, "{outputs}");
+    let r = c.ask(b"output DO7 on");
+    assert!(r.starts_with("ERROR refused: no output \"DO7\""), "{r}");
 }
 
 fn ble_checks(s: &RunningSite, link: &Path) {
@@ -1191,7 +1202,9 @@ fn ble_checks(s: &RunningSite, link: &Path) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        text.contains("\"device\":\"dl1\"") && text.contains("\"battery_v\""),
+        text.contains("\"device\":\"dl1\"")
+            && text.contains("\"battery_v\"")
+            && text.contains("{\"mode\":\"manual\",\"name\":\"DO2\",\"on\":true}"),
         "{text}"
     );
     assert!(

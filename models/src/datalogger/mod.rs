@@ -26,6 +26,7 @@ mod local;
 pub mod modem;
 pub mod mqtt;
 pub mod ota;
+pub mod outputs;
 pub mod payload;
 pub mod sdi12;
 pub mod sensors;
@@ -64,6 +65,8 @@ use store::{Record, Ring};
 const PULSES_KEY: &str = "dl/pulses";
 /// NV key of the last session's summary.
 const LAST_SESSION_KEY: &str = "dl/last_session";
+/// NV key of the manual digital outputs' settings.
+const OUTPUTS_KEY: &str = "dl/outputs";
 /// NV key of the APN set over USB.
 const APN_KEY: &str = "dl/apn";
 /// NV key of the serial sensors' baud rate set over USB.
@@ -101,6 +104,8 @@ pub struct DataLogger {
     /// report them rather than NV memory, which shows a batch being flushed
     /// before it is durable).
     committed: Mutex<Option<store::Committed>>,
+    /// The digital outputs (restored from NV memory at boot).
+    outputs: Mutex<outputs::Outputs>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,6 +128,7 @@ impl DataLogger {
             let h = sha2::Sha256::digest(format!("{}/{}/mqtt", site.site.seed, dev.id));
             h[..8].iter().map(|b| format!("{b:02x}")).collect()
         });
+        let (config_outputs, config_inputs) = (config.output.clone(), config.input.clone());
         Self {
             id: dev.id.clone(),
             modem: Mutex::new(Modem::new(config.technology, config.signal_dbm, seed)),
@@ -138,6 +144,11 @@ impl DataLogger {
             running: Mutex::new(FACTORY_VERSION.to_string()),
             ctx: Mutex::new(None),
             committed: Mutex::new(None),
+            outputs: Mutex::new(outputs::Outputs::new(
+                &config_outputs,
+                &config_inputs,
+                &Default::default(),
+            )),
         }
     }
 
@@ -213,6 +224,7 @@ impl DataLogger {
                         }
                     })
                     .collect();
+                self.drive_outputs(&ctx, &due);
                 let result = lock(&ring).append(&mut records);
                 if let Err(e) = result {
                     ctx.emit("store", format!("writing records failed: {e}"));
@@ -378,6 +390,10 @@ impl DataLogger {
         *lock(&self.generation) = Some((generation.clone(), tracker.clone()));
         *lock(&self.powered) = true;
         *lock(&self.ctx) = Some(ctx.clone());
+        let saved: std::collections::BTreeMap<String, bool> =
+            ctx.nv.get(OUTPUTS_KEY).ok().flatten().unwrap_or_default();
+        *lock(&self.outputs) =
+            outputs::Outputs::new(&self.config.output, &self.config.input, &saved);
         lock(&self.modem).set_powered(true, ctx.clock.now());
         let sampler = self.clone().sampler(ctx.clone(), ring.clone());
         let g = generation.clone();
@@ -455,6 +471,51 @@ impl DataLogger {
             self.reboot(ctx, &format!("reboot into firmware {version}"));
         }
         if new { outcome.report(&running) } else { None }
+    }
+
+    /// Alarm outputs follow the samples just taken.
+    fn drive_outputs(&self, ctx: &DeviceContext, samples: &[sensors::Sample]) {
+        let mut outs = lock(&self.outputs);
+        for s in samples {
+            for c in outs.sample(s.input, s.status, s.value) {
+                ctx.emit(
+                    "output",
+                    format!(
+                        "output {} {} (alarm on input {}: {:.3})",
+                        c.name,
+                        if c.on { "on" } else { "off" },
+                        self.config.input[usize::from(s.input)].name,
+                        s.value
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A user sets a manual output (`via`: USB console, BLE app); the
+    /// setting is saved in NV memory. Answers what the user sees.
+    fn set_output(
+        &self,
+        ctx: &DeviceContext,
+        name: &str,
+        on: bool,
+        via: &str,
+    ) -> Result<String, String> {
+        let mut outs = lock(&self.outputs);
+        let changed = outs.set(name, on)?;
+        ctx.nv
+            .put(OUTPUTS_KEY, &outs.saved())
+            .map_err(|e| format!("saving the outputs failed: {e}"))?;
+        if changed {
+            ctx.emit(
+                "output",
+                format!(
+                    "output {name} {} from the {via}",
+                    if on { "on" } else { "off" }
+                ),
+            );
+        }
+        Ok(outs.line())
     }
 
     /// The APN in force (set over USB, else the site file's).
@@ -537,6 +598,14 @@ impl DataLogger {
                 "OK rebooting".into()
             }
             usb::Cmd::At(at) => usb::at_answer(&at, &snap),
+            usb::Cmd::OutputShow => format!("OUTPUT {}\r\nOK", lock(&self.outputs).line()),
+            usb::Cmd::OutputSet(name, on) => match self.set_output(ctx, &name, on, "USB console") {
+                Ok(line) => format!("OUTPUT {line}\r\nOK"),
+                Err(e) => {
+                    ctx.emit("usb", format!("refused: {e}"));
+                    format!("ERROR refused: {e}")
+                }
+            },
         }
     }
 
@@ -563,8 +632,18 @@ impl DataLogger {
                 "health": s.health,
                 "unsent_records": s.unsent,
                 "inputs": self.input_names(),
+                "outputs": lock(&self.outputs).json(true),
             }),
-            _ => json!({"error": "unknown request; the app may ask \"status\""}),
+            _ => match ble_output_request(req) {
+                Some(Ok((name, on))) => match self.set_output(ctx, &name, on, "BLE app") {
+                    Ok(_) => json!({"outputs": lock(&self.outputs).json(true)}),
+                    Err(e) => json!({"error": e}),
+                },
+                Some(Err(e)) => json!({"error": e}),
+                None => json!({
+                    "error": "unknown request; the app may ask \"status\" or \"output NAME on|off\""
+                }),
+            },
         };
         v.to_string().into_bytes()
     }
@@ -831,6 +910,10 @@ impl Device for DataLogger {
         );
         extra.insert("inputs".to_string(), json!(self.input_names()));
         extra.insert(
+            "outputs".to_string(),
+            lock(&self.outputs).json(*lock(&self.powered)),
+        );
+        extra.insert(
             "firmware".to_string(),
             json!({
                 "version": self.firmware_version(),
@@ -841,5 +924,21 @@ impl Device for DataLogger {
             extra,
             ..Default::default()
         }
+    }
+}
+
+/// A BLE app request `output NAME on|off`: `None` when it is not one,
+/// else the output and state or what is wrong with it.
+fn ble_output_request(req: &[u8]) -> Option<Result<(String, bool), String>> {
+    let text = std::str::from_utf8(req).ok()?;
+    let words: Vec<&str> = text.split(' ').collect();
+    match words.as_slice() {
+        ["output", name, state] => Some(
+            outputs::parse_state(state)
+                .map(|on| (name.to_string(), on))
+                .ok_or_else(|| format!("{state:?} is not a state; use on or off")),
+        ),
+        ["output", ..] => Some(Err("usage: output NAME on|off".into())),
+        _ => None,
     }
 }
