@@ -192,6 +192,16 @@ pub enum Command {
         #[serde(default)]
         generation: Option<u8>,
     },
+    /// Starts (`on: true`, writing pcap to `path`, link type 251
+    /// BLUETOOTH_LE_LL) or stops the BLE sniffer of the site's air: every
+    /// BLE packet (a Data Logger's advertising, connections, secure-channel
+    /// frames, slams), stamped with virtual time. Answers the radio status;
+    /// a `ble_sniffer` event says what was written.
+    BleSniffer {
+        #[serde(default)]
+        path: Option<String>,
+        on: bool,
+    },
     // --- EV charging (issue 11; docs/ev-charging.md) ---
     /// An EV is plugged into `connector` of charging station `device`;
     /// `id_tag` presents a badge at the same time.
@@ -635,6 +645,28 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 generation,
             },
         ),
+        Command::BleSniffer { path, on } => {
+            let air = rt.radio();
+            let message = if on {
+                let path = path.ok_or_else(|| {
+                    CommandError::BadRequest(
+                        "a BLE sniffer needs \"path\": the pcap file to write".into(),
+                    )
+                })?;
+                air.ble()
+                    .start_sniffer(std::path::Path::new(&path))
+                    .map_err(CommandError::BadRequest)?;
+                format!("BLE sniffer -> {path}")
+            } else {
+                let info = air.ble().stop_sniffer().map_err(CommandError::BadRequest)?;
+                format!(
+                    "BLE sniffer stopped: {} packets in {}",
+                    info.packets, info.path
+                )
+            };
+            radio_event(rt, "ble_sniffer", message);
+            Ok(Reply::Radio(Box::new(air.status())))
+        }
         Command::Jammer {
             id,
             position,

@@ -658,6 +658,7 @@ impl DataLogger {
             ctx.spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut peer = ble::Peer::new(key.as_bytes());
+                let mut air = OnAir::connect(&c);
                 loop {
                     let mut len = [0u8; 2];
                     if s.read_exact(&mut len).await.is_err() {
@@ -666,21 +667,27 @@ impl DataLogger {
                     let n = usize::from(u16::from_be_bytes(len));
                     if n > ble::MAX_FRAME {
                         c.emit("ble", "connection slammed: frame too long");
+                        air.slam();
                         return;
                     }
                     let mut body = vec![0u8; n];
                     if s.read_exact(&mut body).await.is_err() {
                         return;
                     }
+                    air.central(&body);
                     match me.ble_step(&c, &mut peer, &body) {
                         ble::Step::Reply(r) => {
+                            air.peripheral(&r);
                             if s.write_all(&ble::frame(&r)).await.is_err() {
                                 return;
                             }
                         }
                         ble::Step::Silent => {}
                         // Dropping the stream closes the link at once.
-                        ble::Step::Slam(_) => return,
+                        ble::Step::Slam(_) => {
+                            air.slam();
+                            return;
+                        }
                     }
                 }
             });
@@ -940,5 +947,85 @@ fn ble_output_request(req: &[u8]) -> Option<Result<(String, bool), String>> {
         ),
         ["output", ..] => Some(Err("usage: output NAME on|off".into())),
         _ => None,
+    }
+}
+
+/// A BLE connection of the app (central) to the logger (peripheral) as it
+/// shows on the site's air (emulator::radio::ble): every frame of the
+/// secure channel, the logger's slam (LL_TERMINATE_IND, authentication
+/// failure) and the app's disconnection (when dropped), stamped with the
+/// logger's virtual time.
+pub(crate) struct OnAir {
+    radio: fieldtwin_emulator::radio::air::Air,
+    clock: Clock,
+    conn: fieldtwin_emulator::radio::ble::ConnId,
+    open: bool,
+}
+
+impl OnAir {
+    /// The app connects (one advertising event, CONNECT_IND, setup).
+    pub(crate) fn connect(ctx: &DeviceContext) -> Self {
+        use fieldtwin_emulator::radio::ble::address_from_seed;
+        let now = Self::at(&ctx.clock);
+        let conn = ctx.radio.ble().connect(
+            now,
+            address_from_seed(ctx.seed ^ 0x0A99_0A99),
+            address_from_seed(ctx.seed),
+            &ctx.id,
+            ctx.seed,
+        );
+        Self {
+            radio: ctx.radio.clone(),
+            clock: ctx.clock.clone(),
+            conn,
+            open: true,
+        }
+    }
+
+    fn at(clock: &Clock) -> Duration {
+        Duration::from_micros(clock.utc_now().timestamp_micros().max(0) as u64)
+    }
+
+    /// A frame body from the app.
+    pub(crate) fn central(&self, body: &[u8]) {
+        if self.open {
+            let now = Self::at(&self.clock);
+            self.radio.ble().write(self.conn, now, &ble::frame(body));
+        }
+    }
+
+    /// A frame body from the logger.
+    pub(crate) fn peripheral(&self, body: &[u8]) {
+        if self.open {
+            let now = Self::at(&self.clock);
+            self.radio.ble().notify(self.conn, now, &ble::frame(body));
+        }
+    }
+
+    /// The logger slams the connection.
+    pub(crate) fn slam(&mut self) {
+        if std::mem::replace(&mut self.open, false) {
+            let now = Self::at(&self.clock);
+            self.radio.ble().terminate(
+                self.conn,
+                now,
+                true,
+                fieldtwin_emulator::radio::ble::AUTHENTICATION_FAILURE,
+            );
+        }
+    }
+}
+
+impl Drop for OnAir {
+    fn drop(&mut self) {
+        if self.open {
+            let now = Self::at(&self.clock);
+            self.radio.ble().terminate(
+                self.conn,
+                now,
+                false,
+                fieldtwin_emulator::radio::ble::REMOTE_USER_TERMINATED,
+            );
+        }
     }
 }
