@@ -911,8 +911,10 @@ fn tap_mode_uplink_through_the_carrier_nat_and_no_open_port() {
     let (broker, sub) = broker_and_subscriber(dir.path(), 8883, "listener {port}", Some(&ns.name));
     let ca = dir.path().join("ca.crt");
     let site = site_with_broker(a, &format!("{host}:8883"), &ca, 60, None);
-    let _s = common::netns::start(&ns, &site, &["--speed", "60"]);
+    let s = common::netns::start(&ns, &site, &["--speed", "60"]);
     let pool = carrier_sessions(&broker, &sub, a, 3);
+    let modem = s.get_json("/api/v1/devices/dl1")["details"]["extra"]["modem"].clone();
+    assert_eq!(modem["cell_address"], "100.64.0.2", "{modem}");
     let ip = format!("10.77.{a}.30");
     let mut seqs: Vec<u32> = received(&sub).iter().map(|r| r.seq).collect();
     seqs.sort_unstable();

@@ -888,6 +888,11 @@ impl Device for DataLogger {
                 "attached": m.attached(now),
                 "rssi_dbm": m.rssi(now),
                 "apn": self.apn(nv),
+                // TAP mode: the private address behind the carrier NAT.
+                "cell_address": lock(&self.ctx)
+                    .as_ref()
+                    .and_then(|c| c.interface("cell"))
+                    .map(|c| c.ipv4().to_string()),
             }),
         );
         let committed = lock(&self.committed)
