@@ -832,6 +832,30 @@ mod tests {
         assert_eq!(seg.drops(), 10);
     }
 
+    #[tokio::test]
+    async fn cellular_interfaces_sit_behind_one_carrier_per_switch() {
+        use crate::net::Stack;
+        let site = Site::default_site();
+        let net = Network::from_site(&site, None, 0).unwrap();
+        let a = net.attach_cellular("dl1", "lan", 1).unwrap();
+        let b = net.attach_cellular("dl2", "lan", 2).unwrap();
+        assert_eq!(a.ipv4(), Ipv4Addr::new(100, 64, 0, 2));
+        assert_eq!(b.ipv4(), Ipv4Addr::new(100, 64, 0, 3));
+        let carriers = net.carriers();
+        assert_eq!(carriers.len(), 1, "one carrier for the lan switch");
+        let (seg, pool, _) = &carriers[0];
+        assert_eq!(seg, "lan");
+        // The 8 highest addresses below .200 that the site does not use.
+        let want: Vec<Ipv4Addr> = (192..=199)
+            .rev()
+            .map(|n| Ipv4Addr::new(10, 77, 0, n))
+            .collect();
+        assert_eq!(pool, &want);
+        assert!(net.attach_cellular("dl3", "nowhere", 3).is_err());
+        // A link fault on a logger reaches its cell port.
+        net.set_fault("dl2", LinkFault::default()).unwrap();
+    }
+
     #[test]
     fn separated_keeps_segments_apart_and_switched_bridges_them() {
         let sep = Site::default_site();

@@ -19,6 +19,14 @@
 //! - Commands: `Cellular` (coverage, signal, technology; field `modem`),
 //!   `FieldPower` on an input's name (off = wire broken). Coverage and
 //!   wiring belong to the place, not the logger: they survive power cycles.
+//! - The uplink leaves from the `cell` interface when the runtime gives
+//!   one (TAP mode: behind the carrier NAT, emulator::net::nat), else from
+//!   `eth1` through `Stack::connect_tcp_carrier` (host mode's pool).
+//! - Digital outputs ([`outputs`]): alarm outputs follow the samples,
+//!   manual ones are set from the USB console or the BLE app and kept in
+//!   NV memory.
+//! - Every BLE connection is also played on the site's air (`OnAir`,
+//!   emulator::radio::ble), where a BLE sniffer records it.
 
 pub mod ble;
 pub mod https;
