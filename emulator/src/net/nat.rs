@@ -1015,6 +1015,61 @@ mod tests {
         assert!(nat.mappings().is_empty());
     }
 
+    proptest::proptest! {
+        /// Any bytes from either side: no panic, and nothing the NAT
+        /// sends is shorter than an Ethernet header.
+        #[test]
+        fn any_frame_is_handled(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            inside in proptest::prelude::any::<bool>(),
+            ours in proptest::prelude::any::<bool>(),
+        ) {
+            let mut nat = nat();
+            let mut f = bytes;
+            if ours && f.len() >= 14 {
+                f[0..6].copy_from_slice(&NAT);
+                f[12..14].copy_from_slice(&ETH_IPV4.to_be_bytes());
+            }
+            let mut out = Vec::new();
+            let side = if inside { Side::Inside } else { Side::Outside };
+            nat.input(side, f, Instant::now(), &mut out);
+            proptest::prop_assert!(out.iter().all(|o| o.frame.len() >= 14));
+        }
+
+        /// Any TCP or UDP packet of any ports and payload crosses with
+        /// right checksums both ways.
+        #[test]
+        fn checksums_stay_right(
+            udp in proptest::prelude::any::<bool>(),
+            sport in 1u16..,
+            dport in 1u16..,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let proto = if udp { UDP } else { TCP };
+            let mut nat = nat();
+            let now = Instant::now();
+            let mut out = Vec::new();
+            arp_reply(&mut nat, now, &mut out);
+            out.clear();
+            let f = packet((DEV, NAT), proto, (DEV_IP, sport), (SERVER, dport), SYN, &payload);
+            nat.input(Side::Inside, f, now, &mut out);
+            proptest::prop_assert_eq!(out.len(), 1);
+            let o = &out[0].frame;
+            proptest::prop_assert_eq!(checksum(&o[14..34]), 0);
+            proptest::prop_assert_eq!(l4_checksum(o), 0);
+            let (public, port) = (ip_at(o, 26), be16(o, 34));
+            out.clear();
+            let back = packet((HOST, NAT), proto, (SERVER, dport), (public, port), SYN | ACK, &payload);
+            nat.input(Side::Outside, back, now, &mut out);
+            proptest::prop_assert_eq!(out.len(), 1);
+            let i = &out[0].frame;
+            proptest::prop_assert_eq!(ip_at(i, 30), DEV_IP);
+            proptest::prop_assert_eq!(be16(i, 36), sport);
+            proptest::prop_assert_eq!(checksum(&i[14..34]), 0);
+            proptest::prop_assert_eq!(l4_checksum(i), 0);
+        }
+    }
+
     #[test]
     fn unanswered_arp_gives_up_after_three_tries() {
         let mut nat = nat();

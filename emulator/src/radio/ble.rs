@@ -506,6 +506,36 @@ mod tests {
         assert_ne!(aa, ADV_ACCESS_ADDRESS);
     }
 
+    proptest::proptest! {
+        /// Any stream in either direction arrives whole and in order, in
+        /// PDUs that fit the negotiated 251 octets, with right lengths.
+        #[test]
+        fn any_stream_is_carried_whole(
+            stream in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1200),
+            up in proptest::prelude::any::<bool>(),
+        ) {
+            let mut air = BleAir { keep: 10_000, ..Default::default() };
+            let t0 = Duration::from_secs(100);
+            let id = air.connect(t0, PHONE, LOGGER, "x", 3);
+            if up {
+                air.write(id, t0, &stream);
+            } else {
+                air.notify(id, t0, &stream);
+            }
+            let op = if up { 0x52 } else { 0x1B };
+            let mut got = Vec::new();
+            for p in air.take_kept().iter().skip(2) {
+                let pdu = &p.bytes[4..p.bytes.len() - 3];
+                proptest::prop_assert!(pdu.len() <= 2 + 251);
+                proptest::prop_assert_eq!(usize::from(pdu[1]), pdu.len() - 2);
+                if pdu.len() > 9 && pdu[6] == op {
+                    got.extend_from_slice(&pdu[9..]);
+                }
+            }
+            proptest::prop_assert_eq!(got, stream);
+        }
+    }
+
     #[test]
     fn a_sniffer_writes_link_type_251() {
         let dir = tempfile::tempdir().unwrap();
