@@ -915,6 +915,23 @@ fn tap_mode_uplink_through_the_carrier_nat_and_no_open_port() {
     let pool = carrier_sessions(&broker, &sub, a, 3);
     let modem = s.get_json("/api/v1/devices/dl1")["details"]["extra"]["modem"].clone();
     assert_eq!(modem["cell_address"], "100.64.0.2", "{modem}");
+    // The control API shows the NAT: its pool holds every address seen.
+    let nat = s.post_json("/api/v1/commands", r#"{"command":"carrier_nat"}"#);
+    let c = &nat["carriers"][0];
+    assert_eq!(c["segment"], "lan", "{nat}");
+    let pool_now: Vec<&str> = c["pool"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(pool_now.len(), 8, "{nat}");
+    assert!(
+        pool.iter().all(|ip| pool_now.contains(&ip.as_str())),
+        "{nat}"
+    );
+    assert!(c["sessions"].as_u64().unwrap() >= 3, "{nat}");
+    assert!(c["translated"].as_u64().unwrap() > 0, "{nat}");
     let ip = format!("10.77.{a}.30");
     let mut seqs: Vec<u32> = received(&sub).iter().map(|r| r.seq).collect();
     seqs.sort_unstable();
@@ -1106,6 +1123,9 @@ fn ble_air_checks(pcap: &Path) {
 /// that is off. (What they do is checked by the library scenarios
 /// datalogger-ble-replay and datalogger-usb-injection.)
 fn local_port_refusals(s: &RunningSite) {
+    let (code, body) = s.post("/api/v1/commands", r#"{"command":"carrier_nat"}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("127.78.S.2-251"), "{body}");
     let (code, body) = s.post(
         "/api/v1/commands",
         r#"{"command":"ble","device":"dl1","action":"sniff"}"#,

@@ -202,6 +202,10 @@ pub enum Command {
         path: Option<String>,
         on: bool,
     },
+    /// The carrier NATs the Data Loggers' sessions cross in TAP mode:
+    /// pools, live translations, counters (docs/datalogger.md "Carrier
+    /// NAT"). Host mode has none (400).
+    CarrierNat,
     // --- EV charging (issue 11; docs/ev-charging.md) ---
     /// An EV is plugged into `connector` of charging station `device`;
     /// `id_tag` presents a badge at the same time.
@@ -443,6 +447,14 @@ pub enum Reply {
     Wifi(WifiStatus),
     /// What a person at a local port (USB, BLE) saw.
     Local(Box<Transcript>),
+    /// The carrier NATs (TAP mode).
+    Carriers(CarrierReport),
+}
+
+/// The answer of the `carrier_nat` command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CarrierReport {
+    pub carriers: Vec<crate::net::nat::CarrierStatus>,
 }
 
 /// Why a command failed.
@@ -645,6 +657,20 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 generation,
             },
         ),
+        Command::CarrierNat => match rt.network() {
+            None => Err(CommandError::BadRequest(
+                "the carrier NAT node is on the TAP-mode switch; in host mode each session of a \
+                 Data Logger leaves from an address of its loopback pool 127.78.S.2-251"
+                    .into(),
+            )),
+            Some(net) => Ok(Reply::Carriers(CarrierReport {
+                carriers: net
+                    .carriers()
+                    .into_iter()
+                    .map(|(segment, _, link)| link.status(&segment))
+                    .collect(),
+            })),
+        },
         Command::BleSniffer { path, on } => {
             let air = rt.radio();
             let message = if on {

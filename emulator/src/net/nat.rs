@@ -167,12 +167,28 @@ struct Pending {
 }
 
 /// A translation as the control API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MappingInfo {
-    pub protocol: &'static str,
+    /// `tcp` or `udp`.
+    pub protocol: String,
     pub inside: String,
     pub outside: String,
     pub remote: String,
+}
+
+/// A carrier NAT as the control API shows it (`carrier_nat` command).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CarrierStatus {
+    /// The site switch its pool is on.
+    pub segment: String,
+    pub pool: Vec<Ipv4Addr>,
+    /// Live translations, oldest first.
+    pub mappings: Vec<MappingInfo>,
+    /// Packets translated and dropped, sessions started (new pool
+    /// address drawn) so far.
+    pub translated: u64,
+    pub dropped: u64,
+    pub sessions: u64,
 }
 
 /// The NAT's state.
@@ -257,7 +273,7 @@ impl Nat {
             .map(|id| {
                 let m = &self.maps[id];
                 MappingInfo {
-                    protocol: if m.proto == TCP { "tcp" } else { "udp" },
+                    protocol: if m.proto == TCP { "tcp" } else { "udp" }.to_string(),
                     inside: format!("{}:{}", m.inside.0, m.inside.1),
                     outside: format!("{}:{}", m.outside.0, m.outside.1),
                     remote: format!("{}:{}", m.remote.0, m.remote.1),
@@ -741,6 +757,19 @@ impl CarrierLink {
     pub fn counters(&self) -> (u64, u64, u64) {
         let st = self.lock();
         (st.translated, st.dropped, st.sessions)
+    }
+
+    /// The NAT for the control API, its pool on `segment`.
+    pub fn status(&self, segment: &str) -> CarrierStatus {
+        let st = self.lock();
+        CarrierStatus {
+            segment: segment.to_string(),
+            pool: st.pool().to_vec(),
+            mappings: st.mappings(),
+            translated: st.translated,
+            dropped: st.dropped,
+            sessions: st.sessions,
+        }
     }
 }
 
