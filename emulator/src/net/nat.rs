@@ -22,7 +22,8 @@
 //!   the inside and rewrites the source address and port outwards and the
 //!   destination inwards, per 5-tuple (address- and port-dependent
 //!   filtering). The inside port is kept when it is free on the chosen
-//!   address, else a random port from 1024 up is taken. From the outside
+//!   address, else a random port from 1024 up is taken; a SYN on the
+//!   5-tuple of a closed mapping (FIN both ways, RST) replaces it. From the outside
 //!   only packets of a mapping get in; everything else (a SYN, a scan, a
 //!   ping to a pool address) is dropped without answer, as a CGNAT does.
 //!   Fragments, other protocols and ICMP are dropped.
@@ -374,6 +375,15 @@ impl Nat {
         }
         let flags = if proto == TCP { f[l4 + 13] } else { 0 };
         let key = (proto, src, sport, dst, dport);
+        if proto == TCP
+            && flags & (SYN | ACK | RST) == SYN
+            && let Some(&old) = self.by_inside.get(&key)
+            && !self.maps[&old].open()
+        {
+            // The same 5-tuple opens a new connection after the old one
+            // closed: a new mapping (and maybe a new session).
+            self.remove(old);
+        }
         let id = match self.by_inside.get(&key) {
             Some(&id) => id,
             None => {
@@ -565,6 +575,16 @@ impl Nat {
         Some(id)
     }
 
+    fn remove(&mut self, id: u64) {
+        if let Some(m) = self.maps.remove(&id) {
+            self.by_inside
+                .remove(&(m.proto, m.inside.0, m.inside.1, m.remote.0, m.remote.1));
+            self.by_outside
+                .remove(&(m.proto, m.remote.0, m.remote.1, m.outside.0, m.outside.1));
+            self.taken.remove(&(m.proto, m.outside.0, m.outside.1));
+        }
+    }
+
     fn send_outside(
         &mut self,
         hop: Ipv4Addr,
@@ -625,18 +645,7 @@ impl Nat {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some(m) = self.maps.remove(&id) {
-                self.by_inside
-                    .remove(&(m.proto, m.inside.0, m.inside.1, m.remote.0, m.remote.1));
-                self.by_outside.remove(&(
-                    m.proto,
-                    m.remote.0,
-                    m.remote.1,
-                    m.outside.0,
-                    m.outside.1,
-                ));
-                self.taken.remove(&(m.proto, m.outside.0, m.outside.1));
-            }
+            self.remove(id);
         }
         let due: Vec<Ipv4Addr> = self
             .pending
@@ -1015,6 +1024,24 @@ mod tests {
         assert!(nat.mappings().is_empty());
         assert!(nat.poll(last + TCP_TRANSITORY, &mut out).is_none());
         assert_eq!(nat.sessions, 4);
+    }
+
+    #[test]
+    fn a_reused_port_after_close_opens_a_new_session() {
+        let mut nat = nat();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        arp_reply(&mut nat, now, &mut out);
+        out.clear();
+        nat.input(Side::Inside, syn(50000), now, &mut out);
+        let first = ip_at(&out[0].frame, 26);
+        let rst = packet((DEV, NAT), TCP, (DEV_IP, 50000), (SERVER, 8883), RST, b"");
+        nat.input(Side::Inside, rst, now, &mut out);
+        out.clear();
+        nat.input(Side::Inside, syn(50000), now, &mut out);
+        assert_ne!(ip_at(&out[0].frame, 26), first);
+        assert_eq!(nat.mappings().len(), 1);
+        assert_eq!(nat.sessions, 2);
     }
 
     #[test]
