@@ -292,13 +292,20 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Inserts `table` into the `[[device]]` block of `id`.
+/// Puts `table` into the `[[device]]` block of `id`, in place of the
+/// block's own tables (the default site's `[device.evce]` with its
+/// supervision, cs2's `[device.charging_station]`).
 fn add_table(site: &str, id: &str, table: &str) -> String {
     let at = site
         .find(&format!("\nid = \"{id}\""))
         .unwrap_or_else(|| panic!("no device {id}"));
     let end = site[at..].find("[[device]]").map_or(site.len(), |i| at + i);
-    format!("{}{table}\n\n{}", &site[..end], &site[end..])
+    let own = ["\n[device.", "\n[[device."]
+        .iter()
+        .filter_map(|t| site[at..end].find(t).map(|i| at + i + 1))
+        .min()
+        .unwrap_or(end);
+    format!("{}{table}\n\n{}", &site[..own], &site[end..])
 }
 
 fn ocpp_of(site: &RunningSite, id: &str) -> Value {

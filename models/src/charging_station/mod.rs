@@ -75,6 +75,10 @@ pub struct ChargingStation {
     work: Arc<Notify>,
     /// Wakes the time task (the deadlines changed).
     retick: Arc<Notify>,
+    /// The central system URL set by `ocpp_url` (None: `url`).
+    url_override: Mutex<Option<String>>,
+    /// Drops the link to connect again at once (the URL changed).
+    relink: Arc<Notify>,
     clock: OnceLock<Clock>,
 }
 
@@ -145,6 +149,8 @@ impl ChargingStation {
             default_keys,
             work: Arc::new(Notify::new()),
             retick: Arc::new(Notify::new()),
+            url_override: Mutex::new(None),
+            relink: Arc::new(Notify::new()),
             clock: OnceLock::new(),
         }
     }
@@ -152,6 +158,13 @@ impl ChargingStation {
     /// The charge-box identity.
     pub fn box_id(&self) -> &str {
         &self.box_id
+    }
+
+    /// The central system URL in use (the site file's, or `ocpp_url`'s).
+    pub fn url(&self) -> String {
+        lock(&self.url_override)
+            .clone()
+            .unwrap_or_else(|| self.url.clone())
     }
 
     /// Total power the station draws now, W.
@@ -201,7 +214,31 @@ impl Device for ChargingStation {
         "ChargingStation"
     }
 
+    fn credentials(&self) -> Vec<fieldtwin_emulator::device::Credential> {
+        // The AuthorizationKey (Basic auth password of profiles 1-2), as the
+        // installer wrote it into the station.
+        self.default_keys
+            .authorization_key
+            .iter()
+            .map(|k| fieldtwin_emulator::device::Credential {
+                service: "ocpp".into(),
+                user: self.box_id.clone(),
+                password: k.clone(),
+            })
+            .collect()
+    }
+
     fn model_command(&self, cmd: ModelCommand, now: Duration) -> Result<(), String> {
+        if let ModelCommand::OcppUrl { url } = &cmd {
+            if let Some(u) = url {
+                link::parse_url(u).map_err(|e| {
+                    format!("{e}; give ws://A.B.C.D:PORT/PATH or wss://... (null: the site file's)")
+                })?;
+            }
+            *lock(&self.url_override) = url.clone();
+            self.relink.notify_one();
+            return Ok(());
+        }
         let now = self.now_at(now);
         let mut st = lock(&self.state);
         let r = match cmd {
@@ -216,7 +253,7 @@ impl Device for ChargingStation {
             ModelCommand::EvUnplug { connector } => st.unplug(connector, now),
             ModelCommand::Badge { connector, id_tag } => st.badge(connector, id_tag, now),
             other => Err(format!(
-                "{} is a ChargingStation; it takes ev_plug, ev_unplug and badge, not {}",
+                "{} is a ChargingStation; it takes ev_plug, ev_unplug, badge and ocpp_url, not {}",
                 self.id,
                 other.name()
             )),
@@ -253,7 +290,7 @@ impl Device for ChargingStation {
             "ocpp".into(),
             json!({
                 "box_id": self.box_id,
-                "url": self.url,
+                "url": self.url(),
                 "security_profile": st.keys.security_profile,
                 "online": st.online,
                 "connectors": conns,
@@ -317,8 +354,14 @@ impl Device for ChargingStation {
 }
 
 impl ChargingStation {
-    fn credentials(&self, keys: &Keys) -> Result<Credentials, String> {
-        let tls = if self.url.starts_with("wss://") {
+    fn link_credentials(&self, keys: &Keys, url: &str) -> Result<Credentials, String> {
+        if keys.security_profile >= 2 && !url.starts_with("wss://") {
+            return Err(format!(
+                "security profile {} needs TLS; refusing the plain URL {url}",
+                keys.security_profile
+            ));
+        }
+        let tls = if url.starts_with("wss://") {
             let client =
                 (keys.security_profile >= 3).then(|| SiteCa::get().client_cert(&self.box_id));
             Some(link::client_config(SiteCa::get().pem.as_bytes(), client)?)
@@ -337,31 +380,53 @@ impl ChargingStation {
     }
 
     async fn run(self: Arc<Self>, ctx: DeviceContext, stack: Arc<dyn Stack>) {
+        // A failure is reported once until it changes or the link is up
+        // (no event every retry: the event stream stays readable and
+        // repeatable).
+        let mut last_error: Option<String> = None;
+        fn report(ctx: &DeviceContext, last: &mut Option<String>, e: String) {
+            if last.as_ref() != Some(&e) {
+                ctx.emit("ocpp", e.clone());
+                *last = Some(e);
+            }
+        }
         loop {
             let keys = lock(&self.state).keys.clone();
             let _ = ctx.nv.put(KEYS_KEY, &keys);
-            let creds = match self.credentials(&keys) {
+            let url = self.url();
+            let creds = match self.link_credentials(&keys, &url) {
                 Ok(c) => c,
                 Err(e) => {
-                    ctx.emit("ocpp", format!("cannot connect: {e}"));
-                    tokio::time::sleep(RETRY * 5).await;
+                    report(&ctx, &mut last_error, format!("cannot connect: {e}"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY * 5) => {}
+                        _ = self.relink.notified() => {}
+                    }
                     continue;
                 }
             };
-            match link::connect(stack.as_ref(), &self.url, &creds, MESSAGE_TIMEOUT).await {
+            match link::connect(stack.as_ref(), &url, &creds, MESSAGE_TIMEOUT).await {
                 Ok(ws) => {
+                    last_error = None;
                     let (rpc, incoming, driver) = rpc::start(ws, Some(Duration::from_secs(30)));
                     ctx.spawn(driver);
-                    self.session(&ctx, rpc.clone(), incoming).await;
+                    let relinked = tokio::select! {
+                        _ = self.session(&ctx, &url, rpc.clone(), incoming) => false,
+                        _ = self.relink.notified() => true,
+                    };
                     rpc.close();
                     lock(&self.state).offline();
-                    ctx.emit("ocpp", format!("link to {} closed", self.url));
+                    ctx.emit("ocpp", format!("link to {url} closed"));
+                    if relinked {
+                        continue;
+                    }
                 }
-                Err(e) => {
-                    ctx.emit("ocpp", format!("cannot reach {}: {e}", self.url));
-                }
+                Err(e) => report(&ctx, &mut last_error, format!("cannot reach {url}: {e}")),
             }
-            tokio::time::sleep(RETRY).await;
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY) => {}
+                _ = self.relink.notified() => {}
+            }
         }
     }
 
@@ -369,6 +434,7 @@ impl ChargingStation {
     async fn session(
         &self,
         ctx: &DeviceContext,
+        url: &str,
         rpc: Rpc,
         mut incoming: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
     ) {
@@ -410,7 +476,7 @@ impl ChargingStation {
                 }
             }
         }
-        ctx.emit("ocpp", format!("connected to {}", self.url));
+        ctx.emit("ocpp", format!("connected to {url}"));
         self.retick.notify_one();
         self.work.notify_one();
         let sender = self.send_loop(ctx.clock.clone(), rpc.clone());

@@ -147,6 +147,11 @@ impl TxQueue {
         true
     }
 
+    /// Every known local -> remote transaction id.
+    pub fn mapping(&self) -> &BTreeMap<i64, i64> {
+        &self.map
+    }
+
     /// The remote id of local transaction `local`, once known.
     pub fn remote_of(&self, local: i64) -> Option<i64> {
         self.map.get(&local).copied()
