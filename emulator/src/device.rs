@@ -1057,8 +1057,18 @@ impl Runtime {
                 )
             })
             .collect();
+        let stacks = slots
+            .iter()
+            .filter_map(|(id, s)| {
+                s.interfaces
+                    .get("eth1")
+                    .or_else(|| s.interfaces.values().next())
+                    .map(|st| (id.clone(), st.clone()))
+            })
+            .collect();
         AttackEnv {
             devices,
+            stacks,
             network: self.network.clone(),
         }
     }

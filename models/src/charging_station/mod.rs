@@ -416,10 +416,12 @@ impl ChargingStation {
                     };
                     rpc.close();
                     lock(&self.state).offline();
-                    ctx.emit("ocpp", format!("link to {url} closed"));
                     if relinked {
+                        // Repointed by `ocpp_url`, whose own event says so
+                        // (one event, in a fixed order).
                         continue;
                     }
+                    ctx.emit("ocpp", format!("link to {url} closed"));
                 }
                 Err(e) => report(&ctx, &mut last_error, format!("cannot reach {url}: {e}")),
             }

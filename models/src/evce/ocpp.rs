@@ -322,11 +322,23 @@ impl Ocpp {
             })
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let actx = ctx.clone();
+        let refused: Arc<Mutex<bool>> = Arc::default();
+        let refused2 = refused.clone();
         // tungstenite's callback type fixes the error type.
         #[allow(clippy::result_large_err)]
         let callback =
             move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+                // A refusal is reported before its answer leaves, so the
+                // event precedes whatever the client does next.
                 let err = |code: StatusCode, msg: &str| {
+                    actx.emit(
+                        "ocpp",
+                        format!(
+                            "station connection from {from} refused: {} {msg}",
+                            code.as_u16()
+                        ),
+                    );
+                    *lock(&refused) = true;
                     let mut r = ErrorResponse::new(Some(msg.to_string()));
                     *r.status_mut() = code;
                     r
@@ -386,10 +398,12 @@ impl Ocpp {
         {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
-                ctx.emit(
-                    "ocpp",
-                    format!("station connection from {} refused: {e}", host_of(&peer)),
-                );
+                if !*lock(&refused2) {
+                    ctx.emit(
+                        "ocpp",
+                        format!("station connection from {} failed: {e}", host_of(&peer)),
+                    );
+                }
                 return;
             }
             Err(_) => return,
