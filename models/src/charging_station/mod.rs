@@ -299,6 +299,8 @@ impl Device for ChargingStation {
                 "delivered": st.queue.delivered,
                 "discarded": st.queue.discarded,
                 "sent": st.sent,
+                "firmware": st.firmware,
+                "firmware_status": st.firmware_status,
             }),
         );
         d
@@ -311,21 +313,37 @@ impl Device for ChargingStation {
                 .nv
                 .get(KEYS_KEY)?
                 .unwrap_or_else(|| self.default_keys.clone());
+            // The installed firmware must verify at every boot.
+            let firmware =
+                crate::security::firmware::verify_stored(&ctx.nv, station::FIRMWARE_FAMILY)?
+                    .map_or_else(|| station::FACTORY_FIRMWARE.to_string(), |i| i.version);
             {
                 let mut st = lock(&self.state);
                 st.keys = keys;
+                st.firmware = firmware;
+                st.firmware_update = None;
+                st.download = None;
                 st.offline();
                 st.tick(now_of(&ctx.clock));
             }
             let stack = ctx
                 .interface("eth1")
                 .ok_or_else(|| BootError::Other("no eth1 interface".into()))?;
-            // Time: samples and heartbeats on virtual time.
+            // Time: samples and heartbeats on virtual time; firmware
+            // downloads when they are due.
             let me = self.clone();
             let clock = ctx.clock.clone();
+            let (c2, s2) = (ctx.clone(), stack.clone());
             ctx.spawn(async move {
                 loop {
-                    let next = lock(&me.state).tick(now_of(&clock));
+                    let (next, download) = {
+                        let mut st = lock(&me.state);
+                        (st.tick(now_of(&clock)), st.download.take())
+                    };
+                    if let Some(u) = download {
+                        let (me, ctx, stack) = (me.clone(), c2.clone(), s2.clone());
+                        c2.spawn(async move { me.update_firmware(ctx, stack, u).await });
+                    }
                     me.work.notify_one();
                     let deadline = Duration::from_secs_f64(next.max(0.0));
                     tokio::select! {
@@ -445,7 +463,7 @@ impl ChargingStation {
             "chargePointModel": MODEL,
             "chargePointSerialNumber": self.box_id,
             "chargeBoxSerialNumber": self.box_id,
-            "firmwareVersion": "1.0.0",
+            "firmwareVersion": lock(&self.state).firmware.clone(),
         });
         loop {
             let r = rpc
@@ -569,8 +587,172 @@ impl ChargingStation {
         }
     }
 
+    /// Downloads and installs a firmware update (UpdateFirmware): the
+    /// image comes from its `http://` location through the station's own
+    /// stack; a verified image is kept in NV memory and the OCPP stack
+    /// boots again under the new version (transactions stop, reason
+    /// `Reboot`).
+    async fn update_firmware(
+        self: Arc<Self>,
+        ctx: DeviceContext,
+        stack: Arc<dyn Stack>,
+        update: station::FirmwareUpdate,
+    ) {
+        let got = fetch(stack.as_ref(), &update.location).await;
+        let r = lock(&self.state).downloaded(update, got, now_of(&ctx.clock));
+        self.work.notify_one();
+        self.retick.notify_one();
+        match r {
+            Ok(image) => {
+                if let Err(e) = ctx.nv.put_raw(crate::security::firmware::IMAGE_KEY, &image) {
+                    ctx.emit("firmware", format!("cannot keep the new firmware: {e}"));
+                    return;
+                }
+                let version = lock(&self.state).firmware.clone();
+                ctx.emit(
+                    "firmware",
+                    format!("firmware {version} installed; the OCPP stack boots again"),
+                );
+                // The Installed notification leaves first (at most 2 s).
+                for _ in 0..40 {
+                    if lock(&self.state).outbox.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                lock(&self.state).stop_all("Reboot", now_of(&ctx.clock));
+                self.relink.notify_one();
+            }
+            Err(e) => ctx.emit("firmware", e),
+        }
+    }
+
     /// The station's configuration table.
     pub fn config(&self) -> &ChargingStationConfig {
         &self.cfg
+    }
+}
+
+/// Largest firmware download, bytes.
+pub const MAX_DOWNLOAD: usize = crate::proto::firmware::MAX_LEN + 1024;
+
+/// GETs `http://A.B.C.D[:PORT]/PATH` from `stack` (HTTP/1.1, body by
+/// Content-Length or up to the close); the error says what went wrong.
+pub async fn fetch(stack: &dyn Stack, url: &str) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("{url:?}: only http:// firmware locations are supported (http://A.B.C.D:PORT/PATH)")
+    })?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>().map_err(|_| format!("{url:?}: bad port"))?,
+        ),
+        None => (hostport, 80),
+    };
+    let ip: std::net::Ipv4Addr = host
+        .parse()
+        .map_err(|_| format!("{url:?}: the host must be an IPv4 address"))?;
+    let io = async {
+        let mut s = stack
+            .connect_tcp(std::net::SocketAddr::from((ip, port)))
+            .await
+            .map_err(|e| format!("{host}:{port}: {e}"))?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > MAX_DOWNLOAD + 16 * 1024 {
+                return Err(format!("the file is larger than {MAX_DOWNLOAD} bytes"));
+            }
+        }
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no HTTP answer")?;
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or("no HTTP status")?;
+        if status != 200 {
+            return Err(format!("HTTP {status}"));
+        }
+        let mut body = buf[end + 4..].to_vec();
+        if let Some(len) = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        }) {
+            if body.len() < len {
+                return Err(format!(
+                    "the download ended after {} of {len} bytes",
+                    body.len()
+                ));
+            }
+            body.truncate(len);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(Duration::from_secs(60), io)
+        .await
+        .map_err(|_| format!("{url}: no complete answer within 60 s"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldtwin_emulator::net::host::HostStack;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot HTTP server on loopback answering `answer`.
+    async fn serve(answer: Vec<u8>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut req = vec![0u8; 1024];
+                let _ = s.read(&mut req).await;
+                let _ = s.write_all(&answer).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn firmware_is_fetched_over_http_from_the_station_stack() {
+        let stack = HostStack::new(std::net::Ipv4Addr::LOCALHOST);
+        let port = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nimage".to_vec()).await;
+        let got = fetch(&stack, &format!("http://127.0.0.1:{port}/fw.bin")).await;
+        assert_eq!(got.unwrap(), b"image");
+        let port = serve(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
+        let e = fetch(&stack, &format!("http://127.0.0.1:{port}/nope"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("404"), "{e}");
+        let port = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort".to_vec()).await;
+        let e = fetch(&stack, &format!("http://127.0.0.1:{port}/cut"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("ended after 5 of 50"), "{e}");
+        let e = fetch(&stack, "ftp://127.0.0.1/x").await.unwrap_err();
+        assert!(e.contains("only http://"), "{e}");
     }
 }
