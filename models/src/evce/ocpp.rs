@@ -160,6 +160,9 @@ impl Ocpp {
                     )
                     .await;
                 if r.is_ok() {
+                    if let Some(m) = lock(&self.load).as_mut() {
+                        m.shares.insert(id.clone(), share);
+                    }
                     sent.insert(id, share);
                 }
             }
@@ -216,6 +219,7 @@ impl Ocpp {
                         "queued": s.queue.len(),
                         "delivered": s.queue.delivered,
                         "discarded": s.queue.discarded,
+                        "dropped": s.queue.dropped,
                         "transaction_ids": s.queue.mapping().iter().map(|(l, r)| (l.to_string(), *r)).collect::<BTreeMap<_, _>>(),
                         "statuses": s.statuses.iter().map(|(k, v)| (k.to_string(), v["status"].clone())).collect::<BTreeMap<_, _>>(),
                     }),
