@@ -371,9 +371,10 @@ fn lab_up_exec_down_manage_the_namespace() {
         "10.77.70.10",
     ]);
     assert!(ex.status.success(), "lab exec ping: {}", text(&ex));
+    // ps1, meter-tcp, dl1, csms1, evce1, cs1, cs2, meter-ev.
     assert_eq!(
         site.get_json("/api/v1/devices").as_array().unwrap().len(),
-        7
+        8
     );
     let fail = common::fieldtwin(&["lab", "exec", "--name", &name, "--", "false"]);
     assert!(

@@ -5,7 +5,8 @@
 //! - A site device of its own (model `Workstation`, in the site file or
 //!   added at run time with `add_workstation`): its own MAC and IP on a
 //!   segment in TAP mode, its own loopback address in host mode. It serves
-//!   nothing (no open port).
+//!   nothing (no open port), except the OCPP relay of [`ocpp::Mitm`] while
+//!   it runs.
 //! - Everything it does goes through its own [`Stack`] (DESIGN.md principle
 //!   12): its traffic crosses the switch, the link faults and the segment's
 //!   capture like any outside client's.
