@@ -244,6 +244,15 @@ pub enum Command {
         #[serde(default)]
         kw: Option<f64>,
     },
+    /// Repoints charging station `device` to the central system at `url`
+    /// (`ws://` or `wss://`, the box id is appended), as a rogue DHCP/DNS
+    /// answer or a tampered configuration would; `url` null: back to the
+    /// site file's. The station drops its link and connects there at once.
+    OcppUrl {
+        device: String,
+        #[serde(default)]
+        url: Option<String>,
+    },
     // --- Wi-Fi (issue 10; docs/control-api.md "Wi-Fi") ---
     /// A station (`host`, the lab's client, by default; or a device id)
     /// associates with the access point on the air with SSID `ssid`,
@@ -896,6 +905,9 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 )));
             }
             model_command(rt, &device, ModelCommand::SiteLimit { kw })
+        }
+        Command::OcppUrl { device, url } => {
+            model_command(rt, &device, ModelCommand::OcppUrl { url })
         }
     }
 }
