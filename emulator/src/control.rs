@@ -310,6 +310,19 @@ pub enum Command {
         path: Option<String>,
         on: bool,
     },
+    /// IEEE 802.15.4 commissioning of Panel Server `device`, as its
+    /// administrator does it on the Settings page (docs/radio.md
+    /// "Commissioning"): `add` device `rf_id` (a discovered device with an
+    /// 8-character RF-ID; with `install_code`, a Protect Plus device joins
+    /// at its next join request), `remove` it, or `rebuild` the network.
+    RadioCommission {
+        device: String,
+        action: crate::device::CommissionAction,
+        #[serde(default)]
+        rf_id: Option<String>,
+        #[serde(default)]
+        install_code: Option<String>,
+    },
 }
 
 /// A forged device report for [`Command::RadioInject`].
@@ -800,6 +813,25 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 );
             }
             Ok(Reply::Radio(Box::new(air.status())))
+        }
+        Command::RadioCommission {
+            device,
+            action,
+            rf_id,
+            install_code,
+        } => {
+            let cmd = ModelCommand::Commission {
+                op: action,
+                rf_id,
+                install_code,
+            };
+            rt.model_command_async(&device, cmd)
+                .await?
+                .map_err(CommandError::BadRequest)?;
+            // What the change put on the air (a join accepted) is handled
+            // before the answer.
+            rt.radio().process(rt.clock().now()).await;
+            Ok(Reply::Device(Box::new(rt.status(&device)?)))
         }
         Command::EvPlug {
             device,

@@ -33,6 +33,7 @@
 
 pub mod air;
 pub mod frame;
+pub mod join;
 pub mod phy;
 pub mod report;
 

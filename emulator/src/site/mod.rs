@@ -549,9 +549,21 @@ pub struct FieldDeviceConfig {
     /// PowerTag 5, sensors 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_period_s: Option<f64>,
+    /// Whether a wireless device is already commissioned (paired at the
+    /// Panel Server's first boot, reporting at once; the default). `false`:
+    /// a new device out of its box, which sends join requests over the
+    /// radio until the administrator adds it (docs/radio.md
+    /// "Commissioning").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commissioned: Option<bool>,
 }
 
 impl FieldDeviceConfig {
+    /// Whether this wireless device is already commissioned (default yes).
+    pub fn is_commissioned(&self) -> bool {
+        self.commissioned.unwrap_or(true)
+    }
+
     /// The install code of this wireless device: the site file's, or the
     /// one derived from the site seed and the device id.
     pub fn install_code(&self, site_seed: u64) -> InstallCode {
@@ -992,6 +1004,12 @@ impl Site {
                 }
                 if let Some(u) = f.unit {
                     check_unit(&format!("{at}.unit"), u, &f.id, &mut units)?;
+                }
+                if kind == "serial" && f.commissioned.is_some() {
+                    return Err(invalid(
+                        format!("{at}.commissioned"),
+                        "commissioned is for wireless devices only (a Modbus-SL device is configured by its unit id)",
+                    ));
                 }
                 if kind == "serial" && (f.position.is_some() || f.report_period_s.is_some()) {
                     return Err(invalid(

@@ -207,7 +207,9 @@ impl Node {
         if old.ntp_server != new.ntp_server {
             self.start_ntp().await;
         }
-        if (old.ieee802154, &old.pairing) != (new.ieee802154, &new.pairing) {
+        if (old.ieee802154, &old.pairing, &old.install_codes)
+            != (new.ieee802154, &new.pairing, &new.install_codes)
+        {
             self.ps.radio_configure(
                 &new,
                 self.ieee802154_permanently_off(),
@@ -606,6 +608,26 @@ pub fn run(
             ctx.clock.now(),
             true,
         );
+        // Protect Plus devices that join with their install code are
+        // paired by this boot.
+        if let Some(c) = ps.coordinator() {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+            c.set_join_sink(Some(tx));
+            let (weak, token) = (Arc::downgrade(&node), node.boot_token());
+            node.spawn(async move {
+                loop {
+                    let rf_id = tokio::select! {
+                        _ = token.cancelled() => break,
+                        r = rx.recv() => match r {
+                            Some(r) => r,
+                            None => break,
+                        },
+                    };
+                    let Some(node) = weak.upgrade() else { break };
+                    node.joined(rf_id).await;
+                }
+            });
+        }
         let (token, p) = (node.boot_token(), ps.clone());
         ctx.spawn_orderly(node.boot_tracker().track_future(async move {
             token.cancelled().await;
