@@ -1362,6 +1362,27 @@ mod tests {
     }
 
     #[test]
+    fn commissioned_is_for_wireless_devices() {
+        let rf = "rf_id = \"0x000000002A3B0001\"";
+        let site = Site::parse(&with(rf, &format!("{rf}\ncommissioned = false"))).unwrap();
+        let ps = site.devices[0].panel_server.as_ref().unwrap();
+        assert!(!ps.wireless[0].is_commissioned());
+        assert!(ps.wireless[1].is_commissioned());
+        let err = Site::parse(&with(rf, &format!("{rf}\ncommissioned = \"no\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("commissioned"), "{err}");
+        let meter = "unit = 1\nprofile = \"office\"";
+        let err = Site::parse(&with(meter, &format!("{meter}\ncommissioned = true")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("serial[0].commissioned") && err.contains("wireless devices only"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn references_are_checked() {
         let err = Site::parse(&with("device = \"meter-tcp\"", "device = \"nope\""))
             .unwrap_err()

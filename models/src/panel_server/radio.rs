@@ -22,7 +22,16 @@
 //!   report brings it back. At boot the paired devices are presumed
 //!   connected as of the boot ([NF]), so a reboot does not blank them.
 //! - An RF-ID that is not paired is listed as discovered (never connected,
-//!   never routed) until the administrator pairs it.
+//!   never routed) until the administrator pairs it. Commissioning
+//!   (docs/radio.md "Commissioning", [`super::commission`]): a device not
+//!   in the network sends join requests ([`join::Request`]) instead of
+//!   reports and listens; the coordinator answers a paired one with a
+//!   join accept over the air. An unpaired 16-character RF-ID (Protect
+//!   Plus, [`protect_plus`]) is never discovered: its join request is
+//!   ignored without an install code entered, refused when its integrity
+//!   code ([`join_mic`]) does not match the code entered, and otherwise
+//!   admitted (the running boot pairs it) and accepted. A site device
+//!   that is no longer paired is told to leave (in-process, [NF]).
 //! - Clock jumps: events older than [`CATCH_UP`] before `now` are not
 //!   simulated one by one (reports resume [`CATCH_UP`] before `now`, and
 //!   timeouts count from there), so a jump of a year costs as much as one
