@@ -356,6 +356,9 @@ fn wifi_host() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WifiStatus {
     pub access_points: Vec<crate::wifi::AccessPointStatus>,
+    /// The devices' stations (infrastructure mode).
+    #[serde(default)]
+    pub stations: Vec<crate::wifi::StationStatus>,
 }
 
 /// Seconds the Restart button must be held for a factory reset.
@@ -972,6 +975,7 @@ fn model_command(rt: &Runtime, device: &str, cmd: ModelCommand) -> Result<Reply,
 fn wifi_reply(rt: &Runtime) -> Reply {
     Reply::Wifi(WifiStatus {
         access_points: rt.wifi().access_points(),
+        stations: rt.wifi().stations(),
     })
 }
 
@@ -1318,6 +1322,7 @@ async fn set_clock(
 
 async fn get_wifi(State(rt): State<Shared>) -> Json<WifiStatus> {
     Json(WifiStatus {
+        stations: rt.wifi().stations(),
         access_points: rt.wifi().access_points(),
     })
 }

@@ -26,6 +26,15 @@
 //!   off) takes the access point off the air and drops every station; new
 //!   settings (SSID, passphrase) do too.
 //! - Every association, refusal and drop is a device event of kind `wifi`.
+//! - Infrastructure mode: the site file's Wi-Fi networks ([`Air::add_network`],
+//!   a segment's `wifi_ssid`) are access points always on the air, listed
+//!   as device `segment:NAME`. A device joins one as a station
+//!   ([`Air::join`]) with its station interface, whose carrier is up only
+//!   while it is associated; a refusal (no such SSID on the air, TKIP,
+//!   wrong passphrase) leaves it down and is shown in [`Air::stations`].
+//!   A station that is not associated tries again whenever an access point
+//!   is armed or goes on the air; one whose access point goes away is
+//!   dropped (carrier down) and waits for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -128,6 +137,28 @@ pub struct AccessPointStatus {
     pub stations: Vec<String>,
 }
 
+/// A device's Wi-Fi station (infrastructure mode), as the control API
+/// shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StationStatus {
+    pub device: String,
+    pub ssid: String,
+    pub cipher: Cipher,
+    /// The access point it is associated with (`segment:NAME` or a device
+    /// id); `None`: not associated.
+    pub associated: Option<String>,
+    /// Why it is not associated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+struct StationEntry {
+    offer: Offer,
+    stack: Option<Arc<dyn Stack>>,
+    associated: Option<String>,
+    error: Option<String>,
+}
+
 struct Ap {
     settings: AccessPoint,
     /// The interface of the access point's side (none: associations are
@@ -140,6 +171,7 @@ struct Ap {
 /// The site's Wi-Fi (see the module contract).
 pub struct Air {
     aps: Mutex<BTreeMap<String, Ap>>,
+    stations: Mutex<BTreeMap<String, StationEntry>>,
     events: EventBus,
 }
 
@@ -156,7 +188,124 @@ impl Air {
     pub fn new(events: EventBus) -> Self {
         Self {
             aps: Mutex::new(BTreeMap::new()),
+            stations: Mutex::new(BTreeMap::new()),
             events,
+        }
+    }
+
+    fn lock_stations(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StationEntry>> {
+        self.stations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The site's Wi-Fi networks (segments with `wifi_ssid`): access points
+    /// always on the air, named `segment:NAME`.
+    pub fn add_networks(&self, site: &crate::site::Site) {
+        for g in &site.segments {
+            if let (Some(ssid), Some(p)) = (&g.wifi_ssid, &g.wifi_passphrase) {
+                self.lock().insert(
+                    format!("segment:{}", g.name),
+                    Ap {
+                        settings: AccessPoint {
+                            ssid: ssid.clone(),
+                            passphrase: p.clone(),
+                        },
+                        stack: None,
+                        on_air: true,
+                        stations: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// `device` joins the network `offer` names as a station, with its
+    /// station interface `stack` (replacing a station it had).
+    pub fn join(&self, device: &str, offer: Offer, stack: Option<Arc<dyn Stack>>) {
+        self.leave(device, "joining again");
+        carrier(&stack, false);
+        self.lock_stations().insert(
+            device.to_string(),
+            StationEntry {
+                offer,
+                stack,
+                associated: None,
+                error: None,
+            },
+        );
+        self.retry();
+    }
+
+    /// `device` no longer uses Wi-Fi as a station (`why` in the event).
+    pub fn leave(&self, device: &str, why: &str) {
+        let Some(st) = self.lock_stations().remove(device) else {
+            return;
+        };
+        carrier(&st.stack, false);
+        if st.associated.is_some() {
+            let _ = self.disassociate(&st.offer.ssid, device);
+            self.emit(device, format!("station left {} ({why})", st.offer.ssid));
+        }
+    }
+
+    /// The devices' stations.
+    pub fn stations(&self) -> Vec<StationStatus> {
+        self.lock_stations()
+            .iter()
+            .map(|(d, st)| StationStatus {
+                device: d.clone(),
+                ssid: st.offer.ssid.clone(),
+                cipher: st.offer.cipher,
+                associated: st.associated.clone(),
+                error: st.error.clone(),
+            })
+            .collect()
+    }
+
+    /// Stations not associated try to associate; the ones whose access
+    /// point is gone are dropped.
+    fn retry(&self) {
+        let pending: Vec<(String, Offer, bool)> = {
+            let aps = self.lock();
+            self.lock_stations()
+                .iter()
+                .map(|(d, st)| {
+                    let still = st.associated.as_ref().is_some_and(|ap| {
+                        aps.get(ap)
+                            .is_some_and(|a| a.on_air && a.stations.contains(d))
+                    });
+                    (d.clone(), st.offer.clone(), still)
+                })
+                .collect()
+        };
+        for (device, offer, still) in pending {
+            if still {
+                continue;
+            }
+            let r = self.associate(&offer, &device);
+            let mut sts = self.lock_stations();
+            let Some(st) = sts.get_mut(&device) else {
+                continue;
+            };
+            let before = st.error.clone();
+            match r {
+                Ok(ap) => {
+                    st.associated = Some(ap);
+                    st.error = None;
+                    carrier(&st.stack, true);
+                }
+                Err(e) => {
+                    st.associated = None;
+                    st.error = Some(e.to_string());
+                    carrier(&st.stack, false);
+                    if before.as_deref() != Some(&e.to_string()) {
+                        drop(sts);
+                        self.emit(
+                            &device,
+                            format!("station could not join {}: {e}", offer.ssid),
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -187,6 +336,8 @@ impl Air {
             cur.settings = ap.clone();
             cur.stack = stack;
             drop(aps);
+            self.drop_stations_of(device);
+            self.retry();
             if !dropped.is_empty() {
                 self.emit(
                     device,
@@ -222,6 +373,7 @@ impl Air {
         if !ap.on_air {
             return;
         }
+        self.drop_stations_of(device);
         let dropped = if ap.stations.is_empty() {
             String::new()
         } else {
@@ -257,6 +409,7 @@ impl Air {
                 device,
                 format!("front-face button pressed: access point {ssid} on the air"),
             );
+            self.retry();
         }
         Ok(ssid)
     }
@@ -355,9 +508,21 @@ impl Air {
         Ok(device)
     }
 
+    /// The device stations associated with access point `ap` lose it.
+    fn drop_stations_of(&self, ap: &str) {
+        for st in self.lock_stations().values_mut() {
+            if st.associated.as_deref() == Some(ap) {
+                st.associated = None;
+                st.error = Some(format!("access point {} off the air", st.offer.ssid));
+                carrier(&st.stack, false);
+            }
+        }
+    }
+
     /// `device` lost power: its access point is disarmed and it leaves the
     /// access points it was a station of.
     pub fn device_off(&self, device: &str) {
+        self.leave(device, "the device is off");
         self.disarm(device, "the device is off");
         let ssids: Vec<String> = self
             .lock()
@@ -439,6 +604,67 @@ mod tests {
             serde_json::from_str::<Cipher>("\"tkip\"").unwrap(),
             Cipher::Tkip
         );
+    }
+
+    /// Infrastructure mode: a device's station waits for its access point
+    /// (another Panel Server's, on the air when its button is pressed),
+    /// is refused with TKIP, and loses its carrier when the AP goes.
+    #[tokio::test]
+    async fn a_station_joins_when_its_access_point_comes_on_the_air() {
+        let air = Air::new(EventBus::new());
+        let ap_side: Arc<dyn Stack> = Arc::new(HostStack::new("127.77.209.2".parse().unwrap()));
+        let sta: Arc<dyn Stack> = Arc::new(HostStack::new("127.77.209.3".parse().unwrap()));
+        let ap = AccessPoint {
+            ssid: "PAS600L-0251".into(),
+            passphrase: "Ab3dEf7hJk9m".into(),
+        };
+        air.arm("ps1", ap, Some(ap_side.clone()));
+        air.join(
+            "ps2",
+            offer("PAS600L-0251", "Ab3dEf7hJk9m", Cipher::Ccmp),
+            Some(sta.clone()),
+        );
+        let st = &air.stations()[0];
+        assert_eq!(st.associated, None);
+        assert!(
+            st.error.as_deref().unwrap().contains("on the air"),
+            "{st:?}"
+        );
+        assert!(!sta.carrier());
+        air.button("ps1").unwrap();
+        assert_eq!(air.stations()[0].associated.as_deref(), Some("ps1"));
+        assert!(sta.carrier() && ap_side.carrier());
+        air.disarm("ps1", "Wi-Fi deactivated");
+        assert!(!sta.carrier());
+        assert!(
+            air.stations()[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("off the air")
+        );
+        // TKIP is refused by every access point, a site network included.
+        let mut site = crate::site::Site::default_site();
+        site.segments[0].wifi_ssid = Some("PlantWiFi".into());
+        site.segments[0].wifi_passphrase = Some("Plant-Passw0rd".into());
+        air.add_networks(&site);
+        air.join(
+            "ps2",
+            offer("PlantWiFi", "Plant-Passw0rd", Cipher::Tkip),
+            Some(sta.clone()),
+        );
+        assert!(air.stations()[0].error.as_deref().unwrap().contains("TKIP"));
+        assert!(!sta.carrier());
+        air.join(
+            "ps2",
+            offer("PlantWiFi", "Plant-Passw0rd", Cipher::Ccmp),
+            Some(sta.clone()),
+        );
+        assert_eq!(air.stations()[0].associated.as_deref(), Some("segment:lan"));
+        assert!(sta.carrier());
+        air.device_off("ps2");
+        assert!(air.stations().is_empty() && !sta.carrier());
+        assert!(air.access_points().iter().all(|a| a.stations.is_empty()));
     }
 
     #[tokio::test]

@@ -202,6 +202,8 @@ pub struct PanelServer {
     security: crate::security::Config,
     /// Where its radios are on the site's medium.
     placement: radio::Placement,
+    /// Wi-Fi infrastructure mode: the network its station joins.
+    wifi_client: Option<fieldtwin_emulator::site::WifiClientConfig>,
 }
 
 /// The field devices behind a Panel Server, created at first boot.
@@ -408,6 +410,7 @@ impl PanelServer {
                 cfg.tls13,
             ),
             placement,
+            wifi_client: cfg.wifi_client.clone(),
         }
     }
 

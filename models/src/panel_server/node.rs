@@ -86,6 +86,8 @@ pub fn permanently_off(nv: &fieldtwin_emulator::storage::Nv) -> (bool, bool) {
 }
 /// The interface of the Wi-Fi access point's side.
 pub const WIFI_IFACE: &str = "wifi";
+/// Interface of the Wi-Fi station (infrastructure mode, `wifi_client`).
+pub const WLAN_IFACE: &str = "wlan";
 
 /// A group of tasks that stop together.
 struct Group {
@@ -224,6 +226,9 @@ impl Node {
                 "access point disabled"
             };
             self.sync_access_point(why);
+            if old.wifi.enabled != new.wifi.enabled {
+                self.sync_station("Wi-Fi deactivated");
+            }
         }
         Ok(())
     }
@@ -261,6 +266,28 @@ impl Node {
         match self.access_point() {
             Some(ap) => self.ctx.wifi.arm(id, ap, self.ctx.interface(WIFI_IFACE)),
             None => self.ctx.wifi.disarm(id, why),
+        }
+    }
+
+    /// Infrastructure mode: while Wi-Fi is activated (and not permanently
+    /// deactivated) the station joins the site file's `wifi_client`
+    /// network on its interface `wlan`; otherwise it leaves it (`why`).
+    pub fn sync_station(&self, why: &str) {
+        let Some(c) = &self.ps.wifi_client else {
+            return;
+        };
+        let id = &*self.ctx.id;
+        if self.settings().wifi.enabled && !self.wifi_permanently_off() {
+            let offer = fieldtwin_emulator::wifi::Offer {
+                ssid: c.ssid.clone(),
+                passphrase: c.passphrase.clone(),
+                cipher: c.cipher,
+            };
+            self.ctx
+                .wifi
+                .join(id, offer, self.ctx.interface(WLAN_IFACE));
+        } else {
+            self.ctx.wifi.leave(id, why);
         }
     }
 
@@ -349,6 +376,7 @@ impl Node {
             ("eth1", s.modbus.eth1),
             ("eth2", s.modbus.eth2),
             (WIFI_IFACE, s.modbus.wifi),
+            (WLAN_IFACE, s.modbus.wifi),
         ] {
             if on && self.ctx.interface(iface).is_some() {
                 let listener = self
@@ -582,9 +610,12 @@ pub fn run(
                 }
             }
         });
-        // Nothing reaches the access point's side before an association.
-        if let Some(wifi) = ctx.interface(WIFI_IFACE) {
-            wifi.set_carrier(false);
+        // Nothing reaches the access point's side, or the station's,
+        // before an association.
+        for iface in [WIFI_IFACE, WLAN_IFACE] {
+            if let Some(wifi) = ctx.interface(iface) {
+                wifi.set_carrier(false);
+            }
         }
         ps.start_inputs(&node)?;
         node.start_modbus().await?;
@@ -592,6 +623,7 @@ pub fn run(
         node.start_dpws().await?;
         node.start_ntp().await;
         node.sync_access_point("not enabled at boot");
+        node.sync_station("Wi-Fi deactivated");
         super::email::start(&node, after_reset);
         // The data logging configuration: NV memory's, else the site
         // file's (first boot) or none (after a factory reset).
