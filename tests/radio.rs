@@ -250,6 +250,13 @@ fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
             "no report of {rf}: {text}"
         );
     }
+    // The Panel Server's MAC acknowledgements of the reports are on the
+    // air too, and the reports ask for them.
+    let acks = tool("tshark", &["-r", pcap_s, "-Y", "wpan.frame_type == 0x2"]);
+    let acks = String::from_utf8_lossy(&acks.stdout).lines().count();
+    assert!(acks >= 4, "{acks} acknowledgements captured");
+    let asked = tool("tshark", &["-r", pcap_s, "-Y", "wpan.ack_request == 1"]);
+    assert!(String::from_utf8_lossy(&asked.stdout).lines().count() >= acks);
     let malformed = tool(
         "tshark",
         &["-r", pcap_s, "-Y", "_ws.malformed || wpan.fcs.bad"],
@@ -460,13 +467,14 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
         );
     }
     assert_eq!(field(&list, "trh-store")["state"], "connected", "{list:?}");
-    // Only pt-hvac is added back.
+    // Only pt-hvac is added back: at its next join request (within 5 s)
+    // it is accepted, then reports (5 s later).
     command(
         &s,
         r#"{"command":"radio_commission","device":"ps1","action":"add","rf_id":"2A3B0002"}"#,
     );
     advance(&s, 6.0);
-    advance(&s, 1.0);
+    advance(&s, 6.0);
     let list = wireless(&s);
     assert_eq!(field(&list, "pt-hvac")["state"], "connected", "{list:?}");
     assert_eq!(

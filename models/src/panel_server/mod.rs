@@ -1121,7 +1121,7 @@ impl PanelServer {
                 .zip(s.rf_id)
                 .and_then(|(t, r)| t.link(r).cloned());
             let connected = d.map(|d| d.in_contact() && paired);
-            let last = link.as_ref().and_then(|l| l.figures().last);
+            let last = link.as_ref().and_then(|l| l.uplink());
             out.push(FieldDeviceInfo {
                 id: s.id.clone(),
                 model: s.model.clone(),
@@ -1155,7 +1155,7 @@ impl PanelServer {
             }
             let d = coordinator.as_ref().and_then(|c| c.device(p.rf_id));
             let link = table.as_ref().and_then(|t| t.link(p.rf_id).cloned());
-            let last = link.as_ref().and_then(|l| l.figures().last);
+            let last = link.as_ref().and_then(|l| l.uplink());
             let connected = d.as_ref().is_some_and(|d| d.in_contact());
             out.push(FieldDeviceInfo {
                 id: format!("rf-{:016X}", p.rf_id),

@@ -32,6 +32,12 @@
 //!   code ([`join_mic`]) does not match the code entered, and otherwise
 //!   admitted (the running boot pairs it) and accepted. A site device
 //!   that is no longer paired is told to leave (in-process, [NF]).
+//! - Reports ask for a MAC acknowledgement; the coordinator sends one for
+//!   each report addressed to it ([`ack_psdu`]). A device listens for it
+//!   for [`ACK_WAIT`] and reports its own figures (unacknowledged share,
+//!   the acknowledgements' RSSI and LQI: readings [`Q_DEVICE_PER`],
+//!   [`Q_DOWNLINK_RSSI`], [`Q_DOWNLINK_LQI`]) in its next report; they fill
+//!   31147-31151.
 //! - Clock jumps: events older than [`CATCH_UP`] before `now` are not
 //!   simulated one by one (reports resume [`CATCH_UP`] before `now`, and
 //!   timeouts count from there), so a jump of a year costs as much as one
@@ -43,6 +49,7 @@ use std::time::Duration;
 
 use fieldtwin_emulator::control::{Event, EventBus};
 use fieldtwin_emulator::radio::air::{Act, Air, Node};
+use fieldtwin_emulator::radio::frame::{Addr, Mac as FrameMac, TYPE_ACK};
 use fieldtwin_emulator::radio::phy::{mix, radio_id};
 use fieldtwin_emulator::radio::{Delivery, Position, RadioConfig, RadioId, join, report};
 use fieldtwin_emulator::site::InstallCode;
@@ -64,6 +71,15 @@ pub const CATCH_UP: Duration = Duration::from_secs(120);
 pub const DEVICE_TX_DBM: f64 = 0.0;
 /// Transmit power of the Panel Server ([NF]).
 pub const PS_TX_DBM: f64 = 3.0;
+/// How long a device listens for the MAC acknowledgement of a report
+/// ([NF]: the acknowledgement goes through the same channel access as any
+/// frame here, so the wait is longer than the standard's 864 µs).
+pub const ACK_WAIT: Duration = Duration::from_millis(20);
+/// Reading ids a device adds to its reports: the figures of the Panel
+/// Server's acknowledgements as the device received them ([NF]).
+pub const Q_DOWNLINK_RSSI: u8 = 7;
+pub const Q_DOWNLINK_LQI: u8 = 8;
+pub const Q_DEVICE_PER: u8 = 9;
 
 /// Whether an RF-ID has 16 characters (a Protect Plus device: PowerTag
 /// Control, HeatTag, ...), which is discovered only by its install code;
@@ -117,6 +133,10 @@ pub struct Link {
     span: u32,
     /// The last [`RECENT`] frames received: (error-model PER, RSSI, LQI).
     recent: Vec<(f32, f32, u8)>,
+    /// The device's own figures from its last report: the share of its
+    /// reports that were not acknowledged, and the RSSI and LQI of the
+    /// last acknowledgement it received.
+    device: Option<(f32, f32, u8)>,
     pub reports: u64,
 }
 
@@ -132,6 +152,7 @@ impl Link {
             window: 0,
             span: 0,
             recent: Vec::new(),
+            device: None,
             reports: 0,
         }
     }
@@ -154,10 +175,20 @@ impl Link {
         Some(1.0 - f64::from(got) / f64::from(self.span))
     }
 
+    /// The last report as the Panel Server received it: (error-model
+    /// PER, RSSI, LQI).
+    pub fn uplink(&self) -> Option<(f64, f64, u8)> {
+        self.recent
+            .last()
+            .map(|r| (f64::from(r.0), f64::from(r.1), r.2))
+    }
+
     /// The figures of registers 31147-31161.
     pub fn figures(&self) -> LinkFigures {
         let f = |r: &(f32, f32, u8)| (f64::from(r.0), f64::from(r.1), r.2);
-        let last = self.recent.last().map(f);
+        // The device's own figures when its reports carry them (it heard
+        // acknowledgements), else the last report as received.
+        let last = self.device.as_ref().or(self.recent.last()).map(f);
         let n = self.recent.len() as f64;
         let average = (!self.recent.is_empty()).then(|| {
             let rssi = self.recent.iter().map(|r| f64::from(r.1)).sum::<f64>() / n;
@@ -381,6 +412,14 @@ impl LinkTable {
             l.recent.remove(0);
         }
         l.recent.push((per as f32, rssi as f32, lqi));
+        let get = |q: u8| r.readings.iter().find(|(k, _)| *k == q).map(|(_, v)| *v);
+        if let (Some(p), Some(rs), Some(lq)) =
+            (get(Q_DEVICE_PER), get(Q_DOWNLINK_RSSI), get(Q_DOWNLINK_LQI))
+            && p.is_finite()
+            && rs.is_finite()
+        {
+            l.device = Some((p.clamp(0.0, 1.0), rs, lq.clamp(0.0, 255.0) as u8));
+        }
         l.last_report = Some(now);
         l.since = now;
         l.reports += 1;
@@ -747,6 +786,10 @@ impl Node for Coordinator {
         if r.pan != self.pan {
             return Act::default();
         }
+        // The MAC acknowledges a frame addressed to it that asks for it.
+        let ack = FrameMac::parse(&d.psdu)
+            .is_ok_and(|m| m.ack_request)
+            .then(|| ack_psdu(r.seq));
         let (heard, figures, next) = {
             let mut t = self.lock();
             let heard = t.receive(d.at, &r, d.rssi_dbm, d.lqi, d.per);
@@ -786,9 +829,71 @@ impl Node for Coordinator {
             ),
         }
         Act {
-            send: Vec::new(),
+            send: ack.into_iter().collect(),
             wake_at: next,
         }
+    }
+}
+
+/// A MAC acknowledgement frame of sequence number `seq` (PSDU, FCS
+/// included).
+pub fn ack_psdu(seq: u8) -> Vec<u8> {
+    FrameMac {
+        frame_type: TYPE_ACK,
+        ack_request: false,
+        seq,
+        dst_pan: None,
+        dst: Addr::None,
+        src_pan: None,
+        src: Addr::None,
+        payload: Vec::new(),
+    }
+    .to_psdu()
+}
+
+/// A report's PSDU with the acknowledgement request set.
+fn with_ack_request(psdu: Vec<u8>) -> Vec<u8> {
+    match FrameMac::parse(&psdu) {
+        Ok(mut m) => {
+            m.ack_request = true;
+            m.to_psdu()
+        }
+        Err(_) => psdu,
+    }
+}
+
+/// A device's record of the acknowledgements of its reports.
+#[derive(Debug, Default)]
+struct Acks {
+    /// The report waiting for its acknowledgement: (sequence number, when
+    /// the next report is due).
+    waiting: Option<(u8, Duration)>,
+    /// Bit i: report n - i was acknowledged.
+    window: u64,
+    span: u32,
+    /// RSSI and LQI of the last acknowledgement received.
+    last: Option<(f32, u8)>,
+}
+
+impl Acks {
+    fn record(&mut self, acked: bool) {
+        self.window = (self.window << 1) | u64::from(acked);
+        self.span = (self.span + 1).min(WINDOW);
+    }
+
+    /// The readings that report them: PER, downlink RSSI and LQI.
+    fn readings(&self) -> Vec<(u8, f32)> {
+        let Some((rssi, lqi)) = self.last else {
+            return Vec::new();
+        };
+        let mask = (1u64 << self.span) - 1;
+        let got = (self.window & mask).count_ones();
+        let per = 1.0 - got as f32 / self.span.max(1) as f32;
+        vec![
+            (Q_DEVICE_PER, per),
+            (Q_DOWNLINK_RSSI, rssi),
+            (Q_DOWNLINK_LQI, f32::from(lqi)),
+        ]
     }
 }
 
@@ -805,6 +910,7 @@ struct Reporter {
     joined: AtomicBool,
     /// Its install code (the key of its join exchange).
     code: InstallCode,
+    acks: Mutex<Acks>,
     air: Air,
     clock: fieldtwin_emulator::clock::WeakClock,
 }
@@ -830,8 +936,33 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    fn lock_acks(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops listening after an acknowledgement (or its timeout), unless
+    /// it is asking to join.
+    fn stop_listening(&self) {
+        if self.joined() {
+            self.air.medium().set_listening(self.radio, false);
+        }
+    }
+}
+
 impl Node for Reporter {
     fn wake(&self, at: Duration) -> Act {
+        // While a report waits for its acknowledgement, the only wake-up
+        // asked for is the end of that wait: no acknowledgement came.
+        let waited = self.lock_acks().waiting.take();
+        if let Some((_, next)) = waited {
+            self.lock_acks().record(false);
+            self.stop_listening();
+            return Act {
+                send: Vec::new(),
+                wake_at: Some(next.max(at)),
+            };
+        }
         let now = self.clock.upgrade().map_or(at, |c| c.now());
         if now > at + CATCH_UP {
             // Far behind after a jump: resume CATCH_UP before now.
@@ -865,17 +996,22 @@ impl Node for Reporter {
                 wake_at: next,
             };
         }
+        let mut readings = self.dev.readings(at.as_secs_f64());
+        readings.extend(self.lock_acks().readings());
         let r = report::Report {
             pan: self.pan,
             rf_id,
             seq: n as u8,
             kind: self.kind(),
             counter: n,
-            readings: self.dev.readings(at.as_secs_f64()),
+            readings,
         };
+        // It listens for the acknowledgement until ACK_WAIT after now.
+        self.lock_acks().waiting = next.map(|t| (n as u8, t));
+        self.air.medium().set_listening(self.radio, true);
         Act {
-            send: vec![r.to_psdu()],
-            wake_at: next,
+            send: vec![with_ack_request(r.to_psdu())],
+            wake_at: Some(at + ACK_WAIT),
         }
     }
 
@@ -883,6 +1019,26 @@ impl Node for Reporter {
     /// Panel Server's PAN, with the code its install code gives (or none
     /// for an 8-character RF-ID, discovered automatically), lets it in.
     fn receive(&self, d: &Delivery) -> Act {
+        if let Ok(m) = FrameMac::parse(&d.psdu)
+            && m.frame_type == TYPE_ACK
+        {
+            let mut acks = self.lock_acks();
+            let Some((seq, next)) = acks.waiting else {
+                return Act::default();
+            };
+            if m.seq != seq {
+                return Act::default();
+            }
+            acks.waiting = None;
+            acks.record(true);
+            acks.last = Some((d.rssi_dbm as f32, d.lqi));
+            drop(acks);
+            self.stop_listening();
+            return Act {
+                send: Vec::new(),
+                wake_at: Some(next),
+            };
+        }
         let (Ok(a), Some(rf_id)) = (join::Accept::parse(&d.psdu), self.dev.rf_id) else {
             return Act::default();
         };
@@ -970,6 +1126,7 @@ pub fn attach(
             counter: AtomicU32::new(0),
             joined: AtomicBool::new(commissioned),
             code,
+            acks: Mutex::new(Acks::default()),
             air: air.clone(),
             clock: clock.downgrade(),
         }));
@@ -1180,6 +1337,30 @@ mod tests {
             assert!((-80.0..-40.0).contains(&rssi), "{rssi}");
             assert!(read(d, 31156, 1)[0] > 200);
         }
+        // The Panel Server acknowledges each report; the next report
+        // carries the device's own figures (31147-31151): no report
+        // unacknowledged, and the acknowledgement's RSSI, 3 dB above the
+        // report's (PS +3 dBm, device 0 dBm, the same path both ways).
+        let acks_before = air.medium().stats().frames;
+        jump(6).await;
+        assert!(
+            air.medium().stats().frames >= acks_before + 6,
+            "reports and acks"
+        );
+        for d in &devs {
+            let l = c
+                .table
+                .lock()
+                .unwrap()
+                .link(d.rf_id.unwrap())
+                .unwrap()
+                .clone();
+            let up = l.uplink().unwrap().1;
+            let w = read(d, 31149, 2);
+            let down = f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1]));
+            assert!((f64::from(down) - up - 3.0).abs() < 0.6, "{down} vs {up}");
+            assert_eq!(read(d, 31147, 2), vec![0, 0], "device PER 0");
+        }
         air.medium().start_jammer(
             Jammer::new(
                 "j",
@@ -1310,6 +1491,11 @@ mod tests {
                 .iter()
                 .any(|d| d.rf_id == pt)
         );
+        // Added back: it joins again and reports.
+        c.configure(&[pp, pt], &[(pp, own)], true, clock.now(), false);
+        jump(12).await;
+        let l = c.table.lock().unwrap().link(pt).unwrap().clone();
+        assert!(l.connected, "{l:?}");
     }
 
     #[test]
