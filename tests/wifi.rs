@@ -410,11 +410,36 @@ fn wifi_infrastructure_mode_joins_the_site_network_as_a_station() {
     assert_eq!(v["stations"], serde_json::json!([]), "{v}");
     assert_eq!(https_status(&wlan), 0, "still reachable over the station");
     // Activated again: it joins again.
-    let (code, body) = web.submit("/settings", "/settings/wifi", &[("enabled", "on")]);
+    let (code, body) = web.submit(
+        "/settings",
+        "/settings/wifi",
+        &[("enabled", "on"), ("access_point", "on")],
+    );
     assert_eq!(code, 200, "{body}");
     let v = run.get_json("/api/v1/wifi");
     assert_eq!(v["stations"][0]["associated"], "segment:lan", "{v}");
     run.wait_until(Duration::from_secs(10), || https_status(&wlan) == 200);
+    // ps1's own access point, started by its button, goes off the air
+    // after 30 minutes without a station ([NF]); the site's network and
+    // the station's association stay.
+    let (code, body) = command(&run, r#"{"command":"wifi_button","device":"ps1"}"#);
+    assert_eq!(code, 200, "{body}");
+    let ap_on = |run: &RunningSite| {
+        let v = run.get_json("/api/v1/wifi");
+        v["access_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["device"] == "ps1" && p["on_air"] == true)
+    };
+    assert!(ap_on(&run));
+    run.post_json("/api/v1/clock", r#"{"advance_s":1500}"#);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ap_on(&run), "off the air before its idle timeout");
+    run.post_json("/api/v1/clock", r#"{"advance_s":360}"#);
+    run.wait_until(Duration::from_secs(10), || !ap_on(&run));
+    let v = run.get_json("/api/v1/wifi");
+    assert_eq!(v["stations"][0]["associated"], "segment:lan", "{v}");
     run.stop();
 
     // A wrong passphrase: never associated, the reason in the API.

@@ -874,6 +874,7 @@ impl Runtime {
             ));
         }
         let radio = crate::radio::air::Air::new(&clock, 0);
+        let wifi = Arc::new(crate::wifi::Air::with_clock(events.clone(), &clock));
         Self {
             radio,
             clock,
@@ -883,7 +884,7 @@ impl Runtime {
             network: None,
             provisioner: None,
             added: Mutex::new(BTreeMap::new()),
-            wifi: Arc::new(crate::wifi::Air::new(events.clone())),
+            wifi,
             events,
         }
     }

@@ -26,6 +26,12 @@
 //!   off) takes the access point off the air and drops every station; new
 //!   settings (SSID, passphrase) do too.
 //! - Every association, refusal and drop is a device event of kind `wifi`.
+//! - Idle timeout ([NF]): an access point on the air with no station
+//!   associated for [`IDLE_TIMEOUT`] of virtual time (since it went on the
+//!   air or its last station left) goes off the air ([`Air::expire_idle`],
+//!   called by the device at least every minute); it stays enabled, and
+//!   the button puts it on the air again. The site's networks never time
+//!   out.
 //! - Infrastructure mode: the site file's Wi-Fi networks ([`Air::add_network`],
 //!   a segment's `wifi_ssid`) are access points always on the air, listed
 //!   as device `segment:NAME`. A device joins one as a station
@@ -65,6 +71,9 @@ impl Cipher {
         }
     }
 }
+
+/// How long an access point stays on the air without a station ([NF]).
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// The station name of the host side (the lab's client: the TAP in TAP
 /// mode, the host's loopback in host mode).
@@ -166,6 +175,8 @@ struct Ap {
     stack: Option<Arc<dyn Stack>>,
     on_air: bool,
     stations: BTreeSet<String>,
+    /// Virtual time since which it is on the air without a station.
+    idle_since: Option<std::time::Duration>,
 }
 
 /// The site's Wi-Fi (see the module contract).
@@ -173,6 +184,8 @@ pub struct Air {
     aps: Mutex<BTreeMap<String, Ap>>,
     stations: Mutex<BTreeMap<String, StationEntry>>,
     events: EventBus,
+    /// The site's clock (idle timeouts); none: they never expire.
+    clock: Option<crate::clock::WeakClock>,
 }
 
 impl std::fmt::Debug for Air {
@@ -190,6 +203,58 @@ impl Air {
             aps: Mutex::new(BTreeMap::new()),
             stations: Mutex::new(BTreeMap::new()),
             events,
+            clock: None,
+        }
+    }
+
+    /// The same, with idle timeouts on `clock`'s virtual time.
+    pub fn with_clock(events: EventBus, clock: &crate::clock::Clock) -> Self {
+        Self {
+            clock: Some(clock.downgrade()),
+            ..Self::new(events)
+        }
+    }
+
+    fn now(&self) -> Option<std::time::Duration> {
+        self.clock.as_ref()?.upgrade().map(|c| c.now())
+    }
+
+    /// Keeps `idle_since` of every access point right after a change.
+    fn mark_idle(&self) {
+        let now = self.now();
+        for ap in self.lock().values_mut() {
+            if ap.on_air && ap.stations.is_empty() {
+                ap.idle_since = ap.idle_since.or(now);
+            } else {
+                ap.idle_since = None;
+            }
+        }
+    }
+
+    /// Takes `device`'s access point off the air if it has been on the air
+    /// without a station for [`IDLE_TIMEOUT`] at virtual time `now`;
+    /// whether it did.
+    pub fn expire_idle(&self, device: &str, now: std::time::Duration) -> bool {
+        let mut aps = self.lock();
+        let Some(ap) = aps.get_mut(device) else {
+            return false;
+        };
+        match ap.idle_since {
+            Some(t) if ap.on_air && ap.stations.is_empty() && now >= t + IDLE_TIMEOUT => {
+                ap.on_air = false;
+                ap.idle_since = None;
+                let ssid = ap.settings.ssid.clone();
+                drop(aps);
+                self.emit(
+                    device,
+                    format!(
+                        "access point {ssid} off the air: no station for {} minutes (press the button to start it again)",
+                        IDLE_TIMEOUT.as_secs() / 60
+                    ),
+                );
+                true
+            }
+            _ => false,
         }
     }
 
@@ -212,6 +277,7 @@ impl Air {
                         stack: None,
                         on_air: true,
                         stations: BTreeSet::new(),
+                        idle_since: None,
                     },
                 );
             }
@@ -338,6 +404,7 @@ impl Air {
             drop(aps);
             self.drop_stations_of(device);
             self.retry();
+            self.mark_idle();
             if !dropped.is_empty() {
                 self.emit(
                     device,
@@ -358,6 +425,7 @@ impl Air {
                 stack,
                 on_air: false,
                 stations: BTreeSet::new(),
+                idle_since: None,
             },
         );
     }
@@ -411,6 +479,7 @@ impl Air {
             );
             self.retry();
         }
+        self.mark_idle();
         Ok(ssid)
     }
 
@@ -460,6 +529,7 @@ impl Air {
         }
         let ap = aps.get_mut(&device).expect("found above");
         ap.stations.insert(station.to_string());
+        ap.idle_since = None;
         carrier(&ap.stack, true);
         drop(aps);
         self.emit(
@@ -504,6 +574,7 @@ impl Air {
         }
         let device = device.clone();
         drop(aps);
+        self.mark_idle();
         self.emit(&device, format!("{station} left {ssid}"));
         Ok(device)
     }
@@ -604,6 +675,40 @@ mod tests {
             serde_json::from_str::<Cipher>("\"tkip\"").unwrap(),
             Cipher::Tkip
         );
+    }
+
+    /// The idle timeout counts virtual time without a station, from the
+    /// button or the last station leaving.
+    #[tokio::test]
+    async fn an_access_point_without_stations_goes_off_the_air_after_its_idle_timeout() {
+        let clock = crate::clock::Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::with_clock(EventBus::new(), &clock);
+        let ap = AccessPoint {
+            ssid: "PAS600L-0251".into(),
+            passphrase: "Ab3dEf7hJk9m".into(),
+        };
+        let good = offer("PAS600L-0251", "Ab3dEf7hJk9m", Cipher::Ccmp);
+        air.arm("ps1", ap, None);
+        air.button("ps1").unwrap();
+        let min = |m: u64| std::time::Duration::from_secs(60 * m);
+        clock.advance(min(29));
+        assert!(!air.expire_idle("ps1", clock.now()));
+        air.associate(&good, HOST).unwrap();
+        clock.advance(min(40));
+        assert!(!air.expire_idle("ps1", clock.now()), "a station is there");
+        air.disassociate("PAS600L-0251", HOST).unwrap();
+        clock.advance(min(29));
+        assert!(!air.expire_idle("ps1", clock.now()));
+        clock.advance(min(2));
+        assert!(air.expire_idle("ps1", clock.now()));
+        assert!(!air.on_air("ps1"));
+        assert!(matches!(
+            air.associate(&good, HOST),
+            Err(Refusal::NotOnAir { .. })
+        ));
+        air.button("ps1").unwrap();
+        assert!(air.on_air("ps1"), "the button starts it again");
     }
 
     /// Infrastructure mode: a device's station waits for its access point

@@ -624,6 +624,22 @@ pub fn run(
         node.start_ntp().await;
         node.sync_access_point("not enabled at boot");
         node.sync_station("Wi-Fi deactivated");
+        // The access point's idle timeout, checked every virtual minute.
+        {
+            let (ctx2, token) = (ctx.clone(), node.boot_token());
+            node.spawn(async move {
+                let mut tick = ctx2.clock.interval(Duration::from_secs(60));
+                tick.set_missed_ticks(fieldtwin_emulator::clock::MissedTicks::Skip);
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        t = tick.tick() => {
+                            ctx2.wifi.expire_idle(&ctx2.id, t);
+                        }
+                    }
+                }
+            });
+        }
         super::email::start(&node, after_reset);
         // The data logging configuration: NV memory's, else the site
         // file's (first boot) or none (after a factory reset).
