@@ -3,9 +3,12 @@
 //! started through `POST /api/v1/commands` makes them Not connected after
 //! their timeout (control API, web page, Modbus no-value markers and
 //! 31146 = 0) and stopping it brings them back; the sniffer's pcap decodes
-//! in tshark as IEEE 802.15.4 without malformed frames or bad FCS; a rogue
-//! RF-ID injected over the air is listed as discovered, never connected,
-//! never routed. Virtual-time jumps, no waiting.
+//! in tshark as IEEE 802.15.4 without malformed frames or bad FCS, with the
+//! Panel Server's MAC acknowledgements; a rogue RF-ID injected over the air
+//! is listed as discovered, never connected, never routed until the
+//! administrator adds it; a Protect Plus device joins over the air only
+//! with its install code; removing and rebuilding the network (issue 10
+//! item 3, commissioning). Virtual-time jumps, no waiting.
 //!
 //! Site octets 110-119 belong to this file (see tests/common/mod.rs).
 

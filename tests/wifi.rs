@@ -4,7 +4,10 @@
 //! of IEEE 802.15.4 survives a factory reset) and the Wi-Fi access point
 //! at the association level (the front-face button, WPA2 only, the device
 //! code as password, the web pages over the access point's interface with
-//! curl over HTTPS, and deactivating Wi-Fi dropping the association).
+//! curl over HTTPS, and deactivating Wi-Fi dropping the association), the
+//! access point's idle timeout, and infrastructure mode (the Panel Server
+//! joining the site's Wi-Fi network as a station; a wrong passphrase never
+//! associates).
 
 mod common;
 

@@ -513,8 +513,13 @@ impl Coordinator {
     /// unit `unit`: the site's device, or one known only by its reports
     /// (created here, kind from its reports, a PowerTag until one came).
     pub fn adopt(&self, rf_id: u64, unit: u8) -> Arc<FieldDevice> {
-        if let Some(d) = self.device(rf_id) {
-            return d;
+        match self.device(rf_id) {
+            // Added again at another unit id: a new record.
+            Some(d) if d.is_heard() && d.unit != unit => {
+                self.lock_devices().retain(|x| !Arc::ptr_eq(x, &d));
+            }
+            Some(d) => return d,
+            None => {}
         }
         let kind = self
             .lock()
