@@ -36,6 +36,7 @@
 
 #![allow(dead_code)]
 
+pub mod datalog;
 pub mod netns;
 pub mod web;
 
