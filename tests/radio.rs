@@ -329,6 +329,31 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
         "{list:?}"
     );
     assert_eq!(pymodbus(&ip, &["read:105:4001:2"])[0]["exception"], 10);
+    // Forged join requests: an impostor of the Protect Plus device (no
+    // install code) is ignored too; an 8-character one is discovered.
+    command(
+        &s,
+        &format!(
+            r#"{{"command":"radio_inject","join":{{"rf_id":"0x{PROTECT_PLUS_RF}","to":"ps1"}}}}"#
+        ),
+    );
+    // (Two frames injected at the same instant collide: one at a time.)
+    advance(&s, 0.1);
+    command(
+        &s,
+        r#"{"command":"radio_inject","join":{"rf_id":"0xFEEDF00D","to":"ps1","nonce":7}}"#,
+    );
+    let (code, body) = s.post(
+        "/api/v1/commands",
+        r#"{"command":"radio_inject","join":{"rf_id":"0xFEEDF00D","to":"ps1","install_code":"1234"}}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("join.install_code"), "{body}");
+    advance(&s, 1.0);
+    let list = wireless(&s);
+    assert_eq!(field(&list, "trh-store")["state"], "not_paired", "{list:?}");
+    let feed = by_address(&list, "00000000FEEDF00D").unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(feed["state"], "discovered", "{feed}");
 
     // A rogue report injected over the air: discovered only.
     command(

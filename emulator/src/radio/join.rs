@@ -13,9 +13,10 @@
 //!   coordinator's short address to the device's extended address in the
 //!   same PAN. Payload: `0x3F`, [`ACCEPT`] (0x11), the nonce of the
 //!   request it answers, a status (0 = accepted) and a 4-octet code.
-//! - The integrity codes are computed by the caller (the Panel Server
-//!   model keys them with the device's install code); this module only
-//!   carries them. Parsing is total: anything else is an error naming it.
+//! - The integrity codes ([`mic`], [NF]): the first 4 octets of
+//!   HMAC-SHA256 keyed with the device's install code key (128 bits) over
+//!   `ft-join-request` or `ft-join-accept`, the RF-ID (u64 LE) and the
+//!   nonce. Parsing is total: anything else is an error naming it.
 
 use super::frame::{Addr, FrameError, Mac, TYPE_DATA};
 use super::report::{COORDINATOR, MARKER};
@@ -59,6 +60,23 @@ pub enum JoinError {
     NotJoin,
     #[error("join payload of {0} octets: a join frame has {PAYLOAD_LEN}")]
     Length(usize),
+}
+
+/// The integrity code of a join request (`accept: false`) or accept
+/// (`true`) of RF-ID `rf_id` with `nonce`, keyed with install code `key`.
+pub fn mic(key: &[u8; 16], accept: bool, rf_id: u64, nonce: u32) -> [u8; 4] {
+    use hmac::{Hmac, Mac as _};
+    let mut m = <Hmac<sha2::Sha256>>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    m.update(if accept {
+        b"ft-join-accept"
+    } else {
+        b"ft-join-request"
+    });
+    m.update(&rf_id.to_le_bytes());
+    m.update(&nonce.to_le_bytes());
+    let h = m.finalize().into_bytes();
+    [h[0], h[1], h[2], h[3]]
 }
 
 fn payload(kind: u8, nonce: u32, octet: u8, mic: [u8; 4]) -> Vec<u8> {

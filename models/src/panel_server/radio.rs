@@ -53,7 +53,6 @@ use fieldtwin_emulator::radio::frame::{Addr, Mac as FrameMac, TYPE_ACK};
 use fieldtwin_emulator::radio::phy::{mix, radio_id};
 use fieldtwin_emulator::radio::{Delivery, Position, RadioConfig, RadioId, join, report};
 use fieldtwin_emulator::site::InstallCode;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 
 use crate::field::{FieldDevice, GatewayCopy, Kind, LinkFigures};
@@ -94,17 +93,7 @@ pub fn protect_plus(rf_id: u64) -> bool {
 /// install code's 128-bit key over a label, the RF-ID and the nonce
 /// ([NF]; docs/radio.md "Commissioning").
 pub fn join_mic(code: &InstallCode, accept: bool, rf_id: u64, nonce: u32) -> [u8; 4] {
-    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&code.key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    m.update(if accept {
-        b"ft-join-accept"
-    } else {
-        b"ft-join-request"
-    });
-    m.update(&rf_id.to_le_bytes());
-    m.update(&nonce.to_le_bytes());
-    let h = m.finalize().into_bytes();
-    [h[0], h[1], h[2], h[3]]
+    join::mic(&code.key, accept, rf_id, nonce)
 }
 
 /// The default reporting period of a model ([NF]).
