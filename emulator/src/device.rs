@@ -1157,6 +1157,13 @@ impl Runtime {
             }
         }
         used.insert(site.network.host_address, "the host side".into());
+        if let Some(net) = &self.network {
+            for (seg, pool, _) in net.carriers() {
+                for ip in pool {
+                    used.insert(ip, format!("the carrier NAT pool of segment {seg}"));
+                }
+            }
+        }
         used.extend(
             self.added
                 .lock()

@@ -33,6 +33,7 @@
 //! | 190-199 | ps_sftp (issue 13: SFTP publication to a real OpenSSH server, alarm emails over STARTTLS) |
 //! | 200-209 | wifi (issue 10 items 4-5: radios per model, Wi-Fi access point) |
 //! | 210-219 | evce (issue 11: EVCE pages, SSH, SSDP, enrollment, factory reset in TAP mode: 210-211; 219: unit tests of models::evce) |
+//! | 224-227 | datalogger_e2e (issue 12: carrier NAT through the router in TAP mode: 224) |
 
 #![allow(dead_code)]
 

@@ -18,8 +18,8 @@ mod ps_datalog;
 mod ps_sftp;
 
 pub use datalogger::{
-    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
-    default_inputs, default_range,
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, MAX_OUTPUTS, OutputConfig,
+    OutputMode, Quantity, UplinkProtocol, default_inputs, default_outputs, default_range,
 };
 pub use ev::{
     ChargingStationConfig, EnrolledStation, EvceConfig, OCPP_WS_PORT, OCPP_WSS_PORT,
