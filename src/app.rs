@@ -93,6 +93,7 @@ pub fn build_runtime(
         })?;
     let mut rt = Runtime::new(clock, store, EventBus::new(), retention);
     rt.radio().reseed(site.site.seed);
+    rt.wifi().add_networks(site);
     let mut taken: BTreeMap<std::net::Ipv4Addr, &str> = BTreeMap::new();
     for dev in &site.devices {
         for (_, ip, _) in fieldtwin_models::interfaces(dev) {

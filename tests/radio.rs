@@ -3,9 +3,12 @@
 //! started through `POST /api/v1/commands` makes them Not connected after
 //! their timeout (control API, web page, Modbus no-value markers and
 //! 31146 = 0) and stopping it brings them back; the sniffer's pcap decodes
-//! in tshark as IEEE 802.15.4 without malformed frames or bad FCS; a rogue
-//! RF-ID injected over the air is listed as discovered, never connected,
-//! never routed. Virtual-time jumps, no waiting.
+//! in tshark as IEEE 802.15.4 without malformed frames or bad FCS, with the
+//! Panel Server's MAC acknowledgements; a rogue RF-ID injected over the air
+//! is listed as discovered, never connected, never routed until the
+//! administrator adds it; a Protect Plus device joins over the air only
+//! with its install code; removing and rebuilding the network (issue 10
+//! item 3, commissioning). Virtual-time jumps, no waiting.
 //!
 //! Site octets 110-119 belong to this file (see tests/common/mod.rs).
 
@@ -250,6 +253,13 @@ fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
             "no report of {rf}: {text}"
         );
     }
+    // The Panel Server's MAC acknowledgements of the reports are on the
+    // air too, and the reports ask for them.
+    let acks = tool("tshark", &["-r", pcap_s, "-Y", "wpan.frame_type == 0x2"]);
+    let acks = String::from_utf8_lossy(&acks.stdout).lines().count();
+    assert!(acks >= 4, "{acks} acknowledgements captured");
+    let asked = tool("tshark", &["-r", pcap_s, "-Y", "wpan.ack_request == 1"]);
+    assert!(String::from_utf8_lossy(&asked.stdout).lines().count() >= acks);
     let malformed = tool(
         "tshark",
         &["-r", pcap_s, "-Y", "_ws.malformed || wpan.fcs.bad"],
@@ -259,4 +269,253 @@ fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
         "{}",
         String::from_utf8_lossy(&malformed.stdout)
     );
+}
+
+/// The site of `a` with one more wireless device behind ps1: a new
+/// Protect Plus device (16-character RF-ID) out of its box, not
+/// commissioned, with the install code of its label.
+const PROTECT_PLUS_RF: &str = "8A3B00000000C0DE";
+const PROTECT_PLUS_CODE: &str = "83FED3407A939723A5C639B26916D505C3B5";
+
+fn site_with_protect_plus(a: u8) -> String {
+    let t = site(a);
+    let anchor = "rf_id = \"0x000000002A3C0001\"\nprofile = \"indoor\"\n";
+    assert!(t.contains(anchor), "{t}");
+    t.replacen(
+        anchor,
+        &format!(
+            "{anchor}\n[[device.panel_server.wireless]]\nid = \"trh-store\"\nmodel = \"TRH\"\nrf_id = \"0x{PROTECT_PLUS_RF}\"\nreport_period_s = 5\ninstall_code = \"{PROTECT_PLUS_CODE}\"\ncommissioned = false\n"
+        ),
+        1,
+    )
+}
+
+fn by_address<'a>(list: &'a [Value], rf: &str) -> Option<&'a Value> {
+    list.iter().find(|f| f["address"] == rf)
+}
+
+fn f32_of(v: &Value) -> f32 {
+    let w = words(v);
+    f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1]))
+}
+
+/// Issue 10 item 3, commissioning over the medium: a rogue RF-ID injected
+/// through the API is discovered, never connected, never routed until the
+/// administrator adds it (control API); then its reports are served at
+/// its unit id. A Protect Plus device's join requests are ignored until
+/// its install code is entered; a wrong code (web page) is refused at its
+/// join; the right one (control API) lets it join over the air. Removing
+/// (web page) and rebuilding the network (control API) unroute devices;
+/// only the identified ones come back.
+#[test]
+fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code() {
+    let a = 112;
+    let ip = format!("127.77.{a}.10");
+    let s = RunningSite::start(&site_with_protect_plus(a), &[]);
+    s.post_json("/api/v1/clock", r#"{"paused":true}"#);
+    advance(&s, 6.0);
+    let rogue_rf = "00000000DEADBEEF";
+
+    // The Protect Plus device asks to join: ignored (not discovered, not
+    // paired, no unit).
+    let list = wireless(&s);
+    let pp = field(&list, "trh-store");
+    assert_eq!(pp["state"], "not_paired", "{pp}");
+    assert_eq!(pp["connected"], false, "{pp}");
+    assert!(
+        !list
+            .iter()
+            .any(|f| f["state"] == "discovered" && f["address"] == PROTECT_PLUS_RF),
+        "{list:?}"
+    );
+    assert_eq!(pymodbus(&ip, &["read:105:4001:2"])[0]["exception"], 10);
+    // Forged join requests: an impostor of the Protect Plus device (no
+    // install code) is ignored too; an 8-character one is discovered.
+    command(
+        &s,
+        &format!(
+            r#"{{"command":"radio_inject","join":{{"rf_id":"0x{PROTECT_PLUS_RF}","to":"ps1"}}}}"#
+        ),
+    );
+    // (Two frames injected at the same instant collide: one at a time.)
+    advance(&s, 0.1);
+    command(
+        &s,
+        r#"{"command":"radio_inject","join":{"rf_id":"0xFEEDF00D","to":"ps1","nonce":7}}"#,
+    );
+    let (code, body) = s.post(
+        "/api/v1/commands",
+        r#"{"command":"radio_inject","join":{"rf_id":"0xFEEDF00D","to":"ps1","install_code":"1234"}}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("join.install_code"), "{body}");
+    advance(&s, 1.0);
+    let list = wireless(&s);
+    assert_eq!(field(&list, "trh-store")["state"], "not_paired", "{list:?}");
+    let feed = by_address(&list, "00000000FEEDF00D").unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(feed["state"], "discovered", "{feed}");
+
+    // A rogue report injected over the air: discovered only.
+    command(
+        &s,
+        r#"{"command":"radio_inject","report":{"rf_id":"0xDEADBEEF","to":"ps1","counter":1,"power_w":1000}}"#,
+    );
+    advance(&s, 1.0);
+    let list = wireless(&s);
+    let rogue = by_address(&list, rogue_rf).unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(rogue["state"], "discovered", "{rogue}");
+    assert_eq!(rogue["connected"], false, "{rogue}");
+    assert!(rogue.get("unit").is_none(), "{rogue}");
+    assert_eq!(pymodbus(&ip, &["read:106:3060:2"])[0]["exception"], 10);
+
+    // Bad commands are refused naming what is wrong.
+    let (code, body) = s.post(
+        "/api/v1/commands",
+        r#"{"command":"radio_commission","device":"ps1","action":"add","rf_id":"0xCAFE0001"}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("answered the discovery"), "{body}");
+    let (code, body) = s.post(
+        "/api/v1/commands",
+        &format!(
+            r#"{{"command":"radio_commission","device":"ps1","action":"add","rf_id":"0x{PROTECT_PLUS_RF}"}}"#
+        ),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("install code"), "{body}");
+    let (code, body) = s.post(
+        "/api/v1/commands",
+        r#"{"command":"radio_commission","device":"ps1","action":"frobnicate"}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("`add`, `remove`, `rebuild`"), "{body}");
+
+    // The administrator adds the rogue (control API): paired at the first
+    // unit id the site does not keep (106), connected at its next report,
+    // whose reading is served.
+    let st = command(
+        &s,
+        r#"{"command":"radio_commission","device":"ps1","action":"add","rf_id":"DEADBEEF"}"#,
+    );
+    assert_eq!(st["id"], "ps1", "{st}");
+    let list = wireless(&s);
+    let added = by_address(&list, rogue_rf).unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(added["unit"], 106, "{added}");
+    command(
+        &s,
+        r#"{"command":"radio_inject","report":{"rf_id":"0xDEADBEEF","to":"ps1","counter":2,"power_w":1234.5}}"#,
+    );
+    advance(&s, 1.0);
+    let list = wireless(&s);
+    let rogue = by_address(&list, rogue_rf).unwrap();
+    assert_eq!(rogue["state"], "connected", "{rogue}");
+    let r = pymodbus(
+        &ip,
+        &["read:106:3060:2", "read:106:31027:4", "read:106:31146:1"],
+    );
+    assert_eq!(f32_of(&r[0]), 1234.5, "{r:?}");
+    assert_eq!(words(&r[1]), vec![0, 0, 0xDEAD, 0xBEEF]);
+    assert_eq!(words(&r[2]), vec![1]);
+
+    // Protect Plus, a wrong install code on the web page: saved, but the
+    // device's join request is refused over the air.
+    let web = Web::of(&s, ip.clone());
+    assert_eq!(web.login_as("SecurityAdmin", &web.password).0, 200);
+    let wrong = "1F6BBE44663AB8DEE84217E3BC7628F5DADE"; // another device's (right CRC)
+    let (code, body) = web.submit(
+        "/settings",
+        "/settings/wireless/add",
+        &[("rf_id", PROTECT_PLUS_RF), ("install_code", wrong)],
+    );
+    assert_eq!(code, 200, "{body}");
+    advance(&s, 6.0);
+    let list = wireless(&s);
+    assert_eq!(
+        field(&list, "trh-store")["state"],
+        "join_refused",
+        "{list:?}"
+    );
+    assert_eq!(pymodbus(&ip, &["read:105:4001:2"])[0]["exception"], 10);
+    let (_, page) = web.get("/settings");
+    assert!(page.contains("Join refused"), "{page}");
+
+    // The right code (control API): it joins at its next request, over
+    // the air, gets its site unit id and its measurements are served.
+    command(
+        &s,
+        &format!(
+            r#"{{"command":"radio_commission","device":"ps1","action":"add","rf_id":"{PROTECT_PLUS_RF}","install_code":"{PROTECT_PLUS_CODE}"}}"#
+        ),
+    );
+    advance(&s, 6.0);
+    advance(&s, 6.0);
+    let list = wireless(&s);
+    let pp = field(&list, "trh-store");
+    assert_eq!(pp["state"], "connected", "{pp}");
+    assert_eq!(pp["unit"], 105, "{pp}");
+    let r = pymodbus(&ip, &["read:105:4001:2", "read:105:31146:1"]);
+    let t = f32_of(&r[0]);
+    assert!((-10.0..50.0).contains(&t), "temperature {t}: {r:?}");
+    assert_eq!(words(&r[1]), vec![1]);
+    let (_, page) = web.get("/settings");
+    let row = page
+        .split("<tr>")
+        .find(|r| r.contains(PROTECT_PLUS_RF))
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(
+        row.contains("Connected") && !row.contains("Not connected"),
+        "{row}"
+    );
+
+    // Remove the rogue on the web page: no longer routed.
+    let (code, body) = web.submit(
+        "/settings",
+        "/settings/wireless/remove",
+        &[("rf_id", rogue_rf)],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(pymodbus(&ip, &["read:106:3060:2"])[0]["exception"], 10);
+
+    // Rebuild the network (control API): every device is unpaired; the
+    // PowerTags ask to join again and are only discovered; the Protect
+    // Plus device, identified by its install code, joins again by itself.
+    command(
+        &s,
+        r#"{"command":"radio_commission","device":"ps1","action":"rebuild"}"#,
+    );
+    assert_eq!(pymodbus(&ip, &["read:101:3060:2"])[0]["exception"], 10);
+    advance(&s, 6.0);
+    advance(&s, 6.0);
+    let list = wireless(&s);
+    for rf in ["000000002A3B0001", "000000002A3B0002"] {
+        assert!(
+            list.iter()
+                .any(|f| f["address"] == rf && f["state"] == "discovered"),
+            "{rf} not discovered: {list:?}"
+        );
+    }
+    assert_eq!(field(&list, "trh-store")["state"], "connected", "{list:?}");
+    // Only pt-hvac is added back: at its next join request (within 5 s)
+    // it is accepted, then reports (5 s later).
+    command(
+        &s,
+        r#"{"command":"radio_commission","device":"ps1","action":"add","rf_id":"2A3B0002"}"#,
+    );
+    advance(&s, 6.0);
+    advance(&s, 6.0);
+    let list = wireless(&s);
+    assert_eq!(field(&list, "pt-hvac")["state"], "connected", "{list:?}");
+    assert_eq!(
+        field(&list, "pt-lighting")["state"],
+        "not_paired",
+        "{list:?}"
+    );
+    let r = pymodbus(&ip, &["read:101:31146:1", "read:100:3060:2"]);
+    assert_eq!(words(&r[0]), vec![1]);
+    assert_eq!(r[1]["exception"], 10);
+    // The audit log records the changes made through the control API and
+    // the join.
+    let d = s.get_json("/api/v1/devices/ps1");
+    let tail = d["details"]["audit_tail"].to_string();
+    assert!(tail.contains("joined with its install code"), "{tail}");
 }

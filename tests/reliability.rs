@@ -772,6 +772,7 @@ const FORMS: &[(&str, &[&str])] = &[
     ("/settings/wireless", &["ieee802154"]),
     ("/settings/wireless/add", &["install_code"]),
     ("/settings/wireless/remove", &["rf_id"]),
+    ("/settings/wireless/rebuild", &["confirm"]),
     ("/settings/datetime", &["mode", "datetime", "ntp_server"]),
     ("/settings/wireless-permanent-off", &["confirm"]),
     ("/users", &["account", "current", "new", "confirm"]),

@@ -4,7 +4,10 @@
 //! of IEEE 802.15.4 survives a factory reset) and the Wi-Fi access point
 //! at the association level (the front-face button, WPA2 only, the device
 //! code as password, the web pages over the access point's interface with
-//! curl over HTTPS, and deactivating Wi-Fi dropping the association).
+//! curl over HTTPS, and deactivating Wi-Fi dropping the association), the
+//! access point's idle timeout, and infrastructure mode (the Panel Server
+//! joining the site's Wi-Fi network as a station; a wrong passphrase never
+//! associates).
 
 mod common;
 
@@ -323,5 +326,140 @@ fn wifi_access_point_side_in_tap_mode() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"stations\":[]"), "{body}");
     assert_eq!(https(&ap_side), "000", "reachable after leaving");
+    run.stop();
+}
+
+/// The default site on octets `a`/`a + 1` with a Wi-Fi network on the lab
+/// segment ("PlantWiFi") and ps1 joining it as a station on .13 with
+/// `passphrase`.
+fn site_with_station(a: u8, passphrase: &str) -> String {
+    let t = site_text(a);
+    let lan = "name = \"lan\"\n";
+    let anchor = "# Modbus TCP meter on the Panel Server's OT side.\n[[device]]";
+    assert!(t.contains(lan) && t.contains(anchor), "{t}");
+    t.replacen(
+        lan,
+        &format!("{lan}wifi_ssid = \"PlantWiFi\"\nwifi_passphrase = \"Plant-Passw0rd\"\n"),
+        1,
+    )
+    .replacen(
+        "topology = \"separated\"",
+        "topology = \"separated\"\npbkdf2_iterations = 1000",
+        1,
+    )
+    .replacen(
+        anchor,
+        &format!(
+            "[device.panel_server.wifi_client]\nssid = \"PlantWiFi\"\npassphrase = \"{passphrase}\"\nip = \"10.77.{a}.13\"\n\n{anchor}"
+        ),
+        1,
+    )
+}
+
+/// Issue 10 item 5, infrastructure mode: ps1 joins the site's Wi-Fi
+/// network named in its site file as a station; its interface `wlan`
+/// carries the web pages (and Modbus when activated on Wi-Fi) once
+/// associated, `GET /api/v1/wifi` shows the association, deactivating
+/// Wi-Fi leaves the network; a wrong passphrase never associates.
+#[test]
+fn wifi_infrastructure_mode_joins_the_site_network_as_a_station() {
+    let a = 204;
+    let run = RunningSite::start(&site_with_station(a, "Plant-Passw0rd"), &[]);
+    let eth1 = format!("127.77.{a}.10");
+    let wlan = format!("127.77.{a}.13");
+    let v = run.get_json("/api/v1/wifi");
+    let net = v["access_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["device"] == "segment:lan")
+        .unwrap_or_else(|| panic!("no site network: {v}"));
+    assert_eq!(net["ssid"], "PlantWiFi", "{v}");
+    assert_eq!(net["on_air"], true, "{v}");
+    assert_eq!(net["stations"], serde_json::json!(["ps1"]), "{v}");
+    let st = &v["stations"][0];
+    assert_eq!(st["device"], "ps1", "{v}");
+    assert_eq!(st["associated"], "segment:lan", "{v}");
+    run.wait_until(Duration::from_secs(10), || https_status(&wlan) == 200);
+    let over_wlan = Web::of(&run, wlan.clone());
+    assert_eq!(
+        over_wlan.login_as("SecurityAdmin", &over_wlan.password).0,
+        200
+    );
+    // Modbus over the station follows the Wi-Fi setting.
+    let modbus = |ip: &str| {
+        common::tool(
+            "mbpoll",
+            &[
+                "-1", "-a", "255", "-r", "11", "-c", "6", "-t", "4", "-o", "3", ip,
+            ],
+        )
+        .status
+        .success()
+    };
+    assert!(!modbus(&wlan), "Modbus over Wi-Fi while deactivated there");
+    let (code, body) = command(
+        &run,
+        r#"{"command":"modbus_service","device":"ps1","interface":"wifi","enabled":true}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(modbus(&wlan), "no Modbus over the Wi-Fi station");
+    // Deactivating Wi-Fi (from ETH1) leaves the network.
+    let web = Web::of(&run, eth1.clone());
+    assert_eq!(web.login_as("SecurityAdmin", &web.password).0, 200);
+    let (code, body) = web.submit("/settings", "/settings/wifi", &[]);
+    assert_eq!(code, 200, "{body}");
+    let v = run.get_json("/api/v1/wifi");
+    assert_eq!(v["stations"], serde_json::json!([]), "{v}");
+    assert_eq!(https_status(&wlan), 0, "still reachable over the station");
+    // Activated again: it joins again.
+    let (code, body) = web.submit(
+        "/settings",
+        "/settings/wifi",
+        &[("enabled", "on"), ("access_point", "on")],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v = run.get_json("/api/v1/wifi");
+    assert_eq!(v["stations"][0]["associated"], "segment:lan", "{v}");
+    run.wait_until(Duration::from_secs(10), || https_status(&wlan) == 200);
+    // ps1's own access point, started by its button, goes off the air
+    // after 30 minutes without a station ([NF]); the site's network and
+    // the station's association stay.
+    let (code, body) = command(&run, r#"{"command":"wifi_button","device":"ps1"}"#);
+    assert_eq!(code, 200, "{body}");
+    let ap_on = |run: &RunningSite| {
+        let v = run.get_json("/api/v1/wifi");
+        v["access_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["device"] == "ps1" && p["on_air"] == true)
+    };
+    assert!(ap_on(&run));
+    run.post_json("/api/v1/clock", r#"{"advance_s":1500}"#);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ap_on(&run), "off the air before its idle timeout");
+    run.post_json("/api/v1/clock", r#"{"advance_s":360}"#);
+    run.wait_until(Duration::from_secs(10), || !ap_on(&run));
+    let v = run.get_json("/api/v1/wifi");
+    assert_eq!(v["stations"][0]["associated"], "segment:lan", "{v}");
+    run.stop();
+
+    // A wrong passphrase: never associated, the reason in the API.
+    let a = 206;
+    let run = RunningSite::start(&site_with_station(a, "Not-The-Passw0rd"), &[]);
+    let v = run.get_json("/api/v1/wifi");
+    let st = &v["stations"][0];
+    assert_eq!(st["device"], "ps1", "{v}");
+    assert!(st["associated"].is_null(), "{v}");
+    assert!(
+        st["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wrong passphrase"),
+        "{v}"
+    );
+    assert_eq!(https_status(&format!("127.77.{a}.13")), 0);
+    assert_eq!(https_status(&format!("127.77.{a}.10")), 200);
     run.stop();
 }

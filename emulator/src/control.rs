@@ -315,6 +315,9 @@ pub enum Command {
         frame: Option<String>,
         #[serde(default)]
         report: Option<InjectReport>,
+        /// A forged join request (docs/radio.md "Commissioning").
+        #[serde(default)]
+        join: Option<Box<InjectJoin>>,
     },
     /// Moves radio `radio` (a Panel Server id or a wireless device id) to
     /// `position`, or 1 m from radio `near`.
@@ -333,6 +336,19 @@ pub enum Command {
         path: Option<String>,
         on: bool,
     },
+    /// IEEE 802.15.4 commissioning of Panel Server `device`, as its
+    /// administrator does it on the Settings page (docs/radio.md
+    /// "Commissioning"): `add` device `rf_id` (a discovered device with an
+    /// 8-character RF-ID; with `install_code`, a Protect Plus device joins
+    /// at its next join request), `remove` it, or `rebuild` the network.
+    RadioCommission {
+        device: String,
+        action: crate::device::CommissionAction,
+        #[serde(default)]
+        rf_id: Option<String>,
+        #[serde(default)]
+        install_code: Option<String>,
+    },
 }
 
 /// A forged device report for [`Command::RadioInject`].
@@ -348,6 +364,25 @@ pub struct InjectReport {
     /// Active power reading, W.
     #[serde(default)]
     pub power_w: f32,
+}
+
+/// A forged join request for [`Command::RadioInject`]: from RF-ID
+/// `rf_id` to Panel Server `to`, with nonce `nonce`; its integrity code
+/// keyed with `install_code` (36 hexadecimal characters) if the attacker
+/// has one, else zeros.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InjectJoin {
+    pub rf_id: String,
+    pub to: String,
+    #[serde(default = "nonce_one")]
+    pub nonce: u32,
+    #[serde(default)]
+    pub install_code: Option<String>,
+}
+
+fn nonce_one() -> u32 {
+    1
 }
 
 fn default_jammer_dbm() -> f64 {
@@ -366,6 +401,9 @@ fn wifi_host() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WifiStatus {
     pub access_points: Vec<crate::wifi::AccessPointStatus>,
+    /// The devices' stations (infrastructure mode).
+    #[serde(default)]
+    pub stations: Vec<crate::wifi::StationStatus>,
 }
 
 /// Seconds the Restart button must be held for a factory reset.
@@ -755,9 +793,13 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
             power_dbm,
             frame,
             report,
+            join,
         } => {
             let air = rt.radio();
-            let target = report.as_ref().map(|r| r.to.clone());
+            let target = report
+                .as_ref()
+                .map(|r| r.to.clone())
+                .or_else(|| join.as_ref().map(|j| j.to.clone()));
             let (target_channel, target_name) = match &target {
                 Some(t) => {
                     let (name, id) = radio_named(rt, t)?;
@@ -765,12 +807,40 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 }
                 None => (None, None),
             };
-            let psdu = match (&frame, &report) {
-                (Some(hex), None) => {
+            let parse_rf = |text: &str| {
+                crate::site::parse_rf_id(text.trim()).ok_or_else(|| {
+                    CommandError::BadRequest(format!(
+                        "{text:?} is not an RF-ID; use up to 16 hexadecimal digits"
+                    ))
+                })
+            };
+            let psdu = match (&frame, &report, &join) {
+                (Some(hex), None, None) => {
                     let mpdu = parse_hex(hex)?;
                     crate::radio::frame::with_fcs(&mpdu)
                 }
-                (None, Some(r)) => {
+                (None, None, Some(j)) => {
+                    let rf_id = parse_rf(&j.rf_id)?;
+                    let mic = match &j.install_code {
+                        None => [0; 4],
+                        Some(c) => {
+                            let code = crate::site::InstallCode::parse(c).map_err(|e| {
+                                CommandError::BadRequest(format!("join.install_code: {e}"))
+                            })?;
+                            crate::radio::join::mic(&code.key, false, rf_id, j.nonce)
+                        }
+                    };
+                    crate::radio::join::Request {
+                        pan: crate::radio::pan_of(target_name.as_deref().unwrap_or(&j.to)),
+                        rf_id,
+                        seq: j.nonce as u8,
+                        nonce: j.nonce,
+                        kind: 1,
+                        mic,
+                    }
+                    .to_psdu()
+                }
+                (None, Some(r), None) => {
                     let rf_id = crate::site::parse_rf_id(r.rf_id.trim()).ok_or_else(|| {
                         CommandError::BadRequest(format!(
                             "{:?} is not an RF-ID; use up to 16 hexadecimal digits",
@@ -792,7 +862,7 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 }
                 _ => {
                     return Err(CommandError::BadRequest(
-                        "give exactly one of \"frame\" (the MPDU in hexadecimal, FCS appended by the injector) or \"report\" ({\"rf_id\", \"to\"})".into(),
+                        "give exactly one of \"frame\" (the MPDU in hexadecimal, FCS appended by the injector), \"report\" ({\"rf_id\", \"to\"}) or \"join\" ({\"rf_id\", \"to\"})".into(),
                     ));
                 }
             };
@@ -867,6 +937,25 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 );
             }
             Ok(Reply::Radio(Box::new(air.status())))
+        }
+        Command::RadioCommission {
+            device,
+            action,
+            rf_id,
+            install_code,
+        } => {
+            let cmd = ModelCommand::Commission {
+                op: action,
+                rf_id,
+                install_code,
+            };
+            rt.model_command_async(&device, cmd)
+                .await?
+                .map_err(CommandError::BadRequest)?;
+            // What the change put on the air (a join accepted) is handled
+            // before the answer.
+            rt.radio().process(rt.clock().now()).await;
+            Ok(Reply::Device(Box::new(rt.status(&device)?)))
         }
         Command::EvPlug {
             device,
@@ -1010,6 +1099,7 @@ fn model_command(rt: &Runtime, device: &str, cmd: ModelCommand) -> Result<Reply,
 fn wifi_reply(rt: &Runtime) -> Reply {
     Reply::Wifi(WifiStatus {
         access_points: rt.wifi().access_points(),
+        stations: rt.wifi().stations(),
     })
 }
 
@@ -1356,6 +1446,7 @@ async fn set_clock(
 
 async fn get_wifi(State(rt): State<Shared>) -> Json<WifiStatus> {
     Json(WifiStatus {
+        stations: rt.wifi().stations(),
         access_points: rt.wifi().access_points(),
     })
 }

@@ -142,6 +142,17 @@ pub trait Device: Send + Sync + 'static {
             cmd.name()
         ))
     }
+    /// [`Device::model_command`] for models whose commands take time (a
+    /// Panel Server's commissioning restarts its Modbus service); by
+    /// default the synchronous one.
+    fn model_command_async(
+        self: Arc<Self>,
+        cmd: ModelCommand,
+        now: Duration,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let r = self.model_command(cmd, now);
+        Box::pin(async move { r })
+    }
     /// Activates or deactivates the Modbus TCP service on `interface`
     /// (`eth1`, `eth2`, `wifi`); the choice is kept in NV memory.
     fn set_modbus_service<'a>(
@@ -218,6 +229,29 @@ pub enum ModelCommand {
     /// A charging station's central-system URL is repointed (`None`: back
     /// to the configured one).
     OcppUrl { url: Option<String> },
+    /// IEEE 802.15.4 commissioning on a Panel Server (docs/radio.md
+    /// "Commissioning").
+    Commission {
+        op: CommissionAction,
+        #[serde(default)]
+        rf_id: Option<String>,
+        #[serde(default)]
+        install_code: Option<String>,
+    },
+}
+
+/// What the administrator does to a Panel Server's IEEE 802.15.4 network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommissionAction {
+    /// Adds device `rf_id`: a discovered device with an 8-character
+    /// RF-ID at once; with `install_code`, a Protect Plus device (16
+    /// characters) joins at its next join request.
+    Add,
+    /// Removes device `rf_id` (and its install code from the list).
+    Remove,
+    /// Drops every device: they have to join again.
+    Rebuild,
 }
 
 impl ModelCommand {
@@ -229,6 +263,7 @@ impl ModelCommand {
             ModelCommand::Upstream { .. } => "ocpp_upstream",
             ModelCommand::SiteLimit { .. } => "site_limit",
             ModelCommand::OcppUrl { .. } => "ocpp_url",
+            ModelCommand::Commission { .. } => "radio_commission",
         }
     }
 }
@@ -843,6 +878,7 @@ impl Runtime {
             ));
         }
         let radio = crate::radio::air::Air::new(&clock, 0);
+        let wifi = Arc::new(crate::wifi::Air::with_clock(events.clone(), &clock));
         Self {
             radio,
             clock,
@@ -852,7 +888,7 @@ impl Runtime {
             network: None,
             provisioner: None,
             added: Mutex::new(BTreeMap::new()),
-            wifi: Arc::new(crate::wifi::Air::new(events.clone())),
+            wifi,
             events,
         }
     }
@@ -1003,6 +1039,16 @@ impl Runtime {
     ) -> Result<Result<(), String>, RuntimeError> {
         let slot = self.slot(id)?;
         Ok(slot.device.model_command(cmd, self.clock.now()))
+    }
+
+    /// Sends model command `cmd` to device `id` and waits until it is done.
+    pub async fn model_command_async(
+        &self,
+        id: &str,
+        cmd: ModelCommand,
+    ) -> Result<Result<(), String>, RuntimeError> {
+        let device = self.slot(id)?.device.clone();
+        Ok(device.model_command_async(cmd, self.clock.now()).await)
     }
 
     /// Activates or deactivates the Modbus TCP service of device `id` on `interface`.

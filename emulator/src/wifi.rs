@@ -26,6 +26,21 @@
 //!   off) takes the access point off the air and drops every station; new
 //!   settings (SSID, passphrase) do too.
 //! - Every association, refusal and drop is a device event of kind `wifi`.
+//! - Idle timeout ([NF]): an access point on the air with no station
+//!   associated for [`IDLE_TIMEOUT`] of virtual time (since it went on the
+//!   air or its last station left) goes off the air ([`Air::expire_idle`],
+//!   called by the device at least every minute); it stays enabled, and
+//!   the button puts it on the air again. The site's networks never time
+//!   out.
+//! - Infrastructure mode: the site file's Wi-Fi networks ([`Air::add_network`],
+//!   a segment's `wifi_ssid`) are access points always on the air, listed
+//!   as device `segment:NAME`. A device joins one as a station
+//!   ([`Air::join`]) with its station interface, whose carrier is up only
+//!   while it is associated; a refusal (no such SSID on the air, TKIP,
+//!   wrong passphrase) leaves it down and is shown in [`Air::stations`].
+//!   A station that is not associated tries again whenever an access point
+//!   is armed or goes on the air; one whose access point goes away is
+//!   dropped (carrier down) and waits for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -56,6 +71,9 @@ impl Cipher {
         }
     }
 }
+
+/// How long an access point stays on the air without a station ([NF]).
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// The station name of the host side (the lab's client: the TAP in TAP
 /// mode, the host's loopback in host mode).
@@ -128,6 +146,28 @@ pub struct AccessPointStatus {
     pub stations: Vec<String>,
 }
 
+/// A device's Wi-Fi station (infrastructure mode), as the control API
+/// shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StationStatus {
+    pub device: String,
+    pub ssid: String,
+    pub cipher: Cipher,
+    /// The access point it is associated with (`segment:NAME` or a device
+    /// id); `None`: not associated.
+    pub associated: Option<String>,
+    /// Why it is not associated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+struct StationEntry {
+    offer: Offer,
+    stack: Option<Arc<dyn Stack>>,
+    associated: Option<String>,
+    error: Option<String>,
+}
+
 struct Ap {
     settings: AccessPoint,
     /// The interface of the access point's side (none: associations are
@@ -135,12 +175,17 @@ struct Ap {
     stack: Option<Arc<dyn Stack>>,
     on_air: bool,
     stations: BTreeSet<String>,
+    /// Virtual time since which it is on the air without a station.
+    idle_since: Option<std::time::Duration>,
 }
 
 /// The site's Wi-Fi (see the module contract).
 pub struct Air {
     aps: Mutex<BTreeMap<String, Ap>>,
+    stations: Mutex<BTreeMap<String, StationEntry>>,
     events: EventBus,
+    /// The site's clock (idle timeouts); none: they never expire.
+    clock: Option<crate::clock::WeakClock>,
 }
 
 impl std::fmt::Debug for Air {
@@ -156,7 +201,177 @@ impl Air {
     pub fn new(events: EventBus) -> Self {
         Self {
             aps: Mutex::new(BTreeMap::new()),
+            stations: Mutex::new(BTreeMap::new()),
             events,
+            clock: None,
+        }
+    }
+
+    /// The same, with idle timeouts on `clock`'s virtual time.
+    pub fn with_clock(events: EventBus, clock: &crate::clock::Clock) -> Self {
+        Self {
+            clock: Some(clock.downgrade()),
+            ..Self::new(events)
+        }
+    }
+
+    fn now(&self) -> Option<std::time::Duration> {
+        self.clock.as_ref()?.upgrade().map(|c| c.now())
+    }
+
+    /// Keeps `idle_since` of every access point right after a change.
+    fn mark_idle(&self) {
+        let now = self.now();
+        for ap in self.lock().values_mut() {
+            if ap.on_air && ap.stations.is_empty() {
+                ap.idle_since = ap.idle_since.or(now);
+            } else {
+                ap.idle_since = None;
+            }
+        }
+    }
+
+    /// Takes `device`'s access point off the air if it has been on the air
+    /// without a station for [`IDLE_TIMEOUT`] at virtual time `now`;
+    /// whether it did.
+    pub fn expire_idle(&self, device: &str, now: std::time::Duration) -> bool {
+        let mut aps = self.lock();
+        let Some(ap) = aps.get_mut(device) else {
+            return false;
+        };
+        match ap.idle_since {
+            Some(t) if ap.on_air && ap.stations.is_empty() && now >= t + IDLE_TIMEOUT => {
+                ap.on_air = false;
+                ap.idle_since = None;
+                let ssid = ap.settings.ssid.clone();
+                drop(aps);
+                self.emit(
+                    device,
+                    format!(
+                        "access point {ssid} off the air: no station for {} minutes (press the button to start it again)",
+                        IDLE_TIMEOUT.as_secs() / 60
+                    ),
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn lock_stations(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StationEntry>> {
+        self.stations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The site's Wi-Fi networks (segments with `wifi_ssid`): access points
+    /// always on the air, named `segment:NAME`.
+    pub fn add_networks(&self, site: &crate::site::Site) {
+        for g in &site.segments {
+            if let (Some(ssid), Some(p)) = (&g.wifi_ssid, &g.wifi_passphrase) {
+                self.lock().insert(
+                    format!("segment:{}", g.name),
+                    Ap {
+                        settings: AccessPoint {
+                            ssid: ssid.clone(),
+                            passphrase: p.clone(),
+                        },
+                        stack: None,
+                        on_air: true,
+                        stations: BTreeSet::new(),
+                        idle_since: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// `device` joins the network `offer` names as a station, with its
+    /// station interface `stack` (replacing a station it had).
+    pub fn join(&self, device: &str, offer: Offer, stack: Option<Arc<dyn Stack>>) {
+        self.leave(device, "joining again");
+        carrier(&stack, false);
+        self.lock_stations().insert(
+            device.to_string(),
+            StationEntry {
+                offer,
+                stack,
+                associated: None,
+                error: None,
+            },
+        );
+        self.retry();
+    }
+
+    /// `device` no longer uses Wi-Fi as a station (`why` in the event).
+    pub fn leave(&self, device: &str, why: &str) {
+        let Some(st) = self.lock_stations().remove(device) else {
+            return;
+        };
+        carrier(&st.stack, false);
+        if st.associated.is_some() {
+            let _ = self.disassociate(&st.offer.ssid, device);
+            self.emit(device, format!("station left {} ({why})", st.offer.ssid));
+        }
+    }
+
+    /// The devices' stations.
+    pub fn stations(&self) -> Vec<StationStatus> {
+        self.lock_stations()
+            .iter()
+            .map(|(d, st)| StationStatus {
+                device: d.clone(),
+                ssid: st.offer.ssid.clone(),
+                cipher: st.offer.cipher,
+                associated: st.associated.clone(),
+                error: st.error.clone(),
+            })
+            .collect()
+    }
+
+    /// Stations not associated try to associate; the ones whose access
+    /// point is gone are dropped.
+    fn retry(&self) {
+        let pending: Vec<(String, Offer, bool)> = {
+            let aps = self.lock();
+            self.lock_stations()
+                .iter()
+                .map(|(d, st)| {
+                    let still = st.associated.as_ref().is_some_and(|ap| {
+                        aps.get(ap)
+                            .is_some_and(|a| a.on_air && a.stations.contains(d))
+                    });
+                    (d.clone(), st.offer.clone(), still)
+                })
+                .collect()
+        };
+        for (device, offer, still) in pending {
+            if still {
+                continue;
+            }
+            let r = self.associate(&offer, &device);
+            let mut sts = self.lock_stations();
+            let Some(st) = sts.get_mut(&device) else {
+                continue;
+            };
+            let before = st.error.clone();
+            match r {
+                Ok(ap) => {
+                    st.associated = Some(ap);
+                    st.error = None;
+                    carrier(&st.stack, true);
+                }
+                Err(e) => {
+                    st.associated = None;
+                    st.error = Some(e.to_string());
+                    carrier(&st.stack, false);
+                    if before.as_deref() != Some(&e.to_string()) {
+                        drop(sts);
+                        self.emit(
+                            &device,
+                            format!("station could not join {}: {e}", offer.ssid),
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -187,6 +402,9 @@ impl Air {
             cur.settings = ap.clone();
             cur.stack = stack;
             drop(aps);
+            self.drop_stations_of(device);
+            self.retry();
+            self.mark_idle();
             if !dropped.is_empty() {
                 self.emit(
                     device,
@@ -207,6 +425,7 @@ impl Air {
                 stack,
                 on_air: false,
                 stations: BTreeSet::new(),
+                idle_since: None,
             },
         );
     }
@@ -222,6 +441,7 @@ impl Air {
         if !ap.on_air {
             return;
         }
+        self.drop_stations_of(device);
         let dropped = if ap.stations.is_empty() {
             String::new()
         } else {
@@ -257,7 +477,9 @@ impl Air {
                 device,
                 format!("front-face button pressed: access point {ssid} on the air"),
             );
+            self.retry();
         }
+        self.mark_idle();
         Ok(ssid)
     }
 
@@ -307,6 +529,7 @@ impl Air {
         }
         let ap = aps.get_mut(&device).expect("found above");
         ap.stations.insert(station.to_string());
+        ap.idle_since = None;
         carrier(&ap.stack, true);
         drop(aps);
         self.emit(
@@ -351,13 +574,26 @@ impl Air {
         }
         let device = device.clone();
         drop(aps);
+        self.mark_idle();
         self.emit(&device, format!("{station} left {ssid}"));
         Ok(device)
+    }
+
+    /// The device stations associated with access point `ap` lose it.
+    fn drop_stations_of(&self, ap: &str) {
+        for st in self.lock_stations().values_mut() {
+            if st.associated.as_deref() == Some(ap) {
+                st.associated = None;
+                st.error = Some(format!("access point {} off the air", st.offer.ssid));
+                carrier(&st.stack, false);
+            }
+        }
     }
 
     /// `device` lost power: its access point is disarmed and it leaves the
     /// access points it was a station of.
     pub fn device_off(&self, device: &str) {
+        self.leave(device, "the device is off");
         self.disarm(device, "the device is off");
         let ssids: Vec<String> = self
             .lock()
@@ -439,6 +675,101 @@ mod tests {
             serde_json::from_str::<Cipher>("\"tkip\"").unwrap(),
             Cipher::Tkip
         );
+    }
+
+    /// The idle timeout counts virtual time without a station, from the
+    /// button or the last station leaving.
+    #[tokio::test]
+    async fn an_access_point_without_stations_goes_off_the_air_after_its_idle_timeout() {
+        let clock = crate::clock::Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::with_clock(EventBus::new(), &clock);
+        let ap = AccessPoint {
+            ssid: "PAS600L-0251".into(),
+            passphrase: "Ab3dEf7hJk9m".into(),
+        };
+        let good = offer("PAS600L-0251", "Ab3dEf7hJk9m", Cipher::Ccmp);
+        air.arm("ps1", ap, None);
+        air.button("ps1").unwrap();
+        let min = |m: u64| std::time::Duration::from_secs(60 * m);
+        clock.advance(min(29));
+        assert!(!air.expire_idle("ps1", clock.now()));
+        air.associate(&good, HOST).unwrap();
+        clock.advance(min(40));
+        assert!(!air.expire_idle("ps1", clock.now()), "a station is there");
+        air.disassociate("PAS600L-0251", HOST).unwrap();
+        clock.advance(min(29));
+        assert!(!air.expire_idle("ps1", clock.now()));
+        clock.advance(min(2));
+        assert!(air.expire_idle("ps1", clock.now()));
+        assert!(!air.on_air("ps1"));
+        assert!(matches!(
+            air.associate(&good, HOST),
+            Err(Refusal::NotOnAir { .. })
+        ));
+        air.button("ps1").unwrap();
+        assert!(air.on_air("ps1"), "the button starts it again");
+    }
+
+    /// Infrastructure mode: a device's station waits for its access point
+    /// (another Panel Server's, on the air when its button is pressed),
+    /// is refused with TKIP, and loses its carrier when the AP goes.
+    #[tokio::test]
+    async fn a_station_joins_when_its_access_point_comes_on_the_air() {
+        let air = Air::new(EventBus::new());
+        let ap_side: Arc<dyn Stack> = Arc::new(HostStack::new("127.77.209.2".parse().unwrap()));
+        let sta: Arc<dyn Stack> = Arc::new(HostStack::new("127.77.209.3".parse().unwrap()));
+        let ap = AccessPoint {
+            ssid: "PAS600L-0251".into(),
+            passphrase: "Ab3dEf7hJk9m".into(),
+        };
+        air.arm("ps1", ap, Some(ap_side.clone()));
+        air.join(
+            "ps2",
+            offer("PAS600L-0251", "Ab3dEf7hJk9m", Cipher::Ccmp),
+            Some(sta.clone()),
+        );
+        let st = &air.stations()[0];
+        assert_eq!(st.associated, None);
+        assert!(
+            st.error.as_deref().unwrap().contains("on the air"),
+            "{st:?}"
+        );
+        assert!(!sta.carrier());
+        air.button("ps1").unwrap();
+        assert_eq!(air.stations()[0].associated.as_deref(), Some("ps1"));
+        assert!(sta.carrier() && ap_side.carrier());
+        air.disarm("ps1", "Wi-Fi deactivated");
+        assert!(!sta.carrier());
+        assert!(
+            air.stations()[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("off the air")
+        );
+        // TKIP is refused by every access point, a site network included.
+        let mut site = crate::site::Site::default_site();
+        site.segments[0].wifi_ssid = Some("PlantWiFi".into());
+        site.segments[0].wifi_passphrase = Some("Plant-Passw0rd".into());
+        air.add_networks(&site);
+        air.join(
+            "ps2",
+            offer("PlantWiFi", "Plant-Passw0rd", Cipher::Tkip),
+            Some(sta.clone()),
+        );
+        assert!(air.stations()[0].error.as_deref().unwrap().contains("TKIP"));
+        assert!(!sta.carrier());
+        air.join(
+            "ps2",
+            offer("PlantWiFi", "Plant-Passw0rd", Cipher::Ccmp),
+            Some(sta.clone()),
+        );
+        assert_eq!(air.stations()[0].associated.as_deref(), Some("segment:lan"));
+        assert!(sta.carrier());
+        air.device_off("ps2");
+        assert!(air.stations().is_empty() && !sta.carrier());
+        assert!(air.access_points().iter().all(|a| a.stations.is_empty()));
     }
 
     #[tokio::test]

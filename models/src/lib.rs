@@ -57,8 +57,10 @@ pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
 }
 
 /// Interface names of a site device: `eth1`, plus `eth2` for a Panel Server
-/// in separated topology and `wifi` for the side of its Wi-Fi access point
-/// (`wifi_ap_ip`); each is a real interface in host and TAP mode.
+/// in separated topology, `wifi` for the side of its Wi-Fi access point
+/// (`wifi_ap_ip`) and `wlan` for its Wi-Fi station (`wifi_client`, carrying
+/// traffic only while associated); each is a real interface in host and
+/// TAP mode.
 pub fn interfaces(dev: &DeviceConfig) -> Vec<(String, std::net::Ipv4Addr, String)> {
     let mut v = vec![("eth1".to_string(), dev.ip, dev.segment.clone())];
     if let Some(ps) = &dev.panel_server
@@ -72,6 +74,14 @@ pub fn interfaces(dev: &DeviceConfig) -> Vec<(String, std::net::Ipv4Addr, String
         .and_then(|ps| ps.wifi_ap(&dev.segment))
     {
         v.push(("wifi".to_string(), ip, seg));
+    }
+    if let Some(c) = dev
+        .panel_server
+        .as_ref()
+        .and_then(|ps| ps.wifi_client.as_ref())
+    {
+        let seg = c.segment.clone().unwrap_or_else(|| dev.segment.clone());
+        v.push((panel_server::node::WLAN_IFACE.to_string(), c.ip, seg));
     }
     v
 }

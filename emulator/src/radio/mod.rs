@@ -34,6 +34,7 @@
 pub mod air;
 pub mod ble;
 pub mod frame;
+pub mod join;
 pub mod phy;
 pub mod report;
 

@@ -490,6 +490,12 @@ impl Site {
                 format!("{model} is a Wired by Design model without radio ({has})"),
             ));
         }
+        if ps.wifi_client.is_some() && !caps.wifi {
+            return Err(invalid(
+                format!("{at}.wifi_client"),
+                format!("{model} has no Wi-Fi ({has}); Wi-Fi exists on the models with a radio"),
+            ));
+        }
         if ps.wifi_ap_ip.is_some() && !caps.wifi_access_point {
             return Err(invalid(
                 format!("{at}.wifi_ap_ip"),

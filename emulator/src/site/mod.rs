@@ -266,6 +266,37 @@ pub struct SegmentConfig {
     /// `subnet`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// A Wi-Fi network (an infrastructure access point bridged to this
+    /// segment, always on the air): its SSID. Panel Servers whose
+    /// `wifi_client` names it join the segment over Wi-Fi (docs/radio.md
+    /// "Wi-Fi infrastructure mode").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi_ssid: Option<String>,
+    /// The WPA2 passphrase of that network (8-63 printable characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi_passphrase: Option<String>,
+}
+
+/// `[device.panel_server.wifi_client]`: Wi-Fi infrastructure mode, the
+/// Panel Server as a station of a network of the site.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WifiClientConfig {
+    /// SSID of the network to join (a segment's `wifi_ssid`, or another
+    /// Panel Server's access point).
+    pub ssid: String,
+    /// WPA2 passphrase it offers.
+    pub passphrase: String,
+    /// Cipher it offers (default `ccmp`, WPA2; `tkip` is refused by every
+    /// access point of the site).
+    #[serde(default)]
+    pub cipher: crate::wifi::Cipher,
+    /// Address of the station interface (`wlan`).
+    pub ip: Ipv4Addr,
+    /// Its segment; default: the segment of the network named `ssid`, or
+    /// the device's segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
 }
 
 impl SegmentConfig {
@@ -472,6 +503,42 @@ pub struct PanelServerConfig {
     /// Segment of the access point's side; default: the device's segment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wifi_ap_segment: Option<String>,
+    /// Wi-Fi infrastructure mode: the network it joins as a station.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi_client: Option<WifiClientConfig>,
+}
+
+impl Site {
+    /// The segment a Panel Server's Wi-Fi station interface is on: its
+    /// `segment`, else the segment whose network has that SSID, else the
+    /// device's segment.
+    pub fn wifi_client_segment(&self, c: &WifiClientConfig, device_segment: &str) -> String {
+        c.segment.clone().unwrap_or_else(|| {
+            self.segments
+                .iter()
+                .find(|g| g.wifi_ssid.as_deref() == Some(c.ssid.as_str()))
+                .map_or_else(|| device_segment.to_string(), |g| g.name.clone())
+        })
+    }
+}
+
+/// Checks a WPA2 passphrase: 8 to 63 printable ASCII characters.
+fn check_passphrase(field: &str, p: &str) -> Result<(), SiteError> {
+    if !(8..=63).contains(&p.len()) || !p.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(invalid(
+            field,
+            "a WPA2 passphrase has 8 to 63 printable ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an SSID: 1 to 32 octets.
+fn check_ssid(field: &str, ssid: &str) -> Result<(), SiteError> {
+    if ssid.is_empty() || ssid.len() > 32 {
+        return Err(invalid(field, "an SSID has 1 to 32 characters"));
+    }
+    Ok(())
 }
 
 impl PanelServerConfig {
@@ -552,9 +619,21 @@ pub struct FieldDeviceConfig {
     /// PowerTag 5, sensors 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_period_s: Option<f64>,
+    /// Whether a wireless device is already commissioned (paired at the
+    /// Panel Server's first boot, reporting at once; the default). `false`:
+    /// a new device out of its box, which sends join requests over the
+    /// radio until the administrator adds it (docs/radio.md
+    /// "Commissioning").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commissioned: Option<bool>,
 }
 
 impl FieldDeviceConfig {
+    /// Whether this wireless device is already commissioned (default yes).
+    pub fn is_commissioned(&self) -> bool {
+        self.commissioned.unwrap_or(true)
+    }
+
     /// The install code of this wireless device: the site file's, or the
     /// one derived from the site seed and the device id.
     pub fn install_code(&self, site_seed: u64) -> InstallCode {
@@ -592,8 +671,22 @@ impl Site {
 
     /// Parses and validates site-file text.
     pub fn parse(text: &str) -> Result<Self, SiteError> {
-        let site: Site = toml::from_str(text).map_err(|e| SiteError::Syntax(e.to_string()))?;
+        let mut site: Site = toml::from_str(text).map_err(|e| SiteError::Syntax(e.to_string()))?;
         site.validate()?;
+        // The Wi-Fi station interfaces' segments, resolved once.
+        let resolved: Vec<Option<String>> = site
+            .devices
+            .iter()
+            .map(|d| {
+                let c = d.panel_server.as_ref()?.wifi_client.as_ref()?;
+                Some(site.wifi_client_segment(c, &d.segment))
+            })
+            .collect();
+        for (d, seg) in site.devices.iter_mut().zip(resolved) {
+            if let Some(c) = d.panel_server.as_mut().and_then(|p| p.wifi_client.as_mut()) {
+                c.segment = seg;
+            }
+        }
         Ok(site)
     }
 
@@ -659,6 +752,34 @@ impl Site {
                             "{gw} is not a host address of the segment's subnet {}",
                             s.subnet
                         ),
+                    ));
+                }
+            }
+            match (&s.wifi_ssid, &s.wifi_passphrase) {
+                (Some(ssid), Some(p)) => {
+                    check_ssid(&format!("segment[{i}].wifi_ssid"), ssid)?;
+                    check_passphrase(&format!("segment[{i}].wifi_passphrase"), p)?;
+                    if self.segments[..i]
+                        .iter()
+                        .any(|o| o.wifi_ssid.as_deref() == Some(ssid))
+                    {
+                        return Err(invalid(
+                            format!("segment[{i}].wifi_ssid"),
+                            format!("SSID {ssid:?} is given to two segments"),
+                        ));
+                    }
+                }
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(invalid(
+                        format!("segment[{i}].wifi_passphrase"),
+                        "a Wi-Fi network needs its WPA2 passphrase too",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        format!("segment[{i}].wifi_ssid"),
+                        "a Wi-Fi network needs its SSID too",
                     ));
                 }
             }
@@ -871,6 +992,18 @@ impl Site {
                 "give the access point's address too (wifi_ap_ip)",
             ));
         }
+        if let Some(c) = &ps.wifi_client {
+            check_ssid(&format!("{at}.wifi_client.ssid"), &c.ssid)?;
+            check_passphrase(&format!("{at}.wifi_client.passphrase"), &c.passphrase)?;
+            let seg = self.wifi_client_segment(c, &d.segment);
+            self.check_address(&format!("{at}.wifi_client.ip"), c.ip, &seg, allowed)?;
+            if let Some(other) = ips.insert(c.ip, d.id.clone()) {
+                return Err(invalid(
+                    format!("{at}.wifi_client.ip"),
+                    format!("{} is already used by {other}", c.ip),
+                ));
+            }
+        }
         if let Some((ip, seg)) = ps.wifi_ap(&d.segment) {
             self.check_address(&format!("{at}.wifi_ap_ip"), ip, &seg, allowed)?;
             if let Some(other) = ips.insert(ip, d.id.clone()) {
@@ -995,6 +1128,12 @@ impl Site {
                 }
                 if let Some(u) = f.unit {
                     check_unit(&format!("{at}.unit"), u, &f.id, &mut units)?;
+                }
+                if kind == "serial" && f.commissioned.is_some() {
+                    return Err(invalid(
+                        format!("{at}.commissioned"),
+                        "commissioned is for wireless devices only (a Modbus-SL device is configured by its unit id)",
+                    ));
                 }
                 if kind == "serial" && (f.position.is_some() || f.report_period_s.is_some()) {
                     return Err(invalid(
@@ -1342,6 +1481,103 @@ mod tests {
         let err = Site::parse(&with(rf, &bad)).unwrap_err().to_string();
         assert!(
             err.contains("wireless[0].install_code") && err.contains("CRC"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wifi_networks_and_stations_are_checked_naming_the_field() {
+        let lan = "name = \"lan\"\n";
+        let net = format!("{lan}wifi_ssid = \"PlantWiFi\"\nwifi_passphrase = \"Plant-Passw0rd\"\n");
+        let topo = "topology = \"separated\"";
+        let client = |body: &str| {
+            with(lan, &net).replacen(
+                "# Modbus TCP meter",
+                &format!("[device.panel_server.wifi_client]\n{body}\n# Modbus TCP meter"),
+                1,
+            )
+        };
+        assert!(DEFAULT_SITE_TOML.contains(topo));
+        let ok = Site::parse(&client(
+            "ssid = \"PlantWiFi\"\npassphrase = \"Plant-Passw0rd\"\nip = \"10.77.0.13\"",
+        ))
+        .unwrap();
+        let c = ok.devices[0]
+            .panel_server
+            .as_ref()
+            .unwrap()
+            .wifi_client
+            .clone()
+            .unwrap();
+        assert_eq!(
+            c.segment.as_deref(),
+            Some("lan"),
+            "resolved to the network's"
+        );
+        let cases = [
+            (
+                with(lan, &format!("{lan}wifi_ssid = \"PlantWiFi\"\n")),
+                "segment[0].wifi_passphrase",
+            ),
+            (
+                with(
+                    lan,
+                    &format!("{lan}wifi_ssid = \"\"\nwifi_passphrase = \"Plant-Passw0rd\"\n"),
+                ),
+                "segment[0].wifi_ssid",
+            ),
+            (
+                client("ssid = \"PlantWiFi\"\npassphrase = \"short\"\nip = \"10.77.0.13\""),
+                "device[0].panel_server.wifi_client.passphrase",
+            ),
+            (
+                client(
+                    "ssid = \"PlantWiFi\"\npassphrase = \"Plant-Passw0rd\"\nip = \"10.77.5.13\"",
+                ),
+                "device[0].panel_server.wifi_client.ip",
+            ),
+            (
+                client(
+                    "ssid = \"PlantWiFi\"\npassphrase = \"Plant-Passw0rd\"\nip = \"10.77.0.10\"",
+                ),
+                "device[0].panel_server.wifi_client.ip",
+            ),
+            (
+                client(
+                    "ssid = \"PlantWiFi\"\npassphrase = \"Plant-Passw0rd\"\nip = \"10.77.0.13\"\nsegment = \"air\"",
+                ),
+                "device[0].panel_server.wifi_client.segment",
+            ),
+            (
+                client(
+                    "ssid = \"PlantWiFi\"\npassphrase = \"Plant-Passw0rd\"\nip = \"10.77.0.13\"\ncipher = \"wep\"",
+                ),
+                "cipher",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = Site::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn commissioned_is_for_wireless_devices() {
+        let rf = "rf_id = \"0x000000002A3B0001\"";
+        let site = Site::parse(&with(rf, &format!("{rf}\ncommissioned = false"))).unwrap();
+        let ps = site.devices[0].panel_server.as_ref().unwrap();
+        assert!(!ps.wireless[0].is_commissioned());
+        assert!(ps.wireless[1].is_commissioned());
+        let err = Site::parse(&with(rf, &format!("{rf}\ncommissioned = \"no\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("commissioned"), "{err}");
+        let meter = "unit = 1\nprofile = \"office\"";
+        let err = Site::parse(&with(meter, &format!("{meter}\ncommissioned = true")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("serial[0].commissioned") && err.contains("wireless devices only"),
             "{err}"
         );
     }

@@ -206,6 +206,10 @@ struct State {
     /// Load added downstream of the metered circuit (EV charging stations
     /// feeding a site meter: [`crate::charging_station::feed`]).
     extra: Option<ExtraLoad>,
+    /// A device known only by its radio reports (added by its RF-ID, not
+    /// in the site file): the readings of its last report, which its
+    /// measurement registers serve. `None` for a site device.
+    reported: Option<Vec<(u8, f32)>>,
 }
 
 /// The radio diagnostics of a wireless device (31147-31161): the last
@@ -342,6 +346,7 @@ impl FieldDevice {
                     60
                 }),
                 extra: None,
+                reported: None,
             }),
         };
         if !spec.powered {
@@ -349,6 +354,59 @@ impl FieldDevice {
         }
         dev.serial.truncate(10);
         Some(dev)
+    }
+
+    /// A wireless device known only by its radio reports (an RF-ID the
+    /// administrator added that is not one of the site's devices): `kind`
+    /// from its reports (PowerTag or ambient sensor), no physics; its
+    /// measurement registers serve its last report's readings and read
+    /// the no-value markers until one arrives. Not connected until then.
+    pub fn heard(rf_id: u64, unit: u8, kind: Kind, gateway: GatewayCopy) -> Self {
+        Self {
+            id: format!("rf-{rf_id:016X}"),
+            model: match kind {
+                Kind::PowerTag => "PowerTag (unidentified)",
+                _ => "Sensor (unidentified)",
+            }
+            .into(),
+            kind,
+            unit,
+            rf_id: Some(rf_id),
+            period_s: if kind == Kind::PowerTag { 5.0 } else { 60.0 },
+            serial: "0000000000".into(),
+            gateway,
+            state: Mutex::new(State {
+                circuit: None,
+                ambient: None,
+                powered: true,
+                in_contact: false,
+                partial_base_wh: 0.0,
+                responsive: true,
+                forced: BTreeMap::new(),
+                link: LinkFigures::default(),
+                report_period: std::time::Duration::from_secs(if kind == Kind::PowerTag {
+                    5
+                } else {
+                    60
+                }),
+                extra: None,
+                reported: Some(Vec::new()),
+            }),
+        }
+    }
+
+    /// Whether the device is known only by its reports ([`FieldDevice::heard`]).
+    pub fn is_heard(&self) -> bool {
+        self.lock().reported.is_some()
+    }
+
+    /// Records the readings of a report received from a device known only
+    /// by its reports (ignored for a site device, whose physics are known).
+    pub fn set_reported(&self, readings: &[(u8, f32)]) {
+        let mut st = self.lock();
+        if let Some(r) = st.reported.as_mut() {
+            *r = readings.to_vec();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -728,6 +786,7 @@ impl FieldDevice {
         }
         match self.kind {
             _ if (31147..=31161).contains(&e.reg) => Self::link_value(&st.link, e.reg),
+            _ if st.reported.is_some() => self.reported_value(st, e.reg),
             Kind::PowerTag => self.powertag_value(st, e.reg, s.as_ref()),
             Kind::Meter => self.meter_value(e.reg, s.as_ref()),
             _ => self.sensor_value(st, e.reg, ts),
@@ -776,6 +835,31 @@ impl FieldDevice {
             31146 => U16(1),
             _ => return None,
         })
+    }
+
+    /// A device known only by its reports: the registers its readings
+    /// give (active power, energy, voltage; temperature, humidity, CO2).
+    fn reported_value(&self, st: &State, reg: u16) -> Value {
+        use Value::*;
+        use fieldtwin_emulator::radio::report::Quantity as Q;
+        let get = |q: Q| {
+            st.reported
+                .as_ref()
+                .and_then(|r| r.iter().find(|(k, _)| *k == q as u8))
+                .map(|(_, v)| f64::from(*v))
+                .filter(|v| v.is_finite())
+        };
+        let v = match (self.kind, reg) {
+            (Kind::PowerTag, 3060) => get(Q::ActivePower).map(|w| F32(w as f32)),
+            (Kind::PowerTag, 3028) => get(Q::Voltage).map(|v| F32(v as f32)),
+            (Kind::PowerTag, 3204 | 5013) => get(Q::EnergyKwh).map(|k| I64((k * 1000.0) as i64)),
+            (Kind::PowerTag, _) => None,
+            (_, 4001) => get(Q::Temperature).map(|c| F32(c as f32)),
+            (_, 4007) => get(Q::Humidity).map(|h| F32((h / 100.0) as f32)),
+            (_, 4015) => get(Q::Co2).map(|c| F32((c * 1e-6) as f32)),
+            _ => None,
+        };
+        v.unwrap_or(Invalid)
     }
 
     /// 31147-31161: PER (fraction), RSSI (dBm) and LQI of the last

@@ -26,6 +26,7 @@
 //!   (docs/panel-server.md).
 
 pub mod alarms;
+pub mod commission;
 pub mod datalog;
 pub mod email;
 pub mod gateway;
@@ -45,7 +46,8 @@ use std::time::Duration;
 
 use fieldtwin_emulator::clock::Clock;
 use fieldtwin_emulator::device::{
-    BootError, Credential, Details, Device, DeviceContext, FieldAction, FieldDeviceInfo, RtcHandle,
+    BootError, Credential, Details, Device, DeviceContext, FieldAction, FieldDeviceInfo,
+    ModelCommand, RtcHandle,
 };
 use fieldtwin_emulator::site::{
     DeviceConfig, FirmwareEdition, InstallCode, Model, Site, Subnet, Topology, parse_rf_id,
@@ -108,6 +110,11 @@ pub struct Settings {
     /// and the unit ids it routes); empty after a factory reset.
     #[serde(default)]
     pub pairing: Vec<WirelessSlot>,
+    /// Install codes the administrator entered (selective discovery of
+    /// Protect Plus devices, [`commission`]): such a device is paired
+    /// when its join request over the radio carries the right code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub install_codes: Vec<commission::Selective>,
     /// The Modbus topology behind the gateway ([`topology`]): the site's
     /// at commissioning, empty after a factory reset. `None` only in
     /// settings saved before it was kept in NV memory (the boot fills in
@@ -195,6 +202,8 @@ pub struct PanelServer {
     security: crate::security::Config,
     /// Where its radios are on the site's medium.
     placement: radio::Placement,
+    /// Wi-Fi infrastructure mode: the network its station joins.
+    wifi_client: Option<fieldtwin_emulator::site::WifiClientConfig>,
 }
 
 /// The field devices behind a Panel Server, created at first boot.
@@ -238,6 +247,7 @@ impl PanelServer {
             ieee802154: false,
             ntp_server: cfg.ntp_server.map(|ip| ip.to_string()),
             pairing: Vec::new(),
+            install_codes: Vec::new(),
             modbus_devices: None,
         };
         let mut next_unit = FIRST_WIRELESS_UNIT;
@@ -323,9 +333,14 @@ impl PanelServer {
             .collect();
         // The site's wireless devices are commissioned: paired at first
         // boot, with IEEE 802.15.4 active (a new device has it off).
-        defaults.pairing = wireless.clone();
+        defaults.pairing = wireless
+            .iter()
+            .zip(&cfg.wireless)
+            .filter(|(_, w)| w.is_commissioned())
+            .map(|(slot, _)| *slot)
+            .collect();
         defaults.ieee802154 =
-            !wireless.is_empty() && dev.model.capabilities().is_some_and(|c| c.ieee802154);
+            !defaults.pairing.is_empty() && dev.model.capabilities().is_some_and(|c| c.ieee802154);
         let k = site
             .devices
             .iter()
@@ -354,6 +369,11 @@ impl PanelServer {
                         w.report_period_s.map(Duration::from_secs_f64),
                     )
                 })
+                .collect(),
+            commissioning: cfg
+                .wireless
+                .iter()
+                .map(|w| (w.install_code(site.site.seed), w.is_commissioned()))
                 .collect(),
         };
         let label = label::Label::of(site, dev);
@@ -390,6 +410,7 @@ impl PanelServer {
                 cfg.tls13,
             ),
             placement,
+            wifi_client: cfg.wifi_client.clone(),
         }
     }
 
@@ -440,6 +461,7 @@ impl PanelServer {
                 &self.id,
                 &self.placement,
                 &wireless,
+                &copy,
                 &ctx.events,
                 &ctx.clock,
             ) {
@@ -618,6 +640,41 @@ impl Device for PanelServer {
                 ));
             }
             node::run(self, ctx).await
+        }
+        .boxed()
+    }
+
+    fn model_command_async(
+        self: Arc<Self>,
+        cmd: ModelCommand,
+        _now: Duration,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        async move {
+            let ModelCommand::Commission {
+                op,
+                rf_id,
+                install_code,
+            } = cmd
+            else {
+                return Err(format!(
+                    "{} is a Panel Server; it takes radio_commission, not {}",
+                    self.id,
+                    cmd.name()
+                ));
+            };
+            if !self.model.capabilities().is_some_and(|c| c.ieee802154) {
+                return Err(format!(
+                    "{} is a {} without IEEE 802.15.4 radio (Wired by Design); it has no wireless devices to commission",
+                    self.id,
+                    self.model.name()
+                ));
+            }
+            let node = self
+                .running()
+                .ok_or_else(|| format!("{} is off; power it on before commissioning", self.id))?;
+            node.commission(op, rf_id.as_deref(), install_code.as_deref())
+                .await
+                .map(|_| ())
         }
         .boxed()
     }
@@ -810,7 +867,16 @@ impl PanelServer {
         };
         let listening = settings.ieee802154 && !permanently_off;
         let paired: Vec<u64> = settings.pairing.iter().map(|p| p.rf_id).collect();
-        c.configure(&paired, listening, now, boot);
+        for p in &settings.pairing {
+            c.adopt(p.rf_id, p.unit);
+        }
+        c.configure(
+            &paired,
+            &commission::codes(&settings.install_codes),
+            listening,
+            now,
+            boot,
+        );
     }
 
     /// The Panel Server lost power: its receiver stops.
@@ -950,12 +1016,21 @@ impl PanelServer {
             events: ctx.clone(),
             router: gateway::Router {
                 line: fields.line.clone(),
-                wireless: fields
-                    .wireless
-                    .iter()
-                    .filter(|d| paired(d))
-                    .cloned()
-                    .collect(),
+                wireless: match &fields.radio {
+                    // The site's devices and the ones known only by their
+                    // reports that the administrator added.
+                    Some(c) => settings
+                        .pairing
+                        .iter()
+                        .map(|p| c.adopt(p.rf_id, p.unit))
+                        .collect(),
+                    None => fields
+                        .wireless
+                        .iter()
+                        .filter(|d| paired(d))
+                        .cloned()
+                        .collect(),
+                },
                 serial_units: settings
                     .modbus_devices()
                     .iter()
@@ -990,6 +1065,10 @@ impl PanelServer {
             .as_ref()
             .and_then(|s| s.modbus_devices.clone())
             .or_else(|| self.defaults.modbus_devices.clone())
+            .unwrap_or_default();
+        let install_codes = saved
+            .as_ref()
+            .map(|s| s.install_codes.clone())
             .unwrap_or_default();
         let pairing = saved.map_or_else(|| self.defaults.pairing.clone(), |s| s.pairing);
         let mut out = Vec::new();
@@ -1042,7 +1121,7 @@ impl PanelServer {
                 .zip(s.rf_id)
                 .and_then(|(t, r)| t.link(r).cloned());
             let connected = d.map(|d| d.in_contact() && paired);
-            let last = link.as_ref().and_then(|l| l.figures().last);
+            let last = link.as_ref().and_then(|l| l.uplink());
             out.push(FieldDeviceInfo {
                 id: s.id.clone(),
                 model: s.model.clone(),
@@ -1066,6 +1145,79 @@ impl PanelServer {
                     }
                     .into(),
                 ),
+            });
+        }
+        // Paired devices known only by their reports (added by RF-ID).
+        let coordinator = self.coordinator();
+        for p in &pairing {
+            if self.wireless_specs.iter().any(|s| s.rf_id == Some(p.rf_id)) {
+                continue;
+            }
+            let d = coordinator.as_ref().and_then(|c| c.device(p.rf_id));
+            let link = table.as_ref().and_then(|t| t.link(p.rf_id).cloned());
+            let last = link.as_ref().and_then(|l| l.uplink());
+            let connected = d.as_ref().is_some_and(|d| d.in_contact());
+            out.push(FieldDeviceInfo {
+                id: format!("rf-{:016X}", p.rf_id),
+                model: d.as_ref().map(|d| d.model.clone()).unwrap_or_default(),
+                link: "wireless".into(),
+                unit: Some(p.unit),
+                address: Some(format!("{:016X}", p.rf_id)),
+                connected: Some(connected),
+                rssi_dbm: last.map(|l| l.1),
+                lqi: last.map(|l| l.2),
+                per: link.as_ref().and_then(|l| l.per()),
+                last_report: link
+                    .as_ref()
+                    .and_then(|l| l.last_report)
+                    .map(|t| clock.utc_at(t)),
+                state: Some(
+                    if connected {
+                        "connected"
+                    } else {
+                        "not_connected"
+                    }
+                    .into(),
+                ),
+                ..Default::default()
+            });
+        }
+        // Install codes entered for devices that have not joined yet.
+        for c in &install_codes {
+            if pairing.iter().any(|p| p.rf_id == c.rf_id) {
+                continue;
+            }
+            let refused = table
+                .as_ref()
+                .is_some_and(|t| t.refused.iter().any(|r| r.rf_id == c.rf_id));
+            if let Some(e) = out
+                .iter_mut()
+                .find(|e| e.address.as_deref() == Some(&format!("{:016X}", c.rf_id)))
+            {
+                e.state = Some(
+                    if refused {
+                        "join_refused"
+                    } else {
+                        "awaiting_join"
+                    }
+                    .into(),
+                );
+                continue;
+            }
+            out.push(FieldDeviceInfo {
+                id: format!("awaiting-{:016X}", c.rf_id),
+                link: "wireless".into(),
+                address: Some(format!("{:016X}", c.rf_id)),
+                connected: Some(false),
+                state: Some(
+                    if refused {
+                        "join_refused"
+                    } else {
+                        "awaiting_join"
+                    }
+                    .into(),
+                ),
+                ..Default::default()
             });
         }
         // RF-IDs heard that are not paired: discovered, never routed.
@@ -1112,6 +1264,30 @@ impl PanelServer {
             .zip(self.install_codes.iter().copied())
             .map(|((slot, model), code)| (slot, model, code))
             .collect()
+    }
+
+    /// The unit id the site file gives wireless device `rf_id`, if it is
+    /// one of the site's.
+    pub(crate) fn site_unit(&self, rf_id: u64) -> Option<u8> {
+        self.wireless
+            .iter()
+            .find(|s| s.rf_id == rf_id)
+            .map(|s| s.unit)
+    }
+
+    /// The unit ids the site file gives its wireless devices (kept for
+    /// them when other devices are added).
+    pub(crate) fn site_units(&self) -> Vec<u8> {
+        self.wireless.iter().map(|s| s.unit).collect()
+    }
+
+    /// The install code of the site's wireless device `rf_id`.
+    pub(crate) fn site_install_code(&self, rf_id: u64) -> Option<InstallCode> {
+        self.wireless
+            .iter()
+            .zip(&self.install_codes)
+            .find(|(s, _)| s.rf_id == rf_id)
+            .map(|(_, c)| *c)
     }
 
     /// The install codes of the site's wireless devices (device id, RF-ID,

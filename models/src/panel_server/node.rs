@@ -86,6 +86,8 @@ pub fn permanently_off(nv: &fieldtwin_emulator::storage::Nv) -> (bool, bool) {
 }
 /// The interface of the Wi-Fi access point's side.
 pub const WIFI_IFACE: &str = "wifi";
+/// Interface of the Wi-Fi station (infrastructure mode, `wifi_client`).
+pub const WLAN_IFACE: &str = "wlan";
 
 /// A group of tasks that stop together.
 struct Group {
@@ -207,7 +209,9 @@ impl Node {
         if old.ntp_server != new.ntp_server {
             self.start_ntp().await;
         }
-        if (old.ieee802154, &old.pairing) != (new.ieee802154, &new.pairing) {
+        if (old.ieee802154, &old.pairing, &old.install_codes)
+            != (new.ieee802154, &new.pairing, &new.install_codes)
+        {
             self.ps.radio_configure(
                 &new,
                 self.ieee802154_permanently_off(),
@@ -222,6 +226,9 @@ impl Node {
                 "access point disabled"
             };
             self.sync_access_point(why);
+            if old.wifi.enabled != new.wifi.enabled {
+                self.sync_station("Wi-Fi deactivated");
+            }
         }
         Ok(())
     }
@@ -259,6 +266,28 @@ impl Node {
         match self.access_point() {
             Some(ap) => self.ctx.wifi.arm(id, ap, self.ctx.interface(WIFI_IFACE)),
             None => self.ctx.wifi.disarm(id, why),
+        }
+    }
+
+    /// Infrastructure mode: while Wi-Fi is activated (and not permanently
+    /// deactivated) the station joins the site file's `wifi_client`
+    /// network on its interface `wlan`; otherwise it leaves it (`why`).
+    pub fn sync_station(&self, why: &str) {
+        let Some(c) = &self.ps.wifi_client else {
+            return;
+        };
+        let id = &*self.ctx.id;
+        if self.settings().wifi.enabled && !self.wifi_permanently_off() {
+            let offer = fieldtwin_emulator::wifi::Offer {
+                ssid: c.ssid.clone(),
+                passphrase: c.passphrase.clone(),
+                cipher: c.cipher,
+            };
+            self.ctx
+                .wifi
+                .join(id, offer, self.ctx.interface(WLAN_IFACE));
+        } else {
+            self.ctx.wifi.leave(id, why);
         }
     }
 
@@ -347,6 +376,7 @@ impl Node {
             ("eth1", s.modbus.eth1),
             ("eth2", s.modbus.eth2),
             (WIFI_IFACE, s.modbus.wifi),
+            (WLAN_IFACE, s.modbus.wifi),
         ] {
             if on && self.ctx.interface(iface).is_some() {
                 let listener = self
@@ -580,9 +610,12 @@ pub fn run(
                 }
             }
         });
-        // Nothing reaches the access point's side before an association.
-        if let Some(wifi) = ctx.interface(WIFI_IFACE) {
-            wifi.set_carrier(false);
+        // Nothing reaches the access point's side, or the station's,
+        // before an association.
+        for iface in [WIFI_IFACE, WLAN_IFACE] {
+            if let Some(wifi) = ctx.interface(iface) {
+                wifi.set_carrier(false);
+            }
         }
         ps.start_inputs(&node)?;
         node.start_modbus().await?;
@@ -590,6 +623,23 @@ pub fn run(
         node.start_dpws().await?;
         node.start_ntp().await;
         node.sync_access_point("not enabled at boot");
+        node.sync_station("Wi-Fi deactivated");
+        // The access point's idle timeout, checked every virtual minute.
+        {
+            let (ctx2, token) = (ctx.clone(), node.boot_token());
+            node.spawn(async move {
+                let mut tick = ctx2.clock.interval(Duration::from_secs(60));
+                tick.set_missed_ticks(fieldtwin_emulator::clock::MissedTicks::Skip);
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        t = tick.tick() => {
+                            ctx2.wifi.expire_idle(&ctx2.id, t);
+                        }
+                    }
+                }
+            });
+        }
         super::email::start(&node, after_reset);
         // The data logging configuration: NV memory's, else the site
         // file's (first boot) or none (after a factory reset).
@@ -606,6 +656,26 @@ pub fn run(
             ctx.clock.now(),
             true,
         );
+        // Protect Plus devices that join with their install code are
+        // paired by this boot.
+        if let Some(c) = ps.coordinator() {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+            c.set_join_sink(Some(tx));
+            let (weak, token) = (Arc::downgrade(&node), node.boot_token());
+            node.spawn(async move {
+                loop {
+                    let rf_id = tokio::select! {
+                        _ = token.cancelled() => break,
+                        r = rx.recv() => match r {
+                            Some(r) => r,
+                            None => break,
+                        },
+                    };
+                    let Some(node) = weak.upgrade() else { break };
+                    node.joined(rf_id).await;
+                }
+            });
+        }
         let (token, p) = (node.boot_token(), ps.clone());
         ctx.spawn_orderly(node.boot_tracker().track_future(async move {
             token.cancelled().await;

@@ -22,23 +22,40 @@
 //!   report brings it back. At boot the paired devices are presumed
 //!   connected as of the boot ([NF]), so a reboot does not blank them.
 //! - An RF-ID that is not paired is listed as discovered (never connected,
-//!   never routed) until the administrator pairs it.
+//!   never routed) until the administrator pairs it. Commissioning
+//!   (docs/radio.md "Commissioning", [`super::commission`]): a device not
+//!   in the network sends join requests ([`join::Request`]) instead of
+//!   reports and listens; the coordinator answers a paired one with a
+//!   join accept over the air. An unpaired 16-character RF-ID (Protect
+//!   Plus, [`protect_plus`]) is never discovered: its join request is
+//!   ignored without an install code entered, refused when its integrity
+//!   code ([`join_mic`]) does not match the code entered, and otherwise
+//!   admitted (the running boot pairs it) and accepted. A site device
+//!   that is no longer paired is told to leave (in-process, [NF]).
+//! - Reports ask for a MAC acknowledgement; the coordinator sends one for
+//!   each report addressed to it ([`ack_psdu`]). A device listens for it
+//!   for [`ACK_WAIT`] and reports its own figures (unacknowledged share,
+//!   the acknowledgements' RSSI and LQI: readings [`Q_DEVICE_PER`],
+//!   [`Q_DOWNLINK_RSSI`], [`Q_DOWNLINK_LQI`]) in its next report; they fill
+//!   31147-31151.
 //! - Clock jumps: events older than [`CATCH_UP`] before `now` are not
 //!   simulated one by one (reports resume [`CATCH_UP`] before `now`, and
 //!   timeouts count from there), so a jump of a year costs as much as one
 //!   of two minutes.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fieldtwin_emulator::control::{Event, EventBus};
 use fieldtwin_emulator::radio::air::{Act, Air, Node};
+use fieldtwin_emulator::radio::frame::{Addr, Mac as FrameMac, TYPE_ACK};
 use fieldtwin_emulator::radio::phy::{mix, radio_id};
-use fieldtwin_emulator::radio::{Delivery, Position, RadioConfig, RadioId, report};
+use fieldtwin_emulator::radio::{Delivery, Position, RadioConfig, RadioId, join, report};
+use fieldtwin_emulator::site::InstallCode;
 use serde::{Deserialize, Serialize};
 
-use crate::field::{FieldDevice, Kind, LinkFigures};
+use crate::field::{FieldDevice, GatewayCopy, Kind, LinkFigures};
 
 /// Reporting periods without a report after which a device is Not
 /// connected ([NF]).
@@ -53,6 +70,31 @@ pub const CATCH_UP: Duration = Duration::from_secs(120);
 pub const DEVICE_TX_DBM: f64 = 0.0;
 /// Transmit power of the Panel Server ([NF]).
 pub const PS_TX_DBM: f64 = 3.0;
+/// How long a device listens for the MAC acknowledgement of a report
+/// ([NF]: the acknowledgement goes through the same channel access as any
+/// frame here, so the wait is longer than the standard's 864 µs).
+pub const ACK_WAIT: Duration = Duration::from_millis(20);
+/// Reading ids a device adds to its reports: the figures of the Panel
+/// Server's acknowledgements as the device received them ([NF]).
+pub const Q_DOWNLINK_RSSI: u8 = 7;
+pub const Q_DOWNLINK_LQI: u8 = 8;
+pub const Q_DEVICE_PER: u8 = 9;
+
+/// Whether an RF-ID has 16 characters (a Protect Plus device: PowerTag
+/// Control, HeatTag, ...), which is discovered only by its install code;
+/// an 8-character RF-ID (PowerTag Energy) is discovered automatically
+/// (devices.md §1.5).
+pub fn protect_plus(rf_id: u64) -> bool {
+    rf_id > 0xFFFF_FFFF
+}
+
+/// The 4-octet integrity code of a join request (`accept: false`) or of
+/// a join accept (`true`): the first octets of HMAC-SHA256 keyed with the
+/// install code's 128-bit key over a label, the RF-ID and the nonce
+/// ([NF]; docs/radio.md "Commissioning").
+pub fn join_mic(code: &InstallCode, accept: bool, rf_id: u64, nonce: u32) -> [u8; 4] {
+    join::mic(&code.key, accept, rf_id, nonce)
+}
 
 /// The default reporting period of a model ([NF]).
 pub fn default_period(kind: Kind) -> Duration {
@@ -80,6 +122,10 @@ pub struct Link {
     span: u32,
     /// The last [`RECENT`] frames received: (error-model PER, RSSI, LQI).
     recent: Vec<(f32, f32, u8)>,
+    /// The device's own figures from its last report: the share of its
+    /// reports that were not acknowledged, and the RSSI and LQI of the
+    /// last acknowledgement it received.
+    device: Option<(f32, f32, u8)>,
     pub reports: u64,
 }
 
@@ -95,6 +141,7 @@ impl Link {
             window: 0,
             span: 0,
             recent: Vec::new(),
+            device: None,
             reports: 0,
         }
     }
@@ -117,10 +164,20 @@ impl Link {
         Some(1.0 - f64::from(got) / f64::from(self.span))
     }
 
+    /// The last report as the Panel Server received it: (error-model
+    /// PER, RSSI, LQI).
+    pub fn uplink(&self) -> Option<(f64, f64, u8)> {
+        self.recent
+            .last()
+            .map(|r| (f64::from(r.0), f64::from(r.1), r.2))
+    }
+
     /// The figures of registers 31147-31161.
     pub fn figures(&self) -> LinkFigures {
         let f = |r: &(f32, f32, u8)| (f64::from(r.0), f64::from(r.1), r.2);
-        let last = self.recent.last().map(f);
+        // The device's own figures when its reports carry them (it heard
+        // acknowledgements), else the last report as received.
+        let last = self.device.as_ref().or(self.recent.last()).map(f);
         let n = self.recent.len() as f64;
         let average = (!self.recent.is_empty()).then(|| {
             let rssi = self.recent.iter().map(|r| f64::from(r.1)).sum::<f64>() / n;
@@ -159,6 +216,9 @@ pub struct Discovered {
     pub rssi_dbm: f64,
     pub lqi: u8,
     pub reports: u64,
+    /// Device kind its frames give (1 PowerTag, 2 sensor).
+    #[serde(default)]
+    pub kind: u8,
 }
 
 /// What a received report changed.
@@ -172,16 +232,32 @@ pub enum Heard {
     Discovered(u64),
     /// A replayed or stale counter (dropped).
     Replay(u64),
+    /// From an unpaired Protect Plus RF-ID (16 characters): ignored.
+    Ignored(u64),
 }
 
 /// Most discovered RF-IDs listed ([NF]).
 pub const MAX_DISCOVERED: usize = 64;
+
+/// A join request the Panel Server refused: the install code entered for
+/// that RF-ID does not match the device's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    pub rf_id: u64,
+    pub last_s: f64,
+    pub requests: u64,
+}
 
 /// The Panel Server's link state (see the module contract).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LinkTable {
     pub links: Vec<Link>,
     pub discovered: Vec<Discovered>,
+    /// Protect Plus devices whose join requests failed the install code.
+    pub refused: Vec<Refused>,
+    /// Protect Plus RF-IDs heard asking to join without an install code
+    /// entered (ignored; kept so the event is reported once).
+    pub ignored: Vec<u64>,
 }
 
 impl LinkTable {
@@ -199,6 +275,72 @@ impl LinkTable {
         }
         self.discovered
             .retain(|d| !paired.iter().any(|(r, _)| *r == d.rf_id));
+        self.refused
+            .retain(|d| !paired.iter().any(|(r, _)| *r == d.rf_id));
+    }
+
+    /// Pairs one more device (a Protect Plus device whose join request
+    /// carried the right code), Not connected until it reports.
+    pub fn admit(&mut self, rf_id: u64, period: Duration) {
+        if self.link(rf_id).is_none() {
+            self.links.push(Link::new(rf_id, period));
+        }
+        self.refused.retain(|d| d.rf_id != rf_id);
+        self.ignored.retain(|r| *r != rf_id);
+    }
+
+    /// A frame from RF-ID `rf_id`, not paired, heard at `now`: listed as
+    /// discovered (true when for the first time).
+    pub fn discover(&mut self, now: Duration, rf_id: u64, kind: u8, rssi: f64, lqi: u8) -> bool {
+        let t = now.as_secs_f64();
+        if let Some(d) = self.discovered.iter_mut().find(|d| d.rf_id == rf_id) {
+            d.last_heard_s = t;
+            d.rssi_dbm = rssi;
+            d.lqi = lqi;
+            d.kind = kind;
+            d.reports += 1;
+            return false;
+        }
+        if self.discovered.len() >= MAX_DISCOVERED {
+            self.discovered.remove(0);
+        }
+        self.discovered.push(Discovered {
+            rf_id,
+            first_heard_s: t,
+            last_heard_s: t,
+            rssi_dbm: rssi,
+            lqi,
+            reports: 1,
+            kind,
+        });
+        true
+    }
+
+    /// A join request of `rf_id` failed its install code at `now` (true
+    /// when for the first time).
+    pub fn refuse(&mut self, now: Duration, rf_id: u64) -> bool {
+        let t = now.as_secs_f64();
+        if let Some(r) = self.refused.iter_mut().find(|r| r.rf_id == rf_id) {
+            r.last_s = t;
+            r.requests += 1;
+            return false;
+        }
+        if self.refused.len() >= MAX_DISCOVERED {
+            self.refused.remove(0);
+        }
+        self.refused.push(Refused {
+            rf_id,
+            last_s: t,
+            requests: 1,
+        });
+        true
+    }
+
+    /// Forgets what was heard of unpaired devices (rebuilding the network).
+    pub fn forget(&mut self) {
+        self.discovered.clear();
+        self.refused.clear();
+        self.ignored.clear();
     }
 
     /// Boot: every paired device presumed connected as of `now`.
@@ -231,26 +373,15 @@ impl LinkTable {
         per: f64,
     ) -> Heard {
         let Some(l) = self.links.iter_mut().find(|l| l.rf_id == r.rf_id) else {
-            let t = now.as_secs_f64();
-            if let Some(d) = self.discovered.iter_mut().find(|d| d.rf_id == r.rf_id) {
-                d.last_heard_s = t;
-                d.rssi_dbm = rssi;
-                d.lqi = lqi;
-                d.reports += 1;
-                return Heard::Discovered(r.rf_id);
+            if protect_plus(r.rf_id) {
+                // Protect Plus: discovered only by its install code.
+                return Heard::Ignored(r.rf_id);
             }
-            if self.discovered.len() >= MAX_DISCOVERED {
-                self.discovered.remove(0);
-            }
-            self.discovered.push(Discovered {
-                rf_id: r.rf_id,
-                first_heard_s: t,
-                last_heard_s: t,
-                rssi_dbm: rssi,
-                lqi,
-                reports: 1,
-            });
-            return Heard::NewlyDiscovered(r.rf_id);
+            return if self.discover(now, r.rf_id, r.kind, rssi, lqi) {
+                Heard::NewlyDiscovered(r.rf_id)
+            } else {
+                Heard::Discovered(r.rf_id)
+            };
         };
         match l.counter {
             Some(c) if r.counter <= c => return Heard::Replay(r.rf_id),
@@ -270,6 +401,14 @@ impl LinkTable {
             l.recent.remove(0);
         }
         l.recent.push((per as f32, rssi as f32, lqi));
+        let get = |q: u8| r.readings.iter().find(|(k, _)| *k == q).map(|(_, v)| *v);
+        if let (Some(p), Some(rs), Some(lq)) =
+            (get(Q_DEVICE_PER), get(Q_DOWNLINK_RSSI), get(Q_DOWNLINK_LQI))
+            && p.is_finite()
+            && rs.is_finite()
+        {
+            l.device = Some((p.clamp(0.0, 1.0), rs, lq.clamp(0.0, 255.0) as u8));
+        }
         l.last_report = Some(now);
         l.since = now;
         l.reports += 1;
@@ -321,7 +460,17 @@ pub struct Coordinator {
     pub pan: u16,
     pub channel: u8,
     pub table: Mutex<LinkTable>,
-    devices: Vec<Arc<FieldDevice>>,
+    /// The site's wireless devices, then the ones known only by their
+    /// reports that the administrator added ([`FieldDevice::heard`]).
+    devices: Mutex<Vec<Arc<FieldDevice>>>,
+    /// The transmitters of the site's wireless devices.
+    reporters: Vec<Arc<Reporter>>,
+    /// Install codes the administrator entered (selective discovery).
+    codes: Mutex<Vec<(u64, InstallCode)>>,
+    /// Where verified joins are sent to be paired (set by each boot).
+    joins: Mutex<Option<tokio::sync::mpsc::UnboundedSender<u64>>>,
+    gateway: GatewayCopy,
+    seq: AtomicU8,
     events: EventBus,
     air: Air,
     clock: fieldtwin_emulator::clock::WeakClock,
@@ -336,12 +485,64 @@ impl Coordinator {
         });
     }
 
-    fn device(&self, rf_id: u64) -> Option<&Arc<FieldDevice>> {
-        self.devices.iter().find(|d| d.rf_id == Some(rf_id))
+    /// The device with RF-ID `rf_id` (a site device or one known only by
+    /// its reports).
+    pub fn device(&self, rf_id: u64) -> Option<Arc<FieldDevice>> {
+        self.lock_devices()
+            .iter()
+            .find(|d| d.rf_id == Some(rf_id))
+            .cloned()
+    }
+
+    fn lock_devices(&self) -> std::sync::MutexGuard<'_, Vec<Arc<FieldDevice>>> {
+        self.devices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The device that serves the registers of paired RF-ID `rf_id` at
+    /// unit `unit`: the site's device, or one known only by its reports
+    /// (created here, kind from its reports, a PowerTag until one came).
+    pub fn adopt(&self, rf_id: u64, unit: u8) -> Arc<FieldDevice> {
+        match self.device(rf_id) {
+            // Added again at another unit id: a new record.
+            Some(d) if d.is_heard() && d.unit != unit => {
+                self.lock_devices().retain(|x| !Arc::ptr_eq(x, &d));
+            }
+            Some(d) => return d,
+            None => {}
+        }
+        let kind = self
+            .lock()
+            .discovered
+            .iter()
+            .find(|d| d.rf_id == rf_id)
+            .map_or(Kind::PowerTag, |d| {
+                if d.kind == 2 {
+                    Kind::Co2
+                } else {
+                    Kind::PowerTag
+                }
+            });
+        let d = Arc::new(FieldDevice::heard(rf_id, unit, kind, self.gateway.clone()));
+        self.lock_devices().push(d.clone());
+        d
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LinkTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets where verified joins go (the running boot pairs them).
+    pub fn set_join_sink(&self, tx: Option<tokio::sync::mpsc::UnboundedSender<u64>>) {
+        *self.joins.lock().unwrap_or_else(|e| e.into_inner()) = tx;
+    }
+
+    fn code(&self, rf_id: u64) -> Option<InstallCode> {
+        self.codes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(r, _)| *r == rf_id)
+            .map(|(_, c)| *c)
     }
 
     fn disconnected(&self, gone: Vec<u64>, why: &str) {
@@ -356,16 +557,26 @@ impl Coordinator {
         }
     }
 
-    /// Settings applied: which devices are paired (with their periods)
-    /// and whether the receiver is on.
-    pub fn configure(&self, paired: &[u64], listening: bool, now: Duration, boot: bool) {
+    /// Settings applied: which devices are paired (with their periods),
+    /// the install codes entered, and whether the receiver is on. A site
+    /// device that is no longer paired is told to leave (it goes back to
+    /// asking to join; [NF]: the leave is not put on the air).
+    pub fn configure(
+        &self,
+        paired: &[u64],
+        codes: &[(u64, InstallCode)],
+        listening: bool,
+        now: Duration,
+        boot: bool,
+    ) {
+        *self.codes.lock().unwrap_or_else(|e| e.into_inner()) = codes.to_vec();
         let periods: Vec<(u64, Duration)> = paired
             .iter()
             .map(|r| {
                 let period = self
                     .device(*r)
                     .map(|d| d.report_period())
-                    .unwrap_or(Duration::from_secs(60));
+                    .unwrap_or(Duration::from_secs(5));
                 (*r, period)
             })
             .collect();
@@ -379,7 +590,8 @@ impl Coordinator {
             (gone, t.next_deadline())
         };
         // Devices no longer paired read as not connected.
-        for d in &self.devices {
+        let devices = self.lock_devices().clone();
+        for d in &devices {
             let in_table = d.rf_id.is_some_and(|r| paired.contains(&r));
             let connected = d
                 .rf_id
@@ -390,14 +602,39 @@ impl Coordinator {
             }
         }
         self.disconnected(gone, "IEEE 802.15.4 is off");
+        let leaving: Vec<&Arc<Reporter>> = self
+            .reporters
+            .iter()
+            .filter(|r| r.joined() && r.dev.rf_id.is_some_and(|rf| !paired.contains(&rf)))
+            .collect();
         {
             let mut m = self.air.medium();
             m.set_listening(self.radio, listening);
             if next.is_some() {
                 m.set_wake(self.radio, next);
             }
+            for r in &leaving {
+                r.joined.store(false, Ordering::Relaxed);
+                m.set_listening(r.radio, true);
+            }
+        }
+        for r in leaving {
+            self.emit(
+                "wireless",
+                format!(
+                    "{} ({:016X}) removed from the network: it asks to join again",
+                    r.dev.id,
+                    r.dev.rf_id.unwrap_or(0)
+                ),
+            );
         }
         self.air.poke();
+    }
+
+    /// Rebuilding the network: what was heard of unpaired devices is
+    /// forgotten.
+    pub fn forget(&self) {
+        self.lock().forget();
     }
 
     /// The site's medium.
@@ -409,6 +646,107 @@ impl Coordinator {
     /// they were until the next boot presumes them again).
     pub fn power_off(&self) {
         self.air.medium().set_listening(self.radio, false);
+    }
+
+    /// A join request heard (see docs/radio.md "Commissioning").
+    fn join(&self, d: &Delivery, q: &join::Request) -> Act {
+        let rf_id = q.rf_id;
+        let paired = self.lock().link(rf_id).is_some();
+        let code = self.code(rf_id);
+        let accept = |code: Option<InstallCode>| {
+            let a = join::Accept {
+                pan: self.pan,
+                rf_id,
+                seq: self.seq.fetch_add(1, Ordering::Relaxed),
+                nonce: q.nonce,
+                status: 0,
+                mic: code.map_or([0; 4], |c| join_mic(&c, true, rf_id, q.nonce)),
+            };
+            Act {
+                send: vec![a.to_psdu()],
+                wake_at: None,
+            }
+        };
+        if paired {
+            if let Some(c) = code
+                && join_mic(&c, false, rf_id, q.nonce) != q.mic
+            {
+                self.lock().refuse(d.at, rf_id);
+                return Act::default();
+            }
+            self.emit(
+                "wireless",
+                format!("join request of {rf_id:016X} accepted (paired device)"),
+            );
+            return accept(code);
+        }
+        if !protect_plus(rf_id) {
+            if self.lock().discover(d.at, rf_id, q.kind, d.rssi_dbm, d.lqi) {
+                self.emit(
+                    "wireless",
+                    format!(
+                        "unknown wireless device {rf_id:016X} asks to join (RSSI {:.1} dBm): discovered, not connected, not routed until the administrator adds it",
+                        d.rssi_dbm
+                    ),
+                );
+            }
+            return Act::default();
+        }
+        let Some(c) = code else {
+            let mut t = self.lock();
+            if !t.ignored.contains(&rf_id) {
+                if t.ignored.len() >= MAX_DISCOVERED {
+                    t.ignored.remove(0);
+                }
+                t.ignored.push(rf_id);
+                drop(t);
+                self.emit(
+                    "wireless",
+                    format!(
+                        "join request of Protect Plus device {rf_id:016X} ignored: its install code has not been entered"
+                    ),
+                );
+            }
+            return Act::default();
+        };
+        if join_mic(&c, false, rf_id, q.nonce) != q.mic {
+            if self.lock().refuse(d.at, rf_id) {
+                self.emit(
+                    "wireless",
+                    format!(
+                        "join request of {rf_id:016X} refused: the install code entered for it does not match the device's"
+                    ),
+                );
+            }
+            return Act::default();
+        }
+        let period = self
+            .device(rf_id)
+            .map_or(Duration::from_secs(5), |d| d.report_period());
+        let next = {
+            let mut t = self.lock();
+            t.admit(rf_id, period);
+            t.next_deadline()
+        };
+        if let Some(tx) = self
+            .joins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(rf_id);
+        }
+        self.emit(
+            "wireless",
+            format!(
+                "Protect Plus device {rf_id:016X} joined with its install code (RSSI {:.1} dBm)",
+                d.rssi_dbm
+            ),
+        );
+        Act {
+            wake_at: next,
+            ..accept(Some(c))
+        }
     }
 }
 
@@ -430,12 +768,22 @@ impl Node for Coordinator {
     }
 
     fn receive(&self, d: &Delivery) -> Act {
+        if let Ok(q) = join::Request::parse(&d.psdu) {
+            if q.pan != self.pan {
+                return Act::default();
+            }
+            return self.join(d, &q);
+        }
         let Ok(r) = report::Report::parse(&d.psdu) else {
             return Act::default();
         };
         if r.pan != self.pan {
             return Act::default();
         }
+        // The MAC acknowledges a frame addressed to it that asks for it.
+        let ack = FrameMac::parse(&d.psdu)
+            .is_ok_and(|m| m.ack_request)
+            .then(|| ack_psdu(r.seq));
         let (heard, figures, next) = {
             let mut t = self.lock();
             let heard = t.receive(d.at, &r, d.rssi_dbm, d.lqi, d.per);
@@ -448,8 +796,9 @@ impl Node for Coordinator {
                     if let Some(f) = figures {
                         dev.set_link(f);
                     }
+                    dev.set_reported(&r.readings);
+                    dev.set_contact(true);
                     if reconnected {
-                        dev.set_contact(true);
                         self.emit(
                             "wireless",
                             format!(
@@ -457,8 +806,6 @@ impl Node for Coordinator {
                                 dev.id, d.rssi_dbm, d.lqi
                             ),
                         );
-                    } else {
-                        dev.set_contact(true);
                     }
                 }
             }
@@ -469,25 +816,96 @@ impl Node for Coordinator {
                     d.rssi_dbm
                 ),
             ),
-            Heard::Discovered(_) => {}
+            Heard::Discovered(_) | Heard::Ignored(_) => {}
             Heard::Replay(rf_id) => self.emit(
                 "wireless",
                 format!("report of {rf_id:016X} with counter {} dropped: replayed or stale", r.counter),
             ),
         }
         Act {
-            send: Vec::new(),
+            send: ack.into_iter().collect(),
             wake_at: next,
         }
     }
 }
 
-/// One wireless device's transmitter.
+/// A MAC acknowledgement frame of sequence number `seq` (PSDU, FCS
+/// included).
+pub fn ack_psdu(seq: u8) -> Vec<u8> {
+    FrameMac {
+        frame_type: TYPE_ACK,
+        ack_request: false,
+        seq,
+        dst_pan: None,
+        dst: Addr::None,
+        src_pan: None,
+        src: Addr::None,
+        payload: Vec::new(),
+    }
+    .to_psdu()
+}
+
+/// A report's PSDU with the acknowledgement request set.
+fn with_ack_request(psdu: Vec<u8>) -> Vec<u8> {
+    match FrameMac::parse(&psdu) {
+        Ok(mut m) => {
+            m.ack_request = true;
+            m.to_psdu()
+        }
+        Err(_) => psdu,
+    }
+}
+
+/// A device's record of the acknowledgements of its reports.
+#[derive(Debug, Default)]
+struct Acks {
+    /// The report waiting for its acknowledgement: (sequence number, when
+    /// the next report is due).
+    waiting: Option<(u8, Duration)>,
+    /// Bit i: report n - i was acknowledged.
+    window: u64,
+    span: u32,
+    /// RSSI and LQI of the last acknowledgement received.
+    last: Option<(f32, u8)>,
+}
+
+impl Acks {
+    fn record(&mut self, acked: bool) {
+        self.window = (self.window << 1) | u64::from(acked);
+        self.span = (self.span + 1).min(WINDOW);
+    }
+
+    /// The readings that report them: PER, downlink RSSI and LQI.
+    fn readings(&self) -> Vec<(u8, f32)> {
+        let Some((rssi, lqi)) = self.last else {
+            return Vec::new();
+        };
+        let mask = (1u64 << self.span) - 1;
+        let got = (self.window & mask).count_ones();
+        let per = 1.0 - got as f32 / self.span.max(1) as f32;
+        vec![
+            (Q_DEVICE_PER, per),
+            (Q_DOWNLINK_RSSI, rssi),
+            (Q_DOWNLINK_LQI, f32::from(lqi)),
+        ]
+    }
+}
+
+/// One wireless device's transmitter: reports while it is in the
+/// network (joined), join requests otherwise.
 struct Reporter {
     dev: Arc<FieldDevice>,
+    radio: RadioId,
     pan: u16,
     period: Duration,
     counter: AtomicU32,
+    /// In the Panel Server's network: sends reports; otherwise sends join
+    /// requests and listens for the accept.
+    joined: AtomicBool,
+    /// Its install code (the key of its join exchange).
+    code: InstallCode,
+    acks: Mutex<Acks>,
+    air: Air,
     clock: fieldtwin_emulator::clock::WeakClock,
 }
 
@@ -498,10 +916,47 @@ impl Reporter {
         let f = (h % 4001) as f64 / 100_000.0 - 0.02;
         Duration::from_secs_f64((self.period.as_secs_f64() * (1.0 + f)).max(0.001))
     }
+
+    fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    fn kind(&self) -> u8 {
+        if self.dev.kind == Kind::PowerTag {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+impl Reporter {
+    fn lock_acks(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops listening after an acknowledgement (or its timeout), unless
+    /// it is asking to join.
+    fn stop_listening(&self) {
+        if self.joined() {
+            self.air.medium().set_listening(self.radio, false);
+        }
+    }
 }
 
 impl Node for Reporter {
     fn wake(&self, at: Duration) -> Act {
+        // While a report waits for its acknowledgement, the only wake-up
+        // asked for is the end of that wait: no acknowledgement came.
+        let waited = self.lock_acks().waiting.take();
+        if let Some((_, next)) = waited {
+            self.lock_acks().record(false);
+            self.stop_listening();
+            return Act {
+                send: Vec::new(),
+                wake_at: Some(next.max(at)),
+            };
+        }
         let now = self.clock.upgrade().map_or(at, |c| c.now());
         if now > at + CATCH_UP {
             // Far behind after a jump: resume CATCH_UP before now.
@@ -521,22 +976,76 @@ impl Node for Reporter {
                 wake_at: next,
             };
         };
+        if !self.joined() {
+            let q = join::Request {
+                pan: self.pan,
+                rf_id,
+                seq: n as u8,
+                nonce: n,
+                kind: self.kind(),
+                mic: join_mic(&self.code, false, rf_id, n),
+            };
+            return Act {
+                send: vec![q.to_psdu()],
+                wake_at: next,
+            };
+        }
+        let mut readings = self.dev.readings(at.as_secs_f64());
+        readings.extend(self.lock_acks().readings());
         let r = report::Report {
             pan: self.pan,
             rf_id,
             seq: n as u8,
-            kind: if self.dev.kind == Kind::PowerTag {
-                1
-            } else {
-                2
-            },
+            kind: self.kind(),
             counter: n,
-            readings: self.dev.readings(at.as_secs_f64()),
+            readings,
         };
+        // It listens for the acknowledgement until ACK_WAIT after now.
+        self.lock_acks().waiting = next.map(|t| (n as u8, t));
+        self.air.medium().set_listening(self.radio, true);
         Act {
-            send: vec![r.to_psdu()],
-            wake_at: next,
+            send: vec![with_ack_request(r.to_psdu())],
+            wake_at: Some(at + ACK_WAIT),
         }
+    }
+
+    /// Listening while it asks to join: an accept addressed to it from its
+    /// Panel Server's PAN, with the code its install code gives (or none
+    /// for an 8-character RF-ID, discovered automatically), lets it in.
+    fn receive(&self, d: &Delivery) -> Act {
+        if let Ok(m) = FrameMac::parse(&d.psdu)
+            && m.frame_type == TYPE_ACK
+        {
+            let mut acks = self.lock_acks();
+            let Some((seq, next)) = acks.waiting else {
+                return Act::default();
+            };
+            if m.seq != seq {
+                return Act::default();
+            }
+            acks.waiting = None;
+            acks.record(true);
+            acks.last = Some((d.rssi_dbm as f32, d.lqi));
+            drop(acks);
+            self.stop_listening();
+            return Act {
+                send: Vec::new(),
+                wake_at: Some(next),
+            };
+        }
+        let (Ok(a), Some(rf_id)) = (join::Accept::parse(&d.psdu), self.dev.rf_id) else {
+            return Act::default();
+        };
+        if a.rf_id != rf_id || a.pan != self.pan || a.status != 0 || self.joined() {
+            return Act::default();
+        }
+        let right = join_mic(&self.code, true, rf_id, a.nonce) == a.mic;
+        if !right && protect_plus(rf_id) {
+            return Act::default();
+        }
+        self.joined.store(true, Ordering::Relaxed);
+        self.air.medium().set_listening(self.radio, false);
+        Act::default()
     }
 }
 
@@ -547,6 +1056,10 @@ pub struct Placement {
     pub position: Position,
     pub channel: u8,
     pub devices: Vec<(Position, Option<Duration>)>,
+    /// Each wireless device's install code and whether it is already
+    /// commissioned (in the network at power-up); default: a derived code
+    /// and commissioned.
+    pub commissioning: Vec<(InstallCode, bool)>,
 }
 
 /// The default position of wireless device `i` of `n` around a Panel
@@ -566,26 +1079,75 @@ pub fn device_radio_name(ps: &str, field: &str) -> String {
 }
 
 /// Puts a Panel Server's coordinator and its wireless devices on the
-/// medium. The devices start reporting at once (seeded phase); the
-/// coordinator listens once [`Coordinator::configure`] says so.
+/// medium. The devices start reporting (or, not commissioned, asking to
+/// join) at once (seeded phase); the coordinator listens once
+/// [`Coordinator::configure`] says so.
 pub fn attach(
     air: &Air,
     ps_id: &str,
     place: &Placement,
     devices: &[Arc<FieldDevice>],
+    gateway: &GatewayCopy,
     events: &EventBus,
     clock: &fieldtwin_emulator::clock::Clock,
 ) -> Result<Arc<Coordinator>, String> {
     let now = clock.now();
     let radio = radio_id(ps_id);
     let pan = fieldtwin_emulator::radio::pan_of(ps_id);
+    let mut reporters = Vec::new();
+    let mut radios = Vec::new();
+    for (i, dev) in devices.iter().enumerate() {
+        let (pos, period) = place.devices.get(i).copied().unwrap_or((
+            default_device_position(place.position, i, devices.len()),
+            None,
+        ));
+        let (code, commissioned) = place
+            .commissioning
+            .get(i)
+            .copied()
+            .unwrap_or((InstallCode::derived(0, &dev.id), true));
+        let period = period.unwrap_or_else(|| default_period(dev.kind));
+        dev.set_report_period(period);
+        let name = device_radio_name(ps_id, &dev.id);
+        let id = radio_id(&name);
+        let phase =
+            Duration::from_secs_f64(period.as_secs_f64() * (mix(id) % 10_000) as f64 / 10_000.0);
+        reporters.push(Arc::new(Reporter {
+            dev: dev.clone(),
+            radio: id,
+            pan,
+            period,
+            counter: AtomicU32::new(0),
+            joined: AtomicBool::new(commissioned),
+            code,
+            acks: Mutex::new(Acks::default()),
+            air: air.clone(),
+            clock: clock.downgrade(),
+        }));
+        radios.push((
+            id,
+            RadioConfig {
+                name,
+                position: pos,
+                channel: place.channel,
+                tx_power_dbm: DEVICE_TX_DBM,
+                listening: !commissioned,
+            },
+            now + phase,
+        ));
+    }
     let coordinator = Arc::new(Coordinator {
         ps_id: ps_id.to_string(),
         radio,
         pan,
         channel: place.channel,
         table: Mutex::new(LinkTable::default()),
-        devices: devices.to_vec(),
+        devices: Mutex::new(devices.to_vec()),
+        reporters: reporters.clone(),
+        codes: Mutex::new(Vec::new()),
+        joins: Mutex::new(None),
+        gateway: gateway.clone(),
+        seq: AtomicU8::new(0),
         events: events.clone(),
         air: air.clone(),
         clock: clock.downgrade(),
@@ -603,36 +1165,9 @@ pub fn attach(
         None,
     )
     .map_err(|e| e.to_string())?;
-    for (i, dev) in devices.iter().enumerate() {
-        let (pos, period) = place.devices.get(i).copied().unwrap_or((
-            default_device_position(place.position, i, devices.len()),
-            None,
-        ));
-        let period = period.unwrap_or_else(|| default_period(dev.kind));
-        dev.set_report_period(period);
-        let name = device_radio_name(ps_id, &dev.id);
-        let id = radio_id(&name);
-        let phase =
-            Duration::from_secs_f64(period.as_secs_f64() * (mix(id) % 10_000) as f64 / 10_000.0);
-        air.attach(
-            id,
-            RadioConfig {
-                name,
-                position: pos,
-                channel: place.channel,
-                tx_power_dbm: DEVICE_TX_DBM,
-                listening: false,
-            },
-            Arc::new(Reporter {
-                dev: dev.clone(),
-                pan,
-                period,
-                counter: AtomicU32::new(0),
-                clock: clock.downgrade(),
-            }),
-            Some(now + phase),
-        )
-        .map_err(|e| e.to_string())?;
+    for ((id, cfg, wake), r) in radios.into_iter().zip(reporters) {
+        air.attach(id, cfg, r, Some(wake))
+            .map_err(|e| e.to_string())?;
     }
     Ok(coordinator)
 }
@@ -747,11 +1282,21 @@ mod tests {
             position: Position::new(0.0, 0.0, 2.0),
             channel: 15,
             devices: Vec::new(),
+            commissioning: Vec::new(),
         };
         let events = EventBus::new();
-        let c = attach(&air, "ps1", &place, &devs, &events, &clock).unwrap();
+        let c = attach(
+            &air,
+            "ps1",
+            &place,
+            &devs,
+            &GatewayCopy::default(),
+            &events,
+            &clock,
+        )
+        .unwrap();
         let rf: Vec<u64> = devs.iter().filter_map(|d| d.rf_id).collect();
-        c.configure(&rf, true, clock.now(), true);
+        c.configure(&rf, &[], true, clock.now(), true);
         let read = |d: &FieldDevice, reg: u16, n: u16| match d.handle(
             clock.now().as_secs_f64(),
             &Request::ReadHolding {
@@ -786,6 +1331,30 @@ mod tests {
             assert!((-80.0..-40.0).contains(&rssi), "{rssi}");
             assert!(read(d, 31156, 1)[0] > 200);
         }
+        // The Panel Server acknowledges each report; the next report
+        // carries the device's own figures (31147-31151): no report
+        // unacknowledged, and the acknowledgement's RSSI, 3 dB above the
+        // report's (PS +3 dBm, device 0 dBm, the same path both ways).
+        let acks_before = air.medium().stats().frames;
+        jump(6).await;
+        assert!(
+            air.medium().stats().frames >= acks_before + 6,
+            "reports and acks"
+        );
+        for d in &devs {
+            let l = c
+                .table
+                .lock()
+                .unwrap()
+                .link(d.rf_id.unwrap())
+                .unwrap()
+                .clone();
+            let up = l.uplink().unwrap().1;
+            let w = read(d, 31149, 2);
+            let down = f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1]));
+            assert!((f64::from(down) - up - 3.0).abs() < 0.6, "{down} vs {up}");
+            assert_eq!(read(d, 31147, 2), vec![0, 0], "device PER 0");
+        }
         air.medium().start_jammer(
             Jammer::new(
                 "j",
@@ -809,15 +1378,118 @@ mod tests {
         assert!(devs.iter().all(|d| d.in_contact()));
         assert_eq!(read(&devs[0], 31146, 1), vec![1]);
         // 802.15.4 off: Not connected at once, whatever the air carries.
-        c.configure(&rf, false, clock.now(), false);
+        c.configure(&rf, &[], false, clock.now(), false);
         assert!(devs.iter().all(|d| !d.in_contact()));
         jump(6).await;
         assert!(devs.iter().all(|d| !d.in_contact()));
         // A year later: cheap, and still reporting (counters grew).
-        c.configure(&rf, true, clock.now(), false);
+        c.configure(&rf, &[], true, clock.now(), false);
         jump(365 * 86_400).await;
         let l = c.table.lock().unwrap().link(rf[0]).unwrap().clone();
         assert!(l.connected && l.counter.unwrap() > 6_000_000, "{l:?}");
+    }
+
+    /// Commissioning over the medium: a new 8-character device asking to
+    /// join is discovered only, and joins once paired; a Protect Plus
+    /// device's join requests are ignored without its install code,
+    /// refused with a wrong one, and accepted over the air with its own:
+    /// then it reports and is connected.
+    #[tokio::test]
+    async fn new_devices_join_over_the_medium() {
+        use crate::field::{GatewayCopy, Spec};
+        use fieldtwin_emulator::clock::Clock;
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 5);
+        let (pt, pp) = (0x2A3B_0009u64, 0x8A3B_0000_0000_C0DEu64);
+        let devs: Vec<Arc<FieldDevice>> = [(pt, "A9MEM1540"), (pp, "A9MEM1540")]
+            .iter()
+            .enumerate()
+            .map(|(i, (rf, model))| {
+                let spec = Spec {
+                    id: format!("d{i}"),
+                    model: (*model).into(),
+                    unit: 100 + i as u8,
+                    rf_id: Some(*rf),
+                    profile: None,
+                    powered: true,
+                    seed: i as u64,
+                    day0: 0.0,
+                };
+                Arc::new(FieldDevice::new(&spec, GatewayCopy::default()).unwrap())
+            })
+            .collect();
+        let own = InstallCode::derived(9, "d1");
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 20,
+            devices: Vec::new(),
+            commissioning: vec![(InstallCode::derived(9, "d0"), false), (own, false)],
+        };
+        let events = EventBus::new();
+        let c = attach(
+            &air,
+            "ps1",
+            &place,
+            &devs,
+            &GatewayCopy::default(),
+            &events,
+            &clock,
+        )
+        .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        c.set_join_sink(Some(tx));
+        let jump = |s: u64| {
+            let (clock, air) = (clock.clone(), air.clone());
+            async move {
+                clock.advance(Duration::from_secs(s));
+                air.process(clock.now()).await;
+            }
+        };
+        c.configure(&[], &[], true, clock.now(), true);
+        jump(12).await;
+        {
+            let t = c.table.lock().unwrap();
+            assert_eq!(t.discovered.len(), 1, "{t:?}");
+            assert_eq!(t.discovered[0].rf_id, pt);
+            assert_eq!(t.ignored, vec![pp]);
+            assert!(t.links.is_empty());
+        }
+        // A wrong code: refused.
+        let wrong = InstallCode::derived(9, "other");
+        c.configure(&[], &[(pp, wrong)], true, clock.now(), false);
+        jump(12).await;
+        assert_eq!(c.table.lock().unwrap().refused[0].rf_id, pp);
+        assert!(rx.try_recv().is_err());
+        // The 8-character one paired, the right code for the other.
+        c.configure(&[pt], &[(pp, own)], true, clock.now(), false);
+        jump(12).await;
+        assert_eq!(rx.try_recv().ok(), Some(pp), "the join goes to be paired");
+        c.configure(&[pt, pp], &[(pp, own)], true, clock.now(), false);
+        jump(12).await;
+        for (rf, d) in [(pt, &devs[0]), (pp, &devs[1])] {
+            let l = c.table.lock().unwrap().link(rf).unwrap().clone();
+            assert!(l.connected && l.reports >= 1, "{rf:016X}: {l:?}");
+            assert!(d.in_contact());
+        }
+        // Removed: it asks to join again (discovered, not connected).
+        c.configure(&[pp], &[(pp, own)], true, clock.now(), false);
+        jump(12).await;
+        assert!(!devs[0].in_contact());
+        assert!(
+            c.table
+                .lock()
+                .unwrap()
+                .discovered
+                .iter()
+                .any(|d| d.rf_id == pt)
+        );
+        // Added back: it joins again and reports.
+        c.configure(&[pp, pt], &[(pp, own)], true, clock.now(), false);
+        jump(12).await;
+        let l = c.table.lock().unwrap().link(pt).unwrap().clone();
+        assert!(l.connected, "{l:?}");
     }
 
     #[test]

@@ -109,7 +109,7 @@ use settings::{
     settings_page, wireless_permanent_off,
 };
 use users::{change_password, users_page};
-use wireless::{add_wireless, remove_wireless};
+use wireless::{add_wireless, rebuild_wireless, remove_wireless};
 
 /// HTTPS port.
 pub const HTTPS_PORT: u16 = 443;
@@ -257,6 +257,7 @@ fn router(node: Arc<Node>) -> Router {
         .route("/settings/wireless", post(save_wireless))
         .route("/settings/wireless/add", post(add_wireless))
         .route("/settings/wireless/remove", post(remove_wireless))
+        .route("/settings/wireless/rebuild", post(rebuild_wireless))
         .route("/settings/modbus-devices/add", post(add_modbus_device))
         .route(
             "/settings/modbus-devices/remove",

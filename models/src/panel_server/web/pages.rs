@@ -126,6 +126,16 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         .collect();
     let topo = format!("{:?}", s.topology).to_lowercase();
     let in_range = node.ps.wireless_in_range();
+    let coordinator = node.ps.coordinator();
+    let table = coordinator
+        .as_ref()
+        .map(|c| c.table.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_default();
+    let remove = |rf_id: u64| {
+        format!(
+            "<form method=\"post\" action=\"/settings/wireless/remove\">{h}<input type=\"hidden\" name=\"rf_id\" value=\"{rf_id:016X}\"><button type=\"submit\">Remove</button></form>"
+        )
+    };
     let wireless: String = s
         .pairing
         .iter()
@@ -133,24 +143,48 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
             let model = in_range
                 .iter()
                 .find(|(slot, _, _)| slot.rf_id == w.rf_id)
-                .map_or("", |(_, m, _)| m.as_str());
+                .map(|(_, m, _)| m.clone())
+                .or_else(|| {
+                    coordinator
+                        .as_ref()
+                        .and_then(|c| c.device(w.rf_id))
+                        .map(|d| d.model.clone())
+                })
+                .unwrap_or_default();
             format!(
-                "<tr><td>{:016X}</td><td>{}</td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/settings/wireless/remove\">{h}<input type=\"hidden\" name=\"rf_id\" value=\"{:016X}\"><button type=\"submit\">Remove</button></form></td></tr>",
+                "<tr><td>{:016X}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 w.rf_id,
-                esc(model),
+                esc(&model),
                 w.unit,
                 if s.ieee802154 && node.ps.wireless_connected(w.rf_id) {
                     "Connected"
                 } else {
                     "Not connected"
                 },
-                w.rf_id,
+                remove(w.rf_id),
             )
         })
-        .chain(node.ps.wireless_discovered().into_iter().map(|d| {
+        .chain(
+            s.install_codes
+                .iter()
+                .filter(|c| !s.pairing.iter().any(|p| p.rf_id == c.rf_id))
+                .map(|c| {
+                    let state = if table.refused.iter().any(|r| r.rf_id == c.rf_id) {
+                        "Join refused: the install code entered does not match the device's"
+                    } else {
+                        "Awaiting join (install code entered)"
+                    };
+                    format!(
+                        "<tr class=\"awaiting\"><td>{:016X}</td><td></td><td></td><td>{state}</td><td>{}</td></tr>",
+                        c.rf_id,
+                        remove(c.rf_id)
+                    )
+                }),
+        )
+        .chain(table.discovered.iter().map(|d| {
             format!(
-                "<tr class=\"discovered\"><td>{:016X}</td><td></td><td></td><td>Discovered (not paired, RSSI {:.1} dBm)</td><td></td></tr>",
-                d.rf_id, d.rssi_dbm
+                "<tr class=\"discovered\"><td>{:016X}</td><td></td><td></td><td>Discovered (not paired, not routed, RSSI {:.1} dBm)</td><td><form method=\"post\" action=\"/settings/wireless/add\">{h}<input type=\"hidden\" name=\"rf_id\" value=\"{:016X}\"><button type=\"submit\">Add</button></form></td></tr>",
+                d.rf_id, d.rssi_dbm, d.rf_id
             )
         }))
         .collect();
@@ -199,7 +233,8 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <button type="submit">Save</button></form><p id="wifi-ap-state">{ap_state}</p></section>
 <section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Model</th><th>Modbus unit</th><th>State</th><th></th></tr>{wireless}</table>
 <form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label><button type="submit">Save</button></form>
-<form method="post" action="/settings/wireless/add">{h}<label>RF-ID (16 hexadecimal digits) <input type="text" name="rf_id" size="18" autocomplete="off"></label> <label>Install code (36 hexadecimal characters, from the device label) <input type="text" name="install_code" size="40" autocomplete="off"></label><button type="submit">Add device</button></form>
+<form method="post" action="/settings/wireless/add">{h}<label>RF-ID (8 or 16 hexadecimal digits) <input type="text" name="rf_id" size="18" autocomplete="off"></label> <label>Install code (36 hexadecimal characters, from the device label; needed for a 16-character RF-ID, Protect Plus) <input type="text" name="install_code" size="40" autocomplete="off"></label><button type="submit">Add device</button></form>
+<form method="post" action="/settings/wireless/rebuild">{h}<label><input type="checkbox" name="confirm"> Remove every device from the network; they must join again (install codes entered stay)</label><button type="submit">Rebuild network</button></form>
 <form method="post" action="/settings/wireless-permanent-off">{h}<p>Wireless: <strong id="wireless-state">{perm}</strong></p><label>Radio <select name="radio"><option value="both">Wi-Fi and IEEE 802.15.4</option><option value="wifi">Wi-Fi</option><option value="ieee802154">IEEE 802.15.4</option></select></label> <label><input type="checkbox" name="confirm"> I understand that the radio chosen can never be activated again, even after a factory reset</label><button type="submit">Deactivate permanently</button></form></section>
 <section id="modbus-devices"><h2>Modbus devices</h2><table><tr><th>Modbus unit</th><th>Link</th><th></th></tr>{modbus_devices}</table>
 <form method="post" action="/settings/modbus-devices/add">{h}<label>Link <select name="link"><option value="serial">Modbus-SL</option><option value="tcp">Modbus TCP</option></select></label> <label>Unit id (1-247) <input name="unit" size="4"></label> <label>IP address (Modbus TCP) <input name="ip" size="16"></label> <label>Port <input name="port" size="6" value="502"></label><button type="submit">Add device</button></form></section>

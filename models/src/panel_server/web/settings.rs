@@ -295,6 +295,10 @@ pub(super) async fn api_settings(State(node): St, headers: HeaderMap) -> Respons
     api!(node, headers);
     let mut s = node.settings();
     s.wifi.ap_password = s.wifi.ap_password.map(|_| "********".into());
+    // Install codes are keys: never read back.
+    for c in &mut s.install_codes {
+        c.install_code = "********".into();
+    }
     Json(s).into_response()
 }
 
@@ -321,6 +325,9 @@ pub(super) async fn api_put_settings(
     if s.modbus_devices.is_none() {
         s.modbus_devices = cur.modbus_devices.clone();
     }
+    // Install codes are entered on the Settings page (or the control
+    // API's radio_commission), not through this API.
+    s.install_codes = cur.install_codes.clone();
     // Pairing needs the device's install code (Settings page); the API may
     // only remove paired devices.
     if let Some(p) = s.pairing.iter().find(|p| !cur.pairing.contains(p)) {

@@ -1,14 +1,18 @@
-//! Wireless devices on the Settings page: pairing by RF-ID and install
-//! code, and removal.
+//! Wireless devices on the Settings page: adding by RF-ID (automatic
+//! discovery) or install code (Protect Plus, selective discovery),
+//! removal, and rebuilding the network ([`commission`], docs/radio.md
+//! "Commissioning").
 //!
-//! Contract: a device is paired only when it is in radio range and the
-//! install code typed is its own (docs/panel-server.md "Wireless
-//! devices"); a malformed code is refused with the rule it breaks, a
-//! well-formed wrong one is a failed authentication (counted toward the
+//! Contract: an 8-character RF-ID is added only when the Panel Server
+//! heard it (discovered) or it is one of the site's devices; a
+//! 16-character one needs its install code and is paired when it joins
+//! over the radio with it. A malformed code is refused with the rule it
+//! breaks; a well-formed code given for one of the site's devices that
+//! is not its own is a failed authentication (counted toward the
 //! webpages' lockout and audited, [`crate::security::login::check_credential`]).
 
 use super::settings::change_settings;
-use fieldtwin_emulator::site::InstallCode;
+use crate::panel_server::commission;
 
 use super::*;
 
@@ -44,9 +48,12 @@ fn refusal(node: &Arc<Node>, csrf: &str, code: StatusCode, m: &str) -> Response 
         .into_response()
 }
 
-/// Pairs the in-range device with that RF-ID when the install code is its
-/// own. A well-formed code that is not the device's is refused, counted
-/// toward the lockout and audited like a failed login.
+/// Adds a device (docs/radio.md "Commissioning", [`commission::add`]):
+/// a discovered device with an 8-character RF-ID at once; a Protect Plus
+/// device (16 characters) by its install code, when it next asks to join.
+/// An install code given for one of the site's devices is checked against
+/// its label: a well-formed code that is not the device's is refused,
+/// counted toward the lockout and audited like a failed login.
 pub(super) async fn add_wireless(
     State(node): St,
     headers: HeaderMap,
@@ -66,25 +73,18 @@ pub(super) async fn add_wireless(
         );
     }
     let parsed = parse_rf_id(&f.rf_id)
-        .and_then(|rf_id| InstallCode::parse(&f.install_code).map(|code| (rf_id, code)));
+        .and_then(|rf_id| commission::parse_code(Some(&f.install_code)).map(|c| (rf_id, c)));
     let (rf_id, code) = match parsed {
         Ok(v) => v,
         Err(m) => return refusal(&node, &a.csrf, StatusCode::BAD_REQUEST, &m),
     };
-    let Some((slot, _, own)) = node
+    // An 8-character site device's code is checked at once (it answers
+    // the discovery); a Protect Plus device's when it asks to join.
+    let own = node
         .ps
-        .wireless_in_range()
-        .into_iter()
-        .find(|(slot, _, _)| slot.rf_id == rf_id)
-    else {
-        return refusal(
-            &node,
-            &a.csrf,
-            StatusCode::BAD_REQUEST,
-            &format!("no device with RF-ID {rf_id:016X} answered the discovery"),
-        );
-    };
-    {
+        .site_install_code(rf_id)
+        .filter(|_| !crate::panel_server::radio::protect_plus(rf_id));
+    if let (Some(code), Some(own)) = (code, own) {
         let _guard = node.auth.lock().await;
         let what = format!("the install code given for wireless device {rf_id:016X} is wrong");
         if let Err(refused) =
@@ -98,21 +98,32 @@ pub(super) async fn add_wireless(
             return refusal(&node, &a.csrf, status, &m);
         }
     }
-    change_settings(&node, &a.csrf, "wireless devices (device added)", |s| {
-        if s.pairing.iter().any(|p| p.rf_id == slot.rf_id) {
-            return Err(format!("{:016X} is already paired", slot.rf_id));
-        }
-        if s.pairing.len() >= usize::from(crate::panel_server::registers::WIRELESS_SLOTS) {
-            return Err("the wireless device table is full (100 devices)".into());
-        }
-        if s.modbus_devices().iter().any(|d| d.unit() == slot.unit) {
-            return Err(format!(
-                "unit id {} is used by a Modbus device; remove it first",
-                slot.unit
-            ));
-        }
-        s.pairing.push(slot);
-        Ok(())
+    let known = node.ps.site_unit(rf_id).is_some()
+        || node
+            .ps
+            .wireless_discovered()
+            .iter()
+            .any(|d| d.rf_id == rf_id);
+    if !known && !crate::panel_server::radio::protect_plus(rf_id) {
+        return refusal(
+            &node,
+            &a.csrf,
+            StatusCode::BAD_REQUEST,
+            &format!("no device with RF-ID {rf_id:016X} answered the discovery"),
+        );
+    }
+    let what = if crate::panel_server::radio::protect_plus(rf_id) {
+        "wireless devices (install code entered)"
+    } else {
+        "wireless devices (device added)"
+    };
+    let reserved = node.ps.site_units();
+    let units = commission::Units {
+        site: node.ps.site_unit(rf_id),
+        reserved: &reserved,
+    };
+    change_settings(&node, &a.csrf, what, |s| {
+        commission::add(s, rf_id, code, known, units).map(|_| ())
     })
     .await
 }
@@ -134,11 +145,41 @@ pub(super) async fn remove_wireless(
     change_settings(&node, &a.csrf, "wireless devices (device removed)", |s| {
         let rf_id = u64::from_str_radix(f.rf_id.trim(), 16)
             .map_err(|_| format!("{:?} is not an RF-ID", f.rf_id))?;
-        let before = s.pairing.len();
-        s.pairing.retain(|p| p.rf_id != rf_id);
-        if s.pairing.len() == before {
-            return Err(format!("{rf_id:016X} is not paired"));
-        }
+        commission::remove(s, rf_id)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub(super) struct RebuildForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// Rebuilds the IEEE 802.15.4 network: every device is removed and must
+/// join again (the install codes entered stay), so only identified
+/// devices are added back (seed "Connected Devices").
+pub(super) async fn rebuild_wireless(
+    State(node): St,
+    headers: HeaderMap,
+    Form(f): Form<RebuildForm>,
+) -> Response {
+    let a = post_auth!(node, headers, &f.csrf);
+    if f.confirm.is_none() {
+        return refusal(
+            &node,
+            &a.csrf,
+            StatusCode::BAD_REQUEST,
+            "tick the confirmation: rebuilding removes every wireless device from the network.",
+        );
+    }
+    if let Some(c) = node.ps.coordinator() {
+        c.forget();
+    }
+    change_settings(&node, &a.csrf, "wireless devices (network rebuilt)", |s| {
+        commission::rebuild(s);
         Ok(())
     })
     .await
