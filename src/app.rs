@@ -152,7 +152,17 @@ fn default_threads(tap: bool) -> usize {
     if tap { (cores / 2).max(1) } else { cores }
 }
 
-/// Time between two power-ons at start (see [`run`]).
+/// Devices on the most populated segment: one broadcast domain.
+fn largest_segment(site: &Site) -> usize {
+    let mut per = std::collections::HashMap::<&str, usize>::new();
+    for d in &site.devices {
+        *per.entry(d.segment.as_str()).or_default() += 1;
+    }
+    per.into_values().max().unwrap_or(0)
+}
+
+/// Time between two power-ons at start, on a site whose largest segment
+/// holds more than 256 devices (see [`run`]).
 pub const BOOT_PACE: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -178,16 +188,21 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let api = tokio::net::TcpListener::bind(opts.api)
             .await
             .with_context(|| format!("cannot open the control API on {} (use --api)", opts.api))?;
+        let paced = largest_segment(&site) > fieldtwin_emulator::site::ROUTER_ABOVE;
         for dev in site.devices.iter().filter(|d| d.powered) {
             rt.power_on(&dev.id).await?;
             // A boot takes well under a millisecond (no PBKDF2, no key
             // generation: models::security::work). Powering thousands at
-            // once would flood every switch port with their announcements
-            // (DPWS Hello, ARP) faster than the devices drain them, and the
-            // process would keep the peak of those queues (2.2x the RSS at
-            // 1,000 devices, docs/performance.md); one boot per BOOT_PACE
-            // lets the devices already on handle them as they come.
-            tokio::time::sleep(BOOT_PACE).await;
+            // once on ONE segment would flood every port with their
+            // announcements (DPWS Hello, ARP) faster than the devices drain
+            // them, and the process would keep the peak of those queues
+            // (2.2x the RSS at 1,000 devices, docs/performance.md); one
+            // boot per BOOT_PACE lets the devices already on handle them as
+            // they come. Segments of at most ROUTER_ABOVE devices (a
+            // generated large site has 250 per segment) boot at full speed.
+            if paced {
+                tokio::time::sleep(BOOT_PACE).await;
+            }
         }
         if net.is_none() && !host::privileged_ports() {
             println!(
