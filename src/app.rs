@@ -20,7 +20,7 @@ use fieldtwin_emulator::control::{self, EventBus};
 use fieldtwin_emulator::device::{DeviceSetup, Provisioner, Runtime};
 use fieldtwin_emulator::net::Stack;
 use fieldtwin_emulator::net::host::{self, HostStack};
-use fieldtwin_emulator::site::{Site, device_seed};
+use fieldtwin_emulator::site::{Model, Site, device_seed};
 use fieldtwin_emulator::storage::Store;
 
 /// Default address of the control API.
@@ -122,6 +122,12 @@ pub fn build_runtime(
                 )?),
             };
             interfaces.insert(name, stack);
+        }
+        if let Some(net) = net.filter(|_| dev.model == Model::DataLogger) {
+            // TAP mode: the modem's data session crosses the carrier's NAT
+            // (docs/datalogger.md "Carrier NAT").
+            let stack = net.attach_cellular(&dev.id, &dev.segment, seed ^ 0xce11)?;
+            interfaces.insert("cell".to_string(), Arc::new(stack));
         }
         rt.add(DeviceSetup {
             device: fieldtwin_models::build(site, dev),

@@ -4,7 +4,7 @@
 //! record, `openssl s_server -trace` to see the logger's ClientHello, and
 //! nmap for the port checks.
 //!
-//! Site octets 86 and 88 belong to these tests (see tests/common/mod.rs).
+//! Site octets 84, 86-88 and 224 belong to these tests (see tests/common/mod.rs).
 
 mod common;
 
@@ -839,22 +839,71 @@ fn https_uplink_posts_every_record_once() {
     );
 }
 
+/// Waits until dl1 has opened `n` MQTT sessions to `broker` and returns
+/// the source addresses they came from: every one from the carrier NAT's
+/// pool on 10.77.`a`.0/24 (never the logger's own .30), at least two
+/// different ones, each new session from another address than the last.
+fn carrier_sessions(broker: &Proc, sub: &Proc, a: u8, n: usize) -> Vec<String> {
+    let sources = || -> Vec<String> {
+        broker
+            .text()
+            .lines()
+            .filter(|l| l.contains("New connection from") && l.contains("on port 8883"))
+            .filter_map(|l| {
+                let from = l.split("New connection from ").nth(1)?;
+                Some(from.split(':').next()?.to_string())
+            })
+            .filter(|ip| *ip != "127.0.0.1")
+            .collect()
+    };
+    wait_or_show(
+        "sessions through the carrier NAT",
+        Duration::from_secs(60),
+        || sources().len() >= n && received(sub).len() >= 10,
+        || format!("broker:\n{}\nsubscriber:\n{}", broker.text(), sub.text()),
+    );
+    let seen = sources();
+    let prefix = format!("10.77.{a}.");
+    for ip in &seen {
+        let last: u8 = ip
+            .strip_prefix(&prefix)
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("{ip} is not on the logger's segment: {seen:?}"));
+        assert!(
+            (150..200).contains(&last),
+            "{ip} is not in the carrier pool (below .200): {seen:?}"
+        );
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "a session kept the previous one's address: {seen:?}"
+    );
+    eprintln!("sources of the sessions through the carrier NAT: {seen:?}");
+    let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+    assert!(distinct.len() >= 2, "{seen:?}");
+    seen
+}
+
 fn uplink_suites() -> Vec<&'static str> {
     fieldtwin_models::datalogger::uplink::CIPHERS
         .split(':')
         .collect()
 }
 
-/// TAP mode, in a namespace of this test: the logger's MQTTS session
-/// leaves from its own MAC and IP through the userspace stack and reaches
-/// mosquitto on the host side; nmap finds every TCP port closed (RST) and
-/// every scanned UDP port closed (ICMP port unreachable). Site octet 84.
+/// TAP mode, in a namespace of this test: the logger's MQTTS sessions
+/// leave from its cellular interface (100.64.0.2) through the userspace
+/// stack and the carrier NAT on the switch, and reach mosquitto on the host
+/// side from addresses of the NAT's pool, changing from one session to the
+/// next; nmap finds every TCP port of the logger's site address closed
+/// (RST) and every scanned UDP port closed (ICMP port unreachable), and a
+/// SYN to a pool address gets no answer at all. Site octet 84 (direct
+/// lab); 224 (the same through the emulated router).
 #[test]
-fn tap_mode_uplink_and_no_open_port() {
+fn tap_mode_uplink_through_the_carrier_nat_and_no_open_port() {
     if !common::netns::root() {
         return;
     }
-    let ns = common::netns::Netns::named(&format!("ft-datalogger-tap-{}", std::process::id()));
+    let ns = common::netns::Netns::named(&format!("ft-dlnat-tap-{}", std::process::id()));
     let a = 84;
     let host = format!("10.77.{a}.1");
     let dir = tempfile::tempdir().unwrap();
@@ -862,25 +911,38 @@ fn tap_mode_uplink_and_no_open_port() {
     let (broker, sub) = broker_and_subscriber(dir.path(), 8883, "listener {port}", Some(&ns.name));
     let ca = dir.path().join("ca.crt");
     let site = site_with_broker(a, &format!("{host}:8883"), &ca, 60, None);
-    let _s = common::netns::start(&ns, &site, &["--speed", "60"]);
-    wait_or_show(
-        "records in TAP mode",
-        Duration::from_secs(60),
-        || received(&sub).len() >= 10,
-        || format!("broker:\n{}\nsubscriber:\n{}", broker.text(), sub.text()),
-    );
-    let ip = format!("10.77.{a}.30");
+    let s = common::netns::start(&ns, &site, &["--speed", "60"]);
+    let pool = carrier_sessions(&broker, &sub, a, 3);
+    let modem = s.get_json("/api/v1/devices/dl1")["details"]["extra"]["modem"].clone();
+    assert_eq!(modem["cell_address"], "100.64.0.2", "{modem}");
+    // The control API shows the NAT: its pool holds every address seen.
+    let nat = s.post_json("/api/v1/commands", r#"{"command":"carrier_nat"}"#);
+    let c = &nat["carriers"][0];
+    assert_eq!(c["segment"], "lan", "{nat}");
+    let pool_now: Vec<&str> = c["pool"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(pool_now.len(), 8, "{nat}");
     assert!(
-        broker
-            .text()
-            .contains(&format!("New connection from {ip}:")),
-        "{}",
-        broker.text()
+        pool.iter().all(|ip| pool_now.contains(&ip.as_str())),
+        "{nat}"
     );
+    assert!(c["sessions"].as_u64().unwrap() >= 3, "{nat}");
+    assert!(c["translated"].as_u64().unwrap() > 0, "{nat}");
+    let ip = format!("10.77.{a}.30");
     let mut seqs: Vec<u32> = received(&sub).iter().map(|r| r.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>());
-
+    // The pool is the NAT's: nothing answers a SYN to it (no RST either).
+    let out = ns.run(
+        "nmap",
+        &["-n", "-Pn", "-p", "22,80,8883", "--reason", &pool[0]],
+    );
+    let t = common::netns::text(&out);
+    assert!(t.contains("filtered") && !t.contains(" open "), "{t}");
     let out = ns.run("nmap", &["-n", "-Pn", "-p-", "-T4", "--reason", &ip]);
     let t = common::netns::text(&out);
     assert!(!t.contains(" open "), "open TCP port on the logger: {t}");
@@ -904,6 +966,32 @@ fn tap_mode_uplink_and_no_open_port() {
         t.contains("port-unreach"),
         "UDP ports do not answer ICMP: {t}"
     );
+}
+
+/// The same through the emulated router (`--routing router`): the NAT's
+/// outside next hop is the host side, which the router answers for on the
+/// segment. Site octet 224.
+#[test]
+fn tap_mode_carrier_nat_through_the_router() {
+    if !common::netns::root() {
+        return;
+    }
+    let ns = common::netns::Netns::named(&format!("ft-dlnat-rt-{}", std::process::id()));
+    let a = 224;
+    let host = format!("10.77.{a}.1");
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path(), Some(&host));
+    let (broker, sub) = broker_and_subscriber(dir.path(), 8883, "listener {port}", Some(&ns.name));
+    let ca = dir.path().join("ca.crt");
+    let site = site_with_broker(a, &format!("{host}:8883"), &ca, 60, None);
+    let s = common::netns::start(&ns, &site, &["--speed", "60", "--routing", "router"]);
+    assert!(
+        s.stdout.lock().unwrap().contains("devices routed via"),
+        "{}",
+        s.stdout.lock().unwrap()
+    );
+    carrier_sessions(&broker, &sub, a, 3);
+    no_gap_no_duplicate(&received(&sub));
 }
 
 #[test]
@@ -979,8 +1067,55 @@ fn client_hello_offers_exactly_the_seed_suites_and_tls12_only() {
         Some(true)
     );
     usb_checks(&s, &usb);
+    let pcap = dir.path().join("ble.pcap");
+    command(
+        &s,
+        &format!(
+            r#"{{"command":"ble_sniffer","path":"{}","on":true}}"#,
+            pcap.display()
+        ),
+    );
     ble_checks(&s, &usb.with_file_name("dl1-ble"));
+    command(&s, r#"{"command":"ble","device":"dl1","action":"replay"}"#);
+    command(&s, r#"{"command":"ble_sniffer","on":false}"#);
+    ble_air_checks(&pcap);
     local_port_refusals(&s);
+}
+
+/// What a BLE sniffer recorded while the app connected over the link
+/// socket and the `ble` command replayed a request: tshark decodes every
+/// packet (no malformed one, no bad CRC), the logger advertises its name,
+/// the app connects, the secure-channel frames are ATT writes and
+/// notifications, and the replayed request shows twice before the logger's
+/// LL_TERMINATE_IND (authentication failure).
+fn ble_air_checks(pcap: &Path) {
+    let p = pcap.to_str().unwrap();
+    let out = tool("tshark", &["-r", p, "-V"]);
+    assert!(out.status.success(), "{out:?}");
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(v.contains("Bluetooth Low Energy Link Layer"), "{v}");
+    assert!(!v.contains("Malformed"), "malformed packets: {v}");
+    assert!(!v.contains("Incorrect CRC"), "bad CRC: {v}");
+    assert!(v.contains("Device Name: dl1"), "no advertising of dl1");
+    assert!(v.contains("CONNECT_IND"), "no connection");
+    assert!(v.contains("Write Command") && v.contains("Handle Value Notification"));
+    assert!(
+        v.contains("Authentication Failure"),
+        "no slam on the air: {v}"
+    );
+    let out = tool("tshark", &["-r", p, "-T", "fields", "-e", "btatt.value"]);
+    let values: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    // The replayed request is on the air three times: sent, replayed on
+    // the same connection, replayed on a new one.
+    let mut counts = BTreeMap::new();
+    for v in &values {
+        *counts.entry(v.as_str()).or_insert(0) += 1;
+    }
+    assert!(counts.values().any(|&n| n >= 3), "{counts:?}");
 }
 
 /// The control API's local-port commands name what was wrong: an unknown
@@ -988,6 +1123,9 @@ fn client_hello_offers_exactly_the_seed_suites_and_tls12_only() {
 /// that is off. (What they do is checked by the library scenarios
 /// datalogger-ble-replay and datalogger-usb-injection.)
 fn local_port_refusals(s: &RunningSite) {
+    let (code, body) = s.post("/api/v1/commands", r#"{"command":"carrier_nat"}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("127.78.S.2-251"), "{body}");
     let (code, body) = s.post(
         "/api/v1/commands",
         r#"{"command":"ble","device":"dl1","action":"sniff"}"#,
@@ -1101,6 +1239,17 @@ fn usb_checks(s: &RunningSite, usb: &Path) {
     assert!(c.ask(b"AT+CSQ").contains("+CSQ: "));
     let r = c.ask(b"baud set 4800");
     assert!(r.contains("BAUD 4800"), "{r}");
+    // Digital outputs: a manual one is set, the control API shows it.
+    let r = c.ask(b"output DO2 on");
+    assert!(
+        r.contains("DO1=off(manual) DO2=on(manual)") && r.contains("OK"),
+        "{r}"
+    );
+    let outputs = s.get_json("/api/v1/devices/dl1")["details"]["extra"]["outputs"].clone();
+    assert_eq!(outputs[1]["name"], "DO2");
+    assert_eq!(outputs[1]["on"], true, "{outputs}");
+    let r = c.ask(b"output DO7 on");
+    assert!(r.starts_with("ERROR refused: no output \"DO7\""), "{r}");
 }
 
 fn ble_checks(s: &RunningSite, link: &Path) {
@@ -1122,7 +1271,9 @@ fn ble_checks(s: &RunningSite, link: &Path) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        text.contains("\"device\":\"dl1\"") && text.contains("\"battery_v\""),
+        text.contains("\"device\":\"dl1\"")
+            && text.contains("\"battery_v\"")
+            && text.contains("{\"mode\":\"manual\",\"name\":\"DO2\",\"on\":true}"),
         "{text}"
     );
     assert!(

@@ -2,7 +2,9 @@
 //! with the python `ocpp` library and `websockets` (TLS 1.2 only, Basic
 //! auth, every frame recorded) supervises the EVCE's stations in `unique`
 //! mode; a python `ocpp` charge point joins the EVCE as a third station;
-//! the upstream is cut for one virtual hour while both stations charge.
+//! the upstream is cut for one virtual hour while both stations charge;
+//! the CSMS updates cs1's firmware through the EVCE (python's http.server
+//! serves the files; a random file is refused, a signed image installs).
 
 mod common;
 
@@ -72,6 +74,9 @@ class Csms(ChargePoint):
     @on(Action.meter_values)
     def on_meter(self, **kw):
         return call_result.MeterValues()
+    @on(Action.firmware_status_notification)
+    def on_firmware_status(self, **kw):
+        return call_result.FirmwareStatusNotification()
 
 def check(connection, request):
     cp = request.path.rstrip("/").rsplit("/", 1)[-1]
@@ -292,13 +297,20 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Inserts `table` into the `[[device]]` block of `id`.
+/// Puts `table` into the `[[device]]` block of `id`, in place of the
+/// block's own tables (the default site's `[device.evce]` with its
+/// supervision, cs2's `[device.charging_station]`).
 fn add_table(site: &str, id: &str, table: &str) -> String {
     let at = site
         .find(&format!("\nid = \"{id}\""))
         .unwrap_or_else(|| panic!("no device {id}"));
     let end = site[at..].find("[[device]]").map_or(site.len(), |i| at + i);
-    format!("{}{table}\n\n{}", &site[..end], &site[end..])
+    let own = ["\n[device.", "\n[[device."]
+        .iter()
+        .filter_map(|t| site[at..end].find(t).map(|i| at + i + 1))
+        .min()
+        .unwrap_or(end);
+    format!("{}{table}\n\n{}", &site[..own], &site[end..])
 }
 
 fn ocpp_of(site: &RunningSite, id: &str) -> Value {
@@ -711,6 +723,89 @@ authorization_key = "key-cs2-0001""#,
     let last = txs.last().unwrap();
     assert_eq!((last.0.as_str(), last.1), ("StopTransaction", cs2_tx));
     assert_eq!(last.2["reason"], "Remote");
+
+    // 6. Firmware update from the CSMS, relayed by the EVCE: cs1 fetches
+    //    the file over HTTP (python's http.server) from its own address; a
+    //    random file is refused (InstallationFailed), a signed image of the
+    //    station's family installs and cs1 boots again under its version.
+    let fw = dir.path().join("fw");
+    std::fs::create_dir(&fw).unwrap();
+    std::fs::write(fw.join("payload.bin"), b"station firmware 1.2").unwrap();
+    std::fs::write(fw.join("random.img"), [7u8; 300]).unwrap();
+    let key_file = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
+    let out = common::fieldtwin(&[
+        "firmware",
+        "sign",
+        "--key",
+        &key_file,
+        "--family",
+        "EVlink Pro AC",
+        "--version",
+        "001.002.000",
+        fw.join("payload.bin").to_str().unwrap(),
+        "-o",
+        fw.join("good.img").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let http_port = free_port();
+    let mut http = Command::new(python())
+        .args([
+            "-m",
+            "http.server",
+            &http_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(&fw)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python http.server");
+    let statuses = |csms: &Csms| -> Vec<String> {
+        csms.calls("cs1")
+            .into_iter()
+            .filter(|c| c.1 == "FirmwareStatusNotification")
+            .map(|c| c.2["status"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let update = |file: &str| {
+        serde_json::json!({"action": "UpdateFirmware", "payload": {
+            "location": format!("http://127.0.0.1:{http_port}/{file}"),
+            "retrieve_date": "2000-01-01T00:00:00Z", "retries": 3, "retry_interval": 1}})
+    };
+    // The server may take a moment to listen: the station retries.
+    assert_eq!(
+        csms.send("cs1", &update("random.img")),
+        serde_json::json!({})
+    );
+    wait("the random file refused", Duration::from_secs(30), || {
+        statuses(&csms).last().map(String::as_str) == Some("InstallationFailed")
+    });
+    let boots = csms.count("cs1", "BootNotification");
+    assert_eq!(csms.send("cs1", &update("good.img")), serde_json::json!({}));
+    wait(
+        "cs1 boots again under 001.002.000",
+        Duration::from_secs(30),
+        || {
+            csms.calls("cs1")
+                .iter()
+                .filter(|c| c.1 == "BootNotification")
+                .nth(boots)
+                .is_some_and(|c| c.2["firmwareVersion"] == "001.002.000")
+        },
+    );
+    let _ = http.kill();
+    let _ = http.wait();
+    let seen = statuses(&csms);
+    let tail: Vec<&str> = seen[seen.len() - 4..].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        ["Downloading", "Downloaded", "Installing", "Installed"],
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"InstallationFailed".to_string()), "{seen:?}");
+    assert_eq!(ocpp_of(&site, "cs1")["firmware"], "001.002.000");
     site.stop();
 }
 

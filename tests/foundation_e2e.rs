@@ -98,7 +98,8 @@ fn panel_server_slice() {
     // The control API lists every device of the site with its services.
     let list = site.get_json("/api/v1/devices");
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 7);
+    // ps1, meter-tcp, dl1, csms1, evce1, cs1, cs2, meter-ev.
+    assert_eq!(list.len(), 8);
     let ps = list.iter().find(|d| d["id"] == "ps1").unwrap();
     assert_eq!(ps["model"], "PAS600L");
     assert_eq!(ps["power"], "on");

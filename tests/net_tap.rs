@@ -371,9 +371,10 @@ fn lab_up_exec_down_manage_the_namespace() {
         "10.77.70.10",
     ]);
     assert!(ex.status.success(), "lab exec ping: {}", text(&ex));
+    // ps1, meter-tcp, dl1, csms1, evce1, cs1, cs2, meter-ev.
     assert_eq!(
         site.get_json("/api/v1/devices").as_array().unwrap().len(),
-        7
+        8
     );
     let fail = common::fieldtwin(&["lab", "exec", "--name", &name, "--", "false"]);
     assert!(
@@ -779,13 +780,15 @@ fn routed_lab_reaches_devices_through_one_neighbour_entry() {
     // Every device of the lab segment answers ping across the router.
     let devices = [
         "10.77.78.10",
-        "10.77.78.20",
-        // The charging stations: the router first heard them ask for the
-        // EVCE, which taught them nothing of the router (see
+        // The EVCE and the charging stations: the router first heard them
+        // ask for another device (the stations for the EVCE, the EVCE for
+        // its CSMS), which taught them nothing of the router (see
         // router::a_device_heard_asking_for_another_is_taught...).
+        "10.77.78.20",
         "10.77.78.21",
         "10.77.78.22",
         "10.77.78.23",
+        "10.77.78.24",
         "10.77.78.30",
         // The Panel Server's ETH2 and the Modbus TCP meter, on the OT segment.
         "10.77.79.1",

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::datalog::{self, advance, check_rows, failures, publications, stats};
 use common::{RunningSite, free_port, site_text};
 
 const RECEIVER: &str = r#""""HTTPS receiver of Panel Server publications for tests/ps_datalog.rs.
@@ -235,13 +236,10 @@ fn received(out: &Path) -> (BTreeMap<String, Vec<String>>, usize, usize) {
         .collect();
     // Publication time is part of the name: sort by it.
     names.sort_by_key(|n| {
-        let stem = n.trim_end_matches(".dup").trim_end_matches(".csv");
-        let ts = stem
-            .rsplit('_')
-            .find(|p| p.len() == 17 && p.bytes().all(|b| b.is_ascii_digit()))
-            .unwrap_or("")
-            .to_string();
-        (ts, n.clone())
+        (
+            datalog::publication_stamp(n).unwrap_or("").to_string(),
+            n.clone(),
+        )
     });
     let dups = names.iter().filter(|n| n.ends_with(".dup")).count();
     let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -249,91 +247,10 @@ fn received(out: &Path) -> (BTreeMap<String, Vec<String>>, usize, usize) {
         let text = std::fs::read_to_string(out.join(n)).unwrap();
         let lines: Vec<&str> = text.split("\r\n").collect();
         assert!(lines.len() > 8, "{n}: too short: {text:?}");
-        assert!(
-            lines[0].starts_with("Gateway Name,Gateway SN,Gateway IP Address,Gateway MAC Address,Device Name,Device Local ID,Device Type ID,Device Type Name,Logging Interval,Historical Intervals"),
-            "{n}: row 1 {:?}",
-            lines[0]
-        );
-        let row2: Vec<&str> = lines[1].split(',').collect();
-        assert_eq!(row2[8], "10", "{n}: logging interval");
-        let data: Vec<&str> = lines[7..]
-            .iter()
-            .copied()
-            .filter(|l| !l.is_empty())
-            .collect();
-        assert_eq!(row2[9], data.len().to_string(), "{n}: historical intervals");
         assert_eq!(lines[2], "");
-        assert!(lines[3].starts_with(",,,Topic ID1"), "{n}: {:?}", lines[3]);
-        assert!(
-            lines[6].starts_with("Error,UTC Offset (minutes),Local Time Stamp,"),
-            "{n}"
-        );
-        // One day per file.
-        let days: std::collections::BTreeSet<&str> = data
-            .iter()
-            .map(|l| &l.split(',').nth(2).unwrap()[..10])
-            .collect();
-        assert_eq!(days.len(), 1, "{n}: more than one day");
-        let device = row2[4].to_string();
-        assert!(
-            n.contains(&format!("_{device}_")),
-            "{n} does not name {device}"
-        );
-        rows.entry(device)
-            .or_default()
-            .extend(data.iter().map(|l| l.to_string()));
+        datalog::add_file(&mut rows, n, &text);
     }
     (rows, names.len(), dups)
-}
-
-fn stats(site: &RunningSite) -> serde_json::Value {
-    site.get_json("/api/v1/devices/ps1")["details"]["extra"]["datalog"].clone()
-}
-
-fn advance(site: &RunningSite, secs: u64) {
-    let r = site.post_json("/api/v1/clock", &format!("{{\"advance_s\": {secs}}}"));
-    assert!(r.is_object(), "advance: {r}");
-}
-
-/// Every device's rows are 10 minutes apart, each once, as many as logged.
-fn check_rows(site: &RunningSite, rows: &BTreeMap<String, Vec<String>>) -> u64 {
-    let st = stats(site);
-    let mut total = 0;
-    for (dev, c) in st["devices"].as_object().unwrap() {
-        let head = c["head"].as_u64().unwrap();
-        let got = rows.get(dev).map_or(&[][..], |v| v.as_slice());
-        assert_eq!(got.len() as u64, head, "{dev}: rows received vs logged");
-        assert_eq!(c["published"].as_u64(), Some(head), "{dev}: all published");
-        let times: Vec<chrono::NaiveDateTime> = got
-            .iter()
-            .map(|l| {
-                chrono::NaiveDateTime::parse_from_str(
-                    l.split(',').nth(2).unwrap(),
-                    "%Y-%m-%d %H:%M:%S",
-                )
-                .unwrap()
-            })
-            .collect();
-        for w in times.windows(2) {
-            let d = (w[1] - w[0]).num_seconds();
-            assert!(
-                (599..=601).contains(&d),
-                "{dev}: gap or duplicate between {w:?}"
-            );
-        }
-        for l in got {
-            let f: Vec<&str> = l.split(',').collect();
-            assert!(f[0] == "0" || f[0] == "19", "{dev}: error flag {l}");
-            if f[0] == "0" {
-                assert!(
-                    f[3..].iter().all(|v| v.parse::<f64>().is_ok()),
-                    "{dev}: {l}"
-                );
-            }
-        }
-        total += head;
-    }
-    total
 }
 
 #[test]
@@ -364,8 +281,6 @@ fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
         "the default Panel Server logs its 6 field devices"
     );
 
-    let publications = |s: &RunningSite| stats(s)["stats"]["publications"].as_u64().unwrap_or(0);
-    let failures = |s: &RunningSite| stats(s)["stats"]["failures"].as_u64().unwrap_or(0);
     let started = std::time::Instant::now();
     for h in 1..=24u64 {
         advance(&site, 3600);
@@ -391,25 +306,9 @@ fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
 
     // The receiver goes away for 6 hours: each publication fails, the rows wait.
     drop(receiver.take());
-    let failed0 = failures(&site);
-    for h in 1..=6u64 {
-        advance(&site, 3600);
-        site.wait_until(Duration::from_secs(30), || failures(&site) == failed0 + h);
-        if h == 3 {
-            // A power cycle in the middle of the outage: the unpublished
-            // rows are in NV memory and stay there.
-            let before = stats(&site)["devices"].clone();
-            site.post_json("/api/v1/devices/ps1/power", r#"{"action":"cycle"}"#);
-            site.wait_until(Duration::from_secs(30), || {
-                site.get_json("/api/v1/devices/ps1")["power"] == "on"
-            });
-            assert_eq!(
-                stats(&site)["devices"],
-                before,
-                "the log survives the power cycle"
-            );
-        }
-    }
+    // A power cycle in the middle of the outage: the unpublished rows are in
+    // NV memory and stay there.
+    datalog::six_failed_hours_with_a_power_cycle(&site);
     assert_eq!(publications(&site), 24);
     receiver = Some(Receiver::start(dir.path(), "127.0.0.1", port, &out, None));
     advance(&site, 3600);
@@ -863,8 +762,6 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
         audits.len(),
         "the same configuration again is no change"
     );
-    let publications = |s: &RunningSite| stats(s)["stats"]["publications"].as_u64().unwrap_or(0);
-    let failures = |s: &RunningSite| stats(s)["stats"]["failures"].as_u64().unwrap_or(0);
     for h in 1..=2u64 {
         advance(&site, 3600);
         site.wait_until(Duration::from_secs(30), || publications(&site) == h);

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::datalog::{self, advance, check_rows, failures, publications, stats};
 use common::{RunningSite, free_port, site_text};
 
 const SMTP_SERVER: &str = r#""""SMTP server for tests/ps_sftp.rs (aiosmtpd).
@@ -304,10 +305,7 @@ fn received(out: &Path) -> (BTreeMap<String, Vec<String>>, usize) {
     let mut names = all;
     // The publication time is part of the name: sort by it.
     names.sort_by_key(|n| {
-        let ts = n
-            .trim_end_matches(".csv")
-            .rsplit('_')
-            .find(|p| p.len() == 17 && p.bytes().all(|b| b.is_ascii_digit()))
+        let ts = datalog::publication_stamp(n)
             .unwrap_or_else(|| panic!("{n}: no yyyyMMddHHmmssSSS time stamp in the name"))
             .to_string();
         (ts, n.clone())
@@ -315,96 +313,14 @@ fn received(out: &Path) -> (BTreeMap<String, Vec<String>>, usize) {
     let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for n in &names {
         let text = std::fs::read_to_string(out.join(n)).unwrap();
-        let lines: Vec<&str> = text.split("\r\n").collect();
-        assert!(
-            lines[0].starts_with("Gateway Name,Gateway SN,Gateway IP Address,Gateway MAC Address,Device Name,Device Local ID,Device Type ID,Device Type Name,Logging Interval,Historical Intervals"),
-            "{n}: row 1 {:?}",
-            lines[0]
-        );
-        let row2: Vec<&str> = lines[1].split(',').collect();
+        let row2 = datalog::add_file(&mut rows, n, &text);
         assert!(
             row2[0].starts_with("EcoStruxure Panel Server "),
             "{n}: gateway name {:?}",
             row2[0]
         );
-        assert_eq!(row2[8], "10", "{n}: logging interval");
-        assert!(lines[3].starts_with(",,,Topic ID1"), "{n}: {:?}", lines[3]);
-        assert!(
-            lines[6].starts_with("Error,UTC Offset (minutes),Local Time Stamp,"),
-            "{n}"
-        );
-        let data: Vec<&str> = lines[7..]
-            .iter()
-            .copied()
-            .filter(|l| !l.is_empty())
-            .collect();
-        assert_eq!(row2[9], data.len().to_string(), "{n}: historical intervals");
-        let days: std::collections::BTreeSet<&str> = data
-            .iter()
-            .map(|l| &l.split(',').nth(2).unwrap()[..10])
-            .collect();
-        assert_eq!(days.len(), 1, "{n}: one day per file");
-        let device = row2[4].to_string();
-        assert!(
-            n.contains(&format!("_{device}_")),
-            "{n} does not name {device}"
-        );
-        rows.entry(device)
-            .or_default()
-            .extend(data.iter().map(|l| l.to_string()));
     }
     (rows, names.len())
-}
-
-fn stats(site: &RunningSite) -> serde_json::Value {
-    site.get_json("/api/v1/devices/ps1")["details"]["extra"]["datalog"].clone()
-}
-
-fn advance(site: &RunningSite, secs: u64) {
-    let r = site.post_json("/api/v1/clock", &format!("{{\"advance_s\": {secs}}}"));
-    assert!(r.is_object(), "advance: {r}");
-}
-
-/// Every device's rows: as many as it logged, each once, 10 minutes
-/// apart, flags and values well formed. Returns the total.
-fn check_rows(site: &RunningSite, rows: &BTreeMap<String, Vec<String>>) -> u64 {
-    let st = stats(site);
-    let mut total = 0;
-    for (dev, c) in st["devices"].as_object().unwrap() {
-        let head = c["head"].as_u64().unwrap();
-        let got = rows.get(dev).map_or(&[][..], |v| v.as_slice());
-        assert_eq!(got.len() as u64, head, "{dev}: rows received vs logged");
-        assert_eq!(c["published"].as_u64(), Some(head), "{dev}: all published");
-        let times: Vec<chrono::NaiveDateTime> = got
-            .iter()
-            .map(|l| {
-                chrono::NaiveDateTime::parse_from_str(
-                    l.split(',').nth(2).unwrap(),
-                    "%Y-%m-%d %H:%M:%S",
-                )
-                .unwrap()
-            })
-            .collect();
-        for w in times.windows(2) {
-            let d = (w[1] - w[0]).num_seconds();
-            assert!(
-                (599..=601).contains(&d),
-                "{dev}: gap or duplicate between {w:?}"
-            );
-        }
-        for l in got {
-            let f: Vec<&str> = l.split(',').collect();
-            assert!(f[0] == "0" || f[0] == "19", "{dev}: error flag {l}");
-            if f[0] == "0" {
-                assert!(
-                    f[3..].iter().all(|v| v.parse::<f64>().is_ok()),
-                    "{dev}: {l}"
-                );
-            }
-        }
-        total += head;
-    }
-    total
 }
 
 /// The device's JSON API (HTTPS on its own address). Each call logs in
@@ -536,8 +452,6 @@ fn sftp_publication_to_openssh_outage_power_cycle_and_host_key_change() {
     let api = DeviceApi::new(&site, "127.77.190.10");
 
     // --- 24 hours, logging every 10 min, publication every hour ---
-    let publications = |s: &RunningSite| stats(s)["stats"]["publications"].as_u64().unwrap_or(0);
-    let failures = |s: &RunningSite| stats(s)["stats"]["failures"].as_u64().unwrap_or(0);
     let day = Instant::now();
     for h in 1..=24u64 {
         advance(&site, 3600);
@@ -639,23 +553,7 @@ fn sftp_publication_to_openssh_outage_power_cycle_and_host_key_change() {
 
     // --- the server away for 6 hours, a power cycle in the middle ---
     drop(server.take());
-    let failed0 = failures(&site);
-    for h in 1..=6u64 {
-        advance(&site, 3600);
-        site.wait_until(Duration::from_secs(30), || failures(&site) == failed0 + h);
-        if h == 3 {
-            let before = stats(&site)["devices"].clone();
-            site.post_json("/api/v1/devices/ps1/power", r#"{"action":"cycle"}"#);
-            site.wait_until(Duration::from_secs(30), || {
-                site.get_json("/api/v1/devices/ps1")["power"] == "on"
-            });
-            assert_eq!(
-                stats(&site)["devices"],
-                before,
-                "the log survives the power cycle"
-            );
-        }
-    }
+    let failed0 = datalog::six_failed_hours_with_a_power_cycle(&site);
     assert_eq!(publications(&site), 25);
     server = Some(sshd.start());
     advance(&site, 3600);

@@ -184,6 +184,45 @@ pub enum Attack {
     },
     /// Opens a TCP connection and goes silent: no data, no FIN, no RST.
     HalfOpen { target: String, port: u16 },
+    /// Connects to an OCPP-J server (an EV Charging Expert's plain port,
+    /// 8887 by default) as charge point `box_id`, with HTTP Basic auth if
+    /// `authorization_key` is given; if admitted, sends a BootNotification.
+    OcppConnect {
+        target: String,
+        box_id: String,
+        #[serde(default)]
+        authorization_key: Option<String>,
+        #[serde(default = "default_ocpp_port")]
+        port: u16,
+    },
+    /// Starts (or restarts) a man-in-the-middle relay of OCPP-J on the
+    /// Workstation: it listens on 8887 (`ws://`) and 8443 (`wss://`, its own
+    /// self-signed certificate) and relays every charge point that connects
+    /// to it to the OCPP server of `target` (same port kind), reading
+    /// everything and multiplying the energy and power of MeterValues (and
+    /// the meterStop of StopTransaction) by `factor` (default 0.5). With
+    /// `spoof_source` (a device id) its connections to `target` leave from
+    /// that device's address, as an on-path (ARP-spoofing) attacker's do;
+    /// without it they leave from the Workstation's own. Runs in the
+    /// background until `ocpp_mitm_stop` or the Workstation loses power;
+    /// what it saw is in the Workstation's details (`mitm`).
+    OcppMitm {
+        target: String,
+        #[serde(default)]
+        spoof_source: Option<String>,
+        #[serde(default = "default_factor")]
+        factor: f64,
+    },
+    /// Stops the Workstation's OCPP relay.
+    OcppMitmStop {},
+}
+
+fn default_ocpp_port() -> u16 {
+    8887
+}
+
+fn default_factor() -> f64 {
+    0.5
 }
 
 impl Attack {
@@ -198,6 +237,9 @@ impl Attack {
             Attack::PortScan { .. } => "port_scan",
             Attack::Replay { .. } => "replay",
             Attack::HalfOpen { .. } => "half_open",
+            Attack::OcppConnect { .. } => "ocpp_connect",
+            Attack::OcppMitm { .. } => "ocpp_mitm",
+            Attack::OcppMitmStop { .. } => "ocpp_mitm_stop",
         }
     }
 }
@@ -291,6 +333,26 @@ pub enum AttackResult {
         /// Half-open connections this Workstation now holds.
         held: usize,
     },
+    OcppConnect {
+        /// HTTP status of the WebSocket handshake (101: admitted).
+        status: u16,
+        admitted: bool,
+        /// The server's reason when it refused.
+        message: Option<String>,
+        /// The BootNotification answer's status, if admitted.
+        boot_status: Option<String>,
+    },
+    OcppMitm {
+        /// Where charge points must be pointed (`ws://` and `wss://` URLs).
+        listening: Vec<String>,
+        /// The address its relayed connections leave from.
+        upstream_source: String,
+    },
+    OcppMitmStop {
+        /// Messages relayed and MeterValues tampered while it ran.
+        relayed: u64,
+        tampered: u64,
+    },
 }
 
 /// The answer to an attack.
@@ -321,6 +383,10 @@ pub struct TargetInfo {
 pub struct AttackEnv {
     /// Every device by id.
     pub devices: BTreeMap<String, TargetInfo>,
+    /// Every device's first interface, by id: an on-path attack sends
+    /// with a victim's source address through it (see
+    /// [`Attack::OcppMitm`]).
+    pub stacks: BTreeMap<String, Arc<dyn crate::net::Stack>>,
     /// The switch fabric (TAP mode), for replays.
     pub network: Option<Arc<Network>>,
 }

@@ -192,6 +192,20 @@ pub enum Command {
         #[serde(default)]
         generation: Option<u8>,
     },
+    /// Starts (`on: true`, writing pcap to `path`, link type 251
+    /// BLUETOOTH_LE_LL) or stops the BLE sniffer of the site's air: every
+    /// BLE packet (a Data Logger's advertising, connections, secure-channel
+    /// frames, slams), stamped with virtual time. Answers the radio status;
+    /// a `ble_sniffer` event says what was written.
+    BleSniffer {
+        #[serde(default)]
+        path: Option<String>,
+        on: bool,
+    },
+    /// The carrier NATs the Data Loggers' sessions cross in TAP mode:
+    /// pools, live translations, counters (docs/datalogger.md "Carrier
+    /// NAT"). Host mode has none (400).
+    CarrierNat,
     // --- EV charging (issue 11; docs/ev-charging.md) ---
     /// An EV is plugged into `connector` of charging station `device`;
     /// `id_tag` presents a badge at the same time.
@@ -229,6 +243,15 @@ pub enum Command {
         device: String,
         #[serde(default)]
         kw: Option<f64>,
+    },
+    /// Repoints charging station `device` to the central system at `url`
+    /// (`ws://` or `wss://`, the box id is appended), as a rogue DHCP/DNS
+    /// answer or a tampered configuration would; `url` null: back to the
+    /// site file's. The station drops its link and connects there at once.
+    OcppUrl {
+        device: String,
+        #[serde(default)]
+        url: Option<String>,
     },
     // --- Wi-Fi (issue 10; docs/control-api.md "Wi-Fi") ---
     /// A station (`host`, the lab's client, by default; or a device id)
@@ -433,6 +456,14 @@ pub enum Reply {
     Wifi(WifiStatus),
     /// What a person at a local port (USB, BLE) saw.
     Local(Box<Transcript>),
+    /// The carrier NATs (TAP mode).
+    Carriers(CarrierReport),
+}
+
+/// The answer of the `carrier_nat` command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CarrierReport {
+    pub carriers: Vec<crate::net::nat::CarrierStatus>,
 }
 
 /// Why a command failed.
@@ -635,6 +666,42 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 generation,
             },
         ),
+        Command::CarrierNat => match rt.network() {
+            None => Err(CommandError::BadRequest(
+                "the carrier NAT node is on the TAP-mode switch; in host mode each session of a \
+                 Data Logger leaves from an address of its loopback pool 127.78.S.2-251"
+                    .into(),
+            )),
+            Some(net) => Ok(Reply::Carriers(CarrierReport {
+                carriers: net
+                    .carriers()
+                    .into_iter()
+                    .map(|(segment, _, link)| link.status(&segment))
+                    .collect(),
+            })),
+        },
+        Command::BleSniffer { path, on } => {
+            let air = rt.radio();
+            let message = if on {
+                let path = path.ok_or_else(|| {
+                    CommandError::BadRequest(
+                        "a BLE sniffer needs \"path\": the pcap file to write".into(),
+                    )
+                })?;
+                air.ble()
+                    .start_sniffer(std::path::Path::new(&path))
+                    .map_err(CommandError::BadRequest)?;
+                format!("BLE sniffer -> {path}")
+            } else {
+                let info = air.ble().stop_sniffer().map_err(CommandError::BadRequest)?;
+                format!(
+                    "BLE sniffer stopped: {} packets in {}",
+                    info.packets, info.path
+                )
+            };
+            radio_event(rt, "ble_sniffer", message);
+            Ok(Reply::Radio(Box::new(air.status())))
+        }
         Command::Jammer {
             id,
             position,
@@ -838,6 +905,9 @@ pub async fn execute(rt: &Runtime, cmd: Command) -> Result<Reply, CommandError> 
                 )));
             }
             model_command(rt, &device, ModelCommand::SiteLimit { kw })
+        }
+        Command::OcppUrl { device, url } => {
+            model_command(rt, &device, ModelCommand::OcppUrl { url })
         }
     }
 }

@@ -215,6 +215,9 @@ pub enum ModelCommand {
     /// An EVCE's load-management limit on the site meter, kW (`None`: no
     /// load management).
     SiteLimit { kw: Option<f64> },
+    /// A charging station's central-system URL is repointed (`None`: back
+    /// to the configured one).
+    OcppUrl { url: Option<String> },
 }
 
 impl ModelCommand {
@@ -225,6 +228,7 @@ impl ModelCommand {
             ModelCommand::Badge { .. } => "badge",
             ModelCommand::Upstream { .. } => "ocpp_upstream",
             ModelCommand::SiteLimit { .. } => "site_limit",
+            ModelCommand::OcppUrl { .. } => "ocpp_url",
         }
     }
 }
@@ -1053,8 +1057,18 @@ impl Runtime {
                 )
             })
             .collect();
+        let stacks = slots
+            .iter()
+            .filter_map(|(id, s)| {
+                s.interfaces
+                    .get("eth1")
+                    .or_else(|| s.interfaces.values().next())
+                    .map(|st| (id.clone(), st.clone()))
+            })
+            .collect();
         AttackEnv {
             devices,
+            stacks,
             network: self.network.clone(),
         }
     }
@@ -1111,6 +1125,13 @@ impl Runtime {
             }
         }
         used.insert(site.network.host_address, "the host side".into());
+        if let Some(net) = &self.network {
+            for (seg, pool, _) in net.carriers() {
+                for ip in pool {
+                    used.insert(ip, format!("the carrier NAT pool of segment {seg}"));
+                }
+            }
+        }
         used.extend(
             self.added
                 .lock()

@@ -11,6 +11,7 @@
 //! - [`scenario_api`]: wire types of the control API's scenario endpoints.
 //! - [`site`]: the site file.
 //! - [`wifi`]: Wi-Fi access points and associations.
+//! - [`tls_client`]: the any-certificate TLS client of attacks, scenarios and tests.
 
 pub mod attack;
 pub mod clock;
@@ -22,4 +23,5 @@ pub mod radio;
 pub mod scenario_api;
 pub mod site;
 pub mod storage;
+pub mod tls_client;
 pub mod wifi;

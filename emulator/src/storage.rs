@@ -24,6 +24,11 @@
 //!   by it. The `*_async` variants wait for the flush on the blocking pool
 //!   instead. A temporary store (no `--state`) is removed at exit, so it is
 //!   never flushed: nothing could read it back.
+//! - Readers see committed values only: while a write of a namespace is
+//!   being flushed, every read of that namespace (through any [`Nv`] handle
+//!   on it: values, large values, logs) sees what the key held when it was
+//!   last committed, never the new value that the flush has not yet made
+//!   durable ([`InFlight`]). A write's own caller sees it once it returns.
 //! - [`Nv::put_batch`] writes several small values atomically (after a power
 //!   cut either all of them or none are there) with one flush: a device that
 //!   stores many records at once (a logger catching up) pays one flush, not
@@ -33,7 +38,7 @@
 //! - The site clock is saved under its own namespace ([`Store::save_clock`]);
 //!   [`Store::saved_clock`] is what the directory held when it was opened.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,6 +103,106 @@ struct Files {
     _temp: Option<tempfile::TempDir>,
     /// The clock saved last (a save never goes back in time).
     last_clock: std::sync::Mutex<Option<SavedClock>>,
+    /// The writes being flushed, per namespace (shared by its handles).
+    in_flight: std::sync::Mutex<HashMap<String, Arc<std::sync::Mutex<InFlight>>>>,
+}
+
+/// The committed value of a key that a write has changed but not yet
+/// flushed, and how many such writes there are.
+struct Shadow {
+    committed: Option<sled::IVec>,
+    /// The write whose value `committed` is (0: the value before them).
+    committed_by: u64,
+    writers: usize,
+}
+
+/// The writes of one namespace applied to sled but not yet flushed: sled
+/// shows a change to its readers as soon as it is applied, before the
+/// flush that makes it durable returns. Writers register their keys here
+/// before applying and leave after flushing, both under this lock, and
+/// readers read under it, so they see [`Shadow::committed`] for those keys.
+#[derive(Default)]
+struct InFlight {
+    /// Number of the last write begun.
+    last: u64,
+    keys: HashMap<Vec<u8>, Shadow>,
+}
+
+/// A change to one key: its new value (`None`: removed).
+type Change = (Vec<u8>, Option<sled::IVec>);
+
+impl InFlight {
+    /// Registers a write of `changes` (before it is applied to `tree`);
+    /// returns its number.
+    fn begin(&mut self, tree: &sled::Tree, changes: &[Change]) -> Result<u64, StorageError> {
+        self.last += 1;
+        for (k, _) in changes {
+            match self.keys.get_mut(k) {
+                Some(s) => s.writers += 1,
+                None => {
+                    let committed = tree.get(k)?;
+                    self.keys.insert(
+                        k.clone(),
+                        Shadow {
+                            committed,
+                            committed_by: 0,
+                            writers: 1,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(self.last)
+    }
+
+    /// Ends write `n`: its values are committed (`durable`) or it failed.
+    fn end(&mut self, changes: &[Change], n: u64, durable: bool) {
+        for (k, v) in changes {
+            let Some(s) = self.keys.get_mut(k) else {
+                continue;
+            };
+            s.writers -= 1;
+            if s.writers == 0 {
+                self.keys.remove(k);
+            } else if durable && n >= s.committed_by {
+                s.committed = v.clone();
+                s.committed_by = n;
+            }
+        }
+    }
+
+    /// What a reader sees of `key`.
+    fn view(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<sled::IVec>, StorageError> {
+        match self.keys.get(key) {
+            Some(s) => Ok(s.committed.clone()),
+            None => Ok(tree.get(key)?),
+        }
+    }
+
+    /// Replaces, in `entries` read from `tree` under `prefix`, the keys
+    /// being written by their committed values; keys at or above `from`
+    /// only (`None`: all).
+    fn overlay(
+        &self,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        entries: &mut BTreeMap<Vec<u8>, sled::IVec>,
+    ) {
+        for (k, s) in &self.keys {
+            if !k.starts_with(prefix) || from.is_some_and(|f| k.as_slice() < f) {
+                continue;
+            }
+            match &s.committed {
+                Some(v) => entries.insert(k.clone(), v.clone()),
+                None => entries.remove(k),
+            };
+        }
+    }
+
+    /// How many keys under `prefix` are being written.
+    fn count(&self, prefix: &[u8]) -> usize {
+        self.keys.keys().filter(|k| k.starts_with(prefix)).count()
+    }
 }
 
 /// The process-wide store.
@@ -189,6 +294,7 @@ impl Store {
                 durable: temp.is_none(),
                 _temp: temp,
                 last_clock: std::sync::Mutex::new(saved_clock),
+                in_flight: Default::default(),
             }),
             saved_clock,
         };
@@ -204,10 +310,19 @@ impl Store {
     /// The namespace of device `id`.
     pub fn device(&self, id: &str) -> Result<Nv, StorageError> {
         let name = format!("device/{id}");
+        let in_flight = self
+            .files
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_default()
+            .clone();
         Ok(Nv {
             tree: self.db.open_tree(&name)?,
             files: self.files.clone(),
             file_prefix: hex(name.as_bytes()),
+            in_flight,
         })
     }
 
@@ -322,6 +437,8 @@ pub struct Nv {
     files: Arc<Files>,
     /// Hex of the namespace name: prefix of its large-value files.
     file_prefix: String,
+    /// The namespace's writes being flushed.
+    in_flight: Arc<std::sync::Mutex<InFlight>>,
 }
 
 impl std::fmt::Debug for Nv {
@@ -345,8 +462,78 @@ fn large_ref_key(key: &str) -> String {
 }
 
 impl Nv {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `changes` with `apply` and flushes them; readers see the
+    /// keys' committed values until the flush has returned.
+    fn write(
+        &self,
+        changes: &[Change],
+        apply: impl FnOnce() -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let n = {
+            let mut f = self.in_flight();
+            let n = f.begin(&self.tree, changes)?;
+            if let Err(e) = apply() {
+                f.end(changes, n, false);
+                return Err(e);
+            }
+            n
+        };
+        let r = self.commit();
+        self.in_flight().end(changes, n, r.is_ok());
+        r
+    }
+
+    /// Entries under `prefix` as readers see them, newest `tail` only if set.
+    fn scan_visible(
+        &self,
+        prefix: &[u8],
+        tail: Option<usize>,
+    ) -> Result<Vec<sled::IVec>, StorageError> {
+        let f = self.in_flight();
+        let scan = self.tree.scan_prefix(prefix);
+        let mut entries = BTreeMap::new();
+        let from = match tail {
+            None => {
+                for item in scan {
+                    let (k, v) = item?;
+                    entries.insert(k.to_vec(), v);
+                }
+                None
+            }
+            Some(n) => {
+                // Writes in flight hide at most as many newer entries as
+                // they touch: read that many more.
+                let want = n + f.count(prefix);
+                for item in scan.rev().take(want) {
+                    let (k, v) = item?;
+                    entries.insert(k.to_vec(), v);
+                }
+                (entries.len() == want)
+                    .then(|| entries.keys().next().cloned())
+                    .flatten()
+            }
+        };
+        f.overlay(prefix, from.as_deref(), &mut entries);
+        drop(f);
+        let mut values: Vec<sled::IVec> = entries.into_values().collect();
+        if let Some(n) = tail {
+            values.drain(..values.len().saturating_sub(n));
+        }
+        Ok(values)
+    }
+
     /// Makes every write so far durable (see the module contract).
     fn commit(&self) -> Result<(), StorageError> {
+        #[cfg(test)]
+        tests::BEFORE_FLUSH.with(|h| {
+            if let Some(f) = &*h.borrow() {
+                f();
+            }
+        });
         if self.files.durable {
             blocking(|| self.tree.flush())?;
         }
@@ -401,10 +588,14 @@ impl Nv {
 
     /// Raw bytes of `key` (firmware images and other blobs).
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        if let Some(v) = self.tree.get(key)? {
-            return Ok(Some(v.to_vec()));
-        }
-        let Some(r) = self.large_ref(key)? else {
+        let large = {
+            let f = self.in_flight();
+            if let Some(v) = f.view(&self.tree, key.as_bytes())? {
+                return Ok(Some(v.to_vec()));
+            }
+            f.view(&self.tree, large_ref_key(key).as_bytes())?
+        };
+        let Some(r) = large.and_then(|v| serde_json::from_slice::<LargeRef>(&v).ok()) else {
             return Ok(None);
         };
         let path = self.files.dir.join(&r.file);
@@ -423,11 +614,17 @@ impl Nv {
     pub fn put_raw(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let old = self.large_ref(key)?;
         if bytes.len() < LARGE_VALUE {
-            self.tree.insert(key, bytes)?;
+            let mut changes = vec![(key.as_bytes().to_vec(), Some(bytes.into()))];
             if old.is_some() {
-                self.tree.remove(large_ref_key(key))?;
+                changes.push((large_ref_key(key).into_bytes(), None));
             }
-            self.commit()?;
+            self.write(&changes, || {
+                self.tree.insert(key, bytes)?;
+                if old.is_some() {
+                    self.tree.remove(large_ref_key(key))?;
+                }
+                Ok(())
+            })?;
         } else {
             let file = self.write_large_file(key, bytes)?;
             let r = serde_json::to_vec(&LargeRef {
@@ -438,9 +635,15 @@ impl Nv {
                 key: key.to_string(),
                 cause,
             })?;
-            self.tree.insert(large_ref_key(key), r)?;
-            self.tree.remove(key)?;
-            self.commit()?;
+            let changes = [
+                (large_ref_key(key).into_bytes(), Some(r.as_slice().into())),
+                (key.as_bytes().to_vec(), None),
+            ];
+            self.write(&changes, || {
+                self.tree.insert(large_ref_key(key), r.as_slice())?;
+                self.tree.remove(key)?;
+                Ok(())
+            })?;
         }
         if let Some(old) = old {
             let _ = std::fs::remove_file(self.files.dir.join(old.file));
@@ -459,16 +662,18 @@ impl Nv {
             });
         }
         let mut batch = sled::Batch::default();
+        let mut changes = Vec::new();
         let mut old_files = Vec::new();
         for (key, bytes) in entries {
             if let Some(old) = self.large_ref(key)? {
                 batch.remove(large_ref_key(key).as_bytes());
+                changes.push((large_ref_key(key).into_bytes(), None));
                 old_files.push(old.file);
             }
             batch.insert(key.as_bytes(), *bytes);
+            changes.push((key.as_bytes().to_vec(), Some((*bytes).into())));
         }
-        self.tree.apply_batch(batch)?;
-        self.commit()?;
+        self.write(&changes, || Ok(self.tree.apply_batch(batch)?))?;
         for f in old_files {
             let _ = std::fs::remove_file(self.files.dir.join(f));
         }
@@ -506,9 +711,15 @@ impl Nv {
     /// Removes `key` and flushes.
     pub fn remove(&self, key: &str) -> Result<(), StorageError> {
         let old = self.large_ref(key)?;
-        self.tree.remove(key)?;
-        self.tree.remove(large_ref_key(key))?;
-        self.commit()?;
+        let changes = [
+            (key.as_bytes().to_vec(), None),
+            (large_ref_key(key).into_bytes(), None),
+        ];
+        self.write(&changes, || {
+            self.tree.remove(key)?;
+            self.tree.remove(large_ref_key(key))?;
+            Ok(())
+        })?;
         if let Some(old) = old {
             let _ = std::fs::remove_file(self.files.dir.join(old.file));
         }
@@ -538,13 +749,18 @@ impl Nv {
         // compare-and-swap on the new key retries if another writer took it.
         loop {
             let seq = self.next_seq(log)?;
-            let cas = self.tree.compare_and_swap(
-                log_key(log, seq),
-                None as Option<&[u8]>,
-                Some(bytes.clone()),
-            )?;
-            if cas.is_ok() {
-                self.commit()?;
+            let changes = [(log_key(log, seq), Some(bytes.as_slice().into()))];
+            let taken = std::cell::Cell::new(false);
+            self.write(&changes, || {
+                let cas = self.tree.compare_and_swap(
+                    log_key(log, seq),
+                    None as Option<&[u8]>,
+                    Some(bytes.clone()),
+                )?;
+                taken.set(cas.is_err());
+                Ok(())
+            })?;
+            if !taken.get() {
                 return Ok(seq);
             }
         }
@@ -552,11 +768,9 @@ impl Nv {
 
     /// Every entry of log `log`, oldest first.
     pub fn read_log<T: DeserializeOwned>(&self, log: &str) -> Result<Vec<T>, StorageError> {
-        self.tree
-            .scan_prefix(format!("{LOG_PREFIX}{log}/"))
-            .values()
+        self.scan_visible(format!("{LOG_PREFIX}{log}/").as_bytes(), None)?
+            .into_iter()
             .map(|v| {
-                let v = v?;
                 serde_json::from_slice(&v).map_err(|cause| StorageError::Corrupt {
                     key: format!("{LOG_PREFIX}{log}"),
                     cause,
@@ -571,22 +785,15 @@ impl Nv {
         log: &str,
         n: usize,
     ) -> Result<Vec<T>, StorageError> {
-        let mut tail = self
-            .tree
-            .scan_prefix(format!("{LOG_PREFIX}{log}/"))
-            .values()
-            .rev()
-            .take(n)
+        self.scan_visible(format!("{LOG_PREFIX}{log}/").as_bytes(), Some(n))?
+            .into_iter()
             .map(|v| {
-                let v = v?;
                 serde_json::from_slice(&v).map_err(|cause| StorageError::Corrupt {
                     key: format!("{LOG_PREFIX}{log}"),
                     cause,
                 })
             })
-            .collect::<Result<Vec<T>, _>>()?;
-        tail.reverse();
-        Ok(tail)
+            .collect()
     }
 
     /// Drops the oldest entries of log `log` so at most `keep` remain.
@@ -596,10 +803,17 @@ impl Nv {
             .scan_prefix(format!("{LOG_PREFIX}{log}/"))
             .keys()
             .collect::<Result<_, _>>()?;
-        for k in keys.iter().take(keys.len().saturating_sub(keep)) {
-            self.tree.remove(k)?;
-        }
-        self.commit()
+        let changes: Vec<Change> = keys
+            .iter()
+            .take(keys.len().saturating_sub(keep))
+            .map(|k| (k.to_vec(), None))
+            .collect();
+        self.write(&changes, || {
+            for (k, _) in &changes {
+                self.tree.remove(k)?;
+            }
+            Ok(())
+        })
     }
 
     /// Erases the whole namespace (factory reset).
@@ -610,20 +824,26 @@ impl Nv {
     /// Erases the namespace except the keys in `keep`.
     pub fn wipe_except(&self, keep: &[&str]) -> Result<(), StorageError> {
         let keys: Vec<_> = self.tree.iter().keys().collect::<Result<_, _>>()?;
+        let changes: Vec<Change> = keys
+            .iter()
+            .filter(|k| {
+                let logical = k.strip_prefix(LARGE_REF.as_bytes()).unwrap_or(k);
+                !keep.iter().any(|kept| logical == kept.as_bytes())
+            })
+            .map(|k| (k.to_vec(), None))
+            .collect();
         let mut files = Vec::new();
-        for k in keys {
-            let logical = k.strip_prefix(LARGE_REF.as_bytes()).unwrap_or(&k);
-            if keep.iter().any(|kept| logical == kept.as_bytes()) {
-                continue;
+        self.write(&changes, || {
+            for (k, _) in &changes {
+                if let Some(v) = self.tree.remove(k)?
+                    && k.starts_with(LARGE_REF.as_bytes())
+                    && let Ok(r) = serde_json::from_slice::<LargeRef>(&v)
+                {
+                    files.push(r.file);
+                }
             }
-            if let Some(v) = self.tree.remove(&k)?
-                && k.starts_with(LARGE_REF.as_bytes())
-                && let Ok(r) = serde_json::from_slice::<LargeRef>(&v)
-            {
-                files.push(r.file);
-            }
-        }
-        self.commit()?;
+            Ok(())
+        })?;
         for f in files {
             let _ = std::fs::remove_file(self.files.dir.join(f));
         }
@@ -632,13 +852,103 @@ impl Nv {
 
     /// Whether the namespace holds nothing (a device that never booted or was reset).
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        let f = self.in_flight();
+        !f.keys.values().any(|s| s.committed.is_some())
+            && !self
+                .tree
+                .iter()
+                .keys()
+                .any(|k| k.map_or(true, |k| !f.keys.contains_key(&*k)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Runs in [`Nv::commit`] between a write and its flush.
+        pub(super) static BEFORE_FLUSH: RefCell<Option<Box<dyn Fn()>>> = RefCell::new(None);
+    }
+
+    /// Runs `write`, calling `during` between its change and its flush.
+    fn while_flushing(write: impl FnOnce(), during: impl Fn() + 'static) {
+        BEFORE_FLUSH.with(|h| *h.borrow_mut() = Some(Box::new(during)));
+        write();
+        BEFORE_FLUSH.with(|h| *h.borrow_mut() = None);
+    }
+
+    #[test]
+    fn readers_see_the_last_committed_value_while_a_write_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(Some(dir.path())).unwrap();
+        let nv = store.device("dl1").unwrap();
+        nv.put("head", &1u64).unwrap();
+        nv.put("sent", &1u64).unwrap();
+        nv.append("audit", &"first").unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let watch = |nv: Nv, seen: Arc<std::sync::Mutex<Vec<String>>>| {
+            move || {
+                let head: Option<u64> = nv.get("head").unwrap();
+                let sent: Option<u64> = nv.get("sent").unwrap();
+                let log: Vec<String> = nv.read_log("audit").unwrap();
+                let tail: Vec<String> = nv.read_log_tail("audit", 1).unwrap();
+                let empty = nv.is_empty();
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{head:?} {sent:?} {log:?} {tail:?} {empty}"));
+            }
+        };
+        // Another handle on the same namespace reads while each write of
+        // this one is between its change and its flush.
+        let other = store.device("dl1").unwrap();
+        while_flushing(
+            || nv.put("head", &2u64).unwrap(),
+            watch(other.clone(), seen.clone()),
+        );
+        while_flushing(
+            || {
+                nv.put_batch(&[("head", b"3"), ("sent", b"3")]).unwrap();
+            },
+            watch(other.clone(), seen.clone()),
+        );
+        while_flushing(
+            || {
+                nv.append("audit", &"second").unwrap();
+            },
+            watch(other.clone(), seen.clone()),
+        );
+        while_flushing(
+            || nv.remove("sent").unwrap(),
+            watch(other.clone(), seen.clone()),
+        );
+        while_flushing(
+            || nv.trim_log("audit", 1).unwrap(),
+            watch(other.clone(), seen.clone()),
+        );
+        while_flushing(|| nv.wipe().unwrap(), watch(other.clone(), seen.clone()));
+        let first = r#"["first"]"#;
+        let both = r#"["first", "second"]"#;
+        let second = r#"["second"]"#;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!("Some(1) Some(1) {first} {first} false"),
+                format!("Some(2) Some(1) {first} {first} false"),
+                format!("Some(3) Some(3) {first} {first} false"),
+                format!("Some(3) Some(3) {both} {second} false"),
+                format!("Some(3) None {both} {second} false"),
+                format!("Some(3) None {second} {second} false"),
+            ],
+            "what a reader saw during each flush"
+        );
+        // Once the writes have returned, readers see them.
+        assert_eq!(other.get::<u64>("head").unwrap(), None);
+        assert!(other.is_empty());
+        assert!(other.read_log::<String>("audit").unwrap().is_empty());
+    }
 
     #[test]
     fn values_and_logs_survive_reopen() {

@@ -9,12 +9,14 @@
 //! - [`serial_bus`]: the simulated RS-485 line of a Panel Server's Modbus-SL port.
 //! - [`charging_station`]: OCPP 1.6J charging stations and the EVs on them.
 //! - [`evce`]: the EV Charging Expert (OCPP local controller).
+//! - [`csms`]: an emulated OCPP central system (CSMS) for the EVCE's supervision.
 //! - [`passive`]: devices whose behaviour is not emulated yet.
 //! - [`workstation`]: the attacker/engineering node scenarios act from.
 //!
 //! [`build`] turns one `[[device]]` of the site file into a [`Device`].
 
 pub mod charging_station;
+pub mod csms;
 pub mod datalogger;
 pub mod evce;
 pub mod field;
@@ -46,6 +48,7 @@ pub fn build(site: &Site, dev: &DeviceConfig) -> Arc<dyn Device> {
         fieldtwin_emulator::site::Model::EVChargingExpert => {
             Arc::new(evce::device::Evce::new(site, dev))
         }
+        fieldtwin_emulator::site::Model::CSMS => Arc::new(csms::Csms::new(dev)),
         fieldtwin_emulator::site::Model::DataLogger => {
             Arc::new(datalogger::DataLogger::new(site, dev))
         }

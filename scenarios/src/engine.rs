@@ -42,6 +42,10 @@ pub const MAX_ARRAY: usize = 100_000;
 pub const MAX_MAP: usize = 10_000;
 /// Wall time given to the site after each clock jump.
 const SETTLE: Duration = Duration::from_millis(25);
+/// Quiet spell the site's start must end with before the first step.
+const START_QUIET: Duration = Duration::from_millis(150);
+/// Longest wait for the site's start to go quiet.
+const START_SETTLE_MAX: Duration = Duration::from_secs(3);
 
 const STOP: &str = "\u{1}scenario stopped";
 
@@ -423,9 +427,11 @@ pub fn run(
     site: Arc<SiteClient>,
     on_step: impl Fn(&Step) + Send + Sync + 'static,
 ) -> ScenarioResult {
-    // What the site was doing before (boots, first sessions) has its say
-    // before the first step.
-    site.settle(SETTLE);
+    // What the site was doing before (boots, first sessions, stations
+    // connecting to their controller over TLS) has its say before the first
+    // step: a longer quiet spell than between steps, so a slow start on a
+    // loaded machine does not leak into the scenario's event log.
+    site.settle_within(START_QUIET, START_SETTLE_MAX);
     let started = Instant::now();
     let first_event = site.events().len();
     let ctx = Arc::new(Ctx {

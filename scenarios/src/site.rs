@@ -203,8 +203,14 @@ impl SiteClient {
     /// site goes quiet once every task the jump woke has had its say, so
     /// what they report lands before the scenario's next step.
     pub fn settle(&self, quiet: Duration) {
+        self.settle_within(quiet, SETTLE_MAX);
+    }
+
+    /// [`SiteClient::settle`] with its own limit `max` (the site's start,
+    /// whose devices connect to each other in wall time, takes longer).
+    pub fn settle_within(&self, quiet: Duration, max: Duration) {
         let count = || self.events.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let give_up = std::time::Instant::now() + SETTLE_MAX;
+        let give_up = std::time::Instant::now() + max;
         let mut seen = count();
         loop {
             std::thread::sleep(quiet);

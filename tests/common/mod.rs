@@ -33,9 +33,12 @@
 //! | 190-199 | ps_sftp (issue 13: SFTP publication to a real OpenSSH server, alarm emails over STARTTLS) |
 //! | 200-209 | wifi (issue 10 items 4-5: radios per model, Wi-Fi access point) |
 //! | 210-219 | evce (issue 11: EVCE pages, SSH, SSDP, enrollment, factory reset in TAP mode: 210-211; 219: unit tests of models::evce) |
+//! | 220-223 | scenario runs by hand of the EV scenarios (issue 11 item 9, helper evscen) |
+//! | 224-227 | datalogger_e2e (issue 12: carrier NAT through the router in TAP mode: 224) |
 
 #![allow(dead_code)]
 
+pub mod datalog;
 pub mod netns;
 pub mod web;
 

@@ -17,10 +17,13 @@
 //!   service port (the host backend may apply [`host::PORT_OFFSET`]).
 //! - Backends: [`host`] (kernel sockets on 127.77.S.N) and [`smol`] (TAP
 //!   mode: smoltcp per interface on the [`switch`] fabric, bridged to a
-//!   [`tap`]; [`fault`] wraps switch ports, [`pcap`] captures segments).
+//!   [`tap`]; [`fault`] wraps switch ports, [`pcap`] captures segments;
+//!   [`router`] routes large labs; [`nat`] is the carrier NAT cellular
+//!   devices sit behind).
 
 pub mod fault;
 pub mod host;
+pub mod nat;
 pub mod pcap;
 pub mod router;
 pub mod smol;

@@ -649,7 +649,7 @@ impl Router {
 
 /// (header length, total length) of the IPv4 packet in an Ethernet frame,
 /// when its header is sound (version 4, lengths in bounds, checksum right).
-fn ipv4_header(f: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn ipv4_header(f: &[u8]) -> Option<(usize, usize)> {
     let ip = f.get(14..)?;
     if ip.len() < 20 || ip[0] >> 4 != 4 {
         return None;
@@ -663,13 +663,25 @@ fn ipv4_header(f: &[u8]) -> Option<(usize, usize)> {
 }
 
 fn arp_frame(op: u16, eth_dst: Mac, spa: Ipv4Addr, tha: Mac, tpa: Ipv4Addr) -> Vec<u8> {
+    arp_frame_as(ROUTER_MAC, op, eth_dst, spa, tha, tpa)
+}
+
+/// An ARP frame (`op` 1 request, 2 reply) sent by `mac` for `spa`.
+pub(crate) fn arp_frame_as(
+    mac: Mac,
+    op: u16,
+    eth_dst: Mac,
+    spa: Ipv4Addr,
+    tha: Mac,
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
     f.extend_from_slice(&eth_dst);
-    f.extend_from_slice(&ROUTER_MAC);
+    f.extend_from_slice(&mac);
     f.extend_from_slice(&ETH_ARP.to_be_bytes());
     f.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
     f.extend_from_slice(&op.to_be_bytes());
-    f.extend_from_slice(&ROUTER_MAC);
+    f.extend_from_slice(&mac);
     f.extend_from_slice(&spa.octets());
     f.extend_from_slice(&tha);
     f.extend_from_slice(&tpa.octets());

@@ -20,7 +20,7 @@
 //! - Every switch also keeps its last [`CAPTURE_FRAMES`] forwarded frames in
 //!   memory ([`Segment::recent_frames`]), the buffer replay attacks draw on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +30,10 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::fault::{FaultError, LinkFault, Shaper, Verdict};
+use super::nat::{self, CarrierLink, NatConfig};
 use super::pcap::PcapWriter;
 use super::smol::SmolStack;
-use crate::site::{Bridge, Site, Topology};
+use crate::site::{Bridge, Site, Subnet, Topology};
 
 /// Frames a port queues before the switch drops.
 pub const PORT_QUEUE: usize = 512;
@@ -52,6 +53,9 @@ pub enum PortKind {
     /// The emulated router between the TAP and routed segments
     /// ([`super::router`]).
     Router,
+    /// A carrier NAT between a cellular segment and this one
+    /// ([`super::nat`]).
+    CarrierNat,
 }
 
 /// A synchronous frame sink: returns false when the frame was dropped.
@@ -347,6 +351,10 @@ pub enum NetworkError {
         iface: String,
         segment: String,
     },
+    #[error(
+        "device {device}: the carrier of segment {segment:?} has no private address left (250 cellular devices at most per segment)"
+    )]
+    CarrierFull { device: String, segment: String },
 }
 
 /// The switch fabric of a site: its segments and device ports.
@@ -357,6 +365,26 @@ pub struct Network {
     /// Segment name -> the default gateway of its static devices (the
     /// emulated router's address there, when the lab is routed).
     gateways: Mutex<BTreeMap<String, Ipv4Addr>>,
+    /// Segment name -> its subnet.
+    subnets: BTreeMap<String, Subnet>,
+    /// Addresses the site gives out (devices, host side, gateways): the
+    /// carrier pools avoid them.
+    used: HashSet<Ipv4Addr>,
+    /// Where captures go, and their bound.
+    pcap: Option<(std::path::PathBuf, u64)>,
+    /// The carrier NATs, one per switch that has cellular devices.
+    carriers: Mutex<Vec<Carrier>>,
+}
+
+/// A carrier NAT (see [`super::nat`]) and its cellular segment.
+struct Carrier {
+    /// The site switch its pool is on.
+    outside: Arc<Segment>,
+    /// The cellular segment the devices' `cell` interfaces are on.
+    inside: Arc<Segment>,
+    link: Arc<CarrierLink>,
+    /// Cellular interfaces attached so far.
+    devices: u8,
 }
 
 impl std::fmt::Debug for Network {
@@ -451,11 +479,139 @@ impl Network {
                 segments.insert(names[i].clone(), seg.clone());
             }
         }
+        let mut used: HashSet<Ipv4Addr> = HashSet::new();
+        for d in &site.devices {
+            used.insert(d.ip);
+            if let Some(ps) = &d.panel_server {
+                used.extend(ps.eth2_ip);
+                used.extend(ps.wifi_ap(&d.segment).map(|(ip, _)| ip));
+            }
+        }
+        used.insert(site.network.host_address);
+        used.extend(site.network.router_address);
+        used.extend(site.segments.iter().map(|s| s.gateway_address()));
         Ok(Self {
             segments,
             faults: Mutex::new(BTreeMap::new()),
             gateways: Mutex::new(BTreeMap::new()),
+            subnets: site
+                .segments
+                .iter()
+                .map(|s| (s.name.clone(), s.subnet))
+                .collect(),
+            used,
+            pcap: pcap_dir.map(|d| (d.to_path_buf(), pcap_max)),
+            carriers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Plugs the cellular interface `cell` of `device`, whose site segment
+    /// is `segment`, into the carrier of that segment's switch (made at the
+    /// first one: a cellular segment with its NAT, see [`super::nat`]) and
+    /// returns its smoltcp stack (call inside a tokio runtime). The
+    /// interface gets the next private address of 100.64.0.0/24 from .2 and
+    /// the NAT as its default gateway.
+    pub fn attach_cellular(
+        &self,
+        device: &str,
+        segment: &str,
+        seed: u64,
+    ) -> Result<SmolStack, NetworkError> {
+        let unknown = || NetworkError::UnknownSegment {
+            device: device.to_string(),
+            iface: "cell".to_string(),
+            segment: segment.to_string(),
+        };
+        let seg = self.segments.get(segment).ok_or_else(unknown)?;
+        let subnet = *self.subnets.get(segment).ok_or_else(unknown)?;
+        let mut carriers = self.carriers.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match carriers.iter().position(|c| Arc::ptr_eq(&c.outside, seg)) {
+            Some(i) => i,
+            None => {
+                let n = carriers.len();
+                let name = format!("carrier-{}", seg.name());
+                let pcap = match &self.pcap {
+                    Some((dir, max)) => {
+                        let path = dir.join(format!("{name}.pcap"));
+                        Some(PcapWriter::create(&path, *max).map_err(|source| {
+                            NetworkError::Pcap {
+                                path: path.display().to_string(),
+                                source,
+                            }
+                        })?)
+                    }
+                    None => None,
+                };
+                let inside = Arc::new(Segment::new(
+                    name,
+                    Bridge::Internal,
+                    nat::INSIDE_PREFIX,
+                    pcap,
+                ));
+                let gateway = self
+                    .gateways
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(segment)
+                    .copied();
+                let link = CarrierLink::attach(
+                    NatConfig {
+                        mac: nat::nat_mac(n as u8 + 1),
+                        outside: subnet,
+                        gateway,
+                        pool: nat::pool_for(&subnet, &self.used),
+                        seed: seed ^ 0x0ca7_71e7,
+                    },
+                    &inside,
+                    seg,
+                );
+                carriers.push(Carrier {
+                    outside: seg.clone(),
+                    inside,
+                    link,
+                    devices: 0,
+                });
+                n
+            }
+        };
+        let carrier = &mut carriers[i];
+        if carrier.devices >= 250 {
+            return Err(NetworkError::CarrierFull {
+                device: device.to_string(),
+                segment: segment.to_string(),
+            });
+        }
+        carrier.devices += 1;
+        let [a, b, c, _] = nat::INSIDE_NETWORK.octets();
+        let ip = Ipv4Addr::new(a, b, c, 1 + carrier.devices);
+        let (port, rx) = carrier.inside.attach(
+            PortKind::Device {
+                device: device.to_string(),
+                iface: "cell".to_string(),
+            },
+            seed,
+        );
+        let stack = SmolStack::spawn(
+            ip,
+            false,
+            nat::INSIDE_PREFIX,
+            super::smol::mac_from_seed(seed),
+            seed,
+            port,
+            rx,
+        );
+        stack.set_default_gateway(nat::INSIDE_GATEWAY);
+        Ok(stack)
+    }
+
+    /// The carrier NATs: (site segment's switch name, its pool, the NAT).
+    pub fn carriers(&self) -> Vec<(String, Vec<Ipv4Addr>, Arc<CarrierLink>)> {
+        self.carriers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|c| (c.outside.name().to_string(), c.link.pool(), c.link.clone()))
+            .collect()
     }
 
     /// The switch that segment `name` belongs to.
@@ -549,8 +705,16 @@ impl Network {
                 .ok_or_else(|| FaultError::Unknown(target.to_string()))?;
             s.set_fault(|_| true, fault)
         } else {
+            let cellular: Vec<Arc<Segment>> = self
+                .carriers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|c| c.inside.clone())
+                .collect();
             self.switches()
                 .iter()
+                .chain(cellular.iter())
                 .map(|s| {
                     s.set_fault(
                         |k| matches!(k, PortKind::Device { device, .. } if device == target),
@@ -666,6 +830,30 @@ mod tests {
             pa.send(frame(BCAST, A));
         }
         assert_eq!(seg.drops(), 10);
+    }
+
+    #[tokio::test]
+    async fn cellular_interfaces_sit_behind_one_carrier_per_switch() {
+        use crate::net::Stack;
+        let site = Site::default_site();
+        let net = Network::from_site(&site, None, 0).unwrap();
+        let a = net.attach_cellular("dl1", "lan", 1).unwrap();
+        let b = net.attach_cellular("dl2", "lan", 2).unwrap();
+        assert_eq!(a.ipv4(), Ipv4Addr::new(100, 64, 0, 2));
+        assert_eq!(b.ipv4(), Ipv4Addr::new(100, 64, 0, 3));
+        let carriers = net.carriers();
+        assert_eq!(carriers.len(), 1, "one carrier for the lan switch");
+        let (seg, pool, _) = &carriers[0];
+        assert_eq!(seg, "lan");
+        // The 8 highest addresses below .200 that the site does not use.
+        let want: Vec<Ipv4Addr> = (192..=199)
+            .rev()
+            .map(|n| Ipv4Addr::new(10, 77, 0, n))
+            .collect();
+        assert_eq!(pool, &want);
+        assert!(net.attach_cellular("dl3", "nowhere", 3).is_err());
+        // A link fault on a logger reaches its cell port.
+        net.set_fault("dl2", LinkFault::default()).unwrap();
     }
 
     #[test]

@@ -81,6 +81,8 @@ struct Inner {
     medium: Mutex<Medium>,
     nodes: RwLock<HashMap<RadioId, Arc<dyn Node>>>,
     sniffers: Mutex<BTreeMap<u8, Sniffer>>,
+    /// The BLE side of the band ([`super::ble`]).
+    ble: Mutex<super::ble::BleAir>,
     /// Serialises event processing (the driver and commands both process).
     processing: tokio::sync::Mutex<()>,
     changed: tokio::sync::Notify,
@@ -108,6 +110,7 @@ impl Air {
                 medium: Mutex::new(Medium::new(seed)),
                 nodes: RwLock::new(HashMap::new()),
                 sniffers: Mutex::new(BTreeMap::new()),
+                ble: Mutex::new(super::ble::BleAir::default()),
                 processing: tokio::sync::Mutex::new(()),
                 changed: tokio::sync::Notify::new(),
                 clock: clock.downgrade(),
@@ -123,6 +126,11 @@ impl Air {
     pub fn reseed(&self, seed: u64) {
         self.medium()
             .reseed(seed, Box::new(super::LogDistance::new(seed)));
+    }
+
+    /// The BLE side of the band, locked (keep it short).
+    pub fn ble(&self) -> std::sync::MutexGuard<'_, super::ble::BleAir> {
+        self.inner.ble.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The medium, locked (keep it short; never across an await).

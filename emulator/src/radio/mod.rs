@@ -32,6 +32,7 @@
 //!   the same seed and the same inputs give the same outputs.
 
 pub mod air;
+pub mod ble;
 pub mod frame;
 pub mod phy;
 pub mod report;

@@ -116,6 +116,60 @@ fn default_sample_s() -> f64 {
     60.0
 }
 
+/// Digital outputs the logger has (DO1 to DO4) [NF].
+pub const MAX_OUTPUTS: usize = 4;
+
+/// What drives a digital output.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputMode {
+    /// Set by a user (USB console, BLE app); the setting survives power
+    /// cycles.
+    #[default]
+    Manual,
+    /// Follows an input: on when its value rises above `above` (or its
+    /// reading is a fault), off when it falls below `below`.
+    Alarm,
+}
+
+/// `[[device.datalogger.output]]`: one digital output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Output name (1-32 of a-z, A-Z, 0-9, '-', so it can be typed on the
+    /// USB console).
+    pub name: String,
+    #[serde(default)]
+    pub mode: OutputMode,
+    /// Alarm outputs: the input they follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Alarm outputs: on above this value (default: the input's threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    /// Alarm outputs: off again below this value (default: `above`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+}
+
+/// The default outputs: DO1 and DO2, manual.
+pub fn default_outputs() -> Vec<OutputConfig> {
+    ["DO1", "DO2"]
+        .into_iter()
+        .map(|n| OutputConfig {
+            name: n.into(),
+            mode: OutputMode::Manual,
+            input: None,
+            above: None,
+            below: None,
+        })
+        .collect()
+}
+
+fn is_default_outputs(v: &[OutputConfig]) -> bool {
+    v == default_outputs().as_slice()
+}
+
 /// How the logger uploads (docs/datalogger.md "Uplink").
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -181,6 +235,12 @@ pub struct DataLoggerConfig {
     /// Sensor inputs; default: docs/datalogger.md "Default inputs".
     #[serde(default = "default_inputs")]
     pub input: Vec<InputConfig>,
+    /// Digital outputs; default: DO1 and DO2, manual.
+    #[serde(
+        default = "default_outputs",
+        skip_serializing_if = "is_default_outputs"
+    )]
+    pub output: Vec<OutputConfig>,
 }
 
 impl Default for DataLoggerConfig {
@@ -202,6 +262,7 @@ impl Default for DataLoggerConfig {
             usb_pty: None,
             ble_socket: None,
             input: default_inputs(),
+            output: default_outputs(),
         }
     }
 }
@@ -489,6 +550,76 @@ impl DataLoggerConfig {
                 range(f("threshold"), t, -1e9, 1e9, "")?;
             }
         }
+        self.validate_outputs(at)
+    }
+
+    fn validate_outputs(&self, at: &str) -> Result<(), SiteError> {
+        if self.output.len() > MAX_OUTPUTS {
+            return Err(invalid(
+                format!("{at}.output"),
+                format!("the logger has {MAX_OUTPUTS} digital outputs at most"),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, out) in self.output.iter().enumerate() {
+            let f = |name: &str| format!("{at}.output[{i}].{name}");
+            check_name(&f("name"), &out.name)?;
+            if out.name.contains('_') {
+                return Err(invalid(
+                    f("name"),
+                    "use letters, digits and '-' (the USB console has no '_')",
+                ));
+            }
+            if !names.insert(out.name.to_ascii_lowercase()) {
+                return Err(invalid(
+                    f("name"),
+                    format!("output {:?} is defined twice", out.name),
+                ));
+            }
+            match out.mode {
+                OutputMode::Manual => {
+                    if out.input.is_some() || out.above.is_some() || out.below.is_some() {
+                        return Err(invalid(
+                            f("mode"),
+                            "only alarm outputs take input, above and below",
+                        ));
+                    }
+                }
+                OutputMode::Alarm => {
+                    let Some(name) = &out.input else {
+                        return Err(invalid(f("input"), "an alarm output needs an input"));
+                    };
+                    let Some(inp) = self.input.iter().find(|i| &i.name == name) else {
+                        return Err(invalid(
+                            f("input"),
+                            format!(
+                                "no input {name:?}; the logger has: {}",
+                                self.input
+                                    .iter()
+                                    .map(|i| i.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    };
+                    let Some(above) = out.above.or(inp.threshold) else {
+                        return Err(invalid(
+                            f("above"),
+                            format!("input {name:?} has no threshold: give the output `above`"),
+                        ));
+                    };
+                    range(f("above"), above, -1e9, 1e9, "")?;
+                    let below = out.below.unwrap_or(above);
+                    range(f("below"), below, -1e9, 1e9, "")?;
+                    if below > above {
+                        return Err(invalid(
+                            f("below"),
+                            format!("must not be above `above` ({above}), got {below}"),
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -500,6 +631,61 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         DataLoggerConfig::default().validate("d").unwrap();
+    }
+
+    #[test]
+    fn outputs_are_checked() {
+        let alarm = |input: &str, above: Option<f64>, below: Option<f64>| OutputConfig {
+            name: "alarm".into(),
+            mode: OutputMode::Alarm,
+            input: Some(input.into()),
+            above,
+            below,
+        };
+        let with = |o: OutputConfig| {
+            let mut c = DataLoggerConfig::default();
+            c.output.push(o);
+            c.validate("d").map_err(|e| e.to_string())
+        };
+        with(alarm("level", Some(4.0), Some(3.5))).unwrap();
+        let e = with(alarm("level", None, None)).unwrap_err();
+        assert!(
+            e.contains("d.output[2].above") && e.contains("no threshold"),
+            "{e}"
+        );
+        let e = with(alarm("tank", Some(1.0), None)).unwrap_err();
+        assert!(
+            e.contains("d.output[2].input") && e.contains("level, pressure"),
+            "{e}"
+        );
+        let e = with(alarm("level", Some(1.0), Some(2.0))).unwrap_err();
+        assert!(e.contains("d.output[2].below"), "{e}");
+        let e = with(OutputConfig {
+            name: "do1".into(),
+            ..default_outputs()[0].clone()
+        })
+        .unwrap_err();
+        assert!(e.contains("defined twice"), "{e}");
+        let e = with(OutputConfig {
+            name: "a_b".into(),
+            ..default_outputs()[0].clone()
+        })
+        .unwrap_err();
+        assert!(e.contains("'-'"), "{e}");
+        let c = DataLoggerConfig {
+            output: (1..=5)
+                .map(|i| OutputConfig {
+                    name: format!("DO{i}"),
+                    ..default_outputs()[0].clone()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let e = c.validate("d").unwrap_err().to_string();
+        assert!(e.contains("at most"), "{e}");
+        // The default outputs are left out of a saved site file.
+        let text = toml::to_string(&DataLoggerConfig::default()).unwrap();
+        assert!(!text.contains("output"), "{text}");
     }
 
     #[test]

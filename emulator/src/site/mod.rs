@@ -18,8 +18,8 @@ mod ps_datalog;
 mod ps_sftp;
 
 pub use datalogger::{
-    CellTechnology, DataLoggerConfig, InputConfig, InputKind, Quantity, UplinkProtocol,
-    default_inputs, default_range,
+    CellTechnology, DataLoggerConfig, InputConfig, InputKind, MAX_OUTPUTS, OutputConfig,
+    OutputMode, Quantity, UplinkProtocol, default_inputs, default_outputs, default_range,
 };
 pub use ev::{
     ChargingStationConfig, EnrolledStation, EvceConfig, OCPP_WS_PORT, OCPP_WSS_PORT,
@@ -303,6 +303,8 @@ pub enum Model {
     IEM3155,
     /// The attacker/engineering node scenarios act from (serves nothing).
     Workstation,
+    /// An emulated OCPP 1.6J central system (CSMS) for an EVCE's supervision.
+    CSMS,
 }
 
 impl Model {
@@ -324,6 +326,7 @@ impl Model {
             Model::PM5560 => "PM5560",
             Model::IEM3155 => "iEM3155",
             Model::Workstation => "Workstation",
+            Model::CSMS => "CSMS",
         }
     }
 

@@ -75,6 +75,10 @@ pub struct ChargingStation {
     work: Arc<Notify>,
     /// Wakes the time task (the deadlines changed).
     retick: Arc<Notify>,
+    /// The central system URL set by `ocpp_url` (None: `url`).
+    url_override: Mutex<Option<String>>,
+    /// Drops the link to connect again at once (the URL changed).
+    relink: Arc<Notify>,
     clock: OnceLock<Clock>,
 }
 
@@ -145,6 +149,8 @@ impl ChargingStation {
             default_keys,
             work: Arc::new(Notify::new()),
             retick: Arc::new(Notify::new()),
+            url_override: Mutex::new(None),
+            relink: Arc::new(Notify::new()),
             clock: OnceLock::new(),
         }
     }
@@ -152,6 +158,13 @@ impl ChargingStation {
     /// The charge-box identity.
     pub fn box_id(&self) -> &str {
         &self.box_id
+    }
+
+    /// The central system URL in use (the site file's, or `ocpp_url`'s).
+    pub fn url(&self) -> String {
+        lock(&self.url_override)
+            .clone()
+            .unwrap_or_else(|| self.url.clone())
     }
 
     /// Total power the station draws now, W.
@@ -201,7 +214,31 @@ impl Device for ChargingStation {
         "ChargingStation"
     }
 
+    fn credentials(&self) -> Vec<fieldtwin_emulator::device::Credential> {
+        // The AuthorizationKey (Basic auth password of profiles 1-2), as the
+        // installer wrote it into the station.
+        self.default_keys
+            .authorization_key
+            .iter()
+            .map(|k| fieldtwin_emulator::device::Credential {
+                service: "ocpp".into(),
+                user: self.box_id.clone(),
+                password: k.clone(),
+            })
+            .collect()
+    }
+
     fn model_command(&self, cmd: ModelCommand, now: Duration) -> Result<(), String> {
+        if let ModelCommand::OcppUrl { url } = &cmd {
+            if let Some(u) = url {
+                link::parse_url(u).map_err(|e| {
+                    format!("{e}; give ws://A.B.C.D:PORT/PATH or wss://... (null: the site file's)")
+                })?;
+            }
+            *lock(&self.url_override) = url.clone();
+            self.relink.notify_one();
+            return Ok(());
+        }
         let now = self.now_at(now);
         let mut st = lock(&self.state);
         let r = match cmd {
@@ -216,7 +253,7 @@ impl Device for ChargingStation {
             ModelCommand::EvUnplug { connector } => st.unplug(connector, now),
             ModelCommand::Badge { connector, id_tag } => st.badge(connector, id_tag, now),
             other => Err(format!(
-                "{} is a ChargingStation; it takes ev_plug, ev_unplug and badge, not {}",
+                "{} is a ChargingStation; it takes ev_plug, ev_unplug, badge and ocpp_url, not {}",
                 self.id,
                 other.name()
             )),
@@ -253,7 +290,7 @@ impl Device for ChargingStation {
             "ocpp".into(),
             json!({
                 "box_id": self.box_id,
-                "url": self.url,
+                "url": self.url(),
                 "security_profile": st.keys.security_profile,
                 "online": st.online,
                 "connectors": conns,
@@ -262,6 +299,8 @@ impl Device for ChargingStation {
                 "delivered": st.queue.delivered,
                 "discarded": st.queue.discarded,
                 "sent": st.sent,
+                "firmware": st.firmware,
+                "firmware_status": st.firmware_status,
             }),
         );
         d
@@ -274,21 +313,37 @@ impl Device for ChargingStation {
                 .nv
                 .get(KEYS_KEY)?
                 .unwrap_or_else(|| self.default_keys.clone());
+            // The installed firmware must verify at every boot.
+            let firmware =
+                crate::security::firmware::verify_stored(&ctx.nv, station::FIRMWARE_FAMILY)?
+                    .map_or_else(|| station::FACTORY_FIRMWARE.to_string(), |i| i.version);
             {
                 let mut st = lock(&self.state);
                 st.keys = keys;
+                st.firmware = firmware;
+                st.firmware_update = None;
+                st.download = None;
                 st.offline();
                 st.tick(now_of(&ctx.clock));
             }
             let stack = ctx
                 .interface("eth1")
                 .ok_or_else(|| BootError::Other("no eth1 interface".into()))?;
-            // Time: samples and heartbeats on virtual time.
+            // Time: samples and heartbeats on virtual time; firmware
+            // downloads when they are due.
             let me = self.clone();
             let clock = ctx.clock.clone();
+            let (c2, s2) = (ctx.clone(), stack.clone());
             ctx.spawn(async move {
                 loop {
-                    let next = lock(&me.state).tick(now_of(&clock));
+                    let (next, download) = {
+                        let mut st = lock(&me.state);
+                        (st.tick(now_of(&clock)), st.download.take())
+                    };
+                    if let Some(u) = download {
+                        let (me, ctx, stack) = (me.clone(), c2.clone(), s2.clone());
+                        c2.spawn(async move { me.update_firmware(ctx, stack, u).await });
+                    }
                     me.work.notify_one();
                     let deadline = Duration::from_secs_f64(next.max(0.0));
                     tokio::select! {
@@ -317,8 +372,14 @@ impl Device for ChargingStation {
 }
 
 impl ChargingStation {
-    fn credentials(&self, keys: &Keys) -> Result<Credentials, String> {
-        let tls = if self.url.starts_with("wss://") {
+    fn link_credentials(&self, keys: &Keys, url: &str) -> Result<Credentials, String> {
+        if keys.security_profile >= 2 && !url.starts_with("wss://") {
+            return Err(format!(
+                "security profile {} needs TLS; refusing the plain URL {url}",
+                keys.security_profile
+            ));
+        }
+        let tls = if url.starts_with("wss://") {
             let client =
                 (keys.security_profile >= 3).then(|| SiteCa::get().client_cert(&self.box_id));
             Some(link::client_config(SiteCa::get().pem.as_bytes(), client)?)
@@ -337,31 +398,55 @@ impl ChargingStation {
     }
 
     async fn run(self: Arc<Self>, ctx: DeviceContext, stack: Arc<dyn Stack>) {
+        // A failure is reported once until it changes or the link is up
+        // (no event every retry: the event stream stays readable and
+        // repeatable).
+        let mut last_error: Option<String> = None;
+        fn report(ctx: &DeviceContext, last: &mut Option<String>, e: String) {
+            if last.as_ref() != Some(&e) {
+                ctx.emit("ocpp", e.clone());
+                *last = Some(e);
+            }
+        }
         loop {
             let keys = lock(&self.state).keys.clone();
             let _ = ctx.nv.put(KEYS_KEY, &keys);
-            let creds = match self.credentials(&keys) {
+            let url = self.url();
+            let creds = match self.link_credentials(&keys, &url) {
                 Ok(c) => c,
                 Err(e) => {
-                    ctx.emit("ocpp", format!("cannot connect: {e}"));
-                    tokio::time::sleep(RETRY * 5).await;
+                    report(&ctx, &mut last_error, format!("cannot connect: {e}"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY * 5) => {}
+                        _ = self.relink.notified() => {}
+                    }
                     continue;
                 }
             };
-            match link::connect(stack.as_ref(), &self.url, &creds, MESSAGE_TIMEOUT).await {
+            match link::connect(stack.as_ref(), &url, &creds, MESSAGE_TIMEOUT).await {
                 Ok(ws) => {
+                    last_error = None;
                     let (rpc, incoming, driver) = rpc::start(ws, Some(Duration::from_secs(30)));
                     ctx.spawn(driver);
-                    self.session(&ctx, rpc.clone(), incoming).await;
+                    let relinked = tokio::select! {
+                        _ = self.session(&ctx, &url, rpc.clone(), incoming) => false,
+                        _ = self.relink.notified() => true,
+                    };
                     rpc.close();
                     lock(&self.state).offline();
-                    ctx.emit("ocpp", format!("link to {} closed", self.url));
+                    if relinked {
+                        // Repointed by `ocpp_url`, whose own event says so
+                        // (one event, in a fixed order).
+                        continue;
+                    }
+                    ctx.emit("ocpp", format!("link to {url} closed"));
                 }
-                Err(e) => {
-                    ctx.emit("ocpp", format!("cannot reach {}: {e}", self.url));
-                }
+                Err(e) => report(&ctx, &mut last_error, format!("cannot reach {url}: {e}")),
             }
-            tokio::time::sleep(RETRY).await;
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY) => {}
+                _ = self.relink.notified() => {}
+            }
         }
     }
 
@@ -369,6 +454,7 @@ impl ChargingStation {
     async fn session(
         &self,
         ctx: &DeviceContext,
+        url: &str,
         rpc: Rpc,
         mut incoming: tokio::sync::mpsc::UnboundedReceiver<Incoming>,
     ) {
@@ -377,7 +463,7 @@ impl ChargingStation {
             "chargePointModel": MODEL,
             "chargePointSerialNumber": self.box_id,
             "chargeBoxSerialNumber": self.box_id,
-            "firmwareVersion": "1.0.0",
+            "firmwareVersion": lock(&self.state).firmware.clone(),
         });
         loop {
             let r = rpc
@@ -410,7 +496,7 @@ impl ChargingStation {
                 }
             }
         }
-        ctx.emit("ocpp", format!("connected to {}", self.url));
+        ctx.emit("ocpp", format!("connected to {url}"));
         self.retick.notify_one();
         self.work.notify_one();
         let sender = self.send_loop(ctx.clock.clone(), rpc.clone());
@@ -501,8 +587,172 @@ impl ChargingStation {
         }
     }
 
+    /// Downloads and installs a firmware update (UpdateFirmware): the
+    /// image comes from its `http://` location through the station's own
+    /// stack; a verified image is kept in NV memory and the OCPP stack
+    /// boots again under the new version (transactions stop, reason
+    /// `Reboot`).
+    async fn update_firmware(
+        self: Arc<Self>,
+        ctx: DeviceContext,
+        stack: Arc<dyn Stack>,
+        update: station::FirmwareUpdate,
+    ) {
+        let got = fetch(stack.as_ref(), &update.location).await;
+        let r = lock(&self.state).downloaded(update, got, now_of(&ctx.clock));
+        self.work.notify_one();
+        self.retick.notify_one();
+        match r {
+            Ok(image) => {
+                if let Err(e) = ctx.nv.put_raw(crate::security::firmware::IMAGE_KEY, &image) {
+                    ctx.emit("firmware", format!("cannot keep the new firmware: {e}"));
+                    return;
+                }
+                let version = lock(&self.state).firmware.clone();
+                ctx.emit(
+                    "firmware",
+                    format!("firmware {version} installed; the OCPP stack boots again"),
+                );
+                // The Installed notification leaves first (at most 2 s).
+                for _ in 0..40 {
+                    if lock(&self.state).outbox.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                lock(&self.state).stop_all("Reboot", now_of(&ctx.clock));
+                self.relink.notify_one();
+            }
+            Err(e) => ctx.emit("firmware", e),
+        }
+    }
+
     /// The station's configuration table.
     pub fn config(&self) -> &ChargingStationConfig {
         &self.cfg
+    }
+}
+
+/// Largest firmware download, bytes.
+pub const MAX_DOWNLOAD: usize = crate::proto::firmware::MAX_LEN + 1024;
+
+/// GETs `http://A.B.C.D[:PORT]/PATH` from `stack` (HTTP/1.1, body by
+/// Content-Length or up to the close); the error says what went wrong.
+pub async fn fetch(stack: &dyn Stack, url: &str) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("{url:?}: only http:// firmware locations are supported (http://A.B.C.D:PORT/PATH)")
+    })?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>().map_err(|_| format!("{url:?}: bad port"))?,
+        ),
+        None => (hostport, 80),
+    };
+    let ip: std::net::Ipv4Addr = host
+        .parse()
+        .map_err(|_| format!("{url:?}: the host must be an IPv4 address"))?;
+    let io = async {
+        let mut s = stack
+            .connect_tcp(std::net::SocketAddr::from((ip, port)))
+            .await
+            .map_err(|e| format!("{host}:{port}: {e}"))?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > MAX_DOWNLOAD + 16 * 1024 {
+                return Err(format!("the file is larger than {MAX_DOWNLOAD} bytes"));
+            }
+        }
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no HTTP answer")?;
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or("no HTTP status")?;
+        if status != 200 {
+            return Err(format!("HTTP {status}"));
+        }
+        let mut body = buf[end + 4..].to_vec();
+        if let Some(len) = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        }) {
+            if body.len() < len {
+                return Err(format!(
+                    "the download ended after {} of {len} bytes",
+                    body.len()
+                ));
+            }
+            body.truncate(len);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(Duration::from_secs(60), io)
+        .await
+        .map_err(|_| format!("{url}: no complete answer within 60 s"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldtwin_emulator::net::host::HostStack;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot HTTP server on loopback answering `answer`.
+    async fn serve(answer: Vec<u8>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut req = vec![0u8; 1024];
+                let _ = s.read(&mut req).await;
+                let _ = s.write_all(&answer).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn firmware_is_fetched_over_http_from_the_station_stack() {
+        let stack = HostStack::new(std::net::Ipv4Addr::LOCALHOST);
+        let port = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nimage".to_vec()).await;
+        let got = fetch(&stack, &format!("http://127.0.0.1:{port}/fw.bin")).await;
+        assert_eq!(got.unwrap(), b"image");
+        let port = serve(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
+        let e = fetch(&stack, &format!("http://127.0.0.1:{port}/nope"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("404"), "{e}");
+        let port = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort".to_vec()).await;
+        let e = fetch(&stack, &format!("http://127.0.0.1:{port}/cut"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("ended after 5 of 50"), "{e}");
+        let e = fetch(&stack, "ftp://127.0.0.1/x").await.unwrap_err();
+        assert!(e.contains("only http://"), "{e}");
     }
 }

@@ -86,6 +86,24 @@ pub struct Keys {
     pub local_authorize_offline: bool,
 }
 
+/// The station's firmware family (signed images must name it) and the
+/// version it leaves the factory with ([NF]).
+pub const FIRMWARE_FAMILY: &str = "EVlink Pro AC";
+pub const FACTORY_FIRMWARE: &str = "001.000.000";
+/// The vendor id of this station's DataTransfer messages.
+pub const VENDOR_ID: &str = "Schneider Electric";
+
+/// A firmware update the central system asked for (UpdateFirmware).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirmwareUpdate {
+    pub location: String,
+    /// Virtual time of the next download attempt.
+    pub at: f64,
+    /// Attempts left after this one.
+    pub retries: u32,
+    pub retry_interval_s: f64,
+}
+
 /// Why an outgoing plain CALL was sent (to route its answer).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Purpose {
@@ -130,6 +148,14 @@ pub struct Station {
     pub reset: Option<ResetType>,
     /// Device id of the site meter this station's supply goes through.
     pub feeds: Option<String>,
+    /// The firmware version running.
+    pub firmware: String,
+    /// The last FirmwareStatusNotification status.
+    pub firmware_status: FirmwareStatus,
+    /// An update waiting for its retrieve date (or its next retry).
+    pub firmware_update: Option<FirmwareUpdate>,
+    /// A download the driver must do now: (location, the update).
+    pub download: Option<FirmwareUpdate>,
     next_local: i64,
     next_sample: f64,
     next_heartbeat: f64,
@@ -158,6 +184,10 @@ impl Station {
             sent: BTreeMap::new(),
             reset: None,
             feeds: None,
+            firmware: FACTORY_FIRMWARE.to_string(),
+            firmware_status: FirmwareStatus::Idle,
+            firmware_update: None,
+            download: None,
             next_local: 1,
             next_sample: (t / s).floor() * s + s,
             next_heartbeat: t,
@@ -475,6 +505,12 @@ impl Station {
         }
         self.advance(now.t, now);
         self.follow_status(now);
+        if self.download.is_none()
+            && let Some(u) = self.firmware_update.take_if(|u| u.at <= now.t)
+        {
+            self.firmware_notice(FirmwareStatus::Downloading);
+            self.download = Some(u);
+        }
         if let Some(m) = &self.feeds {
             let e: f64 = self.conns.iter().map(|c| c.meter.energy_wh).sum();
             super::feed::publish(m, &self.rating.box_id, now.t, self.power_w(), e);
@@ -493,7 +529,64 @@ impl Station {
         if self.online {
             next = next.min(self.next_heartbeat);
         }
+        if let Some(u) = &self.firmware_update {
+            next = next.min(u.at);
+        }
         next
+    }
+
+    fn firmware_notice(&mut self, status: FirmwareStatus) {
+        self.firmware_status = status;
+        if self.online {
+            self.outbox.push_back((
+                "FirmwareStatusNotification".into(),
+                json!({ "status": status }),
+                Purpose::None,
+            ));
+        }
+    }
+
+    /// The driver fetched (or failed to fetch) the image of `update`.
+    /// Returns the image to install (kept in NV memory by the driver, which
+    /// then boots the OCPP stack again) when it verified: a vendor-signed
+    /// image of [`FIRMWARE_FAMILY`]. Statuses sent: Downloaded, Installing,
+    /// Installed; or DownloadFailed (retried after `retryInterval` while
+    /// `retries` last) or InstallationFailed (not retried: the same file
+    /// would fail again).
+    pub fn downloaded(
+        &mut self,
+        update: FirmwareUpdate,
+        result: Result<Vec<u8>, String>,
+        now: Now,
+    ) -> Result<Vec<u8>, String> {
+        let bytes = match result {
+            Ok(b) => b,
+            Err(e) => {
+                let e = format!("firmware download from {} failed: {e}", update.location);
+                self.firmware_notice(FirmwareStatus::DownloadFailed);
+                if update.retries > 0 {
+                    self.firmware_update = Some(FirmwareUpdate {
+                        at: now.t + update.retry_interval_s,
+                        retries: update.retries - 1,
+                        ..update
+                    });
+                }
+                return Err(e);
+            }
+        };
+        self.firmware_notice(FirmwareStatus::Downloaded);
+        self.firmware_notice(FirmwareStatus::Installing);
+        match crate::security::firmware::verify(&bytes, FIRMWARE_FAMILY) {
+            Ok(img) => {
+                self.firmware_notice(FirmwareStatus::Installed);
+                self.firmware = img.version;
+                Ok(bytes)
+            }
+            Err(e) => {
+                self.firmware_notice(FirmwareStatus::InstallationFailed);
+                Err(format!("firmware from {} refused: {e}", update.location))
+            }
+        }
     }
 
     /// Total power drawn now, W.
@@ -642,6 +735,60 @@ impl Station {
                 self.reset = Some(r.kind);
                 Ok(status(true))
             }
+            "UpdateFirmware" => {
+                let r: UpdateFirmwareReq = decode(payload).map_err(d)?;
+                let retrieve = DateTime::parse_from_rfc3339(&r.retrieve_date).map_err(|e| {
+                    (
+                        ErrorCode::PropertyConstraintViolation,
+                        format!(
+                            "retrieveDate {:?} is not an RFC 3339 time: {e}",
+                            r.retrieve_date
+                        ),
+                    )
+                })?;
+                let wait =
+                    (retrieve.with_timezone(&Utc) - now.utc).num_milliseconds() as f64 / 1000.0;
+                self.firmware_update = Some(FirmwareUpdate {
+                    location: r.location,
+                    at: now.t + wait.max(0.0),
+                    retries: r.retries.unwrap_or(0).min(10),
+                    retry_interval_s: r.retry_interval.unwrap_or(60).clamp(1, 86_400) as f64,
+                });
+                self.tick(now);
+                Ok(json!({}))
+            }
+            "DataTransfer" => {
+                let vendor = match payload.get("vendorId") {
+                    Some(Value::String(v)) if v.len() <= 255 => v.clone(),
+                    Some(Value::String(_)) => {
+                        return Err((
+                            ErrorCode::PropertyConstraintViolation,
+                            "vendorId is longer than 255 characters".into(),
+                        ));
+                    }
+                    Some(_) => {
+                        return Err((
+                            ErrorCode::TypeConstraintViolation,
+                            "vendorId must be a string".into(),
+                        ));
+                    }
+                    None => {
+                        return Err((
+                            ErrorCode::OccurenceConstraintViolation,
+                            "DataTransfer needs a vendorId".into(),
+                        ));
+                    }
+                };
+                // No vendor-specific message is implemented [NF].
+                let status = if vendor != VENDOR_ID {
+                    "UnknownVendorId"
+                } else if payload.get("messageId").is_some() {
+                    "UnknownMessageId"
+                } else {
+                    "Rejected"
+                };
+                Ok(json!({ "status": status }))
+            }
             "TriggerMessage" => {
                 let which = payload.get("requestedMessage").and_then(Value::as_str);
                 match which {
@@ -707,7 +854,7 @@ impl Station {
             kv(
                 "SupportedFeatureProfiles",
                 true,
-                "Core,SmartCharging,RemoteTrigger".into(),
+                "Core,FirmwareManagement,SmartCharging,RemoteTrigger".into(),
             ),
         ]
     }
@@ -911,6 +1058,113 @@ mod tests {
             s.tick(now(86_400.0));
             proptest::prop_assert!(s.conns[0].meter.energy_wh.is_finite());
         }
+    }
+
+    fn notices(s: &mut Station) -> Vec<String> {
+        let v = s
+            .outbox
+            .iter()
+            .filter(|(a, _, _)| a == "FirmwareStatusNotification")
+            .map(|(_, p, _)| p["status"].as_str().unwrap_or("").to_string())
+            .collect();
+        s.outbox.clear();
+        v
+    }
+
+    #[test]
+    fn firmware_update_downloads_at_its_date_and_installs_only_signed_images() {
+        let key = crate::proto::firmware::signing_key(include_str!("../../../keys/lab-vendor.key"))
+            .unwrap();
+        let good =
+            crate::proto::firmware::sign(&key, FIRMWARE_FAMILY, "001.002.000", b"new").unwrap();
+        let other =
+            crate::proto::firmware::sign(&key, "Panel Server", "009.000.000", b"x").unwrap();
+        let mut s = station();
+        let r = s
+            .handle(
+                "UpdateFirmware",
+                &json!({"location": "http://10.0.0.9/fw.bin", "retrieveDate": "2026-03-01T00:02:00Z",
+                        "retries": 1, "retryInterval": 30}),
+                now(0.0),
+            )
+            .unwrap();
+        assert_eq!(r, json!({}));
+        // Nothing before the retrieve date; the next deadline is that date.
+        assert_eq!(s.tick(now(100.0)), 120.0);
+        assert!(s.download.is_none());
+        s.tick(now(120.0));
+        let u = s.download.take().expect("download due");
+        assert_eq!(u.location, "http://10.0.0.9/fw.bin");
+        assert_eq!(notices(&mut s), ["Downloading"]);
+        // A failed download is retried once after 30 s.
+        assert!(s.downloaded(u, Err("refused".into()), now(121.0)).is_err());
+        assert_eq!(notices(&mut s), ["DownloadFailed"]);
+        s.tick(now(151.0));
+        let u = s.download.take().expect("retry due");
+        assert_eq!(u.retries, 0);
+        // An image of another family is refused; the version stays.
+        let e = s.downloaded(u.clone(), Ok(other), now(152.0)).unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+        assert_eq!(
+            notices(&mut s),
+            [
+                "Downloading",
+                "Downloaded",
+                "Installing",
+                "InstallationFailed"
+            ]
+        );
+        assert_eq!(s.firmware, FACTORY_FIRMWARE);
+        assert!(
+            s.downloaded(u.clone(), Ok(b"random".to_vec()), now(153.0))
+                .is_err()
+        );
+        notices(&mut s);
+        // The signed image installs.
+        assert_eq!(s.downloaded(u, Ok(good.clone()), now(154.0)).unwrap(), good);
+        assert_eq!(notices(&mut s), ["Downloaded", "Installing", "Installed"]);
+        assert_eq!(s.firmware, "001.002.000");
+        assert_eq!(s.firmware_status, FirmwareStatus::Installed);
+        // A bad request: CALLERROR, nothing scheduled.
+        let e = s
+            .handle(
+                "UpdateFirmware",
+                &json!({"location": "x", "retrieveDate": "soon"}),
+                now(700.0),
+            )
+            .unwrap_err();
+        assert_eq!(e.0, ErrorCode::PropertyConstraintViolation);
+        assert!(s.firmware_update.is_none());
+    }
+
+    #[test]
+    fn data_transfer_answers_plausibly() {
+        let mut s = station();
+        let st = |s: &mut Station, p: Value| s.handle("DataTransfer", &p, now(0.0));
+        assert_eq!(
+            st(&mut s, json!({"vendorId": "Acme"})).unwrap()["status"],
+            "UnknownVendorId"
+        );
+        assert_eq!(
+            st(
+                &mut s,
+                json!({"vendorId": VENDOR_ID, "messageId": "x", "data": "y"})
+            )
+            .unwrap()["status"],
+            "UnknownMessageId"
+        );
+        assert_eq!(
+            st(&mut s, json!({"vendorId": VENDOR_ID})).unwrap()["status"],
+            "Rejected"
+        );
+        assert_eq!(
+            st(&mut s, json!({})).unwrap_err().0,
+            ErrorCode::OccurenceConstraintViolation
+        );
+        assert_eq!(
+            st(&mut s, json!({"vendorId": 5})).unwrap_err().0,
+            ErrorCode::TypeConstraintViolation
+        );
     }
 
     #[test]

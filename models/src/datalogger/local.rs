@@ -13,13 +13,15 @@
 //!   salt already seen) and on a new one (the hello is genuine, but the
 //!   request was sealed with the old session's keys). Both are slammed.
 //! - Both answer only while the logger is powered.
+//! - Every BLE connection is also played on the site's air
+//!   (emulator::radio::ble, [`OnAir`]): a BLE sniffer sees it.
 
 use std::sync::Arc;
 
 use fieldtwin_emulator::device::DeviceContext;
 use fieldtwin_emulator::local::{BleAction, Exchange, LocalPort, Transcript};
 
-use super::{DataLogger, ble, lock};
+use super::{DataLogger, OnAir, ble, lock};
 
 /// One side of a BLE connection the command plays: the logger's peer and
 /// the transcript so far.
@@ -29,6 +31,8 @@ struct Link<'a> {
     peer: ble::Peer,
     closed: bool,
     exchanges: &'a mut Vec<Exchange>,
+    /// The connection on the air (what a BLE sniffer sees).
+    air: OnAir,
 }
 
 impl<'a> Link<'a> {
@@ -44,6 +48,7 @@ impl<'a> Link<'a> {
             peer: ble::Peer::new(key.as_bytes()),
             closed: false,
             exchanges,
+            air: OnAir::connect(ctx),
         }
     }
 
@@ -53,10 +58,15 @@ impl<'a> Link<'a> {
         if self.closed {
             return None;
         }
+        self.air.central(body);
         let (answer, reply) = match self.dl.ble_step(self.ctx, &mut self.peer, body) {
-            ble::Step::Reply(r) => (None, Some(r)),
+            ble::Step::Reply(r) => {
+                self.air.peripheral(&r);
+                (None, Some(r))
+            }
             ble::Step::Silent => (None, None),
             ble::Step::Slam(_) => {
+                self.air.slam();
                 self.closed = true;
                 (None, None)
             }

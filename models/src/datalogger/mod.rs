@@ -19,6 +19,14 @@
 //! - Commands: `Cellular` (coverage, signal, technology; field `modem`),
 //!   `FieldPower` on an input's name (off = wire broken). Coverage and
 //!   wiring belong to the place, not the logger: they survive power cycles.
+//! - The uplink leaves from the `cell` interface when the runtime gives
+//!   one (TAP mode: behind the carrier NAT, emulator::net::nat), else from
+//!   `eth1` through `Stack::connect_tcp_carrier` (host mode's pool).
+//! - Digital outputs ([`outputs`]): alarm outputs follow the samples,
+//!   manual ones are set from the USB console or the BLE app and kept in
+//!   NV memory.
+//! - Every BLE connection is also played on the site's air (`OnAir`,
+//!   emulator::radio::ble), where a BLE sniffer records it.
 
 pub mod ble;
 pub mod https;
@@ -26,6 +34,7 @@ mod local;
 pub mod modem;
 pub mod mqtt;
 pub mod ota;
+pub mod outputs;
 pub mod payload;
 pub mod sdi12;
 pub mod sensors;
@@ -64,6 +73,8 @@ use store::{Record, Ring};
 const PULSES_KEY: &str = "dl/pulses";
 /// NV key of the last session's summary.
 const LAST_SESSION_KEY: &str = "dl/last_session";
+/// NV key of the manual digital outputs' settings.
+const OUTPUTS_KEY: &str = "dl/outputs";
 /// NV key of the APN set over USB.
 const APN_KEY: &str = "dl/apn";
 /// NV key of the serial sensors' baud rate set over USB.
@@ -101,6 +112,8 @@ pub struct DataLogger {
     /// report them rather than NV memory, which shows a batch being flushed
     /// before it is durable).
     committed: Mutex<Option<store::Committed>>,
+    /// The digital outputs (restored from NV memory at boot).
+    outputs: Mutex<outputs::Outputs>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,6 +136,7 @@ impl DataLogger {
             let h = sha2::Sha256::digest(format!("{}/{}/mqtt", site.site.seed, dev.id));
             h[..8].iter().map(|b| format!("{b:02x}")).collect()
         });
+        let (config_outputs, config_inputs) = (config.output.clone(), config.input.clone());
         Self {
             id: dev.id.clone(),
             modem: Mutex::new(Modem::new(config.technology, config.signal_dbm, seed)),
@@ -138,6 +152,11 @@ impl DataLogger {
             running: Mutex::new(FACTORY_VERSION.to_string()),
             ctx: Mutex::new(None),
             committed: Mutex::new(None),
+            outputs: Mutex::new(outputs::Outputs::new(
+                &config_outputs,
+                &config_inputs,
+                &Default::default(),
+            )),
         }
     }
 
@@ -213,6 +232,7 @@ impl DataLogger {
                         }
                     })
                     .collect();
+                self.drive_outputs(&ctx, &due);
                 let result = lock(&ring).append(&mut records);
                 if let Err(e) = result {
                     ctx.emit("store", format!("writing records failed: {e}"));
@@ -255,7 +275,9 @@ impl DataLogger {
                 return;
             }
         };
-        let Some(stack) = ctx.interface("eth1") else {
+        // TAP mode gives the modem its own interface behind the carrier's
+        // NAT; in host mode `eth1` picks a source from its loopback pool.
+        let Some(stack) = ctx.interface("cell").or_else(|| ctx.interface("eth1")) else {
             return;
         };
         let transmit = Duration::from_secs_f64(self.config.transmit_s);
@@ -376,6 +398,10 @@ impl DataLogger {
         *lock(&self.generation) = Some((generation.clone(), tracker.clone()));
         *lock(&self.powered) = true;
         *lock(&self.ctx) = Some(ctx.clone());
+        let saved: std::collections::BTreeMap<String, bool> =
+            ctx.nv.get(OUTPUTS_KEY).ok().flatten().unwrap_or_default();
+        *lock(&self.outputs) =
+            outputs::Outputs::new(&self.config.output, &self.config.input, &saved);
         lock(&self.modem).set_powered(true, ctx.clock.now());
         let sampler = self.clone().sampler(ctx.clone(), ring.clone());
         let g = generation.clone();
@@ -453,6 +479,51 @@ impl DataLogger {
             self.reboot(ctx, &format!("reboot into firmware {version}"));
         }
         if new { outcome.report(&running) } else { None }
+    }
+
+    /// Alarm outputs follow the samples just taken.
+    fn drive_outputs(&self, ctx: &DeviceContext, samples: &[sensors::Sample]) {
+        let mut outs = lock(&self.outputs);
+        for s in samples {
+            for c in outs.sample(s.input, s.status, s.value) {
+                ctx.emit(
+                    "output",
+                    format!(
+                        "output {} {} (alarm on input {}: {:.3})",
+                        c.name,
+                        if c.on { "on" } else { "off" },
+                        self.config.input[usize::from(s.input)].name,
+                        s.value
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A user sets a manual output (`via`: USB console, BLE app); the
+    /// setting is saved in NV memory. Answers what the user sees.
+    fn set_output(
+        &self,
+        ctx: &DeviceContext,
+        name: &str,
+        on: bool,
+        via: &str,
+    ) -> Result<String, String> {
+        let mut outs = lock(&self.outputs);
+        let changed = outs.set(name, on)?;
+        ctx.nv
+            .put(OUTPUTS_KEY, &outs.saved())
+            .map_err(|e| format!("saving the outputs failed: {e}"))?;
+        if changed {
+            ctx.emit(
+                "output",
+                format!(
+                    "output {name} {} from the {via}",
+                    if on { "on" } else { "off" }
+                ),
+            );
+        }
+        Ok(outs.line())
     }
 
     /// The APN in force (set over USB, else the site file's).
@@ -535,6 +606,14 @@ impl DataLogger {
                 "OK rebooting".into()
             }
             usb::Cmd::At(at) => usb::at_answer(&at, &snap),
+            usb::Cmd::OutputShow => format!("OUTPUT {}\r\nOK", lock(&self.outputs).line()),
+            usb::Cmd::OutputSet(name, on) => match self.set_output(ctx, &name, on, "USB console") {
+                Ok(line) => format!("OUTPUT {line}\r\nOK"),
+                Err(e) => {
+                    ctx.emit("usb", format!("refused: {e}"));
+                    format!("ERROR refused: {e}")
+                }
+            },
         }
     }
 
@@ -561,8 +640,18 @@ impl DataLogger {
                 "health": s.health,
                 "unsent_records": s.unsent,
                 "inputs": self.input_names(),
+                "outputs": lock(&self.outputs).json(true),
             }),
-            _ => json!({"error": "unknown request; the app may ask \"status\""}),
+            _ => match ble_output_request(req) {
+                Some(Ok((name, on))) => match self.set_output(ctx, &name, on, "BLE app") {
+                    Ok(_) => json!({"outputs": lock(&self.outputs).json(true)}),
+                    Err(e) => json!({"error": e}),
+                },
+                Some(Err(e)) => json!({"error": e}),
+                None => json!({
+                    "error": "unknown request; the app may ask \"status\" or \"output NAME on|off\""
+                }),
+            },
         };
         v.to_string().into_bytes()
     }
@@ -577,6 +666,7 @@ impl DataLogger {
             ctx.spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut peer = ble::Peer::new(key.as_bytes());
+                let mut air = OnAir::connect(&c);
                 loop {
                     let mut len = [0u8; 2];
                     if s.read_exact(&mut len).await.is_err() {
@@ -585,21 +675,27 @@ impl DataLogger {
                     let n = usize::from(u16::from_be_bytes(len));
                     if n > ble::MAX_FRAME {
                         c.emit("ble", "connection slammed: frame too long");
+                        air.slam();
                         return;
                     }
                     let mut body = vec![0u8; n];
                     if s.read_exact(&mut body).await.is_err() {
                         return;
                     }
+                    air.central(&body);
                     match me.ble_step(&c, &mut peer, &body) {
                         ble::Step::Reply(r) => {
+                            air.peripheral(&r);
                             if s.write_all(&ble::frame(&r)).await.is_err() {
                                 return;
                             }
                         }
                         ble::Step::Silent => {}
                         // Dropping the stream closes the link at once.
-                        ble::Step::Slam(_) => return,
+                        ble::Step::Slam(_) => {
+                            air.slam();
+                            return;
+                        }
                     }
                 }
             });
@@ -800,6 +896,11 @@ impl Device for DataLogger {
                 "attached": m.attached(now),
                 "rssi_dbm": m.rssi(now),
                 "apn": self.apn(nv),
+                // TAP mode: the private address behind the carrier NAT.
+                "cell_address": lock(&self.ctx)
+                    .as_ref()
+                    .and_then(|c| c.interface("cell"))
+                    .map(|c| c.ipv4().to_string()),
             }),
         );
         let committed = lock(&self.committed)
@@ -829,6 +930,10 @@ impl Device for DataLogger {
         );
         extra.insert("inputs".to_string(), json!(self.input_names()));
         extra.insert(
+            "outputs".to_string(),
+            lock(&self.outputs).json(*lock(&self.powered)),
+        );
+        extra.insert(
             "firmware".to_string(),
             json!({
                 "version": self.firmware_version(),
@@ -838,6 +943,102 @@ impl Device for DataLogger {
         Details {
             extra,
             ..Default::default()
+        }
+    }
+}
+
+/// A BLE app request `output NAME on|off`: `None` when it is not one,
+/// else the output and state or what is wrong with it.
+fn ble_output_request(req: &[u8]) -> Option<Result<(String, bool), String>> {
+    let text = std::str::from_utf8(req).ok()?;
+    let words: Vec<&str> = text.split(' ').collect();
+    match words.as_slice() {
+        ["output", name, state] => Some(
+            outputs::parse_state(state)
+                .map(|on| (name.to_string(), on))
+                .ok_or_else(|| format!("{state:?} is not a state; use on or off")),
+        ),
+        ["output", ..] => Some(Err("usage: output NAME on|off".into())),
+        _ => None,
+    }
+}
+
+/// A BLE connection of the app (central) to the logger (peripheral) as it
+/// shows on the site's air (emulator::radio::ble): every frame of the
+/// secure channel, the logger's slam (LL_TERMINATE_IND, authentication
+/// failure) and the app's disconnection (when dropped), stamped with the
+/// logger's virtual time.
+pub(crate) struct OnAir {
+    radio: fieldtwin_emulator::radio::air::Air,
+    clock: Clock,
+    conn: fieldtwin_emulator::radio::ble::ConnId,
+    open: bool,
+}
+
+impl OnAir {
+    /// The app connects (one advertising event, CONNECT_IND, setup).
+    pub(crate) fn connect(ctx: &DeviceContext) -> Self {
+        use fieldtwin_emulator::radio::ble::address_from_seed;
+        let now = Self::at(&ctx.clock);
+        let conn = ctx.radio.ble().connect(
+            now,
+            address_from_seed(ctx.seed ^ 0x0A99_0A99),
+            address_from_seed(ctx.seed),
+            &ctx.id,
+            ctx.seed,
+        );
+        Self {
+            radio: ctx.radio.clone(),
+            clock: ctx.clock.clone(),
+            conn,
+            open: true,
+        }
+    }
+
+    fn at(clock: &Clock) -> Duration {
+        Duration::from_micros(clock.utc_now().timestamp_micros().max(0) as u64)
+    }
+
+    /// A frame body from the app.
+    pub(crate) fn central(&self, body: &[u8]) {
+        if self.open {
+            let now = Self::at(&self.clock);
+            self.radio.ble().write(self.conn, now, &ble::frame(body));
+        }
+    }
+
+    /// A frame body from the logger.
+    pub(crate) fn peripheral(&self, body: &[u8]) {
+        if self.open {
+            let now = Self::at(&self.clock);
+            self.radio.ble().notify(self.conn, now, &ble::frame(body));
+        }
+    }
+
+    /// The logger slams the connection.
+    pub(crate) fn slam(&mut self) {
+        if std::mem::replace(&mut self.open, false) {
+            let now = Self::at(&self.clock);
+            self.radio.ble().terminate(
+                self.conn,
+                now,
+                true,
+                fieldtwin_emulator::radio::ble::AUTHENTICATION_FAILURE,
+            );
+        }
+    }
+}
+
+impl Drop for OnAir {
+    fn drop(&mut self) {
+        if self.open {
+            let now = Self::at(&self.clock);
+            self.radio.ble().terminate(
+                self.conn,
+                now,
+                false,
+                fieldtwin_emulator::radio::ble::REMOTE_USER_TERMINATED,
+            );
         }
     }
 }

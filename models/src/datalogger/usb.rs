@@ -37,6 +37,11 @@ pub enum Cmd {
     Reboot,
     /// An AT command for the modem (without the line end).
     At(String),
+    /// Lists the digital outputs.
+    OutputShow,
+    /// Sets a manual digital output (name as typed, checked: letters,
+    /// digits, '-').
+    OutputSet(String, bool),
 }
 
 /// Why a line is refused (the text is shown to the user).
@@ -151,6 +156,21 @@ pub fn parse(line: &[u8]) -> Result<Cmd, Refusal> {
                 ))
             }),
         ("baud", _) => Err(refuse("usage: baud | baud set RATE")),
+        ("output" | "outputs", []) => Ok(Cmd::OutputShow),
+        ("output", [name, state]) => {
+            let ok =
+                name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            match (ok, super::outputs::parse_state(state)) {
+                (true, Some(on)) => Ok(Cmd::OutputSet(name.to_string(), on)),
+                (false, _) => Err(refuse(format!(
+                    "{name:?} is not an output name; use letters, digits and '-' (type output)"
+                ))),
+                (true, None) => Err(refuse(format!(
+                    "{state:?} is not a state; usage: output NAME on|off"
+                ))),
+            }
+        }
+        ("output", _) => Err(refuse("usage: output | output NAME on|off")),
         ("at", []) => Ok(Cmd::At("AT".into())),
         ("at", r) => {
             let cmd = r.join(" ");
@@ -200,7 +220,7 @@ pub fn trace_line(s: &Snapshot) -> String {
 
 /// The help text.
 pub const HELP: &str = "commands: help | status | diag | trace on|off | apn | apn set NAME | \
-baud | baud set RATE | reboot | at AT-COMMAND";
+baud | baud set RATE | output | output NAME on|off | reboot | at AT-COMMAND";
 
 /// The modem's answer to an AT command (passthrough to the modem model).
 pub fn at_answer(cmd: &str, s: &Snapshot) -> String {
@@ -252,6 +272,19 @@ mod tests {
         assert_eq!(parse(b"trace on"), Ok(Cmd::Trace(true)));
         assert_eq!(parse(b"reboot"), Ok(Cmd::Reboot));
         assert!(parse(b"reboot now").is_err());
+        assert_eq!(parse(b"output"), Ok(Cmd::OutputShow));
+        assert_eq!(
+            parse(b"output DO1 ON"),
+            Ok(Cmd::OutputSet("DO1".into(), true))
+        );
+        assert!(parse(b"output DO1 maybe").unwrap_err().0.contains("on|off"));
+        assert!(
+            parse(b"output D.1 on")
+                .unwrap_err()
+                .0
+                .contains("not an output")
+        );
+        assert!(parse(b"output DO1").is_err());
     }
 
     #[test]
@@ -316,6 +349,9 @@ mod tests {
             match parse(&b) {
                 Ok(Cmd::ApnSet(a)) => prop_assert!(valid_apn(&a)),
                 Ok(Cmd::At(a)) => prop_assert!(a.bytes().all(allowed)),
+                Ok(Cmd::OutputSet(n, _)) => prop_assert!(
+                    n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                ),
                 _ => {}
             }
         }

@@ -43,6 +43,11 @@ use crate::proto::ocpp::{ErrorCode, decode};
 
 /// Heartbeat interval the EVCE gives its stations, s.
 pub const HEARTBEAT_S: i64 = 300;
+/// Most transaction messages the EVCE keeps per station for its CSMS
+/// ([NF]: 10,000, about a month of 5-minute samples of one transaction);
+/// when full the oldest MeterValues make room, a StartTransaction or
+/// StopTransaction is never dropped ([`TxQueue::push_bounded`]).
+pub const QUEUE_CAP: usize = 10_000;
 
 /// How the EVCE answers a station's CALL.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +61,44 @@ pub enum Answer {
     },
 }
 
+/// A connector's last meter reading, from the station's MeterValues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub power_w: f64,
+    pub energy_wh: f64,
+}
+
+/// The energy register and power of a MeterValues payload's last sample
+/// (Wh/kWh, W/kW), if it has them.
+fn reading_of(payload: &Value, old: Reading) -> Reading {
+    let mut r = old;
+    let Some(last) = payload["meterValue"].as_array().and_then(|a| a.last()) else {
+        return r;
+    };
+    for sv in last["sampledValue"].as_array().into_iter().flatten() {
+        let Some(v) = sv["value"].as_str().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if !v.is_finite() {
+            continue;
+        }
+        let k = if sv["unit"].as_str().is_some_and(|u| u.starts_with('k')) {
+            1000.0
+        } else {
+            1.0
+        };
+        match sv["measurand"]
+            .as_str()
+            .unwrap_or("Energy.Active.Import.Register")
+        {
+            "Energy.Active.Import.Register" => r.energy_wh = v * k,
+            "Power.Active.Import" => r.power_w = v * k,
+            _ => {}
+        }
+    }
+    r
+}
+
 /// One station as the controller sees it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StationState {
@@ -65,6 +108,10 @@ pub struct StationState {
     pub statuses: BTreeMap<u32, Value>,
     /// Transaction messages for the CSMS.
     pub queue: TxQueue,
+    /// Last meter reading per connector (MeterValues; a connector that
+    /// stops charging draws nothing).
+    #[serde(default)]
+    pub meter: BTreeMap<u32, Reading>,
     /// Plain CALLs for the CSMS (only while online).
     #[serde(skip)]
     pub outbox: VecDeque<(String, Value)>,
@@ -195,6 +242,11 @@ impl Controller {
             "StatusNotification" => {
                 let r: StatusNotificationReq = decode(payload)?;
                 st.statuses.insert(r.connector_id, payload.clone());
+                if !matches!(payload["status"].as_str(), Some("Charging"))
+                    && let Some(m) = st.meter.get_mut(&r.connector_id)
+                {
+                    m.power_w = 0.0;
+                }
                 if online {
                     st.outbox
                         .push_back(("StatusNotification".into(), payload.clone()));
@@ -219,17 +271,24 @@ impl Controller {
                 self.state.next_tx += 1;
                 let info = IdTagInfo::status(self.local_decision(&r.id_tag));
                 if supervised {
-                    self.station(box_id)
-                        .queue
-                        .push("StartTransaction", id, payload.clone());
+                    self.station(box_id).queue.push_bounded(
+                        "StartTransaction",
+                        id,
+                        payload.clone(),
+                        QUEUE_CAP,
+                    );
                 }
                 Answer::Reply(json!({ "transactionId": id, "idTagInfo": info }))
             }
             "StopTransaction" => {
                 let r: StopTransactionReq = decode(payload)?;
                 if supervised {
-                    st.queue
-                        .push("StopTransaction", r.transaction_id, payload.clone());
+                    st.queue.push_bounded(
+                        "StopTransaction",
+                        r.transaction_id,
+                        payload.clone(),
+                        QUEUE_CAP,
+                    );
                 }
                 Answer::Reply(
                     json!({ "idTagInfo": IdTagInfo::status(AuthorizationStatus::Accepted) }),
@@ -237,8 +296,13 @@ impl Controller {
             }
             "MeterValues" => {
                 let r: MeterValuesReq = decode(payload)?;
+                let old = st.meter.get(&r.connector_id).copied().unwrap_or_default();
+                st.meter.insert(r.connector_id, reading_of(payload, old));
                 match r.transaction_id {
-                    Some(tx) if supervised => st.queue.push("MeterValues", tx, payload.clone()),
+                    Some(tx) if supervised => {
+                        st.queue
+                            .push_bounded("MeterValues", tx, payload.clone(), QUEUE_CAP);
+                    }
                     None if online => st.outbox.push_back(("MeterValues".into(), payload.clone())),
                     _ => {}
                 }
@@ -468,6 +532,35 @@ mod tests {
                 let _ = c.to_station("cs1", "SetChargingProfile", &p);
             }
         }
+    }
+
+    #[test]
+    fn meter_values_feed_the_readings_and_a_stop_zeroes_the_power() {
+        let mut c = Controller::new(
+            SupervisionMode::Local,
+            vec![],
+            BTreeMap::new(),
+            [],
+            Persisted::default(),
+        );
+        reply(c.station_call(
+            "cs1",
+            "MeterValues",
+            &json!({"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": "t",
+                "sampledValue": [{"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                                 {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"}]}]}),
+            now(),
+        ));
+        let m = c.station("cs1").meter[&1];
+        assert_eq!((m.power_w, m.energy_wh), (7400.0, 1500.0));
+        reply(c.station_call(
+            "cs1",
+            "StatusNotification",
+            &json!({"connectorId": 1, "errorCode": "NoError", "status": "Finishing"}),
+            now(),
+        ));
+        let m = c.station("cs1").meter[&1];
+        assert_eq!((m.power_w, m.energy_wh), (0.0, 1500.0));
     }
 
     #[test]

@@ -297,6 +297,14 @@ impl super::bms::Source for BmsFeed {
             .controller
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let (limit, meter_w, shares) = self
+            .ocpp
+            .load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| (m.limit_w, m.meter_w, m.shares.clone()))
+            .unwrap_or_default();
         let stations = super::enrollment::list(&self.nv)
             .into_iter()
             .map(|e| {
@@ -309,23 +317,20 @@ impl super::bms::Source for BmsFeed {
                         .and_then(|v| v.as_str())
                         .map(str::to_string),
                     connected: s.is_some_and(|s| s.connected),
+                    // From the station's MeterValues (every
+                    // MeterValueSampleInterval) and status.
+                    power_w: s.map_or(0.0, |s| s.meter.values().map(|m| m.power_w).sum()),
+                    energy_wh: s.map_or(0.0, |s| s.meter.values().map(|m| m.energy_wh).sum()),
+                    limit_w: shares.get(&e.box_id).copied(),
                     box_id: e.box_id,
-                    ..Default::default()
                 }
             })
             .collect();
         drop(c);
-        let limit = self
-            .ocpp
-            .load
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|m| m.limit_w);
         super::bms::Snapshot {
             stations,
             site_limit_w: limit,
-            ..Default::default()
+            site_power_w: meter_w.unwrap_or(0.0),
         }
     }
 }

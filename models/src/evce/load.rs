@@ -46,6 +46,11 @@ pub struct Manager {
     pub alloc_w: f64,
     /// Last measured site power, W.
     pub meter_w: Option<f64>,
+    /// The share last sent to each station, W (its ChargePointMaxProfile).
+    pub shares: std::collections::BTreeMap<String, f64>,
+    /// Periods done so far: the meter answered and the profiles due were
+    /// sent (a scenario waits for the next one after a clock jump).
+    pub periods: u64,
 }
 
 impl Manager {
@@ -54,6 +59,8 @@ impl Manager {
             limit_w,
             alloc_w: 0.0,
             meter_w: None,
+            periods: 0,
+            shares: Default::default(),
         }
     }
 

@@ -63,6 +63,11 @@ pub struct Known {
     pub authorization_key: Option<String>,
 }
 
+/// The address of a `host:port` peer, without its (ephemeral) port.
+fn host_of(peer: &str) -> &str {
+    peer.rsplit_once(':').map_or(peer, |(h, _)| h)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -136,9 +141,9 @@ impl Ocpp {
             let share = lock(&self.load)
                 .as_mut()
                 .and_then(|m| m.step(p, active.len()));
-            let Some(share) = share else { continue };
             let start = crate::charging_station::station::stamp(ctx.clock.utc_now());
-            for id in active {
+            for id in active.into_iter().filter(|_| share.is_some()) {
+                let share = share.unwrap_or_default();
                 if sent
                     .get(&id)
                     .is_some_and(|w| (w - share).abs() <= super::load::DEADBAND_W)
@@ -155,8 +160,14 @@ impl Ocpp {
                     )
                     .await;
                 if r.is_ok() {
+                    if let Some(m) = lock(&self.load).as_mut() {
+                        m.shares.insert(id.clone(), share);
+                    }
                     sent.insert(id, share);
                 }
+            }
+            if let Some(m) = lock(&self.load).as_mut() {
+                m.periods += 1;
             }
         }
     }
@@ -208,6 +219,8 @@ impl Ocpp {
                         "queued": s.queue.len(),
                         "delivered": s.queue.delivered,
                         "discarded": s.queue.discarded,
+                        "dropped": s.queue.dropped,
+                        "transaction_ids": s.queue.mapping().iter().map(|(l, r)| (l.to_string(), *r)).collect::<BTreeMap<_, _>>(),
                         "statuses": s.statuses.iter().map(|(k, v)| (k.to_string(), v["status"].clone())).collect::<BTreeMap<_, _>>(),
                     }),
                 )
@@ -313,11 +326,23 @@ impl Ocpp {
             })
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let actx = ctx.clone();
+        let refused: Arc<Mutex<bool>> = Arc::default();
+        let refused2 = refused.clone();
         // tungstenite's callback type fixes the error type.
         #[allow(clippy::result_large_err)]
         let callback =
             move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+                // A refusal is reported before its answer leaves, so the
+                // event precedes whatever the client does next.
                 let err = |code: StatusCode, msg: &str| {
+                    actx.emit(
+                        "ocpp",
+                        format!(
+                            "station connection from {from} refused: {} {msg}",
+                            code.as_u16()
+                        ),
+                    );
+                    *lock(&refused) = true;
                     let mut r = ErrorResponse::new(Some(msg.to_string()));
                     *r.status_mut() = code;
                     r
@@ -377,10 +402,12 @@ impl Ocpp {
         {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
-                ctx.emit(
-                    "ocpp",
-                    format!("station connection from {peer} refused: {e}"),
-                );
+                if !*lock(&refused2) {
+                    ctx.emit(
+                        "ocpp",
+                        format!("station connection from {} failed: {e}", host_of(&peer)),
+                    );
+                }
                 return;
             }
             Err(_) => return,
@@ -394,7 +421,10 @@ impl Ocpp {
             old.close();
         }
         lock(&self.controller).station(&box_id).connected = true;
-        ctx.emit("ocpp", format!("station {box_id} connected from {peer}"));
+        ctx.emit(
+            "ocpp",
+            format!("station {box_id} connected from {}", host_of(&peer)),
+        );
         while let Some(call) = incoming.recv().await {
             self.station_call(&ctx, &box_id, call).await;
         }
@@ -509,7 +539,11 @@ impl Ocpp {
                         rpc.close();
                         continue;
                     }
-                    ctx.emit("ocpp", format!("{box_id}: upstream to {} up", sup.name));
+                    // Per-link news goes to the log, not the event stream:
+                    // the links of several stations come up in wall time, in
+                    // no fixed order (the stream stays repeatable; the
+                    // details show `upstream_online`).
+                    tracing::debug!("{}: {box_id}: upstream to {} up", ctx.id, sup.name);
                     let relay = {
                         let me = self.clone();
                         let b = box_id.clone();
@@ -521,7 +555,7 @@ impl Ocpp {
                     relay.abort();
                     lock(&self.upstream).remove(&box_id);
                     lock(&self.controller).upstream_down(&box_id);
-                    ctx.emit("ocpp", format!("{box_id}: upstream to {} down", sup.name));
+                    tracing::debug!("{}: {box_id}: upstream to {} down", ctx.id, sup.name);
                 }
                 Err(e) => tracing::debug!("{box_id}: upstream: {e}"),
             }
@@ -566,9 +600,9 @@ impl Ocpp {
                 (true, Ok(v)) => {
                     let a = lock(&self.controller).station(box_id).queue.ack(&v);
                     if let Acked::Started { local, remote } = a {
-                        ctx.emit(
-                            "ocpp",
-                            format!("{box_id}: transaction {local} is {remote} at the CSMS"),
+                        tracing::debug!(
+                            "{}: {box_id}: transaction {local} is {remote} at the CSMS",
+                            ctx.id
                         );
                     }
                     self.save(ctx);

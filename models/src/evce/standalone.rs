@@ -402,6 +402,9 @@ mod tests {
         let mut site = Site::default_site();
         for d in &mut site.devices {
             d.ip = Ipv4Addr::new(127, 77, 219, d.ip.octets()[3]);
+            // No upstream CSMS here (the default site's would be at its
+            // 10.77.0.24).
+            d.evce = None;
         }
         let dev = site.device("evce1").unwrap().clone();
         let evce = Arc::new(crate::evce::device::Evce::new(&site, &dev).with_iterations(10));

@@ -25,14 +25,22 @@
 //!   ([`http_date`]).
 //! - The session cookie is `session=<token>; Path=/; Secure; HttpOnly;
 //!   SameSite=Strict`.
+//! - A login form's [`Outcome`] is answered by [`login_answer`]: 303 to the
+//!   model's page with the session cookie, or the model's login page with
+//!   the message and 401 (wrong), 403 (locked) or 503 with `Retry-After: 30`
+//!   (not checked). [`logged_out`] closes a session (audited) and answers
+//!   303 to `/login` with the cookie cleared.
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::Response;
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use fieldtwin_emulator::device::{DeviceContext, TrackedListener};
 
+use super::Surface;
+use super::audit::Kind;
+use super::login::Outcome;
 use super::tls::Acceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -217,4 +225,40 @@ pub fn cleared_cookie() -> HeaderValue {
 /// Whether `sent` is the session's CSRF token.
 pub fn csrf_ok(expected: &str, sent: &str) -> bool {
     expected.len() == sent.len() && expected == sent
+}
+
+/// The answer to a login form: on success 303 to `to` with the session
+/// cookie; else `page(message)` (the model's login page) with 401, 403 or
+/// 503 and `Retry-After: 30`.
+pub fn login_answer(outcome: Outcome, to: &str, page: impl Fn(Option<&str>) -> String) -> Response {
+    match outcome {
+        Outcome::Ok(t) => {
+            let mut r = Redirect::to(to).into_response();
+            r.headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&t));
+            r
+        }
+        Outcome::Wrong(m) => {
+            (axum::http::StatusCode::UNAUTHORIZED, Html(page(Some(&m)))).into_response()
+        }
+        Outcome::Locked(m) => {
+            (axum::http::StatusCode::FORBIDDEN, Html(page(Some(&m)))).into_response()
+        }
+        Outcome::Unavailable(m) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "30")],
+            Html(page(Some(&m))),
+        )
+            .into_response(),
+    }
+}
+
+/// Closes the web session `token` (audited as a logout) and answers 303 to
+/// `/login` with the cookie cleared.
+pub fn logged_out(sec: &Surface, token: &str) -> Response {
+    sec.close_session(token);
+    sec.audit(Kind::Logout, "webpages: administrator logged out");
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().insert(header::SET_COOKIE, cleared_cookie());
+    r
 }

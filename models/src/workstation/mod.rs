@@ -5,7 +5,8 @@
 //! - A site device of its own (model `Workstation`, in the site file or
 //!   added at run time with `add_workstation`): its own MAC and IP on a
 //!   segment in TAP mode, its own loopback address in host mode. It serves
-//!   nothing (no open port).
+//!   nothing (no open port), except the OCPP relay of [`ocpp::Mitm`] while
+//!   it runs.
 //! - Everything it does goes through its own [`Stack`] (DESIGN.md principle
 //!   12): its traffic crosses the switch, the link faults and the segment's
 //!   capture like any outside client's.
@@ -14,9 +15,13 @@
 //!   attack ends when the Workstation loses power.
 //! - Modules: [`web`] (HTTPS login and firmware upload), [`modbus`] (reads,
 //!   writes, floods), [`scan`] (TCP connect scan, half-open connections),
-//!   [`replay`] (frame filter and re-sending of captured frames).
+//!   [`replay`] (frame filter and re-sending of captured frames), [`ocpp`]
+//!   (a rogue charge point, a man-in-the-middle OCPP relay: the one
+//!   attack that keeps running in the background, and opens ports on the
+//!   Workstation while it does).
 
 pub mod modbus;
+pub mod ocpp;
 pub mod replay;
 pub mod scan;
 pub mod web;
@@ -49,6 +54,8 @@ pub struct Workstation {
     held: Mutex<Vec<BoxStream>>,
     /// Counter of attacks, for the seeds of their random choices.
     runs: std::sync::atomic::AtomicU64,
+    /// The running OCPP relay, if any.
+    mitm: Mutex<Option<ocpp::Mitm>>,
 }
 
 impl Workstation {
@@ -58,6 +65,7 @@ impl Workstation {
             ctx: Mutex::new(None),
             held: Mutex::new(Vec::new()),
             runs: std::sync::atomic::AtomicU64::new(0),
+            mitm: Mutex::new(None),
         }
     }
 
@@ -125,10 +133,29 @@ impl Device for Workstation {
         async move {
             // Connections of a previous boot died with the power.
             self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            if let Some(m) = self.mitm.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                m.stop();
+            }
             *self.ctx.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx);
             Ok(())
         }
         .boxed()
+    }
+
+    fn details(
+        &self,
+        _nv: &fieldtwin_emulator::storage::Nv,
+        _clock: &fieldtwin_emulator::clock::Clock,
+    ) -> fieldtwin_emulator::device::Details {
+        let mut d = fieldtwin_emulator::device::Details::default();
+        if let Some(m) = self.mitm.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let stats = m.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            d.extra.insert(
+                "mitm".into(),
+                serde_json::to_value(stats).unwrap_or_default(),
+            );
+        }
+        d
     }
 
     fn attack<'a>(
@@ -261,6 +288,57 @@ impl Workstation {
                         local: s.ipv4().to_string(),
                         held: held.len(),
                     },
+                ))
+            }
+            Attack::OcppConnect {
+                target,
+                box_id,
+                authorization_key,
+                port,
+            } => {
+                let to = endpoint(s, env.resolve(&target)?, port);
+                Ok((
+                    to.to_string(),
+                    ocpp::connect(s, to, &box_id, authorization_key.as_deref()).await?,
+                ))
+            }
+            Attack::OcppMitm {
+                target,
+                spoof_source,
+                factor,
+            } => {
+                let ip = env.resolve(&target)?;
+                let upstream = match &spoof_source {
+                    None => stack.clone(),
+                    Some(v) => env.stacks.get(v).cloned().ok_or_else(|| {
+                        format!("no device {v:?} whose address the relay could spoof")
+                    })?,
+                };
+                let old = self.mitm.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(old) = old {
+                    old.stop();
+                    // Its listeners close before the new ones bind.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let (m, r) = ocpp::Mitm::start(ctx, stack.clone(), upstream, ip, factor).await?;
+                *self.mitm.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+                Ok((ip.to_string(), r))
+            }
+            Attack::OcppMitmStop {} => {
+                let m = self
+                    .mitm
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| format!("workstation {} runs no OCPP relay", self.id))?;
+                let r = m.stop();
+                Ok((
+                    m.stats
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .target
+                        .clone(),
+                    r,
                 ))
             }
             Attack::Replay {

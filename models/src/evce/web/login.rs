@@ -18,29 +18,14 @@ pub(super) struct LoginForm {
 }
 
 pub(super) async fn login_form(State(web): St, Form(f): Form<LoginForm>) -> Response {
-    match crate::security::login::login(&web, &f.username, &f.password, "webpages").await {
-        Outcome::Ok(t) => {
-            let to = if web.password_changed() {
-                "/"
-            } else {
-                "/password"
-            };
-            let mut r = Redirect::to(to).into_response();
-            r.headers_mut()
-                .insert(header::SET_COOKIE, https::session_cookie(&t));
-            r
-        }
-        Outcome::Wrong(m) => {
-            (StatusCode::UNAUTHORIZED, Html(pages::login(Some(&m)))).into_response()
-        }
-        Outcome::Locked(m) => (StatusCode::FORBIDDEN, Html(pages::login(Some(&m)))).into_response(),
-        Outcome::Unavailable(m) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "30")],
-            Html(pages::login(Some(&m))),
-        )
-            .into_response(),
-    }
+    let outcome = crate::security::login::login(&web, &f.username, &f.password, "webpages").await;
+    // The first login goes to the forced password change.
+    let to = if web.password_changed() {
+        "/"
+    } else {
+        "/password"
+    };
+    https::login_answer(outcome, to, pages::login)
 }
 
 pub(super) async fn logout(
@@ -49,14 +34,7 @@ pub(super) async fn logout(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     match session(&web, &headers) {
-        Some(a) if https::csrf_ok(&a.csrf, &f.csrf) => {
-            web.close_session(&a.token);
-            web.audit(Kind::Logout, "webpages: administrator logged out");
-            let mut r = Redirect::to("/login").into_response();
-            r.headers_mut()
-                .insert(header::SET_COOKIE, https::cleared_cookie());
-            r
-        }
+        Some(a) if https::csrf_ok(&a.csrf, &f.csrf) => https::logged_out(&web, &a.token),
         Some(_) => *forbidden(),
         None => Redirect::to("/login").into_response(),
     }

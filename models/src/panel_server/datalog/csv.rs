@@ -236,11 +236,14 @@ pub fn parse_data(text: &str) -> Option<Vec<DataLine>> {
         .collect()
 }
 
+/// Rows and a header for the tests of the file layouts (CSV and JSON).
 #[cfg(test)]
-mod tests {
+pub(super) mod fixtures {
+    use super::super::store::{ERROR_INVALID, ERROR_OK};
     use super::*;
 
-    fn header() -> Header {
+    /// The reference's gateway and device, local time at `utc_offset_min`.
+    pub fn header(utc_offset_min: i32) -> Header {
         Header {
             gateway_name: "EcoStruxure Panel Server".into(),
             gateway_sn: "542206310926".into(),
@@ -250,23 +253,51 @@ mod tests {
             local_id: "modbus:1_mb".into(),
             type_id: "F160 3P 3P+N".into(),
             type_name: "F160 3P 3P+N".into(),
-            utc_offset_min: -300,
+            utc_offset_min,
         }
     }
 
-    fn row(t: i64, period: u32, values: Vec<Option<f64>>) -> Row {
+    /// A row of `VAN,P` at `t`, flagged invalid if a value is missing.
+    pub fn row(t: i64, period: u32, values: Vec<Option<f64>>) -> Row {
         Row {
             seq: 0,
             t,
             period_min: period,
             error: if values.iter().all(Option::is_some) {
-                0
+                ERROR_OK
             } else {
-                19
+                ERROR_INVALID
             },
             codes: "VAN,P".into(),
             values,
         }
+    }
+
+    /// Values read back from a file are the logged ones: the same ones
+    /// missing, the others to the file's 3 decimals.
+    pub fn values_match(
+        got: &[Option<f64>],
+        logged: &[Option<f64>],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        for (x, y) in got.iter().zip(logged) {
+            proptest::prop_assert_eq!(x.is_some(), y.is_some());
+            if let (Some(x), Some(y)) = (x, y) {
+                proptest::prop_assert!((x - y).abs() <= 0.0005 + y.abs() * 1e-12);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::fixtures::{row, values_match};
+
+    /// The reference's gateway and device at UTC-5.
+    fn header() -> Header {
+        super::fixtures::header(-300)
     }
 
     #[test]
@@ -415,12 +446,7 @@ mod tests {
                 proptest::prop_assert_eq!(back.len(), f.len());
                 for (b, r) in back.iter().zip(f) {
                     proptest::prop_assert_eq!(b.0, r.error);
-                    for (x, y) in b.3.iter().zip(&r.values) {
-                        proptest::prop_assert_eq!(x.is_some(), y.is_some());
-                        if let (Some(x), Some(y)) = (x, y) {
-                            proptest::prop_assert!((x - y).abs() <= 0.0005 + y.abs() * 1e-12);
-                        }
-                    }
+                    values_match(&b.3, &r.values)?;
                 }
             }
             let n = file_name(&h, DateTime::<Utc>::from_timestamp(start, 0).unwrap(), 0);

@@ -146,36 +146,12 @@ pub fn parse_rows(text: &str) -> Option<(File, Vec<ReadRow>)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::store::{ERROR_INVALID, ERROR_OK};
+    use super::csv::fixtures::{row, values_match};
     use super::*;
 
+    /// The reference's gateway and device at UTC.
     fn header() -> Header {
-        Header {
-            gateway_name: "EcoStruxure Panel Server".into(),
-            gateway_sn: "542206310926".into(),
-            gateway_ip: "10.195.253.81".into(),
-            gateway_mac: "00:00:54:E5:8A:36".into(),
-            device_name: "F160 3P 3P+N".into(),
-            local_id: "modbus:1_mb".into(),
-            type_id: "F160 3P 3P+N".into(),
-            type_name: "F160 3P 3P+N".into(),
-            utc_offset_min: 0,
-        }
-    }
-
-    fn row(t: i64, period: u32, values: Vec<Option<f64>>) -> Row {
-        Row {
-            seq: 0,
-            t,
-            period_min: period,
-            error: if values.iter().all(Option::is_some) {
-                ERROR_OK
-            } else {
-                ERROR_INVALID
-            },
-            codes: "VAN,P".into(),
-            values,
-        }
+        super::csv::fixtures::header(0)
     }
 
     #[test]
@@ -283,12 +259,7 @@ mod tests {
             for (b, r) in back.iter().zip(&rows) {
                 proptest::prop_assert_eq!(b.0, r.t);
                 proptest::prop_assert_eq!(b.1.join(","), r.codes.clone());
-                for (x, y) in b.2.iter().zip(&r.values) {
-                    proptest::prop_assert_eq!(x.is_some(), y.is_some());
-                    if let (Some(x), Some(y)) = (x, y) {
-                        proptest::prop_assert!((x - y).abs() <= 0.0005 + y.abs() * 1e-12);
-                    }
-                }
+                values_match(&b.2, &r.values)?;
             }
         }
     }

@@ -17,24 +17,8 @@ pub(super) struct LoginForm {
 }
 
 pub(super) async fn login_form(State(node): St, Form(f): Form<LoginForm>) -> Response {
-    match crate::security::login::login(&node, &f.username, &f.password, "webpages").await {
-        Outcome::Ok(t) => {
-            let mut r = Redirect::to("/").into_response();
-            r.headers_mut()
-                .insert(header::SET_COOKIE, https::session_cookie(&t));
-            r
-        }
-        Outcome::Wrong(m) => {
-            (StatusCode::UNAUTHORIZED, Html(pages::login(Some(&m)))).into_response()
-        }
-        Outcome::Locked(m) => (StatusCode::FORBIDDEN, Html(pages::login(Some(&m)))).into_response(),
-        Outcome::Unavailable(m) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "30")],
-            Html(pages::login(Some(&m))),
-        )
-            .into_response(),
-    }
+    let outcome = crate::security::login::login(&node, &f.username, &f.password, "webpages").await;
+    https::login_answer(outcome, "/", pages::login)
 }
 
 pub(super) async fn logout(
@@ -43,14 +27,7 @@ pub(super) async fn logout(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     match auth_post(&node, &headers, &f.csrf) {
-        Ok(a) => {
-            node.close_session(&a.token);
-            node.audit(Kind::Logout, "webpages: administrator logged out");
-            let mut r = Redirect::to("/login").into_response();
-            r.headers_mut()
-                .insert(header::SET_COOKIE, https::cleared_cookie());
-            r
-        }
+        Ok(a) => https::logged_out(&node, &a.token),
         Err(r) => *r,
     }
 }

@@ -24,6 +24,10 @@
 //!   message of that transaction, since it has no remote id.
 //! - [`TxQueue::remote_of`] / [`TxQueue::local_of`] translate ids for calls
 //!   in the other direction (RemoteStop, SetChargingProfile).
+//! - [`TxQueue::push_bounded`] keeps the queue at a cap: when it is full,
+//!   the oldest waiting MeterValues makes room (counted in
+//!   [`TxQueue::dropped`]); StartTransaction and StopTransaction are never
+//!   dropped, so a queue holding only those may exceed the cap.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -68,6 +72,9 @@ pub struct TxQueue {
     pub discarded: u64,
     /// Messages delivered (acknowledged).
     pub delivered: u64,
+    /// MeterValues dropped to keep the queue at its cap.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 impl TxQueue {
@@ -79,6 +86,44 @@ impl TxQueue {
             payload,
             attempts: 0,
         });
+    }
+
+    /// [`TxQueue::push`] with the queue kept at `cap` messages (see the
+    /// module contract); returns whether a MeterValues was dropped.
+    pub fn push_bounded(
+        &mut self,
+        action: &str,
+        local_tx: i64,
+        payload: Value,
+        cap: usize,
+    ) -> bool {
+        let mut dropped = false;
+        if self.items.len() >= cap {
+            // The oldest MeterValues that is not on the wire (the front may
+            // be, and must then stay for its answer).
+            let victim = self
+                .items
+                .iter()
+                .enumerate()
+                .skip(1)
+                .find(|(_, q)| q.action == "MeterValues")
+                .map(|(i, _)| i)
+                .or((action == "MeterValues").then_some(usize::MAX));
+            match victim {
+                Some(usize::MAX) => {
+                    self.dropped += 1;
+                    return true;
+                }
+                Some(i) => {
+                    self.items.remove(i);
+                    self.dropped += 1;
+                    dropped = true;
+                }
+                None => {}
+            }
+        }
+        self.push(action, local_tx, payload);
+        dropped
     }
 
     pub fn len(&self) -> usize {
@@ -147,6 +192,11 @@ impl TxQueue {
         true
     }
 
+    /// Every known local -> remote transaction id.
+    pub fn mapping(&self) -> &BTreeMap<i64, i64> {
+        &self.map
+    }
+
     /// The remote id of local transaction `local`, once known.
     pub fn remote_of(&self, local: i64) -> Option<i64> {
         self.map.get(&local).copied()
@@ -200,6 +250,36 @@ mod tests {
         q.ack(&json!({}));
         assert!(q.front().is_none());
         assert_eq!(q.delivered, 3);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_meter_values_never_a_start_or_stop() {
+        let mut q = TxQueue::default();
+        q.push_bounded("StartTransaction", 1, json!({"n": 0}), 4);
+        for n in 1..=3 {
+            assert!(!q.push_bounded("MeterValues", 1, json!({"n": n, "transactionId": 1}), 4));
+        }
+        // Full: the oldest MeterValues after the front goes.
+        assert!(q.push_bounded("MeterValues", 1, json!({"n": 4, "transactionId": 1}), 4));
+        assert!(q.push_bounded("StopTransaction", 1, json!({"n": 5, "transactionId": 1}), 4));
+        let ns: Vec<i64> = q
+            .items()
+            .map(|x| x.payload["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ns, [0, 3, 4, 5]);
+        assert_eq!(q.dropped, 2);
+        // Only starts and stops: nothing can go, the cap is exceeded.
+        let mut q = TxQueue::default();
+        for t in 1..=3 {
+            q.push_bounded("StartTransaction", t, json!({}), 2);
+            q.push_bounded("StopTransaction", t, json!({"transactionId": t}), 2);
+        }
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.dropped, 0);
+        // A MeterValues arriving at a queue of starts and stops is the one dropped.
+        assert!(q.push_bounded("MeterValues", 3, json!({"transactionId": 3}), 2));
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.dropped, 1);
     }
 
     #[test]
