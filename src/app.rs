@@ -159,7 +159,20 @@ fn default_threads(tap: bool) -> usize {
     if tap { (cores / 2).max(1) } else { cores }
 }
 
-/// Time between two power-ons at start (see [`run`]).
+/// Devices on the most populated segment: one broadcast domain.
+fn largest_segment(site: &Site) -> usize {
+    let mut per = std::collections::HashMap::<&str, usize>::new();
+    for d in &site.devices {
+        *per.entry(d.segment.as_str()).or_default() += 1;
+    }
+    per.into_values().max().unwrap_or(0)
+}
+
+/// Boots in flight at start on a large site of small segments (see [`run`]).
+pub const BOOT_PARALLEL: usize = 64;
+
+/// Time between two power-ons at start, on a site whose largest segment
+/// holds more than 256 devices (see [`run`]).
 pub const BOOT_PACE: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -185,16 +198,42 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let api = tokio::net::TcpListener::bind(opts.api)
             .await
             .with_context(|| format!("cannot open the control API on {} (use --api)", opts.api))?;
-        for dev in site.devices.iter().filter(|d| d.powered) {
-            rt.power_on(&dev.id).await?;
-            // A boot takes well under a millisecond (no PBKDF2, no key
-            // generation: models::security::work). Powering thousands at
-            // once would flood every switch port with their announcements
-            // (DPWS Hello, ARP) faster than the devices drain them, and the
-            // process would keep the peak of those queues (2.2x the RSS at
-            // 1,000 devices, docs/performance.md); one boot per BOOT_PACE
-            // lets the devices already on handle them as they come.
-            tokio::time::sleep(BOOT_PACE).await;
+        // A boot takes well under a millisecond of CPU (no PBKDF2, no key
+        // generation: models::security::work) but waits for its NV writes
+        // to be durable. Powering thousands at once on ONE segment would
+        // flood every port with their announcements (DPWS Hello, ARP)
+        // faster than the devices drain them, and the process would keep
+        // the peak of those queues (2.2x the RSS at 1,000 devices,
+        // docs/performance.md): there one boot per BOOT_PACE lets the
+        // devices already on handle them as they come. On segments of at
+        // most ROUTER_ABOVE devices (a generated large site has 250 per
+        // segment) a large site boots BOOT_PARALLEL devices at a time, so
+        // their NV flushes overlap; a small site boots in site-file order,
+        // one after the other (its event log stays in that order).
+        let largest = largest_segment(&site);
+        let powered: Vec<&str> = site
+            .devices
+            .iter()
+            .filter(|d| d.powered)
+            .map(|d| d.id.as_str())
+            .collect();
+        if largest > fieldtwin_emulator::site::ROUTER_ABOVE {
+            for id in powered {
+                rt.power_on(id).await?;
+                tokio::time::sleep(BOOT_PACE).await;
+            }
+        } else if powered.len() > fieldtwin_emulator::site::ROUTER_ABOVE {
+            use futures::StreamExt;
+            let mut boots = futures::stream::iter(powered)
+                .map(|id| rt.power_on(id))
+                .buffer_unordered(BOOT_PARALLEL);
+            while let Some(r) = boots.next().await {
+                r?;
+            }
+        } else {
+            for id in powered {
+                rt.power_on(id).await?;
+            }
         }
         if net.is_none() && !host::privileged_ports() {
             println!(

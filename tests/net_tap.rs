@@ -780,11 +780,13 @@ fn routed_lab_reaches_devices_through_one_neighbour_entry() {
     // Every device of the lab segment answers ping across the router.
     let devices = [
         "10.77.78.10",
-        // (The charging stations cs1/cs2, .21/.22, stopped answering ping
-        // after main's OCPP merge; the EVCE, .20, too since it connects to
-        // the default site's CSMS (.24): every device that opens OCPP
-        // connections to a device of its own segment. Left out until that
-        // is understood.)
+        // The EVCE and the charging stations: the router first heard them
+        // ask for another device (the stations for the EVCE, the EVCE for
+        // its CSMS), which taught them nothing of the router (see
+        // router::a_device_heard_asking_for_another_is_taught...).
+        "10.77.78.20",
+        "10.77.78.21",
+        "10.77.78.22",
         "10.77.78.23",
         "10.77.78.24",
         "10.77.78.30",

@@ -15,7 +15,7 @@ use tokio_modbus::prelude::*;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 
 use super::load::LoadResult;
-use super::{BenchNetns, generate_site, machine};
+use super::{BenchNetns, Layout, generate_site, machine};
 
 #[derive(Debug, Args, Clone)]
 pub struct Options {
@@ -247,7 +247,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // (b) Panel Server, host mode (10.77.78.2 -> 127.77.78.2).
     let site_b = dir.path().join("host.toml");
-    std::fs::write(&site_b, generate_site(1, 78)?)?;
+    std::fs::write(&site_b, generate_site(1, 78, Layout::Flat)?)?;
     rows.push(Row {
         name: "b: Panel Server, host mode",
         result: (|| {
@@ -263,7 +263,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     // (c) Panel Server, TAP mode in a namespace of our own.
     let site_c = dir.path().join("tap.toml");
-    std::fs::write(&site_c, generate_site(1, 1)?)?;
+    std::fs::write(&site_c, generate_site(1, 1, Layout::Flat)?)?;
     rows.push(Row {
         name: "c: Panel Server, TAP mode",
         result: (|| {

@@ -16,7 +16,7 @@ use tokio_modbus::client::{Reader, tcp};
 use tokio_modbus::slave::Slave;
 
 use super::modbus::start_site;
-use super::{BenchNetns, generate_site, machine};
+use super::{BenchNetns, Layout, generate_site, machine};
 
 #[derive(Debug, Args, Clone)]
 pub struct Options {
@@ -118,7 +118,12 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
 pub fn run(o: Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let site = dir.path().join("site.toml");
-    std::fs::write(&site, generate_site(o.devices, 1)?)?;
+    // Forced direct access needs every device on the TAP's own segment.
+    let layout = match o.routing {
+        Some(Routing::Direct) => Layout::Flat,
+        _ => Layout::for_devices(o.devices),
+    };
+    std::fs::write(&site, generate_site(o.devices, 1, layout)?)?;
     let ips = dir.path().join("ips.txt");
     let list: Vec<String> = (0..o.devices)
         .map(|i| super::generated_ip(1, i).to_string())

@@ -34,7 +34,7 @@ use tokio_modbus::slave::Slave;
 
 use super::modbus::start_site;
 use super::scale::{ProbeResult, proc_rss_kib};
-use super::{BenchNetns, generate_site, machine};
+use super::{BenchNetns, Layout, generate_site, machine};
 
 /// How long one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -250,7 +250,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     let site = dir.path().join("site.toml");
-    std::fs::write(&site, generate_site(o.devices, 1)?)?;
+    std::fs::write(
+        &site,
+        generate_site(o.devices, 1, Layout::for_devices(o.devices))?,
+    )?;
     println!(
         "bench soak: {} Panel Servers in TAP mode, {}% a second for {} min over Modbus and HTTPS; {}",
         o.devices,

@@ -361,8 +361,13 @@ impl Router {
                     }
                     RPort::Switch(s) => {
                         if is_unicast_ip(src) && self.route(src) == Some(s) {
-                            // It sent to the router: it knows its MAC.
-                            self.untaught.remove(&(s, src));
+                            // It sent to the router: it knows its MAC for
+                            // its next hop, the router's source address
+                            // unless that is the host's and it sent
+                            // elsewhere (through its gateway).
+                            if self.source[s] != self.host_ip || dst == self.host_ip {
+                                self.untaught.remove(&(s, src));
+                            }
                             if self.arp.get(&(s, src)) != Some(&src_mac) {
                                 self.arp.insert((s, src), src_mac);
                                 self.flush(RPort::Switch(s), src, src_mac, out);
@@ -494,10 +499,20 @@ impl Router {
             RPort::Switch(s) => {
                 if self.route(spa) == Some(s) && spa != self.host_ip {
                     // Glean: requests and answers alike refresh the entry.
-                    if self.arp.get(&(s, spa)) != Some(&sha) {
-                        self.arp.insert((s, spa), sha);
+                    let known = self.arp.insert((s, spa), sha).is_some();
+                    if tpa == self.source[s] {
+                        // It asked for the router's source address, or
+                        // answered the router's request, which named it:
+                        // it holds the router's MAC for that address now.
+                        self.untaught.remove(&(s, spa));
+                    } else if !known {
+                        // Its request for another device taught it nothing
+                        // about the router: the first frame forwarded to it
+                        // is preceded by a unicast request (see `untaught`),
+                        // else it would drop its answer while it resolves
+                        // the sender (smoltcp queues nothing behind ARP).
+                        self.untaught.insert((s, spa));
                     }
-                    self.untaught.remove(&(s, spa));
                     self.flush(from, spa, sha, out);
                 }
                 self.owned[s].contains(&tpa)
@@ -997,6 +1012,65 @@ mod tests {
         stray[24..26].copy_from_slice(&sum.to_be_bytes());
         assert!(run(&mut r, RPort::Switch(0), stray).is_empty());
         assert_eq!(r.neighbours(), 1);
+    }
+
+    /// A device that only asked for another device (a charging station
+    /// resolving its EVCE at boot) is known to the router but knows nothing
+    /// of it: the host's first ping is preceded by a unicast request naming
+    /// the host, so the device can answer it at once (smoltcp drops an
+    /// answer whose next hop it must first resolve).
+    #[test]
+    fn a_device_heard_asking_for_another_is_taught_before_the_first_frame() {
+        let mut r = router();
+        let other = Ipv4Addr::new(10, 77, 0, 20);
+        assert!(
+            run(
+                &mut r,
+                RPort::Switch(0),
+                arp(1, BROADCAST, DEV_MAC, DEV, other)
+            )
+            .is_empty()
+        );
+        assert_eq!(r.neighbours(), 1);
+        let o = run(
+            &mut r,
+            RPort::Tap,
+            ping(ROUTER_MAC, HOST_MAC, HOST, DEV, 64),
+        );
+        assert_eq!(o.len(), 2, "a unicast ARP request, then the ping");
+        assert_eq!(be16(&o[0].frame, 12), ETH_ARP);
+        assert_eq!(&o[0].frame[0..6], &DEV_MAC);
+        assert_eq!(ip_at(&o[0].frame, 28), HOST);
+        assert_eq!(be16(&o[1].frame, 12), ETH_IPV4);
+        // Its answer to that request names the host: taught, no more requests.
+        assert!(
+            run(
+                &mut r,
+                RPort::Switch(0),
+                arp(2, ROUTER_MAC, DEV_MAC, DEV, HOST)
+            )
+            .is_empty()
+        );
+        let o = run(
+            &mut r,
+            RPort::Tap,
+            ping(ROUTER_MAC, HOST_MAC, HOST, DEV, 64),
+        );
+        assert_eq!(o.len(), 1);
+        // A device that asked for the host itself needs no lesson.
+        let mut r = router();
+        let o = run(
+            &mut r,
+            RPort::Switch(0),
+            arp(1, BROADCAST, DEV_MAC, DEV, HOST),
+        );
+        assert_eq!(o.len(), 1, "the router answers for the host");
+        let o = run(
+            &mut r,
+            RPort::Tap,
+            ping(ROUTER_MAC, HOST_MAC, HOST, DEV, 64),
+        );
+        assert_eq!(o.len(), 1);
     }
 
     #[test]

@@ -58,7 +58,7 @@ use super::{BoxStream, Datagram, Listener, Stack};
 /// Connections that may wait for `accept` on one listener.
 pub const BACKLOG: usize = 1024;
 /// Listening sockets kept ready per listener.
-const POOL_MIN: usize = 2;
+const POOL_MIN: usize = 1;
 /// How long a dropped stream may take to close before it is reset.
 pub const LINGER: Duration = Duration::from_secs(60);
 /// How long a dropped UDP socket may take to send what it queued.

@@ -989,7 +989,12 @@ impl PanelServer {
 
     /// The Modbus handler of one boot (started by [`node`]): unit 255 and the
     /// gateway routes to the field devices created in [`Device::boot`].
-    fn modbus_handler(&self, ctx: &DeviceContext, settings: &Settings) -> Arc<dyn Handler> {
+    fn modbus_handler(
+        &self,
+        ctx: &DeviceContext,
+        settings: &Settings,
+        datetime_audit: DateTimeAudit,
+    ) -> Arc<dyn Handler> {
         let fields = self.fields(ctx);
         let paired =
             |d: &Arc<FieldDevice>| settings.pairing.iter().any(|p| Some(p.rf_id) == d.rf_id);
@@ -1014,6 +1019,7 @@ impl PanelServer {
             inputs: self.inputs.clone(),
             rtc: ctx.rtc.clone(),
             events: ctx.clone(),
+            datetime_audit,
             router: gateway::Router {
                 line: fields.line.clone(),
                 wireless: match &fields.radio {
@@ -1302,12 +1308,16 @@ impl PanelServer {
     }
 }
 
+/// Writes a date/time change made over Modbus to the device's audit log.
+pub(crate) type DateTimeAudit = Arc<dyn Fn(String) + Send + Sync>;
+
 /// Answers Modbus requests by unit id.
 struct Gateway {
     registers: OwnRegisters,
     inputs: Option<Arc<inputs::Bank>>,
     rtc: RtcHandle,
     events: DeviceContext,
+    datetime_audit: DateTimeAudit,
     router: gateway::Router,
 }
 
@@ -1361,10 +1371,9 @@ impl Gateway {
                 self.rtc
                     .set(t)
                     .map_err(|_| Exception::ServerDeviceFailure)?;
-                self.events.emit(
-                    "datetime",
-                    format!("date/time set over Modbus from {before} to {t}"),
-                );
+                let message = format!("date/time set over Modbus from {before} to {t}");
+                (self.datetime_audit)(message.clone());
+                self.events.emit("datetime", message);
                 Ok(Response::WriteMultiple {
                     addr,
                     count: values.len() as u16,

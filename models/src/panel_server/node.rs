@@ -371,7 +371,16 @@ impl Node {
         }
         let s = self.settings();
         let group = Group::new(&self.generation);
-        let handler = self.ps.modbus_handler(&self.ctx, &s);
+        // Date/time set over Modbus (FC16 at unit 255) goes to the audit
+        // log; the gateway calls back rather than every device listening to
+        // the site's event bus (that woke all N devices for every event).
+        let me = Arc::downgrade(self);
+        let audit: super::DateTimeAudit = Arc::new(move |message: String| {
+            if let Some(n) = me.upgrade() {
+                n.audit(Kind::DateTimeChanged, message);
+            }
+        });
+        let handler = self.ps.modbus_handler(&self.ctx, &s, audit);
         for (iface, on) in [
             ("eth1", s.modbus.eth1),
             ("eth2", s.modbus.eth2),
@@ -590,26 +599,6 @@ pub fn run(
             Kind::Boot,
             format!("{why}; firmware {}", node.settings().firmware),
         );
-        // Date/time set by other services (Modbus FC16 at unit 255) is
-        // reported as a device event; it goes to the audit log too.
-        let mut events = ctx.events.subscribe();
-        let n = node.clone();
-        node.spawn(async move {
-            use fieldtwin_emulator::control::Event;
-            loop {
-                match events.recv().await {
-                    Ok(Event::Device {
-                        device,
-                        kind,
-                        message,
-                    }) if kind == "datetime" && *device == *n.ctx.id => {
-                        n.audit(Kind::DateTimeChanged, message);
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => break,
-                }
-            }
-        });
         // Nothing reaches the access point's side, or the station's,
         // before an association.
         for iface in [WIFI_IFACE, WLAN_IFACE] {

@@ -213,10 +213,14 @@ impl Discovery {
             // No address yet (DHCP): nothing to advertise.
             return;
         }
-        let text = String::from_utf8_lossy(datagram);
         // Most datagrams are other devices' Hello and Bye (every device of
-        // the segment announces itself): they are dropped before the
-        // identity is copied.
+        // the segment announces itself at boot): they are dropped before
+        // they are decoded, since only a Probe or a Resolve gets an answer.
+        let asks = |word: &[u8]| datagram.windows(word.len()).any(|w| w == word);
+        if !asks(b"Probe") && !asks(b"Resolve") {
+            return;
+        }
+        let text = String::from_utf8_lossy(datagram);
         let reply = match dpws::parse(&text) {
             Message::Probe { message_id, types } if dpws::matches(&types) => Some(
                 dpws::probe_matches(&self.identity(), &random_id(), &message_id, seq(&self.node)),
