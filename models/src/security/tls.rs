@@ -18,6 +18,10 @@
 //!   [`super::work::READY_WAIT`]) rather than failing its handshake. A boot
 //!   therefore never generates a key.
 //! - [`names_ip`] tells whether a certificate's SAN has an IPv4 address.
+//! - Every acceptor resumes sessions from a cache of at most
+//!   [`SESSION_CACHE`] entries, as an embedded web server does ([NF];
+//!   rustls' default of 256 per device let the cache grow to gigabytes at
+//!   10,000 devices under `bench soak`).
 
 use std::sync::Arc;
 
@@ -30,6 +34,14 @@ use tokio_rustls::TlsAcceptor;
 
 use super::password::{hex, unhex};
 use super::work;
+
+/// TLS sessions kept for resumption per server ([NF], docs/performance.md).
+pub const SESSION_CACHE: usize = 16;
+
+/// A device's bounded session cache (see [`SESSION_CACHE`]).
+fn bounded_sessions(cfg: &mut rustls::ServerConfig) {
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+}
 
 /// NV key of the TLS certificate and key.
 pub const KEY: &str = "tls";
@@ -301,6 +313,7 @@ fn with_certs(
         .with_no_client_auth()
         .with_cert_resolver(certs.clone());
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    bounded_sessions(&mut cfg);
     let acceptor = Acceptor {
         acceptor: TlsAcceptor::from(Arc::new(cfg)),
         certs: Some(certs.clone()),
@@ -344,6 +357,7 @@ pub fn acceptor(material: &Material, versions: Versions) -> Result<TlsAcceptor, 
         )
         .map_err(err)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    bounded_sessions(&mut cfg);
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
@@ -378,5 +392,23 @@ mod tests {
         };
         assert!(certs.set(bad).is_err());
         assert_eq!(certs.material(), Some(b));
+    }
+
+    /// However many clients a device has seen, it keeps at most
+    /// SESSION_CACHE sessions for resumption (both kinds of acceptor).
+    #[test]
+    fn the_session_cache_is_bounded() {
+        let a = make(&spec(&["10.77.74.201"])).unwrap();
+        let (reloadable, _) = reloadable_acceptor(&a, Versions::Tls12).unwrap();
+        let fixed = acceptor(&a, Versions::Tls12And13).unwrap();
+        for acc in [reloadable.acceptor, fixed] {
+            let store = &acc.config().session_storage;
+            let key = |i: u32| i.to_be_bytes().repeat(8);
+            for i in 0..1000 {
+                assert!(store.put(key(i), vec![7; 100]));
+            }
+            let kept = (0..1000).filter(|&i| store.get(&key(i)).is_some()).count();
+            assert!((1..=SESSION_CACHE).contains(&kept), "{kept} sessions kept");
+        }
     }
 }
