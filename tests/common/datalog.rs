@@ -1,8 +1,12 @@
 //! The Panel Server's published data-log CSV files read back (whatever
 //! carried them: HTTPS in ps_datalog, SFTP in ps_sftp) and the checks of
-//! their rows against what the device says it logged.
+//! their rows against what the device says it logged; and what the
+//! receivers of those tests share: a test CA with a server certificate
+//! signed by it (openssl), and the Python that runs them.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use super::RunningSite;
@@ -141,4 +145,100 @@ pub fn check_rows(site: &RunningSite, rows: &BTreeMap<String, Vec<String>>) -> u
         total += head;
     }
     total
+}
+
+/// The project venv's Python (`.venv/bin/python`), else `python3`.
+pub fn python() -> String {
+    let venv = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
+    if Path::new(&venv).exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// Makes, in `dir`, a test CA (`ca.pem`, `ca.key`; P-256, 30 days) and a
+/// server certificate signed by it, `NAME.pem` with its key `NAME.key`
+/// (CN 127.0.0.1, subjectAltName `IP:ip`, serverAuth).
+pub fn make_certs(dir: &Path, name: &str, ip: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=fieldtwin test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
 }
