@@ -33,16 +33,16 @@ pub(super) async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    match session(&web, &headers) {
+    match https::session(&*web, &headers) {
         Some(a) if https::csrf_ok(&a.csrf, &f.csrf) => https::logged_out(&web, &a.token),
-        Some(_) => *forbidden(),
+        Some(_) => *https::csrf_refused(&*web),
         None => Redirect::to("/login").into_response(),
     }
 }
 
 /// The password page (also reachable before the forced change).
 pub(super) async fn password_page(State(web): St, headers: HeaderMap) -> Response {
-    let Some(a) = session(&web, &headers) else {
+    let Some(a) = https::session(&*web, &headers) else {
         return Redirect::to("/login").into_response();
     };
     let forced = !web.password_changed();
@@ -114,11 +114,11 @@ pub(super) async fn password_form(
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    let Some(a) = session(&web, &headers) else {
+    let Some(a) = https::session(&*web, &headers) else {
         return Redirect::to("/login").into_response();
     };
     if !https::csrf_ok(&a.csrf, &f.csrf) {
-        return *forbidden();
+        return *https::csrf_refused(&*web);
     }
     match change(&web, &f.current, &f.new, &f.confirm, "webpages").await {
         Ok(()) => Html(pages::message_in(

@@ -26,7 +26,7 @@ pub(super) async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    match auth_post(&node, &headers, &f.csrf) {
+    match https::form_auth(&*node, &headers, &f.csrf) {
         Ok(a) => https::logged_out(&node, &a.token),
         Err(r) => *r,
     }
