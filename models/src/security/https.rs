@@ -40,6 +40,12 @@
 //!   changed ([`api_auth`]), as JSON `{"error": ...}` ([`api_error`]).
 //!   The [`page!`], [`post_auth!`] and [`api!`] macros return those
 //!   answers from a handler.
+//! - [`api_login`] is `POST /api/login {"username","password"}` of every
+//!   model: 200 `{"token"}` (with `"must_change_password"` on a model that
+//!   forces the change, [`Pages::FORCES_PASSWORD_CHANGE`]), 400 for another
+//!   body, 401 wrong, 403 locked, 503 with `Retry-After: 30` when not
+//!   checked, as a login form ([`api_login_answer`]). [`refusal`] is the status of a refused
+//!   confirmation by password or credential.
 //! - A login form's [`Outcome`] is answered by [`login_answer`]: 303 to the
 //!   model's page with the session cookie, or the model's login page with
 //!   the message and 401 (wrong), 403 (locked) or 503 with `Retry-After: 30`
@@ -342,8 +348,12 @@ pub fn logged_out(sec: &Surface, token: &str) -> Response {
 /// What a model's web surface adds to its security [`Surface`] for the
 /// request checks ([`page_auth`], [`form_auth`], [`api_auth`]).
 pub trait Pages: std::ops::Deref<Target = Surface> {
+    /// Whether the model forces the replacement of the factory password at
+    /// the first login (the EVCE); its JSON login answer then says whether
+    /// the change is due.
+    const FORCES_PASSWORD_CHANGE: bool = false;
     /// Whether the factory password must be replaced before anything else
-    /// (the EVCE's first login); never, by default.
+    /// (where [`Self::FORCES_PASSWORD_CHANGE`]); never, by default.
     fn must_change_password(&self) -> bool {
         false
     }
@@ -429,6 +439,65 @@ pub fn api_auth<P: Pages + ?Sized>(p: &P, headers: &HeaderMap) -> Result<(), Box
     Ok(())
 }
 
+/// What the JSON login reads.
+#[derive(serde::Deserialize)]
+struct ApiLogin {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /api/login` of a model's JSON API (see the module documentation):
+/// the shared [`super::login::login`] through `"api"`, answered with a bearer
+/// token or the refusal.
+pub async fn api_login<P: Pages + ?Sized>(p: &P, body: &[u8]) -> Response {
+    let Ok(l) = serde_json::from_slice::<ApiLogin>(body) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON {\"username\": \"...\", \"password\": \"...\"}",
+        );
+    };
+    let outcome = super::login::login(p, &l.username, &l.password, "api").await;
+    let must_change = P::FORCES_PASSWORD_CHANGE.then(|| p.must_change_password());
+    api_login_answer(outcome, must_change)
+}
+
+/// The JSON answer to a login: 200 `{"token"}`, with
+/// `"must_change_password"` when `must_change` is given; 401 wrong, 403
+/// locked, 503 with `Retry-After: 30` not checked.
+pub fn api_login_answer(outcome: Outcome, must_change: Option<bool>) -> Response {
+    match outcome {
+        Outcome::Ok(t) => {
+            let mut body = serde_json::json!({ "token": t });
+            if let Some(due) = must_change {
+                body["must_change_password"] = due.into();
+            }
+            Json(body).into_response()
+        }
+        Outcome::Wrong(m) => api_error(StatusCode::UNAUTHORIZED, &m),
+        Outcome::Locked(m) => api_error(StatusCode::FORBIDDEN, &format!("locked: {m}")),
+        Outcome::Unavailable(m) => {
+            let mut r = api_error(StatusCode::SERVICE_UNAVAILABLE, &m);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            r
+        }
+    }
+}
+
+/// The status and message of a refused confirmation (a current password or
+/// a device credential checked by [`super::login::reauthenticate`] or
+/// [`super::login::check_credential`]): 403 locked, 503 not checked, 400
+/// wrong.
+pub fn refusal(o: Outcome) -> (StatusCode, String) {
+    match o {
+        Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
+        Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
+    }
+}
+
 /// `page!(model, headers)` in a page handler: the [`Auth`] of
 /// [`page_auth`], or the handler returns its answer.
 macro_rules! page {
@@ -462,3 +531,38 @@ macro_rules! api {
 }
 
 pub(crate) use {api, page, post_auth};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn json(r: Response) -> serde_json::Value {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_json_login_answers_every_outcome_alike_on_every_model() {
+        let ok = api_login_answer(Outcome::Ok("t1".into()), None);
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(json(ok).await, serde_json::json!({"token": "t1"}));
+        let forced = api_login_answer(Outcome::Ok("t2".into()), Some(true));
+        assert_eq!(
+            json(forced).await,
+            serde_json::json!({"token": "t2", "must_change_password": true})
+        );
+        let wrong = api_login_answer(Outcome::Wrong("2 left".into()), Some(false));
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        assert!(wrong.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(json(wrong).await["error"], "2 left");
+        let locked = api_login_answer(Outcome::Locked("10 min".into()), None);
+        assert_eq!(locked.status(), StatusCode::FORBIDDEN);
+        assert_eq!(json(locked).await["error"], "locked: 10 min");
+        for must_change in [None, Some(true)] {
+            let r = api_login_answer(Outcome::Unavailable("wait".into()), must_change);
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], "30");
+            assert_eq!(json(r).await["error"], "wait");
+        }
+    }
+}

@@ -44,7 +44,6 @@ use super::ssdp::Discovered;
 use super::ssh;
 use crate::security::audit::Kind;
 use crate::security::https::{api, api_error, page, post_auth};
-use crate::security::login::Outcome;
 use crate::security::{Surface, https, tls};
 
 mod firmware;
@@ -215,6 +214,9 @@ fn router(web: Arc<Web>) -> Router {
 }
 
 impl https::Pages for Web {
+    /// DOCA0349 "Change default passwords at first step".
+    const FORCES_PASSWORD_CHANGE: bool = true;
+
     /// Until the administrator's factory password has been replaced.
     fn must_change_password(&self) -> bool {
         !self.password_changed()
@@ -259,14 +261,6 @@ async fn fields(mut m: Multipart) -> Result<HashMap<String, Vec<u8>>, String> {
 }
 
 /// Maps a refused re-authentication to a status and message.
-fn refusal(o: Outcome) -> (StatusCode, String) {
-    match o {
-        Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
-        Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-        Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
-    }
-}
-
 /// Audits and carries out a reboot or factory reset asked through `via`.
 fn restart(web: &Web, wipe: bool, via: &str) {
     if wipe {

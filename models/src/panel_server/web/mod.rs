@@ -48,7 +48,6 @@ use crate::proto::firmware as proto_firmware;
 use crate::security;
 use crate::security::audit::{self, Kind};
 use crate::security::https::{api, api_error, page, post_auth};
-use crate::security::login::Outcome;
 use crate::security::{accounts, backup as sealed, https, password, tls};
 
 pub mod dpws;

@@ -90,11 +90,7 @@ pub(super) async fn add_wireless(
         if let Err(refused) =
             crate::security::login::check_credential(&node, code == own, "wireless pairing", &what)
         {
-            let (status, m) = match refused {
-                Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
-                Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-                Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
-            };
+            let (status, m) = https::refusal(refused);
             return refusal(&node, &a.csrf, status, &m);
         }
     }
