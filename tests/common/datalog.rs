@@ -6,10 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use super::RunningSite;
+use super::{RunningSite, openssl};
 
 /// The `yyyyMMddHHmmssSSS` publication time in a file name (`.csv`, or
 /// `.dup` for a name received twice).
@@ -157,15 +156,6 @@ pub fn python() -> String {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
 /// Makes, in `dir`, a test CA (`ca.pem`, `ca.key`; P-256, 30 days) and a
 /// server certificate signed by it, `NAME.pem` with its key `NAME.key`
 /// (CN 127.0.0.1, subjectAltName `IP:ip`, serverAuth).
@@ -175,18 +165,28 @@ pub fn make_certs(dir: &Path, name: &str, ip: &str) {
         format!("{name}.csr"),
         format!("{name}.pem"),
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
+    // `openssl req` with a new P-256 key written to `key`.
+    let new_key = |x509: bool, key: &str, rest: &[&str]| {
+        let mut args = vec!["req"];
+        if x509 {
+            args.push("-x509");
+        }
+        args.extend([
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            "ca.key",
+            key,
+        ]);
+        args.extend(rest);
+        openssl(dir, &args);
+    };
+    new_key(
+        true,
+        "ca.key",
+        &[
             "-out",
             "ca.pem",
             "-days",
@@ -199,23 +199,7 @@ pub fn make_certs(dir: &Path, name: &str, ip: &str) {
             "keyUsage=critical,keyCertSign",
         ],
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
+    new_key(false, &key, &["-out", &csr, "-subj", "/CN=127.0.0.1"]);
     std::fs::write(
         dir.join("ext.cnf"),
         format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
