@@ -257,8 +257,8 @@ fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
     // air too, and the reports ask for them.
     // Each acknowledgement answers an earlier frame of its sequence number
     // that asked for one, except those of reports already on the air when
-    // the sniffer started (within the acknowledgement wait, 20 ms, plus
-    // channel access, of the first frame captured).
+    // the sniffer started (an acknowledgement follows its report by
+    // 192 µs; 50 ms of margin).
     let out = tool(
         "tshark",
         &[

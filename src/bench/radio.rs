@@ -65,6 +65,7 @@ impl Node for Reporter {
         Act {
             send: vec![r.to_psdu()],
             wake_at: Some(at + self.period),
+            ..Act::default()
         }
     }
 }
@@ -81,6 +82,7 @@ impl Node for Coordinator {
         Act {
             send: Vec::new(),
             wake_at: t.next_deadline(),
+            ..Act::default()
         }
     }
 
@@ -96,6 +98,7 @@ impl Node for Coordinator {
         Act {
             send: Vec::new(),
             wake_at: t.next_deadline(),
+            ..Act::default()
         }
     }
 }

@@ -32,12 +32,16 @@
 //!   code ([`join_mic`]) does not match the code entered, and otherwise
 //!   admitted (the running boot pairs it) and accepted. A site device
 //!   that is no longer paired is told to leave (in-process, [NF]).
-//! - Reports ask for a MAC acknowledgement; the coordinator sends one for
-//!   each report addressed to it ([`ack_psdu`]). A device listens for it
-//!   for [`ACK_WAIT`] and reports its own figures (unacknowledged share,
-//!   the acknowledgements' RSSI and LQI: readings [`Q_DEVICE_PER`],
-//!   [`Q_DOWNLINK_RSSI`], [`Q_DOWNLINK_LQI`]) in its next report; they fill
-//!   31147-31151.
+//! - Reports ask for a MAC acknowledgement; the coordinator's MAC sends
+//!   one for each report addressed to it ([`ack_psdu`]) as IEEE
+//!   802.15.4-2006 does: without CSMA-CA, [`TURNAROUND`] (192 µs) after
+//!   the report's last symbol. A device listens for it from the end of
+//!   its report for [`ACK_WAIT`] (macAckWaitDuration, 864 µs); a report
+//!   dropped after channel access failure or not acknowledged in time is
+//!   counted unacknowledged. It reports its own figures (unacknowledged
+//!   share, the acknowledgements' RSSI and LQI: readings
+//!   [`Q_DEVICE_PER`], [`Q_DOWNLINK_RSSI`], [`Q_DOWNLINK_LQI`]) in its
+//!   next report; they fill 31147-31151.
 //! - Clock jumps: events older than [`CATCH_UP`] before `now` are not
 //!   simulated one by one (reports resume [`CATCH_UP`] before `now`, and
 //!   timeouts count from there), so a jump of a year costs as much as one
@@ -71,9 +75,10 @@ pub const DEVICE_TX_DBM: f64 = 0.0;
 /// Transmit power of the Panel Server ([NF]).
 pub const PS_TX_DBM: f64 = 3.0;
 /// How long a device listens for the MAC acknowledgement of a report
-/// ([NF]: the acknowledgement goes through the same channel access as any
-/// frame here, so the wait is longer than the standard's 864 µs).
-pub const ACK_WAIT: Duration = Duration::from_millis(20);
+/// after its last symbol (macAckWaitDuration, 54 symbols).
+pub const ACK_WAIT: Duration = fieldtwin_emulator::radio::ACK_WAIT;
+/// Gap between a report and its acknowledgement (aTurnaroundTime).
+pub const TURNAROUND: Duration = fieldtwin_emulator::radio::TURNAROUND;
 /// Reading ids a device adds to its reports: the figures of the Panel
 /// Server's acknowledgements as the device received them ([NF]).
 pub const Q_DOWNLINK_RSSI: u8 = 7;
@@ -665,6 +670,7 @@ impl Coordinator {
             Act {
                 send: vec![a.to_psdu()],
                 wake_at: None,
+                ..Act::default()
             }
         };
         if paired {
@@ -764,6 +770,7 @@ impl Node for Coordinator {
         Act {
             send: Vec::new(),
             wake_at: next,
+            ..Act::default()
         }
     }
 
@@ -823,7 +830,9 @@ impl Node for Coordinator {
             ),
         }
         Act {
-            send: ack.into_iter().collect(),
+            send: Vec::new(),
+            // No CSMA-CA: aTurnaroundTime after the report's last symbol.
+            send_at: ack.map(|a| (d.at + TURNAROUND, a)).into_iter().collect(),
             wake_at: next,
         }
     }
@@ -862,6 +871,9 @@ struct Acks {
     /// The report waiting for its acknowledgement: (sequence number, when
     /// the next report is due).
     waiting: Option<(u8, Duration)>,
+    /// When the wait for the acknowledgement ends (the report's end plus
+    /// [`ACK_WAIT`]); `None` while the report waits for the channel.
+    deadline: Option<Duration>,
     /// Bit i: report n - i was acknowledged.
     window: u64,
     span: u32,
@@ -947,14 +959,19 @@ impl Reporter {
 impl Node for Reporter {
     fn wake(&self, at: Duration) -> Act {
         // While a report waits for its acknowledgement, the only wake-up
-        // asked for is the end of that wait: no acknowledgement came.
-        let waited = self.lock_acks().waiting.take();
+        // asked for is the end of that wait (or, should the medium never
+        // say the report left, the next report): no acknowledgement came.
+        let waited = {
+            let mut acks = self.lock_acks();
+            acks.deadline = None;
+            acks.waiting.take()
+        };
         if let Some((_, next)) = waited {
             self.lock_acks().record(false);
             self.stop_listening();
             return Act {
-                send: Vec::new(),
                 wake_at: Some(next.max(at)),
+                ..Act::default()
             };
         }
         let now = self.clock.upgrade().map_or(at, |c| c.now());
@@ -966,6 +983,7 @@ impl Node for Reporter {
             return Act {
                 send: Vec::new(),
                 wake_at: Some(at + self.period * skip.max(1)),
+                ..Act::default()
             };
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
@@ -974,6 +992,7 @@ impl Node for Reporter {
             return Act {
                 send: Vec::new(),
                 wake_at: next,
+                ..Act::default()
             };
         };
         if !self.joined() {
@@ -988,6 +1007,7 @@ impl Node for Reporter {
             return Act {
                 send: vec![q.to_psdu()],
                 wake_at: next,
+                ..Act::default()
             };
         }
         let mut readings = self.dev.readings(at.as_secs_f64());
@@ -1000,12 +1020,39 @@ impl Node for Reporter {
             counter: n,
             readings,
         };
-        // It listens for the acknowledgement until ACK_WAIT after now.
+        // It listens for the acknowledgement once the report has left
+        // ([`Node::sent`]).
         self.lock_acks().waiting = next.map(|t| (n as u8, t));
-        self.air.medium().set_listening(self.radio, true);
         Act {
             send: vec![with_ack_request(r.to_psdu())],
-            wake_at: Some(at + ACK_WAIT),
+            wake_at: next,
+            ..Act::default()
+        }
+    }
+
+    /// The report left at `at`: listen for its acknowledgement until
+    /// [`ACK_WAIT`] after; dropped (channel access failure): counted
+    /// unacknowledged at once.
+    fn sent(&self, at: Duration, ok: bool) -> Act {
+        let mut acks = self.lock_acks();
+        let Some((_, next)) = acks.waiting else {
+            return Act::default();
+        };
+        if ok {
+            acks.deadline = Some(at + ACK_WAIT);
+            drop(acks);
+            self.air.medium().set_listening(self.radio, true);
+            return Act {
+                wake_at: Some(at + ACK_WAIT),
+                ..Act::default()
+            };
+        }
+        acks.waiting = None;
+        acks.record(false);
+        drop(acks);
+        Act {
+            wake_at: Some(next.max(at)),
+            ..Act::default()
         }
     }
 
@@ -1020,17 +1067,19 @@ impl Node for Reporter {
             let Some((seq, next)) = acks.waiting else {
                 return Act::default();
             };
-            if m.seq != seq {
+            // Only within the wait that follows the report's last symbol.
+            if m.seq != seq || acks.deadline.is_none_or(|end| d.at > end) {
                 return Act::default();
             }
             acks.waiting = None;
+            acks.deadline = None;
             acks.record(true);
             acks.last = Some((d.rssi_dbm as f32, d.lqi));
             drop(acks);
             self.stop_listening();
             return Act {
-                send: Vec::new(),
                 wake_at: Some(next),
+                ..Act::default()
             };
         }
         let (Ok(a), Some(rf_id)) = (join::Accept::parse(&d.psdu), self.dev.rf_id) else {
@@ -1387,6 +1436,133 @@ mod tests {
         jump(365 * 86_400).await;
         let l = c.table.lock().unwrap().link(rf[0]).unwrap().clone();
         assert!(l.connected && l.counter.unwrap() > 6_000_000, "{l:?}");
+    }
+
+    /// A listening radio that records what it hears: (end of the frame,
+    /// PSDU).
+    #[derive(Default)]
+    struct Probe(Mutex<Vec<(Duration, Vec<u8>)>>);
+
+    impl Node for Probe {
+        fn wake(&self, _: Duration) -> Act {
+            Act::default()
+        }
+        fn receive(&self, d: &Delivery) -> Act {
+            self.0.lock().unwrap().push((d.at, d.psdu.to_vec()));
+            Act::default()
+        }
+    }
+
+    /// IEEE 802.15.4-2006 acknowledgements: the Panel Server's goes out
+    /// 192 µs (aTurnaroundTime) after the report's last symbol, without
+    /// CSMA; a device whose report is not acknowledged counts it missing
+    /// exactly 864 µs (macAckWaitDuration) after its report ended.
+    #[tokio::test]
+    async fn acknowledgements_follow_the_report_by_192_us_and_are_missed_after_864_us() {
+        use crate::field::{GatewayCopy, Spec};
+        use fieldtwin_emulator::clock::Clock;
+        use fieldtwin_emulator::radio::phy::airtime;
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 11);
+        let spec = Spec {
+            id: "pt0".into(),
+            model: "A9MEM1540".into(),
+            unit: 100,
+            rf_id: Some(0x2A3B_0001),
+            profile: None,
+            powered: true,
+            seed: 0,
+            day0: 0.0,
+        };
+        let devs = vec![Arc::new(
+            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
+        )];
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 15,
+            devices: Vec::new(),
+            commissioning: Vec::new(),
+        };
+        let c = attach(
+            &air,
+            "ps1",
+            &place,
+            &devs,
+            &GatewayCopy::default(),
+            &EventBus::new(),
+            &clock,
+        )
+        .unwrap();
+        let probe = Arc::new(Probe::default());
+        air.attach(
+            radio_id("probe"),
+            RadioConfig {
+                name: "probe".into(),
+                position: Position::new(1.0, 1.0, 1.0),
+                channel: 15,
+                tx_power_dbm: 0.0,
+                listening: true,
+            },
+            probe.clone(),
+            None,
+        )
+        .unwrap();
+        let rf = [0x2A3B_0001];
+        c.configure(&rf, &[], true, clock.now(), true);
+        clock.advance(Duration::from_secs(6));
+        air.process(clock.now()).await;
+        let heard = std::mem::take(&mut *probe.0.lock().unwrap());
+        let report = heard
+            .iter()
+            .find(|(_, p)| report::Report::parse(p).is_ok())
+            .unwrap_or_else(|| panic!("no report heard: {heard:?}"));
+        let ack = heard
+            .iter()
+            .find(|(_, p)| p.len() == 5)
+            .unwrap_or_else(|| panic!("no acknowledgement heard: {heard:?}"));
+        assert_eq!(ack.1, ack_psdu(report.1[2]), "the report's sequence number");
+        // The ack's start (its end minus its airtime) is 192 µs after the
+        // report's end.
+        assert_eq!(ack.0 - airtime(5) - report.0, Duration::from_micros(192));
+        let r = &c.reporters[0];
+        {
+            let a = r.lock_acks();
+            assert_eq!((a.span, a.window & 1), (1, 1), "acknowledged");
+            assert!(a.waiting.is_none() && a.last.is_some());
+        }
+        assert!(!air.medium().is_listening(r.radio), "receiver off again");
+
+        // The Panel Server stops listening: the next report goes
+        // unacknowledged. Step to the instant it leaves the air.
+        c.configure(&rf, &[], false, clock.now(), false);
+        let mut t = report.0 + Duration::from_millis(4800);
+        let deadline = loop {
+            t += Duration::from_micros(50);
+            air.process(t).await;
+            if let Some(d) = r.lock_acks().deadline {
+                break d;
+            }
+            assert!(t < report.0 + Duration::from_secs(6), "no second report");
+        };
+        let heard = std::mem::take(&mut *probe.0.lock().unwrap());
+        let end = heard
+            .iter()
+            .find(|(_, p)| report::Report::parse(p).is_ok())
+            .map(|(at, _)| *at)
+            .unwrap_or_else(|| panic!("{heard:?}"));
+        assert_eq!(deadline, end + Duration::from_micros(864));
+        assert!(air.medium().is_listening(r.radio));
+        air.process(deadline - Duration::from_micros(1)).await;
+        assert!(r.lock_acks().waiting.is_some(), "still waiting at 863 µs");
+        air.process(deadline).await;
+        let a = r.lock_acks();
+        assert!(a.waiting.is_none());
+        assert_eq!((a.span, a.window & 0b11), (2, 0b10), "counted missing");
+        drop(a);
+        assert!(!air.medium().is_listening(r.radio));
+        assert!(heard.iter().all(|(_, p)| p.len() != 5), "no ack: {heard:?}");
     }
 
     /// Commissioning over the medium: a new 8-character device asking to
