@@ -1022,6 +1022,7 @@ mod tests {
     fn ack(seq: u8) -> Vec<u8> {
         Mac {
             frame_type: frame::TYPE_ACK,
+            frame_pending: false,
             ack_request: false,
             seq,
             dst_pan: None,

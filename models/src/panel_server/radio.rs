@@ -30,8 +30,19 @@
 //!   Plus, [`protect_plus`]) is never discovered: its join request is
 //!   ignored without an install code entered, refused when its integrity
 //!   code ([`join_mic`]) does not match the code entered, and otherwise
-//!   admitted (the running boot pairs it) and accepted. A site device
-//!   that is no longer paired is told to leave (in-process, [NF]).
+//!   admitted (the running boot pairs it) and accepted.
+//! - Leaving: a device the administrator unpairs (remove, rebuild, reset)
+//!   is told to leave over the air, as an indirect transmission: at the
+//!   next report the coordinator hears from it, the acknowledgement has
+//!   its frame-pending bit set and the coordinator then sends a MAC
+//!   command Disassociation Notification ([`join::Leave`]) through
+//!   CSMA-CA; the device, told a frame is pending, listens for up to
+//!   [`FRAME_WAIT`] (macMaxFrameTotalWaitTime), acknowledges the leave
+//!   and goes back to asking to join. It acts on it only if it hears it:
+//!   jammed or out of range, it keeps reporting as before (the Panel
+//!   Server ignores those reports as from an unpaired device, lists an
+//!   8-character one as discovered) and the leave stays pending until
+//!   the device acknowledges it, asks to join, or is paired again.
 //! - Reports ask for a MAC acknowledgement; the coordinator's MAC sends
 //!   one for each report addressed to it ([`ack_psdu`]) as IEEE
 //!   802.15.4-2006 does: without CSMA-CA, [`TURNAROUND`] (192 µs) after
@@ -79,6 +90,11 @@ pub const PS_TX_DBM: f64 = 3.0;
 pub const ACK_WAIT: Duration = fieldtwin_emulator::radio::ACK_WAIT;
 /// Gap between a report and its acknowledgement (aTurnaroundTime).
 pub const TURNAROUND: Duration = fieldtwin_emulator::radio::TURNAROUND;
+/// How long a device keeps its receiver on after an acknowledgement with
+/// the frame-pending bit set (macMaxFrameTotalWaitTime with the default
+/// macMinBE 3, macMaxBE 5, macMaxCSMABackoffs 4: (8 + 16 + 31 x 2) x 20
+/// + 266 = 1986 symbols).
+pub const FRAME_WAIT: Duration = Duration::from_micros(1986 * 16);
 /// Reading ids a device adds to its reports: the figures of the Panel
 /// Server's acknowledgements as the device received them ([NF]).
 pub const Q_DOWNLINK_RSSI: u8 = 7;
@@ -468,7 +484,9 @@ pub struct Coordinator {
     /// The site's wireless devices, then the ones known only by their
     /// reports that the administrator added ([`FieldDevice::heard`]).
     devices: Mutex<Vec<Arc<FieldDevice>>>,
-    /// The transmitters of the site's wireless devices.
+    /// The transmitters of the site's wireless devices (the medium drives
+    /// them; kept here so tests can look at the devices' side).
+    #[cfg_attr(not(test), allow(dead_code))]
     reporters: Vec<Arc<Reporter>>,
     /// Install codes the administrator entered (selective discovery).
     codes: Mutex<Vec<(u64, InstallCode)>>,
@@ -476,12 +494,68 @@ pub struct Coordinator {
     joins: Mutex<Option<tokio::sync::mpsc::UnboundedSender<u64>>>,
     gateway: GatewayCopy,
     seq: AtomicU8,
+    /// Devices unpaired that have not acknowledged their leave yet: RF-ID
+    /// and the sequence number of the last leave put on the air.
+    leaves: Mutex<Vec<(u64, Option<u8>)>>,
+    /// Frames waiting to go through CSMA-CA once their time comes (a
+    /// leave, after the acknowledgement that announced it).
+    outbox: Mutex<Vec<(Duration, Vec<u8>)>>,
     events: EventBus,
     air: Air,
     clock: fieldtwin_emulator::clock::WeakClock,
 }
 
 impl Coordinator {
+    fn lock_leaves(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Option<u8>)>> {
+        self.leaves.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Vec<(Duration, Vec<u8>)>> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// RF-IDs told to leave that have not acknowledged it yet.
+    pub fn leaving(&self) -> Vec<u64> {
+        self.lock_leaves().iter().map(|(r, _)| *r).collect()
+    }
+
+    /// The next wake-up: the link table's next timeout or the next frame
+    /// of the outbox, whichever comes first.
+    fn next_wake(&self, table: Option<Duration>) -> Option<Duration> {
+        let out = self.lock_outbox().iter().map(|(t, _)| *t).min();
+        match (table, out) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A leave for `rf_id` if one is pending (its sequence number noted
+    /// to match the acknowledgement).
+    fn leave_for(&self, rf_id: u64) -> Option<Vec<u8>> {
+        let mut leaves = self.lock_leaves();
+        let l = leaves.iter_mut().find(|(r, _)| *r == rf_id)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        l.1 = Some(seq);
+        Some(
+            join::Leave {
+                pan: self.pan,
+                rf_id,
+                coordinator: join::coordinator_address(self.radio),
+                seq,
+                reason: join::REASON_COORDINATOR,
+            }
+            .to_psdu(),
+        )
+    }
+
+    /// The name an event gives RF-ID `rf_id`.
+    fn label(&self, rf_id: u64) -> String {
+        match self.device(rf_id) {
+            Some(d) => format!("{} ({rf_id:016X})", d.id),
+            None => format!("{rf_id:016X}"),
+        }
+    }
+
     fn emit(&self, kind: &str, message: String) {
         self.events.send(Event::Device {
             device: self.ps_id.clone(),
@@ -563,9 +637,9 @@ impl Coordinator {
     }
 
     /// Settings applied: which devices are paired (with their periods),
-    /// the install codes entered, and whether the receiver is on. A site
-    /// device that is no longer paired is told to leave (it goes back to
-    /// asking to join; [NF]: the leave is not put on the air).
+    /// the install codes entered, and whether the receiver is on. A device
+    /// that is no longer paired is told to leave over the air at its next
+    /// report heard (see the module contract).
     pub fn configure(
         &self,
         paired: &[u64],
@@ -585,15 +659,30 @@ impl Coordinator {
                 (*r, period)
             })
             .collect();
-        let (gone, next) = {
+        let (gone, next, dropped) = {
             let mut t = self.lock();
+            let dropped: Vec<u64> = t
+                .links
+                .iter()
+                .map(|l| l.rf_id)
+                .filter(|r| !paired.contains(r))
+                .collect();
             t.set_paired(&periods);
             if boot && listening {
                 t.presume(now);
             }
             let gone = if listening { Vec::new() } else { t.silence() };
-            (gone, t.next_deadline())
+            (gone, t.next_deadline(), dropped)
         };
+        {
+            let mut leaves = self.lock_leaves();
+            leaves.retain(|(r, _)| !paired.contains(r));
+            for r in &dropped {
+                if !leaves.iter().any(|(x, _)| x == r) {
+                    leaves.push((*r, None));
+                }
+            }
+        }
         // Devices no longer paired read as not connected.
         let devices = self.lock_devices().clone();
         for d in &devices {
@@ -607,29 +696,20 @@ impl Coordinator {
             }
         }
         self.disconnected(gone, "IEEE 802.15.4 is off");
-        let leaving: Vec<&Arc<Reporter>> = self
-            .reporters
-            .iter()
-            .filter(|r| r.joined() && r.dev.rf_id.is_some_and(|rf| !paired.contains(&rf)))
-            .collect();
+        let next = self.next_wake(next);
         {
             let mut m = self.air.medium();
             m.set_listening(self.radio, listening);
             if next.is_some() {
                 m.set_wake(self.radio, next);
             }
-            for r in &leaving {
-                r.joined.store(false, Ordering::Relaxed);
-                m.set_listening(r.radio, true);
-            }
         }
-        for r in leaving {
+        for r in dropped {
             self.emit(
                 "wireless",
                 format!(
-                    "{} ({:016X}) removed from the network: it asks to join again",
-                    r.dev.id,
-                    r.dev.rf_id.unwrap_or(0)
+                    "{} removed from the network: told to leave (Disassociation Notification) at its next report heard",
+                    self.label(r)
                 ),
             );
         }
@@ -656,6 +736,9 @@ impl Coordinator {
     /// A join request heard (see docs/radio.md "Commissioning").
     fn join(&self, d: &Delivery, q: &join::Request) -> Act {
         let rf_id = q.rf_id;
+        // Asking to join: it is out of the network (a leave it heard, or
+        // whose acknowledgement was lost).
+        self.lock_leaves().retain(|(r, _)| *r != rf_id);
         let paired = self.lock().link(rf_id).is_some();
         let code = self.code(rf_id);
         let accept = |code: Option<InstallCode>| {
@@ -750,7 +833,7 @@ impl Coordinator {
             ),
         );
         Act {
-            wake_at: next,
+            wake_at: self.next_wake(next),
             ..accept(Some(c))
         }
     }
@@ -767,14 +850,41 @@ impl Node for Coordinator {
         let next = t.next_deadline();
         drop(t);
         self.disconnected(gone, "no report for its timeout");
+        // Frames whose time has come go through CSMA-CA.
+        let send: Vec<Vec<u8>> = {
+            let mut out = self.lock_outbox();
+            let (due, later): (Vec<_>, Vec<_>) = out.drain(..).partition(|(t, _)| *t <= at);
+            *out = later;
+            due.into_iter().map(|(_, p)| p).collect()
+        };
         Act {
-            send: Vec::new(),
-            wake_at: next,
+            send,
+            wake_at: self.next_wake(next),
             ..Act::default()
         }
     }
 
     fn receive(&self, d: &Delivery) -> Act {
+        // A device's acknowledgement of a leave: it is out.
+        if let Ok(m) = FrameMac::parse(&d.psdu)
+            && m.frame_type == TYPE_ACK
+        {
+            let left = {
+                let mut leaves = self.lock_leaves();
+                let i = leaves.iter().position(|(_, s)| *s == Some(m.seq));
+                i.map(|i| leaves.remove(i).0)
+            };
+            if let Some(rf_id) = left {
+                self.emit(
+                    "wireless",
+                    format!(
+                        "{} left the network (it acknowledged the Disassociation Notification)",
+                        self.label(rf_id)
+                    ),
+                );
+            }
+            return Act::default();
+        }
         if let Ok(q) = join::Request::parse(&d.psdu) {
             if q.pan != self.pan {
                 return Act::default();
@@ -787,10 +897,16 @@ impl Node for Coordinator {
         if r.pan != self.pan {
             return Act::default();
         }
-        // The MAC acknowledges a frame addressed to it that asks for it.
-        let ack = FrameMac::parse(&d.psdu)
-            .is_ok_and(|m| m.ack_request)
-            .then(|| ack_psdu(r.seq));
+        // The MAC acknowledges a frame addressed to it that asks for it;
+        // a leave waiting for that device is announced (frame pending)
+        // and follows once the acknowledgement is over.
+        let asked = FrameMac::parse(&d.psdu).is_ok_and(|m| m.ack_request);
+        let leave = asked.then(|| self.leave_for(r.rf_id)).flatten();
+        let ack = asked.then(|| ack_frame(r.seq, leave.is_some()));
+        if let Some(l) = leave {
+            let after = d.at + TURNAROUND + fieldtwin_emulator::radio::phy::airtime(5);
+            self.lock_outbox().push((after, l));
+        }
         let (heard, figures, next) = {
             let mut t = self.lock();
             let heard = t.receive(d.at, &r, d.rssi_dbm, d.lqi, d.per);
@@ -833,7 +949,7 @@ impl Node for Coordinator {
             send: Vec::new(),
             // No CSMA-CA: aTurnaroundTime after the report's last symbol.
             send_at: ack.map(|a| (d.at + TURNAROUND, a)).into_iter().collect(),
-            wake_at: next,
+            wake_at: self.next_wake(next),
         }
     }
 }
@@ -841,8 +957,15 @@ impl Node for Coordinator {
 /// A MAC acknowledgement frame of sequence number `seq` (PSDU, FCS
 /// included).
 pub fn ack_psdu(seq: u8) -> Vec<u8> {
+    ack_frame(seq, false)
+}
+
+/// An acknowledgement, with the frame-pending bit when the coordinator
+/// has a frame for the device.
+fn ack_frame(seq: u8, frame_pending: bool) -> Vec<u8> {
     FrameMac {
         frame_type: TYPE_ACK,
+        frame_pending,
         ack_request: false,
         seq,
         dst_pan: None,
@@ -879,6 +1002,10 @@ struct Acks {
     span: u32,
     /// RSSI and LQI of the last acknowledgement received.
     last: Option<(f32, u8)>,
+    /// After an acknowledgement with the frame-pending bit: the receiver
+    /// stays on until the first instant, the next report is due at the
+    /// second.
+    pending: Option<(Duration, Duration)>,
 }
 
 impl Acks {
@@ -968,6 +1095,15 @@ impl Node for Reporter {
         };
         if let Some((_, next)) = waited {
             self.lock_acks().record(false);
+            self.stop_listening();
+            return Act {
+                wake_at: Some(next.max(at)),
+                ..Act::default()
+            };
+        }
+        // The frame announced by the acknowledgement did not come.
+        let pending = self.lock_acks().pending.take();
+        if let Some((_, next)) = pending {
             self.stop_listening();
             return Act {
                 wake_at: Some(next.max(at)),
@@ -1075,10 +1211,34 @@ impl Node for Reporter {
             acks.deadline = None;
             acks.record(true);
             acks.last = Some((d.rssi_dbm as f32, d.lqi));
+            if m.frame_pending {
+                // The coordinator has a frame for it: keep listening.
+                let until = d.at + FRAME_WAIT;
+                acks.pending = Some((until, next));
+                return Act {
+                    wake_at: Some(until),
+                    ..Act::default()
+                };
+            }
             drop(acks);
             self.stop_listening();
             return Act {
                 wake_at: Some(next),
+                ..Act::default()
+            };
+        }
+        // Told to leave by its coordinator: acknowledged (no CSMA-CA),
+        // then it asks to join again.
+        if let (Ok(l), Some(rf_id)) = (join::Leave::parse(&d.psdu), self.dev.rf_id) {
+            if l.rf_id != rf_id || l.pan != self.pan || !self.joined() {
+                return Act::default();
+            }
+            self.joined.store(false, Ordering::Relaxed);
+            let next = self.lock_acks().pending.take().map(|(_, next)| next);
+            self.air.medium().set_listening(self.radio, true);
+            return Act {
+                send_at: vec![(d.at + TURNAROUND, ack_psdu(l.seq))],
+                wake_at: next,
                 ..Act::default()
             };
         }
@@ -1195,6 +1355,8 @@ pub fn attach(
         reporters: reporters.clone(),
         codes: Mutex::new(Vec::new()),
         joins: Mutex::new(None),
+        leaves: Mutex::new(Vec::new()),
+        outbox: Mutex::new(Vec::new()),
         gateway: gateway.clone(),
         seq: AtomicU8::new(0),
         events: events.clone(),
@@ -1563,6 +1725,162 @@ mod tests {
         drop(a);
         assert!(!air.medium().is_listening(r.radio));
         assert!(heard.iter().all(|(_, p)| p.len() != 5), "no ack: {heard:?}");
+    }
+
+    /// Removing a device puts a Disassociation Notification on the air,
+    /// announced by the frame-pending bit of the acknowledgement of its
+    /// next report; a device out of range never hears it and keeps
+    /// reporting (ignored as unpaired), and leaves once it hears it.
+    #[tokio::test]
+    async fn a_removed_device_leaves_only_when_it_hears_the_leave() {
+        use crate::field::{GatewayCopy, Spec};
+        use fieldtwin_emulator::clock::Clock;
+        use fieldtwin_emulator::radio::phy::airtime;
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 12);
+        let rf = 0x2A3B_0005u64;
+        let spec = Spec {
+            id: "pt0".into(),
+            model: "A9MEM1540".into(),
+            unit: 100,
+            rf_id: Some(rf),
+            profile: None,
+            powered: true,
+            seed: 0,
+            day0: 0.0,
+        };
+        let devs = vec![Arc::new(
+            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
+        )];
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 16,
+            devices: Vec::new(),
+            commissioning: Vec::new(),
+        };
+        let events = EventBus::new();
+        let mut ev = events.subscribe();
+        let c = attach(
+            &air,
+            "ps1",
+            &place,
+            &devs,
+            &GatewayCopy::default(),
+            &events,
+            &clock,
+        )
+        .unwrap();
+        let probe = Arc::new(Probe::default());
+        air.attach(
+            radio_id("probe"),
+            RadioConfig {
+                name: "probe".into(),
+                position: Position::new(1.0, 1.0, 1.0),
+                channel: 16,
+                tx_power_dbm: 0.0,
+                listening: true,
+            },
+            probe.clone(),
+            None,
+        )
+        .unwrap();
+        let jump = |s: u64| {
+            let (clock, air) = (clock.clone(), air.clone());
+            async move {
+                clock.advance(Duration::from_secs(s));
+                air.process(clock.now()).await;
+            }
+        };
+        c.configure(&[rf], &[], true, clock.now(), true);
+        jump(6).await;
+        assert!(devs[0].in_contact());
+        let r = c.reporters[0].clone();
+        let home = air.medium().position(r.radio).unwrap();
+        // Out of range, then removed: the leave waits for a report.
+        air.medium()
+            .set_position(r.radio, Position::new(5000.0, 0.0, 0.0))
+            .unwrap();
+        c.configure(&[], &[], true, clock.now(), false);
+        assert_eq!(c.leaving(), vec![rf]);
+        let counter = r.counter.load(Ordering::Relaxed);
+        probe.0.lock().unwrap().clear();
+        jump(12).await;
+        assert!(r.joined(), "it never heard the leave: still in the network");
+        assert!(
+            r.counter.load(Ordering::Relaxed) >= counter + 2,
+            "reporting"
+        );
+        assert_eq!(c.leaving(), vec![rf]);
+        assert!(
+            probe.0.lock().unwrap().is_empty(),
+            "nothing on the air here"
+        );
+        assert!(!devs[0].in_contact());
+        // Back in range: its report is heard from an unpaired device
+        // (discovered), the acknowledgement announces a frame, and the
+        // leave follows it; the device acknowledges it and leaves.
+        air.medium().set_position(r.radio, home).unwrap();
+        jump(6).await;
+        let heard = std::mem::take(&mut *probe.0.lock().unwrap());
+        let t = c.table.lock().unwrap().clone();
+        assert!(t.discovered.iter().any(|d| d.rf_id == rf), "{t:?}");
+        assert!(t.link(rf).is_none());
+        let ack = heard
+            .iter()
+            .find_map(|(at, p)| {
+                FrameMac::parse(p)
+                    .ok()
+                    .filter(|m| m.frame_type == TYPE_ACK && m.frame_pending)
+                    .map(|_| *at)
+            })
+            .unwrap_or_else(|| panic!("no acknowledgement with frame pending: {heard:?}"));
+        let (leave_end, leave) = heard
+            .iter()
+            .find_map(|(at, p)| join::Leave::parse(p).ok().map(|l| (*at, l)))
+            .unwrap_or_else(|| panic!("no leave on the air: {heard:?}"));
+        assert_eq!((leave.rf_id, leave.pan), (rf, c.pan));
+        assert_eq!(leave.reason, join::REASON_COORDINATOR);
+        let leave_len = heard
+            .iter()
+            .find(|(at, _)| *at == leave_end)
+            .unwrap()
+            .1
+            .len();
+        let leave_start = leave_end - airtime(leave_len);
+        assert!(leave_start >= ack, "after the acknowledgement");
+        assert!(leave_end <= ack + FRAME_WAIT, "within the device's wait");
+        // The device's acknowledgement of the leave, 192 µs after it.
+        assert!(
+            heard
+                .iter()
+                .any(|(at, p)| p == &ack_psdu(leave.seq)
+                    && *at == leave_end + TURNAROUND + airtime(5)),
+            "{heard:?}"
+        );
+        assert!(!r.joined(), "it left");
+        assert!(c.leaving().is_empty());
+        assert!(
+            air.medium().is_listening(r.radio),
+            "listening for an accept"
+        );
+        // Now it asks to join: still discovered, never connected.
+        jump(6).await;
+        let heard = std::mem::take(&mut *probe.0.lock().unwrap());
+        assert!(
+            heard.iter().any(|(_, p)| join::Request::parse(p).is_ok()),
+            "{heard:?}"
+        );
+        assert!(!devs[0].in_contact());
+        let mut msgs = Vec::new();
+        while let Ok(e) = ev.try_recv() {
+            msgs.push(format!("{e:?}"));
+        }
+        assert!(
+            msgs.iter().any(|m| m.contains("left the network")),
+            "{msgs:?}"
+        );
     }
 
     /// Commissioning over the medium: a new 8-character device asking to
