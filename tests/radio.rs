@@ -624,4 +624,41 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
     let d = s.get_json("/api/v1/devices/ps1");
     let tail = d["details"]["audit_tail"].to_string();
     assert!(tail.contains("joined with its install code"), "{tail}");
+
+    // Protect Plus off (Settings page): a 16-character RF-ID asking to
+    // join is discovered automatically, like an 8-character one.
+    let other_pp = "8A3B00000000F00D";
+    command(
+        &s,
+        &format!(r#"{{"command":"radio_inject","join":{{"rf_id":"0x{other_pp}","to":"ps1"}}}}"#),
+    );
+    advance(&s, 1.0);
+    assert!(by_address(&wireless(&s), other_pp).is_none(), "on: ignored");
+    let (code, body) = web.submit(
+        "/settings",
+        "/settings/wireless",
+        &[("ieee802154", "on"), ("protect_plus", "off")],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(r#"<option value="off" selected>"#),
+        "Protect Plus shown off: {body}"
+    );
+    command(
+        &s,
+        &format!(
+            r#"{{"command":"radio_inject","join":{{"rf_id":"0x{other_pp}","to":"ps1","nonce":2}}}}"#
+        ),
+    );
+    advance(&s, 1.0);
+    let list = wireless(&s);
+    let found = by_address(&list, other_pp).unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(found["state"], "discovered", "{found}");
+    let (code, body) = web.submit(
+        "/settings",
+        "/settings/wireless",
+        &[("ieee802154", "on"), ("protect_plus", "maybe")],
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("use on or off"), "{body}");
 }

@@ -22,7 +22,12 @@
 //!   report brings it back. At boot the paired devices are presumed
 //!   connected as of the boot ([NF]), so a reboot does not blank them.
 //! - An RF-ID that is not paired is listed as discovered (never connected,
-//!   never routed) until the administrator pairs it. Commissioning
+//!   never routed) until the administrator pairs it. With Protect Plus
+//!   off ([`Coordinator::set_protect_plus`], devices.md §1.5) a
+//!   16-character RF-ID is discovered the same way, and a paired one
+//!   without an install code entered is accepted with an unkeyed join
+//!   accept (integrity code zeros), which a device takes as it takes one
+//!   keyed with its own install code. Commissioning
 //!   (docs/radio.md "Commissioning", [`super::commission`]): a device not
 //!   in the network sends join requests ([`join::Request`]) instead of
 //!   reports and listens; the coordinator answers a paired one with a
@@ -279,6 +284,9 @@ pub struct LinkTable {
     /// Protect Plus RF-IDs heard asking to join without an install code
     /// entered (ignored; kept so the event is reported once).
     pub ignored: Vec<u64>,
+    /// Protect Plus is off: 16-character RF-IDs are discovered like
+    /// 8-character ones.
+    pub protect_plus_off: bool,
 }
 
 impl LinkTable {
@@ -394,7 +402,7 @@ impl LinkTable {
         per: f64,
     ) -> Heard {
         let Some(l) = self.links.iter_mut().find(|l| l.rf_id == r.rf_id) else {
-            if protect_plus(r.rf_id) {
+            if protect_plus(r.rf_id) && !self.protect_plus_off {
                 // Protect Plus: discovered only by its install code.
                 return Heard::Ignored(r.rf_id);
             }
@@ -512,6 +520,16 @@ impl Coordinator {
 
     fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Vec<(Duration, Vec<u8>)>> {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Protect Plus on (the default) or off (every device discovered
+    /// automatically).
+    pub fn set_protect_plus(&self, on: bool) {
+        let mut t = self.lock();
+        t.protect_plus_off = !on;
+        if !on {
+            t.ignored.clear();
+        }
     }
 
     /// RF-IDs told to leave that have not acknowledged it yet.
@@ -769,7 +787,8 @@ impl Coordinator {
             );
             return accept(code);
         }
-        if !protect_plus(rf_id) {
+        let open = self.lock().protect_plus_off;
+        if !protect_plus(rf_id) || (open && code.is_none()) {
             if self.lock().discover(d.at, rf_id, q.kind, d.rssi_dbm, d.lqi) {
                 self.emit(
                     "wireless",
@@ -1248,8 +1267,10 @@ impl Node for Reporter {
         if a.rf_id != rf_id || a.pan != self.pan || a.status != 0 || self.joined() {
             return Act::default();
         }
+        // Keyed with its own install code, or unkeyed (an 8-character
+        // device, or a Panel Server with Protect Plus off).
         let right = join_mic(&self.code, true, rf_id, a.nonce) == a.mic;
-        if !right && protect_plus(rf_id) {
+        if !right && a.mic != [0; 4] {
             return Act::default();
         }
         self.joined.store(true, Ordering::Relaxed);
@@ -1984,6 +2005,89 @@ mod tests {
         jump(12).await;
         let l = c.table.lock().unwrap().link(pt).unwrap().clone();
         assert!(l.connected, "{l:?}");
+    }
+
+    /// Protect Plus off: a 16-character RF-ID is discovered like an
+    /// 8-character one; on (the default), ignored.
+    #[test]
+    fn protect_plus_off_discovers_sixteen_character_rf_ids() {
+        let pp = 0x8A3B_0000_0000_C0DE;
+        let mut t = LinkTable::default();
+        assert_eq!(
+            t.receive(S(1), &rep(pp, 1), -60.0, 255, 0.0),
+            Heard::Ignored(pp)
+        );
+        t.protect_plus_off = true;
+        assert_eq!(
+            t.receive(S(2), &rep(pp, 2), -60.0, 255, 0.0),
+            Heard::NewlyDiscovered(pp)
+        );
+    }
+
+    /// Over the medium: with Protect Plus off, a new Protect Plus device
+    /// asking to join is discovered, and once added (no install code) it
+    /// joins and reports.
+    #[tokio::test]
+    async fn protect_plus_off_lets_a_sixteen_character_device_join_without_its_code() {
+        use crate::field::{GatewayCopy, Spec};
+        use fieldtwin_emulator::clock::Clock;
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 7);
+        let pp = 0x8A3B_0000_0000_C0DEu64;
+        let spec = Spec {
+            id: "heattag".into(),
+            model: "A9MEM1540".into(),
+            unit: 100,
+            rf_id: Some(pp),
+            profile: None,
+            powered: true,
+            seed: 0,
+            day0: 0.0,
+        };
+        let devs = vec![Arc::new(
+            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
+        )];
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 21,
+            devices: Vec::new(),
+            commissioning: vec![(InstallCode::derived(3, "heattag"), false)],
+        };
+        let c = attach(
+            &air,
+            "ps1",
+            &place,
+            &devs,
+            &GatewayCopy::default(),
+            &EventBus::new(),
+            &clock,
+        )
+        .unwrap();
+        let jump = |s: u64| {
+            let (clock, air) = (clock.clone(), air.clone());
+            async move {
+                clock.advance(Duration::from_secs(s));
+                air.process(clock.now()).await;
+            }
+        };
+        c.configure(&[], &[], true, clock.now(), true);
+        jump(6).await;
+        assert_eq!(c.table.lock().unwrap().ignored, vec![pp], "on: ignored");
+        c.set_protect_plus(false);
+        jump(6).await;
+        {
+            let t = c.table.lock().unwrap();
+            assert!(t.discovered.iter().any(|d| d.rf_id == pp), "{t:?}");
+            assert!(t.ignored.is_empty());
+        }
+        c.configure(&[pp], &[], true, clock.now(), false);
+        jump(6).await;
+        jump(6).await;
+        let l = c.table.lock().unwrap().link(pp).unwrap().clone();
+        assert!(l.connected && l.reports >= 1, "{l:?}");
+        assert!(devs[0].in_contact());
     }
 
     #[test]
