@@ -52,7 +52,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::router::{arp_frame_as, checksum_update, ipv4_header};
+use super::pending_arp::{Due, PendingArp, Queued};
+use super::router::{arp_frame_as, be16, checksum_update, ip_at, ipv4_header};
 use super::switch::{PortHandle, PortKind, Segment};
 use crate::site::Subnet;
 
@@ -146,6 +147,24 @@ impl Mapping {
         !(self.reset || (self.fin_in && self.fin_out))
     }
 
+    /// A packet with TCP `flags` (0 for other protocols) crossed from
+    /// `side`: the connection's state follows, the timeout restarts.
+    fn seen(&mut self, flags: u8, side: Side, now: Instant) {
+        if self.proto == TCP && side == Side::Outside && flags & ACK != 0 {
+            self.established = true;
+        }
+        if flags & RST != 0 {
+            self.reset = true;
+        }
+        if flags & FIN != 0 {
+            match side {
+                Side::Inside => self.fin_in = true,
+                Side::Outside => self.fin_out = true,
+            }
+        }
+        self.expires = now + self.timeout();
+    }
+
     fn timeout(&self) -> Duration {
         match self.proto {
             UDP => UDP_TIMEOUT,
@@ -159,13 +178,6 @@ impl Mapping {
 /// (protocol, source address, source port, destination address,
 /// destination port) as a packet carries them.
 type Key = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
-
-struct Pending {
-    frames: Vec<Vec<u8>>,
-    tries: u8,
-    next: Instant,
-    source: Ipv4Addr,
-}
 
 /// A translation as the control API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -208,19 +220,12 @@ pub struct Nat {
     session: HashMap<Ipv4Addr, Ipv4Addr>,
     /// Outside neighbours.
     arp: HashMap<Ipv4Addr, Mac>,
-    pending: HashMap<Ipv4Addr, Pending>,
+    /// Translated frames waiting for their next hop's MAC.
+    pending: PendingArp<Ipv4Addr, Vec<u8>>,
     /// Packets translated, packets dropped, sessions started.
     pub translated: u64,
     pub dropped: u64,
     pub sessions: u64,
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
 
 fn inside_subnet() -> Subnet {
@@ -254,7 +259,7 @@ impl Nat {
             taken: HashSet::new(),
             session: HashMap::new(),
             arp: HashMap::new(),
-            pending: HashMap::new(),
+            pending: PendingArp::new(PENDING_MAX, ARP_TRIES, ARP_RETRY),
             translated: 0,
             dropped: 0,
             sessions: 0,
@@ -403,13 +408,7 @@ impl Nat {
         };
         let m = self.maps.get_mut(&id).expect("indexed mapping");
         m.inside_mac = src_mac;
-        if flags & RST != 0 {
-            m.reset = true;
-        }
-        if flags & FIN != 0 {
-            m.fin_in = true;
-        }
-        m.expires = now + m.timeout();
+        m.seen(flags, Side::Inside, now);
         let (oip, oport) = m.outside;
         Self::rewrite(&mut f, l4, proto, true, oip, oport);
         self.translated += 1;
@@ -449,16 +448,7 @@ impl Nat {
         }
         let flags = if proto == TCP { f[l4 + 13] } else { 0 };
         let m = self.maps.get_mut(&id).expect("indexed mapping");
-        if proto == TCP && flags & ACK != 0 {
-            m.established = true;
-        }
-        if flags & RST != 0 {
-            m.reset = true;
-        }
-        if flags & FIN != 0 {
-            m.fin_out = true;
-        }
-        m.expires = now + m.timeout();
+        m.seen(flags, Side::Outside, now);
         let (iip, iport) = m.inside;
         let mac = m.inside_mac;
         Self::rewrite(&mut f, l4, proto, false, iip, iport);
@@ -602,37 +592,28 @@ impl Nat {
             });
             return;
         }
-        let p = self.pending.entry(hop).or_insert_with(|| Pending {
-            frames: Vec::new(),
-            tries: 0,
-            next: now,
-            source,
-        });
-        if p.frames.len() < PENDING_MAX {
-            p.frames.push(f);
-        } else {
-            self.dropped += 1;
+        match self.pending.push(hop, f, now) {
+            Queued::Ask => out.push(self.arp_request(source, hop)),
+            Queued::Waiting => {}
+            Queued::Full => self.dropped += 1,
         }
-        if p.tries == 0 {
-            p.tries = 1;
-            p.next = now + ARP_RETRY;
-            let (mac, src) = (self.cfg.mac, p.source);
-            out.push(Out {
-                side: Side::Outside,
-                frame: arp_frame_as(mac, 1, BROADCAST, src, [0; 6], hop),
-            });
+    }
+
+    /// An ARP request for `hop` on the outside, from pool address `source`.
+    fn arp_request(&self, source: Ipv4Addr, hop: Ipv4Addr) -> Out {
+        Out {
+            side: Side::Outside,
+            frame: arp_frame_as(self.cfg.mac, 1, BROADCAST, source, [0; 6], hop),
         }
     }
 
     fn flush(&mut self, ip: Ipv4Addr, mac: Mac, out: &mut Vec<Out>) {
-        if let Some(p) = self.pending.remove(&ip) {
-            for mut f in p.frames {
-                f[0..6].copy_from_slice(&mac);
-                out.push(Out {
-                    side: Side::Outside,
-                    frame: f,
-                });
-            }
+        for mut f in self.pending.resolved(&ip) {
+            f[0..6].copy_from_slice(&mac);
+            out.push(Out {
+                side: Side::Outside,
+                frame: f,
+            });
         }
     }
 
@@ -647,32 +628,25 @@ impl Nat {
         for id in expired {
             self.remove(id);
         }
-        let due: Vec<Ipv4Addr> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.next <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for hop in due {
-            let Some(p) = self.pending.get_mut(&hop) else {
-                continue;
-            };
-            if p.tries < ARP_TRIES {
-                p.tries += 1;
-                p.next = now + ARP_RETRY;
-                let src = p.source;
-                out.push(Out {
-                    side: Side::Outside,
-                    frame: arp_frame_as(self.cfg.mac, 1, BROADCAST, src, [0; 6], hop),
-                });
-            } else if let Some(p) = self.pending.remove(&hop) {
-                self.dropped += p.frames.len() as u64;
+        for due in self.pending.poll(now) {
+            match due {
+                Due::Retry(hop) => {
+                    // Asked from the pool address of the first frame
+                    // waiting (translated: its source).
+                    let source = self
+                        .pending
+                        .waiting(&hop)
+                        .first()
+                        .map_or(self.cfg.pool[0], |f| ip_at(f, 14 + 12));
+                    out.push(self.arp_request(source, hop));
+                }
+                Due::GiveUp(_, frames) => self.dropped += frames.len() as u64,
             }
         }
         self.maps
             .values()
             .map(|m| m.expires)
-            .chain(self.pending.values().map(|p| p.next))
+            .chain(self.pending.next_deadline())
             .min()
     }
 }
