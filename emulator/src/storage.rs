@@ -7,7 +7,11 @@
 //!   [`StorageError::Locked`].
 //! - Each device gets its own namespace, an [`Nv`] handle: keyed values
 //!   (configuration, accounts, RTC backup, firmware slot, pairing) and
-//!   append-only logs (audit log, data log) that keep their order.
+//!   append-only logs (audit log, data log) that keep their order. Every
+//!   namespace lives in one sled tree under a prefix of its own, so opening
+//!   a namespace costs the same at 10 devices and at 10,000; a directory
+//!   written with a tree per namespace (before 2026-11-24) is migrated at
+//!   open, without loss.
 //! - Each key is stored on its own. A value of [`LARGE_VALUE`] bytes or more
 //!   (a firmware image) is written once, to a file of its own under
 //!   `DIR/large-values/`, and the namespace keeps a small reference to it; a
@@ -134,7 +138,7 @@ type Change = (Vec<u8>, Option<sled::IVec>);
 impl InFlight {
     /// Registers a write of `changes` (before it is applied to `tree`);
     /// returns its number.
-    fn begin(&mut self, tree: &sled::Tree, changes: &[Change]) -> Result<u64, StorageError> {
+    fn begin(&mut self, tree: &Ns, changes: &[Change]) -> Result<u64, StorageError> {
         self.last += 1;
         for (k, _) in changes {
             match self.keys.get_mut(k) {
@@ -172,7 +176,7 @@ impl InFlight {
     }
 
     /// What a reader sees of `key`.
-    fn view(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<sled::IVec>, StorageError> {
+    fn view(&self, tree: &Ns, key: &[u8]) -> Result<Option<sled::IVec>, StorageError> {
         match self.keys.get(key) {
             Some(s) => Ok(s.committed.clone()),
             None => Ok(tree.get(key)?),
@@ -246,6 +250,108 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The one sled tree that holds every namespace. A tree per namespace
+/// would cost O(namespaces) at each new one (sled rewrites its whole tree
+/// catalogue to add a tree): quadratic at boot of a 10,000-device site.
+const NV_TREE: &str = "nv";
+
+/// The key prefix of namespace `name` in [`NV_TREE`]: its length (2 bytes,
+/// big-endian) then its bytes, so no namespace's keys start with another's
+/// prefix.
+fn ns_prefix(name: &str) -> Vec<u8> {
+    let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    let mut p = len.to_be_bytes().to_vec();
+    p.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
+    p
+}
+
+/// One namespace of [`NV_TREE`]: the subset of `sled::Tree` that [`Nv`]
+/// uses, on the namespace's own keys (prefixed on the way in, stripped on
+/// the way out).
+#[derive(Clone)]
+struct Ns {
+    tree: sled::Tree,
+    prefix: Arc<[u8]>,
+}
+
+impl Ns {
+    fn key(&self, k: impl AsRef<[u8]>) -> Vec<u8> {
+        let mut full = Vec::with_capacity(self.prefix.len() + k.as_ref().len());
+        full.extend_from_slice(&self.prefix);
+        full.extend_from_slice(k.as_ref());
+        full
+    }
+
+    fn get(&self, k: impl AsRef<[u8]>) -> sled::Result<Option<sled::IVec>> {
+        self.tree.get(self.key(k))
+    }
+
+    fn insert(&self, k: impl AsRef<[u8]>, v: impl Into<sled::IVec>) -> sled::Result<()> {
+        self.tree.insert(self.key(k), v).map(drop)
+    }
+
+    fn remove(&self, k: impl AsRef<[u8]>) -> sled::Result<Option<sled::IVec>> {
+        self.tree.remove(self.key(k))
+    }
+
+    fn compare_and_swap(
+        &self,
+        k: impl AsRef<[u8]>,
+        old: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+    ) -> sled::Result<Result<(), sled::CompareAndSwapError>> {
+        self.tree.compare_and_swap(self.key(k), old, new)
+    }
+
+    /// Entries whose key starts with `p`, keys stripped of the namespace.
+    fn scan_prefix(&self, p: impl AsRef<[u8]>) -> NsIter {
+        NsIter {
+            inner: self.tree.scan_prefix(self.key(p)),
+            strip: self.prefix.len(),
+        }
+    }
+
+    fn iter(&self) -> NsIter {
+        self.scan_prefix([])
+    }
+
+    fn flush(&self) -> sled::Result<usize> {
+        self.tree.flush()
+    }
+}
+
+/// Entries of one namespace ([`Ns::scan_prefix`]).
+struct NsIter {
+    inner: sled::Iter,
+    strip: usize,
+}
+
+impl NsIter {
+    fn strip(&self, r: sled::Result<(sled::IVec, sled::IVec)>) -> <Self as Iterator>::Item {
+        r.map(|(k, v)| (k[self.strip.min(k.len())..].into(), v))
+    }
+
+    fn keys(self) -> impl DoubleEndedIterator<Item = sled::Result<sled::IVec>> {
+        self.map(|r| r.map(|(k, _)| k))
+    }
+}
+
+impl Iterator for NsIter {
+    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.inner.next()?;
+        Some(self.strip(r))
+    }
+}
+
+impl DoubleEndedIterator for NsIter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let r = self.inner.next_back()?;
+        Some(self.strip(r))
+    }
+}
+
 impl Store {
     /// Opens the store in `dir`, or a temporary one when `dir` is `None`.
     pub fn open(dir: Option<&Path>) -> Result<Self, StorageError> {
@@ -298,6 +404,7 @@ impl Store {
             }),
             saved_clock,
         };
+        store.migrate_tree_per_namespace()?;
         store.collect_garbage()?;
         Ok(store)
     }
@@ -319,7 +426,10 @@ impl Store {
             .or_default()
             .clone();
         Ok(Nv {
-            tree: self.db.open_tree(&name)?,
+            tree: Ns {
+                tree: self.db.open_tree(NV_TREE)?,
+                prefix: ns_prefix(&name).into(),
+            },
             files: self.files.clone(),
             file_prefix: hex(name.as_bytes()),
             in_flight,
@@ -396,17 +506,52 @@ impl Store {
         self.files.dir.parent().map_or(0, walk)
     }
 
+    /// Moves the namespaces of a state directory written by an earlier
+    /// fieldtwin, which kept each in a sled tree of its own (`device/ID`),
+    /// into [`NV_TREE`]; each old tree is dropped once its entries are
+    /// durable in the new one, so a crash midway loses nothing (the next
+    /// open copies that tree again).
+    fn migrate_tree_per_namespace(&self) -> Result<(), StorageError> {
+        let nv = self.db.open_tree(NV_TREE)?;
+        for name in self.db.tree_names() {
+            let Ok(name) = std::str::from_utf8(&name) else {
+                continue;
+            };
+            if !name.starts_with("device/") {
+                continue;
+            }
+            let old = self.db.open_tree(name)?;
+            let prefix = ns_prefix(name);
+            let mut batch = sled::Batch::default();
+            for item in old.iter() {
+                let (k, v) = item?;
+                let mut key = prefix.clone();
+                key.extend_from_slice(&k);
+                batch.insert(key, v);
+            }
+            nv.apply_batch(batch)?;
+            if self.files.durable {
+                blocking(|| nv.flush())?;
+            }
+            self.db.drop_tree(name)?;
+        }
+        Ok(())
+    }
+
     /// Deletes large-value files no namespace refers to (left by a crash
     /// between writing a value and deleting the one it replaced).
     fn collect_garbage(&self) -> Result<(), StorageError> {
         let mut referenced = BTreeSet::new();
-        for name in self.db.tree_names() {
-            let tree = self.db.open_tree(&name)?;
-            for item in tree.scan_prefix(LARGE_REF) {
-                let (_, v) = item?;
-                if let Ok(r) = serde_json::from_slice::<LargeRef>(&v) {
-                    referenced.insert(r.file);
-                }
+        for item in self.db.open_tree(NV_TREE)?.iter() {
+            let (k, v) = item?;
+            let name_len = k
+                .get(..2)
+                .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+            if k.get(2 + name_len..)
+                .is_some_and(|k| k.starts_with(LARGE_REF.as_bytes()))
+                && let Ok(r) = serde_json::from_slice::<LargeRef>(&v)
+            {
+                referenced.insert(r.file);
             }
         }
         let Ok(rd) = std::fs::read_dir(&self.files.dir) else {
@@ -433,7 +578,7 @@ struct LargeRef {
 /// One device's non-volatile memory.
 #[derive(Clone)]
 pub struct Nv {
-    tree: sled::Tree,
+    tree: Ns,
     files: Arc<Files>,
     /// Hex of the namespace name: prefix of its large-value files.
     file_prefix: String,
@@ -444,7 +589,7 @@ pub struct Nv {
 impl std::fmt::Debug for Nv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nv")
-            .field("entries", &self.tree.len())
+            .field("entries", &self.tree.iter().count())
             .finish()
     }
 }
@@ -666,14 +811,14 @@ impl Nv {
         let mut old_files = Vec::new();
         for (key, bytes) in entries {
             if let Some(old) = self.large_ref(key)? {
-                batch.remove(large_ref_key(key).as_bytes());
+                batch.remove(self.tree.key(large_ref_key(key)));
                 changes.push((large_ref_key(key).into_bytes(), None));
                 old_files.push(old.file);
             }
-            batch.insert(key.as_bytes(), *bytes);
+            batch.insert(self.tree.key(key), *bytes);
             changes.push((key.as_bytes().to_vec(), Some((*bytes).into())));
         }
-        self.write(&changes, || Ok(self.tree.apply_batch(batch)?))?;
+        self.write(&changes, || Ok(self.tree.tree.apply_batch(batch)?))?;
         for f in old_files {
             let _ = std::fs::remove_file(self.files.dir.join(f));
         }
@@ -993,6 +1138,61 @@ mod tests {
         assert_eq!(a.get::<bool>("fuse").unwrap(), Some(true));
         assert!(a.read_log::<String>("audit").unwrap().is_empty());
         assert_eq!(b.get::<i32>("x").unwrap(), Some(2));
+        // A namespace whose name starts with another's sees none of its keys.
+        let ps1 = store.device("ps1").unwrap();
+        let ps10 = store.device("ps10").unwrap();
+        ps10.put("x", &10).unwrap();
+        ps10.append("audit", &"ps10").unwrap();
+        assert!(ps1.is_empty());
+        assert_eq!(ps1.get::<i32>("x").unwrap(), None);
+        assert!(ps1.read_log::<String>("audit").unwrap().is_empty());
+        ps1.wipe().unwrap();
+        assert_eq!(ps10.get::<i32>("x").unwrap(), Some(10));
+    }
+
+    #[test]
+    fn a_state_with_a_tree_per_namespace_is_migrated_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = vec![7u8; LARGE_VALUE + 1];
+        let large_file;
+        {
+            // The layout of earlier versions: one sled tree per namespace.
+            let store = Store::open(Some(dir.path())).unwrap();
+            let nv = store.device("ps1").unwrap();
+            nv.put_raw("firmware", &image).unwrap();
+            large_file = large_files(dir.path());
+            let db = &store.db;
+            let old = db.open_tree("device/ps1").unwrap();
+            let nv_tree = db.open_tree(NV_TREE).unwrap();
+            for item in nv_tree.iter() {
+                let (k, v) = item.unwrap();
+                old.insert(&k[ns_prefix("device/ps1").len()..], v).unwrap();
+            }
+            nv_tree.clear().unwrap();
+            old.insert("config", serde_json::to_vec(&42u32).unwrap())
+                .unwrap();
+            for (seq, e) in ["a", "b"].iter().enumerate() {
+                old.insert(log_key("audit", seq as u64), serde_json::to_vec(e).unwrap())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = Store::open(Some(dir.path())).unwrap();
+        assert!(
+            !store
+                .db
+                .tree_names()
+                .iter()
+                .any(|n| n.starts_with(b"device/")),
+            "the old tree is dropped"
+        );
+        let nv = store.device("ps1").unwrap();
+        assert_eq!(nv.get::<u32>("config").unwrap(), Some(42));
+        assert_eq!(nv.read_log::<String>("audit").unwrap(), vec!["a", "b"]);
+        assert_eq!(nv.append("audit", &"c").unwrap(), 2);
+        assert_eq!(nv.get_raw("firmware").unwrap(), Some(image));
+        // The large value's file is still referenced: not collected.
+        assert_eq!(large_files(dir.path()), large_file);
     }
 
     #[test]
