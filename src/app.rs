@@ -193,7 +193,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             chrono::Utc::now(),
         )?;
         let clock = Clock::resume(start, opts.speed)?;
+        let t_boot = std::time::Instant::now();
         let net = crate::tap::setup(&site, &opts.net)?;
+        eprintln!("TIMING tap setup {:?}", t_boot.elapsed());
         let rt = Arc::new(build_runtime(&site, clock, store, net.as_ref().map(|n| &n.network))?);
         let api = tokio::net::TcpListener::bind(opts.api)
             .await
@@ -210,6 +212,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         // segment) a large site boots BOOT_PARALLEL devices at a time, so
         // their NV flushes overlap; a small site boots in site-file order,
         // one after the other (its event log stays in that order).
+        eprintln!("TIMING runtime built {:?}", t_boot.elapsed());
         let largest = largest_segment(&site);
         let powered: Vec<&str> = site
             .devices
@@ -223,18 +226,27 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 tokio::time::sleep(BOOT_PACE).await;
             }
         } else if powered.len() > fieldtwin_emulator::site::ROUTER_ABOVE {
-            use futures::StreamExt;
-            let mut boots = futures::stream::iter(powered)
-                .map(|id| rt.power_on(id))
-                .buffer_unordered(BOOT_PARALLEL);
-            while let Some(r) = boots.next().await {
-                r?;
+            // Spawned, so the boots run on every worker thread, not only on
+            // the thread that polls this future.
+            let mut boots = tokio::task::JoinSet::new();
+            for id in powered {
+                if boots.len() >= BOOT_PARALLEL
+                    && let Some(r) = boots.join_next().await
+                {
+                    r??;
+                }
+                let (rt, id) = (rt.clone(), id.to_string());
+                boots.spawn(async move { rt.power_on(&id).await.map(drop) });
+            }
+            while let Some(r) = boots.join_next().await {
+                r??;
             }
         } else {
             for id in powered {
                 rt.power_on(id).await?;
             }
         }
+        eprintln!("TIMING booted {:?}", t_boot.elapsed());
         if net.is_none() && !host::privileged_ports() {
             println!(
                 "note: this process may not bind ports below 1024; they are moved up by {} \

@@ -107,6 +107,14 @@ pub(super) fn proc_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The 1-minute load average (`/proc/loadavg`), as printed there.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = s.rsplit_once(')')?.1;
@@ -163,6 +171,9 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let probe: ProbeResult = serde_json::from_slice(&out.stdout)?;
     let boot = t0.elapsed();
     let pid = proc.0.id();
+    // CPU the emulator spent until every device answered: on a busy
+    // machine the wall time says more about the neighbours than about it.
+    let boot_cpu = proc_cpu_ticks(pid).unwrap_or(0) as f64 / 100.0;
     let ping = Command::new("ip")
         .args([
             "netns",
@@ -220,6 +231,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         boot.as_secs_f64(),
         probe.answered,
         probe.total
+    );
+    println!(
+        "{:<40} {:.2} s user+system ({:.2} cores over the boot; 1 min load {})",
+        "emulator CPU until all answered",
+        boot_cpu,
+        boot_cpu / boot.as_secs_f64(),
+        load_average()
     );
     println!(
         "{:<40} {} of {}",

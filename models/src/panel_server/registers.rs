@@ -8,7 +8,6 @@
 //! 0x03 for a date/time that does not exist. Values are big-endian, most
 //! significant register first; ASCII is NUL-padded.
 
-use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 
@@ -62,7 +61,7 @@ pub struct WirelessSlot {
 /// The register image at unit 255.
 #[derive(Debug, Clone)]
 pub struct OwnRegisters {
-    fixed: BTreeMap<u16, u16>,
+    fixed: Vec<(u16, u16)>,
 }
 
 /// What changes between reads: the RTC (as DATETIME words), health and,
@@ -86,16 +85,14 @@ impl Live {
     }
 }
 
-fn put(map: &mut BTreeMap<u16, u16>, addr: u16, words: &[u16]) {
-    for (i, w) in words.iter().enumerate() {
-        map.insert(addr + i as u16, *w);
-    }
+fn put(map: &mut Vec<(u16, u16)>, addr: u16, words: &[u16]) {
+    map.extend((addr..).zip(words.iter().copied()));
 }
 
 impl OwnRegisters {
     /// The image of one boot: identity, installed firmware, paired devices.
     pub fn new(id: &Identity, firmware: &str, wireless: &[WirelessSlot]) -> Self {
-        let mut m = BTreeMap::new();
+        let mut m = Vec::with_capacity(256 + 5 * usize::from(WIRELESS_SLOTS));
         put(&mut m, FIRMWARE, &encode::ascii(firmware, 6));
         put(&mut m, 0x000A, &encode::ascii(&id.range, 16));
         put(&mut m, 0x001A, &encode::ascii(&id.family, 16));
@@ -127,6 +124,10 @@ impl OwnRegisters {
                 None => put(&mut m, base, &[0xFFFF; 5]),
             }
         }
+        // Sorted by address, the last word put at an address winning.
+        m.reverse();
+        m.sort_by_key(|&(a, _)| a);
+        m.dedup_by_key(|&mut (a, _)| a);
         Self { fixed: m }
     }
 
@@ -135,7 +136,11 @@ impl OwnRegisters {
             DATETIME..=0x0076 => Some(live.datetime[usize::from(addr - DATETIME)]),
             HEALTH => Some(live.health as u16),
             super::inputs::FIRST..=super::inputs::LAST => live.inputs.as_ref()?.word(addr),
-            _ => self.fixed.get(&addr).copied(),
+            _ => self
+                .fixed
+                .binary_search_by_key(&addr, |&(a, _)| a)
+                .ok()
+                .map(|i| self.fixed[i].1),
         }
     }
 

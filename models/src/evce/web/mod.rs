@@ -148,7 +148,10 @@ pub async fn start(web: &Arc<Web>) -> Result<(), BootError> {
         &web.ctx,
         HTTPS_PORT,
         &acceptor,
-        &router(web.clone()),
+        &{
+            let web = web.clone();
+            https::App::lazy(move || router(web.clone()))
+        },
         &web.token,
         &web.tracker,
     )

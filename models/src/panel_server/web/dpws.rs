@@ -128,7 +128,7 @@ pub async fn start(
         node.ctx.clone(),
         listener,
         None,
-        app,
+        app.into(),
         token.clone(),
         tracker.clone(),
     );
@@ -216,7 +216,7 @@ impl Discovery {
         // Most datagrams are other devices' Hello and Bye (every device of
         // the segment announces itself at boot): they are dropped before
         // they are decoded, since only a Probe or a Resolve gets an answer.
-        let asks = |word: &[u8]| datagram.windows(word.len()).any(|w| w == word);
+        let asks = |word: &[u8]| memchr::memmem::find(datagram, word).is_some();
         if !asks(b"Probe") && !asks(b"Resolve") {
             return;
         }

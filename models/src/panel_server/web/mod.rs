@@ -110,7 +110,10 @@ pub async fn start(node: &Arc<Node>) -> Result<(), BootError> {
         &node.ctx,
         HTTPS_PORT,
         &acceptor,
-        &router(node.clone()),
+        &{
+            let node = node.clone();
+            https::App::lazy(move || router(node.clone()))
+        },
         &node.boot_token(),
         &node.boot_tracker(),
     )
