@@ -193,9 +193,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             chrono::Utc::now(),
         )?;
         let clock = Clock::resume(start, opts.speed)?;
-        let t_boot = std::time::Instant::now();
         let net = crate::tap::setup(&site, &opts.net)?;
-        eprintln!("TIMING tap setup {:?}", t_boot.elapsed());
         let rt = Arc::new(build_runtime(&site, clock, store, net.as_ref().map(|n| &n.network))?);
         let api = tokio::net::TcpListener::bind(opts.api)
             .await
@@ -212,7 +210,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         // segment) a large site boots BOOT_PARALLEL devices at a time, so
         // their NV flushes overlap; a small site boots in site-file order,
         // one after the other (its event log stays in that order).
-        eprintln!("TIMING runtime built {:?}", t_boot.elapsed());
         let largest = largest_segment(&site);
         let powered: Vec<&str> = site
             .devices
@@ -246,7 +243,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 rt.power_on(id).await?;
             }
         }
-        eprintln!("TIMING booted {:?}", t_boot.elapsed());
         if net.is_none() && !host::privileged_ports() {
             println!(
                 "note: this process may not bind ports below 1024; they are moved up by {} \
