@@ -1,8 +1,16 @@
 //! The load of `bench modbus`: N tokio-modbus client connections, each
-//! reading 10 holding registers (FC3) in a loop for D seconds; prints one
-//! JSON object (requests, errors, seconds, p50_us, p99_us).
+//! reading 10 holding registers (FC3) in a loop for D seconds.
+//!
+//! Contract: the load connects every connection first, then prints the
+//! line `start`, loads for D seconds, prints `stop` once every connection
+//! has finished its last request (before any connection is closed), and
+//! finally one JSON object (requests, errors, seconds, p50_us, p99_us).
+//! The parent samples the server's CPU at `start` and `stop`, so connection
+//! set-up and tear-down are outside the measured window.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -43,6 +51,11 @@ impl LoadResult {
     }
 }
 
+/// The line printed once every connection is up, before the load.
+pub const START: &str = "start";
+/// The line printed once the load is over, before connections close.
+pub const STOP: &str = "stop";
+
 pub fn run(o: Options) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let r = rt.block_on(load(o))?;
@@ -50,17 +63,27 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 async fn load(o: Options) -> anyhow::Result<LoadResult> {
     let dur = Duration::from_secs_f64(o.seconds);
+    let ready = Arc::new(tokio::sync::Barrier::new(o.connections + 1));
     let mut tasks = Vec::new();
     for _ in 0..o.connections {
         let o = o.clone();
+        let ready = ready.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::with_capacity(100_000);
             let mut errors = 0u64;
-            let mut ctx = match tcp::connect_slave(o.addr, Slave(o.unit)).await {
+            let connected = tcp::connect_slave(o.addr, Slave(o.unit)).await;
+            ready.wait().await;
+            let mut ctx = match connected {
                 Ok(c) => c,
-                Err(_) => return (lat, 1),
+                Err(_) => return (lat, 1, None),
             };
             let start = Instant::now();
             while start.elapsed() < dur {
@@ -75,16 +98,22 @@ async fn load(o: Options) -> anyhow::Result<LoadResult> {
                     }
                 }
             }
-            (lat, errors)
+            (lat, errors, Some(ctx))
         }));
     }
+    ready.wait().await;
+    say(START);
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut open = Vec::new();
     for t in tasks {
-        let (l, e) = t.await?;
+        let (l, e, ctx) = t.await?;
         all.extend(l);
         errors += e;
+        open.push(ctx);
     }
+    say(STOP);
+    drop(open);
     all.sort_unstable();
     let pct = |p: f64| -> u64 {
         if all.is_empty() {

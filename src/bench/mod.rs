@@ -5,12 +5,16 @@
 //! Contract:
 //! - `bench modbus`: one load (N connections reading 10 holding registers
 //!   with FC3 for D seconds, run by a `bench load` child process) against
-//!   (a) a bare tokio-modbus server on kernel loopback, (b) the Panel Server
-//!   in host mode, (c) the Panel Server in TAP mode in a namespace the bench
-//!   creates, (c') the same through the emulated router (`--routing
-//!   router`), (d) a pymodbus server when python's pymodbus is importable.
-//!   Prints req/s, p50, p99, the server process's CPU microseconds per
-//!   request (its own /proc accounting over the load) and the ratios to (a).
+//!   (a) a bare tokio-modbus server on kernel loopback (a `bench
+//!   bare-server` child process), (b) the Panel Server in host mode, (c)
+//!   the Panel Server in TAP mode in a namespace the bench creates, (c') the
+//!   same through the emulated router (`--routing router`), (d) a pymodbus
+//!   server when python's pymodbus is importable; interleaved in R rounds
+//!   (each round loads every server once). Prints each round's server CPU
+//!   microseconds per request (the server process's own /proc accounting
+//!   over the load window only), then per server the medians of req/s,
+//!   p50, p99 and CPU per request, their ratios to (a) and the spread of
+//!   the per-round ratios, and a verdict line for TAP mode against (a).
 //! - `bench scale --devices N`: boots a generated site of N Panel Servers in
 //!   TAP mode in its own namespace and prints the time until every device
 //!   answers Modbus and ping, the namespace's neighbour entries (one when
@@ -58,6 +62,9 @@ pub enum BenchCmd {
     /// (internal) Run one load against ADDR and print the result as JSON.
     #[command(hide = true)]
     Load(load::Options),
+    /// (internal) The bare tokio-modbus server of `bench modbus` (a).
+    #[command(hide = true)]
+    BareServer(modbus::BareOptions),
     /// (internal) The soak's client: poll a site's devices; print JSON.
     #[command(hide = true)]
     SoakLoad(soak::LoadOptions),
@@ -76,6 +83,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Radio(o) => radio::run(o),
         BenchCmd::Tui(o) => tui::run(o),
         BenchCmd::Load(o) => load::run(o),
+        BenchCmd::BareServer(o) => modbus::bare_server(o),
         BenchCmd::Probe(o) => scale::probe(o),
     }
 }

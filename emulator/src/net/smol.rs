@@ -8,7 +8,13 @@
 //!   numbers, ephemeral ports). Frames come from and go to a switch port
 //!   ([`super::switch::PortHandle`]).
 //! - The reactor sleeps until smoltcp's `poll_delay`, a frame arrives, or a
-//!   socket is used (read, write, close, accept, connect).
+//!   socket is used (read, write, close, accept, connect). Frames that
+//!   arrive in a TAP read batch are processed on the reader's task instead
+//!   ([`super::switch::batch`]), and an answer is sent by the task that
+//!   writes it, so a request and its answer cross no reactor. While such
+//!   inline work goes on, the reactor wakes at least every [`LATE`] and a
+//!   timer set inline or by a write (delayed ACK, retransmission) may fire
+//!   up to [`LATE`] late instead of waking the reactor at once.
 //! - TCP listeners are pools: ingress is processed one frame at a time and
 //!   after every frame each listener gets a fresh listening socket for every
 //!   one that took a SYN, so a burst of SYNs all get in (up to [`BACKLOG`]
@@ -38,6 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use super::switch::{self, Inbox, PortHandle, Runner};
+use super::{BoxStream, Datagram, Listener, Stack};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rand::rngs::SmallRng;
@@ -50,10 +58,6 @@ use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Notify, mpsc};
-
-use super::switch::PortHandle;
-use super::{BoxStream, Datagram, Listener, Stack};
 
 /// Connections that may wait for `accept` on one listener.
 pub const BACKLOG: usize = 1024;
@@ -69,6 +73,10 @@ const UDP_PACKETS: usize = 16;
 const UDP_BUF: usize = 8 * 1024;
 /// Ethernet MTU (frame without FCS).
 pub const MTU: usize = 1514;
+/// How late a timer may fire while the interface is busy (see the module
+/// contract): smoltcp's delayed ACK is 10 ms, its shortest retransmission
+/// timeout 1 s, a Linux peer's 200 ms.
+pub const LATE: Duration = Duration::from_millis(20);
 
 /// Frames queued between the switch and smoltcp.
 #[derive(Default)]
@@ -82,13 +90,15 @@ struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.0);
+        switch::recycle(self.0);
+        r
     }
 }
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        let mut buf = switch::frame_zeroed(len);
         let r = f(&mut buf);
         self.0.push(buf);
         r
@@ -149,7 +159,11 @@ struct Shared {
     deadline: std::sync::atomic::AtomicU64,
     port: PortHandle,
     state: Mutex<State>,
-    wake: Notify,
+    /// The switch port's queue; its notification wakes the reactor.
+    inbox: Arc<Inbox>,
+    /// Batches processed inline since the start (the reactor checks
+    /// whether there were any since its last wake-up).
+    inline_runs: std::sync::atomic::AtomicU64,
     start: std::time::Instant,
     /// The interface's address (0.0.0.0 while a DHCP client has no lease).
     ip: std::sync::atomic::AtomicU32,
@@ -172,7 +186,52 @@ impl Shared {
                 }
             }
         }
-        self.wake.notify_one();
+        self.notify();
+    }
+
+    /// Wakes the reactor.
+    fn notify(&self) {
+        self.inbox.notify();
+    }
+
+    /// Whether the reactor must be woken for a timer at `at` (µs since
+    /// `start`; `u64::MAX`: none) when it is armed for `armed`: only if it
+    /// would fire more than [`LATE`] late.
+    fn timer_needs_reactor(at: u64, armed: u64) -> bool {
+        at.saturating_add(LATE.as_micros() as u64) < armed
+    }
+
+    /// One round of the interface: takes the inbox's frames, processes
+    /// them, runs smoltcp's egress and returns when it next needs a poll
+    /// (None: only when something arrives). The frames to send are left in
+    /// `out`, to be sent once the lock is released.
+    fn step(&self, now: SmolInstant, out: &mut Vec<Vec<u8>>) -> Option<SmolInstant> {
+        let mut st = self.lock();
+        let powered = self.powered.load(std::sync::atomic::Ordering::Acquire);
+        self.inbox.drain_into(&mut st.dev.rx);
+        if !powered {
+            // No power: frames fall on the floor, nothing is sent.
+            for f in st.dev.rx.drain(..) {
+                switch::recycle(f);
+            }
+        }
+        st.poll(now);
+        let address = st.address();
+        if address != self.ip() {
+            self.ip
+                .store(u32::from(address), std::sync::atomic::Ordering::Release);
+        }
+        self.ip_watch.send_if_modified(|ip| {
+            let changed = *ip != address;
+            *ip = address;
+            changed
+        });
+        std::mem::swap(out, &mut st.dev.tx);
+        if !powered {
+            out.clear();
+        }
+        let State { iface, sockets, .. } = &mut *st;
+        iface.poll_at(now, sockets)
     }
 
     fn ip(&self) -> Ipv4Addr {
@@ -352,7 +411,7 @@ pub fn mac_from_seed(seed: u64) -> [u8; 6] {
 impl SmolStack {
     /// Creates the interface `ip/prefix` (or, with `dhcp`, an interface that
     /// takes its address from a DHCPv4 server) with MAC `mac` on switch port
-    /// `port`, whose frames arrive on `rx`, and spawns its reactor (call
+    /// `port`, whose frames arrive in `inbox`, and spawns its reactor (call
     /// inside a tokio runtime).
     pub fn spawn(
         ip: Ipv4Addr,
@@ -361,7 +420,7 @@ impl SmolStack {
         mac: [u8; 6],
         seed: u64,
         port: PortHandle,
-        rx: mpsc::Receiver<Vec<u8>>,
+        inbox: Arc<Inbox>,
     ) -> Self {
         let start = std::time::Instant::now();
         let mut dev = QueueDevice::default();
@@ -398,12 +457,15 @@ impl SmolStack {
                 next_port: 0,
                 dhcp,
             }),
-            wake: Notify::new(),
+            inbox: inbox.clone(),
+            inline_runs: std::sync::atomic::AtomicU64::new(0),
             start,
             ip: std::sync::atomic::AtomicU32::new(u32::from(ip)),
             ip_watch: tokio::sync::watch::Sender::new(ip),
         });
-        tokio::spawn(reactor(shared.clone(), rx));
+        let runner: Arc<dyn Runner> = shared.clone();
+        inbox.set_runner(Arc::downgrade(&runner));
+        tokio::spawn(reactor(shared.clone()));
         Self { shared }
     }
 
@@ -415,60 +477,60 @@ impl SmolStack {
     }
 }
 
-async fn reactor(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut inbox: Vec<Vec<u8>> = Vec::new();
+impl Runner for Shared {
+    /// Processes the inbox on the caller's task (the end of a TAP read
+    /// batch); wakes the reactor only for a timer it would miss by more
+    /// than [`LATE`].
+    fn run(&self) {
+        let now = self.now();
+        let mut out = Vec::new();
+        let at = self
+            .step(now, &mut out)
+            .map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
+        self.inline_runs
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        for f in out {
+            self.port.send(f);
+        }
+        let armed = self.deadline.load(std::sync::atomic::Ordering::Acquire);
+        if Shared::timer_needs_reactor(at, armed) {
+            self.notify();
+        }
+    }
+}
+
+async fn reactor(shared: Arc<Shared>) {
     let mut out = Vec::new();
+    let mut inline_seen = 0;
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     loop {
-        let delay = {
-            let mut st = shared.lock();
-            let powered = shared.powered.load(std::sync::atomic::Ordering::Acquire);
-            st.dev.rx.extend(inbox.drain(..));
-            while let Ok(f) = rx.try_recv() {
-                st.dev.rx.push_back(f);
-            }
-            if !powered {
-                // No power: frames fall on the floor, nothing is sent.
-                st.dev.rx.clear();
-            }
-            let now = shared.now();
-            st.poll(now);
-            let address = st.address();
-            shared
-                .ip
-                .store(u32::from(address), std::sync::atomic::Ordering::Release);
-            shared.ip_watch.send_if_modified(|ip| {
-                let changed = *ip != address;
-                *ip = address;
-                changed
-            });
-            std::mem::swap(&mut out, &mut st.dev.tx);
-            if !powered {
-                out.clear();
-            }
-            let State { iface, sockets, .. } = &mut *st;
-            let delay = iface.poll_delay(now, sockets);
-            let wake_at = delay.map_or(u64::MAX, |d| (now + d).total_micros() as u64);
-            shared
-                .deadline
-                .store(wake_at, std::sync::atomic::Ordering::Release);
-            delay
-        };
+        let now = shared.now();
+        let at = shared.step(now, &mut out);
         for f in out.drain(..) {
             shared.port.send(f);
         }
-        let delay = delay
-            .map(|d| Duration::from_micros(d.total_micros()))
-            .unwrap_or(Duration::from_secs(3600));
+        // While frames are processed inline, wake at least every LATE (so
+        // inline work need not wake this task for its timers).
+        let runs = shared
+            .inline_runs
+            .load(std::sync::atomic::Ordering::Acquire);
+        let busy = runs != inline_seen;
+        inline_seen = runs;
+        let mut delay = at.map_or(Duration::from_secs(3600), |t| {
+            Duration::from_micros((t.total_micros() - now.total_micros()).max(0) as u64)
+        });
+        if busy {
+            delay = delay.min(LATE);
+        }
+        shared.deadline.store(
+            (now.total_micros().max(0) as u64).saturating_add(delay.as_micros() as u64),
+            std::sync::atomic::Ordering::Release,
+        );
         sleep.as_mut().reset(tokio::time::Instant::now() + delay);
-        let notified = shared.wake.notified();
+        let notified = shared.inbox.notified();
         tokio::select! {
             biased;
-            f = rx.recv() => match f {
-                Some(f) => inbox.push(f),
-                None => return,
-            },
             _ = notified => {}
             _ = &mut sleep => {}
         }
@@ -497,7 +559,7 @@ impl AsyncRead for TcpStream {
             buf.advance(n);
             drop(st);
             if was_full {
-                self.shared.wake.notify_one();
+                self.shared.notify();
             }
             Poll::Ready(Ok(()))
         } else if !s.may_recv() {
@@ -529,12 +591,12 @@ impl AsyncWrite for TcpStream {
                 .load(std::sync::atomic::Ordering::Acquire)
             {
                 drop(st);
-                self.shared.wake.notify_one();
+                self.shared.notify();
                 return Poll::Ready(Ok(n));
             }
             // Send at once from this task (one hand-off less per answer);
             // wake the reactor only if a timer of this send (retransmit)
-            // falls before its own next wake-up.
+            // would fire more than LATE after its own next wake-up.
             let now = self.shared.now();
             let State {
                 iface,
@@ -544,20 +606,25 @@ impl AsyncWrite for TcpStream {
             } = &mut *st;
             iface.poll_egress(now, dev, sockets);
             let out = std::mem::take(&mut dev.tx);
-            let at = iface
-                .poll_at(now, sockets)
-                .map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
-            let wake = at
-                < self
-                    .shared
-                    .deadline
-                    .load(std::sync::atomic::Ordering::Acquire);
+            let armed = self
+                .shared
+                .deadline
+                .load(std::sync::atomic::Ordering::Acquire);
+            let now_us = now.total_micros().max(0) as u64;
+            // A timer is never before `now`: no need to look for one if the
+            // reactor wakes within LATE anyway.
+            let wake = Shared::timer_needs_reactor(now_us, armed) && {
+                let at = iface
+                    .poll_at(now, sockets)
+                    .map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
+                Shared::timer_needs_reactor(at, armed)
+            };
             drop(st);
             for f in out {
                 self.shared.port.send(f);
             }
             if wake {
-                self.shared.wake.notify_one();
+                self.shared.notify();
             }
             Poll::Ready(Ok(n))
         } else if !s.may_send() {
@@ -581,7 +648,7 @@ impl AsyncWrite for TcpStream {
             .sockets
             .get_mut::<tcp::Socket>(self.handle)
             .close();
-        self.shared.wake.notify_one();
+        self.shared.notify();
         Poll::Ready(Ok(()))
     }
 }
@@ -593,7 +660,7 @@ impl Drop for TcpStream {
         st.sockets.get_mut::<tcp::Socket>(self.handle).close();
         st.orphans.push((self.handle, now));
         drop(st);
-        self.shared.wake.notify_one();
+        self.shared.notify();
     }
 }
 
@@ -661,7 +728,7 @@ impl Listener for SmolListener {
                     .get::<tcp::Socket>(handle)
                     .remote_endpoint(),
             );
-            self.shared.wake.notify_one();
+            self.shared.notify();
             let stream = TcpStream {
                 shared: self.shared.clone(),
                 handle,
@@ -687,7 +754,7 @@ impl Drop for SmolListener {
             }
         }
         drop(st);
-        self.shared.wake.notify_one();
+        self.shared.notify();
     }
 }
 
@@ -722,7 +789,7 @@ impl Datagram for SmolDatagram {
                 }
             })
             .await?;
-            self.shared.wake.notify_one();
+            self.shared.notify();
             Ok(n)
         }
         .boxed()
@@ -765,7 +832,7 @@ impl Datagram for SmolDatagram {
                     format!("cannot join multicast group {group}: {e}"),
                 )
             })?;
-        self.shared.wake.notify_one();
+        self.shared.notify();
         Ok(())
     }
 
@@ -802,7 +869,7 @@ impl Drop for SmolDatagram {
         let now = self.shared.now();
         st.udp_orphans.push((self.handle, now));
         drop(st);
-        self.shared.wake.notify_one();
+        self.shared.notify();
     }
 }
 
@@ -892,7 +959,7 @@ impl Stack for SmolStack {
             );
             st.replenish();
             drop(st);
-            self.shared.wake.notify_one();
+            self.shared.notify();
             Ok(Box::new(SmolListener {
                 shared: self.shared.clone(),
                 id,
@@ -949,7 +1016,7 @@ impl Stack for SmolStack {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
                 sockets.add(s)
             };
-            self.shared.wake.notify_one();
+            self.shared.notify();
             // From here the stream owns the socket (dropping it closes it).
             let stream = TcpStream {
                 shared: self.shared.clone(),
@@ -994,7 +1061,7 @@ mod tests {
     fn pair() -> (SmolStack, SmolStack) {
         let seg = Arc::new(Segment::new_for_test("lan", Bridge::Internal));
         let mk = |n: u8| {
-            let (port, rx) = seg.attach(
+            let (port, rx) = seg.attach_inbox(
                 PortKind::Device {
                     device: format!("d{n}"),
                     iface: "eth1".into(),

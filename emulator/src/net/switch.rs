@@ -19,15 +19,30 @@
 //! - With a capture directory, each segment writes `<segment>.pcap`.
 //! - Every switch also keeps its last [`CAPTURE_FRAMES`] forwarded frames in
 //!   memory ([`Segment::recent_frames`]), the buffer replay attacks draw on.
+//! - A device port is an [`Inbox`]: frames wait there (at most
+//!   [`PORT_QUEUE`]) for the device's stack. Outside a [`batch`] the stack's
+//!   reactor is woken; inside one (the TAP reader's: every frame one read
+//!   wake-up got), each inbox that got frames is handed to its stack's
+//!   [`Runner`] once when the batch ends, on the reader's own task: a
+//!   request from the host side reaches its socket without a hand-off to
+//!   another task. Frames sent while a batch ends go the usual way, so a
+//!   batch never recurses.
+//! - Frame buffers: [`frame_from`] and [`frame_zeroed`] take MTU-sized
+//!   buffers from a small per-thread pool and [`recycle`] gives them back
+//!   (the TAP and the stacks recycle the frames they consume), so the
+//!   request path allocates no frame. A port without a fault takes neither
+//!   its shaper's lock nor the clock.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::fault::{FaultError, LinkFault, Shaper, Verdict};
 use super::nat::{self, CarrierLink, NatConfig};
@@ -64,6 +79,7 @@ pub type DirectSink = Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>;
 enum Sink {
     Queue(mpsc::Sender<Vec<u8>>),
     Direct(DirectSink),
+    Inbox(Arc<Inbox>),
 }
 
 impl Sink {
@@ -71,17 +87,211 @@ impl Sink {
         match self {
             Sink::Queue(tx) => tx.try_send(frame).is_ok(),
             Sink::Direct(f) => f(frame),
+            Sink::Inbox(inbox) => inbox.offer(frame),
         }
     }
+}
+
+/// Buffers a frame pool hands out hold this much (an Ethernet frame of
+/// MTU 1500 without FCS is 1514 bytes).
+pub const FRAME_CAPACITY: usize = 1536;
+/// Buffers kept per thread.
+const POOL_FRAMES: usize = 256;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// The inboxes that got frames during this thread's [`batch`].
+    static BATCH: RefCell<Option<Vec<Arc<Inbox>>>> = const { RefCell::new(None) };
+}
+
+fn pooled(len: usize) -> Vec<u8> {
+    if len > FRAME_CAPACITY {
+        return Vec::with_capacity(len);
+    }
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(FRAME_CAPACITY))
+}
+
+/// A frame holding a copy of `data`, in a pooled buffer.
+pub fn frame_from(data: &[u8]) -> Vec<u8> {
+    let mut v = pooled(data.len());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A frame of `len` zero bytes, in a pooled buffer.
+pub fn frame_zeroed(len: usize) -> Vec<u8> {
+    let mut v = pooled(len);
+    v.resize(len, 0);
+    v
+}
+
+/// Gives a consumed frame's buffer back to this thread's pool (buffers of
+/// another size are freed).
+pub fn recycle(mut frame: Vec<u8>) {
+    if frame.capacity() != FRAME_CAPACITY {
+        return;
+    }
+    frame.clear();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_FRAMES {
+            p.push(frame);
+        }
+    });
+}
+
+/// What an [`Inbox`] is handed to when a [`batch`] ends: the device stack
+/// processes the frames waiting in its inbox (and sends its answers) on
+/// the caller's task.
+pub trait Runner: Send + Sync {
+    fn run(&self);
+}
+
+/// A device port's queue of frames from the switch (see the module
+/// contract).
+pub struct Inbox {
+    frames: Mutex<VecDeque<Vec<u8>>>,
+    wake: Notify,
+    /// Already on the current batch's list.
+    batched: AtomicBool,
+    runner: OnceLock<Weak<dyn Runner>>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbox")
+    }
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self {
+            frames: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            batched: AtomicBool::new(false),
+            runner: OnceLock::new(),
+        }
+    }
+}
+
+impl Inbox {
+    /// Queues a frame; false when the queue is full (the frame is dropped).
+    fn offer(self: &Arc<Self>, frame: Vec<u8>) -> bool {
+        {
+            let mut q = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() >= PORT_QUEUE {
+                return false;
+            }
+            q.push_back(frame);
+        }
+        let batched = BATCH.with(|b| match b.borrow_mut().as_mut() {
+            Some(list) => {
+                if !self.batched.swap(true, Ordering::AcqRel) {
+                    list.push(self.clone());
+                }
+                true
+            }
+            None => false,
+        });
+        if !batched {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Moves every waiting frame to the end of `to`.
+    pub fn drain_into(&self, to: &mut VecDeque<Vec<u8>>) {
+        let mut q = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if to.is_empty() {
+            std::mem::swap(&mut *q, to);
+        } else {
+            to.extend(q.drain(..));
+        }
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.frames.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Wakes the consumer (the stack's reactor).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves at the next [`Inbox::notify`] (or at once if one came since
+    /// the last wait).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// Who processes the inbox inline at the end of a batch (set once).
+    pub fn set_runner(&self, runner: Weak<dyn Runner>) {
+        let _ = self.runner.set(runner);
+    }
+}
+
+/// Runs `f` (which feeds frames into switches) as one batch: device
+/// inboxes that got frames are run once each when `f` returns, on this
+/// task, rather than waking their reactors frame by frame. Nested calls
+/// join the outer batch.
+pub fn batch<R>(f: impl FnOnce() -> R) -> R {
+    let outer = BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.is_some() {
+            true
+        } else {
+            *b = Some(Vec::new());
+            false
+        }
+    });
+    if outer {
+        return f();
+    }
+    // Ends the batch even if `f` unwinds (then the reactors are woken).
+    struct End;
+    impl Drop for End {
+        fn drop(&mut self) {
+            let list = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
+            for inbox in list {
+                inbox.batched.store(false, Ordering::Release);
+                match inbox.runner.get().and_then(Weak::upgrade) {
+                    Some(r) if !std::thread::panicking() => r.run(),
+                    _ => inbox.notify(),
+                }
+            }
+        }
+    }
+    let _end = End;
+    f()
 }
 
 struct Port {
     kind: PortKind,
     tx: Arc<Sink>,
+    /// A fault is set (otherwise the shapers are skipped).
+    faulty: AtomicBool,
     /// Frames from the port into the switch.
     ingress: Mutex<Shaper>,
     /// Frames from the switch to the port.
     egress: Mutex<Shaper>,
+}
+
+impl Port {
+    fn shape(&self, shaper: &Mutex<Shaper>, len: usize) -> Verdict {
+        if !self.faulty.load(Ordering::Acquire) {
+            return Verdict::Pass;
+        }
+        shaper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .offer(len, Instant::now())
+    }
 }
 
 /// One L2 segment (a learning switch).
@@ -174,6 +384,16 @@ impl Segment {
         (self.attach_sink(kind, seed, Sink::Queue(tx)), rx)
     }
 
+    /// Plugs a device port in; returns its handle and its inbox (see the
+    /// module contract).
+    pub fn attach_inbox(self: &Arc<Self>, kind: PortKind, seed: u64) -> (PortHandle, Arc<Inbox>) {
+        let inbox = Arc::new(Inbox::default());
+        (
+            self.attach_sink(kind, seed, Sink::Inbox(inbox.clone())),
+            inbox,
+        )
+    }
+
     /// Plugs in a port whose frames are handed to `sink` at once (a TAP
     /// file descriptor written without blocking: a full device queue drops).
     pub fn attach_direct(
@@ -189,6 +409,7 @@ impl Segment {
         let port = Arc::new(Port {
             kind,
             tx: Arc::new(sink),
+            faulty: AtomicBool::new(false),
             ingress: Mutex::new(Shaper::new(seed)),
             egress: Mutex::new(Shaper::new(seed.rotate_left(17) ^ 0xe9e5)),
         });
@@ -211,12 +432,7 @@ impl Segment {
                 None => return,
             }
         };
-        let verdict = port
-            .ingress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .offer(frame.len(), Instant::now());
-        match verdict {
+        match port.shape(&port.ingress, frame.len()) {
             Verdict::Pass => self.forward(from, frame),
             Verdict::Drop => {
                 self.drops.fetch_add(1, Ordering::Relaxed);
@@ -292,19 +508,16 @@ impl Segment {
         };
         if let Some((last, rest)) = targets.split_last() {
             for p in rest {
-                self.deliver(p, frame.clone());
+                // Exact-size copies: a flood to many ports may wait in
+                // many queues.
+                self.deliver(p, frame.as_slice().to_vec());
             }
             self.deliver(last, frame);
         }
     }
 
     fn deliver(&self, port: &Arc<Port>, frame: Vec<u8>) {
-        let verdict = port
-            .egress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .offer(frame.len(), Instant::now());
-        match verdict {
+        match port.shape(&port.egress, frame.len()) {
             Verdict::Pass => {
                 if !port.tx.offer(frame) {
                     self.drops.fetch_add(1, Ordering::Relaxed);
@@ -329,6 +542,7 @@ impl Segment {
         for p in ports.iter().filter(|p| filter(&p.kind)) {
             p.ingress.lock().unwrap_or_else(|e| e.into_inner()).fault = fault;
             p.egress.lock().unwrap_or_else(|e| e.into_inner()).fault = fault;
+            p.faulty.store(!fault.is_clear(), Ordering::Release);
             n += 1;
         }
         n
@@ -584,7 +798,7 @@ impl Network {
         carrier.devices += 1;
         let [a, b, c, _] = nat::INSIDE_NETWORK.octets();
         let ip = Ipv4Addr::new(a, b, c, 1 + carrier.devices);
-        let (port, rx) = carrier.inside.attach(
+        let (port, rx) = carrier.inside.attach_inbox(
             PortKind::Device {
                 device: device.to_string(),
                 iface: "cell".to_string(),
@@ -673,7 +887,7 @@ impl Network {
                 iface: iface.to_string(),
                 segment: segment.to_string(),
             })?;
-        let (port, rx) = seg.attach(
+        let (port, rx) = seg.attach_inbox(
             PortKind::Device {
                 device: device.to_string(),
                 iface: iface.to_string(),
@@ -829,6 +1043,135 @@ mod tests {
         for _ in 0..PORT_QUEUE + 10 {
             pa.send(frame(BCAST, A));
         }
+        assert_eq!(seg.drops(), 10);
+    }
+
+    #[test]
+    fn frame_buffers_come_back_to_the_pool() {
+        let a = frame_from(&[1, 2, 3]);
+        assert_eq!(a, [1, 2, 3]);
+        assert_eq!(a.capacity(), FRAME_CAPACITY);
+        let ptr = a.as_ptr();
+        recycle(a);
+        // The next frame of this thread reuses the buffer, cleared.
+        let b = frame_zeroed(5);
+        assert_eq!(b.as_ptr(), ptr);
+        assert_eq!(b, [0; 5]);
+        // Buffers of another size are not pooled.
+        recycle(Vec::with_capacity(10));
+        let c = frame_zeroed(60);
+        assert_eq!(c.capacity(), FRAME_CAPACITY);
+        assert_ne!(c.as_ptr(), ptr, "b is still in use");
+        // A frame larger than a pooled buffer gets its own.
+        let big = frame_zeroed(FRAME_CAPACITY + 1);
+        assert_eq!(big.len(), FRAME_CAPACITY + 1);
+        recycle(big);
+        assert_eq!(frame_zeroed(1).capacity(), FRAME_CAPACITY);
+    }
+
+    /// Counts its runs and drains its inbox; optionally forwards one frame
+    /// per run to `then`.
+    struct Counting {
+        inbox: Arc<Inbox>,
+        runs: AtomicU64,
+        frames: AtomicU64,
+        then: Option<(PortHandle, Mac)>,
+    }
+
+    impl Runner for Counting {
+        fn run(&self) {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            let mut q = VecDeque::new();
+            self.inbox.drain_into(&mut q);
+            self.frames.fetch_add(q.len() as u64, Ordering::SeqCst);
+            if let Some((port, to)) = &self.then {
+                port.send(frame(*to, B));
+            }
+        }
+    }
+
+    fn counting(inbox: Arc<Inbox>, then: Option<(PortHandle, Mac)>) -> Arc<Counting> {
+        let c = Arc::new(Counting {
+            inbox: inbox.clone(),
+            runs: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            then,
+        });
+        let r: Arc<dyn Runner> = c.clone();
+        inbox.set_runner(Arc::downgrade(&r));
+        c
+    }
+
+    #[tokio::test]
+    async fn a_batch_runs_each_inbox_once_when_it_ends_and_never_recurses() {
+        const C: Mac = [2, 0, 0, 0, 0, 3];
+        let seg = Arc::new(Segment::new("lan".into(), Bridge::Tap, 24, None));
+        let (tap, _tap_rx) = seg.attach(PortKind::Tap, 1);
+        let dev = |n: &str| PortKind::Device {
+            device: n.into(),
+            iface: "eth1".into(),
+        };
+        let (pb, ib) = seg.attach_inbox(dev("b"), 2);
+        let (pc, ic) = seg.attach_inbox(dev("c"), 3);
+        // The switch learns B and C.
+        pb.send(frame(BCAST, B));
+        pc.send(frame(BCAST, C));
+        ib.drain_into(&mut VecDeque::new());
+        ic.drain_into(&mut VecDeque::new());
+        let rc = counting(ic.clone(), None);
+        // B's runner sends a frame to C each time it runs.
+        let rb = counting(ib.clone(), Some((pb.clone(), C)));
+
+        // Outside a batch a frame waits for the reactor: no inline run.
+        tap.send(frame(B, A));
+        assert_eq!(rb.runs.load(Ordering::SeqCst), 0);
+        assert_eq!(ib.len(), 1);
+
+        batch(|| {
+            for _ in 0..3 {
+                tap.send(frame(B, A));
+            }
+            // Nothing runs before the batch ends.
+            assert_eq!(rb.runs.load(Ordering::SeqCst), 0);
+        });
+        assert_eq!(rb.runs.load(Ordering::SeqCst), 1, "one run per batch");
+        assert_eq!(
+            rb.frames.load(Ordering::SeqCst),
+            4,
+            "the batch and the earlier frame"
+        );
+        assert!(ib.is_empty());
+        // What B sent while the batch ended waits in C's inbox for C's
+        // reactor: no run inside a run.
+        assert_eq!(rc.runs.load(Ordering::SeqCst), 0);
+        assert_eq!(ic.len(), 1);
+
+        // A batch whose frames go to nobody's inbox runs nothing; nested
+        // batches join the outer one.
+        batch(|| batch(|| tap.send(frame(C, A))));
+        assert_eq!(rc.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(rc.frames.load(Ordering::SeqCst), 2);
+        assert_eq!(rb.runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_drops() {
+        let seg = Arc::new(Segment::new("lan".into(), Bridge::Tap, 24, None));
+        let (pa, _ra) = seg.attach(PortKind::Tap, 1);
+        let (_pb, ib) = seg.attach_inbox(
+            PortKind::Device {
+                device: "b".into(),
+                iface: "eth1".into(),
+            },
+            2,
+        );
+        batch(|| {
+            for _ in 0..PORT_QUEUE + 10 {
+                pa.send(frame(BCAST, A));
+            }
+        });
+        // No runner: the reactor was woken instead, and the queue is bounded.
+        assert_eq!(ib.len(), PORT_QUEUE);
         assert_eq!(seg.drops(), 10);
     }
 

@@ -18,6 +18,13 @@
 //!   (`noprefixroute`); instead the router's address is on-link and every
 //!   routed subnet goes via it, so the host keeps one neighbour entry
 //!   however many devices there are (docs/lab.md "Routed lab").
+//! - The reader reads until the TAP has nothing more (at most
+//!   [`READ_BATCH`] frames per wake-up) and feeds the frames of one wake-up
+//!   to the switches as one [`switch::batch`]: each device that got frames
+//!   processes them once, on the reader's task. Frames to the TAP are
+//!   written at once by whoever sends them (a TAP write carries one frame,
+//!   so a queue would only add a hand-off). Frame buffers come from the
+//!   switch's pool and go back to it once written.
 //! - Without CAP_NET_ADMIN the error says so and how to get it.
 
 use std::net::Ipv4Addr;
@@ -27,7 +34,37 @@ use std::sync::Arc;
 use tun_rs::{DeviceBuilder, Layer};
 
 use super::router::{RouterLink, RouterPlan};
-use super::switch::{Network, PortKind, Segment};
+use super::switch::{self, Network, PortKind, Segment};
+
+/// Frames read from the TAP per wake-up, at most (then other tasks run).
+pub const READ_BATCH: usize = 64;
+
+/// Reads frames from `dev` and hands each to `deliver`, one
+/// [`switch::batch`] per wake-up, until the TAP fails.
+async fn read_loop(dev: Arc<tun_rs::AsyncDevice>, mut deliver: impl FnMut(&[u8])) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let first = match dev.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("TAP read failed: {e}; the host side is cut off");
+                return;
+            }
+        };
+        switch::batch(|| {
+            let mut n = first;
+            for _ in 0..READ_BATCH {
+                deliver(&buf[..n]);
+                match dev.try_recv(&mut buf) {
+                    Ok(m) => n = m,
+                    // Nothing more (WouldBlock), or an error the next
+                    // `recv` reports.
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+}
 
 /// Errors of opening the TAP.
 #[derive(Debug, thiserror::Error)]
@@ -131,29 +168,18 @@ impl Tap {
             let dev = dev.clone();
             // Written without blocking from the switch; a full TAP queue
             // drops the frame like a full switch port.
-            let sink = Arc::new(move |frame: Vec<u8>| dev.try_send(&frame).is_ok());
+            let sink = Arc::new(move |frame: Vec<u8>| {
+                let sent = dev.try_send(&frame).is_ok();
+                switch::recycle(frame);
+                sent
+            });
             handles.push(seg.attach_direct(PortKind::Tap, 0x7a9, sink));
         }
-        let reader = dev.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                match reader.recv(&mut buf).await {
-                    Ok(n) => {
-                        if let Some((last, rest)) = handles.split_last() {
-                            for h in rest {
-                                h.send(buf[..n].to_vec());
-                            }
-                            last.send(buf[..n].to_vec());
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!("TAP read failed: {e}; the host side is cut off");
-                        return;
-                    }
-                }
+        tokio::spawn(read_loop(dev.clone(), move |frame| {
+            for h in &handles {
+                h.send(switch::frame_from(frame));
             }
-        });
+        }));
         Ok(Tap {
             name: cfg.name.clone(),
             netns: cfg.netns.clone(),
@@ -184,23 +210,12 @@ impl Tap {
             &switches,
             Arc::new(move |frame: &[u8]| writer.try_send(frame).is_ok()),
         );
-        let reader = dev.clone();
         let weak = Arc::downgrade(&link);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                match reader.recv(&mut buf).await {
-                    Ok(n) => {
-                        let Some(link) = weak.upgrade() else { return };
-                        link.from_tap(buf[..n].to_vec());
-                    }
-                    Err(e) => {
-                        tracing::error!("TAP read failed: {e}; the host side is cut off");
-                        return;
-                    }
-                }
+        tokio::spawn(read_loop(dev.clone(), move |frame| {
+            if let Some(link) = weak.upgrade() {
+                link.from_tap(switch::frame_from(frame));
             }
-        });
+        }));
         Ok(Tap {
             name: cfg.name.clone(),
             netns: cfg.netns.clone(),

@@ -100,7 +100,8 @@ pub(super) async fn add_wireless(
             .wireless_discovered()
             .iter()
             .any(|d| d.rf_id == rf_id);
-    if !known && !crate::panel_server::radio::protect_plus(rf_id) {
+    let selective = commission::selective(&node.settings(), rf_id, code.is_some());
+    if !known && !selective {
         return refusal(
             &node,
             &a.csrf,
@@ -108,7 +109,7 @@ pub(super) async fn add_wireless(
             &format!("no device with RF-ID {rf_id:016X} answered the discovery"),
         );
     }
-    let what = if crate::panel_server::radio::protect_plus(rf_id) {
+    let what = if selective {
         "wireless devices (install code entered)"
     } else {
         "wireless devices (device added)"
