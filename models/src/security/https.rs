@@ -46,6 +46,11 @@
 //!   body, 401 wrong, 403 locked, 503 with `Retry-After: 30` when not
 //!   checked, as a login form ([`api_login_answer`]). [`refusal`] is the status of a refused
 //!   confirmation by password or credential.
+//! - [`login_form`] checks a [`LoginForm`] posted to `/login` and answers
+//!   it with [`login_answer`], going to `/password` on success while the
+//!   factory password must be changed, else to `/`. Forms carrying only
+//!   the CSRF token read as [`CsrfForm`]; [`multipart_fields`] reads a
+//!   multipart form.
 //! - A login form's [`Outcome`] is answered by [`login_answer`]: 303 to the
 //!   model's page with the session cookie, or the model's login page with
 //!   the message and 401 (wrong), 403 (locked) or 503 with `Retry-After: 30`
@@ -307,6 +312,54 @@ pub fn cleared_cookie() -> HeaderValue {
 /// Whether `sent` is the session's CSRF token.
 pub fn csrf_ok(expected: &str, sent: &str) -> bool {
     expected.len() == sent.len() && expected == sent
+}
+
+/// A login form (`/login`).
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+/// A form that carries only the session's CSRF token.
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// Checks a login form through `"webpages"` and answers it
+/// ([`login_answer`], `page` being the model's login page): on success to
+/// `/password` while the factory password must be changed (the first
+/// login goes to the forced change), else to `/`.
+pub async fn login_form<P: Pages + ?Sized>(
+    p: &P,
+    f: &LoginForm,
+    page: impl Fn(Option<&str>) -> String,
+) -> Response {
+    let outcome = super::login::login(p, &f.username, &f.password, "webpages").await;
+    let to = if p.must_change_password() {
+        "/password"
+    } else {
+        "/"
+    };
+    login_answer(outcome, to, page)
+}
+
+/// Reads a multipart form into name -> bytes; the error says what was
+/// wrong with the body.
+pub async fn multipart_fields(
+    mut m: axum::extract::Multipart,
+) -> Result<std::collections::HashMap<String, Vec<u8>>, String> {
+    let mut out = std::collections::HashMap::new();
+    while let Some(f) = m.next_field().await.map_err(|e| e.to_string())? {
+        let name = f.name().unwrap_or_default().to_string();
+        let data = f.bytes().await.map_err(|e| e.to_string())?;
+        out.insert(name, data.to_vec());
+    }
+    Ok(out)
 }
 
 /// The answer to a login form: on success 303 to `to` with the session
