@@ -1,6 +1,7 @@
 //! HTTPS server scaffolding shared by every model with web pages: the
 //! HTTP/1.1 connection loop over TLS, the security headers, the session
-//! cookie and the bearer token of the JSON API.
+//! cookie and the bearer token of the JSON API, the request checks and the
+//! logins (page and JSON).
 //!
 //! Contract:
 //! - [`serve_every_interface`] opens `https` on a port of every interface
@@ -23,7 +24,8 @@
 //!   or the request gets 408 and the connection is closed: a client that
 //!   trickles its body (slow POST) holds neither a handler nor a connection
 //!   for long. The body is read before the handler runs.
-//! - [`finish`] puts the layers below on a model's router.
+//! - [`finish`] puts [`refuse_oversized`], [`security_headers`] and the
+//!   RTC's `Date` on a model's router.
 //! - [`security_headers`] adds `Cache-Control: no-store`, `X-Frame-Options:
 //!   DENY`, `X-Content-Type-Options: nosniff` and HSTS to every answer.
 //! - Hyper adds no `Date` header: the model sets it from the device's RTC
@@ -44,8 +46,8 @@
 //!   model: 200 `{"token"}` (with `"must_change_password"` on a model that
 //!   forces the change, [`Pages::FORCES_PASSWORD_CHANGE`]), 400 for another
 //!   body, 401 wrong, 403 locked, 503 with `Retry-After: 30` when not
-//!   checked, as a login form ([`api_login_answer`]). [`refusal`] is the status of a refused
-//!   confirmation by password or credential.
+//!   checked, as a login form ([`api_login_answer`]). [`refusal`] is the
+//!   status of a refused confirmation by password or credential.
 //! - [`login_form`] checks a [`LoginForm`] posted to `/login` and answers
 //!   it with [`login_answer`], going to `/password` on success while the
 //!   factory password must be changed, else to `/`. Forms carrying only
