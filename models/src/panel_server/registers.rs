@@ -8,7 +8,6 @@
 //! 0x03 for a date/time that does not exist. Values are big-endian, most
 //! significant register first; ASCII is NUL-padded.
 
-
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 
 use crate::proto::modbus::{Exception, encode};
