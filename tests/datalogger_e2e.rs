@@ -103,14 +103,7 @@ fn wait_or_show(
 /// A CA and a server certificate for 127.0.0.1 (and `also`), made with the
 /// openssl CLI.
 fn certificates(dir: &Path, also: Option<&str>) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
+    let run = |args: &[&str]| common::openssl(dir, args);
     run(&[
         "req",
         "-x509",

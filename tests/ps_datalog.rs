@@ -96,94 +96,6 @@ print("ready", flush=True)
 srv.serve_forever()
 "#;
 
-fn python() -> String {
-    let venv = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
-    if Path::new(&venv).exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it.
-fn make_certs(dir: &Path, ip: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=fieldtwin test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "30",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-}
-
 struct Receiver(Child);
 
 impl Receiver {
@@ -194,10 +106,10 @@ impl Receiver {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, &python()]);
+                c.args(["netns", "exec", ns, &datalog::python()]);
                 c
             }
-            None => Command::new(python()),
+            None => Command::new(datalog::python()),
         };
         let mut child = cmd
             .arg(&script)
@@ -256,7 +168,7 @@ fn received(out: &Path) -> (BTreeMap<String, Vec<String>>, usize, usize) {
 #[test]
 fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path(), "127.0.0.1");
+    datalog::make_certs(dir.path(), "server", "127.0.0.1");
     let out = dir.path().join("received");
     std::fs::create_dir(&out).unwrap();
     let port = free_port();
@@ -465,7 +377,7 @@ fn tap_mode_publication_leaves_from_the_panel_servers_own_address() {
     let a = 162;
     let host = format!("10.77.{a}.1");
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path(), &host);
+    datalog::make_certs(dir.path(), "server", &host);
     let out = dir.path().join("received");
     std::fs::create_dir(&out).unwrap();
     let config = format!(
@@ -658,9 +570,9 @@ fn received_json(out: &Path) -> JsonRows {
 #[test]
 fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path(), "127.0.0.1");
+    datalog::make_certs(dir.path(), "server", "127.0.0.1");
     let dir2 = tempfile::tempdir().unwrap();
-    make_certs(dir2.path(), "127.0.0.1");
+    datalog::make_certs(dir2.path(), "server", "127.0.0.1");
     let out = dir.path().join("received");
     std::fs::create_dir(&out).unwrap();
     let port = free_port();

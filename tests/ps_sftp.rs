@@ -64,15 +64,6 @@ print("ready", flush=True)
 threading.Event().wait()
 "#;
 
-fn python() -> String {
-    let venv = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
-    if Path::new(&venv).exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
-
 fn run(program: &str, dir: &Path, args: &[&str]) -> String {
     let out = Command::new(program)
         .current_dir(dir)
@@ -81,68 +72,6 @@ fn run(program: &str, dir: &Path, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(out.status.success(), "{program} {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A CA and a certificate for 127.0.0.1 signed by it (the SMTP server's).
-fn make_certs(dir: &Path) {
-    let ossl = |args: &[&str]| run("openssl", dir, args);
-    ossl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=fieldtwin test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    ossl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "smtp.key",
-        "-out",
-        "smtp.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    ossl(&[
-        "x509",
-        "-req",
-        "-in",
-        "smtp.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "smtp.pem",
-        "-days",
-        "30",
-        "-extfile",
-        "ext.cnf",
-    ]);
 }
 
 /// A child process killed (by its own PID) when dropped.
@@ -158,7 +87,7 @@ impl Drop for Proc {
 fn smtp_server(dir: &Path, port: u16, out: &Path) -> Proc {
     let script = dir.join("smtp.py");
     std::fs::write(&script, SMTP_SERVER).unwrap();
-    let mut child = Command::new(python())
+    let mut child = Command::new(datalog::python())
         .arg(&script)
         .arg(dir.join("smtp.pem"))
         .arg(dir.join("smtp.key"))
@@ -413,7 +342,7 @@ fn header<'a>(mail: &'a str, name: &str) -> &'a str {
 fn sftp_publication_to_openssh_outage_power_cycle_and_host_key_change() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    datalog::make_certs(dir.path(), "smtp", "127.0.0.1");
     let sshd = Sshd::new(dir.path(), free_port());
     let first_key = sshd.fingerprint();
     let mut server = Some(sshd.start());

@@ -7,8 +7,9 @@
 //! Panel Server's MAC acknowledgements; a rogue RF-ID injected over the air
 //! is listed as discovered, never connected, never routed until the
 //! administrator adds it; a Protect Plus device joins over the air only
-//! with its install code; removing and rebuilding the network (issue 10
-//! item 3, commissioning). Virtual-time jumps, no waiting.
+//! with its install code; removing and rebuilding the network, with the
+//! leave on the air as a Disassociation Notification that tshark decodes
+//! (issue 10 item 3, commissioning). Virtual-time jumps, no waiting.
 //!
 //! Site octets 110-119 belong to this file (see tests/common/mod.rs).
 
@@ -257,8 +258,8 @@ fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
     // air too, and the reports ask for them.
     // Each acknowledgement answers an earlier frame of its sequence number
     // that asked for one, except those of reports already on the air when
-    // the sniffer started (within the acknowledgement wait, 20 ms, plus
-    // channel access, of the first frame captured).
+    // the sniffer started (an acknowledgement follows its report by
+    // 192 µs; 50 ms of margin).
     let out = tool(
         "tshark",
         &[
@@ -514,14 +515,81 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
     assert_eq!(code, 200, "{body}");
     assert_eq!(pymodbus(&ip, &["read:106:3060:2"])[0]["exception"], 10);
 
-    // Rebuild the network (control API): every device is unpaired; the
-    // PowerTags ask to join again and are only discovered; the Protect
-    // Plus device, identified by its install code, joins again by itself.
+    // Rebuild the network (control API): every device is unpaired and
+    // told to leave over the air (a Disassociation Notification after the
+    // acknowledgement of its next report); the PowerTags ask to join
+    // again and are only discovered; the Protect Plus device, identified
+    // by its install code, joins again by itself.
+    let details = s.get_json("/api/v1/devices/ps1");
+    let channel = details["details"]["extra"]["radio"]["channel"]
+        .as_u64()
+        .unwrap();
+    let pcap = s.dir.path().join("leave.pcap");
+    let pcap_s = pcap.to_str().unwrap();
+    command(
+        &s,
+        &format!(r#"{{"command":"sniffer","channel":{channel},"path":"{pcap_s}","on":true}}"#),
+    );
     command(
         &s,
         r#"{"command":"radio_commission","device":"ps1","action":"rebuild"}"#,
     );
     assert_eq!(pymodbus(&ip, &["read:101:3060:2"])[0]["exception"], 10);
+    advance(&s, 6.0);
+    command(
+        &s,
+        &format!(r#"{{"command":"sniffer","channel":{channel},"on":false}}"#),
+    );
+    let out = tool(
+        "tshark",
+        &[
+            "-r",
+            pcap_s,
+            "-Y",
+            "wpan.cmd == 0x03",
+            "-T",
+            "fields",
+            "-e",
+            "wpan.dst64",
+            "-e",
+            "wpan.disassoc.reason",
+            "-e",
+            "_ws.malformed",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for rf in ["2a3b0001", "2a3b0002", &PROTECT_PLUS_RF.to_lowercase()[8..]] {
+        let l = text
+            .lines()
+            .find(|l| l.replace(':', "").contains(rf))
+            .unwrap_or_else(|| panic!("no leave to {rf}: {text}"));
+        let cols: Vec<&str> = l.split('\t').collect();
+        assert_eq!(cols.get(1).copied(), Some("0x01"), "reason: {l}");
+        assert!(cols.get(2).is_none_or(|c| c.is_empty()), "malformed: {l}");
+    }
+    let pending = tool(
+        "tshark",
+        &[
+            "-r",
+            pcap_s,
+            "-Y",
+            "wpan.frame_type == 0x2 && wpan.pending == 1",
+        ],
+    );
+    assert!(
+        !String::from_utf8_lossy(&pending.stdout).trim().is_empty(),
+        "no acknowledgement announcing a pending frame"
+    );
+    let malformed = tool(
+        "tshark",
+        &["-r", pcap_s, "-Y", "_ws.malformed || wpan.fcs.bad"],
+    );
+    assert!(
+        String::from_utf8_lossy(&malformed.stdout).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&malformed.stdout)
+    );
     advance(&s, 6.0);
     advance(&s, 6.0);
     let list = wireless(&s);
@@ -556,4 +624,41 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
     let d = s.get_json("/api/v1/devices/ps1");
     let tail = d["details"]["audit_tail"].to_string();
     assert!(tail.contains("joined with its install code"), "{tail}");
+
+    // Protect Plus off (Settings page): a 16-character RF-ID asking to
+    // join is discovered automatically, like an 8-character one.
+    let other_pp = "8A3B00000000F00D";
+    command(
+        &s,
+        &format!(r#"{{"command":"radio_inject","join":{{"rf_id":"0x{other_pp}","to":"ps1"}}}}"#),
+    );
+    advance(&s, 1.0);
+    assert!(by_address(&wireless(&s), other_pp).is_none(), "on: ignored");
+    let (code, body) = web.submit(
+        "/settings",
+        "/settings/wireless",
+        &[("ieee802154", "on"), ("protect_plus", "off")],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(r#"<option value="off" selected>"#),
+        "Protect Plus shown off: {body}"
+    );
+    command(
+        &s,
+        &format!(
+            r#"{{"command":"radio_inject","join":{{"rf_id":"0x{other_pp}","to":"ps1","nonce":2}}}}"#
+        ),
+    );
+    advance(&s, 1.0);
+    let list = wireless(&s);
+    let found = by_address(&list, other_pp).unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(found["state"], "discovered", "{found}");
+    let (code, body) = web.submit(
+        "/settings",
+        "/settings/wireless",
+        &[("ieee802154", "on"), ("protect_plus", "maybe")],
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("use on or off"), "{body}");
 }

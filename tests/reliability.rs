@@ -769,7 +769,7 @@ const FORMS: &[(&str, &[&str])] = &[
         "/settings/wifi",
         &["enabled", "access_point", "ap_password"],
     ),
-    ("/settings/wireless", &["ieee802154"]),
+    ("/settings/wireless", &["ieee802154", "protect_plus"]),
     ("/settings/wireless/add", &["install_code"]),
     ("/settings/wireless/remove", &["rf_id"]),
     ("/settings/wireless/rebuild", &["confirm"]),

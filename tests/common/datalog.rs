@@ -1,11 +1,14 @@
 //! The Panel Server's published data-log CSV files read back (whatever
 //! carried them: HTTPS in ps_datalog, SFTP in ps_sftp) and the checks of
-//! their rows against what the device says it logged.
+//! their rows against what the device says it logged; and what the
+//! receivers of those tests share: a test CA with a server certificate
+//! signed by it (openssl), and the Python that runs them.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
-use super::RunningSite;
+use super::{RunningSite, openssl};
 
 /// The `yyyyMMddHHmmssSSS` publication time in a file name (`.csv`, or
 /// `.dup` for a name received twice).
@@ -141,4 +144,85 @@ pub fn check_rows(site: &RunningSite, rows: &BTreeMap<String, Vec<String>>) -> u
         total += head;
     }
     total
+}
+
+/// The project venv's Python (`.venv/bin/python`), else `python3`.
+pub fn python() -> String {
+    let venv = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
+    if Path::new(&venv).exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+/// Makes, in `dir`, a test CA (`ca.pem`, `ca.key`; P-256, 30 days) and a
+/// server certificate signed by it, `NAME.pem` with its key `NAME.key`
+/// (CN 127.0.0.1, subjectAltName `IP:ip`, serverAuth).
+pub fn make_certs(dir: &Path, name: &str, ip: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    // `openssl req` with a new P-256 key written to `key`.
+    let new_key = |x509: bool, key: &str, rest: &[&str]| {
+        let mut args = vec!["req"];
+        if x509 {
+            args.push("-x509");
+        }
+        args.extend([
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key,
+        ]);
+        args.extend(rest);
+        openssl(dir, &args);
+    };
+    new_key(
+        true,
+        "ca.key",
+        &[
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=fieldtwin test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    new_key(false, &key, &["-out", &csr, "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
 }

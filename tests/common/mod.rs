@@ -104,6 +104,16 @@ pub fn tool(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {program} ({e}); scripts/test installs it"))
 }
 
+/// Runs `openssl ARGS` in `dir`; panics with its output if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
 /// A running `fieldtwin run`, stopped with SIGTERM when dropped.
 pub struct RunningSite {
     child: Child,

@@ -25,6 +25,7 @@ pub mod fault;
 pub mod host;
 pub mod nat;
 pub mod pcap;
+pub mod pending_arp;
 pub mod router;
 pub mod smol;
 pub mod switch;

@@ -36,6 +36,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use super::pending_arp::{Due, PendingArp, Queued};
 use super::switch::{PortHandle, PortKind, Segment};
 use crate::site::{Bridge, Routing, Site, Subnet};
 
@@ -173,12 +174,6 @@ pub struct Out {
     pub frame: Vec<u8>,
 }
 
-struct Pending {
-    frames: Vec<(RPort, Vec<u8>)>,
-    tries: u8,
-    next: Instant,
-}
-
 /// The router's state.
 pub struct Router {
     router_ip: Ipv4Addr,
@@ -197,17 +192,20 @@ pub struct Router {
     /// unicast ARP request that teaches it the router's MAC for the
     /// sender's address (else its first answer waits for its own ARP).
     untaught: HashSet<(usize, Ipv4Addr)>,
-    pending: HashMap<(RPort, Ipv4Addr), Pending>,
+    /// Frames (with the port they came from) waiting for a next hop's MAC.
+    pending: PendingArp<(RPort, Ipv4Addr), (RPort, Vec<u8>)>,
     /// Frames forwarded, and frames dropped (no route, TTL, no answer).
     pub forwarded: u64,
     pub dropped: u64,
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
+/// The big-endian 16-bit word at `at`.
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
+/// The IPv4 address at `at`.
+pub(crate) fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
 
@@ -275,7 +273,7 @@ impl Router {
             host_mac: None,
             arp: HashMap::new(),
             untaught: HashSet::new(),
-            pending: HashMap::new(),
+            pending: PendingArp::new(PENDING_MAX, ARP_TRIES, ARP_RETRY),
             forwarded: 0,
             dropped: 0,
         }
@@ -440,32 +438,22 @@ impl Router {
             out.push(Out { port: to, frame });
             return;
         }
-        let p = self.pending.entry((to, next)).or_insert_with(|| Pending {
-            frames: Vec::new(),
-            tries: 0,
-            next: now,
-        });
-        if p.frames.len() < PENDING_MAX {
-            p.frames.push((from, frame));
-        } else {
-            self.dropped += 1;
-        }
-        if p.tries == 0 {
-            p.tries = 1;
-            p.next = now + ARP_RETRY;
-            let req = self.arp_request(to, next);
-            out.push(req);
+        match self.pending.push((to, next), (from, frame), now) {
+            Queued::Ask => {
+                let req = self.arp_request(to, next);
+                out.push(req);
+            }
+            Queued::Waiting => {}
+            Queued::Full => self.dropped += 1,
         }
     }
 
     /// Sends the frames that waited for `ip`'s MAC on `port`.
     fn flush(&mut self, port: RPort, ip: Ipv4Addr, mac: Mac, out: &mut Vec<Out>) {
-        if let Some(p) = self.pending.remove(&(port, ip)) {
-            for (_, mut f) in p.frames {
-                f[0..6].copy_from_slice(&mac);
-                self.forwarded += 1;
-                out.push(Out { port, frame: f });
-            }
+        for (_, mut f) in self.pending.resolved(&(port, ip)) {
+            f[0..6].copy_from_slice(&mac);
+            self.forwarded += 1;
+            out.push(Out { port, frame: f });
         }
     }
 
@@ -604,46 +592,43 @@ impl Router {
 
     /// ARP retries and give-ups due at `now`; returns when to call again.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Out>) -> Option<Instant> {
-        let due: Vec<(RPort, Ipv4Addr)> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.next <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in due {
-            let Some(p) = self.pending.get_mut(&key) else {
-                continue;
-            };
-            if p.tries < ARP_TRIES {
-                p.tries += 1;
-                p.next = now + ARP_RETRY;
-                let req = self.arp_request(key.0, key.1);
-                out.push(req);
-            } else if let Some(p) = self.pending.remove(&key) {
-                for (from, f) in p.frames {
-                    self.dropped += 1;
-                    // The queued frame has its TTL decremented already; the
-                    // quoted header is what the router had in hand.
-                    if let Some(e) = self.icmp_error_frame(from, &f, 3, 1) {
-                        let mut e = e;
-                        // Back to the sender: its MAC was the frame's source
-                        // before the rewrite, which `from` resolves.
-                        let mac = match from {
-                            RPort::Tap => self.host_mac,
-                            RPort::Switch(s) => self.arp.get(&(s, ip_at(&f, 14 + 12))).copied(),
-                        };
-                        if let Some(mac) = mac {
-                            e[0..6].copy_from_slice(&mac);
-                            out.push(Out {
-                                port: from,
-                                frame: e,
-                            });
-                        }
+        for due in self.pending.poll(now) {
+            match due {
+                Due::Retry((port, hop)) => {
+                    let req = self.arp_request(port, hop);
+                    out.push(req);
+                }
+                Due::GiveUp(_, frames) => {
+                    for (from, f) in frames {
+                        self.dropped += 1;
+                        self.unreachable(from, &f, out);
                     }
                 }
             }
         }
-        self.pending.values().map(|p| p.next).min()
+        self.pending.next_deadline()
+    }
+
+    /// ICMP host unreachable for `f`, a frame from `from` whose next hop
+    /// never answered ARP. The queued frame has its TTL decremented
+    /// already; the quoted header is what the router had in hand.
+    fn unreachable(&self, from: RPort, f: &[u8], out: &mut Vec<Out>) {
+        let Some(mut e) = self.icmp_error_frame(from, f, 3, 1) else {
+            return;
+        };
+        // Back to the sender: its MAC was the frame's source before the
+        // rewrite, which `from` resolves.
+        let mac = match from {
+            RPort::Tap => self.host_mac,
+            RPort::Switch(s) => self.arp.get(&(s, ip_at(f, 14 + 12))).copied(),
+        };
+        if let Some(mac) = mac {
+            e[0..6].copy_from_slice(&mac);
+            out.push(Out {
+                port: from,
+                frame: e,
+            });
+        }
     }
 }
 

@@ -9,6 +9,10 @@
 //!   time of the event, and answers frames to send and its next wake-up.
 //!   Nodes are called without the medium's lock held, one at a time, in
 //!   time order (after a clock jump, every event of the jump in order).
+//!   A node also hears when a frame of its own is done ([`Node::sent`]:
+//!   left the air, or dropped after channel access failure), and may put
+//!   frames on the air at a given instant without CSMA-CA ([`Act::send_at`]:
+//!   MAC acknowledgements).
 //! - The driver task wakes at the medium's next deadline on the site
 //!   clock (at most once per [`MIN_TICK`] of virtual time: events keep
 //!   their own times, their effects batch) and when a command changes the
@@ -39,6 +43,9 @@ pub const LINKTYPE_IEEE802_15_4_WITHFCS: u32 = 195;
 pub struct Act {
     /// PSDUs (FCS included) to send through CSMA-CA, in order.
     pub send: Vec<Vec<u8>>,
+    /// PSDUs to put on the air at the given instant without CSMA-CA
+    /// ([`Medium::transmit_at`]: a MAC acknowledgement).
+    pub send_at: Vec<(Duration, Vec<u8>)>,
     /// `Some(t)`: next wake-up at `t` (replacing any pending one).
     pub wake_at: Option<Duration>,
 }
@@ -50,6 +57,12 @@ pub trait Node: Send + Sync {
     /// The receiver got a frame.
     fn receive(&self, d: &Delivery) -> Act {
         let _ = d;
+        Act::default()
+    }
+    /// A frame of its own is done at `at`: its last symbol left (`ok`), or
+    /// it was dropped after channel access failed (`!ok`).
+    fn sent(&self, at: Duration, ok: bool) -> Act {
+        let _ = (at, ok);
         Act::default()
     }
 }
@@ -204,13 +217,24 @@ impl Air {
                     };
                     (d.to, d.at, node.receive(&d))
                 }
+                Output::Sent { radio, at, ok } => {
+                    let Some(node) = self.node(radio) else {
+                        continue;
+                    };
+                    (radio, at, node.sent(at, ok))
+                }
             };
-            if act.send.is_empty() && act.wake_at.is_none() {
+            if act.send.is_empty() && act.send_at.is_empty() && act.wake_at.is_none() {
                 continue;
             }
             let mut m = self.medium();
             for psdu in &act.send {
                 if let Err(e) = m.transmit(at, radio, psdu) {
+                    tracing::warn!("radio {radio:x}: frame not sent: {e}");
+                }
+            }
+            for (t, psdu) in &act.send_at {
+                if let Err(e) = m.transmit_at(*t, radio, psdu) {
                     tracing::warn!("radio {radio:x}: frame not sent: {e}");
                 }
             }

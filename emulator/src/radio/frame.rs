@@ -53,6 +53,9 @@ pub enum Addr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mac {
     pub frame_type: u8,
+    /// Frame pending (bit 4): in an acknowledgement, the sender has a
+    /// frame waiting for the receiver.
+    pub frame_pending: bool,
     pub ack_request: bool,
     pub seq: u8,
     pub dst_pan: Option<u16>,
@@ -83,6 +86,7 @@ impl Mac {
     pub fn data(seq: u8, pan: u16, dst: u16, src: u64, payload: Vec<u8>) -> Self {
         Self {
             frame_type: TYPE_DATA,
+            frame_pending: false,
             ack_request: false,
             seq,
             dst_pan: Some(pan),
@@ -131,6 +135,7 @@ impl Mac {
     pub fn encode(&self) -> Vec<u8> {
         let compress = self.compresses();
         let fc: u16 = u16::from(self.frame_type & 7)
+            | (u16::from(self.frame_pending) << 4)
             | (u16::from(self.ack_request) << 5)
             | (u16::from(compress) << 6)
             | (Self::mode(&self.dst) << 10)
@@ -214,6 +219,7 @@ impl Mac {
         }
         Ok(Self {
             frame_type: (fc & 7) as u8,
+            frame_pending: fc & (1 << 4) != 0,
             ack_request: fc & (1 << 5) != 0,
             seq: body[2],
             dst_pan,
@@ -283,6 +289,7 @@ mod tests {
         #[test]
         fn encode_parse_round_trips(
             frame_type in 0u8..8,
+            frame_pending in any::<bool>(),
             ack_request in any::<bool>(),
             seq in any::<u8>(),
             dst_pan in proptest::option::of(any::<u16>()),
@@ -291,7 +298,7 @@ mod tests {
             src in addr(),
             payload in proptest::collection::vec(any::<u8>(), 0..90),
         ) {
-            let m = Mac { frame_type, ack_request, seq, dst_pan, dst, src_pan, src, payload }.normalized();
+            let m = Mac { frame_type, frame_pending, ack_request, seq, dst_pan, dst, src_pan, src, payload }.normalized();
             let psdu = m.to_psdu();
             prop_assert!(psdu.len() <= MAX_PSDU);
             prop_assert_eq!(Mac::parse(&psdu), Ok(m.clone()));

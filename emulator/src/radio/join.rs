@@ -17,14 +17,33 @@
 //!   HMAC-SHA256 keyed with the device's install code key (128 bits) over
 //!   `ft-join-request` or `ft-join-accept`, the RF-ID (u64 LE) and the
 //!   nonce. Parsing is total: anything else is an error naming it.
+//! - A [`Leave`] (Panel Server -> device) is the standard's MAC command
+//!   Disassociation Notification (IEEE 802.15.4-2006 7.3.3): command frame,
+//!   acknowledgement requested, PAN id compression, destination the
+//!   device's RF-ID as extended address in the Panel Server's PAN, source
+//!   the coordinator's extended address ([`coordinator_address`], [NF]);
+//!   payload: command 0x03 ([`DISASSOCIATION`]) and the reason (0x01: the
+//!   coordinator wishes the device to leave).
 
-use super::frame::{Addr, FrameError, Mac, TYPE_DATA};
+use super::frame::{Addr, FrameError, Mac, TYPE_COMMAND, TYPE_DATA};
 use super::report::{COORDINATOR, MARKER};
 
 /// Second payload octet of a join request.
 pub const REQUEST: u8 = 0x10;
 /// Second payload octet of a join accept.
 pub const ACCEPT: u8 = 0x11;
+/// MAC command identifier of the Disassociation Notification.
+pub const DISASSOCIATION: u8 = 0x03;
+/// Disassociation reason: the coordinator wishes the device to leave.
+pub const REASON_COORDINATOR: u8 = 0x01;
+
+/// The extended address of the coordinator of the Panel Server whose
+/// radio id is `radio` ([NF]: derived from its id, with the locally
+/// administered bit of an EUI-64 set so it never looks like a vendor's).
+pub fn coordinator_address(radio: u64) -> u64 {
+    (radio & !(0xFF << 56)) | (0x02 << 56)
+}
+
 /// Payload length of both frames.
 pub const PAYLOAD_LEN: usize = 11;
 
@@ -60,6 +79,8 @@ pub enum JoinError {
     NotJoin,
     #[error("join payload of {0} octets: a join frame has {PAYLOAD_LEN}")]
     Length(usize),
+    #[error("disassociation notification payload of {0} octets: it has 2 (command 0x03, reason)")]
+    LeaveLength(usize),
 }
 
 /// The integrity code of a join request (`accept: false`) or accept
@@ -133,11 +154,64 @@ impl Request {
     }
 }
 
+/// The Panel Server tells a device to leave its network (the MAC
+/// command Disassociation Notification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leave {
+    pub pan: u16,
+    /// The device's RF-ID (its extended address).
+    pub rf_id: u64,
+    /// The coordinator's extended address.
+    pub coordinator: u64,
+    pub seq: u8,
+    pub reason: u8,
+}
+
+impl Leave {
+    /// The PSDU (FCS included).
+    pub fn to_psdu(&self) -> Vec<u8> {
+        Mac {
+            frame_type: TYPE_COMMAND,
+            frame_pending: false,
+            ack_request: true,
+            seq: self.seq,
+            dst_pan: Some(self.pan),
+            dst: Addr::Extended(self.rf_id),
+            src_pan: None,
+            src: Addr::Extended(self.coordinator),
+            payload: vec![DISASSOCIATION, self.reason],
+        }
+        .to_psdu()
+    }
+
+    /// Parses a PSDU off the air.
+    pub fn parse(psdu: &[u8]) -> Result<Self, JoinError> {
+        let m = Mac::parse(psdu)?;
+        let (TYPE_COMMAND, Some(pan), Addr::Extended(rf_id), Addr::Extended(coordinator)) =
+            (m.frame_type, m.dst_pan, m.dst, m.src)
+        else {
+            return Err(JoinError::NotJoin);
+        };
+        match m.payload[..] {
+            [DISASSOCIATION, reason] => Ok(Self {
+                pan,
+                rf_id,
+                coordinator,
+                seq: m.seq,
+                reason,
+            }),
+            [DISASSOCIATION, ..] => Err(JoinError::LeaveLength(m.payload.len())),
+            _ => Err(JoinError::NotJoin),
+        }
+    }
+}
+
 impl Accept {
     /// The PSDU (FCS included).
     pub fn to_psdu(&self) -> Vec<u8> {
         Mac {
             frame_type: TYPE_DATA,
+            frame_pending: false,
             ack_request: false,
             seq: self.seq,
             dst_pan: Some(self.pan),
@@ -205,6 +279,23 @@ mod tests {
             readings: vec![(1, 2.0)],
         };
         assert_eq!(Request::parse(&report.to_psdu()), Err(JoinError::NotJoin));
+        let l = Leave {
+            pan: 0x5e15,
+            rf_id: r.rf_id,
+            coordinator: coordinator_address(0x1234_5678_9abc_def0),
+            seq: 4,
+            reason: REASON_COORDINATOR,
+        };
+        let psdu = l.to_psdu();
+        // FC 0xDC63: command, ack request, PAN id compression, long dst,
+        // 2006, long src; the command id and the reason close the MPDU.
+        assert_eq!(&psdu[..2], &[0x63, 0xdc]);
+        assert_eq!(&psdu[psdu.len() - 4..psdu.len() - 2], &[0x03, 0x01]);
+        assert_eq!(psdu.len(), 3 + 2 + 8 + 8 + 2 + 2);
+        assert_eq!(Leave::parse(&psdu), Ok(l));
+        assert_eq!(Leave::parse(&a.to_psdu()), Err(JoinError::NotJoin));
+        assert_eq!(Request::parse(&psdu), Err(JoinError::NotJoin));
+        assert_eq!(l.coordinator >> 56, 0x02);
     }
 
     proptest! {
@@ -212,6 +303,7 @@ mod tests {
         fn parse_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..130)) {
             let _ = Request::parse(&bytes);
             let _ = Accept::parse(&super::super::frame::with_fcs(&bytes));
+            let _ = Leave::parse(&super::super::frame::with_fcs(&bytes));
         }
     }
 }

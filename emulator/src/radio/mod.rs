@@ -14,6 +14,13 @@
 //!   a busy channel (energy above [`phy::CCA_THRESHOLD_DBM`] at the sender)
 //!   delays the frame, and after 5 busy assessments it is dropped (channel
 //!   access failure). [`Medium::inject`] transmits at once, without CSMA.
+//! - [`Medium::transmit_at`] puts a radio's frame on the air at a given
+//!   instant without CSMA-CA: a MAC acknowledgement, sent [`TURNAROUND`]
+//!   (aTurnaroundTime) after the end of the frame it answers. It is a
+//!   frame like any other: it collides, is lost per the SINR model and is
+//!   sniffed. A sender learns when its frame has left (or was dropped)
+//!   from [`Output::Sent`], and waits [`ACK_WAIT`] (macAckWaitDuration)
+//!   from then for the acknowledgement.
 //! - A frame occupies its channel for [`phy::airtime`]. At its end it is
 //!   delivered to every listening radio on the channel whose received
 //!   power is at least [`phy::SENSITIVITY_DBM`], with probability
@@ -54,8 +61,13 @@ pub type RadioId = u64;
 pub const BACKOFF_UNIT: Duration = Duration::from_micros(320);
 /// Clear-channel assessment (8 symbols).
 pub const CCA_TIME: Duration = Duration::from_micros(128);
-/// Receive-to-transmit turnaround (12 symbols).
+/// Receive-to-transmit turnaround (aTurnaroundTime, 12 symbols): also
+/// the gap between a frame and its acknowledgement.
 pub const TURNAROUND: Duration = Duration::from_micros(192);
+/// How long a sender waits for an acknowledgement after its frame ends
+/// (macAckWaitDuration: aUnitBackoffPeriod 20 + aTurnaroundTime 12 +
+/// phySHRDuration 10 + 6 octets x 2 symbols = 54 symbols at 2.4 GHz).
+pub const ACK_WAIT: Duration = Duration::from_micros(864);
 /// How long a reactive jammer takes to start after a frame begins ([NF]:
 /// the synchronisation header, 5 octets).
 pub const REACTION: Duration = Duration::from_micros(160);
@@ -298,6 +310,13 @@ pub enum Output {
         at: Duration,
     },
     Deliver(Delivery),
+    /// A radio's frame is done: its last symbol left at `at` (`ok`), or
+    /// it was dropped at `at` after channel access failed (`!ok`).
+    Sent {
+        radio: RadioId,
+        at: Duration,
+        ok: bool,
+    },
 }
 
 /// A frame recorded by a sniffer.
@@ -576,6 +595,27 @@ impl Medium {
         Ok(())
     }
 
+    /// Radio `id` puts `psdu` (FCS included) on the air at instant `at`,
+    /// without CSMA-CA (a MAC acknowledgement: the frame it answers ended
+    /// [`TURNAROUND`] before `at`).
+    pub fn transmit_at(
+        &mut self,
+        at: Duration,
+        id: RadioId,
+        psdu: &[u8],
+    ) -> Result<(), RadioError> {
+        if !(5..=phy::MAX_PSDU).contains(&psdu.len()) {
+            return Err(RadioError::Length(psdu.len()));
+        }
+        let r = self
+            .radios
+            .get(&id)
+            .ok_or_else(|| RadioError::Unknown(format!("#{id:x}")))?;
+        let (pos, tx_dbm, channel) = (r.pos, r.tx_dbm, r.channel);
+        self.start_tx(at, Some(id), id, pos, tx_dbm, channel, psdu.into());
+        Ok(())
+    }
+
     fn backoff(&mut self, be: u8) -> Duration {
         let slots = self.rand() % (1u64 << be);
         BACKOFF_UNIT * slots as u32
@@ -633,9 +673,13 @@ impl Medium {
         Ok(())
     }
 
-    /// Frames recorded since the last call, oldest first.
+    /// Frames recorded since the last call, oldest first (by start: an
+    /// acknowledgement is recorded when it is scheduled, before frames
+    /// that start earlier may be).
     pub fn take_captures(&mut self) -> Vec<Capture> {
-        std::mem::take(&mut self.captures)
+        let mut v = std::mem::take(&mut self.captures);
+        v.sort_by_key(|c| c.at);
+        v
     }
 
     pub fn stats(&self) -> &Stats {
@@ -737,6 +781,11 @@ impl Medium {
         if nb > MAX_BACKOFFS {
             self.pending.remove(&key);
             self.stats.channel_access_failures += 1;
+            self.ready.push_back(Output::Sent {
+                radio: from,
+                at,
+                ok: false,
+            });
             return;
         }
         let next = at + self.backoff(be) + CCA_TIME;
@@ -818,6 +867,13 @@ impl Medium {
         let Some(psdu) = tx.psdu.clone() else {
             return;
         };
+        if let Some(radio) = tx.from {
+            self.ready.push_back(Output::Sent {
+                radio,
+                at,
+                ok: true,
+            });
+        }
         let bits = 8 * (psdu.len() + 1);
         // Only listeners within the range where the loss can stay under
         // the link budget (shadowing included) may hear it.
@@ -918,7 +974,16 @@ mod tests {
         }
     }
 
+    /// Wake-ups and deliveries up to `until` (the senders' [`Output::Sent`]
+    /// left out).
     fn run(m: &mut Medium, until: Duration) -> Vec<Output> {
+        run_all(m, until)
+            .into_iter()
+            .filter(|o| !matches!(o, Output::Sent { .. }))
+            .collect()
+    }
+
+    fn run_all(m: &mut Medium, until: Duration) -> Vec<Output> {
         let mut v = Vec::new();
         while let Some(o) = m.step(until) {
             v.push(o);
@@ -952,6 +1017,139 @@ mod tests {
         let air = phy::airtime(frame(1).len());
         assert!(d.at >= CCA_TIME + TURNAROUND + air);
         assert!(d.at <= BACKOFF_UNIT * 7 + CCA_TIME + TURNAROUND + air);
+    }
+
+    fn ack(seq: u8) -> Vec<u8> {
+        Mac {
+            frame_type: frame::TYPE_ACK,
+            frame_pending: false,
+            ack_request: false,
+            seq,
+            dst_pan: None,
+            dst: frame::Addr::None,
+            src_pan: None,
+            src: frame::Addr::None,
+            payload: Vec::new(),
+        }
+        .to_psdu()
+    }
+
+    /// IEEE 802.15.4-2006 7.5.6.4.2: the acknowledgement goes out
+    /// aTurnaroundTime (192 µs) after the frame it answers, without CCA;
+    /// the sender learns when its frame left, and hears the
+    /// acknowledgement within macAckWaitDuration (864 µs) of that.
+    #[test]
+    fn an_acknowledgement_starts_192_us_after_the_frame_without_csma() {
+        let mut m = medium();
+        m.add(1, radio("ps", 0.0, true)).unwrap();
+        m.add(2, radio("tag", 3.0, true)).unwrap();
+        m.sniff(15, true).unwrap();
+        m.transmit(Duration::ZERO, 2, &frame(1)).unwrap();
+        let out = run_all(&mut m, Duration::from_secs(1));
+        let end = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Sent { radio: 2, at, ok } => {
+                    assert!(ok);
+                    Some(*at)
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no Sent: {out:?}"));
+        let Some(Output::Deliver(d)) = out.iter().find(|o| matches!(o, Output::Deliver(_))) else {
+            panic!("{out:?}")
+        };
+        assert_eq!((d.to, d.at), (1, end));
+        // The coordinator answers at that instant: no backoff, no CCA.
+        m.transmit_at(d.at + TURNAROUND, 1, &ack(1)).unwrap();
+        let out = run_all(&mut m, Duration::from_secs(2));
+        let caps = m.take_captures();
+        assert_eq!(caps.len(), 2, "{caps:?}");
+        let report_end = caps[0].at + phy::airtime(caps[0].psdu.len());
+        assert_eq!(report_end, end);
+        assert_eq!(
+            caps[1].at,
+            report_end + TURNAROUND,
+            "the ack starts 192 µs after"
+        );
+        assert_eq!(&*caps[1].psdu, &ack(1)[..]);
+        let got = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Deliver(d) if d.to == 2 => Some(d.at),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("the tag did not hear its ack: {out:?}"));
+        // 192 µs + 11 octets of 32 µs = 544 µs, within the 864 µs wait.
+        assert_eq!(got - end, TURNAROUND + phy::airtime(5));
+        assert!(got - end <= ACK_WAIT);
+        assert_eq!(ACK_WAIT, phy::SYMBOL * 54);
+        assert_eq!(TURNAROUND, phy::SYMBOL * 12);
+    }
+
+    /// An acknowledgement is a frame like any other: a frame overlapping
+    /// it corrupts it, and the sniffer still records it; a radio that is
+    /// not on the medium cannot send one.
+    #[test]
+    fn an_acknowledgement_collides_like_any_frame() {
+        let mut m = medium();
+        m.add(1, radio("ps", 0.0, true)).unwrap();
+        m.add(2, radio("tag", 3.0, true)).unwrap();
+        m.sniff(15, true).unwrap();
+        let t = Duration::from_millis(10);
+        m.transmit_at(t, 1, &ack(7)).unwrap();
+        // A stronger frame 1 m from the tag, starting 100 µs later.
+        m.inject(
+            t + Duration::from_micros(100),
+            15,
+            Position::new(4.0, 0.0, 0.0),
+            0.0,
+            &frame(3),
+        )
+        .unwrap();
+        let out = run(&mut m, Duration::from_secs(1));
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Deliver(d) if d.to == 2 && d.psdu.len() == 5)),
+            "{out:?}"
+        );
+        assert!(m.stats().corrupted >= 1);
+        assert_eq!(m.take_captures().len(), 2);
+        assert!(m.transmit_at(t, 9, &ack(1)).is_err());
+        assert!(matches!(
+            m.transmit_at(t, 1, &[0, 1]),
+            Err(RadioError::Length(2))
+        ));
+    }
+
+    #[test]
+    fn a_channel_access_failure_is_reported_to_the_sender() {
+        let mut m = medium();
+        m.add(2, radio("tag", 3.0, false)).unwrap();
+        m.start_jammer(
+            Jammer::new(
+                "j",
+                Position::new(4.0, 0.0, 0.0),
+                10.0,
+                &[15],
+                Pattern::Constant,
+                Duration::ZERO,
+            )
+            .unwrap(),
+        );
+        m.transmit(Duration::ZERO, 2, &frame(1)).unwrap();
+        let out = run_all(&mut m, Duration::from_secs(1));
+        assert!(
+            matches!(
+                out[..],
+                [Output::Sent {
+                    radio: 2,
+                    ok: false,
+                    ..
+                }]
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]

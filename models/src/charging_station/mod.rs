@@ -298,6 +298,8 @@ impl Device for ChargingStation {
                 "queued": st.queue.len(),
                 "delivered": st.queue.delivered,
                 "discarded": st.queue.discarded,
+                "dropped": st.queue.dropped,
+                "queue_cap": station::QUEUE_CAP,
                 "sent": st.sent,
                 "firmware": st.firmware,
                 "firmware_status": st.firmware_status,

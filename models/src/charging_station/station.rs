@@ -11,7 +11,10 @@
 //!   every connector's status again after each BootNotification), and
 //!   transaction messages in [`Station::queue`] (StartTransaction,
 //!   MeterValues, StopTransaction; kept across link losses, in order, ids
-//!   mapped: [`crate::proto::ocpp::queue`]).
+//!   mapped: [`crate::proto::ocpp::queue`]), at most [`QUEUE_CAP`] of
+//!   them: when full the oldest waiting MeterValues makes room (counted in
+//!   the queue's `dropped`), a StartTransaction or StopTransaction is never
+//!   dropped.
 //! - A transaction starts when an EV is plugged and a badge is accepted
 //!   (by the controller online, by the station's authorization cache
 //!   offline: LocalAuthorizeOffline), or by RemoteStartTransaction
@@ -41,6 +44,13 @@ use super::physics::{Ev, Installed, Meter, profile_limit_w};
 use crate::proto::ocpp::messages::*;
 use crate::proto::ocpp::queue::TxQueue;
 use crate::proto::ocpp::{ErrorCode, decode};
+
+/// Most transaction messages a station keeps while its controller is
+/// unreachable ([NF]: 1,000, a little over a day of 5-minute MeterValues of
+/// both connectors of a two-socket station); when full the oldest waiting
+/// MeterValues makes room, a StartTransaction or StopTransaction is never
+/// dropped ([`TxQueue::push_bounded`]).
+pub const QUEUE_CAP: usize = 1_000;
 
 /// A point in time: virtual seconds and the matching UTC.
 #[derive(Debug, Clone, Copy)]
@@ -371,7 +381,7 @@ impl Station {
             start: now.utc,
             meter_start,
         });
-        self.queue.push(
+        self.queue.push_bounded(
             "StartTransaction",
             local,
             json!({
@@ -380,6 +390,7 @@ impl Station {
                 "meterStart": meter_start,
                 "timestamp": stamp(now.utc),
             }),
+            QUEUE_CAP,
         );
         self.set_status(connector, ChargePointStatus::Charging, now);
         self.tick(now);
@@ -399,7 +410,8 @@ impl Station {
             p["idTag"] = json!(tag);
         }
         let plugged = c.meter.ev.is_some();
-        self.queue.push("StopTransaction", tx.local, p);
+        self.queue
+            .push_bounded("StopTransaction", tx.local, p, QUEUE_CAP);
         self.profiles.retain(|i| {
             !(i.connector == connector
                 && i.profile.charging_profile_purpose == ChargingProfilePurpose::TxProfile)
@@ -491,7 +503,7 @@ impl Station {
                         "context": "Sample.Periodic", "measurand": "SoC", "unit": "Percent"}));
                 }
                 let local = tx.local;
-                self.queue.push(
+                self.queue.push_bounded(
                     "MeterValues",
                     local,
                     json!({
@@ -499,6 +511,7 @@ impl Station {
                         "transactionId": local,
                         "meterValue": [{"timestamp": stamp(now.at(at)), "sampledValue": sampled}],
                     }),
+                    QUEUE_CAP,
                 );
             }
             self.next_sample += period;
@@ -1165,6 +1178,64 @@ mod tests {
             st(&mut s, json!({"vendorId": 5})).unwrap_err().0,
             ErrorCode::TypeConstraintViolation
         );
+    }
+
+    #[test]
+    fn offline_queue_is_capped_dropping_the_oldest_meter_values_first() {
+        let mut s = station();
+        s.cache.insert("B1".into(), AuthorizationStatus::Accepted);
+        s.offline();
+        s.keys.meter_value_sample_interval = 1;
+        s.plug(1, EvSpec::default(), Some("B1".into()), now(0.0))
+            .unwrap();
+        // A long cut: far more samples than the queue holds.
+        let samples = QUEUE_CAP as u64 + 500;
+        s.tick(now(900.0 + samples as f64));
+        let stamps = |s: &Station| -> Vec<String> {
+            s.queue
+                .items()
+                .filter(|q| q.action == "MeterValues")
+                .map(|q| {
+                    q.payload["meterValue"][0]["timestamp"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(s.queue.len(), QUEUE_CAP);
+        let a = actions(&s);
+        assert_eq!(a[0], "StartTransaction", "the start is never dropped");
+        assert!(a[1..].iter().all(|x| x == "MeterValues"));
+        let kept = stamps(&s);
+        let dropped = s.queue.dropped;
+        assert!(dropped >= 500, "{dropped}");
+        // The newest samples are kept, in order.
+        let newest = stamp(now(900.0).at(900.0 + samples as f64));
+        assert_eq!(kept.last().unwrap(), &newest);
+        assert!(kept.windows(2).all(|w| w[0] < w[1]));
+        // The stop makes room too: the oldest MeterValues goes.
+        s.badge(1, "B1".into(), now(900.5 + samples as f64))
+            .unwrap();
+        assert_eq!(s.queue.len(), QUEUE_CAP);
+        assert_eq!(s.queue.dropped, dropped + 1);
+        let a = actions(&s);
+        assert_eq!(
+            (a[0].as_str(), a[a.len() - 1].as_str()),
+            ("StartTransaction", "StopTransaction")
+        );
+        assert_eq!(stamps(&s)[0], kept[1]);
+        // Starts and stops alone may exceed the cap: none is ever dropped.
+        for n in 0..QUEUE_CAP as i64 {
+            s.queue
+                .push_bounded("StopTransaction", 1000 + n, json!({}), QUEUE_CAP);
+        }
+        let a = actions(&s);
+        assert_eq!(
+            a.iter().filter(|x| *x == "StopTransaction").count(),
+            QUEUE_CAP + 1
+        );
+        assert_eq!(a[0], "StartTransaction");
     }
 
     #[test]

@@ -41,13 +41,13 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::handshake::server::Request;
+use tokio_tungstenite::tungstenite::http::StatusCode;
 
 use crate::proto::ocpp::link::{self, SiteCa};
 use crate::proto::ocpp::messages::*;
 use crate::proto::ocpp::rpc;
-use crate::proto::ocpp::{ErrorCode, SUBPROTOCOL, decode};
+use crate::proto::ocpp::{ErrorCode, decode};
 
 /// Port of the plain OCPP-J server.
 pub const WS_PORT: u16 = 8180;
@@ -289,58 +289,12 @@ impl Csms {
         s: BoxStream,
         peer: std::net::SocketAddr,
     ) {
-        let who: Arc<Mutex<Option<(String, bool)>>> = Arc::default();
-        let w2 = who.clone();
-        #[allow(clippy::result_large_err)]
-        let callback =
-            move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-                let err = |code: StatusCode, msg: &str| {
-                    let mut r = ErrorResponse::new(Some(msg.to_string()));
-                    *r.status_mut() = code;
-                    r
-                };
-                let cp = req
-                    .uri()
-                    .path()
-                    .trim_end_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                if cp.is_empty() {
-                    return Err(err(StatusCode::NOT_FOUND, "no charge point id in the path"));
-                }
-                let offers = req
-                    .headers()
-                    .get_all("Sec-WebSocket-Protocol")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .any(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL));
-                if !offers {
-                    return Err(err(StatusCode::BAD_REQUEST, "subprotocol ocpp1.6 required"));
-                }
-                let basic = link::basic_auth(req.headers().get("Authorization")).is_some();
-                resp.headers_mut().insert(
-                    "Sec-WebSocket-Protocol",
-                    HeaderValue::from_static(SUBPROTOCOL),
-                );
-                *lock(&w2) = Some((cp, basic));
-                Ok(resp)
-            };
-        let ws = match tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::accept_hdr_async(s, callback),
-        )
-        .await
-        {
-            Ok(Ok(ws)) => ws,
-            _ => {
+        let (ws, (cp, basic)) = match link::accept(s, Admission).await {
+            Ok(accepted) => accepted,
+            Err(_) => {
                 tracing::debug!("CSMS: handshake from {peer} failed");
                 return;
             }
-        };
-        let Some((cp, basic)) = lock(&who).clone() else {
-            return;
         };
         {
             let mut r = lock(&record);
@@ -371,6 +325,30 @@ impl Csms {
     }
 }
 
+/// The CSMS's handshake rules: any charge point id but an empty one (404);
+/// whether it sent Basic auth is recorded.
+struct Admission;
+
+impl link::Admission for Admission {
+    /// The charge point id and whether it sent Basic auth.
+    type Admitted = (String, bool);
+
+    fn identify(&mut self, id: &str) -> Result<(), link::Refusal> {
+        if id.is_empty() {
+            return Err(link::refusal(
+                StatusCode::NOT_FOUND,
+                "no charge point id in the path",
+            ));
+        }
+        Ok(())
+    }
+
+    fn admit(&mut self, id: String, req: &Request) -> Result<(String, bool), link::Refusal> {
+        let basic = link::basic_auth(req.headers().get("Authorization")).is_some();
+        Ok((id, basic))
+    }
+}
+
 impl Device for Csms {
     fn id(&self) -> &str {
         &self.id
@@ -395,32 +373,14 @@ impl Device for Csms {
             let stack = ctx
                 .interface("eth1")
                 .ok_or_else(|| BootError::Other("no eth1 interface".into()))?;
-            let mut plain = ctx.listen_tcp("eth1", "ocpp", WS_PORT).await?;
-            let mut tls = ctx.listen_tcp("eth1", "ocpp-tls", WSS_PORT).await?;
+            let plain = ctx.listen_tcp("eth1", "ocpp", WS_PORT).await?;
+            let tls = ctx.listen_tcp("eth1", "ocpp-tls", WSS_PORT).await?;
             let server_cfg = SiteCa::get()
                 .server_config(&[self.ip, stack.ipv4(), Ipv4Addr::LOCALHOST])
                 .map_err(BootError::Other)?;
             let (rec, c2) = (self.record.clone(), ctx.clone());
-            ctx.spawn(async move {
-                while let Ok((s, peer)) = plain.accept().await {
-                    let (rec, ctx) = (rec.clone(), c2.clone());
-                    c2.spawn(Self::link(rec, ctx, s, peer));
-                }
-            });
-            let (rec, c2) = (self.record.clone(), ctx.clone());
-            ctx.spawn(async move {
-                let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
-                while let Ok((s, peer)) = tls.accept().await {
-                    let (rec, ctx, acceptor) = (rec.clone(), c2.clone(), acceptor.clone());
-                    c2.spawn(async move {
-                        let Ok(Ok(t)) =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(s)).await
-                        else {
-                            return;
-                        };
-                        Self::link(rec, ctx, Box::new(t), peer).await
-                    });
-                }
+            link::serve(&ctx, plain, tls, server_cfg, move |s, peer, _tls| {
+                Self::link(rec.clone(), c2.clone(), s, peer)
             });
             Ok(())
         }

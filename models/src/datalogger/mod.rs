@@ -108,10 +108,6 @@ pub struct DataLogger {
     running: Mutex<String>,
     /// The context of the current power-on (for the local ports).
     ctx: Mutex<Option<DeviceContext>>,
-    /// The ring's committed counters while the logger runs (the details
-    /// report them rather than NV memory, which shows a batch being flushed
-    /// before it is durable).
-    committed: Mutex<Option<store::Committed>>,
     /// The digital outputs (restored from NV memory at boot).
     outputs: Mutex<outputs::Outputs>,
 }
@@ -151,7 +147,6 @@ impl DataLogger {
             generation: Mutex::new(None),
             running: Mutex::new(FACTORY_VERSION.to_string()),
             ctx: Mutex::new(None),
-            committed: Mutex::new(None),
             outputs: Mutex::new(outputs::Outputs::new(
                 &config_outputs,
                 &config_inputs,
@@ -391,7 +386,6 @@ impl DataLogger {
         *lock(&self.running) = image.map_or_else(|| FACTORY_VERSION.to_string(), |i| i.version);
         ctx.counter("firmware_starts").inc();
         let ring = Ring::open(ctx.nv.clone(), self.config.store_records)?;
-        *lock(&self.committed) = Some(ring.committed());
         let ring = Arc::new(Mutex::new(ring));
         let generation = ctx.power_lost().child_token();
         let tracker = TaskTracker::new();
@@ -903,13 +897,9 @@ impl Device for DataLogger {
                     .map(|c| c.ipv4().to_string()),
             }),
         );
-        let committed = lock(&self.committed)
-            .clone()
-            .filter(|_| *lock(&self.powered));
-        let (head, sent, overwritten) = committed.map_or_else(
-            || (get("dl/head"), get("dl/sent"), get("dl/overwritten")),
-            |c| c.get(),
-        );
+        // NV memory shows the counters as committed, never a batch still
+        // being flushed (emulator::storage).
+        let (head, sent, overwritten) = (get("dl/head"), get("dl/sent"), get("dl/overwritten"));
         extra.insert(
             "store".to_string(),
             json!({

@@ -19,14 +19,11 @@
 //!   sees the gap in the sequence numbers. Samples the ring could not have
 //!   kept anyway (a clock jump longer than the ring holds) are not computed:
 //!   [`Ring::skip`] counts them the same way.
-//! - [`Ring::committed`] is a handle on the counters as last committed:
-//!   readable without the ring's lock, and never ahead of NV memory (a
-//!   batch being flushed is not visible there until it is durable), so what
-//!   the device reports stored survives a power cut at any moment.
+//! - Readers without the ring (the device's details) read the counters
+//!   from NV memory: while a batch is being flushed they see the values
+//!   committed before it (emulator::storage's contract), so what the device
+//!   reports stored survives a power cut at any moment.
 //! - Only this module's public API and `Nv`'s public API are used.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fieldtwin_emulator::storage::{Nv, StorageError};
 
@@ -88,30 +85,6 @@ impl Record {
     }
 }
 
-/// The ring's counters as last committed to NV memory (see the module
-/// documentation).
-#[derive(Debug, Clone, Default)]
-pub struct Committed(Arc<[AtomicU64; 3]>);
-
-impl Committed {
-    /// `(head, sent, overwritten)`.
-    pub fn get(&self) -> (u64, u64, u64) {
-        let [h, s, o] = &*self.0;
-        (
-            h.load(Ordering::Acquire),
-            s.load(Ordering::Acquire),
-            o.load(Ordering::Acquire),
-        )
-    }
-
-    fn set(&self, head: u64, sent: u64, overwritten: u64) {
-        let [h, s, o] = &*self.0;
-        h.store(head, Ordering::Release);
-        s.store(sent, Ordering::Release);
-        o.store(overwritten, Ordering::Release);
-    }
-}
-
 /// The ring of records in a device's NV memory.
 #[derive(Debug, Clone)]
 pub struct Ring {
@@ -120,7 +93,6 @@ pub struct Ring {
     head: u64,
     sent: u64,
     overwritten: u64,
-    committed: Committed,
 }
 
 impl Ring {
@@ -145,7 +117,6 @@ impl Ring {
             head,
             sent: sent.min(head),
             overwritten,
-            committed: Committed::default(),
         };
         // The capacity may have shrunk since the records were written.
         if ring.head - ring.sent > capacity {
@@ -153,18 +124,7 @@ impl Ring {
             ring.sent = ring.head - capacity;
             ring.save_sent()?;
         }
-        ring.publish();
         Ok(ring)
-    }
-
-    /// The counters as last committed, for readers without the ring's lock.
-    pub fn committed(&self) -> Committed {
-        self.committed.clone()
-    }
-
-    /// Makes the (durable) in-memory counters the committed ones.
-    fn publish(&self) {
-        self.committed.set(self.head, self.sent, self.overwritten);
     }
 
     fn save_sent(&self) -> Result<(), StorageError> {
@@ -231,7 +191,6 @@ impl Ring {
         entries.extend(counters.iter().map(|(k, v)| (*k, v.as_slice())));
         self.nv.put_batch(&entries)?;
         (self.head, self.sent, self.overwritten) = (head, sent, overwritten);
-        self.publish();
         Ok(first)
     }
 
@@ -254,7 +213,6 @@ impl Ring {
             counters.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         self.nv.put_batch(&entries)?;
         (self.head, self.sent, self.overwritten) = (head, sent, overwritten);
-        self.publish();
         Ok(())
     }
 
@@ -283,7 +241,6 @@ impl Ring {
         if seq > self.sent {
             self.nv.put(SENT, &seq)?;
             self.sent = seq;
-            self.publish();
         }
         Ok(())
     }
@@ -326,22 +283,88 @@ mod tests {
         assert_eq!(ring.append(&mut [rec(3)]).unwrap(), 3);
     }
 
+    /// The counters as a reader without the ring sees them (another handle
+    /// on the device's NV memory, as the details read them).
+    fn counters(nv: &Nv) -> (u64, u64, u64) {
+        let get = |k: &str| nv.get::<u64>(k).unwrap().unwrap_or(0);
+        // `sent` first: read apart, an older `sent` never passes a newer head.
+        let (sent, overwritten) = (get(SENT), get(OVERWRITTEN));
+        (get(HEAD), sent, overwritten)
+    }
+
     #[test]
-    fn the_committed_counters_follow_every_durable_change_and_only_those() {
+    fn the_counters_in_nv_follow_every_durable_change_and_only_those() {
         let store = Store::open(None).unwrap();
         let nv = store.device("dl1").unwrap();
+        let reader = store.device("dl1").unwrap();
         let mut ring = Ring::open(nv.clone(), 2).unwrap();
-        let c = ring.committed();
-        assert_eq!(c.get(), (0, 0, 0));
+        assert_eq!(counters(&reader), (0, 0, 0));
         ring.append(&mut [rec(0), rec(1), rec(2)]).unwrap();
-        assert_eq!(c.get(), (3, 1, 1), "one record overwritten in a ring of 2");
+        assert_eq!(
+            counters(&reader),
+            (3, 1, 1),
+            "one record overwritten in a ring of 2"
+        );
         ring.acknowledge(2).unwrap();
         ring.skip(5).unwrap();
-        assert_eq!(c.get(), (8, 6, 5));
+        assert_eq!(counters(&reader), (8, 6, 5));
         // A batch refused by NV memory changes nothing that is reported.
         let big = vec![0u8; fieldtwin_emulator::storage::LARGE_VALUE];
         assert!(nv.put_batch(&[("x", &big)]).is_err());
-        assert_eq!(c.get(), (ring.head(), ring.sent(), ring.overwritten()));
+        assert_eq!(
+            counters(&reader),
+            (ring.head(), ring.sent(), ring.overwritten())
+        );
+    }
+
+    #[test]
+    fn a_reader_during_appends_sees_the_counters_only_move_on_and_a_power_cut_keeps_them() {
+        // Appends flushed to disk one batch at a time while another thread
+        // reads the counters from NV memory: what it reads only moves on,
+        // and a power cut (the store reopened) keeps at least what it read
+        // and every unsent record. (That a reader never sees a batch before
+        // it is durable is emulator::storage's own unit test, and
+        // tests/reliability.rs checks it with kill -9.)
+        let dir = tempfile::tempdir().unwrap();
+        let seen = {
+            let store = Store::open(Some(dir.path())).unwrap();
+            let reader = store.device("dl1").unwrap();
+            let mut ring = Ring::open(store.device("dl1").unwrap(), 32).unwrap();
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let watcher = s.spawn(|| {
+                    let mut last = (0, 0, 0);
+                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                        let now = counters(&reader);
+                        assert!(
+                            now.0 >= last.0 && now.1 >= last.1 && now.2 >= last.2,
+                            "{last:?} then {now:?}"
+                        );
+                        assert!(now.1 <= now.0, "{now:?}: sent past the head");
+                        last = now;
+                    }
+                    last
+                });
+                for i in 0..60u8 {
+                    ring.append(&mut [rec(i), rec(i)]).unwrap();
+                    if i % 3 == 0 {
+                        ring.acknowledge(ring.head().saturating_sub(4)).unwrap();
+                    }
+                }
+                done.store(true, std::sync::atomic::Ordering::Release);
+                watcher.join().unwrap()
+            })
+        };
+        let store = Store::open(Some(dir.path())).unwrap();
+        let ring = Ring::open(store.device("dl1").unwrap(), 32).unwrap();
+        assert_eq!(ring.head(), 120);
+        assert!(seen.0 <= ring.head() && seen.1 <= ring.sent(), "{seen:?}");
+        let un = ring.unsent(100).unwrap();
+        assert_eq!(
+            un.iter().map(|r| u64::from(r.seq)).collect::<Vec<_>>(),
+            (ring.sent()..ring.head()).collect::<Vec<_>>(),
+            "every unsent record is still there after the power cut"
+        );
     }
 
     #[test]

@@ -40,14 +40,14 @@ use fieldtwin_emulator::net::{BoxStream, Stack};
 use fieldtwin_emulator::site::SupervisionConfig;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
 use super::controller::{Answer, Controller, Persisted};
+use crate::proto::ocpp::ErrorCode;
 use crate::proto::ocpp::link::{self, Credentials, SiteCa};
 use crate::proto::ocpp::queue::Acked;
 use crate::proto::ocpp::rpc::{self, CallFailed, Incoming, Rpc};
-use crate::proto::ocpp::{ErrorCode, SUBPROTOCOL};
 
 /// NV key of the controller's persistent state.
 pub const STATE_KEY: &str = "ocpp.controller";
@@ -70,6 +70,74 @@ fn host_of(peer: &str) -> &str {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The EVCE's handshake rules for its stations (the module contract): a
+/// box id it knows (else 404); Basic auth `box id : AuthorizationKey` for a
+/// station that has a key (else 401), unless its TLS client certificate
+/// names it; enrolled and from its enrolled address (else 403). Every
+/// refusal is a device event.
+struct StationAdmission<'a> {
+    ctx: &'a DeviceContext,
+    known: &'a BTreeMap<String, Known>,
+    /// Some(client certificate CN) over wss.
+    tls: Option<Option<String>>,
+    from: Ipv4Addr,
+}
+
+impl link::Admission for StationAdmission<'_> {
+    type Admitted = String;
+
+    fn identify(&mut self, box_id: &str) -> Result<(), link::Refusal> {
+        match self.known.get(box_id) {
+            Some(_) => Ok(()),
+            None => Err(link::refusal(
+                StatusCode::NOT_FOUND,
+                "unknown charge point identity",
+            )),
+        }
+    }
+
+    fn admit(&mut self, box_id: String, req: &Request) -> Result<String, link::Refusal> {
+        let cert_ok = matches!(&self.tls, Some(Some(cn)) if cn == &box_id);
+        if let Some(key) = self
+            .known
+            .get(&box_id)
+            .and_then(|k| k.authorization_key.as_ref())
+            && !cert_ok
+        {
+            let ok = link::basic_auth(req.headers().get("Authorization"))
+                .is_some_and(|(u, p)| u == box_id && &p == key);
+            if !ok {
+                let mut r = link::refusal(StatusCode::UNAUTHORIZED, "wrong or missing Basic auth");
+                r.headers_mut().insert(
+                    "WWW-Authenticate",
+                    HeaderValue::from_static("Basic realm=\"OCPP\""),
+                );
+                return Err(r);
+            }
+        }
+        // Enrollment: only enrolled stations, from their address (after
+        // authentication, so no one pins an address unauthenticated).
+        if let Err(r) = super::enrollment::admit(self.ctx, &box_id, self.from) {
+            return Err(link::refusal(StatusCode::FORBIDDEN, &r.to_string()));
+        }
+        Ok(box_id)
+    }
+
+    /// Reported before the answer leaves, so the event precedes whatever
+    /// the client does next.
+    fn refused(&mut self, r: &link::Refusal) {
+        self.ctx.emit(
+            "ocpp",
+            format!(
+                "station connection from {} refused: {} {}",
+                self.from,
+                r.status().as_u16(),
+                r.body().as_deref().unwrap_or("")
+            ),
+        );
+    }
 }
 
 /// The running OCPP side of an EVCE.
@@ -254,44 +322,15 @@ impl Ocpp {
                 s.connected = false;
             }
         }
-        let mut plain = ctx.listen_tcp("eth1", "ocpp", ws_port).await?;
-        let mut tls = ctx.listen_tcp("eth1", "ocpp-tls", wss_port).await?;
+        let plain = ctx.listen_tcp("eth1", "ocpp", ws_port).await?;
+        let tls = ctx.listen_tcp("eth1", "ocpp-tls", wss_port).await?;
         let server_cfg = SiteCa::get()
             .server_config(&[site_ip, stack.ipv4(), Ipv4Addr::LOCALHOST])
             .map_err(BootError::Other)?;
-        let me = self.clone();
-        let c2 = ctx.clone();
-        ctx.spawn(async move {
-            while let Ok((s, peer)) = plain.accept().await {
-                let me = me.clone();
-                let ctx = c2.clone();
-                c2.spawn(async move { me.station_link(ctx, s, None, peer.to_string()).await });
-            }
-        });
-        let me = self.clone();
-        let c2 = ctx.clone();
-        ctx.spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
-            while let Ok((s, peer)) = tls.accept().await {
-                let me = me.clone();
-                let ctx = c2.clone();
-                let acceptor = acceptor.clone();
-                c2.spawn(async move {
-                    let Ok(Ok(t)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(s)).await
-                    else {
-                        return;
-                    };
-                    let cn = t
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| link::common_name(c));
-                    let s: BoxStream = Box::new(t);
-                    me.station_link(ctx, s, Some(cn), peer.to_string()).await
-                });
-            }
+        let (me, c2) = (self.clone(), ctx.clone());
+        link::serve(&ctx, plain, tls, server_cfg, move |s, peer, tls| {
+            me.clone()
+                .station_link(c2.clone(), s, tls, peer.to_string())
         });
         let ids: Vec<String> = self.known.keys().cloned().collect();
         for id in ids {
@@ -314,9 +353,6 @@ impl Ocpp {
         tls: Option<Option<String>>,
         peer: String,
     ) {
-        let who: Arc<Mutex<Option<String>>> = Arc::default();
-        let w2 = who.clone();
-        let known = self.known.clone();
         let from = peer
             .parse::<std::net::SocketAddr>()
             .ok()
@@ -325,95 +361,23 @@ impl Ocpp {
                 std::net::IpAddr::V6(_) => None,
             })
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let actx = ctx.clone();
-        let refused: Arc<Mutex<bool>> = Arc::default();
-        let refused2 = refused.clone();
-        // tungstenite's callback type fixes the error type.
-        #[allow(clippy::result_large_err)]
-        let callback =
-            move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-                // A refusal is reported before its answer leaves, so the
-                // event precedes whatever the client does next.
-                let err = |code: StatusCode, msg: &str| {
-                    actx.emit(
-                        "ocpp",
-                        format!(
-                            "station connection from {from} refused: {} {msg}",
-                            code.as_u16()
-                        ),
-                    );
-                    *lock(&refused) = true;
-                    let mut r = ErrorResponse::new(Some(msg.to_string()));
-                    *r.status_mut() = code;
-                    r
-                };
-                let box_id = req
-                    .uri()
-                    .path()
-                    .trim_end_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let Some(k) = known.get(&box_id) else {
-                    return Err(err(StatusCode::NOT_FOUND, "unknown charge point identity"));
-                };
-                let offers = req
-                    .headers()
-                    .get_all("Sec-WebSocket-Protocol")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .any(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL));
-                if !offers {
-                    return Err(err(StatusCode::BAD_REQUEST, "subprotocol ocpp1.6 required"));
-                }
-                let cert_ok = matches!(&tls, Some(Some(cn)) if cn == &box_id);
-                if let Some(key) = &k.authorization_key
-                    && !cert_ok
-                {
-                    let ok = link::basic_auth(req.headers().get("Authorization"))
-                        .is_some_and(|(u, p)| u == box_id && &p == key);
-                    if !ok {
-                        let mut r = err(StatusCode::UNAUTHORIZED, "wrong or missing Basic auth");
-                        r.headers_mut().insert(
-                            "WWW-Authenticate",
-                            HeaderValue::from_static("Basic realm=\"OCPP\""),
-                        );
-                        return Err(r);
-                    }
-                }
-                // Enrollment: only enrolled stations, from their address (after
-                // authentication, so no one pins an address unauthenticated).
-                if let Err(r) = super::enrollment::admit(&actx, &box_id, from) {
-                    return Err(err(StatusCode::FORBIDDEN, &r.to_string()));
-                }
-                resp.headers_mut().insert(
-                    "Sec-WebSocket-Protocol",
-                    HeaderValue::from_static(SUBPROTOCOL),
+        let admission = StationAdmission {
+            ctx: &ctx,
+            known: &self.known,
+            tls,
+            from,
+        };
+        let (ws, box_id) = match link::accept(s, admission).await {
+            Ok(accepted) => accepted,
+            Err(link::AcceptError::Failed(e)) => {
+                ctx.emit(
+                    "ocpp",
+                    format!("station connection from {} failed: {e}", host_of(&peer)),
                 );
-                *lock(&w2) = Some(box_id);
-                Ok(resp)
-            };
-        let ws = match tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::accept_hdr_async(s, callback),
-        )
-        .await
-        {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(e)) => {
-                if !*lock(&refused2) {
-                    ctx.emit(
-                        "ocpp",
-                        format!("station connection from {} failed: {e}", host_of(&peer)),
-                    );
-                }
                 return;
             }
-            Err(_) => return,
-        };
-        let Some(box_id) = lock(&who).clone() else {
-            return;
+            // Refusals are reported as they leave.
+            Err(link::AcceptError::Refused | link::AcceptError::Timeout) => return,
         };
         let (rpc, mut incoming, driver) = rpc::start(ws, Some(Duration::from_secs(30)));
         ctx.spawn(driver);

@@ -11,9 +11,12 @@
 //!   with that RF-ID answered the discovery. An install code given with
 //!   it is kept (the join accept is then keyed with it).
 //! - [`add`] of a 16-character RF-ID (Protect Plus) needs its 36-character
-//!   install code: the code goes to the selective list and the device is
-//!   paired only when its next join request over the radio carries the
-//!   integrity code that install code gives ([`join`]).
+//!   install code while Protect Plus is on (the default): the code goes to
+//!   the selective list and the device is paired only when its next join
+//!   request over the radio carries the integrity code that install code
+//!   gives ([`join`]). With Protect Plus off ([`Settings::protect_plus`])
+//!   such a device is added like an 8-character one (it must have been
+//!   discovered); given with its code it still takes the selective way.
 //! - [`remove`] unpairs an RF-ID and drops its install code; [`rebuild`]
 //!   unpairs every device (the install codes entered stay: the devices
 //!   identified by them join again, the others must be added again).
@@ -100,7 +103,7 @@ pub fn add(
     if s.pairing.iter().any(|p| p.rf_id == rf_id) {
         return Err(format!("{rf_id:016X} is already paired"));
     }
-    if protect_plus(rf_id) {
+    if selective(s, rf_id, code.is_some()) {
         let code = code.ok_or_else(|| {
             format!(
                 "{rf_id:016X} has a 16-character RF-ID (a Protect Plus device): it is discovered only by its 36-character install code; enter the code printed on its label"
@@ -121,6 +124,13 @@ pub fn add(
         set_code(s, rf_id, &c);
     }
     Ok(Added::Paired(slot))
+}
+
+/// Whether adding `rf_id` goes through the selective list (its install
+/// code checked at its join): a 16-character RF-ID while Protect Plus is
+/// on, or whenever its code is given.
+pub fn selective(s: &Settings, rf_id: u64, code_given: bool) -> bool {
+    protect_plus(rf_id) && (s.protect_plus || code_given)
 }
 
 fn set_code(s: &mut Settings, rf_id: u64, code: &InstallCode) {
@@ -350,6 +360,41 @@ mod tests {
         assert_eq!(codes(&s.install_codes).len(), 1, "the codes stay");
         assert!(remove(&mut s, pp).is_ok());
         assert!(remove(&mut s, pp).is_err());
+    }
+
+    /// devices.md §1.5: Protect Plus is on by default; off, a
+    /// 16-character RF-ID is discovered automatically and added like an
+    /// 8-character one (its code, if given, still checked at its join).
+    #[test]
+    fn protect_plus_off_adds_sixteen_character_rf_ids_like_eight() {
+        let mut s = settings();
+        assert!(s.protect_plus, "on by default");
+        let pp = 0x8A3B_0000_0000_C0DE;
+        s.protect_plus = false;
+        assert!(
+            add(&mut s, pp, None, false, Units::default())
+                .unwrap_err()
+                .contains("answered the discovery")
+        );
+        assert_eq!(
+            add(&mut s, pp, None, true, Units::default()),
+            Ok(Added::Paired(WirelessSlot {
+                rf_id: pp,
+                unit: 100
+            }))
+        );
+        let other = 0x8A3B_0000_0000_C0DF;
+        assert_eq!(
+            add(&mut s, other, Some(code()), false, Units::default()),
+            Ok(Added::AwaitingJoin)
+        );
+        s.protect_plus = true;
+        let third = 0x8A3B_0000_0000_C0E0;
+        assert!(
+            add(&mut s, third, None, true, Units::default())
+                .unwrap_err()
+                .contains("install code")
+        );
     }
 
     #[test]

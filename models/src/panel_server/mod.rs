@@ -103,6 +103,11 @@ pub struct Settings {
     /// IEEE 802.15.4 radio activation (not active by default).
     #[serde(default)]
     pub ieee802154: bool,
+    /// Protect Plus (on by default, devices.md §1.5): a device with a
+    /// 16-character RF-ID is discovered only by its install code; off,
+    /// every device is discovered automatically.
+    #[serde(default = "yes")]
+    pub protect_plus: bool,
     /// NTP server; `None`: date and time set manually.
     #[serde(default)]
     pub ntp_server: Option<String>,
@@ -245,6 +250,7 @@ impl PanelServer {
             rstp: cfg.rstp,
             wifi: WifiSettings::default(),
             ieee802154: false,
+            protect_plus: true,
             ntp_server: cfg.ntp_server.map(|ip| ip.to_string()),
             pairing: Vec::new(),
             install_codes: Vec::new(),
@@ -870,6 +876,7 @@ impl PanelServer {
         for p in &settings.pairing {
             c.adopt(p.rf_id, p.unit);
         }
+        c.set_protect_plus(settings.protect_plus);
         c.configure(
             &paired,
             &commission::codes(&settings.install_codes),

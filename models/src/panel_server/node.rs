@@ -209,9 +209,17 @@ impl Node {
         if old.ntp_server != new.ntp_server {
             self.start_ntp().await;
         }
-        if (old.ieee802154, &old.pairing, &old.install_codes)
-            != (new.ieee802154, &new.pairing, &new.install_codes)
-        {
+        if (
+            old.ieee802154,
+            old.protect_plus,
+            &old.pairing,
+            &old.install_codes,
+        ) != (
+            new.ieee802154,
+            new.protect_plus,
+            &new.pairing,
+            &new.install_codes,
+        ) {
             self.ps.radio_configure(
                 &new,
                 self.ieee802154_permanently_off(),

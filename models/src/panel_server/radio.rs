@@ -22,7 +22,12 @@
 //!   report brings it back. At boot the paired devices are presumed
 //!   connected as of the boot ([NF]), so a reboot does not blank them.
 //! - An RF-ID that is not paired is listed as discovered (never connected,
-//!   never routed) until the administrator pairs it. Commissioning
+//!   never routed) until the administrator pairs it. With Protect Plus
+//!   off ([`Coordinator::set_protect_plus`], devices.md §1.5) a
+//!   16-character RF-ID is discovered the same way, and a paired one
+//!   without an install code entered is accepted with an unkeyed join
+//!   accept (integrity code zeros), which a device takes as it takes one
+//!   keyed with its own install code. Commissioning
 //!   (docs/radio.md "Commissioning", [`super::commission`]): a device not
 //!   in the network sends join requests ([`join::Request`]) instead of
 //!   reports and listens; the coordinator answers a paired one with a
@@ -30,14 +35,29 @@
 //!   Plus, [`protect_plus`]) is never discovered: its join request is
 //!   ignored without an install code entered, refused when its integrity
 //!   code ([`join_mic`]) does not match the code entered, and otherwise
-//!   admitted (the running boot pairs it) and accepted. A site device
-//!   that is no longer paired is told to leave (in-process, [NF]).
-//! - Reports ask for a MAC acknowledgement; the coordinator sends one for
-//!   each report addressed to it ([`ack_psdu`]). A device listens for it
-//!   for [`ACK_WAIT`] and reports its own figures (unacknowledged share,
-//!   the acknowledgements' RSSI and LQI: readings [`Q_DEVICE_PER`],
-//!   [`Q_DOWNLINK_RSSI`], [`Q_DOWNLINK_LQI`]) in its next report; they fill
-//!   31147-31151.
+//!   admitted (the running boot pairs it) and accepted.
+//! - Leaving: a device the administrator unpairs (remove, rebuild, reset)
+//!   is told to leave over the air, as an indirect transmission: at the
+//!   next report the coordinator hears from it, the acknowledgement has
+//!   its frame-pending bit set and the coordinator then sends a MAC
+//!   command Disassociation Notification ([`join::Leave`]) through
+//!   CSMA-CA; the device, told a frame is pending, listens for up to
+//!   [`FRAME_WAIT`] (macMaxFrameTotalWaitTime), acknowledges the leave
+//!   and goes back to asking to join. It acts on it only if it hears it:
+//!   jammed or out of range, it keeps reporting as before (the Panel
+//!   Server ignores those reports as from an unpaired device, lists an
+//!   8-character one as discovered) and the leave stays pending until
+//!   the device acknowledges it, asks to join, or is paired again.
+//! - Reports ask for a MAC acknowledgement; the coordinator's MAC sends
+//!   one for each report addressed to it ([`ack_psdu`]) as IEEE
+//!   802.15.4-2006 does: without CSMA-CA, [`TURNAROUND`] (192 µs) after
+//!   the report's last symbol. A device listens for it from the end of
+//!   its report for [`ACK_WAIT`] (macAckWaitDuration, 864 µs); a report
+//!   dropped after channel access failure or not acknowledged in time is
+//!   counted unacknowledged. It reports its own figures (unacknowledged
+//!   share, the acknowledgements' RSSI and LQI: readings
+//!   [`Q_DEVICE_PER`], [`Q_DOWNLINK_RSSI`], [`Q_DOWNLINK_LQI`]) in its
+//!   next report; they fill 31147-31151.
 //! - Clock jumps: events older than [`CATCH_UP`] before `now` are not
 //!   simulated one by one (reports resume [`CATCH_UP`] before `now`, and
 //!   timeouts count from there), so a jump of a year costs as much as one
@@ -71,9 +91,15 @@ pub const DEVICE_TX_DBM: f64 = 0.0;
 /// Transmit power of the Panel Server ([NF]).
 pub const PS_TX_DBM: f64 = 3.0;
 /// How long a device listens for the MAC acknowledgement of a report
-/// ([NF]: the acknowledgement goes through the same channel access as any
-/// frame here, so the wait is longer than the standard's 864 µs).
-pub const ACK_WAIT: Duration = Duration::from_millis(20);
+/// after its last symbol (macAckWaitDuration, 54 symbols).
+pub const ACK_WAIT: Duration = fieldtwin_emulator::radio::ACK_WAIT;
+/// Gap between a report and its acknowledgement (aTurnaroundTime).
+pub const TURNAROUND: Duration = fieldtwin_emulator::radio::TURNAROUND;
+/// How long a device keeps its receiver on after an acknowledgement with
+/// the frame-pending bit set (macMaxFrameTotalWaitTime with the default
+/// macMinBE 3, macMaxBE 5, macMaxCSMABackoffs 4: (8 + 16 + 31 x 2) x 20
+/// + 266 = 1986 symbols).
+pub const FRAME_WAIT: Duration = Duration::from_micros(1986 * 16);
 /// Reading ids a device adds to its reports: the figures of the Panel
 /// Server's acknowledgements as the device received them ([NF]).
 pub const Q_DOWNLINK_RSSI: u8 = 7;
@@ -258,6 +284,9 @@ pub struct LinkTable {
     /// Protect Plus RF-IDs heard asking to join without an install code
     /// entered (ignored; kept so the event is reported once).
     pub ignored: Vec<u64>,
+    /// Protect Plus is off: 16-character RF-IDs are discovered like
+    /// 8-character ones.
+    pub protect_plus_off: bool,
 }
 
 impl LinkTable {
@@ -373,7 +402,7 @@ impl LinkTable {
         per: f64,
     ) -> Heard {
         let Some(l) = self.links.iter_mut().find(|l| l.rf_id == r.rf_id) else {
-            if protect_plus(r.rf_id) {
+            if protect_plus(r.rf_id) && !self.protect_plus_off {
                 // Protect Plus: discovered only by its install code.
                 return Heard::Ignored(r.rf_id);
             }
@@ -463,7 +492,9 @@ pub struct Coordinator {
     /// The site's wireless devices, then the ones known only by their
     /// reports that the administrator added ([`FieldDevice::heard`]).
     devices: Mutex<Vec<Arc<FieldDevice>>>,
-    /// The transmitters of the site's wireless devices.
+    /// The transmitters of the site's wireless devices (the medium drives
+    /// them; kept here so tests can look at the devices' side).
+    #[cfg_attr(not(test), allow(dead_code))]
     reporters: Vec<Arc<Reporter>>,
     /// Install codes the administrator entered (selective discovery).
     codes: Mutex<Vec<(u64, InstallCode)>>,
@@ -471,12 +502,78 @@ pub struct Coordinator {
     joins: Mutex<Option<tokio::sync::mpsc::UnboundedSender<u64>>>,
     gateway: GatewayCopy,
     seq: AtomicU8,
+    /// Devices unpaired that have not acknowledged their leave yet: RF-ID
+    /// and the sequence number of the last leave put on the air.
+    leaves: Mutex<Vec<(u64, Option<u8>)>>,
+    /// Frames waiting to go through CSMA-CA once their time comes (a
+    /// leave, after the acknowledgement that announced it).
+    outbox: Mutex<Vec<(Duration, Vec<u8>)>>,
     events: EventBus,
     air: Air,
     clock: fieldtwin_emulator::clock::WeakClock,
 }
 
 impl Coordinator {
+    fn lock_leaves(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Option<u8>)>> {
+        self.leaves.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Vec<(Duration, Vec<u8>)>> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Protect Plus on (the default) or off (every device discovered
+    /// automatically).
+    pub fn set_protect_plus(&self, on: bool) {
+        let mut t = self.lock();
+        t.protect_plus_off = !on;
+        if !on {
+            t.ignored.clear();
+        }
+    }
+
+    /// RF-IDs told to leave that have not acknowledged it yet.
+    pub fn leaving(&self) -> Vec<u64> {
+        self.lock_leaves().iter().map(|(r, _)| *r).collect()
+    }
+
+    /// The next wake-up: the link table's next timeout or the next frame
+    /// of the outbox, whichever comes first.
+    fn next_wake(&self, table: Option<Duration>) -> Option<Duration> {
+        let out = self.lock_outbox().iter().map(|(t, _)| *t).min();
+        match (table, out) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A leave for `rf_id` if one is pending (its sequence number noted
+    /// to match the acknowledgement).
+    fn leave_for(&self, rf_id: u64) -> Option<Vec<u8>> {
+        let mut leaves = self.lock_leaves();
+        let l = leaves.iter_mut().find(|(r, _)| *r == rf_id)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        l.1 = Some(seq);
+        Some(
+            join::Leave {
+                pan: self.pan,
+                rf_id,
+                coordinator: join::coordinator_address(self.radio),
+                seq,
+                reason: join::REASON_COORDINATOR,
+            }
+            .to_psdu(),
+        )
+    }
+
+    /// The name an event gives RF-ID `rf_id`.
+    fn label(&self, rf_id: u64) -> String {
+        match self.device(rf_id) {
+            Some(d) => format!("{} ({rf_id:016X})", d.id),
+            None => format!("{rf_id:016X}"),
+        }
+    }
+
     fn emit(&self, kind: &str, message: String) {
         self.events.send(Event::Device {
             device: self.ps_id.clone(),
@@ -558,9 +655,9 @@ impl Coordinator {
     }
 
     /// Settings applied: which devices are paired (with their periods),
-    /// the install codes entered, and whether the receiver is on. A site
-    /// device that is no longer paired is told to leave (it goes back to
-    /// asking to join; [NF]: the leave is not put on the air).
+    /// the install codes entered, and whether the receiver is on. A device
+    /// that is no longer paired is told to leave over the air at its next
+    /// report heard (see the module contract).
     pub fn configure(
         &self,
         paired: &[u64],
@@ -580,15 +677,30 @@ impl Coordinator {
                 (*r, period)
             })
             .collect();
-        let (gone, next) = {
+        let (gone, next, dropped) = {
             let mut t = self.lock();
+            let dropped: Vec<u64> = t
+                .links
+                .iter()
+                .map(|l| l.rf_id)
+                .filter(|r| !paired.contains(r))
+                .collect();
             t.set_paired(&periods);
             if boot && listening {
                 t.presume(now);
             }
             let gone = if listening { Vec::new() } else { t.silence() };
-            (gone, t.next_deadline())
+            (gone, t.next_deadline(), dropped)
         };
+        {
+            let mut leaves = self.lock_leaves();
+            leaves.retain(|(r, _)| !paired.contains(r));
+            for r in &dropped {
+                if !leaves.iter().any(|(x, _)| x == r) {
+                    leaves.push((*r, None));
+                }
+            }
+        }
         // Devices no longer paired read as not connected.
         let devices = self.lock_devices().clone();
         for d in &devices {
@@ -602,29 +714,20 @@ impl Coordinator {
             }
         }
         self.disconnected(gone, "IEEE 802.15.4 is off");
-        let leaving: Vec<&Arc<Reporter>> = self
-            .reporters
-            .iter()
-            .filter(|r| r.joined() && r.dev.rf_id.is_some_and(|rf| !paired.contains(&rf)))
-            .collect();
+        let next = self.next_wake(next);
         {
             let mut m = self.air.medium();
             m.set_listening(self.radio, listening);
             if next.is_some() {
                 m.set_wake(self.radio, next);
             }
-            for r in &leaving {
-                r.joined.store(false, Ordering::Relaxed);
-                m.set_listening(r.radio, true);
-            }
         }
-        for r in leaving {
+        for r in dropped {
             self.emit(
                 "wireless",
                 format!(
-                    "{} ({:016X}) removed from the network: it asks to join again",
-                    r.dev.id,
-                    r.dev.rf_id.unwrap_or(0)
+                    "{} removed from the network: told to leave (Disassociation Notification) at its next report heard",
+                    self.label(r)
                 ),
             );
         }
@@ -651,6 +754,9 @@ impl Coordinator {
     /// A join request heard (see docs/radio.md "Commissioning").
     fn join(&self, d: &Delivery, q: &join::Request) -> Act {
         let rf_id = q.rf_id;
+        // Asking to join: it is out of the network (a leave it heard, or
+        // whose acknowledgement was lost).
+        self.lock_leaves().retain(|(r, _)| *r != rf_id);
         let paired = self.lock().link(rf_id).is_some();
         let code = self.code(rf_id);
         let accept = |code: Option<InstallCode>| {
@@ -665,6 +771,7 @@ impl Coordinator {
             Act {
                 send: vec![a.to_psdu()],
                 wake_at: None,
+                ..Act::default()
             }
         };
         if paired {
@@ -680,7 +787,8 @@ impl Coordinator {
             );
             return accept(code);
         }
-        if !protect_plus(rf_id) {
+        let open = self.lock().protect_plus_off;
+        if !protect_plus(rf_id) || (open && code.is_none()) {
             if self.lock().discover(d.at, rf_id, q.kind, d.rssi_dbm, d.lqi) {
                 self.emit(
                     "wireless",
@@ -744,7 +852,7 @@ impl Coordinator {
             ),
         );
         Act {
-            wake_at: next,
+            wake_at: self.next_wake(next),
             ..accept(Some(c))
         }
     }
@@ -761,13 +869,41 @@ impl Node for Coordinator {
         let next = t.next_deadline();
         drop(t);
         self.disconnected(gone, "no report for its timeout");
+        // Frames whose time has come go through CSMA-CA.
+        let send: Vec<Vec<u8>> = {
+            let mut out = self.lock_outbox();
+            let (due, later): (Vec<_>, Vec<_>) = out.drain(..).partition(|(t, _)| *t <= at);
+            *out = later;
+            due.into_iter().map(|(_, p)| p).collect()
+        };
         Act {
-            send: Vec::new(),
-            wake_at: next,
+            send,
+            wake_at: self.next_wake(next),
+            ..Act::default()
         }
     }
 
     fn receive(&self, d: &Delivery) -> Act {
+        // A device's acknowledgement of a leave: it is out.
+        if let Ok(m) = FrameMac::parse(&d.psdu)
+            && m.frame_type == TYPE_ACK
+        {
+            let left = {
+                let mut leaves = self.lock_leaves();
+                let i = leaves.iter().position(|(_, s)| *s == Some(m.seq));
+                i.map(|i| leaves.remove(i).0)
+            };
+            if let Some(rf_id) = left {
+                self.emit(
+                    "wireless",
+                    format!(
+                        "{} left the network (it acknowledged the Disassociation Notification)",
+                        self.label(rf_id)
+                    ),
+                );
+            }
+            return Act::default();
+        }
         if let Ok(q) = join::Request::parse(&d.psdu) {
             if q.pan != self.pan {
                 return Act::default();
@@ -780,10 +916,16 @@ impl Node for Coordinator {
         if r.pan != self.pan {
             return Act::default();
         }
-        // The MAC acknowledges a frame addressed to it that asks for it.
-        let ack = FrameMac::parse(&d.psdu)
-            .is_ok_and(|m| m.ack_request)
-            .then(|| ack_psdu(r.seq));
+        // The MAC acknowledges a frame addressed to it that asks for it;
+        // a leave waiting for that device is announced (frame pending)
+        // and follows once the acknowledgement is over.
+        let asked = FrameMac::parse(&d.psdu).is_ok_and(|m| m.ack_request);
+        let leave = asked.then(|| self.leave_for(r.rf_id)).flatten();
+        let ack = asked.then(|| ack_frame(r.seq, leave.is_some()));
+        if let Some(l) = leave {
+            let after = d.at + TURNAROUND + fieldtwin_emulator::radio::phy::airtime(5);
+            self.lock_outbox().push((after, l));
+        }
         let (heard, figures, next) = {
             let mut t = self.lock();
             let heard = t.receive(d.at, &r, d.rssi_dbm, d.lqi, d.per);
@@ -823,8 +965,10 @@ impl Node for Coordinator {
             ),
         }
         Act {
-            send: ack.into_iter().collect(),
-            wake_at: next,
+            send: Vec::new(),
+            // No CSMA-CA: aTurnaroundTime after the report's last symbol.
+            send_at: ack.map(|a| (d.at + TURNAROUND, a)).into_iter().collect(),
+            wake_at: self.next_wake(next),
         }
     }
 }
@@ -832,8 +976,15 @@ impl Node for Coordinator {
 /// A MAC acknowledgement frame of sequence number `seq` (PSDU, FCS
 /// included).
 pub fn ack_psdu(seq: u8) -> Vec<u8> {
+    ack_frame(seq, false)
+}
+
+/// An acknowledgement, with the frame-pending bit when the coordinator
+/// has a frame for the device.
+fn ack_frame(seq: u8, frame_pending: bool) -> Vec<u8> {
     FrameMac {
         frame_type: TYPE_ACK,
+        frame_pending,
         ack_request: false,
         seq,
         dst_pan: None,
@@ -862,11 +1013,18 @@ struct Acks {
     /// The report waiting for its acknowledgement: (sequence number, when
     /// the next report is due).
     waiting: Option<(u8, Duration)>,
+    /// When the wait for the acknowledgement ends (the report's end plus
+    /// [`ACK_WAIT`]); `None` while the report waits for the channel.
+    deadline: Option<Duration>,
     /// Bit i: report n - i was acknowledged.
     window: u64,
     span: u32,
     /// RSSI and LQI of the last acknowledgement received.
     last: Option<(f32, u8)>,
+    /// After an acknowledgement with the frame-pending bit: the receiver
+    /// stays on until the first instant, the next report is due at the
+    /// second.
+    pending: Option<(Duration, Duration)>,
 }
 
 impl Acks {
@@ -947,14 +1105,28 @@ impl Reporter {
 impl Node for Reporter {
     fn wake(&self, at: Duration) -> Act {
         // While a report waits for its acknowledgement, the only wake-up
-        // asked for is the end of that wait: no acknowledgement came.
-        let waited = self.lock_acks().waiting.take();
+        // asked for is the end of that wait (or, should the medium never
+        // say the report left, the next report): no acknowledgement came.
+        let waited = {
+            let mut acks = self.lock_acks();
+            acks.deadline = None;
+            acks.waiting.take()
+        };
         if let Some((_, next)) = waited {
             self.lock_acks().record(false);
             self.stop_listening();
             return Act {
-                send: Vec::new(),
                 wake_at: Some(next.max(at)),
+                ..Act::default()
+            };
+        }
+        // The frame announced by the acknowledgement did not come.
+        let pending = self.lock_acks().pending.take();
+        if let Some((_, next)) = pending {
+            self.stop_listening();
+            return Act {
+                wake_at: Some(next.max(at)),
+                ..Act::default()
             };
         }
         let now = self.clock.upgrade().map_or(at, |c| c.now());
@@ -966,6 +1138,7 @@ impl Node for Reporter {
             return Act {
                 send: Vec::new(),
                 wake_at: Some(at + self.period * skip.max(1)),
+                ..Act::default()
             };
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
@@ -974,6 +1147,7 @@ impl Node for Reporter {
             return Act {
                 send: Vec::new(),
                 wake_at: next,
+                ..Act::default()
             };
         };
         if !self.joined() {
@@ -988,6 +1162,7 @@ impl Node for Reporter {
             return Act {
                 send: vec![q.to_psdu()],
                 wake_at: next,
+                ..Act::default()
             };
         }
         let mut readings = self.dev.readings(at.as_secs_f64());
@@ -1000,12 +1175,39 @@ impl Node for Reporter {
             counter: n,
             readings,
         };
-        // It listens for the acknowledgement until ACK_WAIT after now.
+        // It listens for the acknowledgement once the report has left
+        // ([`Node::sent`]).
         self.lock_acks().waiting = next.map(|t| (n as u8, t));
-        self.air.medium().set_listening(self.radio, true);
         Act {
             send: vec![with_ack_request(r.to_psdu())],
-            wake_at: Some(at + ACK_WAIT),
+            wake_at: next,
+            ..Act::default()
+        }
+    }
+
+    /// The report left at `at`: listen for its acknowledgement until
+    /// [`ACK_WAIT`] after; dropped (channel access failure): counted
+    /// unacknowledged at once.
+    fn sent(&self, at: Duration, ok: bool) -> Act {
+        let mut acks = self.lock_acks();
+        let Some((_, next)) = acks.waiting else {
+            return Act::default();
+        };
+        if ok {
+            acks.deadline = Some(at + ACK_WAIT);
+            drop(acks);
+            self.air.medium().set_listening(self.radio, true);
+            return Act {
+                wake_at: Some(at + ACK_WAIT),
+                ..Act::default()
+            };
+        }
+        acks.waiting = None;
+        acks.record(false);
+        drop(acks);
+        Act {
+            wake_at: Some(next.max(at)),
+            ..Act::default()
         }
     }
 
@@ -1020,17 +1222,43 @@ impl Node for Reporter {
             let Some((seq, next)) = acks.waiting else {
                 return Act::default();
             };
-            if m.seq != seq {
+            // Only within the wait that follows the report's last symbol.
+            if m.seq != seq || acks.deadline.is_none_or(|end| d.at > end) {
                 return Act::default();
             }
             acks.waiting = None;
+            acks.deadline = None;
             acks.record(true);
             acks.last = Some((d.rssi_dbm as f32, d.lqi));
+            if m.frame_pending {
+                // The coordinator has a frame for it: keep listening.
+                let until = d.at + FRAME_WAIT;
+                acks.pending = Some((until, next));
+                return Act {
+                    wake_at: Some(until),
+                    ..Act::default()
+                };
+            }
             drop(acks);
             self.stop_listening();
             return Act {
-                send: Vec::new(),
                 wake_at: Some(next),
+                ..Act::default()
+            };
+        }
+        // Told to leave by its coordinator: acknowledged (no CSMA-CA),
+        // then it asks to join again.
+        if let (Ok(l), Some(rf_id)) = (join::Leave::parse(&d.psdu), self.dev.rf_id) {
+            if l.rf_id != rf_id || l.pan != self.pan || !self.joined() {
+                return Act::default();
+            }
+            self.joined.store(false, Ordering::Relaxed);
+            let next = self.lock_acks().pending.take().map(|(_, next)| next);
+            self.air.medium().set_listening(self.radio, true);
+            return Act {
+                send_at: vec![(d.at + TURNAROUND, ack_psdu(l.seq))],
+                wake_at: next,
+                ..Act::default()
             };
         }
         let (Ok(a), Some(rf_id)) = (join::Accept::parse(&d.psdu), self.dev.rf_id) else {
@@ -1039,8 +1267,10 @@ impl Node for Reporter {
         if a.rf_id != rf_id || a.pan != self.pan || a.status != 0 || self.joined() {
             return Act::default();
         }
+        // Keyed with its own install code, or unkeyed (an 8-character
+        // device, or a Panel Server with Protect Plus off).
         let right = join_mic(&self.code, true, rf_id, a.nonce) == a.mic;
-        if !right && protect_plus(rf_id) {
+        if !right && a.mic != [0; 4] {
             return Act::default();
         }
         self.joined.store(true, Ordering::Relaxed);
@@ -1146,6 +1376,8 @@ pub fn attach(
         reporters: reporters.clone(),
         codes: Mutex::new(Vec::new()),
         joins: Mutex::new(None),
+        leaves: Mutex::new(Vec::new()),
+        outbox: Mutex::new(Vec::new()),
         gateway: gateway.clone(),
         seq: AtomicU8::new(0),
         events: events.clone(),
@@ -1389,6 +1621,289 @@ mod tests {
         assert!(l.connected && l.counter.unwrap() > 6_000_000, "{l:?}");
     }
 
+    /// A listening radio that records what it hears: (end of the frame,
+    /// PSDU).
+    #[derive(Default)]
+    struct Probe(Mutex<Vec<(Duration, Vec<u8>)>>);
+
+    impl Node for Probe {
+        fn wake(&self, _: Duration) -> Act {
+            Act::default()
+        }
+        fn receive(&self, d: &Delivery) -> Act {
+            self.0.lock().unwrap().push((d.at, d.psdu.to_vec()));
+            Act::default()
+        }
+    }
+
+    /// IEEE 802.15.4-2006 acknowledgements: the Panel Server's goes out
+    /// 192 µs (aTurnaroundTime) after the report's last symbol, without
+    /// CSMA; a device whose report is not acknowledged counts it missing
+    /// exactly 864 µs (macAckWaitDuration) after its report ended.
+    #[tokio::test]
+    async fn acknowledgements_follow_the_report_by_192_us_and_are_missed_after_864_us() {
+        use crate::field::{GatewayCopy, Spec};
+        use fieldtwin_emulator::clock::Clock;
+        use fieldtwin_emulator::radio::phy::airtime;
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 11);
+        let spec = Spec {
+            id: "pt0".into(),
+            model: "A9MEM1540".into(),
+            unit: 100,
+            rf_id: Some(0x2A3B_0001),
+            profile: None,
+            powered: true,
+            seed: 0,
+            day0: 0.0,
+        };
+        let devs = vec![Arc::new(
+            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
+        )];
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 15,
+            devices: Vec::new(),
+            commissioning: Vec::new(),
+        };
+        let c = attach(
+            &air,
+            "ps1",
+            &place,
+            &devs,
+            &GatewayCopy::default(),
+            &EventBus::new(),
+            &clock,
+        )
+        .unwrap();
+        let probe = Arc::new(Probe::default());
+        air.attach(
+            radio_id("probe"),
+            RadioConfig {
+                name: "probe".into(),
+                position: Position::new(1.0, 1.0, 1.0),
+                channel: 15,
+                tx_power_dbm: 0.0,
+                listening: true,
+            },
+            probe.clone(),
+            None,
+        )
+        .unwrap();
+        let rf = [0x2A3B_0001];
+        c.configure(&rf, &[], true, clock.now(), true);
+        clock.advance(Duration::from_secs(6));
+        air.process(clock.now()).await;
+        let heard = std::mem::take(&mut *probe.0.lock().unwrap());
+        let report = heard
+            .iter()
+            .find(|(_, p)| report::Report::parse(p).is_ok())
+            .unwrap_or_else(|| panic!("no report heard: {heard:?}"));
+        let ack = heard
+            .iter()
+            .find(|(_, p)| p.len() == 5)
+            .unwrap_or_else(|| panic!("no acknowledgement heard: {heard:?}"));
+        assert_eq!(ack.1, ack_psdu(report.1[2]), "the report's sequence number");
+        // The ack's start (its end minus its airtime) is 192 µs after the
+        // report's end.
+        assert_eq!(ack.0 - airtime(5) - report.0, Duration::from_micros(192));
+        let r = &c.reporters[0];
+        {
+            let a = r.lock_acks();
+            assert_eq!((a.span, a.window & 1), (1, 1), "acknowledged");
+            assert!(a.waiting.is_none() && a.last.is_some());
+        }
+        assert!(!air.medium().is_listening(r.radio), "receiver off again");
+
+        // The Panel Server stops listening: the next report goes
+        // unacknowledged. Step to the instant it leaves the air.
+        c.configure(&rf, &[], false, clock.now(), false);
+        let mut t = report.0 + Duration::from_millis(4800);
+        let deadline = loop {
+            t += Duration::from_micros(50);
+            air.process(t).await;
+            if let Some(d) = r.lock_acks().deadline {
+                break d;
+            }
+            assert!(t < report.0 + Duration::from_secs(6), "no second report");
+        };
+        let heard = std::mem::take(&mut *probe.0.lock().unwrap());
+        let end = heard
+            .iter()
+            .find(|(_, p)| report::Report::parse(p).is_ok())
+            .map(|(at, _)| *at)
+            .unwrap_or_else(|| panic!("{heard:?}"));
+        assert_eq!(deadline, end + Duration::from_micros(864));
+        assert!(air.medium().is_listening(r.radio));
+        air.process(deadline - Duration::from_micros(1)).await;
+        assert!(r.lock_acks().waiting.is_some(), "still waiting at 863 µs");
+        air.process(deadline).await;
+        let a = r.lock_acks();
+        assert!(a.waiting.is_none());
+        assert_eq!((a.span, a.window & 0b11), (2, 0b10), "counted missing");
+        drop(a);
+        assert!(!air.medium().is_listening(r.radio));
+        assert!(heard.iter().all(|(_, p)| p.len() != 5), "no ack: {heard:?}");
+    }
+
+    /// Removing a device puts a Disassociation Notification on the air,
+    /// announced by the frame-pending bit of the acknowledgement of its
+    /// next report; a device out of range never hears it and keeps
+    /// reporting (ignored as unpaired), and leaves once it hears it.
+    #[tokio::test]
+    async fn a_removed_device_leaves_only_when_it_hears_the_leave() {
+        use crate::field::{GatewayCopy, Spec};
+        use fieldtwin_emulator::clock::Clock;
+        use fieldtwin_emulator::radio::phy::airtime;
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 12);
+        let rf = 0x2A3B_0005u64;
+        let spec = Spec {
+            id: "pt0".into(),
+            model: "A9MEM1540".into(),
+            unit: 100,
+            rf_id: Some(rf),
+            profile: None,
+            powered: true,
+            seed: 0,
+            day0: 0.0,
+        };
+        let devs = vec![Arc::new(
+            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
+        )];
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 16,
+            devices: Vec::new(),
+            commissioning: Vec::new(),
+        };
+        let events = EventBus::new();
+        let mut ev = events.subscribe();
+        let c = attach(
+            &air,
+            "ps1",
+            &place,
+            &devs,
+            &GatewayCopy::default(),
+            &events,
+            &clock,
+        )
+        .unwrap();
+        let probe = Arc::new(Probe::default());
+        air.attach(
+            radio_id("probe"),
+            RadioConfig {
+                name: "probe".into(),
+                position: Position::new(1.0, 1.0, 1.0),
+                channel: 16,
+                tx_power_dbm: 0.0,
+                listening: true,
+            },
+            probe.clone(),
+            None,
+        )
+        .unwrap();
+        let jump = |s: u64| {
+            let (clock, air) = (clock.clone(), air.clone());
+            async move {
+                clock.advance(Duration::from_secs(s));
+                air.process(clock.now()).await;
+            }
+        };
+        c.configure(&[rf], &[], true, clock.now(), true);
+        jump(6).await;
+        assert!(devs[0].in_contact());
+        let r = c.reporters[0].clone();
+        let home = air.medium().position(r.radio).unwrap();
+        // Out of range, then removed: the leave waits for a report.
+        air.medium()
+            .set_position(r.radio, Position::new(5000.0, 0.0, 0.0))
+            .unwrap();
+        c.configure(&[], &[], true, clock.now(), false);
+        assert_eq!(c.leaving(), vec![rf]);
+        let counter = r.counter.load(Ordering::Relaxed);
+        probe.0.lock().unwrap().clear();
+        jump(12).await;
+        assert!(r.joined(), "it never heard the leave: still in the network");
+        assert!(
+            r.counter.load(Ordering::Relaxed) >= counter + 2,
+            "reporting"
+        );
+        assert_eq!(c.leaving(), vec![rf]);
+        assert!(
+            probe.0.lock().unwrap().is_empty(),
+            "nothing on the air here"
+        );
+        assert!(!devs[0].in_contact());
+        // Back in range: its report is heard from an unpaired device
+        // (discovered), the acknowledgement announces a frame, and the
+        // leave follows it; the device acknowledges it and leaves.
+        air.medium().set_position(r.radio, home).unwrap();
+        jump(6).await;
+        let heard = std::mem::take(&mut *probe.0.lock().unwrap());
+        let t = c.table.lock().unwrap().clone();
+        assert!(t.discovered.iter().any(|d| d.rf_id == rf), "{t:?}");
+        assert!(t.link(rf).is_none());
+        let ack = heard
+            .iter()
+            .find_map(|(at, p)| {
+                FrameMac::parse(p)
+                    .ok()
+                    .filter(|m| m.frame_type == TYPE_ACK && m.frame_pending)
+                    .map(|_| *at)
+            })
+            .unwrap_or_else(|| panic!("no acknowledgement with frame pending: {heard:?}"));
+        let (leave_end, leave) = heard
+            .iter()
+            .find_map(|(at, p)| join::Leave::parse(p).ok().map(|l| (*at, l)))
+            .unwrap_or_else(|| panic!("no leave on the air: {heard:?}"));
+        assert_eq!((leave.rf_id, leave.pan), (rf, c.pan));
+        assert_eq!(leave.reason, join::REASON_COORDINATOR);
+        let leave_len = heard
+            .iter()
+            .find(|(at, _)| *at == leave_end)
+            .unwrap()
+            .1
+            .len();
+        let leave_start = leave_end - airtime(leave_len);
+        assert!(leave_start >= ack, "after the acknowledgement");
+        assert!(leave_end <= ack + FRAME_WAIT, "within the device's wait");
+        // The device's acknowledgement of the leave, 192 µs after it.
+        assert!(
+            heard
+                .iter()
+                .any(|(at, p)| p == &ack_psdu(leave.seq)
+                    && *at == leave_end + TURNAROUND + airtime(5)),
+            "{heard:?}"
+        );
+        assert!(!r.joined(), "it left");
+        assert!(c.leaving().is_empty());
+        assert!(
+            air.medium().is_listening(r.radio),
+            "listening for an accept"
+        );
+        // Now it asks to join: still discovered, never connected.
+        jump(6).await;
+        let heard = std::mem::take(&mut *probe.0.lock().unwrap());
+        assert!(
+            heard.iter().any(|(_, p)| join::Request::parse(p).is_ok()),
+            "{heard:?}"
+        );
+        assert!(!devs[0].in_contact());
+        let mut msgs = Vec::new();
+        while let Ok(e) = ev.try_recv() {
+            msgs.push(format!("{e:?}"));
+        }
+        assert!(
+            msgs.iter().any(|m| m.contains("left the network")),
+            "{msgs:?}"
+        );
+    }
+
     /// Commissioning over the medium: a new 8-character device asking to
     /// join is discovered only, and joins once paired; a Protect Plus
     /// device's join requests are ignored without its install code,
@@ -1490,6 +2005,89 @@ mod tests {
         jump(12).await;
         let l = c.table.lock().unwrap().link(pt).unwrap().clone();
         assert!(l.connected, "{l:?}");
+    }
+
+    /// Protect Plus off: a 16-character RF-ID is discovered like an
+    /// 8-character one; on (the default), ignored.
+    #[test]
+    fn protect_plus_off_discovers_sixteen_character_rf_ids() {
+        let pp = 0x8A3B_0000_0000_C0DE;
+        let mut t = LinkTable::default();
+        assert_eq!(
+            t.receive(S(1), &rep(pp, 1), -60.0, 255, 0.0),
+            Heard::Ignored(pp)
+        );
+        t.protect_plus_off = true;
+        assert_eq!(
+            t.receive(S(2), &rep(pp, 2), -60.0, 255, 0.0),
+            Heard::NewlyDiscovered(pp)
+        );
+    }
+
+    /// Over the medium: with Protect Plus off, a new Protect Plus device
+    /// asking to join is discovered, and once added (no install code) it
+    /// joins and reports.
+    #[tokio::test]
+    async fn protect_plus_off_lets_a_sixteen_character_device_join_without_its_code() {
+        use crate::field::{GatewayCopy, Spec};
+        use fieldtwin_emulator::clock::Clock;
+
+        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
+        clock.set_paused(true);
+        let air = Air::new(&clock, 7);
+        let pp = 0x8A3B_0000_0000_C0DEu64;
+        let spec = Spec {
+            id: "heattag".into(),
+            model: "A9MEM1540".into(),
+            unit: 100,
+            rf_id: Some(pp),
+            profile: None,
+            powered: true,
+            seed: 0,
+            day0: 0.0,
+        };
+        let devs = vec![Arc::new(
+            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
+        )];
+        let place = Placement {
+            position: Position::new(0.0, 0.0, 2.0),
+            channel: 21,
+            devices: Vec::new(),
+            commissioning: vec![(InstallCode::derived(3, "heattag"), false)],
+        };
+        let c = attach(
+            &air,
+            "ps1",
+            &place,
+            &devs,
+            &GatewayCopy::default(),
+            &EventBus::new(),
+            &clock,
+        )
+        .unwrap();
+        let jump = |s: u64| {
+            let (clock, air) = (clock.clone(), air.clone());
+            async move {
+                clock.advance(Duration::from_secs(s));
+                air.process(clock.now()).await;
+            }
+        };
+        c.configure(&[], &[], true, clock.now(), true);
+        jump(6).await;
+        assert_eq!(c.table.lock().unwrap().ignored, vec![pp], "on: ignored");
+        c.set_protect_plus(false);
+        jump(6).await;
+        {
+            let t = c.table.lock().unwrap();
+            assert!(t.discovered.iter().any(|d| d.rf_id == pp), "{t:?}");
+            assert!(t.ignored.is_empty());
+        }
+        c.configure(&[pp], &[], true, clock.now(), false);
+        jump(6).await;
+        jump(6).await;
+        let l = c.table.lock().unwrap().link(pp).unwrap().clone();
+        assert!(l.connected && l.reports >= 1, "{l:?}");
+        assert!(devs[0].in_contact());
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! cookie and the bearer token of the JSON API.
 //!
 //! Contract:
+//! - [`serve_every_interface`] opens `https` on a port of every interface
+//!   of the device and serves the model's router there with [`serve`], the
+//!   listeners tasks of the boot (its token ends them and their
+//!   connections, its tracker lets a soft reboot wait for them).
 //! - [`serve`] accepts connections on a device listener until the boot's
 //!   token is cancelled; every connection is tracked by the boot's tracker so
 //!   a reboot closes it. A TLS handshake has 10 s, request headers 30 s.
@@ -19,24 +23,43 @@
 //!   or the request gets 408 and the connection is closed: a client that
 //!   trickles its body (slow POST) holds neither a handler nor a connection
 //!   for long. The body is read before the handler runs.
+//! - [`finish`] puts the layers below on a model's router.
 //! - [`security_headers`] adds `Cache-Control: no-store`, `X-Frame-Options:
 //!   DENY`, `X-Content-Type-Options: nosniff` and HSTS to every answer.
 //! - Hyper adds no `Date` header: the model sets it from the device's RTC
 //!   ([`http_date`]).
 //! - The session cookie is `session=<token>; Path=/; Secure; HttpOnly;
 //!   SameSite=Strict`.
+//! - Requests are checked the same way on every model ([`Pages`] is what a
+//!   model adds): a page without a live session answers 303 -> `/login`,
+//!   and while the model wants the factory password replaced first
+//!   ([`Pages::must_change_password`]) 303 -> `/password`
+//!   ([`page_auth`]); a form POST without the session's CSRF token gets
+//!   403 and the model's message page ([`form_auth`]); `/api` without a
+//!   live bearer token gets 401, and 403 while the password must be
+//!   changed ([`api_auth`]), as JSON `{"error": ...}` ([`api_error`]).
+//!   The [`page!`], [`post_auth!`] and [`api!`] macros return those
+//!   answers from a handler.
+//! - [`api_login`] is `POST /api/login {"username","password"}` of every
+//!   model: 200 `{"token"}` (with `"must_change_password"` on a model that
+//!   forces the change, [`Pages::FORCES_PASSWORD_CHANGE`]), 400 for another
+//!   body, 401 wrong, 403 locked, 503 with `Retry-After: 30` when not
+//!   checked, as a login form ([`api_login_answer`]). [`refusal`] is the status of a refused
+//!   confirmation by password or credential.
 //! - A login form's [`Outcome`] is answered by [`login_answer`]: 303 to the
 //!   model's page with the session cookie, or the model's login page with
 //!   the message and 401 (wrong), 403 (locked) or 503 with `Retry-After: 30`
 //!   (not checked). [`logged_out`] closes a session (audited) and answers
 //!   303 to `/login` with the cookie cleared.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use fieldtwin_emulator::device::{DeviceContext, TrackedListener};
+use axum::{Json, Router};
+use fieldtwin_emulator::device::{BootError, DeviceContext, TrackedListener};
 
 use super::Surface;
 use super::audit::Kind;
@@ -54,6 +77,36 @@ pub const BODY_GRACE: Duration = Duration::from_secs(10);
 /// Slowest accepted body rate, in bytes per second: a body announcing N
 /// bytes may take 10 s + N / 1024 s (a 30 MB image over four hours).
 pub const BODY_MIN_RATE: u64 = 1024;
+
+/// Serves `app` (the model's router) over HTTPS with `acceptor` on `port`
+/// of every interface of the device: one listener per interface, each a
+/// task of the boot (`token` ends it and its connections; `tracker` tracks
+/// them, so a soft reboot waits for them).
+pub async fn serve_every_interface(
+    ctx: &DeviceContext,
+    port: u16,
+    acceptor: &Acceptor,
+    app: &Router,
+    token: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), BootError> {
+    for iface in ctx.interface_names() {
+        let listener = ctx.listen_tcp(&iface, "https", port).await?;
+        let serving = serve(
+            ctx.clone(),
+            listener,
+            Some(acceptor.clone()),
+            app.clone(),
+            token.clone(),
+            tracker.clone(),
+        );
+        let t = token.clone();
+        ctx.spawn(tracker.track_future(async move {
+            tokio::select! { _ = t.cancelled() => {} _ = serving => {} }
+        }));
+    }
+    Ok(())
+}
 
 /// Serves `app` over HTTP/1.1 on `listener`, through TLS when `tls` is set.
 pub async fn serve(
@@ -108,6 +161,35 @@ pub async fn serve(
             tokio::select! { _ = t.cancelled() => {} _ = conn => {} }
         }));
     }
+}
+
+/// Finishes a model's router `app` with the layers every web surface has:
+/// [`refuse_oversized`] at `max_upload` bytes, [`security_headers`] and
+/// the `Date` header from the device's RTC; `model` is its state.
+pub fn finish<P>(app: Router<Arc<P>>, model: Arc<P>, max_upload: usize) -> Router
+where
+    P: std::ops::Deref<Target = Surface> + Send + Sync + 'static,
+{
+    app.layer(axum::middleware::from_fn_with_state(
+        max_upload,
+        refuse_oversized,
+    ))
+    .layer(axum::middleware::map_response(security_headers))
+    .layer(axum::middleware::map_response_with_state(
+        model.clone(),
+        device_date::<P>,
+    ))
+    .with_state(model)
+}
+
+/// Sets the `Date` header from the device's RTC (not the host clock).
+async fn device_date<P>(State(model): State<Arc<P>>, mut r: Response) -> Response
+where
+    P: std::ops::Deref<Target = Surface> + Send + Sync + 'static,
+{
+    r.headers_mut()
+        .insert(header::DATE, http_date(model.ctx.rtc.now()));
+    r
 }
 
 /// Refuses a request whose announced body is over `limit` bytes (an axum
@@ -261,4 +343,226 @@ pub fn logged_out(sec: &Surface, token: &str) -> Response {
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().insert(header::SET_COOKIE, cleared_cookie());
     r
+}
+
+/// What a model's web surface adds to its security [`Surface`] for the
+/// request checks ([`page_auth`], [`form_auth`], [`api_auth`]).
+pub trait Pages: std::ops::Deref<Target = Surface> {
+    /// Whether the model forces the replacement of the factory password at
+    /// the first login (the EVCE); its JSON login answer then says whether
+    /// the change is due.
+    const FORCES_PASSWORD_CHANGE: bool = false;
+    /// Whether the factory password must be replaced before anything else
+    /// (where [`Self::FORCES_PASSWORD_CHANGE`]); never, by default.
+    fn must_change_password(&self) -> bool {
+        false
+    }
+    /// The model's page showing a message (`title`, `text`).
+    fn message_page(&self, title: &str, text: &str) -> String;
+}
+
+/// A logged-in browser: its session token and the session's CSRF token.
+pub struct Auth {
+    pub token: String,
+    pub csrf: String,
+}
+
+/// The browser's live session, whether or not the factory password must be
+/// changed first (the pages of that change use it).
+pub fn session<P: Pages + ?Sized>(p: &P, headers: &HeaderMap) -> Option<Auth> {
+    p.session(cookie_token(headers)).map(|(token, s)| Auth {
+        token,
+        csrf: s.csrf,
+    })
+}
+
+/// A logged-in browser that may use the pages; else 303 to `/login`, or to
+/// `/password` while the factory password must be changed.
+pub fn page_auth<P: Pages + ?Sized>(p: &P, headers: &HeaderMap) -> Result<Auth, Box<Response>> {
+    let a = session(p, headers).ok_or_else(|| Box::new(Redirect::to("/login").into_response()))?;
+    if p.must_change_password() {
+        return Err(Box::new(Redirect::to("/password").into_response()));
+    }
+    Ok(a)
+}
+
+/// The answer to a form POST without the session's CSRF token: 403 with the
+/// model's message page.
+pub fn csrf_refused<P: Pages + ?Sized>(p: &P) -> Box<Response> {
+    Box::new(
+        (
+            StatusCode::FORBIDDEN,
+            Html(p.message_page(
+                "Forbidden",
+                "The form was not sent from this device's own page (missing or wrong CSRF token). Open the page again and retry.",
+            )),
+        )
+            .into_response(),
+    )
+}
+
+/// [`page_auth`] for a form POST, which must also carry the session's CSRF
+/// token (else [`csrf_refused`]).
+pub fn form_auth<P: Pages + ?Sized>(
+    p: &P,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Auth, Box<Response>> {
+    let a = page_auth(p, headers)?;
+    if csrf_ok(&a.csrf, csrf) {
+        Ok(a)
+    } else {
+        Err(csrf_refused(p))
+    }
+}
+
+/// A JSON API error: `code` and `{"error": msg}`.
+pub fn api_error(code: StatusCode, msg: &str) -> Response {
+    (code, Json(serde_json::json!({ "error": msg }))).into_response()
+}
+
+/// A bearer token of a live session (else 401), whose factory password has
+/// been replaced where the model requires it (else 403).
+pub fn api_auth<P: Pages + ?Sized>(p: &P, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    if p.session(bearer(headers)).is_none() {
+        return Err(Box::new(api_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or expired token: POST /api/login {\"username\",\"password\"} and send Authorization: Bearer <token>",
+        )));
+    }
+    if p.must_change_password() {
+        return Err(Box::new(api_error(
+            StatusCode::FORBIDDEN,
+            "the factory password must be changed first: POST /api/password {\"current\",\"new\"}",
+        )));
+    }
+    Ok(())
+}
+
+/// What the JSON login reads.
+#[derive(serde::Deserialize)]
+struct ApiLogin {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /api/login` of a model's JSON API (see the module documentation):
+/// the shared [`super::login::login`] through `"api"`, answered with a bearer
+/// token or the refusal.
+pub async fn api_login<P: Pages + ?Sized>(p: &P, body: &[u8]) -> Response {
+    let Ok(l) = serde_json::from_slice::<ApiLogin>(body) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON {\"username\": \"...\", \"password\": \"...\"}",
+        );
+    };
+    let outcome = super::login::login(p, &l.username, &l.password, "api").await;
+    let must_change = P::FORCES_PASSWORD_CHANGE.then(|| p.must_change_password());
+    api_login_answer(outcome, must_change)
+}
+
+/// The JSON answer to a login: 200 `{"token"}`, with
+/// `"must_change_password"` when `must_change` is given; 401 wrong, 403
+/// locked, 503 with `Retry-After: 30` not checked.
+pub fn api_login_answer(outcome: Outcome, must_change: Option<bool>) -> Response {
+    match outcome {
+        Outcome::Ok(t) => {
+            let mut body = serde_json::json!({ "token": t });
+            if let Some(due) = must_change {
+                body["must_change_password"] = due.into();
+            }
+            Json(body).into_response()
+        }
+        Outcome::Wrong(m) => api_error(StatusCode::UNAUTHORIZED, &m),
+        Outcome::Locked(m) => api_error(StatusCode::FORBIDDEN, &format!("locked: {m}")),
+        Outcome::Unavailable(m) => {
+            let mut r = api_error(StatusCode::SERVICE_UNAVAILABLE, &m);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            r
+        }
+    }
+}
+
+/// The status and message of a refused confirmation (a current password or
+/// a device credential checked by [`super::login::reauthenticate`] or
+/// [`super::login::check_credential`]): 403 locked, 503 not checked, 400
+/// wrong.
+pub fn refusal(o: Outcome) -> (StatusCode, String) {
+    match o {
+        Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
+        Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
+    }
+}
+
+/// `page!(model, headers)` in a page handler: the [`Auth`] of
+/// [`page_auth`], or the handler returns its answer.
+macro_rules! page {
+    ($model:expr, $headers:expr) => {
+        match $crate::security::https::page_auth(&*$model, &$headers) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        }
+    };
+}
+
+/// `post_auth!(model, headers, csrf)` in a form handler: the [`Auth`] of
+/// [`form_auth`], or the handler returns its answer.
+macro_rules! post_auth {
+    ($model:expr, $headers:expr, $csrf:expr) => {
+        match $crate::security::https::form_auth(&*$model, &$headers, $csrf) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        }
+    };
+}
+
+/// `api!(model, headers)` in a JSON API handler: returns the answer of
+/// [`api_auth`] unless the request may go on.
+macro_rules! api {
+    ($model:expr, $headers:expr) => {
+        if let Err(r) = $crate::security::https::api_auth(&*$model, &$headers) {
+            return *r;
+        }
+    };
+}
+
+pub(crate) use {api, page, post_auth};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn json(r: Response) -> serde_json::Value {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_json_login_answers_every_outcome_alike_on_every_model() {
+        let ok = api_login_answer(Outcome::Ok("t1".into()), None);
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(json(ok).await, serde_json::json!({"token": "t1"}));
+        let forced = api_login_answer(Outcome::Ok("t2".into()), Some(true));
+        assert_eq!(
+            json(forced).await,
+            serde_json::json!({"token": "t2", "must_change_password": true})
+        );
+        let wrong = api_login_answer(Outcome::Wrong("2 left".into()), Some(false));
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        assert!(wrong.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(json(wrong).await["error"], "2 left");
+        let locked = api_login_answer(Outcome::Locked("10 min".into()), None);
+        assert_eq!(locked.status(), StatusCode::FORBIDDEN);
+        assert_eq!(json(locked).await["error"], "locked: 10 min");
+        for must_change in [None, Some(true)] {
+            let r = api_login_answer(Outcome::Unavailable("wait".into()), must_change);
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], "30");
+            assert_eq!(json(r).await["error"], "wait");
+        }
+    }
 }

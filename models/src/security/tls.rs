@@ -17,7 +17,9 @@
 //!   and every client waits for it in [`Acceptor::ready`] (at most
 //!   [`super::work::READY_WAIT`]) rather than failing its handshake. A boot
 //!   therefore never generates a key.
-//! - [`names_ip`] tells whether a certificate's SAN has an IPv4 address.
+//! - [`names_ip`] tells whether a certificate's SAN has an IPv4 address;
+//!   [`stored_naming`] is the stored certificate if it names every address
+//!   of the device's interfaces ([`addresses`]), else none (to be made).
 //! - Every acceptor resumes sessions from a cache of at most
 //!   [`SESSION_CACHE`] entries, as an embedded web server does ([NF];
 //!   rustls' default of 256 per device let the cache grow to gigabytes at
@@ -25,7 +27,7 @@
 
 use std::sync::Arc;
 
-use fieldtwin_emulator::device::BootError;
+use fieldtwin_emulator::device::{BootError, DeviceContext};
 use fieldtwin_emulator::storage::Nv;
 use futures::future::BoxFuture;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -119,6 +121,26 @@ pub fn load(nv: &Nv) -> Result<Option<Material>, BootError> {
             key_der: unhex(&m.key_der)?,
         })
     }))
+}
+
+/// The device's interface addresses now (none for an interface without
+/// one, such as a DHCP interface without a lease).
+pub fn addresses(ctx: &DeviceContext) -> Vec<std::net::Ipv4Addr> {
+    ctx.interface_names()
+        .iter()
+        .filter_map(|i| ctx.interface(i))
+        .map(|s| s.ipv4())
+        .filter(|ip| !ip.is_unspecified())
+        .collect()
+}
+
+/// The certificate in NV memory if it names every address of the device's
+/// interfaces ([`addresses`]); `None` when there is none or it does not
+/// (the first boot, after a factory reset, a new address): a new one is
+/// to be made.
+pub fn stored_naming(ctx: &DeviceContext) -> Result<Option<Material>, BootError> {
+    let ips = addresses(ctx);
+    Ok(load(&ctx.nv)?.filter(|m| ips.iter().all(|ip| names_ip(&m.cert_der, *ip))))
 }
 
 /// Stores `m` (replacing any).

@@ -33,16 +33,16 @@ pub(super) async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    match session(&web, &headers) {
+    match https::session(&*web, &headers) {
         Some(a) if https::csrf_ok(&a.csrf, &f.csrf) => https::logged_out(&web, &a.token),
-        Some(_) => *forbidden(),
+        Some(_) => *https::csrf_refused(&*web),
         None => Redirect::to("/login").into_response(),
     }
 }
 
 /// The password page (also reachable before the forced change).
 pub(super) async fn password_page(State(web): St, headers: HeaderMap) -> Response {
-    let Some(a) = session(&web, &headers) else {
+    let Some(a) = https::session(&*web, &headers) else {
         return Redirect::to("/login").into_response();
     };
     let forced = !web.password_changed();
@@ -84,7 +84,7 @@ async fn change(
     }
     let _guard = web.auth.lock().await;
     if let Err(o) = crate::security::login::reauthenticate(web, current, via).await {
-        let (code, m) = refusal(o);
+        let (code, m) = https::refusal(o);
         return Err((code, format!("Not changed: {m}")));
     }
     let Some(acc) = accounts::load(&web.ctx.nv) else {
@@ -114,11 +114,11 @@ pub(super) async fn password_form(
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    let Some(a) = session(&web, &headers) else {
+    let Some(a) = https::session(&*web, &headers) else {
         return Redirect::to("/login").into_response();
     };
     if !https::csrf_ok(&a.csrf, &f.csrf) {
-        return *forbidden();
+        return *https::csrf_refused(&*web);
     }
     match change(&web, &f.current, &f.new, &f.confirm, "webpages").await {
         Ok(()) => Html(pages::message_in(
@@ -135,31 +135,8 @@ pub(super) async fn password_form(
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct ApiLogin {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-}
-
 pub(super) async fn api_login(State(web): St, body: axum::body::Bytes) -> Response {
-    let Ok(l) = serde_json::from_slice::<ApiLogin>(&body) else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "body must be JSON {\"username\": \"...\", \"password\": \"...\"}",
-        );
-    };
-    match crate::security::login::login(&web, &l.username, &l.password, "api").await {
-        Outcome::Ok(t) => Json(serde_json::json!({
-            "token": t,
-            "must_change_password": !web.password_changed(),
-        }))
-        .into_response(),
-        Outcome::Wrong(m) => api_error(StatusCode::UNAUTHORIZED, &m),
-        Outcome::Locked(m) => api_error(StatusCode::FORBIDDEN, &format!("locked: {m}")),
-        Outcome::Unavailable(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, &m),
-    }
+    https::api_login(&*web, &body).await
 }
 
 #[derive(Deserialize)]

@@ -70,7 +70,7 @@ async fn set_support(
     }
     let _guard = web.auth.lock().await;
     if let Err(o) = crate::security::login::reauthenticate(web, current, via).await {
-        let (code, m) = refusal(o);
+        let (code, m) = https::refusal(o);
         return Err((code, format!("Not changed: {m}")));
     }
     let Some(acc) = accounts::load(&web.ctx.nv) else {

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post, put};
 use axum::{Form, Json};
@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use super::ssdp::Discovered;
 use super::ssh;
 use crate::security::audit::Kind;
-use crate::security::login::Outcome;
+use crate::security::https::{api, api_error, page, post_auth};
 use crate::security::{Surface, https, tls};
 
 mod firmware;
@@ -142,39 +142,27 @@ pub async fn start(web: &Arc<Web>) -> Result<(), BootError> {
         let w = w.clone();
         Box::pin(async move { tls::remake_in_pool(&w.ctx.nv, certificate_spec(&w)).await })
     });
-    let ips = addresses(web);
-    let stored =
-        tls::load(&web.ctx.nv)?.filter(|m| ips.iter().all(|ip| tls::names_ip(&m.cert_der, *ip)));
+    let stored = tls::stored_naming(&web.ctx)?;
     let (acceptor, _certs) = tls::deferred_acceptor(stored.as_ref(), maker, tls::Versions::Tls12)?;
-    let app = router(web.clone());
-    for iface in web.ctx.interface_names() {
-        let listener = web.ctx.listen_tcp(&iface, "https", HTTPS_PORT).await?;
-        web.spawn(https::serve(
-            web.ctx.clone(),
-            listener,
-            Some(acceptor.clone()),
-            app.clone(),
-            web.token.clone(),
-            web.tracker.clone(),
-        ));
-    }
+    https::serve_every_interface(
+        &web.ctx,
+        HTTPS_PORT,
+        &acceptor,
+        &router(web.clone()),
+        &web.token,
+        &web.tracker,
+    )
+    .await?;
     ssh::apply(web).await?;
     Ok(())
 }
 
-fn addresses(web: &Web) -> Vec<std::net::Ipv4Addr> {
-    web.ctx
-        .interface_names()
-        .iter()
-        .filter_map(|i| web.ctx.interface(i))
-        .map(|s| s.ipv4())
-        .filter(|ip| !ip.is_unspecified())
-        .collect()
-}
-
 /// What the EVCE's certificate says.
 pub fn certificate_spec(web: &Web) -> tls::CertificateSpec {
-    let mut names: Vec<String> = addresses(web).iter().map(|ip| ip.to_string()).collect();
+    let mut names: Vec<String> = tls::addresses(&web.ctx)
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect();
     names.push(web.ctx.id.to_string());
     tls::CertificateSpec {
         common_name: format!("EV Charging Expert {}", web.ctx.id),
@@ -187,14 +175,8 @@ pub fn certificate_spec(web: &Web) -> tls::CertificateSpec {
 
 type St = State<Arc<Web>>;
 
-async fn device_date(State(web): St, mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(header::DATE, https::http_date(web.ctx.rtc.now()));
-    r
-}
-
 fn router(web: Arc<Web>) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/", get(home))
         .route("/login", get(login::login_page).post(login::login_form))
         .route("/logout", post(login::logout))
@@ -227,113 +209,23 @@ fn router(web: Arc<Web>) -> Router {
         .route("/api/reboot", post(maintenance::api_reboot))
         .route("/api/factory-reset", post(maintenance::api_factory_reset))
         .route("/api/firmware", post(firmware::api_upload))
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
-        .layer(axum::middleware::from_fn_with_state(
-            MAX_UPLOAD,
-            https::refuse_oversized,
-        ))
-        .layer(axum::middleware::map_response(https::security_headers))
-        .layer(axum::middleware::map_response_with_state(
-            web.clone(),
-            device_date,
-        ))
-        .with_state(web)
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD));
+    https::finish(app, web, MAX_UPLOAD)
 }
 
-/// A logged-in browser.
-pub(super) struct Auth {
-    token: String,
-    csrf: String,
-}
+impl https::Pages for Web {
+    /// DOCA0349 "Change default passwords at first step".
+    const FORCES_PASSWORD_CHANGE: bool = true;
 
-/// The session of the request; `None`: redirect to the login page.
-fn session(web: &Web, headers: &HeaderMap) -> Option<Auth> {
-    web.session(https::cookie_token(headers))
-        .map(|(token, s)| Auth {
-            token,
-            csrf: s.csrf,
-        })
-}
-
-/// A logged-in browser whose factory password has been replaced; else the
-/// redirect to the login page or to the forced password change.
-fn auth(web: &Web, headers: &HeaderMap) -> Result<Auth, Box<Response>> {
-    let a =
-        session(web, headers).ok_or_else(|| Box::new(Redirect::to("/login").into_response()))?;
-    if !web.password_changed() {
-        return Err(Box::new(Redirect::to("/password").into_response()));
+    /// Until the administrator's factory password has been replaced.
+    fn must_change_password(&self) -> bool {
+        !self.password_changed()
     }
-    Ok(a)
-}
 
-fn forbidden() -> Box<Response> {
-    Box::new(
-        (
-            StatusCode::FORBIDDEN,
-            Html(pages::message(
-                "Forbidden",
-                "The form was not sent from this device's own page (missing or wrong CSRF token). Open the page again and retry.",
-            )),
-        )
-            .into_response(),
-    )
-}
-
-/// [`auth`] for a form POST, with its CSRF token.
-fn auth_post(web: &Web, headers: &HeaderMap, csrf: &str) -> Result<Auth, Box<Response>> {
-    let a = auth(web, headers)?;
-    if https::csrf_ok(&a.csrf, csrf) {
-        Ok(a)
-    } else {
-        Err(forbidden())
+    fn message_page(&self, title: &str, text: &str) -> String {
+        pages::message(title, text)
     }
 }
-
-fn api_error(code: StatusCode, msg: &str) -> Response {
-    (code, Json(serde_json::json!({ "error": msg }))).into_response()
-}
-
-/// A bearer token of a session whose factory password has been replaced.
-fn api_auth(web: &Web, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    if web.session(https::bearer(headers)).is_none() {
-        return Err(Box::new(api_error(
-            StatusCode::UNAUTHORIZED,
-            "missing or expired token: POST /api/login {\"username\",\"password\"} and send Authorization: Bearer <token>",
-        )));
-    }
-    if !web.password_changed() {
-        return Err(Box::new(api_error(
-            StatusCode::FORBIDDEN,
-            "the factory password must be changed first: POST /api/password {\"current\",\"new\"}",
-        )));
-    }
-    Ok(())
-}
-
-macro_rules! page {
-    ($web:expr, $headers:expr) => {
-        match auth(&$web, &$headers) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        }
-    };
-}
-macro_rules! post_auth {
-    ($web:expr, $headers:expr, $csrf:expr) => {
-        match auth_post(&$web, &$headers, $csrf) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        }
-    };
-}
-macro_rules! api {
-    ($web:expr, $headers:expr) => {
-        if let Err(r) = api_auth(&$web, &$headers) {
-            return *r;
-        }
-    };
-}
-pub(super) use {api, page, post_auth};
 
 #[derive(Deserialize)]
 pub(super) struct CsrfForm {
@@ -369,14 +261,6 @@ async fn fields(mut m: Multipart) -> Result<HashMap<String, Vec<u8>>, String> {
 }
 
 /// Maps a refused re-authentication to a status and message.
-fn refusal(o: Outcome) -> (StatusCode, String) {
-    match o {
-        Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
-        Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-        Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
-    }
-}
-
 /// Audits and carries out a reboot or factory reset asked through `via`.
 fn restart(web: &Web, wipe: bool, via: &str) {
     if wipe {

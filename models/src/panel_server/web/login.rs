@@ -26,38 +26,12 @@ pub(super) async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    match auth_post(&node, &headers, &f.csrf) {
+    match https::form_auth(&*node, &headers, &f.csrf) {
         Ok(a) => https::logged_out(&node, &a.token),
         Err(r) => *r,
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct ApiLogin {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-}
-
 pub(super) async fn api_login(State(node): St, body: axum::body::Bytes) -> Response {
-    let Ok(l) = serde_json::from_slice::<ApiLogin>(&body) else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "body must be JSON {\"username\": \"...\", \"password\": \"...\"}",
-        );
-    };
-    match crate::security::login::login(&node, &l.username, &l.password, "api").await {
-        Outcome::Ok(t) => Json(serde_json::json!({ "token": t })).into_response(),
-        Outcome::Wrong(m) => api_error(StatusCode::UNAUTHORIZED, &m),
-        Outcome::Locked(m) => api_error(StatusCode::FORBIDDEN, &format!("locked: {m}")),
-        Outcome::Unavailable(m) => {
-            let mut r = api_error(StatusCode::SERVICE_UNAVAILABLE, &m);
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("30"),
-            );
-            r
-        }
-    }
+    https::api_login(&*node, &body).await
 }

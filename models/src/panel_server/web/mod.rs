@@ -36,7 +36,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json};
 use fieldtwin_emulator::device::BootError;
@@ -47,35 +47,8 @@ use super::{SETTINGS_KEY, Settings, policy};
 use crate::proto::firmware as proto_firmware;
 use crate::security;
 use crate::security::audit::{self, Kind};
-use crate::security::login::Outcome;
-use crate::security::session::Session;
+use crate::security::https::{api, api_error, page, post_auth};
 use crate::security::{accounts, backup as sealed, https, password, tls};
-
-macro_rules! page {
-    ($node:expr, $headers:expr) => {
-        match auth(&$node, &$headers) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        }
-    };
-}
-
-macro_rules! post_auth {
-    ($node:expr, $headers:expr, $csrf:expr) => {
-        match auth_post(&$node, &$headers, $csrf) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        }
-    };
-}
-
-macro_rules! api {
-    ($node:expr, $headers:expr) => {
-        if let Err(r) = api_auth(&$node, &$headers) {
-            return *r;
-        }
-    };
-}
 
 pub mod dpws;
 mod pages;
@@ -124,50 +97,29 @@ pub async fn start(node: &Arc<Node>) -> Result<(), BootError> {
         let n = n.clone();
         Box::pin(async move { tls::remake_in_pool(&n.ctx.nv, certificate_spec(&n)).await })
     });
-    let (acceptor, certs) =
-        tls::deferred_acceptor(stored_certificate(node)?.as_ref(), maker, node.config.tls)?;
+    // The device certificate kept in NV memory, if it names every interface
+    // address. Otherwise (the first boot, after a factory reset, a DHCP
+    // lease or a new static address it does not name) a new one is made for
+    // the interfaces' addresses and the device id by the first HTTPS client,
+    // off the boot path, and kept until a factory reset.
+    let stored = tls::stored_naming(&node.ctx)?;
+    let (acceptor, certs) = tls::deferred_acceptor(stored.as_ref(), maker, node.config.tls)?;
     follow_addresses(node, certs);
-    let app = router(node.clone());
-    for iface in node.ctx.interface_names() {
-        let listener = node.ctx.listen_tcp(&iface, "https", HTTPS_PORT).await?;
-        // Open connections end with the boot, not only the listener.
-        let (token, tracker) = (node.boot_token(), node.boot_tracker());
-        node.spawn(https::serve(
-            node.ctx.clone(),
-            listener,
-            Some(acceptor.clone()),
-            app.clone(),
-            token,
-            tracker,
-        ));
-    }
-    Ok(())
+    // Open connections end with the boot, not only the listener.
+    https::serve_every_interface(
+        &node.ctx,
+        HTTPS_PORT,
+        &acceptor,
+        &router(node.clone()),
+        &node.boot_token(),
+        &node.boot_tracker(),
+    )
+    .await
 }
 
 /// Validity of the device certificate from its creation ([NF]: ten years,
 /// like the self-signed certificates of comparable gateways).
 pub const CERTIFICATE_VALIDITY: chrono::Duration = chrono::Duration::days(3652);
-
-/// The device certificate kept in NV memory, if it names every interface
-/// address. Otherwise (the first boot, after a factory reset, a DHCP lease
-/// or a new static address it does not name) a new one is made for the
-/// interfaces' addresses and the device id by the first HTTPS client, off
-/// the boot path, and kept until a factory reset.
-fn stored_certificate(node: &Node) -> Result<Option<tls::Material>, BootError> {
-    let ips = addresses(node);
-    Ok(tls::load(&node.ctx.nv)?.filter(|m| ips.iter().all(|ip| tls::names_ip(&m.cert_der, *ip))))
-}
-
-/// The interfaces' addresses now (none for a DHCP interface without lease).
-fn addresses(node: &Node) -> Vec<std::net::Ipv4Addr> {
-    node.ctx
-        .interface_names()
-        .iter()
-        .filter_map(|i| node.ctx.interface(i))
-        .map(|s| s.ipv4())
-        .filter(|ip| !ip.is_unspecified())
-        .collect()
-}
 
 /// Keeps the served certificate naming every interface address: when an
 /// address changes (a DHCP lease) to one the certificate does not name, a
@@ -209,7 +161,10 @@ fn follow_addresses(node: &Arc<Node>, certs: Arc<tls::Reloadable>) {
 
 /// What the Panel Server's certificate says (subject and SAN).
 pub fn certificate_spec(node: &Node) -> tls::CertificateSpec {
-    let mut names: Vec<String> = addresses(node).iter().map(|ip| ip.to_string()).collect();
+    let mut names: Vec<String> = tls::addresses(&node.ctx)
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect();
     names.push(node.ps.id.clone());
     tls::CertificateSpec {
         common_name: format!(
@@ -225,29 +180,22 @@ pub fn certificate_spec(node: &Node) -> tls::CertificateSpec {
 
 type St = State<Arc<Node>>;
 
-/// The `Date` header from the device's RTC (not the host clock).
-async fn device_date(State(node): St, mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(header::DATE, https::http_date(node.ctx.rtc.now()));
-    r
-}
-
 /// A method a route does not have: without a session, the same answer as
 /// any protected page (the login redirect, or 401 on the API); with one,
 /// 405.
 async fn method_not_allowed(State(node): St, uri: axum::http::Uri, headers: HeaderMap) -> Response {
     if uri.path().starts_with("/api/") {
-        if let Err(r) = api_auth(&node, &headers) {
+        if let Err(r) = https::api_auth(&*node, &headers) {
             return *r;
         }
-    } else if let Err(r) = auth(&node, &headers) {
+    } else if let Err(r) = https::page_auth(&*node, &headers) {
         return *r;
     }
     StatusCode::METHOD_NOT_ALLOWED.into_response()
 }
 
 fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/", get(home))
         .route("/login", get(login_page).post(login_form))
         .route("/logout", post(logout))
@@ -292,68 +240,14 @@ fn router(node: Arc<Node>) -> Router {
         .merge(sftp::routes())
         .merge(alarms::routes())
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            MAX_UPLOAD,
-            https::refuse_oversized,
-        ))
-        .layer(axum::middleware::map_response(https::security_headers))
-        .layer(axum::middleware::map_response_with_state(
-            node.clone(),
-            device_date,
-        ))
-        .with_state(node)
+        .method_not_allowed_fallback(method_not_allowed);
+    https::finish(app, node, MAX_UPLOAD)
 }
 
-fn session_of(node: &Node, token: Option<String>) -> Option<(String, Session)> {
-    node.session(token)
-}
-
-/// A logged-in browser, or the redirect to the login page.
-struct Auth {
-    token: String,
-    csrf: String,
-}
-
-fn auth(node: &Node, headers: &HeaderMap) -> Result<Auth, Box<Response>> {
-    session_of(node, https::cookie_token(headers))
-        .map(|(token, s)| Auth {
-            token,
-            csrf: s.csrf,
-        })
-        .ok_or_else(|| Box::new(Redirect::to("/login").into_response()))
-}
-
-/// Same as [`auth`] for a form POST, also checking its CSRF token.
-fn auth_post(node: &Node, headers: &HeaderMap, csrf: &str) -> Result<Auth, Box<Response>> {
-    let a = auth(node, headers)?;
-    if https::csrf_ok(&a.csrf, csrf) {
-        Ok(a)
-    } else {
-        Err(Box::new(
-            (
-                StatusCode::FORBIDDEN,
-                Html(pages::message(
-                "Forbidden",
-                "The form was not sent from this device's own page (missing or wrong CSRF token). Open the page again and retry.",
-            )),
-            )
-                .into_response(),
-        ))
+impl https::Pages for Node {
+    fn message_page(&self, title: &str, text: &str) -> String {
+        pages::message(title, text)
     }
-}
-
-fn api_auth(node: &Node, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    session_of(node, https::bearer(headers)).map(|_| ()).ok_or_else(|| {
-        Box::new(api_error(
-            StatusCode::UNAUTHORIZED,
-            "missing or expired token: POST /api/login {\"username\",\"password\"} and send Authorization: Bearer <token>",
-        ))
-    })
-}
-
-fn api_error(code: StatusCode, msg: &str) -> Response {
-    (code, Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
 #[derive(Deserialize)]

@@ -232,7 +232,7 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
 <label>Access point password (leave empty to keep) <input type="password" name="ap_password" autocomplete="new-password"></label>
 <button type="submit">Save</button></form><p id="wifi-ap-state">{ap_state}</p></section>
 <section id="wireless"><h2>Wireless devices</h2><table><tr><th>RF-ID</th><th>Model</th><th>Modbus unit</th><th>State</th><th></th></tr>{wireless}</table>
-<form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label><button type="submit">Save</button></form>
+<form method="post" action="/settings/wireless">{h}<label><input type="checkbox" name="ieee802154"{ie}> IEEE 802.15.4 activation</label> <label>Protect Plus <select name="protect_plus"><option value="on"{ppon}>On: 16-character RF-IDs only by their install code</option><option value="off"{ppoff}>Off: every device discovered automatically</option></select></label><button type="submit">Save</button></form>
 <form method="post" action="/settings/wireless/add">{h}<label>RF-ID (8 or 16 hexadecimal digits) <input type="text" name="rf_id" size="18" autocomplete="off"></label> <label>Install code (36 hexadecimal characters, from the device label; needed for a 16-character RF-ID, Protect Plus) <input type="text" name="install_code" size="40" autocomplete="off"></label><button type="submit">Add device</button></form>
 <form method="post" action="/settings/wireless/rebuild">{h}<label><input type="checkbox" name="confirm"> Remove every device from the network; they must join again (install codes entered stay)</label><button type="submit">Rebuild network</button></form>
 <form method="post" action="/settings/wireless-permanent-off">{h}<p>Wireless: <strong id="wireless-state">{perm}</strong></p><label>Radio <select name="radio"><option value="both">Wi-Fi and IEEE 802.15.4</option><option value="wifi">Wi-Fi</option><option value="ieee802154">IEEE 802.15.4</option></select></label> <label><input type="checkbox" name="confirm"> I understand that the radio chosen can never be activated again, even after a factory reset</label><button type="submit">Deactivate permanently</button></form></section>
@@ -251,6 +251,8 @@ pub fn settings(node: &Node, csrf: &str, msg: Option<&str>) -> String {
         we = checked(s.wifi.enabled),
         wa = checked(s.wifi.access_point),
         ie = checked(s.ieee802154),
+        ppon = if s.protect_plus { " selected" } else { "" },
+        ppoff = if s.protect_plus { "" } else { " selected" },
         man = checked(s.ntp_server.is_none()),
         nt = checked(s.ntp_server.is_some()),
         ntp = esc(&ntp),

@@ -208,6 +208,8 @@ pub(super) struct WirelessForm {
     #[serde(default)]
     csrf: String,
     ieee802154: Option<String>,
+    /// `on` or `off`; absent: unchanged.
+    protect_plus: Option<String>,
 }
 
 pub(super) async fn save_wireless(
@@ -218,6 +220,16 @@ pub(super) async fn save_wireless(
     let a = post_auth!(node, headers, &f.csrf);
     change_settings(&node, &a.csrf, "wireless devices", |s| {
         s.ieee802154 = f.ieee802154.is_some();
+        match f.protect_plus.as_deref() {
+            None => {}
+            Some("on") => s.protect_plus = true,
+            Some("off") => s.protect_plus = false,
+            Some(other) => {
+                return Err(format!(
+                    "Protect Plus {other:?} is not a choice; use on or off"
+                ));
+            }
+        }
         Ok(())
     })
     .await

@@ -71,11 +71,7 @@ pub(super) async fn change_password(
     if let Err(refused) =
         crate::security::login::reauthenticate(&node, &f.current, "users page").await
     {
-        let (code, m) = match refused {
-            Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
-            Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-            Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
-        };
+        let (code, m) = https::refusal(refused);
         return (
             code,
             Html(users_html(

@@ -90,11 +90,7 @@ pub(super) async fn add_wireless(
         if let Err(refused) =
             crate::security::login::check_credential(&node, code == own, "wireless pairing", &what)
         {
-            let (status, m) = match refused {
-                Outcome::Locked(m) => (StatusCode::FORBIDDEN, m),
-                Outcome::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-                Outcome::Wrong(m) | Outcome::Ok(m) => (StatusCode::BAD_REQUEST, m),
-            };
+            let (status, m) = https::refusal(refused);
             return refusal(&node, &a.csrf, status, &m);
         }
     }
@@ -104,7 +100,8 @@ pub(super) async fn add_wireless(
             .wireless_discovered()
             .iter()
             .any(|d| d.rf_id == rf_id);
-    if !known && !crate::panel_server::radio::protect_plus(rf_id) {
+    let selective = commission::selective(&node.settings(), rf_id, code.is_some());
+    if !known && !selective {
         return refusal(
             &node,
             &a.csrf,
@@ -112,7 +109,7 @@ pub(super) async fn add_wireless(
             &format!("no device with RF-ID {rf_id:016X} answered the discovery"),
         );
     }
-    let what = if crate::panel_server::radio::protect_plus(rf_id) {
+    let what = if selective {
         "wireless devices (install code entered)"
     } else {
         "wireless devices (device added)"

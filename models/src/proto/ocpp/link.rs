@@ -14,16 +14,29 @@
 //!   and the stations' client certificates (CN = serial number, O = the
 //!   CSO name), and is the root every station trusts.
 //! - [`basic_auth`] reads an `Authorization: Basic` header.
+//! - [`serve`] accepts a server's links: every connection on its `ws://`
+//!   listener, and on its `wss://` one after a TLS handshake of at most
+//!   [`HANDSHAKE_TIMEOUT`] (the client certificate's CN kept), is a task of
+//!   the device. [`accept`] is the WebSocket handshake of one (at most
+//!   [`HANDSHAKE_TIMEOUT`]): the path's last segment is the charge point
+//!   id, which the server's [`Admission`] identifies first (a refusal
+//!   there, 404 for instance, comes before anything else is looked at);
+//!   then subprotocol `ocpp1.6` is required (HTTP 400 otherwise); then the
+//!   [`Admission`] admits or refuses the request (credentials,
+//!   enrollment); an admitted link answers with subprotocol `ocpp1.6`.
+//!   Every refusal is told to the admission before its answer leaves.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
+use fieldtwin_emulator::device::{DeviceContext, TrackedListener};
 use fieldtwin_emulator::net::{BoxStream, Stack};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
 use super::SUBPROTOCOL;
 use super::rpc::Ws;
@@ -155,6 +168,152 @@ pub fn basic_auth(header: Option<&HeaderValue>) -> Option<(String, String)> {
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
     Some((u.to_string(), p.to_string()))
+}
+
+/// Time a client has for its TLS handshake and for its WebSocket one.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP answer refusing a WebSocket handshake (boxed: it is large).
+pub type Refusal = Box<ErrorResponse>;
+
+/// A refusal: `code`, with `msg` as its body.
+pub fn refusal(code: StatusCode, msg: &str) -> Refusal {
+    let mut r = ErrorResponse::new(Some(msg.to_string()));
+    *r.status_mut() = code;
+    Box::new(r)
+}
+
+/// What a server checks of a handshake ([`accept`]): the server's own
+/// rules.
+pub trait Admission {
+    /// What the server keeps of an admitted link.
+    type Admitted;
+    /// Whether the server serves the charge point `id` (the path's last
+    /// segment, maybe empty); checked first.
+    fn identify(&mut self, id: &str) -> Result<(), Refusal>;
+    /// Admits the request of charge point `id` (its credentials, its
+    /// enrollment), after the subprotocol check.
+    fn admit(&mut self, id: String, req: &Request) -> Result<Self::Admitted, Refusal>;
+    /// Told of every refusal before its answer leaves.
+    fn refused(&mut self, _refusal: &Refusal) {}
+}
+
+/// Why a connection gave no link.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// The handshake did not end within [`HANDSHAKE_TIMEOUT`].
+    Timeout,
+    /// Refused (told to the [`Admission`]).
+    Refused,
+    /// The handshake failed (a client speaking something else, a cut).
+    Failed(tokio_tungstenite::tungstenite::Error),
+}
+
+/// The WebSocket handshake of an OCPP-J link on `s`, checked by
+/// `admission` (see the module contract).
+pub async fn accept<A>(s: BoxStream, mut admission: A) -> Result<(Ws, A::Admitted), AcceptError>
+where
+    A: Admission,
+{
+    let mut admitted = None;
+    let mut refused = false;
+    #[allow(clippy::result_large_err)] // tungstenite's callback type fixes the error type.
+    let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        let checked = (|| {
+            let id = req
+                .uri()
+                .path()
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            admission.identify(&id)?;
+            let offers = req
+                .headers()
+                .get_all("Sec-WebSocket-Protocol")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL));
+            if !offers {
+                return Err(refusal(
+                    StatusCode::BAD_REQUEST,
+                    "subprotocol ocpp1.6 required",
+                ));
+            }
+            admission.admit(id, req)
+        })();
+        match checked {
+            Ok(a) => {
+                admitted = Some(a);
+                resp.headers_mut().insert(
+                    "Sec-WebSocket-Protocol",
+                    HeaderValue::from_static(SUBPROTOCOL),
+                );
+                Ok(resp)
+            }
+            Err(r) => {
+                admission.refused(&r);
+                refused = true;
+                Err(*r)
+            }
+        }
+    };
+    let handshake = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::accept_hdr_async(s, callback),
+    )
+    .await;
+    match handshake {
+        Err(_) => Err(AcceptError::Timeout),
+        Ok(Err(_)) if refused => Err(AcceptError::Refused),
+        Ok(Err(e)) => Err(AcceptError::Failed(e)),
+        Ok(Ok(ws)) => admitted.map(|a| (ws, a)).ok_or(AcceptError::Refused),
+    }
+}
+
+/// Serves a device's OCPP-J links: each connection on `plain` (ws://), and
+/// each on `tls` (wss://) after a TLS handshake with `server` of at most
+/// [`HANDSHAKE_TIMEOUT`], is a task of `ctx` running `link(stream, peer,
+/// tls)`, where `tls` is `None` for ws:// and the client certificate's CN,
+/// if any, for wss://. The listeners are tasks of `ctx` too.
+pub fn serve<F, Fut>(
+    ctx: &DeviceContext,
+    mut plain: TrackedListener,
+    mut tls: TrackedListener,
+    server: Arc<rustls::ServerConfig>,
+    link: F,
+) where
+    F: Fn(BoxStream, SocketAddr, Option<Option<String>>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let link = Arc::new(link);
+    let (l, c) = (link.clone(), ctx.clone());
+    ctx.spawn(async move {
+        while let Ok((s, peer)) = plain.accept().await {
+            c.spawn(l(s, peer, None));
+        }
+    });
+    let c = ctx.clone();
+    ctx.spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        while let Ok((s, peer)) = tls.accept().await {
+            let (link, acceptor) = (link.clone(), acceptor.clone());
+            c.spawn(async move {
+                let Ok(Ok(t)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s)).await
+                else {
+                    return;
+                };
+                let cn = t
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| common_name(c));
+                link(Box::new(t), peer, Some(cn)).await
+            });
+        }
+    });
 }
 
 /// TLS 1.2 only, as the seed's devices speak it.
@@ -320,6 +479,80 @@ pub fn common_name(der: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refuses box id "nobody" (404), admits the others with what they
+    /// sent as Basic auth user, and keeps the refusals it is told of.
+    struct Test(Vec<u16>);
+
+    impl Admission for &mut Test {
+        type Admitted = (String, Option<String>);
+        fn identify(&mut self, id: &str) -> Result<(), Refusal> {
+            if id == "nobody" {
+                return Err(refusal(StatusCode::NOT_FOUND, "unknown"));
+            }
+            Ok(())
+        }
+        fn admit(&mut self, id: String, req: &Request) -> Result<Self::Admitted, Refusal> {
+            let user = basic_auth(req.headers().get("Authorization")).map(|(u, _)| u);
+            Ok((id, user))
+        }
+        fn refused(&mut self, r: &Refusal) {
+            self.0.push(r.status().as_u16());
+        }
+    }
+
+    /// A handshake of `path` (offering ocpp1.6 if `ocpp`) against
+    /// [`accept`]: the server's result and the client's status.
+    async fn handshake(
+        t: &mut Test,
+        path: &str,
+        ocpp: bool,
+    ) -> (Result<(Ws, (String, Option<String>)), AcceptError>, u16) {
+        let (client, server) = tokio::io::duplex(4096);
+        let mut req = format!("ws://127.0.0.1{path}")
+            .into_client_request()
+            .unwrap();
+        if ocpp {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_static("ocpp1.6"),
+            );
+        }
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_static("Basic Y3AxOmtleQ=="),
+        );
+        let (server, client) = tokio::join!(
+            accept(Box::new(server), t),
+            tokio_tungstenite::client_async(req, client)
+        );
+        let status = match client {
+            Ok((_, resp)) => {
+                assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], "ocpp1.6");
+                resp.status().as_u16()
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        };
+        (server, status)
+    }
+
+    #[tokio::test]
+    async fn a_link_is_identified_then_needs_ocpp16_then_is_admitted() {
+        let mut t = Test(Vec::new());
+        let (r, status) = handshake(&mut t, "/ocpp/cp1/", true).await;
+        assert_eq!(status, 101);
+        let (_ws, admitted) = r.unwrap();
+        assert_eq!(admitted, ("cp1".to_string(), Some("cp1".to_string())));
+        // An unknown id is refused before the subprotocol is looked at.
+        let (r, status) = handshake(&mut t, "/ocpp/nobody", false).await;
+        assert!(matches!(r, Err(AcceptError::Refused)), "{:?}", r.err());
+        assert_eq!(status, 404);
+        let (r, status) = handshake(&mut t, "/ocpp/cp2", false).await;
+        assert!(matches!(r, Err(AcceptError::Refused)), "{:?}", r.err());
+        assert_eq!(status, 400);
+        assert_eq!(t.0, [404, 400], "every refusal is told");
+    }
 
     #[test]
     fn urls() {
