@@ -184,16 +184,21 @@ pub enum Attack {
     },
     /// Opens a TCP connection and goes silent: no data, no FIN, no RST.
     HalfOpen { target: String, port: u16 },
-    /// Connects to an OCPP-J server (an EV Charging Expert's plain port,
-    /// 8887 by default) as charge point `box_id`, with HTTP Basic auth if
-    /// `authorization_key` is given; if admitted, sends a BootNotification.
+    /// Connects to an OCPP-J server as charge point `box_id`, with HTTP
+    /// Basic auth if `authorization_key` is given; if admitted, sends a
+    /// BootNotification. `ws://` on an EV Charging Expert's plain port
+    /// (8887 by default), or with `tls` `wss://` (8443 by default; any
+    /// server certificate accepted, no client certificate).
     OcppConnect {
         target: String,
         box_id: String,
         #[serde(default)]
         authorization_key: Option<String>,
-        #[serde(default = "default_ocpp_port")]
-        port: u16,
+        #[serde(default)]
+        tls: bool,
+        /// Default 8887, with `tls` 8443.
+        #[serde(default)]
+        port: Option<u16>,
     },
     /// Starts (or restarts) a man-in-the-middle relay of OCPP-J on the
     /// Workstation: it listens on 8887 (`ws://`) and 8443 (`wss://`, its own
@@ -215,10 +220,6 @@ pub enum Attack {
     },
     /// Stops the Workstation's OCPP relay.
     OcppMitmStop {},
-}
-
-fn default_ocpp_port() -> u16 {
-    8887
 }
 
 fn default_factor() -> f64 {

@@ -319,13 +319,16 @@ mod tests {
             count: 2,
         }
         .encode();
-        // The clock is paused: the answer comes when virtual time has moved on.
+        // The clock is paused: the answer comes when virtual time has moved
+        // on. It moves 5 ms per real millisecond tick, so it stays ahead of
+        // the line's real-time fallback (frame time + 50 ms) even when a
+        // loaded machine delays the ticks.
         let ticker = {
             let clock = clock.clone();
             tokio::spawn(async move {
                 for _ in 0..100 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    clock.advance(Duration::from_millis(1));
+                    clock.advance(Duration::from_millis(5));
                 }
             })
         };

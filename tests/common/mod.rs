@@ -35,6 +35,7 @@
 //! | 210-219 | evce (issue 11: EVCE pages, SSH, SSDP, enrollment, factory reset in TAP mode: 210-211; 219: unit tests of models::evce) |
 //! | 220-223 | scenario runs by hand of the EV scenarios (issue 11 item 9, helper evscen) |
 //! | 224-227 | datalogger_e2e (issue 12: carrier NAT through the router in TAP mode: 224) |
+//! | 236-239 | scenario runs by hand (helper natsta: the rogue station over wss) |
 
 #![allow(dead_code)]
 

@@ -219,7 +219,7 @@ impl Evce {
 
     /// The surface's part of the node's status (lockout, audit tail).
     pub fn details(&self, nv: &Nv, clock: &Clock) -> Details {
-        let (lockout, audit_tail) = security::details(nv, &policy::LOCKOUT, clock.utc_now());
+        let (lockout, audit_tail) = security::details(nv, &policy::POLICY.lockout, clock.utc_now());
         Details {
             web_lockout: Some(lockout),
             audit_tail,

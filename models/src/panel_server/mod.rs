@@ -744,7 +744,8 @@ impl Device for PanelServer {
         .boxed()
     }
     fn details(&self, nv: &Nv, clock: &Clock) -> Details {
-        let (lockout, audit_tail) = crate::security::details(nv, &policy::LOCKOUT, clock.utc_now());
+        let (lockout, audit_tail) =
+            crate::security::details(nv, &policy::POLICY.lockout, clock.utc_now());
         let mut extra = std::collections::BTreeMap::new();
         if self.datalog.is_some() || datalog::setup(nv).logging.is_some() {
             let ids: Vec<String> = self

@@ -1,6 +1,7 @@
 //! HTTPS server scaffolding shared by every model with web pages: the
 //! HTTP/1.1 connection loop over TLS, the security headers, the session
-//! cookie and the bearer token of the JSON API.
+//! cookie and the bearer token of the JSON API, the request checks and the
+//! logins (page and JSON).
 //!
 //! Contract:
 //! - [`serve_every_interface`] opens `https` on a port of every interface
@@ -23,7 +24,8 @@
 //!   or the request gets 408 and the connection is closed: a client that
 //!   trickles its body (slow POST) holds neither a handler nor a connection
 //!   for long. The body is read before the handler runs.
-//! - [`finish`] puts the layers below on a model's router.
+//! - [`finish`] puts [`refuse_oversized`], [`security_headers`] and the
+//!   RTC's `Date` on a model's router.
 //! - [`security_headers`] adds `Cache-Control: no-store`, `X-Frame-Options:
 //!   DENY`, `X-Content-Type-Options: nosniff` and HSTS to every answer.
 //! - Hyper adds no `Date` header: the model sets it from the device's RTC
@@ -44,8 +46,13 @@
 //!   model: 200 `{"token"}` (with `"must_change_password"` on a model that
 //!   forces the change, [`Pages::FORCES_PASSWORD_CHANGE`]), 400 for another
 //!   body, 401 wrong, 403 locked, 503 with `Retry-After: 30` when not
-//!   checked, as a login form ([`api_login_answer`]). [`refusal`] is the status of a refused
-//!   confirmation by password or credential.
+//!   checked, as a login form ([`api_login_answer`]). [`refusal`] is the
+//!   status of a refused confirmation by password or credential.
+//! - [`login_form`] checks a [`LoginForm`] posted to `/login` and answers
+//!   it with [`login_answer`], going to `/password` on success while the
+//!   factory password must be changed, else to `/`. Forms carrying only
+//!   the CSRF token read as [`CsrfForm`]; [`multipart_fields`] reads a
+//!   multipart form.
 //! - A login form's [`Outcome`] is answered by [`login_answer`]: 303 to the
 //!   model's page with the session cookie, or the model's login page with
 //!   the message and 401 (wrong), 403 (locked) or 503 with `Retry-After: 30`
@@ -307,6 +314,54 @@ pub fn cleared_cookie() -> HeaderValue {
 /// Whether `sent` is the session's CSRF token.
 pub fn csrf_ok(expected: &str, sent: &str) -> bool {
     expected.len() == sent.len() && expected == sent
+}
+
+/// A login form (`/login`).
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+/// A form that carries only the session's CSRF token.
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// Checks a login form through `"webpages"` and answers it
+/// ([`login_answer`], `page` being the model's login page): on success to
+/// `/password` while the factory password must be changed (the first
+/// login goes to the forced change), else to `/`.
+pub async fn login_form<P: Pages + ?Sized>(
+    p: &P,
+    f: &LoginForm,
+    page: impl Fn(Option<&str>) -> String,
+) -> Response {
+    let outcome = super::login::login(p, &f.username, &f.password, "webpages").await;
+    let to = if p.must_change_password() {
+        "/password"
+    } else {
+        "/"
+    };
+    login_answer(outcome, to, page)
+}
+
+/// Reads a multipart form into name -> bytes; the error says what was
+/// wrong with the body.
+pub async fn multipart_fields(
+    mut m: axum::extract::Multipart,
+) -> Result<std::collections::HashMap<String, Vec<u8>>, String> {
+    let mut out = std::collections::HashMap::new();
+    while let Some(f) = m.next_field().await.map_err(|e| e.to_string())? {
+        let name = f.name().unwrap_or_default().to_string();
+        let data = f.bytes().await.map_err(|e| e.to_string())?;
+        out.insert(name, data.to_vec());
+    }
+    Ok(out)
 }
 
 /// The answer to a login form: on success 303 to `to` with the session

@@ -11,8 +11,10 @@
 //! before they are ready waits for them (at most [`work::READY_WAIT`]).
 //!
 //! Contract: the rules that differ between models (password rules, lockout
-//! numbers, account names, TLS versions, session idle timeout) are a
-//! [`Config`] the model fills in; the code here is written once. Everything
+//! numbers, account names, session limits) are one [`Policy`] value per
+//! model (its `policy` module); with what the site file sets per device
+//! (PBKDF2 iterations, TLS versions) it makes the device's [`Config`]
+//! ([`Policy::config`]). The code here is written once. Everything
 //! except [`https`] and [`Surface`]'s NV access is plain state driven by a
 //! `now` passed in by the caller (the device's virtual clock); no wall clock.
 
@@ -69,7 +71,35 @@ pub fn details(
     (info, audit)
 }
 
-/// The per-model rules of the security surface.
+/// A model's rules of the security surface: values only, one per model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Account names.
+    pub accounts: accounts::Names,
+    /// Login lockout numbers.
+    pub lockout: lockout::Policy,
+    /// Session idle timeout and count.
+    pub session: session::Policy,
+    /// Password rules.
+    pub rules: password::Rules,
+}
+
+impl Policy {
+    /// The configuration of one device of the model: PBKDF2 `iterations`
+    /// and the `tls` versions come from the site file (or the model).
+    pub fn config(&self, iterations: u32, tls: tls::Versions) -> Config {
+        Config {
+            accounts: self.accounts,
+            lockout: self.lockout,
+            session: self.session,
+            rules: self.rules,
+            iterations,
+            tls,
+        }
+    }
+}
+
+/// The rules of the security surface of one device ([`Policy::config`]).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Account names.

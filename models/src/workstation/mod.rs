@@ -294,12 +294,14 @@ impl Workstation {
                 target,
                 box_id,
                 authorization_key,
+                tls,
                 port,
             } => {
-                let to = endpoint(s, env.resolve(&target)?, port);
+                let default = if tls { ocpp::WSS_PORT } else { ocpp::WS_PORT };
+                let to = endpoint(s, env.resolve(&target)?, port.unwrap_or(default));
                 Ok((
                     to.to_string(),
-                    ocpp::connect(s, to, &box_id, authorization_key.as_deref()).await?,
+                    ocpp::connect(s, to, tls, &box_id, authorization_key.as_deref()).await?,
                 ))
             }
             Attack::OcppMitm {

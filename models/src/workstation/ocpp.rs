@@ -5,9 +5,13 @@
 //! Contract:
 //! - [`connect`] opens a WebSocket to an OCPP-J server from the
 //!   Workstation's own stack, as charge point `box_id` (subprotocol
-//!   `ocpp1.6`, Basic auth with the key if given) and reports the HTTP
-//!   status of the handshake, the server's reason if it refused, and the
-//!   BootNotification answer if it was admitted; then it closes.
+//!   `ocpp1.6`, Basic auth with the key if given), over `ws://` or
+//!   `wss://` (TLS 1.2/1.3 accepting any server certificate:
+//!   [`fieldtwin_emulator::tls_client`]; no client certificate, so a
+//!   security-profile-3 server refuses the handshake, reported as an
+//!   error naming TLS) and reports the HTTP status of the handshake, the
+//!   server's reason if it refused, and the BootNotification answer if it
+//!   was admitted; then it closes.
 //! - [`Mitm`] is a real relay over the device transports: it listens on the
 //!   Workstation's stack (8887 `ws://`, 8443 `wss://` with a self-signed
 //!   certificate of its own, which no station of the site trusts), reads
@@ -57,15 +61,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The rogue's TLS client: any server certificate, no client certificate.
+fn any_certificate() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            Arc::new(
+                fieldtwin_emulator::tls_client::any_certificate()
+                    .expect("ring supports the default TLS versions"),
+            )
+        })
+        .clone()
+}
+
 /// Connects as charge point `box_id` (see the module contract).
 pub async fn connect(
     stack: &dyn Stack,
     to: SocketAddr,
+    tls: bool,
     box_id: &str,
     key: Option<&str>,
 ) -> Result<AttackResult, String> {
     let tcp = super::connect(stack, to).await?;
-    let url = format!("ws://{to}/ocpp/{box_id}");
+    let scheme = if tls { "wss" } else { "ws" };
+    let url = format!("{scheme}://{to}/ocpp/{box_id}");
+    let tcp: BoxStream = if tls {
+        let name = rustls::pki_types::ServerName::IpAddress(to.ip().into());
+        let connector = tokio_rustls::TlsConnector::from(any_certificate());
+        match tokio::time::timeout(super::ANSWER_TIMEOUT, connector.connect(name, tcp)).await {
+            Ok(Ok(t)) => Box::new(t),
+            Ok(Err(e)) => return Err(format!("{url}: the TLS handshake failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "{url}: no TLS handshake answer within {:?}",
+                    super::ANSWER_TIMEOUT
+                ));
+            }
+        }
+    } else {
+        tcp
+    };
     let mut req = url
         .as_str()
         .into_client_request()

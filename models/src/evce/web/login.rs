@@ -9,23 +9,8 @@ pub(super) async fn login_page() -> Html<String> {
     Html(pages::login(None))
 }
 
-#[derive(Deserialize)]
-pub(super) struct LoginForm {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-}
-
-pub(super) async fn login_form(State(web): St, Form(f): Form<LoginForm>) -> Response {
-    let outcome = crate::security::login::login(&web, &f.username, &f.password, "webpages").await;
-    // The first login goes to the forced password change.
-    let to = if web.password_changed() {
-        "/"
-    } else {
-        "/password"
-    };
-    https::login_answer(outcome, to, pages::login)
+pub(super) async fn login_form(State(web): St, Form(f): Form<https::LoginForm>) -> Response {
+    https::login_form(&*web, &f, pages::login).await
 }
 
 pub(super) async fn logout(

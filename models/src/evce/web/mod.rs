@@ -26,7 +26,6 @@
 //! - The device behaviour (restart, OCPP station state) is the node's,
 //!   reached through [`Host`]; enrollment lives in [`super::enrollment`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -43,7 +42,9 @@ use tokio_util::task::TaskTracker;
 use super::ssdp::Discovered;
 use super::ssh;
 use crate::security::audit::Kind;
-use crate::security::https::{api, api_error, page, post_auth};
+use crate::security::https::{
+    CsrfForm, api, api_error, multipart_fields as fields, page, post_auth,
+};
 use crate::security::{Surface, https, tls};
 
 mod firmware;
@@ -227,12 +228,6 @@ impl https::Pages for Web {
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn home(State(web): St, headers: HeaderMap) -> Response {
     let a = page!(web, headers);
     Html(pages::home(&web, &a.csrf)).into_response()
@@ -249,18 +244,6 @@ async fn api_status(State(web): St, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-/// Reads a multipart form into name -> bytes.
-async fn fields(mut m: Multipart) -> Result<HashMap<String, Vec<u8>>, String> {
-    let mut out = HashMap::new();
-    while let Some(f) = m.next_field().await.map_err(|e| e.to_string())? {
-        let name = f.name().unwrap_or_default().to_string();
-        let data = f.bytes().await.map_err(|e| e.to_string())?;
-        out.insert(name, data.to_vec());
-    }
-    Ok(out)
-}
-
-/// Maps a refused re-authentication to a status and message.
 /// Audits and carries out a reboot or factory reset asked through `via`.
 fn restart(web: &Web, wipe: bool, via: &str) {
     if wipe {

@@ -8,17 +8,8 @@ pub(super) async fn login_page() -> Html<String> {
     Html(pages::login(None))
 }
 
-#[derive(Deserialize)]
-pub(super) struct LoginForm {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-}
-
-pub(super) async fn login_form(State(node): St, Form(f): Form<LoginForm>) -> Response {
-    let outcome = crate::security::login::login(&node, &f.username, &f.password, "webpages").await;
-    https::login_answer(outcome, "/", pages::login)
+pub(super) async fn login_form(State(node): St, Form(f): Form<https::LoginForm>) -> Response {
+    https::login_form(&*node, &f, pages::login).await
 }
 
 pub(super) async fn logout(

@@ -47,7 +47,9 @@ use super::{SETTINGS_KEY, Settings, policy};
 use crate::proto::firmware as proto_firmware;
 use crate::security;
 use crate::security::audit::{self, Kind};
-use crate::security::https::{api, api_error, page, post_auth};
+use crate::security::https::{
+    CsrfForm, api, api_error, multipart_fields as fields, page, post_auth,
+};
 use crate::security::{accounts, backup as sealed, https, password, tls};
 
 pub mod dpws;
@@ -248,23 +250,6 @@ impl https::Pages for Node {
     fn message_page(&self, title: &str, text: &str) -> String {
         pages::message(title, text)
     }
-}
-
-#[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-/// Reads a multipart form into name -> bytes.
-async fn fields(mut m: Multipart) -> Result<HashMap<String, Vec<u8>>, String> {
-    let mut out = HashMap::new();
-    while let Some(f) = m.next_field().await.map_err(|e| e.to_string())? {
-        let name = f.name().unwrap_or_default().to_string();
-        let data = f.bytes().await.map_err(|e| e.to_string())?;
-        out.insert(name, data.to_vec());
-    }
-    Ok(out)
 }
 
 fn text(f: &HashMap<String, Vec<u8>>, k: &str) -> String {
