@@ -161,9 +161,9 @@ struct Shared {
     state: Mutex<State>,
     /// The switch port's queue; its notification wakes the reactor.
     inbox: Arc<Inbox>,
-    /// Batches processed inline since the start (the reactor checks
-    /// whether there were any since its last wake-up).
-    inline_runs: std::sync::atomic::AtomicU64,
+    /// Inline batches and writes so far: while it moves, the reactor wakes
+    /// at least every [`LATE`] (see [`Shared::after_activity`]).
+    activity: std::sync::atomic::AtomicU64,
     start: std::time::Instant,
     /// The interface's address (0.0.0.0 while a DHCP client has no lease).
     ip: std::sync::atomic::AtomicU32,
@@ -201,11 +201,33 @@ impl Shared {
         at.saturating_add(LATE.as_micros() as u64) < armed
     }
 
+    /// After work done outside the reactor (an inline batch, a write) at
+    /// `now`: counts it, and says whether the reactor must be woken for
+    /// the interface's timers, which `poll_at` gives (looked for only if
+    /// the reactor is armed more than [`LATE`] ahead). Counting first and
+    /// the reactor storing its deadline before it reads the count (both
+    /// SeqCst) means that either the reactor sees this activity and wakes
+    /// within [`LATE`], or this sees the reactor's deadline.
+    fn after_activity(
+        &self,
+        now: SmolInstant,
+        poll_at: impl FnOnce() -> Option<SmolInstant>,
+    ) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.activity.fetch_add(1, SeqCst);
+        let armed = self.deadline.load(SeqCst);
+        Shared::timer_needs_reactor(now.total_micros().max(0) as u64, armed) && {
+            let at = poll_at().map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
+            Shared::timer_needs_reactor(at, armed)
+        }
+    }
+
     /// One round of the interface: takes the inbox's frames, processes
-    /// them, runs smoltcp's egress and returns when it next needs a poll
-    /// (None: only when something arrives). The frames to send are left in
-    /// `out`, to be sent once the lock is released.
-    fn step(&self, now: SmolInstant, out: &mut Vec<Vec<u8>>) -> Option<SmolInstant> {
+    /// them, runs smoltcp's egress and, with `want_at`, returns when it
+    /// next needs a poll (None: only when something arrives, or not asked).
+    /// The frames to send are left in `out`, to be sent once the lock is
+    /// released.
+    fn step(&self, now: SmolInstant, out: &mut Vec<Vec<u8>>, want_at: bool) -> Option<SmolInstant> {
         let mut st = self.lock();
         let powered = self.powered.load(std::sync::atomic::Ordering::Acquire);
         self.inbox.drain_into(&mut st.dev.rx);
@@ -229,6 +251,9 @@ impl Shared {
         std::mem::swap(out, &mut st.dev.tx);
         if !powered {
             out.clear();
+        }
+        if !want_at {
+            return None;
         }
         let State { iface, sockets, .. } = &mut *st;
         iface.poll_at(now, sockets)
@@ -458,7 +483,7 @@ impl SmolStack {
                 dhcp,
             }),
             inbox: inbox.clone(),
-            inline_runs: std::sync::atomic::AtomicU64::new(0),
+            activity: std::sync::atomic::AtomicU64::new(0),
             start,
             ip: std::sync::atomic::AtomicU32::new(u32::from(ip)),
             ip_watch: tokio::sync::watch::Sender::new(ip),
@@ -484,16 +509,16 @@ impl Runner for Shared {
     fn run(&self) {
         let now = self.now();
         let mut out = Vec::new();
-        let at = self
-            .step(now, &mut out)
-            .map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
-        self.inline_runs
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.step(now, &mut out, false);
         for f in out {
             self.port.send(f);
         }
-        let armed = self.deadline.load(std::sync::atomic::Ordering::Acquire);
-        if Shared::timer_needs_reactor(at, armed) {
+        let wake = self.after_activity(now, || {
+            let mut st = self.lock();
+            let State { iface, sockets, .. } = &mut *st;
+            iface.poll_at(now, sockets)
+        });
+        if wake {
             self.notify();
         }
     }
@@ -501,32 +526,37 @@ impl Runner for Shared {
 
 async fn reactor(shared: Arc<Shared>) {
     let mut out = Vec::new();
-    let mut inline_seen = 0;
+    let mut activity_seen = 0;
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     loop {
         let now = shared.now();
-        let at = shared.step(now, &mut out);
+        let at = shared.step(now, &mut out, true);
         for f in out.drain(..) {
             shared.port.send(f);
         }
-        // While frames are processed inline, wake at least every LATE (so
-        // inline work need not wake this task for its timers).
-        let runs = shared
-            .inline_runs
-            .load(std::sync::atomic::Ordering::Acquire);
-        let busy = runs != inline_seen;
-        inline_seen = runs;
         let mut delay = at.map_or(Duration::from_secs(3600), |t| {
             Duration::from_micros((t.total_micros() - now.total_micros()).max(0) as u64)
         });
-        if busy {
-            delay = delay.min(LATE);
+        let now_us = now.total_micros().max(0) as u64;
+        let store = |d: Duration| {
+            shared.deadline.store(
+                now_us.saturating_add(d.as_micros() as u64),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        };
+        store(delay);
+        // While there is work outside this task (inline batches, writes),
+        // wake at least every LATE, so that work need not wake this task
+        // for its timers (see `Shared::after_activity`).
+        let seen = shared.activity.load(std::sync::atomic::Ordering::SeqCst);
+        if seen != activity_seen {
+            activity_seen = seen;
+            if delay > LATE {
+                delay = LATE;
+                store(delay);
+            }
         }
-        shared.deadline.store(
-            (now.total_micros().max(0) as u64).saturating_add(delay.as_micros() as u64),
-            std::sync::atomic::Ordering::Release,
-        );
         sleep.as_mut().reset(tokio::time::Instant::now() + delay);
         let notified = shared.inbox.notified();
         tokio::select! {
@@ -606,19 +636,9 @@ impl AsyncWrite for TcpStream {
             } = &mut *st;
             iface.poll_egress(now, dev, sockets);
             let out = std::mem::take(&mut dev.tx);
-            let armed = self
+            let wake = self
                 .shared
-                .deadline
-                .load(std::sync::atomic::Ordering::Acquire);
-            let now_us = now.total_micros().max(0) as u64;
-            // A timer is never before `now`: no need to look for one if the
-            // reactor wakes within LATE anyway.
-            let wake = Shared::timer_needs_reactor(now_us, armed) && {
-                let at = iface
-                    .poll_at(now, sockets)
-                    .map_or(u64::MAX, |t| t.total_micros().max(0) as u64);
-                Shared::timer_needs_reactor(at, armed)
-            };
+                .after_activity(now, || iface.poll_at(now, sockets));
             drop(st);
             for f in out {
                 self.shared.port.send(f);
