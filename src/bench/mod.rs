@@ -89,13 +89,25 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 }
 
 /// Address of the `i`-th generated Panel Server: 10.77.(first_octet +
-/// i / 250).(i % 250 + 2).
+/// i / 100).(i % 100 + 2).
 pub fn generated_ip(first_octet: u8, i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 77, first_octet + (i / 250) as u8, (i % 250 + 2) as u8)
+    Ipv4Addr::new(
+        10,
+        77,
+        first_octet + (i / SEGMENT_DEVICES) as u8,
+        (i % SEGMENT_DEVICES + 2) as u8,
+    )
 }
 
-/// Devices per segment of a generated site: one /24 each (.2 to .251).
-pub const SEGMENT_DEVICES: usize = 250;
+/// Devices per segment of a segmented generated site: one /24 each (.2 to
+/// .101). Every device's boot announcements (ARP, DPWS Hello) reach every
+/// port of its segment, so a boot costs the segment's size in deliveries:
+/// at 250 per segment, 10,000 devices cost 2.5 million deliveries, at 100,
+/// one million (docs/performance.md).
+pub const SEGMENT_DEVICES: usize = 100;
+
+/// Largest generated site on one flat segment (above: segmented).
+pub const FLAT_DEVICES: usize = 250;
 
 /// How a generated site lays its devices out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,15 +118,15 @@ pub enum Layout {
     /// Up to [`SEGMENT_DEVICES`] devices per TAP-bridged /24 segment, as a
     /// large site is cabled (one switch or VLAN per panel room), reached
     /// from the lab through the emulated router. A device's boot
-    /// announcements (ARP, DPWS Hello) then reach its segment's 250 ports,
+    /// announcements (ARP, DPWS Hello) then reach its segment's 100 ports,
     /// not every port of the site.
     Segmented,
 }
 
 impl Layout {
-    /// Segmented above one segment's worth of devices, flat otherwise.
+    /// Segmented above [`FLAT_DEVICES`] devices, flat otherwise.
     pub fn for_devices(n: usize) -> Self {
-        if n > SEGMENT_DEVICES {
+        if n > FLAT_DEVICES {
             Layout::Segmented
         } else {
             Layout::Flat
@@ -246,11 +258,11 @@ mod tests {
     }
 
     #[test]
-    fn a_segmented_site_has_250_devices_per_routed_24() {
+    fn a_segmented_site_has_100_devices_per_routed_24() {
         use fieldtwin_emulator::site::Routing;
         let text = generate_site(10_000, 1, Layout::Segmented).unwrap();
         let site = fieldtwin_emulator::site::Site::parse(&text).unwrap();
-        assert_eq!(site.segments.len(), 40);
+        assert_eq!(site.segments.len(), 100);
         assert_eq!(site.network.routing, Routing::Router);
         for seg in &site.segments {
             let on: Vec<_> = site

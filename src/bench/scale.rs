@@ -49,6 +49,11 @@ pub(super) struct ProbeResult {
     pub(super) seconds: f64,
 }
 
+/// Devices the probe reads at once: a SCADA polling a large site keeps
+/// many connections open; 64 made the probe, not the devices, the limit
+/// (a connection and its read take a few ms of latency each).
+const PROBE_PARALLEL: usize = 256;
+
 /// Inside the namespace: read one register of every device until all answer.
 pub fn probe(o: ProbeOptions) -> anyhow::Result<()> {
     let site = Site::load(&o.site)?;
@@ -57,7 +62,7 @@ pub fn probe(o: ProbeOptions) -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(o.timeout);
     let answered = rt.block_on(async move {
-        let sem = Arc::new(tokio::sync::Semaphore::new(64));
+        let sem = Arc::new(tokio::sync::Semaphore::new(PROBE_PARALLEL));
         let mut tasks = Vec::new();
         for ip in ips {
             let sem = sem.clone();
