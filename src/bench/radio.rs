@@ -5,9 +5,11 @@
 //! the real medium ([`fieldtwin_emulator::radio`]: CSMA-CA, propagation,
 //! SINR, collisions) and the real link table of the Panel Server
 //! ([`fieldtwin_models::panel_server::radio::LinkTable`]), driven by its
-//! own task on a clock at speed 1 for D wall seconds. Every device starts
-//! out of the network and joins over the air (join request, join accept
-//! through CSMA-CA, during the warm-up), then reports every P seconds
+//! own task on a clock at speed 1 for D wall seconds. With `--joins`
+//! every device starts out of the network and joins over the air (join
+//! request, join accept through CSMA-CA, during the warm-up; every device
+//! listens until accepted, too heavy for the default scale: the default
+//! run starts them paired). Devices report every P seconds
 //! asking for a MAC acknowledgement: the coordinator sends it without
 //! CSMA 192 µs after the report, the device listens for it for 864 µs
 //! after its report left. Prints the CPU used per virtual second (as a
@@ -46,6 +48,10 @@ pub struct Options {
     /// Wall seconds measured, at speed 1.
     #[arg(long, default_value_t = 30.0)]
     pub seconds: f64,
+    /// Devices start out of the network and join over the air (every
+    /// device listening until its accept: heavy at full scale).
+    #[arg(long)]
+    pub joins: bool,
 }
 
 /// Counters of the devices and coordinators.
@@ -289,6 +295,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             let paired: Vec<(u64, Duration)> = (0..o.radios)
                 .map(|i| (((k as u64) << 16) | i as u64, period))
                 .collect();
+            let mut table = LinkTable::default();
+            if !o.joins {
+                table.set_paired(&paired);
+                table.presume(Duration::ZERO);
+            }
             air.attach(
                 radio_id(&name),
                 RadioConfig {
@@ -301,11 +312,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                 Arc::new(Coordinator {
                     pan,
                     period,
-                    table: Mutex::new(LinkTable::default()),
+                    table: Mutex::new(table),
                     seq: AtomicU32::new(0),
                     counts: counts.clone(),
                 }),
-                None,
+                (!o.joins).then_some(period * 3),
             )?;
             for (i, (rf_id, _)) in paired.iter().enumerate() {
                 let a = std::f64::consts::TAU * i as f64 / o.radios.max(1) as f64;
@@ -320,7 +331,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                         channel,
                         tx_power_dbm: 0.0,
                         // Out of the network: listening for a join accept.
-                        listening: true,
+                        listening: o.joins,
                     },
                     Arc::new(Reporter {
                         radio: id,
@@ -328,7 +339,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                         pan,
                         period,
                         counter: AtomicU32::new(0),
-                        joined: AtomicBool::new(false),
+                        joined: AtomicBool::new(!o.joins),
                         waiting: Mutex::new(None),
                         air: air.clone(),
                         counts: counts.clone(),
