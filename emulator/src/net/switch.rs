@@ -314,7 +314,7 @@ impl MacHash {
     fn new() -> Self {
         use std::hash::BuildHasher;
         Self {
-            key: std::collections::hash_map::RandomState::new().hash_one(0x6d61_63u64) | 1,
+            key: std::collections::hash_map::RandomState::new().hash_one(0u64) | 1,
         }
     }
 }
