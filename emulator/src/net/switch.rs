@@ -32,6 +32,11 @@
 //!   (the TAP and the stacks recycle the frames they consume), so the
 //!   request path allocates no frame. A port without a fault takes neither
 //!   its shaper's lock nor the clock.
+//! - Per forwarded frame the switch takes one lock for its MAC table and
+//!   replay ring together ([`Table`]; the MAC table hashes with a keyed
+//!   multiply, not SipHash) and reads its port list once per port looked
+//!   up; a port is cloned out of the list only to deliver to it (or to
+//!   shape a faulty one), never while a lock is held across a delivery.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -294,16 +299,76 @@ impl Port {
     }
 }
 
+/// A MAC address as the key of the MAC table.
+fn mac_key(mac: &[u8]) -> u64 {
+    mac.iter().fold(0, |k, b| (k << 8) | u64::from(*b))
+}
+
+/// Builds [`MacHasher`]s with one random key per switch.
+#[derive(Clone, Copy)]
+struct MacHash {
+    key: u64,
+}
+
+impl MacHash {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        Self {
+            key: std::collections::hash_map::RandomState::new().hash_one(0u64) | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for MacHash {
+    type Hasher = MacHasher;
+    fn build_hasher(&self) -> MacHasher {
+        MacHasher {
+            key: self.key,
+            hash: 0,
+        }
+    }
+}
+
+/// Hashes a MAC table key (a `u64`): the key xored with the switch's
+/// random key, multiplied out to 128 bits and folded.
+struct MacHasher {
+    key: u64,
+    hash: u64,
+}
+
+impl std::hash::Hasher for MacHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b) ^ self.hash.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let m = u128::from(n ^ self.key) * 0x9E37_79B9_7F4A_7C15_u128;
+        self.hash = (m as u64) ^ ((m >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// What forwarding a frame updates, under one lock.
+struct Table {
+    /// Learnt source MACs ([`mac_key`]) and their ports.
+    macs: HashMap<u64, usize, MacHash>,
+    /// The last [`CAPTURE_FRAMES`] frames forwarded (replay buffer).
+    recent: VecDeque<Vec<u8>>,
+}
+
 /// One L2 segment (a learning switch).
 pub struct Segment {
     name: String,
     bridge: Bridge,
     subnet_prefix: u8,
     ports: RwLock<Vec<Arc<Port>>>,
-    macs: Mutex<HashMap<Mac, usize>>,
+    table: Mutex<Table>,
     pcap: Option<Mutex<PcapWriter>>,
-    /// The last [`CAPTURE_FRAMES`] frames forwarded (replay buffer).
-    recent: Mutex<std::collections::VecDeque<Vec<u8>>>,
     drops: AtomicU64,
     frames: AtomicU64,
 }
@@ -339,9 +404,11 @@ impl Segment {
             bridge,
             subnet_prefix,
             ports: RwLock::new(Vec::new()),
-            macs: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table {
+                macs: HashMap::with_hasher(MacHash::new()),
+                recent: VecDeque::with_capacity(CAPTURE_FRAMES),
+            }),
             pcap: pcap.map(Mutex::new),
-            recent: Mutex::new(std::collections::VecDeque::with_capacity(CAPTURE_FRAMES)),
             drops: AtomicU64::new(0),
             frames: AtomicU64::new(0),
         }
@@ -360,9 +427,10 @@ impl Segment {
     /// The most recent frames forwarded on this switch, oldest first (at
     /// most [`CAPTURE_FRAMES`]).
     pub fn recent_frames(&self) -> Vec<Vec<u8>> {
-        self.recent
+        self.table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .recent
             .iter()
             .cloned()
             .collect()
@@ -425,14 +493,20 @@ impl Segment {
         if frame.len() < 14 {
             return;
         }
-        let port = {
+        // Only a faulty port is taken out of the list (to shape).
+        let faulty = {
             let ports = self.ports.read().unwrap_or_else(|e| e.into_inner());
             match ports.get(from) {
-                Some(p) => p.clone(),
+                Some(p) if p.faulty.load(Ordering::Acquire) => Some(p.clone()),
+                Some(_) => None,
                 None => return,
             }
         };
-        match port.shape(&port.ingress, frame.len()) {
+        let verdict = match &faulty {
+            Some(port) => port.shape(&port.ingress, frame.len()),
+            None => Verdict::Pass,
+        };
+        match verdict {
             Verdict::Pass => self.forward(from, frame),
             Verdict::Drop => {
                 self.drops.fetch_add(1, Ordering::Relaxed);
@@ -452,10 +526,13 @@ impl Segment {
         if let Some(p) = &self.pcap {
             p.lock().unwrap_or_else(|e| e.into_inner()).write(&frame);
         }
-        {
+        let dst: Mac = frame[0..6].try_into().expect("14 bytes checked");
+        let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
+        let known = {
+            let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let Table { macs, recent } = &mut *table;
             // Once full, the oldest frame's buffer is reused: no allocation
             // per frame on the forwarding path.
-            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             let mut slot = if recent.len() == CAPTURE_FRAMES {
                 recent.pop_front().unwrap_or_default()
             } else {
@@ -464,16 +541,12 @@ impl Segment {
             slot.clear();
             slot.extend_from_slice(&frame);
             recent.push_back(slot);
-        }
-        let dst: Mac = frame[0..6].try_into().expect("14 bytes checked");
-        let src: Mac = frame[6..12].try_into().expect("14 bytes checked");
-        let known = {
-            let mut macs = self.macs.lock().unwrap_or_else(|e| e.into_inner());
-            if src[0] & 1 == 0 && macs.get(&src) != Some(&from) {
-                macs.insert(src, from);
+            if src[0] & 1 == 0 {
+                let learnt = macs.entry(mac_key(&src)).or_insert(from);
+                *learnt = from;
             }
             if dst[0] & 1 == 0 {
-                macs.get(&dst).copied()
+                macs.get(&mac_key(&dst)).copied()
             } else {
                 None
             }
@@ -1003,6 +1076,41 @@ mod tests {
         // IPv6 multicast from the TAP is not flooded to devices.
         pa.send(frame([0x33, 0x33, 0, 0, 0, 1], A));
         assert!(rb.try_recv().is_err() && rc.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn learns_many_macs_and_follows_a_mac_that_moves() {
+        let seg = Arc::new(Segment::new("lan".into(), Bridge::Tap, 24, None));
+        let (pa, mut ra) = seg.attach(PortKind::Tap, 1);
+        let dev = |n: &str| PortKind::Device {
+            device: n.into(),
+            iface: "eth1".into(),
+        };
+        let (pb, mut rb) = seg.attach(dev("b"), 2);
+        let (pc, mut rc) = seg.attach(dev("c"), 3);
+        // 1,000 stations behind B (as behind a bridge), learnt one by one.
+        let station = |i: u32| {
+            let b = i.to_be_bytes();
+            [2, 0x55, b[0], b[1], b[2], b[3]]
+        };
+        for i in 0..1000 {
+            pb.send(frame(BCAST, station(i)));
+            assert!(ra.try_recv().is_ok() && rc.try_recv().is_ok());
+        }
+        for i in 0..1000 {
+            pa.send(frame(station(i), A));
+            assert!(rb.try_recv().is_ok(), "station {i} is behind b");
+            assert!(rc.try_recv().is_err(), "station {i} is not flooded");
+        }
+        // Station 7 moves to C: frames to it follow.
+        pc.send(frame(A, station(7)));
+        assert!(ra.try_recv().is_ok());
+        pa.send(frame(station(7), A));
+        assert!(rc.try_recv().is_ok());
+        assert!(rb.try_recv().is_err());
+        // A frame back to the port it came from is dropped.
+        pc.send(frame(station(7), station(8)));
+        assert!(rc.try_recv().is_err() && rb.try_recv().is_err());
     }
 
     #[tokio::test]

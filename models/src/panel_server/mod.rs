@@ -1332,8 +1332,14 @@ struct Gateway {
 impl Gateway {
     /// What changes between reads; the inputs' image only when the request
     /// reads them.
-    fn live(&self, reads_inputs: bool) -> Live {
-        let mut live = Live::new(self.rtc.now(), Health::Nominal);
+    /// What a read sees of the live registers; the RTC is read only for a
+    /// read of the date/time block, the inputs only for one of theirs.
+    fn live(&self, reads_datetime: bool, reads_inputs: bool) -> Live {
+        let mut live = if reads_datetime {
+            Live::new(self.rtc.now(), Health::Nominal)
+        } else {
+            Live::without_datetime(Health::Nominal)
+        };
         if reads_inputs && let Some(bank) = &self.inputs {
             live.inputs = Some(bank.image(self.events.clock.now()));
         }
@@ -1347,15 +1353,19 @@ impl Gateway {
                 values: self.registers.read(
                     addr,
                     count,
-                    &self.live(inputs::touches(addr, count)),
+                    &self.live(
+                        registers::touches_datetime(addr, count),
+                        inputs::touches(addr, count),
+                    ),
                 )?,
             }),
             Request::ReadScattered { addrs } => {
+                let reads_datetime = addrs.iter().any(|a| registers::touches_datetime(*a, 1));
                 let reads_inputs = addrs.iter().any(|a| inputs::touches(*a, 1));
                 Ok(Response::Scattered {
                     values: self
                         .registers
-                        .read_scattered(&addrs, &self.live(reads_inputs))?,
+                        .read_scattered(&addrs, &self.live(reads_datetime, reads_inputs))?,
                 })
             }
             Request::WriteMultiple { addr, values }

@@ -7,6 +7,8 @@
 //! block (0x0073, 4 registers, FC16) and answers 0x02 for any other address,
 //! 0x03 for a date/time that does not exist. Values are big-endian, most
 //! significant register first; ASCII is NUL-padded.
+//! The RTC is read only for a request whose registers include the date/time
+//! block ([`touches_datetime`]); a [`Live`] without it answers 0x02 there.
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 
@@ -67,7 +69,9 @@ pub struct OwnRegisters {
 /// on the L models, the digital inputs' registers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Live {
-    pub datetime: [u16; 4],
+    /// The RTC's reading; `None` when the request does not read the
+    /// date/time block (see [`touches_datetime`]).
+    pub datetime: Option<[u16; 4]>,
     pub health: Health,
     /// The digital inputs block ([`super::inputs`]); `None` on models
     /// without inputs, where those addresses are not registers.
@@ -77,11 +81,31 @@ pub struct Live {
 impl Live {
     pub fn new(rtc: DateTime<Utc>, health: Health) -> Self {
         Self {
-            datetime: datetime_words(rtc),
+            datetime: Some(datetime_words(rtc)),
             health,
             inputs: None,
         }
     }
+
+    /// For a request that does not read the date/time block: the RTC is
+    /// not read (most of a small read's cost).
+    pub fn without_datetime(health: Health) -> Self {
+        Self {
+            datetime: None,
+            health,
+            inputs: None,
+        }
+    }
+}
+
+/// Last protocol address of the date/time block.
+const DATETIME_LAST: u16 = DATETIME + 3;
+
+/// Whether the block of `count` registers from `addr` includes a date/time
+/// register (the only ones that need the RTC).
+pub fn touches_datetime(addr: u16, count: u16) -> bool {
+    let end = u32::from(addr) + u32::from(count);
+    addr <= DATETIME_LAST && end > u32::from(DATETIME)
 }
 
 fn put(map: &mut Vec<(u16, u16)>, addr: u16, words: &[u16]) {
@@ -130,35 +154,49 @@ impl OwnRegisters {
         Self { fixed: m }
     }
 
-    fn word(&self, addr: u16, live: &Live) -> Option<u16> {
+    /// The register at `addr`. `hint` is where the image is looked at
+    /// first (then set past the entry found): the registers of a block are
+    /// consecutive entries, so a block read searches the image once.
+    fn word(&self, addr: u16, live: &Live, hint: &mut usize) -> Option<u16> {
         match addr {
-            DATETIME..=0x0076 => Some(live.datetime[usize::from(addr - DATETIME)]),
+            DATETIME..=DATETIME_LAST => live.datetime.map(|d| d[usize::from(addr - DATETIME)]),
             HEALTH => Some(live.health as u16),
             super::inputs::FIRST..=super::inputs::LAST => live.inputs.as_ref()?.word(addr),
-            _ => self
-                .fixed
-                .binary_search_by_key(&addr, |&(a, _)| a)
-                .ok()
-                .map(|i| self.fixed[i].1),
+            _ => {
+                let i = match self.fixed.get(*hint) {
+                    Some(&(a, _)) if a == addr => *hint,
+                    _ => self.fixed.binary_search_by_key(&addr, |&(a, _)| a).ok()?,
+                };
+                *hint = i + 1;
+                Some(self.fixed[i].1)
+            }
         }
     }
 
     /// Reads `count` registers from `addr`.
     pub fn read(&self, addr: u16, count: u16, live: &Live) -> Result<Vec<u16>, Exception> {
-        (0..count)
-            .map(|i| {
-                addr.checked_add(i)
-                    .and_then(|a| self.word(a, live))
-                    .ok_or(Exception::IllegalDataAddress)
-            })
-            .collect()
+        let mut hint = usize::MAX;
+        // A Modbus read is at most 125 registers.
+        let mut out = Vec::with_capacity(usize::from(count.min(125)));
+        for i in 0..count {
+            let word = addr
+                .checked_add(i)
+                .and_then(|a| self.word(a, live, &mut hint))
+                .ok_or(Exception::IllegalDataAddress)?;
+            out.push(word);
+        }
+        Ok(out)
     }
 
     /// Reads a list of single registers (FC100-4).
     pub fn read_scattered(&self, addrs: &[u16], live: &Live) -> Result<Vec<u16>, Exception> {
+        let mut hint = usize::MAX;
         addrs
             .iter()
-            .map(|a| self.word(*a, live).ok_or(Exception::IllegalDataAddress))
+            .map(|a| {
+                self.word(*a, live, &mut hint)
+                    .ok_or(Exception::IllegalDataAddress)
+            })
             .collect()
     }
 
@@ -312,6 +350,59 @@ mod tests {
         assert_eq!(
             r.read(WIRELESS_TABLE + 5 * 99 + 4, 1, &live()).unwrap(),
             vec![0xFFFF]
+        );
+    }
+
+    #[test]
+    fn the_rtc_is_needed_exactly_for_the_datetime_block() {
+        assert!(!touches_datetime(0, DATETIME));
+        assert!(touches_datetime(0, DATETIME + 1));
+        assert!(touches_datetime(DATETIME + 3, 1));
+        assert!(!touches_datetime(DATETIME + 4, 10));
+        assert!(touches_datetime(0x0070, 10));
+        assert!(!touches_datetime(0xFFFF, 1));
+        let r = OwnRegisters::new(&identity(), "002.002.000", &[]);
+        // Without the RTC everything else reads the same.
+        let bare = Live::without_datetime(Health::Nominal);
+        for (addr, count) in [(COMMERCIAL_REFERENCE, 8), (HEALTH, 1), (FIRMWARE, 6)] {
+            assert!(!touches_datetime(addr, count));
+            assert_eq!(r.read(addr, count, &bare), r.read(addr, count, &live()));
+        }
+        assert_eq!(
+            r.read(DATETIME, 1, &bare),
+            Err(Exception::IllegalDataAddress)
+        );
+    }
+
+    /// Every block read equals reading its registers one at a time (the
+    /// block read walks the image instead of searching every register).
+    #[test]
+    fn block_reads_match_single_reads() {
+        let slots = [WirelessSlot {
+            rf_id: 0x2A3B0001,
+            unit: 100,
+        }];
+        let r = OwnRegisters::new(&identity(), "002.002.000", &slots);
+        let l = live();
+        let single = |a: u16| r.read(a, 1, &l).ok().map(|w| w[0]);
+        let mut found = 0;
+        for addr in (0u16..0x0700).chain(0xF000..0xF020) {
+            for count in [1u16, 2, 7, 16, 125] {
+                let want: Option<Vec<u16>> = (0..count)
+                    .map(|i| addr.checked_add(i).and_then(single))
+                    .collect();
+                let got = r.read(addr, count, &l).ok();
+                assert_eq!(got, want, "{addr:#06x} x {count}");
+                found += usize::from(got.is_some());
+            }
+        }
+        assert!(found > 1000, "{found} readable blocks");
+        let addrs = [FIRMWARE + 1, FIRMWARE, DATETIME, HEALTH, 0xF002];
+        let want: Vec<u16> = addrs.iter().map(|a| single(*a).unwrap()).collect();
+        assert_eq!(r.read_scattered(&addrs, &l), Ok(want));
+        assert_eq!(
+            r.read_scattered(&[FIRMWARE, 0x0000], &l),
+            Err(Exception::IllegalDataAddress)
         );
     }
 
