@@ -840,34 +840,23 @@ fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
         cx.started.elapsed().as_secs_f64() * 1000.0
     });
     // ---- Modbus ----
-    let cx = c!();
-    engine.register_fn(
-        "modbus_read",
-        move |id: &str, u: i64, addr: i64, count: i64| -> R<Map> {
-            cx.device(id)?;
-            Ok(modbus_map(cx.site.modbus_read(
-                id,
-                unit(u)?,
-                3,
-                register_addr(addr)?,
-                reg(count, "count")?,
-            )))
-        },
-    );
-    let cx = c!();
-    engine.register_fn(
-        "modbus_read_input",
-        move |id: &str, u: i64, addr: i64, count: i64| -> R<Map> {
-            cx.device(id)?;
-            Ok(modbus_map(cx.site.modbus_read(
-                id,
-                unit(u)?,
-                4,
-                register_addr(addr)?,
-                reg(count, "count")?,
-            )))
-        },
-    );
+    // Holding registers (function 3) and input registers (function 4).
+    for (name, function) in [("modbus_read", 3), ("modbus_read_input", 4)] {
+        let cx = c!();
+        engine.register_fn(
+            name,
+            move |id: &str, u: i64, addr: i64, count: i64| -> R<Map> {
+                cx.device(id)?;
+                Ok(modbus_map(cx.site.modbus_read(
+                    id,
+                    unit(u)?,
+                    function,
+                    register_addr(addr)?,
+                    reg(count, "count")?,
+                )))
+            },
+        );
+    }
     let cx = c!();
     engine.register_fn(
         "modbus_write",
