@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::datalog::{self, advance, check_rows, failures, publications, stats};
-use common::{RunningSite, free_port, site_text};
+use common::{RunningSite, fast_site_text, free_port, site_text};
 
 const RECEIVER: &str = r#""""HTTPS receiver of Panel Server publications for tests/ps_datalog.rs.
 
@@ -577,14 +577,7 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     std::fs::create_dir(&out).unwrap();
     let port = free_port();
     let receiver = Receiver::start(dir.path(), "127.0.0.1", port, &out, None);
-    let site = RunningSite::start(
-        &site_text(164).replacen(
-            "topology = \"separated\"",
-            "topology = \"separated\"\npbkdf2_iterations = 1000",
-            1,
-        ),
-        &[],
-    );
+    let site = RunningSite::start(&fast_site_text(164), &[]);
     site.wait_until(Duration::from_secs(30), || {
         site.get_json("/api/v1/devices/ps1")["power"] == "on"
     });
@@ -937,15 +930,7 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
 fn the_data_logging_scenarios_of_the_library_pass() {
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site.toml");
-    std::fs::write(
-        &site,
-        site_text(166).replacen(
-            "topology = \"separated\"",
-            "topology = \"separated\"\npbkdf2_iterations = 1000",
-            1,
-        ),
-    )
-    .unwrap();
+    std::fs::write(&site, fast_site_text(166)).unwrap();
     let events = dir.path().join("events.jsonl");
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/library");
     let started = std::time::Instant::now();

@@ -12,18 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::web::Web;
-use common::{RunningSite, curl, fieldtwin, label_install_code, site_text, tool};
-
-/// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
-fn site(a: u8) -> String {
-    let t = site_text(a);
-    assert!(t.contains("topology = \"separated\""));
-    t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
-}
+use common::{RunningSite, curl, fast_site_text, fieldtwin, label_install_code, tool};
 
 /// A running Panel Server `ps1` and a browser (curl with a cookie jar).
 struct Ps {
@@ -42,7 +31,7 @@ impl std::ops::Deref for Ps {
 
 impl Ps {
     fn start(a: u8) -> Self {
-        let text = site(a);
+        let text = fast_site_text(a);
         let site = RunningSite::start(&text, &[]);
         let web = Web::of(&site, format!("127.77.{a}.10"));
         Self { site, text, web }
@@ -614,7 +603,7 @@ fn mbpoll(args: &[&str]) -> Result<Vec<u16>, String> {
 /// serial device is refused by `site check`, naming the field.
 #[test]
 fn fidelity_model_matrix_digital_inputs_and_pas400() {
-    let text = site(146);
+    let text = fast_site_text(146);
     let site = RunningSite::start(&text, &[]);
     let ip = "127.77.146.10";
     // Validity DI1/DI2, mode DI1 (pulse) / DI2 (status).

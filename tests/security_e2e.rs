@@ -13,18 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::web::Web;
-use common::{RunningSite, curl, label_install_code, site_text, tool};
-
-/// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
-fn site(a: u8) -> String {
-    let t = site_text(a);
-    assert!(t.contains("topology = \"separated\""));
-    t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
-}
+use common::{RunningSite, curl, fast_site_text, label_install_code, site_text, tool};
 
 struct Ps {
     site: RunningSite,
@@ -42,7 +31,7 @@ impl std::ops::Deref for Ps {
 
 impl Ps {
     fn start(a: u8) -> Self {
-        Self::start_text(a, site(a))
+        Self::start_text(a, fast_site_text(a))
     }
 
     /// Starts the site `site_text` whose ps1 is at 127.77.`a`.10.
@@ -639,7 +628,7 @@ fn security_passwords_backup_and_factory_reset() {
 
 #[test]
 fn security_tls13_site_switch() {
-    let text = site(50).replacen(
+    let text = fast_site_text(50).replacen(
         "pbkdf2_iterations = 1000",
         "pbkdf2_iterations = 1000\ntls13 = true",
         1,

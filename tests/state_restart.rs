@@ -10,20 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::web::Web;
-use common::{RunningSite, site_text};
+use common::{RunningSite, fast_site_text};
 
 const YEAR_S: u64 = 365 * 86_400;
-
-/// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
-fn site(a: u8) -> String {
-    let t = site_text(a);
-    assert!(t.contains("topology = \"separated\""));
-    t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
-}
 
 /// A running site with a state directory that outlives it, and an HTTPS
 /// client (curl with a cookie jar) for its Panel Server.
@@ -118,7 +107,7 @@ fn set_rtc(ip: &str, words: [u16; 4]) {
 #[test]
 fn a_restart_resumes_site_time_lockout_and_rtc() {
     let a = 150;
-    let text = site(a);
+    let text = fast_site_text(a);
     let state = tempfile::tempdir().unwrap();
     let ps = Site::start(a, &text, state.path());
     ps.advance(YEAR_S);
@@ -260,7 +249,7 @@ fn slowest_modbus_answer(run: &RunningSite) -> (Duration, usize) {
 #[test]
 fn a_year_with_a_large_firmware_image_keeps_the_state_small_and_the_site_answering() {
     let a = 152;
-    let text = site(a);
+    let text = fast_site_text(a);
     let state = tempfile::tempdir().unwrap();
     let ps = Site::start(a, &text, state.path());
     // A 20 MB lab-signed image (incompressible bytes).

@@ -67,6 +67,18 @@ pub fn site_text(a: u8) -> String {
         .replace("@OT@", &format!("10.77.{}.", a + 1))
 }
 
+/// [`site_text`] with fast password hashing (1,000 PBKDF2 rounds) for the
+/// debug builds the tests run.
+pub fn fast_site_text(a: u8) -> String {
+    let t = site_text(a);
+    assert!(t.contains("topology = \"separated\""));
+    t.replacen(
+        "topology = \"separated\"",
+        "topology = \"separated\"\npbkdf2_iterations = 1000",
+        1,
+    )
+}
+
 /// The embedded default site, as `fieldtwin site show` prints it.
 pub fn fieldtwin_default_site() -> String {
     let out = fieldtwin(&["site", "show"]);
