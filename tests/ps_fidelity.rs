@@ -11,36 +11,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::web::Web;
+use common::web::Ps;
 use common::{RunningSite, curl, fast_site_text, fieldtwin, label_install_code, tool};
 
-/// A running Panel Server `ps1` and a browser (curl with a cookie jar).
-struct Ps {
-    site: RunningSite,
-    text: String,
-    web: Web,
-}
-
-impl std::ops::Deref for Ps {
-    type Target = Web;
-
-    fn deref(&self) -> &Web {
-        &self.web
-    }
-}
-
 impl Ps {
-    fn start(a: u8) -> Self {
-        let text = fast_site_text(a);
-        let site = RunningSite::start(&text, &[]);
-        let web = Web::of(&site, format!("127.77.{a}.10"));
-        Self { site, text, web }
-    }
-
-    fn login(&self, pw: &str) -> (u16, String) {
-        self.login_as("SecurityAdmin", pw)
-    }
-
     /// A bearer token of the JSON API (waiting out a reboot).
     fn api_token(&self, pw: &str) -> String {
         let login = || {
@@ -71,12 +45,6 @@ impl Ps {
         self.site.wait_until(Duration::from_secs(30), || {
             self.login(pw).0 == 200 && self.get("/logs/audit.csv").1.contains(boot)
         });
-    }
-
-    fn audit_csv(&self) -> String {
-        let (code, body) = self.get("/logs/audit.csv");
-        assert_eq!(code, 200, "{body}");
-        body
     }
 
     /// Reads holding registers at `unit`: the values or the exception code.

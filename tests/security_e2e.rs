@@ -12,59 +12,15 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::web::Web;
+use common::web::Ps;
 use common::{RunningSite, curl, fast_site_text, label_install_code, site_text, tool};
 
-struct Ps {
-    site: RunningSite,
-    site_text: String,
-    web: Web,
-}
-
-impl std::ops::Deref for Ps {
-    type Target = Web;
-
-    fn deref(&self) -> &Web {
-        &self.web
-    }
-}
-
 impl Ps {
-    fn start(a: u8) -> Self {
-        Self::start_text(a, fast_site_text(a))
-    }
-
-    /// Starts the site `site_text` whose ps1 is at 127.77.`a`.10.
-    fn start_text(a: u8, site_text: String) -> Self {
-        let site = RunningSite::start(&site_text, &[]);
-        let web = Web::of(&site, format!("127.77.{a}.10"));
-        Self {
-            site,
-            site_text,
-            web,
-        }
-    }
-
-    fn login(&self, user: &str, pw: &str) -> (u16, String) {
-        self.login_as(user, pw)
-    }
-
-    fn advance(&self, secs: u64) {
-        self.site
-            .post_json("/api/v1/clock", &format!("{{\"advance_s\": {secs}}}"));
-    }
-
     fn power_cycle(&self) {
         let v = self
             .site
             .post_json("/api/v1/devices/ps1/power", r#"{"action":"cycle"}"#);
         assert_eq!(v["power"], "on", "{v}");
-    }
-
-    fn audit_csv(&self) -> String {
-        let (code, body) = self.get("/logs/audit.csv");
-        assert_eq!(code, 200, "{body}");
-        body
     }
 }
 
@@ -220,50 +176,50 @@ fn security_lockout_bookmark_and_audit() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, format!("303 https://{}/login", ps.ip));
     // No password and wrong passwords: no access.
-    let (code, body) = ps.login("SecurityAdmin", "");
+    let (code, body) = ps.login_as("SecurityAdmin", "");
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("Wrong user name or password"));
     for i in 2..=9 {
-        let (code, body) = ps.login("SecurityAdmin", &format!("Wrong-{i}"));
+        let (code, body) = ps.login_as("SecurityAdmin", &format!("Wrong-{i}"));
         assert_eq!(code, 401, "attempt {i}: {body}");
     }
-    let (code, body) = ps.login("SecurityAdmin", "Wrong-10");
+    let (code, body) = ps.login_as("SecurityAdmin", "Wrong-10");
     assert_eq!(code, 403);
     assert!(body.contains("locked for 10 minutes"), "{body}");
     // Eleventh: locked, even with the right password; not counted.
-    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    let (code, body) = ps.login_as("SecurityAdmin", &ps.password);
     assert_eq!(code, 403);
     assert!(body.contains("locked"), "{body}");
     // The lock survives a power cycle.
     ps.power_cycle();
-    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    let (code, body) = ps.login_as("SecurityAdmin", &ps.password);
     assert_eq!(code, 403, "lock lost across power cycle: {body}");
     // After 10 minutes of device time: login works again...
     ps.advance(600);
-    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    let (code, body) = ps.login_as("SecurityAdmin", &ps.password);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Home - EcoStruxure Panel Server"), "{body}");
     // ... success reset the counter, so 10 failures lock again for 10 min;
     // then 5 more failures lock for 60 minutes.
     for i in 1..=10 {
-        ps.login("SecurityAdmin", &format!("Wrong-{i}"));
+        ps.login_as("SecurityAdmin", &format!("Wrong-{i}"));
     }
     ps.advance(600);
     for i in 1..=4 {
-        let (code, _) = ps.login("SecurityAdmin", &format!("Again-{i}"));
+        let (code, _) = ps.login_as("SecurityAdmin", &format!("Again-{i}"));
         assert_eq!(code, 401, "attempt {i} after the first lock");
     }
-    let (code, body) = ps.login("SecurityAdmin", "Again-5");
+    let (code, body) = ps.login_as("SecurityAdmin", "Again-5");
     assert_eq!(code, 403);
     assert!(body.contains("locked for 60 minutes"), "{body}");
     ps.advance(59 * 60);
     assert_eq!(
-        ps.login("SecurityAdmin", &ps.password).0,
+        ps.login_as("SecurityAdmin", &ps.password).0,
         403,
         "still locked after 59 min"
     );
     ps.advance(60);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Audit CSV: the failures and the lockouts, no passwords.
     let csv = ps.audit_csv();
     assert!(csv.starts_with("time,event,detail"), "{csv}");
@@ -305,7 +261,7 @@ fn security_lockout_bookmark_and_audit() {
 #[test]
 fn security_firmware_update() {
     let ps = Ps::start(44);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let dir = tempfile::tempdir().unwrap();
     let txt = dir.path().join("notes.txt");
     std::fs::write(&txt, "this is not firmware\n").unwrap();
@@ -368,7 +324,7 @@ fn security_firmware_update() {
     assert!(body.contains("installed"), "{body}");
     // It reboots: sessions are gone; log in again and see the version.
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("SecurityAdmin", &ps.password)
+        ps.login_as("SecurityAdmin", &ps.password)
             .1
             .contains("002.003.000")
     });
@@ -395,7 +351,7 @@ fn security_firmware_update() {
     // Still installed after a power cycle (verified again at boot).
     ps.power_cycle();
     assert!(
-        ps.login("SecurityAdmin", &ps.password)
+        ps.login_as("SecurityAdmin", &ps.password)
             .1
             .contains("002.003.000")
     );
@@ -407,7 +363,7 @@ fn security_firmware_update() {
         &[("mode", "manual"), ("datetime", "2031-02-03T04:05")],
     );
     assert_eq!(code, 200, "{body}");
-    ps.login("SecurityAdmin", "Wrong-pw-1");
+    ps.login_as("SecurityAdmin", "Wrong-pw-1");
     let csv = ps.audit_csv();
     assert!(csv.contains("date/time set manually"), "{csv}");
     assert!(
@@ -423,7 +379,7 @@ fn security_firmware_update() {
     );
     assert_eq!(v["power"], "on", "{v}");
     assert!(
-        ps.login("SecurityAdmin", &ps.password)
+        ps.login_as("SecurityAdmin", &ps.password)
             .1
             .contains("002.003.000"),
         "firmware reverted by the factory reset"
@@ -501,7 +457,7 @@ fn security_dpws_and_chromium() {
 #[test]
 fn security_passwords_backup_and_factory_reset() {
     let ps = Ps::start(48);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Password rules, each failure names the rule.
     let change = |new: &str| {
         ps.submit(
@@ -564,7 +520,7 @@ fn security_passwords_backup_and_factory_reset() {
     // The device reboots 0.3 s after answering; wait for the new boot.
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
+        ps.login_as("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
     });
     // Factory reset asked on the page (issue 8 defect 3): nothing erased,
     // audited, the device reboots. Then the Restart button erases it.
@@ -582,7 +538,7 @@ fn security_passwords_backup_and_factory_reset() {
     assert!(body.contains("Nothing was erased"), "{body}");
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/logs").0 == 200
+        ps.login_as("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/logs").0 == 200
     });
     assert_eq!(fingerprint(), before, "a remote request must not erase");
     let csv = ps.audit_csv();
@@ -596,7 +552,7 @@ fn security_passwords_backup_and_factory_reset() {
         r#"{"command":"restart_button","device":"ps1","hold_s":12}"#,
     );
     assert_eq!(v["power"], "on", "{v}");
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     assert_ne!(fingerprint(), before, "certificate not regenerated");
     let csv = ps.audit_csv();
     assert!(!csv.contains("password changed"), "{csv}");
@@ -615,7 +571,7 @@ fn security_passwords_backup_and_factory_reset() {
         r#"{"command":"restart_button","device":"ps1","hold_s":15}"#,
     );
     assert_eq!(v["power"], "on", "{v}");
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     assert_ne!(fingerprint(), before, "certificate not regenerated");
     let csv = ps.audit_csv();
     assert!(csv.contains("first boot with factory settings"), "{csv}");
@@ -689,7 +645,7 @@ fn modbus_read(ip: &str, unit: u8, addr: u16, count: u16) -> Result<Vec<u16>, u8
 #[test]
 fn security_wireless_pairing_add_remove_and_factory_reset() {
     let ps = Ps::start(52);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Commissioned from the site file: PowerTag 0x2A3B0001 at unit 100.
     assert_eq!(
         modbus_read(&ps.ip, 255, 0x01F4, 5).unwrap(),
@@ -738,7 +694,7 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
     );
 
     // Add it back with the install code of its label: routed again at unit 100.
-    let install_code = label_install_code(&ps.site_text, "pt-lighting");
+    let install_code = label_install_code(&ps.text, "pt-lighting");
     let (code, body) = add("000000002A3B0001", &install_code);
     assert_eq!(code, 200, "{body}");
     ps.site.wait_until(Duration::from_secs(10), || {
@@ -778,10 +734,10 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
 #[test]
 fn security_support_user_account() {
     let ps = Ps::start(54);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Disabled at first: no login, whatever the password.
-    assert_eq!(ps.login("SupportUser", &ps.password).0, 401);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SupportUser", &ps.password).0, 401);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let set = |admin_pw: &str, new: &str| {
         ps.submit(
             "/users",
@@ -804,15 +760,15 @@ fn security_support_user_account() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("id=\"support-state\">enabled"), "{body}");
     // SupportUser logs in with its own password, not the administrator's.
-    assert_eq!(ps.login("SupportUser", &ps.password).0, 401);
-    assert_eq!(ps.login("SupportUser", "Supp0rt-Access").0, 200);
+    assert_eq!(ps.login_as("SupportUser", &ps.password).0, 401);
+    assert_eq!(ps.login_as("SupportUser", "Supp0rt-Access").0, 200);
     // Disabled again by the administrator.
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let (code, body) = set(&ps.password, "");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("id=\"support-state\">disabled"), "{body}");
-    assert_eq!(ps.login("SupportUser", "Supp0rt-Access").0, 401);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SupportUser", "Supp0rt-Access").0, 401);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let csv = ps.audit_csv();
     for want in [
         "SupportUser password set (account enabled)",
@@ -830,7 +786,7 @@ fn security_support_user_account() {
 #[test]
 fn security_wrong_current_password_counts_toward_lockout() {
     let ps = Ps::start(56);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let change = |current: &str| {
         ps.submit(
             "/users",
@@ -881,7 +837,7 @@ fn security_wrong_current_password_counts_toward_lockout() {
     ]);
     assert_eq!(code, 403, "{body}");
     ps.advance(601);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
 
     // Defect 9: pairing while the radio is permanently off says so.
     let (code, body) = ps.submit(
@@ -930,7 +886,7 @@ fn security_nothing_a_client_sees_names_the_emulator() {
     let (code, text) = ps.curl(&["-i", "-X", "DELETE", &ps.url("/api/audit")]);
     assert_eq!(code, 401, "{text}");
     seen += &text;
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Set the device clock: the Date header follows the RTC, not the host.
     let (code, body) = ps.submit(
         "/settings",
@@ -1063,7 +1019,7 @@ fn security_nothing_a_client_sees_names_the_emulator() {
 fn security_first_https_logins_right_after_start_wait_and_succeed() {
     let text = site_text(170);
     assert!(!text.contains("pbkdf2_iterations"));
-    let ps = Ps::start_text(170, text);
+    let ps = Ps::start_with(170, text, &[]);
     let pages: Vec<_> = (0..3)
         .map(|_| {
             let (url, pw) = (ps.url("/login"), ps.password.clone());
@@ -1113,7 +1069,7 @@ fn security_first_https_logins_right_after_start_wait_and_succeed() {
         assert!(body.contains("csrf"), "not the home page: {body}");
     }
     // Every attempt was checked once, none refused.
-    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    let (code, body) = ps.login_as("SecurityAdmin", &ps.password);
     assert_eq!(code, 200, "{body}");
     let csv = ps.audit_csv();
     assert_eq!(csv.matches("administrator logged in").count(), 5, "{csv}");
