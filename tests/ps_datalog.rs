@@ -313,19 +313,9 @@ fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
         .and_then(|s| s.split_whitespace().next())
         .expect("the https login is printed")
         .to_string();
-    let (code, body) = common::curl(&[
-        "-sk",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{password}\"}}"),
-        "https://127.77.160.10/api/login",
-    ]);
+    let (code, body) = common::api_login("https://127.77.160.10/api/login", &password);
     assert_eq!(code, 200, "{body}");
-    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let bearer = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let bearer = common::bearer_of(&body).unwrap();
     let (code, body) = common::curl(&[
         "-sk",
         "-w",
@@ -445,19 +435,9 @@ fn https_password(site: &RunningSite) -> String {
 
 /// A bearer token of the device JSON API.
 fn api_token(ps: &str, password: &str) -> String {
-    let (code, body) = common::curl(&[
-        "-sk",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{password}\"}}"),
-        &format!("https://{ps}/api/login"),
-    ]);
+    let (code, body) = common::api_login(&format!("https://{ps}/api/login"), password);
     assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    format!("Authorization: Bearer {}", v["token"].as_str().unwrap())
+    common::bearer_of(&body).unwrap()
 }
 
 /// `METHOD https://ps/api/PATH` with a JSON body: (status, JSON answer).
@@ -893,24 +873,10 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     std::thread::sleep(Duration::from_secs(1));
     let mut restored = serde_json::Value::Null;
     site.wait_until(Duration::from_secs(30), || {
-        let (code, body) = common::curl(&[
-            "-sk",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{password}\"}}"),
-            &format!("https://{ps}/api/login"),
-        ]);
-        if code != 200 {
+        let (code, body) = common::api_login(&format!("https://{ps}/api/login"), &password);
+        let Some(bearer) = common::bearer_of(&body).filter(|_| code == 200) else {
             return false;
-        }
-        let t: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let bearer = format!(
-            "Authorization: Bearer {}",
-            t["token"].as_str().unwrap_or("")
-        );
+        };
         let (code, v) = api(ps, &bearer, "GET", "/api/datalog", "");
         restored = v;
         code == 200

@@ -12,31 +12,20 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::web::Ps;
-use common::{RunningSite, curl, fast_site_text, fieldtwin, label_install_code, tool};
+use common::{
+    RunningSite, api_login, bearer_of, curl, fast_site_text, fieldtwin, label_install_code, tool,
+};
 
 impl Ps {
     /// A bearer token of the JSON API (waiting out a reboot).
     fn api_token(&self, pw: &str) -> String {
-        let login = || {
-            curl(&[
-                "-sk",
-                "-w",
-                "\n%{http_code}",
-                "-H",
-                "content-type: application/json",
-                "-d",
-                &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{pw}\"}}"),
-                &self.url("/api/login"),
-            ])
-        };
+        let login = || api_login(&self.url("/api/login"), pw);
         let mut answer = login();
         self.site.wait_until(Duration::from_secs(30), || {
             answer = login();
             answer.0 == 200
         });
-        let body = answer.1;
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        format!("Authorization: Bearer {}", v["token"].as_str().unwrap())
+        bearer_of(&answer.1).unwrap()
     }
 
     /// Waits until the device has booted again with the audit entry

@@ -13,7 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::web::Ps;
-use common::{RunningSite, curl, fast_site_text, label_install_code, site_text, tool};
+use common::{
+    RunningSite, api_login, bearer_of, curl, fast_site_text, label_install_code, site_text, tool,
+};
 
 impl Ps {
     fn power_cycle(&self) {
@@ -109,22 +111,9 @@ fn security_tls_and_port_surface() {
     // Port surface: exactly 443, 502, 5357 (no 80, no SSH).
     assert_eq!(open_ports(&ps.ip), vec![443, 502, 5357]);
     // Disabling Modbus on ETH1 through the API closes 502; DPWS off closes 5357.
-    let (code, body) = curl(&[
-        "-sk",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!(
-            r#"{{"username":"SecurityAdmin","password":"{}"}}"#,
-            ps.password
-        ),
-        &ps.url("/api/login"),
-    ]);
+    let (code, body) = api_login(&ps.url("/api/login"), &ps.password);
     assert_eq!(code, 200, "{body}");
-    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let auth = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let auth = bearer_of(&body).unwrap();
     let (code, body) = curl(&[
         "-sk",
         "-w",
@@ -918,22 +907,9 @@ fn security_nothing_a_client_sees_names_the_emulator() {
         "Date not from the RTC: {date}"
     );
     // The JSON API.
-    let (code, tok) = curl(&[
-        "-sk",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!(
-            "{{\"username\":\"SecurityAdmin\",\"password\":\"{}\"}}",
-            ps.password
-        ),
-        &ps.url("/api/login"),
-    ]);
+    let (code, tok) = api_login(&ps.url("/api/login"), &ps.password);
     assert_eq!(code, 200, "{tok}");
-    let tok: serde_json::Value = serde_json::from_str(&tok).unwrap();
-    let bearer = format!("Authorization: Bearer {}", tok["token"].as_str().unwrap());
+    let bearer = bearer_of(&tok).unwrap();
     for path in ["/api/status", "/api/settings", "/api/audit"] {
         seen += &curl(&["-ski", "-w", "\n%{http_code}", "-H", &bearer, &ps.url(path)]).1;
     }

@@ -304,3 +304,25 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// Logs in to a device's JSON API at `url` (its `/api/login`) as
+/// SecurityAdmin with `password`: the HTTP status and the answer.
+pub fn api_login(url: &str, password: &str) -> (u16, String) {
+    curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(r#"{{"username":"SecurityAdmin","password":"{password}"}}"#),
+        url,
+    ])
+}
+
+/// The `Authorization: Bearer …` header of the token in a login answer
+/// ([`api_login`]); none if it has no token.
+pub fn bearer_of(answer: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(answer).ok()?;
+    Some(format!("Authorization: Bearer {}", v["token"].as_str()?))
+}
