@@ -49,44 +49,25 @@ const START_SETTLE_MAX: Duration = Duration::from_secs(3);
 
 const STOP: &str = "\u{1}scenario stopped";
 
-/// One recorded step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    /// 1-based number in the scenario.
-    pub n: usize,
-    /// `expect`, `expect_eq`, `eventually`, `always`, `require`, `fail`,
-    /// `expect_audit`, `expect_event`, or `log` (informative, always passes).
-    pub kind: String,
-    pub message: String,
-    pub passed: bool,
-    /// What was observed (the value compared, the last audit kinds, ...).
-    pub observed: String,
-    /// Virtual seconds since the site epoch when the step was recorded.
-    pub virtual_s: f64,
-    /// Wall seconds since the scenario started.
-    pub wall_s: f64,
-    /// Script line (0 if unknown).
-    pub line: usize,
-}
+/// One recorded step: the control API's (the served runs show the same).
+pub use fieldtwin_emulator::scenario_api::Step;
 
-impl Step {
-    /// One line as the runner prints it.
-    pub fn line_text(&self) -> String {
-        let mark = match (self.kind.as_str(), self.passed) {
-            ("log", _) => "  ..",
-            (_, true) => "  ok",
-            (_, false) => "FAIL",
-        };
-        let observed = if self.observed.is_empty() || (self.passed && self.kind == "log") {
-            String::new()
-        } else {
-            format!(" (observed: {})", self.observed)
-        };
-        format!(
-            "{mark} [{:>3}] t={:.3}s wall={:.2}s line {}: {} {}{observed}",
-            self.n, self.virtual_s, self.wall_s, self.line, self.kind, self.message
-        )
-    }
+/// A step as one line of the runner's output.
+pub fn line_text(step: &Step) -> String {
+    let mark = match (step.kind.as_str(), step.passed) {
+        ("log", _) => "  ..",
+        (_, true) => "  ok",
+        (_, false) => "FAIL",
+    };
+    let observed = if step.observed.is_empty() || (step.passed && step.kind == "log") {
+        String::new()
+    } else {
+        format!(" (observed: {})", step.observed)
+    };
+    format!(
+        "{mark} [{:>3}] t={:.3}s wall={:.2}s line {}: {} {}{observed}",
+        step.n, step.virtual_s, step.wall_s, step.line, step.kind, step.message
+    )
 }
 
 /// A scenario file: its path, text and header.
