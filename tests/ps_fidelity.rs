@@ -12,9 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::web::Ps;
-use common::{
-    RunningSite, api_login, bearer_of, curl, fast_site_text, fieldtwin, label_install_code, tool,
-};
+use common::{RunningSite, api_login, bearer_of, curl, fast_site_text, label_install_code, tool};
 
 impl Ps {
     /// A bearer token of the JSON API (waiting out a reboot).
@@ -138,19 +136,7 @@ fn fidelity_factory_reset_is_physical_and_erases_the_topology() {
     let payload = dir.path().join("payload.bin");
     std::fs::write(&payload, vec![0x5au8; 4096]).unwrap();
     let img = dir.path().join("fw.img");
-    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
-    let out = fieldtwin(&[
-        "firmware",
-        "sign",
-        "--key",
-        &key,
-        "--version",
-        "002.003.000",
-        payload.to_str().unwrap(),
-        "-o",
-        img.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    common::sign_firmware(&payload, "002.003.000", None, &img);
     let bearer = ps.api_token(&ps.password);
     let (code, body) = curl(&[
         "-sk",

@@ -270,22 +270,7 @@ fn security_firmware_update() {
     let payload = dir.path().join("payload.bin");
     std::fs::write(&payload, vec![0x5au8; 4096]).unwrap();
     let img = dir.path().join("fw.img");
-    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(bin)
-        .args([
-            "firmware",
-            "sign",
-            "--key",
-            &key,
-            "--version",
-            "002.003.000",
-        ])
-        .arg(&payload)
-        .arg("-o")
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    common::sign_firmware(&payload, "002.003.000", None, &img);
     let out = Command::new(bin)
         .args(["firmware", "inspect"])
         .arg(&img)

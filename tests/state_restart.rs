@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::web::Ps;
@@ -242,22 +241,7 @@ fn a_year_with_a_large_firmware_image_keeps_the_state_small_and_the_site_answeri
         .collect();
     std::fs::write(&payload, bytes).unwrap();
     let img = dir.path().join("fw.img");
-    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_fieldtwin"))
-        .args([
-            "firmware",
-            "sign",
-            "--key",
-            &key,
-            "--version",
-            "002.003.000",
-        ])
-        .arg(&payload)
-        .arg("-o")
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    common::sign_firmware(&payload, "002.003.000", None, &img);
     assert_eq!(ps.login(&ps.password).0, 200);
     let csrf = ps.csrf("/firmware");
     let (code, body) = ps.curl(&[

@@ -108,6 +108,20 @@ pub fn fieldtwin(args: &[&str]) -> Output {
         .expect("run fieldtwin")
 }
 
+/// Signs `payload` into the firmware image `img` with the lab vendor key
+/// (`fieldtwin firmware sign`): `version`, and `family` (else the Panel
+/// Server's). Panics if signing fails.
+pub fn sign_firmware(payload: &Path, version: &str, family: Option<&str>, img: &Path) {
+    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
+    let mut args = vec!["firmware", "sign", "--key", &key, "--version", version];
+    if let Some(f) = family {
+        args.extend(["--family", f]);
+    }
+    args.extend([payload.to_str().unwrap(), "-o", img.to_str().unwrap()]);
+    let out = fieldtwin(&args);
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// Runs a command and returns its output; panics with a clear message if the
 /// tool is not installed (scripts/test installs it).
 pub fn tool(program: &str, args: &[&str]) -> Output {
