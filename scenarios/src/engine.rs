@@ -385,6 +385,18 @@ fn csrf_of(body: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// GETs `page` of device `id` over HTTPS and gives the CSRF token of its
+/// form (an error naming the page when it has none: not logged in, ...).
+fn page_csrf(cx: &Ctx, id: &str, page: &str) -> R<String> {
+    let p = cx.site.https(id, "GET", page, None).map_err(rerr)?;
+    csrf_of(&p.body).ok_or_else(|| {
+        rerr(format!(
+            "{page} has no form with a CSRF token (status {}; logged in?)",
+            p.status
+        ))
+    })
+}
+
 fn call_bool(ctx: &NativeCallContext, f: &FnPtr) -> R<bool> {
     let v: Dynamic = f.call_within_context(ctx, ())?;
     v.as_bool()
@@ -932,13 +944,7 @@ fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_fn(
         "web_form",
         move |id: &str, page: &str, action: &str, form: Map| -> R<Map> {
-            let p = cx.site.https(id, "GET", page, None).map_err(rerr)?;
-            let csrf = csrf_of(&p.body).ok_or_else(|| {
-                rerr(format!(
-                    "{page} has no form with a CSRF token (status {}; logged in?)",
-                    p.status
-                ))
-            })?;
+            let csrf = page_csrf(&cx, id, page)?;
             let mut f = vec![("csrf".to_string(), csrf)];
             f.extend(fields(&form));
             Ok(web_map(
@@ -957,13 +963,7 @@ fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_fn(
         "web_upload",
         move |id: &str, page: &str, field: &str, file_name: &str, content: &str| -> R<Map> {
-            let p = cx.site.https(id, "GET", page, None).map_err(rerr)?;
-            let csrf = csrf_of(&p.body).ok_or_else(|| {
-                rerr(format!(
-                    "{page} has no form with a CSRF token (status {}; logged in?)",
-                    p.status
-                ))
-            })?;
+            let csrf = page_csrf(&cx, id, page)?;
             let (ctype, body) = crate::web::multipart(
                 &[("csrf".into(), csrf)],
                 field,
