@@ -409,16 +409,7 @@ fn fidelity_nothing_a_client_fetches_names_the_emulator() {
     let csrf = ps.csrf("/backup");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.bin");
-    let (code, _) = ps.curl(&[
-        "-o",
-        file.to_str().unwrap(),
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "--data-urlencode",
-        "password=Back-up!",
-        &ps.url("/backup/download"),
-    ]);
-    assert_eq!(code, 200);
+    assert_eq!(ps.download_backup(&csrf, "Back-up!", &file), 200);
     let backup = std::fs::read(&file).unwrap();
     assert!(backup.len() > 64, "a backup file: {} bytes", backup.len());
     seen.push((

@@ -454,16 +454,7 @@ fn security_passwords_backup_and_factory_reset() {
     let csrf = ps.csrf("/backup");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.ftbk");
-    let (code, _) = ps.curl(&[
-        "-o",
-        file.to_str().unwrap(),
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "--data-urlencode",
-        "password=Back-up!",
-        &ps.url("/backup/download"),
-    ]);
-    assert_eq!(code, 200);
+    assert_eq!(ps.download_backup(&csrf, "Back-up!", &file), 200);
     let bytes = std::fs::read(&file).unwrap();
     assert!(bytes.starts_with(b"FTBK"));
     assert!(
@@ -902,16 +893,7 @@ fn security_nothing_a_client_sees_names_the_emulator() {
     let csrf = ps.csrf("/backup");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.bin");
-    let (code, _) = ps.curl(&[
-        "-o",
-        file.to_str().unwrap(),
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "--data-urlencode",
-        "password=Back-up!",
-        &ps.url("/backup/download"),
-    ]);
-    assert_eq!(code, 200);
+    assert_eq!(ps.download_backup(&csrf, "Back-up!", &file), 200);
     seen += &String::from_utf8_lossy(&std::fs::read(&file).unwrap());
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"this is not a backup").unwrap();

@@ -85,6 +85,21 @@ impl Web {
         args.push(&url);
         self.curl(&args)
     }
+
+    /// Downloads the backup file, encrypted with `password`, into `to`
+    /// (the form's `csrf` token from the Backup page): the HTTP status.
+    pub fn download_backup(&self, csrf: &str, password: &str, to: &std::path::Path) -> u16 {
+        self.curl(&[
+            "-o",
+            to.to_str().unwrap(),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            &format!("password={password}"),
+            &self.url("/backup/download"),
+        ])
+        .0
+    }
 }
 
 /// A running site and a browser session with its Panel Server `ps1` at
