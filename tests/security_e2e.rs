@@ -254,14 +254,7 @@ fn security_firmware_update() {
     let dir = tempfile::tempdir().unwrap();
     let txt = dir.path().join("notes.txt");
     std::fs::write(&txt, "this is not firmware\n").unwrap();
-    let csrf = ps.csrf("/firmware");
-    let (code, body) = ps.curl(&[
-        "-F",
-        &format!("csrf={csrf}"),
-        "-F",
-        &format!("image=@{}", txt.display()),
-        &ps.url("/firmware"),
-    ]);
+    let (code, body) = ps.upload_firmware(&txt);
     assert_eq!(code, 400);
     assert!(body.contains("wrong signature"), "{body}");
     assert!(ps.audit_csv().contains(",firmware update failed,"));
@@ -286,14 +279,7 @@ fn security_firmware_update() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let csrf = ps.csrf("/firmware");
-    let (code, body) = ps.curl(&[
-        "-F",
-        &format!("csrf={csrf}"),
-        "-F",
-        &format!("image=@{}", img.display()),
-        &ps.url("/firmware"),
-    ]);
+    let (code, body) = ps.upload_firmware(&img);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("installed"), "{body}");
     // It reboots: sessions are gone; log in again and see the version.

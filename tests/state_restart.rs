@@ -243,14 +243,7 @@ fn a_year_with_a_large_firmware_image_keeps_the_state_small_and_the_site_answeri
     let img = dir.path().join("fw.img");
     common::sign_firmware(&payload, "002.003.000", None, &img);
     assert_eq!(ps.login(&ps.password).0, 200);
-    let csrf = ps.csrf("/firmware");
-    let (code, body) = ps.curl(&[
-        "-F",
-        &format!("csrf={csrf}"),
-        "-F",
-        &format!("image=@{}", img.display()),
-        &ps.url("/firmware"),
-    ]);
+    let (code, body) = ps.upload_firmware(&img);
     assert_eq!(code, 200, "{body}");
     ps.site.wait_until(Duration::from_secs(60), || {
         ps.login(&ps.password).1.contains("002.003.000")

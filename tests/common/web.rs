@@ -86,6 +86,19 @@ impl Web {
         self.curl(&args)
     }
 
+    /// Uploads the firmware image `img` with the Firmware update page's
+    /// form: (status, body).
+    pub fn upload_firmware(&self, img: &std::path::Path) -> (u16, String) {
+        let csrf = self.csrf("/firmware");
+        self.curl(&[
+            "-F",
+            &format!("csrf={csrf}"),
+            "-F",
+            &format!("image=@{}", img.display()),
+            &self.url("/firmware"),
+        ])
+    }
+
     /// Downloads the backup file, encrypted with `password`, into `to`
     /// (the form's `csrf` token from the Backup page): the HTTP status.
     pub fn download_backup(&self, csrf: &str, password: &str, to: &std::path::Path) -> u16 {
