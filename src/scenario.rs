@@ -276,7 +276,7 @@ fn run_one(
         .expect("api or local site");
     let result = match SiteClient::connect(addr) {
         Ok(client) => engine::run(scenario, Arc::new(client), |step| {
-            println!("{}", step.line_text())
+            println!("{}", engine::line_text(step))
         }),
         Err(e) => fail(e),
     };

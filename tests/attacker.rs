@@ -11,22 +11,16 @@ mod common;
 
 use std::time::Instant;
 
-use common::{RunningSite, site_text, tool};
+use common::{RunningSite, fast_site_text, site_text, tool};
 use serde_json::{Value, json};
 
 /// Site octet of this test (see the table in tests/common/mod.rs).
 const A: u8 = 106;
 
 fn site() -> String {
-    let t = site_text(A);
-    assert!(t.contains("topology = \"separated\""));
     // Fast password hashing (as the security tests), and the Workstation
     // of the site file on the LAN segment.
-    let t = t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    );
+    let t = fast_site_text(A);
     format!(
         "{t}\n[[device]]\nid = \"ws1\"\nmodel = \"Workstation\"\nip = \"10.77.{A}.200\"\nsegment = \"lan\"\n"
     )

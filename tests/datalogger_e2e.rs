@@ -452,7 +452,6 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
     // dl1's firmware topic. A tampered image is refused and reported on the
     // status topic without a reboot; the signed one installs and the logger
     // reboots into it, its records going on without gap or duplicate.
-    let root = env!("CARGO_MANIFEST_DIR");
     let sign = |family: &str, version: &str, name: &str| {
         // 100 kB: above the NV store's large-value threshold (64 KiB),
         // below the logger's 1 MiB MQTT limit.
@@ -464,20 +463,7 @@ fn records_reach_mosquitto_without_gap_or_duplicate_across_coverage_loss_and_pow
             .collect();
         std::fs::write(&payload, body).unwrap();
         let img = dir.path().join(name);
-        let out = common::fieldtwin(&[
-            "firmware",
-            "sign",
-            "--key",
-            &format!("{root}/keys/lab-vendor.key"),
-            "--version",
-            version,
-            "--family",
-            family,
-            payload.to_str().unwrap(),
-            "-o",
-            img.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{out:?}");
+        common::sign_firmware(&payload, version, Some(family), &img);
         img
     };
     let img = sign("Data Logger", "001.001.000", "fw.img");

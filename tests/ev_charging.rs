@@ -732,21 +732,12 @@ authorization_key = "key-cs2-0001""#,
     std::fs::create_dir(&fw).unwrap();
     std::fs::write(fw.join("payload.bin"), b"station firmware 1.2").unwrap();
     std::fs::write(fw.join("random.img"), [7u8; 300]).unwrap();
-    let key_file = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
-    let out = common::fieldtwin(&[
-        "firmware",
-        "sign",
-        "--key",
-        &key_file,
-        "--family",
-        "EVlink Pro AC",
-        "--version",
+    common::sign_firmware(
+        &fw.join("payload.bin"),
         "001.002.000",
-        fw.join("payload.bin").to_str().unwrap(),
-        "-o",
-        fw.join("good.img").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+        Some("EVlink Pro AC"),
+        &fw.join("good.img"),
+    );
     let http_port = free_port();
     let mut http = Command::new(python())
         .args([

@@ -402,21 +402,7 @@ fn evce_web_ssh_ssdp_enrollment_and_factory_reset() {
     let payload = dir.path().join("payload");
     std::fs::write(&payload, b"evce firmware payload").unwrap();
     let img = dir.path().join("evce.img");
-    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/keys/lab-vendor.key");
-    let out = common::fieldtwin(&[
-        "firmware",
-        "sign",
-        "--key",
-        key,
-        "--version",
-        "005.003.000",
-        "--family",
-        "EV Charging Expert",
-        payload.to_str().unwrap(),
-        "-o",
-        img.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    common::sign_firmware(&payload, "005.003.000", Some("EV Charging Expert"), &img);
     card(&img);
     cycle();
     eventually(

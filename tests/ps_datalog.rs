@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::datalog::{self, advance, check_rows, failures, publications, stats};
-use common::{RunningSite, free_port, site_text};
+use common::{RunningSite, fast_site_text, free_port, site_text};
 
 const RECEIVER: &str = r#""""HTTPS receiver of Panel Server publications for tests/ps_datalog.rs.
 
@@ -313,19 +313,9 @@ fn a_day_of_logging_published_hourly_and_a_six_hour_outage_lose_nothing() {
         .and_then(|s| s.split_whitespace().next())
         .expect("the https login is printed")
         .to_string();
-    let (code, body) = common::curl(&[
-        "-sk",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{password}\"}}"),
-        "https://127.77.160.10/api/login",
-    ]);
+    let (code, body) = common::api_login("https://127.77.160.10/api/login", &password);
     assert_eq!(code, 200, "{body}");
-    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let bearer = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let bearer = common::bearer_of(&body).unwrap();
     let (code, body) = common::curl(&[
         "-sk",
         "-w",
@@ -445,19 +435,9 @@ fn https_password(site: &RunningSite) -> String {
 
 /// A bearer token of the device JSON API.
 fn api_token(ps: &str, password: &str) -> String {
-    let (code, body) = common::curl(&[
-        "-sk",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{password}\"}}"),
-        &format!("https://{ps}/api/login"),
-    ]);
+    let (code, body) = common::api_login(&format!("https://{ps}/api/login"), password);
     assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    format!("Authorization: Bearer {}", v["token"].as_str().unwrap())
+    common::bearer_of(&body).unwrap()
 }
 
 /// `METHOD https://ps/api/PATH` with a JSON body: (status, JSON answer).
@@ -577,14 +557,7 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     std::fs::create_dir(&out).unwrap();
     let port = free_port();
     let receiver = Receiver::start(dir.path(), "127.0.0.1", port, &out, None);
-    let site = RunningSite::start(
-        &site_text(164).replacen(
-            "topology = \"separated\"",
-            "topology = \"separated\"\npbkdf2_iterations = 1000",
-            1,
-        ),
-        &[],
-    );
+    let site = RunningSite::start(&fast_site_text(164), &[]);
     site.wait_until(Duration::from_secs(30), || {
         site.get_json("/api/v1/devices/ps1")["power"] == "on"
     });
@@ -900,24 +873,10 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
     std::thread::sleep(Duration::from_secs(1));
     let mut restored = serde_json::Value::Null;
     site.wait_until(Duration::from_secs(30), || {
-        let (code, body) = common::curl(&[
-            "-sk",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{password}\"}}"),
-            &format!("https://{ps}/api/login"),
-        ]);
-        if code != 200 {
+        let (code, body) = common::api_login(&format!("https://{ps}/api/login"), &password);
+        let Some(bearer) = common::bearer_of(&body).filter(|_| code == 200) else {
             return false;
-        }
-        let t: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let bearer = format!(
-            "Authorization: Bearer {}",
-            t["token"].as_str().unwrap_or("")
-        );
+        };
         let (code, v) = api(ps, &bearer, "GET", "/api/datalog", "");
         restored = v;
         code == 200
@@ -937,15 +896,7 @@ fn json_publication_with_a_pinned_certificate_configured_on_the_device() {
 fn the_data_logging_scenarios_of_the_library_pass() {
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site.toml");
-    std::fs::write(
-        &site,
-        site_text(166).replacen(
-            "topology = \"separated\"",
-            "topology = \"separated\"\npbkdf2_iterations = 1000",
-            1,
-        ),
-    )
-    .unwrap();
+    std::fs::write(&site, fast_site_text(166)).unwrap();
     let events = dir.path().join("events.jsonl");
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/library");
     let started = std::time::Instant::now();

@@ -11,69 +11,19 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::web::Web;
-use common::{RunningSite, curl, fieldtwin, label_install_code, site_text, tool};
-
-/// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
-fn site(a: u8) -> String {
-    let t = site_text(a);
-    assert!(t.contains("topology = \"separated\""));
-    t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
-}
-
-/// A running Panel Server `ps1` and a browser (curl with a cookie jar).
-struct Ps {
-    site: RunningSite,
-    text: String,
-    web: Web,
-}
-
-impl std::ops::Deref for Ps {
-    type Target = Web;
-
-    fn deref(&self) -> &Web {
-        &self.web
-    }
-}
+use common::web::Ps;
+use common::{RunningSite, api_login, bearer_of, curl, fast_site_text, label_install_code, tool};
 
 impl Ps {
-    fn start(a: u8) -> Self {
-        let text = site(a);
-        let site = RunningSite::start(&text, &[]);
-        let web = Web::of(&site, format!("127.77.{a}.10"));
-        Self { site, text, web }
-    }
-
-    fn login(&self, pw: &str) -> (u16, String) {
-        self.login_as("SecurityAdmin", pw)
-    }
-
     /// A bearer token of the JSON API (waiting out a reboot).
     fn api_token(&self, pw: &str) -> String {
-        let login = || {
-            curl(&[
-                "-sk",
-                "-w",
-                "\n%{http_code}",
-                "-H",
-                "content-type: application/json",
-                "-d",
-                &format!("{{\"username\":\"SecurityAdmin\",\"password\":\"{pw}\"}}"),
-                &self.url("/api/login"),
-            ])
-        };
+        let login = || api_login(&self.url("/api/login"), pw);
         let mut answer = login();
         self.site.wait_until(Duration::from_secs(30), || {
             answer = login();
             answer.0 == 200
         });
-        let body = answer.1;
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        format!("Authorization: Bearer {}", v["token"].as_str().unwrap())
+        bearer_of(&answer.1).unwrap()
     }
 
     /// Waits until the device has booted again with the audit entry
@@ -82,12 +32,6 @@ impl Ps {
         self.site.wait_until(Duration::from_secs(30), || {
             self.login(pw).0 == 200 && self.get("/logs/audit.csv").1.contains(boot)
         });
-    }
-
-    fn audit_csv(&self) -> String {
-        let (code, body) = self.get("/logs/audit.csv");
-        assert_eq!(code, 200, "{body}");
-        body
     }
 
     /// Reads holding registers at `unit`: the values or the exception code.
@@ -192,19 +136,7 @@ fn fidelity_factory_reset_is_physical_and_erases_the_topology() {
     let payload = dir.path().join("payload.bin");
     std::fs::write(&payload, vec![0x5au8; 4096]).unwrap();
     let img = dir.path().join("fw.img");
-    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
-    let out = fieldtwin(&[
-        "firmware",
-        "sign",
-        "--key",
-        &key,
-        "--version",
-        "002.003.000",
-        payload.to_str().unwrap(),
-        "-o",
-        img.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    common::sign_firmware(&payload, "002.003.000", None, &img);
     let bearer = ps.api_token(&ps.password);
     let (code, body) = curl(&[
         "-sk",
@@ -477,16 +409,7 @@ fn fidelity_nothing_a_client_fetches_names_the_emulator() {
     let csrf = ps.csrf("/backup");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.bin");
-    let (code, _) = ps.curl(&[
-        "-o",
-        file.to_str().unwrap(),
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "--data-urlencode",
-        "password=Back-up!",
-        &ps.url("/backup/download"),
-    ]);
-    assert_eq!(code, 200);
+    assert_eq!(ps.download_backup(&csrf, "Back-up!", &file), 200);
     let backup = std::fs::read(&file).unwrap();
     assert!(backup.len() > 64, "a backup file: {} bytes", backup.len());
     seen.push((
@@ -614,7 +537,7 @@ fn mbpoll(args: &[&str]) -> Result<Vec<u16>, String> {
 /// serial device is refused by `site check`, naming the field.
 #[test]
 fn fidelity_model_matrix_digital_inputs_and_pas400() {
-    let text = site(146);
+    let text = fast_site_text(146);
     let site = RunningSite::start(&text, &[]);
     let ip = "127.77.146.10";
     // Validity DI1/DI2, mode DI1 (pulse) / DI2 (status).

@@ -276,22 +276,9 @@ impl DeviceApi {
     }
 
     fn bearer(&self) -> String {
-        let (code, body) = common::curl(&[
-            "-sk",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &format!(
-                "{{\"username\":\"SecurityAdmin\",\"password\":\"{}\"}}",
-                self.password
-            ),
-            &format!("{}/api/login", self.base),
-        ]);
+        let (code, body) = common::api_login(&format!("{}/api/login", self.base), &self.password);
         assert_eq!(code, 200, "{body}");
-        let token: serde_json::Value = serde_json::from_str(&body).unwrap();
-        format!("Authorization: Bearer {}", token["token"].as_str().unwrap())
+        common::bearer_of(&body).unwrap()
     }
 
     fn call(&self, method: &str, path: &str, json: &str) -> (u16, serde_json::Value) {

@@ -18,18 +18,13 @@ mod common;
 use std::process::Command;
 
 use common::web::Web;
-use common::{RunningSite, site_text, tool};
+use common::{RunningSite, fast_site_text, tool};
 use serde_json::Value;
 
 const POWERTAGS: [&str; 4] = ["pt-lighting", "pt-hvac", "pt-office", "pt-ev"];
 
 fn site(a: u8) -> String {
-    let t = site_text(a).replace("seed = 1\n", "seed = 1\nstart = \"2026-03-02T00:00:00Z\"\n");
-    t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
+    fast_site_text(a).replace("seed = 1\n", "seed = 1\nstart = \"2026-03-02T00:00:00Z\"\n")
 }
 
 /// Runs the pymodbus client of tests/gateway_client.py.
@@ -78,6 +73,36 @@ fn wireless(s: &RunningSite) -> Vec<Value> {
         .filter(|f| f["link"] == "wireless")
         .cloned()
         .collect()
+}
+
+/// tshark's reading of `pcap`: the frames that match the display filter
+/// `filter` (all without one), a line each, as its one-line summary or,
+/// with `fields`, those fields separated by tabs. tshark must succeed.
+fn tshark(pcap: &str, filter: Option<&str>, fields: &[&str]) -> String {
+    let mut args = vec!["-r", pcap];
+    if let Some(f) = filter {
+        args.extend(["-Y", f]);
+    }
+    if !fields.is_empty() {
+        args.extend(["-T", "fields"]);
+        for f in fields {
+            args.extend(["-e", f]);
+        }
+    }
+    let out = tool("tshark", &args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tshark {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// No frame of `pcap` is malformed or has a bad FCS.
+fn assert_well_formed(pcap: &str) {
+    let bad = tshark(pcap, Some("_ws.malformed || wpan.fcs.bad"), &[]);
+    assert!(bad.trim().is_empty(), "{bad}");
 }
 
 fn field<'a>(list: &'a [Value], id: &str) -> &'a Value {
@@ -221,25 +246,16 @@ fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
         &format!(r#"{{"command":"sniffer","channel":{channel},"on":false}}"#),
     );
     assert!(st["sniffers"].as_array().unwrap().is_empty(), "{st}");
-    let out = tool(
-        "tshark",
+    let text = tshark(
+        pcap_s,
+        None,
         &[
-            "-r",
-            pcap_s,
-            "-T",
-            "fields",
-            "-e",
             "frame.protocols",
-            "-e",
             "wpan.src64",
-            "-e",
             "wpan.fcs_ok",
-            "-e",
             "_ws.malformed",
         ],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 8, "too few frames captured: {text}");
     for l in &lines {
@@ -260,24 +276,16 @@ fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
     // that asked for one, except those of reports already on the air when
     // the sniffer started (an acknowledgement follows its report by
     // 192 µs; 50 ms of margin).
-    let out = tool(
-        "tshark",
+    let text = tshark(
+        pcap_s,
+        None,
         &[
-            "-r",
-            pcap_s,
-            "-T",
-            "fields",
-            "-e",
             "frame.time_relative",
-            "-e",
             "wpan.frame_type",
-            "-e",
             "wpan.seq_no",
-            "-e",
             "wpan.ack_request",
         ],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let mut asked = std::collections::HashSet::<&str>::new();
     let mut acks = 0;
     for l in text.lines() {
@@ -299,15 +307,7 @@ fn jamming_disconnects_the_powertags_and_the_sniffer_sees_their_reports() {
         }
     }
     assert!(acks >= 4, "{acks} acknowledgements captured: {text}");
-    let malformed = tool(
-        "tshark",
-        &["-r", pcap_s, "-Y", "_ws.malformed || wpan.fcs.bad"],
-    );
-    assert!(
-        String::from_utf8_lossy(&malformed.stdout).trim().is_empty(),
-        "{}",
-        String::from_utf8_lossy(&malformed.stdout)
-    );
+    assert_well_formed(pcap_s);
 }
 
 /// The site of `a` with one more wireless device behind ps1: a new
@@ -540,25 +540,11 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
         &s,
         &format!(r#"{{"command":"sniffer","channel":{channel},"on":false}}"#),
     );
-    let out = tool(
-        "tshark",
-        &[
-            "-r",
-            pcap_s,
-            "-Y",
-            "wpan.cmd == 0x03",
-            "-T",
-            "fields",
-            "-e",
-            "wpan.dst64",
-            "-e",
-            "wpan.disassoc.reason",
-            "-e",
-            "_ws.malformed",
-        ],
+    let text = tshark(
+        pcap_s,
+        Some("wpan.cmd == 0x03"),
+        &["wpan.dst64", "wpan.disassoc.reason", "_ws.malformed"],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
     for rf in ["2a3b0001", "2a3b0002", &PROTECT_PLUS_RF.to_lowercase()[8..]] {
         let l = text
             .lines()
@@ -568,28 +554,16 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
         assert_eq!(cols.get(1).copied(), Some("0x01"), "reason: {l}");
         assert!(cols.get(2).is_none_or(|c| c.is_empty()), "malformed: {l}");
     }
-    let pending = tool(
-        "tshark",
-        &[
-            "-r",
-            pcap_s,
-            "-Y",
-            "wpan.frame_type == 0x2 && wpan.pending == 1",
-        ],
+    let pending = tshark(
+        pcap_s,
+        Some("wpan.frame_type == 0x2 && wpan.pending == 1"),
+        &[],
     );
     assert!(
-        !String::from_utf8_lossy(&pending.stdout).trim().is_empty(),
+        !pending.trim().is_empty(),
         "no acknowledgement announcing a pending frame"
     );
-    let malformed = tool(
-        "tshark",
-        &["-r", pcap_s, "-Y", "_ws.malformed || wpan.fcs.bad"],
-    );
-    assert!(
-        String::from_utf8_lossy(&malformed.stdout).trim().is_empty(),
-        "{}",
-        String::from_utf8_lossy(&malformed.stdout)
-    );
+    assert_well_formed(pcap_s);
     advance(&s, 6.0);
     advance(&s, 6.0);
     let list = wireless(&s);

@@ -14,17 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{curl, free_port, site_text};
-
-/// The default site on octets `a`/`a+1` with fast PBKDF2 for tests.
-fn site(a: u8) -> String {
-    let t = site_text(a);
-    t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
-}
+use common::{curl, fast_site_text, free_port};
 
 // ---------------------------------------------------------------- site file
 
@@ -32,7 +22,7 @@ fn site(a: u8) -> String {
 /// panics.
 #[test]
 fn absurd_site_numbers_are_refused_naming_the_field() {
-    let base = site(180);
+    let base = fast_site_text(180);
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
@@ -409,7 +399,7 @@ const CONCURRENT_WRITERS: bool = true;
 fn kill_9_during_nv_writes_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(182)).unwrap();
+    std::fs::write(&site_file, fast_site_text(182)).unwrap();
     let state = dir.path().join("state");
     let mut previous: Vec<String> = Vec::new();
     let mut rtc_floor_min: i64 = 0;
@@ -926,7 +916,7 @@ fn fuzzed_web_forms_and_uploads_get_an_answer_and_the_device_keeps_answering() {
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
     let dir = tempfile::tempdir().unwrap();
     let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(184)).unwrap();
+    std::fs::write(&site_file, fast_site_text(184)).unwrap();
     let p = Proc::start(&site_file, &dir.path().join("state"));
     let web = p.service("https");
     let password = p.password();
@@ -990,7 +980,7 @@ fn fuzzed_modbus_tcp_streams_leave_the_device_answering() {
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
     let dir = tempfile::tempdir().unwrap();
     let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(186)).unwrap();
+    std::fs::write(&site_file, fast_site_text(186)).unwrap();
     let p = Proc::start(&site_file, &dir.path().join("state"));
     let mb = p.service("modbus");
     // Valid MBAP headers around arbitrary PDUs, and arbitrary bytes.
@@ -1053,7 +1043,7 @@ fn hostile_web_input_leaves_the_login_page_answering() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(188)).unwrap();
+    std::fs::write(&site_file, fast_site_text(188)).unwrap();
     let p = Proc::start(&site_file, &dir.path().join("state"));
     let web = p.service("https");
     let rt = runtime();
@@ -1203,7 +1193,7 @@ fn fuzzed_ws_discovery_and_dpws_leave_the_device_answering() {
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
     let dir = tempfile::tempdir().unwrap();
     let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(187)).unwrap();
+    std::fs::write(&site_file, fast_site_text(187)).unwrap();
     let p = Proc::start(&site_file, &dir.path().join("state"));
     let ip = p.service("https").split(':').next().unwrap().to_string();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1303,7 +1293,7 @@ fn fuzzed_ws_discovery_and_dpws_leave_the_device_answering() {
 fn stored_script_values_come_back_escaped_on_every_page() {
     let dir = tempfile::tempdir().unwrap();
     let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(185)).unwrap();
+    std::fs::write(&site_file, fast_site_text(185)).unwrap();
     let p = Proc::start(&site_file, &dir.path().join("state"));
     let web = p.service("https");
     let password = p.password();
@@ -1384,7 +1374,7 @@ fn stored_script_values_come_back_escaped_on_every_page() {
 fn modbus_client_cap_and_flood_leave_the_login_page_answering() {
     let dir = tempfile::tempdir().unwrap();
     let site_file = dir.path().join("site.toml");
-    std::fs::write(&site_file, site(189)).unwrap();
+    std::fs::write(&site_file, fast_site_text(189)).unwrap();
     let p = Proc::start(&site_file, &dir.path().join("state"));
     let web = p.service("https");
     let mb = p.service("modbus");
@@ -1546,7 +1536,7 @@ fn fuzzed_datalogger_ble_and_usb_leave_it_answering() {
     let a = 183;
     let old =
         format!("id = \"dl1\"\nmodel = \"DataLogger\"\nip = \"10.77.{a}.30\"\nsegment = \"lan\"\n");
-    let text = site(a);
+    let text = fast_site_text(a);
     assert!(text.contains(&old), "default site changed: {text}");
     let text = text.replace(
         &old,

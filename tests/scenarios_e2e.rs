@@ -13,16 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{RunningSite, site_text};
-
-/// The default site on octets `a`/`a+1`, with fast PBKDF2 (debug builds).
-fn site(a: u8) -> String {
-    site_text(a).replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
-}
+use common::{RunningSite, fast_site_text};
 
 fn library() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/library");
@@ -82,7 +73,7 @@ fn run(args: &[&str]) -> (bool, String) {
 /// JUnit file and the event log.
 fn run_library(dir: &Path, tag: &str, octet: u8, extra: &[&str]) -> (String, PathBuf, PathBuf) {
     let site_file = dir.join(format!("{tag}.toml"));
-    std::fs::write(&site_file, site(octet)).unwrap();
+    std::fs::write(&site_file, fast_site_text(octet)).unwrap();
     let xml = dir.join(format!("{tag}.xml"));
     let events = dir.join(format!("{tag}.jsonl"));
     let files = library();
@@ -197,7 +188,7 @@ fn seeded_runs_give_identical_event_logs() {
 
 #[test]
 fn failures_errors_and_bad_input_are_reported() {
-    let s = RunningSite::start(&site(98), &[]);
+    let s = RunningSite::start(&fast_site_text(98), &[]);
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, body: &str| {
         let p = dir.path().join(name);
@@ -346,7 +337,7 @@ fn a_running_site_serves_and_runs_its_scenarios() {
     )
     .unwrap();
     let lib_s = lib.path().display().to_string();
-    let s = RunningSite::start(&site(102), &["--scenarios", &lib_s]);
+    let s = RunningSite::start(&fast_site_text(102), &["--scenarios", &lib_s]);
 
     let v = s.get_json("/api/v1/scenarios");
     assert_eq!(v["library_dir"], lib_s.as_str(), "{v}");

@@ -12,70 +12,17 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::web::Web;
-use common::{RunningSite, curl, label_install_code, site_text, tool};
-
-/// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
-fn site(a: u8) -> String {
-    let t = site_text(a);
-    assert!(t.contains("topology = \"separated\""));
-    t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
-}
-
-struct Ps {
-    site: RunningSite,
-    site_text: String,
-    web: Web,
-}
-
-impl std::ops::Deref for Ps {
-    type Target = Web;
-
-    fn deref(&self) -> &Web {
-        &self.web
-    }
-}
+use common::web::Ps;
+use common::{
+    RunningSite, api_login, bearer_of, curl, fast_site_text, label_install_code, site_text, tool,
+};
 
 impl Ps {
-    fn start(a: u8) -> Self {
-        Self::start_text(a, site(a))
-    }
-
-    /// Starts the site `site_text` whose ps1 is at 127.77.`a`.10.
-    fn start_text(a: u8, site_text: String) -> Self {
-        let site = RunningSite::start(&site_text, &[]);
-        let web = Web::of(&site, format!("127.77.{a}.10"));
-        Self {
-            site,
-            site_text,
-            web,
-        }
-    }
-
-    fn login(&self, user: &str, pw: &str) -> (u16, String) {
-        self.login_as(user, pw)
-    }
-
-    fn advance(&self, secs: u64) {
-        self.site
-            .post_json("/api/v1/clock", &format!("{{\"advance_s\": {secs}}}"));
-    }
-
     fn power_cycle(&self) {
         let v = self
             .site
             .post_json("/api/v1/devices/ps1/power", r#"{"action":"cycle"}"#);
         assert_eq!(v["power"], "on", "{v}");
-    }
-
-    fn audit_csv(&self) -> String {
-        let (code, body) = self.get("/logs/audit.csv");
-        assert_eq!(code, 200, "{body}");
-        body
     }
 }
 
@@ -164,22 +111,9 @@ fn security_tls_and_port_surface() {
     // Port surface: exactly 443, 502, 5357 (no 80, no SSH).
     assert_eq!(open_ports(&ps.ip), vec![443, 502, 5357]);
     // Disabling Modbus on ETH1 through the API closes 502; DPWS off closes 5357.
-    let (code, body) = curl(&[
-        "-sk",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!(
-            r#"{{"username":"SecurityAdmin","password":"{}"}}"#,
-            ps.password
-        ),
-        &ps.url("/api/login"),
-    ]);
+    let (code, body) = api_login(&ps.url("/api/login"), &ps.password);
     assert_eq!(code, 200, "{body}");
-    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let auth = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let auth = bearer_of(&body).unwrap();
     let (code, body) = curl(&[
         "-sk",
         "-w",
@@ -231,50 +165,50 @@ fn security_lockout_bookmark_and_audit() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, format!("303 https://{}/login", ps.ip));
     // No password and wrong passwords: no access.
-    let (code, body) = ps.login("SecurityAdmin", "");
+    let (code, body) = ps.login_as("SecurityAdmin", "");
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("Wrong user name or password"));
     for i in 2..=9 {
-        let (code, body) = ps.login("SecurityAdmin", &format!("Wrong-{i}"));
+        let (code, body) = ps.login_as("SecurityAdmin", &format!("Wrong-{i}"));
         assert_eq!(code, 401, "attempt {i}: {body}");
     }
-    let (code, body) = ps.login("SecurityAdmin", "Wrong-10");
+    let (code, body) = ps.login_as("SecurityAdmin", "Wrong-10");
     assert_eq!(code, 403);
     assert!(body.contains("locked for 10 minutes"), "{body}");
     // Eleventh: locked, even with the right password; not counted.
-    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    let (code, body) = ps.login_as("SecurityAdmin", &ps.password);
     assert_eq!(code, 403);
     assert!(body.contains("locked"), "{body}");
     // The lock survives a power cycle.
     ps.power_cycle();
-    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    let (code, body) = ps.login_as("SecurityAdmin", &ps.password);
     assert_eq!(code, 403, "lock lost across power cycle: {body}");
     // After 10 minutes of device time: login works again...
     ps.advance(600);
-    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    let (code, body) = ps.login_as("SecurityAdmin", &ps.password);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("Home - EcoStruxure Panel Server"), "{body}");
     // ... success reset the counter, so 10 failures lock again for 10 min;
     // then 5 more failures lock for 60 minutes.
     for i in 1..=10 {
-        ps.login("SecurityAdmin", &format!("Wrong-{i}"));
+        ps.login_as("SecurityAdmin", &format!("Wrong-{i}"));
     }
     ps.advance(600);
     for i in 1..=4 {
-        let (code, _) = ps.login("SecurityAdmin", &format!("Again-{i}"));
+        let (code, _) = ps.login_as("SecurityAdmin", &format!("Again-{i}"));
         assert_eq!(code, 401, "attempt {i} after the first lock");
     }
-    let (code, body) = ps.login("SecurityAdmin", "Again-5");
+    let (code, body) = ps.login_as("SecurityAdmin", "Again-5");
     assert_eq!(code, 403);
     assert!(body.contains("locked for 60 minutes"), "{body}");
     ps.advance(59 * 60);
     assert_eq!(
-        ps.login("SecurityAdmin", &ps.password).0,
+        ps.login_as("SecurityAdmin", &ps.password).0,
         403,
         "still locked after 59 min"
     );
     ps.advance(60);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Audit CSV: the failures and the lockouts, no passwords.
     let csv = ps.audit_csv();
     assert!(csv.starts_with("time,event,detail"), "{csv}");
@@ -316,18 +250,11 @@ fn security_lockout_bookmark_and_audit() {
 #[test]
 fn security_firmware_update() {
     let ps = Ps::start(44);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let dir = tempfile::tempdir().unwrap();
     let txt = dir.path().join("notes.txt");
     std::fs::write(&txt, "this is not firmware\n").unwrap();
-    let csrf = ps.csrf("/firmware");
-    let (code, body) = ps.curl(&[
-        "-F",
-        &format!("csrf={csrf}"),
-        "-F",
-        &format!("image=@{}", txt.display()),
-        &ps.url("/firmware"),
-    ]);
+    let (code, body) = ps.upload_firmware(&txt);
     assert_eq!(code, 400);
     assert!(body.contains("wrong signature"), "{body}");
     assert!(ps.audit_csv().contains(",firmware update failed,"));
@@ -336,22 +263,7 @@ fn security_firmware_update() {
     let payload = dir.path().join("payload.bin");
     std::fs::write(&payload, vec![0x5au8; 4096]).unwrap();
     let img = dir.path().join("fw.img");
-    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(bin)
-        .args([
-            "firmware",
-            "sign",
-            "--key",
-            &key,
-            "--version",
-            "002.003.000",
-        ])
-        .arg(&payload)
-        .arg("-o")
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    common::sign_firmware(&payload, "002.003.000", None, &img);
     let out = Command::new(bin)
         .args(["firmware", "inspect"])
         .arg(&img)
@@ -367,19 +279,12 @@ fn security_firmware_update() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let csrf = ps.csrf("/firmware");
-    let (code, body) = ps.curl(&[
-        "-F",
-        &format!("csrf={csrf}"),
-        "-F",
-        &format!("image=@{}", img.display()),
-        &ps.url("/firmware"),
-    ]);
+    let (code, body) = ps.upload_firmware(&img);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("installed"), "{body}");
     // It reboots: sessions are gone; log in again and see the version.
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("SecurityAdmin", &ps.password)
+        ps.login_as("SecurityAdmin", &ps.password)
             .1
             .contains("002.003.000")
     });
@@ -406,7 +311,7 @@ fn security_firmware_update() {
     // Still installed after a power cycle (verified again at boot).
     ps.power_cycle();
     assert!(
-        ps.login("SecurityAdmin", &ps.password)
+        ps.login_as("SecurityAdmin", &ps.password)
             .1
             .contains("002.003.000")
     );
@@ -418,7 +323,7 @@ fn security_firmware_update() {
         &[("mode", "manual"), ("datetime", "2031-02-03T04:05")],
     );
     assert_eq!(code, 200, "{body}");
-    ps.login("SecurityAdmin", "Wrong-pw-1");
+    ps.login_as("SecurityAdmin", "Wrong-pw-1");
     let csv = ps.audit_csv();
     assert!(csv.contains("date/time set manually"), "{csv}");
     assert!(
@@ -434,7 +339,7 @@ fn security_firmware_update() {
     );
     assert_eq!(v["power"], "on", "{v}");
     assert!(
-        ps.login("SecurityAdmin", &ps.password)
+        ps.login_as("SecurityAdmin", &ps.password)
             .1
             .contains("002.003.000"),
         "firmware reverted by the factory reset"
@@ -512,7 +417,7 @@ fn security_dpws_and_chromium() {
 #[test]
 fn security_passwords_backup_and_factory_reset() {
     let ps = Ps::start(48);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Password rules, each failure names the rule.
     let change = |new: &str| {
         ps.submit(
@@ -535,16 +440,7 @@ fn security_passwords_backup_and_factory_reset() {
     let csrf = ps.csrf("/backup");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.ftbk");
-    let (code, _) = ps.curl(&[
-        "-o",
-        file.to_str().unwrap(),
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "--data-urlencode",
-        "password=Back-up!",
-        &ps.url("/backup/download"),
-    ]);
-    assert_eq!(code, 200);
+    assert_eq!(ps.download_backup(&csrf, "Back-up!", &file), 200);
     let bytes = std::fs::read(&file).unwrap();
     assert!(bytes.starts_with(b"FTBK"));
     assert!(
@@ -575,7 +471,7 @@ fn security_passwords_backup_and_factory_reset() {
     // The device reboots 0.3 s after answering; wait for the new boot.
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
+        ps.login_as("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/maintenance").0 == 200
     });
     // Factory reset asked on the page (issue 8 defect 3): nothing erased,
     // audited, the device reboots. Then the Restart button erases it.
@@ -593,7 +489,7 @@ fn security_passwords_backup_and_factory_reset() {
     assert!(body.contains("Nothing was erased"), "{body}");
     std::thread::sleep(Duration::from_secs(1));
     ps.site.wait_until(Duration::from_secs(30), || {
-        ps.login("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/logs").0 == 200
+        ps.login_as("SecurityAdmin", "New-Passw0rd").0 == 200 && ps.get("/logs").0 == 200
     });
     assert_eq!(fingerprint(), before, "a remote request must not erase");
     let csv = ps.audit_csv();
@@ -607,7 +503,7 @@ fn security_passwords_backup_and_factory_reset() {
         r#"{"command":"restart_button","device":"ps1","hold_s":12}"#,
     );
     assert_eq!(v["power"], "on", "{v}");
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     assert_ne!(fingerprint(), before, "certificate not regenerated");
     let csv = ps.audit_csv();
     assert!(!csv.contains("password changed"), "{csv}");
@@ -626,7 +522,7 @@ fn security_passwords_backup_and_factory_reset() {
         r#"{"command":"restart_button","device":"ps1","hold_s":15}"#,
     );
     assert_eq!(v["power"], "on", "{v}");
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     assert_ne!(fingerprint(), before, "certificate not regenerated");
     let csv = ps.audit_csv();
     assert!(csv.contains("first boot with factory settings"), "{csv}");
@@ -639,7 +535,7 @@ fn security_passwords_backup_and_factory_reset() {
 
 #[test]
 fn security_tls13_site_switch() {
-    let text = site(50).replacen(
+    let text = fast_site_text(50).replacen(
         "pbkdf2_iterations = 1000",
         "pbkdf2_iterations = 1000\ntls13 = true",
         1,
@@ -700,7 +596,7 @@ fn modbus_read(ip: &str, unit: u8, addr: u16, count: u16) -> Result<Vec<u16>, u8
 #[test]
 fn security_wireless_pairing_add_remove_and_factory_reset() {
     let ps = Ps::start(52);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Commissioned from the site file: PowerTag 0x2A3B0001 at unit 100.
     assert_eq!(
         modbus_read(&ps.ip, 255, 0x01F4, 5).unwrap(),
@@ -749,7 +645,7 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
     );
 
     // Add it back with the install code of its label: routed again at unit 100.
-    let install_code = label_install_code(&ps.site_text, "pt-lighting");
+    let install_code = label_install_code(&ps.text, "pt-lighting");
     let (code, body) = add("000000002A3B0001", &install_code);
     assert_eq!(code, 200, "{body}");
     ps.site.wait_until(Duration::from_secs(10), || {
@@ -789,10 +685,10 @@ fn security_wireless_pairing_add_remove_and_factory_reset() {
 #[test]
 fn security_support_user_account() {
     let ps = Ps::start(54);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Disabled at first: no login, whatever the password.
-    assert_eq!(ps.login("SupportUser", &ps.password).0, 401);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SupportUser", &ps.password).0, 401);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let set = |admin_pw: &str, new: &str| {
         ps.submit(
             "/users",
@@ -815,15 +711,15 @@ fn security_support_user_account() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("id=\"support-state\">enabled"), "{body}");
     // SupportUser logs in with its own password, not the administrator's.
-    assert_eq!(ps.login("SupportUser", &ps.password).0, 401);
-    assert_eq!(ps.login("SupportUser", "Supp0rt-Access").0, 200);
+    assert_eq!(ps.login_as("SupportUser", &ps.password).0, 401);
+    assert_eq!(ps.login_as("SupportUser", "Supp0rt-Access").0, 200);
     // Disabled again by the administrator.
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let (code, body) = set(&ps.password, "");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("id=\"support-state\">disabled"), "{body}");
-    assert_eq!(ps.login("SupportUser", "Supp0rt-Access").0, 401);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SupportUser", "Supp0rt-Access").0, 401);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let csv = ps.audit_csv();
     for want in [
         "SupportUser password set (account enabled)",
@@ -841,7 +737,7 @@ fn security_support_user_account() {
 #[test]
 fn security_wrong_current_password_counts_toward_lockout() {
     let ps = Ps::start(56);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     let change = |current: &str| {
         ps.submit(
             "/users",
@@ -892,7 +788,7 @@ fn security_wrong_current_password_counts_toward_lockout() {
     ]);
     assert_eq!(code, 403, "{body}");
     ps.advance(601);
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
 
     // Defect 9: pairing while the radio is permanently off says so.
     let (code, body) = ps.submit(
@@ -941,7 +837,7 @@ fn security_nothing_a_client_sees_names_the_emulator() {
     let (code, text) = ps.curl(&["-i", "-X", "DELETE", &ps.url("/api/audit")]);
     assert_eq!(code, 401, "{text}");
     seen += &text;
-    assert_eq!(ps.login("SecurityAdmin", &ps.password).0, 200);
+    assert_eq!(ps.login_as("SecurityAdmin", &ps.password).0, 200);
     // Set the device clock: the Date header follows the RTC, not the host.
     let (code, body) = ps.submit(
         "/settings",
@@ -973,22 +869,9 @@ fn security_nothing_a_client_sees_names_the_emulator() {
         "Date not from the RTC: {date}"
     );
     // The JSON API.
-    let (code, tok) = curl(&[
-        "-sk",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        &format!(
-            "{{\"username\":\"SecurityAdmin\",\"password\":\"{}\"}}",
-            ps.password
-        ),
-        &ps.url("/api/login"),
-    ]);
+    let (code, tok) = api_login(&ps.url("/api/login"), &ps.password);
     assert_eq!(code, 200, "{tok}");
-    let tok: serde_json::Value = serde_json::from_str(&tok).unwrap();
-    let bearer = format!("Authorization: Bearer {}", tok["token"].as_str().unwrap());
+    let bearer = bearer_of(&tok).unwrap();
     for path in ["/api/status", "/api/settings", "/api/audit"] {
         seen += &curl(&["-ski", "-w", "\n%{http_code}", "-H", &bearer, &ps.url(path)]).1;
     }
@@ -996,16 +879,7 @@ fn security_nothing_a_client_sees_names_the_emulator() {
     let csrf = ps.csrf("/backup");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.bin");
-    let (code, _) = ps.curl(&[
-        "-o",
-        file.to_str().unwrap(),
-        "--data-urlencode",
-        &format!("csrf={csrf}"),
-        "--data-urlencode",
-        "password=Back-up!",
-        &ps.url("/backup/download"),
-    ]);
-    assert_eq!(code, 200);
+    assert_eq!(ps.download_backup(&csrf, "Back-up!", &file), 200);
     seen += &String::from_utf8_lossy(&std::fs::read(&file).unwrap());
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, b"this is not a backup").unwrap();
@@ -1074,7 +948,7 @@ fn security_nothing_a_client_sees_names_the_emulator() {
 fn security_first_https_logins_right_after_start_wait_and_succeed() {
     let text = site_text(170);
     assert!(!text.contains("pbkdf2_iterations"));
-    let ps = Ps::start_text(170, text);
+    let ps = Ps::start_with(170, text, &[]);
     let pages: Vec<_> = (0..3)
         .map(|_| {
             let (url, pw) = (ps.url("/login"), ps.password.clone());
@@ -1124,7 +998,7 @@ fn security_first_https_logins_right_after_start_wait_and_succeed() {
         assert!(body.contains("csrf"), "not the home page: {body}");
     }
     // Every attempt was checked once, none refused.
-    let (code, body) = ps.login("SecurityAdmin", &ps.password);
+    let (code, body) = ps.login_as("SecurityAdmin", &ps.password);
     assert_eq!(code, 200, "{body}");
     let csv = ps.audit_csv();
     assert_eq!(csv.matches("administrator logged in").count(), 5, "{csv}");

@@ -6,58 +6,22 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::web::Web;
-use common::{RunningSite, site_text};
+use common::web::Ps;
+use common::{RunningSite, fast_site_text};
 
 const YEAR_S: u64 = 365 * 86_400;
 
-/// The default site on octets `a`/`a+1`, with fast PBKDF2 for tests.
-fn site(a: u8) -> String {
-    let t = site_text(a);
-    assert!(t.contains("topology = \"separated\""));
-    t.replacen(
-        "topology = \"separated\"",
-        "topology = \"separated\"\npbkdf2_iterations = 1000",
-        1,
-    )
+/// Runs the site `text` with the state directory `state` (which outlives
+/// the run), ps1 at 127.77.`a`.10.
+fn start(a: u8, text: &str, state: &Path) -> Ps {
+    Ps::start_with(a, text.into(), &["--state", state.to_str().unwrap()])
 }
 
-/// A running site with a state directory that outlives it, and an HTTPS
-/// client (curl with a cookie jar) for its Panel Server.
-struct Site {
-    run: RunningSite,
-    web: Web,
-}
-
-impl std::ops::Deref for Site {
-    type Target = Web;
-
-    fn deref(&self) -> &Web {
-        &self.web
-    }
-}
-
-impl Site {
-    fn start(a: u8, text: &str, state: &Path) -> Self {
-        let run = RunningSite::start(text, &["--state", state.to_str().unwrap()]);
-        let web = Web::of(&run, format!("127.77.{a}.10"));
-        Self { run, web }
-    }
-
-    fn login(&self, pw: &str) -> (u16, String) {
-        self.login_as("SecurityAdmin", pw)
-    }
-
-    fn advance(&self, secs: u64) {
-        self.run
-            .post_json("/api/v1/clock", &format!("{{\"advance_s\": {secs}}}"));
-    }
-
+impl Ps {
     fn site_time(&self) -> chrono::DateTime<chrono::Utc> {
-        let v = self.run.get_json("/api/v1/clock");
+        let v = self.site.get_json("/api/v1/clock");
         v["site_time"].as_str().unwrap().parse().unwrap()
     }
 }
@@ -118,9 +82,9 @@ fn set_rtc(ip: &str, words: [u16; 4]) {
 #[test]
 fn a_restart_resumes_site_time_lockout_and_rtc() {
     let a = 150;
-    let text = site(a);
+    let text = fast_site_text(a);
     let state = tempfile::tempdir().unwrap();
-    let ps = Site::start(a, &text, state.path());
+    let ps = start(a, &text, state.path());
     ps.advance(YEAR_S);
     // The RTC set over Modbus to 2031-02-03 04:05.
     let asked = Instant::now();
@@ -144,12 +108,12 @@ fn a_restart_resumes_site_time_lockout_and_rtc() {
     assert!(body.contains("locked for 10 minutes"), "{body}");
     let stopped_at = ps.site_time();
     let password = ps.password.clone();
-    let status = ps.run.stop();
+    let status = ps.site.stop();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 
-    let ps = Site::start(a, &text, state.path());
+    let ps = start(a, &text, state.path());
     assert_eq!(ps.password, password);
-    let out = ps.run.stdout.lock().unwrap().clone();
+    let out = ps.site.stdout.lock().unwrap().clone();
     assert!(out.contains("resumed from the state"), "{out}");
     let resumed_at = ps.site_time();
     let gap = (resumed_at - stopped_at).num_seconds();
@@ -260,9 +224,9 @@ fn slowest_modbus_answer(run: &RunningSite) -> (Duration, usize) {
 #[test]
 fn a_year_with_a_large_firmware_image_keeps_the_state_small_and_the_site_answering() {
     let a = 152;
-    let text = site(a);
+    let text = fast_site_text(a);
     let state = tempfile::tempdir().unwrap();
-    let ps = Site::start(a, &text, state.path());
+    let ps = start(a, &text, state.path());
     // A 20 MB lab-signed image (incompressible bytes).
     let dir = tempfile::tempdir().unwrap();
     let payload = dir.path().join("payload.bin");
@@ -277,33 +241,11 @@ fn a_year_with_a_large_firmware_image_keeps_the_state_small_and_the_site_answeri
         .collect();
     std::fs::write(&payload, bytes).unwrap();
     let img = dir.path().join("fw.img");
-    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_fieldtwin"))
-        .args([
-            "firmware",
-            "sign",
-            "--key",
-            &key,
-            "--version",
-            "002.003.000",
-        ])
-        .arg(&payload)
-        .arg("-o")
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    common::sign_firmware(&payload, "002.003.000", None, &img);
     assert_eq!(ps.login(&ps.password).0, 200);
-    let csrf = ps.csrf("/firmware");
-    let (code, body) = ps.curl(&[
-        "-F",
-        &format!("csrf={csrf}"),
-        "-F",
-        &format!("image=@{}", img.display()),
-        &ps.url("/firmware"),
-    ]);
+    let (code, body) = ps.upload_firmware(&img);
     assert_eq!(code, 200, "{body}");
-    ps.run.wait_until(Duration::from_secs(60), || {
+    ps.site.wait_until(Duration::from_secs(60), || {
         ps.login(&ps.password).1.contains("002.003.000")
     });
     let installed = dir_size(state.path());
@@ -312,11 +254,11 @@ fn a_year_with_a_large_firmware_image_keeps_the_state_small_and_the_site_answeri
     // a one-year jump.
     for _ in 0..52 {
         ps.advance(7 * 86_400);
-        let (slowest, _) = slowest_modbus_answer(&ps.run);
+        let (slowest, _) = slowest_modbus_answer(&ps.site);
         assert!(slowest < Duration::from_secs(5), "{slowest:?}");
     }
     ps.advance(YEAR_S);
-    let (slowest, n) = slowest_modbus_answer(&ps.run);
+    let (slowest, n) = slowest_modbus_answer(&ps.site);
     eprintln!("slowest of {n} Modbus answers right after a one-year jump: {slowest:?}");
     assert!(
         slowest < Duration::from_secs(1),
@@ -331,9 +273,9 @@ fn a_year_with_a_large_firmware_image_keeps_the_state_small_and_the_site_answeri
         "state grew from {installed} to {after} bytes"
     );
     // And after a restart the image is verified from that one copy.
-    let status = ps.run.stop();
+    let status = ps.site.stop();
     assert!(status.success(), "{status:?}");
-    let ps = Site::start(a, &text, state.path());
+    let ps = start(a, &text, state.path());
     assert!(ps.login(&ps.password).1.contains("002.003.000"));
     let restarted = dir_size(state.path());
     assert!(restarted < 2 * installed, "{installed} -> {restarted}");

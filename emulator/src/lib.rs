@@ -2,6 +2,7 @@
 //!
 //! - [`attack`]: the attacks a Workstation runs, as data.
 //! - [`clock`]: virtual time and per-device RTCs.
+//! - [`crc`]: the reflected CRC-16 of the emulated links.
 //! - [`net`]: the transport API services are written against, and its backends.
 //! - [`radio`]: the IEEE 802.15.4 medium shared by a site's radios.
 //! - [`storage`]: per-device non-volatile memory.
@@ -16,6 +17,7 @@
 pub mod attack;
 pub mod clock;
 pub mod control;
+pub mod crc;
 pub mod device;
 pub mod local;
 pub mod net;

@@ -1,7 +1,8 @@
 //! The wire types of the control API's scenario endpoints
 //! (`GET /api/v1/scenarios`, `POST /api/v1/scenarios/run`), shared by the
-//! server (the `fieldtwin` binary, which owns the scenario engine) and the
-//! dashboard, which only reads them (docs/control-api.md).
+//! server (the `fieldtwin` binary, which owns the scenario engine: its
+//! steps are these [`Step`]s) and the dashboard, which only reads them
+//! (docs/control-api.md).
 //!
 //! Contract: plain serde data, no behaviour; a run's `steps` grow while it
 //! is `running` and never change once it has ended.
@@ -84,13 +85,13 @@ pub struct Step {
     /// 1-based number in the scenario.
     pub n: usize,
     /// `expect`, `expect_eq`, `eventually`, `always`, `require`, `fail`,
-    /// `expect_audit`, `expect_event` or `log`.
+    /// `expect_audit`, `expect_event`, or `log` (informative, always passes).
     pub kind: String,
     pub message: String,
     pub passed: bool,
-    /// What was observed.
+    /// What was observed (the value compared, the last audit kinds, ...).
     pub observed: String,
-    /// Virtual seconds since the site epoch when recorded.
+    /// Virtual seconds since the site epoch when the step was recorded.
     pub virtual_s: f64,
     /// Wall seconds since the run started.
     pub wall_s: f64,

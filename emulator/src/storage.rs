@@ -913,15 +913,7 @@ impl Nv {
 
     /// Every entry of log `log`, oldest first.
     pub fn read_log<T: DeserializeOwned>(&self, log: &str) -> Result<Vec<T>, StorageError> {
-        self.scan_visible(format!("{LOG_PREFIX}{log}/").as_bytes(), None)?
-            .into_iter()
-            .map(|v| {
-                serde_json::from_slice(&v).map_err(|cause| StorageError::Corrupt {
-                    key: format!("{LOG_PREFIX}{log}"),
-                    cause,
-                })
-            })
-            .collect()
+        self.read_log_last(log, None)
     }
 
     /// The newest `n` entries of log `log`, oldest first (reads only those).
@@ -930,7 +922,17 @@ impl Nv {
         log: &str,
         n: usize,
     ) -> Result<Vec<T>, StorageError> {
-        self.scan_visible(format!("{LOG_PREFIX}{log}/").as_bytes(), Some(n))?
+        self.read_log_last(log, Some(n))
+    }
+
+    /// The entries of log `log`, oldest first: the newest `n` of them, or
+    /// all without `n`.
+    fn read_log_last<T: DeserializeOwned>(
+        &self,
+        log: &str,
+        n: Option<usize>,
+    ) -> Result<Vec<T>, StorageError> {
+        self.scan_visible(format!("{LOG_PREFIX}{log}/").as_bytes(), n)?
             .into_iter()
             .map(|v| {
                 serde_json::from_slice(&v).map_err(|cause| StorageError::Corrupt {

@@ -49,44 +49,25 @@ const START_SETTLE_MAX: Duration = Duration::from_secs(3);
 
 const STOP: &str = "\u{1}scenario stopped";
 
-/// One recorded step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    /// 1-based number in the scenario.
-    pub n: usize,
-    /// `expect`, `expect_eq`, `eventually`, `always`, `require`, `fail`,
-    /// `expect_audit`, `expect_event`, or `log` (informative, always passes).
-    pub kind: String,
-    pub message: String,
-    pub passed: bool,
-    /// What was observed (the value compared, the last audit kinds, ...).
-    pub observed: String,
-    /// Virtual seconds since the site epoch when the step was recorded.
-    pub virtual_s: f64,
-    /// Wall seconds since the scenario started.
-    pub wall_s: f64,
-    /// Script line (0 if unknown).
-    pub line: usize,
-}
+/// One recorded step: the control API's (the served runs show the same).
+pub use fieldtwin_emulator::scenario_api::Step;
 
-impl Step {
-    /// One line as the runner prints it.
-    pub fn line_text(&self) -> String {
-        let mark = match (self.kind.as_str(), self.passed) {
-            ("log", _) => "  ..",
-            (_, true) => "  ok",
-            (_, false) => "FAIL",
-        };
-        let observed = if self.observed.is_empty() || (self.passed && self.kind == "log") {
-            String::new()
-        } else {
-            format!(" (observed: {})", self.observed)
-        };
-        format!(
-            "{mark} [{:>3}] t={:.3}s wall={:.2}s line {}: {} {}{observed}",
-            self.n, self.virtual_s, self.wall_s, self.line, self.kind, self.message
-        )
-    }
+/// A step as one line of the runner's output.
+pub fn line_text(step: &Step) -> String {
+    let mark = match (step.kind.as_str(), step.passed) {
+        ("log", _) => "  ..",
+        (_, true) => "  ok",
+        (_, false) => "FAIL",
+    };
+    let observed = if step.observed.is_empty() || (step.passed && step.kind == "log") {
+        String::new()
+    } else {
+        format!(" (observed: {})", step.observed)
+    };
+    format!(
+        "{mark} [{:>3}] t={:.3}s wall={:.2}s line {}: {} {}{observed}",
+        step.n, step.virtual_s, step.wall_s, step.line, step.kind, step.message
+    )
 }
 
 /// A scenario file: its path, text and header.
@@ -402,6 +383,18 @@ fn csrf_of(body: &str) -> Option<String> {
         .nth(1)
         .and_then(|s| s.split('"').next())
         .map(String::from)
+}
+
+/// GETs `page` of device `id` over HTTPS and gives the CSRF token of its
+/// form (an error naming the page when it has none: not logged in, ...).
+fn page_csrf(cx: &Ctx, id: &str, page: &str) -> R<String> {
+    let p = cx.site.https(id, "GET", page, None).map_err(rerr)?;
+    csrf_of(&p.body).ok_or_else(|| {
+        rerr(format!(
+            "{page} has no form with a CSRF token (status {}; logged in?)",
+            p.status
+        ))
+    })
 }
 
 fn call_bool(ctx: &NativeCallContext, f: &FnPtr) -> R<bool> {
@@ -840,34 +833,23 @@ fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
         cx.started.elapsed().as_secs_f64() * 1000.0
     });
     // ---- Modbus ----
-    let cx = c!();
-    engine.register_fn(
-        "modbus_read",
-        move |id: &str, u: i64, addr: i64, count: i64| -> R<Map> {
-            cx.device(id)?;
-            Ok(modbus_map(cx.site.modbus_read(
-                id,
-                unit(u)?,
-                3,
-                register_addr(addr)?,
-                reg(count, "count")?,
-            )))
-        },
-    );
-    let cx = c!();
-    engine.register_fn(
-        "modbus_read_input",
-        move |id: &str, u: i64, addr: i64, count: i64| -> R<Map> {
-            cx.device(id)?;
-            Ok(modbus_map(cx.site.modbus_read(
-                id,
-                unit(u)?,
-                4,
-                register_addr(addr)?,
-                reg(count, "count")?,
-            )))
-        },
-    );
+    // Holding registers (function 3) and input registers (function 4).
+    for (name, function) in [("modbus_read", 3), ("modbus_read_input", 4)] {
+        let cx = c!();
+        engine.register_fn(
+            name,
+            move |id: &str, u: i64, addr: i64, count: i64| -> R<Map> {
+                cx.device(id)?;
+                Ok(modbus_map(cx.site.modbus_read(
+                    id,
+                    unit(u)?,
+                    function,
+                    register_addr(addr)?,
+                    reg(count, "count")?,
+                )))
+            },
+        );
+    }
     let cx = c!();
     engine.register_fn(
         "modbus_write",
@@ -962,13 +944,7 @@ fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_fn(
         "web_form",
         move |id: &str, page: &str, action: &str, form: Map| -> R<Map> {
-            let p = cx.site.https(id, "GET", page, None).map_err(rerr)?;
-            let csrf = csrf_of(&p.body).ok_or_else(|| {
-                rerr(format!(
-                    "{page} has no form with a CSRF token (status {}; logged in?)",
-                    p.status
-                ))
-            })?;
+            let csrf = page_csrf(&cx, id, page)?;
             let mut f = vec![("csrf".to_string(), csrf)];
             f.extend(fields(&form));
             Ok(web_map(
@@ -987,13 +963,7 @@ fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
     engine.register_fn(
         "web_upload",
         move |id: &str, page: &str, field: &str, file_name: &str, content: &str| -> R<Map> {
-            let p = cx.site.https(id, "GET", page, None).map_err(rerr)?;
-            let csrf = csrf_of(&p.body).ok_or_else(|| {
-                rerr(format!(
-                    "{page} has no form with a CSRF token (status {}; logged in?)",
-                    p.status
-                ))
-            })?;
+            let csrf = page_csrf(&cx, id, page)?;
             let (ctype, body) = crate::web::multipart(
                 &[("csrf".into(), csrf)],
                 field,

@@ -77,7 +77,7 @@ pub fn write(suite: &str, results: &[ScenarioResult]) -> String {
                 .steps
                 .iter()
                 .filter(|s| !s.passed)
-                .map(|s| s.line_text())
+                .map(crate::engine::line_text)
                 .collect();
             let _ = writeln!(
                 x,
@@ -88,7 +88,7 @@ pub fn write(suite: &str, results: &[ScenarioResult]) -> String {
                 escape(&all.join("\n"))
             );
         }
-        let out: Vec<String> = r.steps.iter().map(|s| s.line_text()).collect();
+        let out: Vec<String> = r.steps.iter().map(crate::engine::line_text).collect();
         let _ = writeln!(
             x,
             "      <system-out>{}</system-out>\n    </testcase>",

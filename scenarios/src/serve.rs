@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fieldtwin_emulator::control::{Event, EventBus};
-use fieldtwin_emulator::scenario_api::{Entry, Run, RunRequest, RunState, Scenarios, Step};
+use fieldtwin_emulator::scenario_api::{Entry, Run, RunRequest, RunState, Scenarios};
 
 use crate::engine::{self, Scenario};
 use crate::site::SiteClient;
@@ -76,19 +76,6 @@ impl StartError {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn step_of(s: &engine::Step) -> Step {
-    Step {
-        n: s.n,
-        kind: s.kind.clone(),
-        message: s.message.clone(),
-        passed: s.passed,
-        observed: s.observed.clone(),
-        virtual_s: s.virtual_s,
-        wall_s: s.wall_s,
-        line: s.line,
-    }
 }
 
 fn stem(p: &Path) -> String {
@@ -227,7 +214,7 @@ impl Service {
         let me = self.clone();
         let file = self.file_of(id);
         let result = engine::run(scenario, site, move |s| {
-            let step = step_of(s);
+            let step = s.clone();
             if let Some(bus) = &me.events {
                 bus.send(Event::ScenarioStep {
                     run: id,
@@ -249,7 +236,7 @@ impl Service {
         {
             let mut cur = lock(&self.run);
             if let Some(r) = cur.as_mut().filter(|r| r.id == id) {
-                r.steps = result.steps.iter().map(step_of).collect();
+                r.steps = result.steps.clone();
             }
         }
         self.finish(id, state, result.error, result.wall_s);

@@ -31,6 +31,8 @@ use fieldtwin_emulator::radio::report::{Quantity, Report};
 use fieldtwin_emulator::radio::{ACK_WAIT, Delivery, Position, RadioConfig, RadioId, TURNAROUND};
 use fieldtwin_models::panel_server::radio::{LinkTable, ack_psdu};
 
+use super::cpu_s;
+
 #[derive(clap::Args, Debug)]
 pub struct Options {
     /// Panel Servers (coordinators).
@@ -246,18 +248,6 @@ impl Node for Coordinator {
             ..Act::default()
         }
     }
-}
-
-fn cpu_s() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0)
 }
 
 fn rss_kib() -> u64 {

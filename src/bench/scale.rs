@@ -4,7 +4,7 @@
 //! (the emulated router, docs/lab.md "Routed lab") unless `--routing`
 //! says otherwise; the bench prints the namespace's neighbour entries.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +53,23 @@ pub(super) struct ProbeResult {
 /// many connections open; 64 made the probe, not the devices, the limit
 /// (a connection and its read take a few ms of latency each).
 const PROBE_PARALLEL: usize = 256;
+
+/// Runs `bench probe --site site` (this executable) inside `ns` and gives
+/// what it found.
+pub(super) fn run_probe(ns: &BenchNetns, site: &Path) -> anyhow::Result<ProbeResult> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(&exe)
+        .args(["bench", "probe", "--site"])
+        .arg(site)
+        .output()
+        .context("cannot run the probe")?;
+    if !out.status.success() {
+        bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
 
 /// Inside the namespace: read one register of every device until all answer.
 pub fn probe(o: ProbeOptions) -> anyhow::Result<()> {
@@ -162,18 +179,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let proc = start_site(&site, &args, Duration::from_secs(900))?;
     let started = t0.elapsed();
-    let exe = std::env::current_exe()?;
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(&exe)
-        .args(["bench", "probe", "--site"])
-        .arg(&site)
-        .output()
-        .context("cannot run the probe")?;
-    if !out.status.success() {
-        bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let probe: ProbeResult = serde_json::from_slice(&out.stdout)?;
+    let probe = run_probe(&ns, &site)?;
     let boot = t0.elapsed();
     let pid = proc.0.id();
     // CPU the emulator spent until every device answered: on a busy

@@ -33,7 +33,7 @@ use tokio_modbus::client::{Reader, tcp};
 use tokio_modbus::slave::Slave;
 
 use super::modbus::start_site;
-use super::scale::{ProbeResult, proc_rss_kib};
+use super::scale::{proc_rss_kib, run_probe};
 use super::{BenchNetns, Layout, generate_site, machine};
 
 /// How long one request may take before it counts as an error.
@@ -268,18 +268,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         Duration::from_secs(900),
     )?;
     let pid = proc.0.id();
-    let exe = std::env::current_exe()?;
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(&exe)
-        .args(["bench", "probe", "--site"])
-        .arg(&site)
-        .output()
-        .context("cannot run the probe")?;
-    if !out.status.success() {
-        bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let probe: ProbeResult = serde_json::from_slice(&out.stdout)?;
+    let probe = run_probe(&ns, &site)?;
     if probe.answered < probe.total {
         bail!(
             "only {} of {} devices answered Modbus before the soak",
@@ -290,6 +279,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let rss0 = proc_rss_kib(pid).unwrap_or(0);
     let (fd0, th0) = fds_threads(pid);
     let seconds = o.minutes * 60.0;
+    let exe = std::env::current_exe()?;
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(&exe)

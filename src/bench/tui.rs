@@ -8,6 +8,8 @@
 
 use clap::Args;
 
+use super::cpu_s;
+
 #[derive(Debug, Args)]
 pub struct Options {
     /// Devices in the snapshot.
@@ -19,20 +21,6 @@ pub struct Options {
     /// Terminal size, COLSxROWS.
     #[arg(long, default_value = "200x50")]
     size: String,
-}
-
-fn cpu_s() -> f64 {
-    // CPU seconds of this process: fields 14 and 15 of /proc/self/stat
-    // (user and system time, in USER_HZ = 100 ticks per second on Linux).
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0)
 }
 
 pub fn run(o: Options) -> anyhow::Result<()> {

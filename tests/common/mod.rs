@@ -67,6 +67,18 @@ pub fn site_text(a: u8) -> String {
         .replace("@OT@", &format!("10.77.{}.", a + 1))
 }
 
+/// [`site_text`] with fast password hashing (1,000 PBKDF2 rounds) for the
+/// debug builds the tests run.
+pub fn fast_site_text(a: u8) -> String {
+    let t = site_text(a);
+    assert!(t.contains("topology = \"separated\""));
+    t.replacen(
+        "topology = \"separated\"",
+        "topology = \"separated\"\npbkdf2_iterations = 1000",
+        1,
+    )
+}
+
 /// The embedded default site, as `fieldtwin site show` prints it.
 pub fn fieldtwin_default_site() -> String {
     let out = fieldtwin(&["site", "show"]);
@@ -94,6 +106,20 @@ pub fn fieldtwin(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run fieldtwin")
+}
+
+/// Signs `payload` into the firmware image `img` with the lab vendor key
+/// (`fieldtwin firmware sign`): `version`, and `family` (else the Panel
+/// Server's). Panics if signing fails.
+pub fn sign_firmware(payload: &Path, version: &str, family: Option<&str>, img: &Path) {
+    let key = format!("{}/keys/lab-vendor.key", env!("CARGO_MANIFEST_DIR"));
+    let mut args = vec!["firmware", "sign", "--key", &key, "--version", version];
+    if let Some(f) = family {
+        args.extend(["--family", f]);
+    }
+    args.extend([payload.to_str().unwrap(), "-o", img.to_str().unwrap()]);
+    let out = fieldtwin(&args);
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// Runs a command and returns its output; panics with a clear message if the
@@ -291,4 +317,26 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Logs in to a device's JSON API at `url` (its `/api/login`) as
+/// SecurityAdmin with `password`: the HTTP status and the answer.
+pub fn api_login(url: &str, password: &str) -> (u16, String) {
+    curl(&[
+        "-sk",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(r#"{{"username":"SecurityAdmin","password":"{password}"}}"#),
+        url,
+    ])
+}
+
+/// The `Authorization: Bearer …` header of the token in a login answer
+/// ([`api_login`]); none if it has no token.
+pub fn bearer_of(answer: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(answer).ok()?;
+    Some(format!("Authorization: Bearer {}", v["token"].as_str()?))
 }

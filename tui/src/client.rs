@@ -319,28 +319,27 @@ impl Shared {
     }
 
     async fn start_scenario(&self, name: &str) -> anyhow::Result<Run> {
-        let resp = self
-            .http
-            .post(self.url("/api/v1/scenarios/run"))
-            .json(&RunRequest {
-                name: name.to_string(),
-            })
-            .send()
-            .await
-            .with_context(|| format!("no fieldtwin answers at {}", self.api))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.context("unexpected answer")?;
-        if !status.is_success() {
-            anyhow::bail!("{}", body["error"].as_str().unwrap_or("refused"));
-        }
-        Ok(serde_json::from_value(body)?)
+        let run = RunRequest {
+            name: name.to_string(),
+        };
+        self.post("/api/v1/scenarios/run", &run).await
     }
 
     async fn send(&self, cmd: &Command) -> anyhow::Result<Reply> {
+        self.post("/api/v1/commands", cmd).await
+    }
+
+    /// POSTs `body` as JSON to `path` of the control API: its answer, or
+    /// the `error` it gives when it refuses.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
         let resp = self
             .http
-            .post(self.url("/api/v1/commands"))
-            .json(cmd)
+            .post(self.url(path))
+            .json(body)
             .send()
             .await
             .with_context(|| format!("no fieldtwin answers at {}", self.api))?;

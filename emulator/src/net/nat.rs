@@ -1310,6 +1310,16 @@ mod tests {
         nat.input(Side::Outside, reply, now, out);
     }
 
+    /// A NAT that knows the server's MAC (its ARP answered just now), the
+    /// instant, and what it sent.
+    fn resolved() -> (Nat, Instant, Vec<Out>) {
+        let mut nat = nat();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        arp_reply(&mut nat, now, &mut out);
+        (nat, now, out)
+    }
+
     fn syn(port: u16) -> Vec<u8> {
         packet((DEV, NAT), TCP, (DEV_IP, port), (SERVER, 8883), SYN, b"")
     }
@@ -1379,10 +1389,7 @@ mod tests {
 
     #[test]
     fn outside_gets_in_only_through_a_mapping() {
-        let mut nat = nat();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        arp_reply(&mut nat, now, &mut out);
+        let (mut nat, now, mut out) = resolved();
         let pool0 = nat.pool()[0];
         // ARP for a pool address is answered; a SYN to it is dropped.
         let req = arp_frame_as(HOST, 1, BROADCAST, SERVER, [0; 6], pool0);
@@ -1409,10 +1416,7 @@ mod tests {
 
     #[test]
     fn each_session_gets_another_address_and_mappings_expire() {
-        let mut nat = nat();
-        let t0 = Instant::now();
-        let mut out = Vec::new();
-        arp_reply(&mut nat, t0, &mut out);
+        let (mut nat, t0, mut out) = resolved();
         let mut seen = Vec::new();
         for (i, port) in [50000u16, 50001, 50002, 50003].into_iter().enumerate() {
             let now = t0 + Duration::from_secs(i as u64 * 60);
@@ -1455,10 +1459,7 @@ mod tests {
 
     #[test]
     fn a_reused_port_after_close_opens_a_new_session() {
-        let mut nat = nat();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        arp_reply(&mut nat, now, &mut out);
+        let (mut nat, now, mut out) = resolved();
         out.clear();
         nat.input(Side::Inside, syn(50000), now, &mut out);
         let first = ip_at(&out[0].frame, 26);
@@ -1473,10 +1474,7 @@ mod tests {
 
     #[test]
     fn established_connections_last_and_idle_udp_expires() {
-        let mut nat = nat();
-        let t0 = Instant::now();
-        let mut out = Vec::new();
-        arp_reply(&mut nat, t0, &mut out);
+        let (mut nat, t0, mut out) = resolved();
         nat.input(Side::Inside, syn(50000), t0, &mut out);
         let public = ip_at(&out[0].frame, 26);
         let synack = packet(
@@ -1529,10 +1527,7 @@ mod tests {
             payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
         ) {
             let proto = if udp { UDP } else { TCP };
-            let mut nat = nat();
-            let now = Instant::now();
-            let mut out = Vec::new();
-            arp_reply(&mut nat, now, &mut out);
+            let (mut nat, now, mut out) = resolved();
             out.clear();
             let f = packet((DEV, NAT), proto, (DEV_IP, sport), (SERVER, dport), SYN, &payload);
             nat.input(Side::Inside, f, now, &mut out);

@@ -19,18 +19,7 @@ pub const TYPE_COMMAND: u8 = 3;
 
 /// CRC-16/KERMIT of `data` (the 802.15.4 FCS).
 pub fn fcs(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x8408
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
+    crate::crc::crc16_reflected(0x8408, 0, data)
 }
 
 /// `mpdu` followed by its FCS.

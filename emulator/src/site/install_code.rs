@@ -35,18 +35,7 @@ impl fmt::Debug for InstallCode {
 /// CRC-16/X-25 (poly 0x1021 reflected, init 0xFFFF, xorout 0xFFFF): the
 /// check of Zigbee install codes.
 pub fn crc16_x25(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x8408
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    !crate::crc::crc16_reflected(0x8408, 0xFFFF, data)
 }
 
 impl InstallCode {

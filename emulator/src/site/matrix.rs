@@ -755,27 +755,17 @@ mod tests {
                 && err.contains("PAS600"),
             "{err}"
         );
-        let err = Site::parse(&entry_site("serial_pty = \"/tmp/x\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("device[0].panel_server.serial_pty:"),
-            "{err}"
-        );
-        let err = Site::parse(&entry_site("rstp = true\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("device[0].panel_server.rstp: PAS400 has one Ethernet port"),
-            "{err}"
-        );
-        let err = Site::parse(&entry_site("eth2_ip = \"10.77.1.1\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("device[0].panel_server.eth2_ip: PAS400"),
-            "{err}"
-        );
+        for (extra, start) in [
+            ("serial_pty = \"/tmp/x\"\n", "serial_pty:"),
+            ("rstp = true\n", "rstp: PAS400 has one Ethernet port"),
+            ("eth2_ip = \"10.77.1.1\"\n", "eth2_ip: PAS400"),
+        ] {
+            let err = Site::parse(&entry_site(extra)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("device[0].panel_server.{start}")),
+                "{extra}: {err}"
+            );
+        }
         let tcp = entry_site("").replacen(
             "[[device.panel_server.wireless]]",
             "[[device.panel_server.modbus_tcp]]\ndevice = \"meter-tcp\"\nunit = 10\n\n[[device.panel_server.wireless]]",

@@ -420,42 +420,18 @@ mod tests {
             .unwrap();
         let id = s["transactionId"].as_i64().unwrap();
         assert_eq!(id, FIRST_TRANSACTION_ID);
-        r.call(
-            "cs1",
-            "MeterValues",
-            &mv(id, "2026-03-01T00:05:00Z", 100),
-            now(),
-        )
-        .unwrap();
-        r.call(
-            "cs1",
-            "MeterValues",
-            &mv(id, "2026-03-01T00:10:00Z", 200),
-            now(),
-        )
-        .unwrap();
-        // A duplicate, one going back, one for an id never given.
-        r.call(
-            "cs1",
-            "MeterValues",
-            &mv(id, "2026-03-01T00:10:00Z", 200),
-            now(),
-        )
-        .unwrap();
-        r.call(
-            "cs1",
-            "MeterValues",
-            &mv(id, "2026-03-01T00:07:00Z", 150),
-            now(),
-        )
-        .unwrap();
-        r.call(
-            "cs1",
-            "MeterValues",
-            &mv(7, "2026-03-01T00:07:00Z", 150),
-            now(),
-        )
-        .unwrap();
+        // Two in order, then a duplicate, one going back, one for an id
+        // never given.
+        for (tx, at, wh) in [
+            (id, "2026-03-01T00:05:00Z", 100),
+            (id, "2026-03-01T00:10:00Z", 200),
+            (id, "2026-03-01T00:10:00Z", 200),
+            (id, "2026-03-01T00:07:00Z", 150),
+            (7, "2026-03-01T00:07:00Z", 150),
+        ] {
+            r.call("cs1", "MeterValues", &mv(tx, at, wh), now())
+                .unwrap();
+        }
         r.call(
             "cs1",
             "StopTransaction",

@@ -184,18 +184,7 @@ impl Command {
 
 /// CRC-16 of SDI-12 (reflected polynomial 0xA001, initial value 0).
 pub fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
+    fieldtwin_emulator::crc::crc16_reflected(0xA001, 0, data)
 }
 
 /// The CRC as the three printable characters SDI-12 appends.

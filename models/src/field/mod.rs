@@ -212,6 +212,36 @@ struct State {
     reported: Option<Vec<(u8, f32)>>,
 }
 
+impl State {
+    /// A powered, responsive device with nothing forced and no extra load;
+    /// a PowerTag reports by radio every 5 s, other devices every 60 s.
+    fn new(
+        kind: Kind,
+        circuit: Option<Circuit>,
+        ambient: Option<Ambient>,
+        in_contact: bool,
+        reported: Option<Vec<(u8, f32)>>,
+    ) -> Self {
+        Self {
+            circuit,
+            ambient,
+            powered: true,
+            in_contact,
+            partial_base_wh: 0.0,
+            responsive: true,
+            forced: BTreeMap::new(),
+            link: LinkFigures::default(),
+            report_period: std::time::Duration::from_secs(if kind == Kind::PowerTag {
+                5
+            } else {
+                60
+            }),
+            extra: None,
+            reported,
+        }
+    }
+}
+
 /// The radio diagnostics of a wireless device (31147-31161): the last
 /// report as received, the Panel Server's figures over its window, and
 /// the worst of that window. `None` (no report yet) reads as the sheet's
@@ -331,23 +361,7 @@ impl FieldDevice {
             period_s,
             serial: format!("{:010}", spec.seed % 10_000_000_000),
             gateway,
-            state: Mutex::new(State {
-                circuit,
-                ambient,
-                powered: true,
-                in_contact: true,
-                partial_base_wh: 0.0,
-                responsive: true,
-                forced: BTreeMap::new(),
-                link: LinkFigures::default(),
-                report_period: std::time::Duration::from_secs(if kind == Kind::PowerTag {
-                    5
-                } else {
-                    60
-                }),
-                extra: None,
-                reported: None,
-            }),
+            state: Mutex::new(State::new(kind, circuit, ambient, true, None)),
         };
         if !spec.powered {
             dev.set_power(0.0, false);
@@ -375,23 +389,7 @@ impl FieldDevice {
             period_s: if kind == Kind::PowerTag { 5.0 } else { 60.0 },
             serial: "0000000000".into(),
             gateway,
-            state: Mutex::new(State {
-                circuit: None,
-                ambient: None,
-                powered: true,
-                in_contact: false,
-                partial_base_wh: 0.0,
-                responsive: true,
-                forced: BTreeMap::new(),
-                link: LinkFigures::default(),
-                report_period: std::time::Duration::from_secs(if kind == Kind::PowerTag {
-                    5
-                } else {
-                    60
-                }),
-                extra: None,
-                reported: Some(Vec::new()),
-            }),
+            state: Mutex::new(State::new(kind, None, None, false, Some(Vec::new()))),
         }
     }
 

@@ -36,8 +36,7 @@ use chrono::{DateTime, Utc};
 use fieldtwin_emulator::net::Stack;
 use fieldtwin_emulator::site::{AlarmRule, EmailConfig};
 use fieldtwin_emulator::storage::Nv;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, IpAddr, ServerName};
+use rustls::pki_types::{IpAddr, ServerName};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -115,23 +114,11 @@ impl Stored {
 
     /// The TLS client that checks the server against the CA.
     pub fn connector(&self) -> Result<tokio_rustls::TlsConnector, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("no CA certificate to verify the SMTP server with".into());
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        crate::security::tls::client_connector(
+            self.ca_pem.as_bytes(),
+            "the CA certificate",
+            "no CA certificate to verify the SMTP server with",
+        )
     }
 }
 

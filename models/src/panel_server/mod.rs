@@ -1135,7 +1135,6 @@ impl PanelServer {
                 .zip(s.rf_id)
                 .and_then(|(t, r)| t.link(r).cloned());
             let connected = d.map(|d| d.in_contact() && paired);
-            let last = link.as_ref().and_then(|l| l.uplink());
             out.push(FieldDeviceInfo {
                 id: s.id.clone(),
                 model: s.model.clone(),
@@ -1144,13 +1143,6 @@ impl PanelServer {
                 address: s.rf_id.map(|r| format!("{r:016X}")),
                 powered: d.map(|d| d.is_powered()),
                 connected,
-                rssi_dbm: last.map(|l| l.1),
-                lqi: last.map(|l| l.2),
-                per: link.as_ref().and_then(|l| l.per()),
-                last_report: link
-                    .as_ref()
-                    .and_then(|l| l.last_report)
-                    .map(|t| clock.utc_at(t)),
                 state: Some(
                     match (paired, connected) {
                         (false, _) => "not_paired",
@@ -1159,6 +1151,7 @@ impl PanelServer {
                     }
                     .into(),
                 ),
+                ..link_figures(link.as_ref(), clock)
             });
         }
         // Paired devices known only by their reports (added by RF-ID).
@@ -1169,7 +1162,6 @@ impl PanelServer {
             }
             let d = coordinator.as_ref().and_then(|c| c.device(p.rf_id));
             let link = table.as_ref().and_then(|t| t.link(p.rf_id).cloned());
-            let last = link.as_ref().and_then(|l| l.uplink());
             let connected = d.as_ref().is_some_and(|d| d.in_contact());
             out.push(FieldDeviceInfo {
                 id: format!("rf-{:016X}", p.rf_id),
@@ -1178,13 +1170,6 @@ impl PanelServer {
                 unit: Some(p.unit),
                 address: Some(format!("{:016X}", p.rf_id)),
                 connected: Some(connected),
-                rssi_dbm: last.map(|l| l.1),
-                lqi: last.map(|l| l.2),
-                per: link.as_ref().and_then(|l| l.per()),
-                last_report: link
-                    .as_ref()
-                    .and_then(|l| l.last_report)
-                    .map(|t| clock.utc_at(t)),
                 state: Some(
                     if connected {
                         "connected"
@@ -1193,7 +1178,7 @@ impl PanelServer {
                     }
                     .into(),
                 ),
-                ..Default::default()
+                ..link_figures(link.as_ref(), clock)
             });
         }
         // Install codes entered for devices that have not joined yet.
@@ -1415,6 +1400,20 @@ impl Handler for Gateway {
             }
         }
         .boxed()
+    }
+}
+
+/// A wireless device's radio figures from its `link` (none without one):
+/// the last report's RSSI and LQI, the packet error rate and when the last
+/// report came (site time).
+fn link_figures(link: Option<&radio::Link>, clock: &Clock) -> FieldDeviceInfo {
+    let last = link.and_then(|l| l.uplink());
+    FieldDeviceInfo {
+        rssi_dbm: last.map(|l| l.1),
+        lqi: last.map(|l| l.2),
+        per: link.and_then(|l| l.per()),
+        last_report: link.and_then(|l| l.last_report).map(|t| clock.utc_at(t)),
+        ..Default::default()
     }
 }
 

@@ -693,23 +693,23 @@ mod tests {
     use fieldtwin_emulator::device::{DeviceSetup, Power, Runtime};
     use fieldtwin_emulator::net::Stack;
     use fieldtwin_emulator::net::host::HostStack;
-    use fieldtwin_emulator::site::{Model, RtcConfig, Site};
+    use fieldtwin_emulator::site::{DeviceConfig, Model, RtcConfig, Site};
     use fieldtwin_emulator::storage::Store;
 
     use super::*;
     use crate::security::accounts;
 
-    /// Issue 8 defect 3: the Restart-button factory reset erases the Modbus
-    /// topology, the pairing, the Wi-Fi access point password, the
-    /// accounts and the data, and keeps the firmware image.
-    #[tokio::test]
-    async fn factory_reset_erases_topology_passwords_and_data() {
-        let site = Site::default_site();
+    /// The default site's `ps1`, its password hashing made cheap.
+    fn ps1(site: &Site) -> DeviceConfig {
         let mut dev = site.device("ps1").unwrap().clone();
         dev.panel_server.as_mut().unwrap().pbkdf2_iterations = Some(10);
-        let ps = Arc::new(PanelServer::new(&site, &dev));
-        let running = ps.clone();
-        let code = ps.label.device_code.clone();
+        dev
+    }
+
+    /// A runtime holding the Panel Server `dev` of `site`, off, its `eth1`
+    /// a host-mode stack at 127.77.57.`octet`.
+    fn runtime(site: &Site, dev: &DeviceConfig, octet: u8) -> (Runtime, Arc<PanelServer>) {
+        let ps = Arc::new(PanelServer::new(site, dev));
         let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
         let mut rt = Runtime::new(
             clock,
@@ -720,15 +720,26 @@ mod tests {
         let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
         ifs.insert(
             "eth1".into(),
-            Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, 12))),
+            Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, octet))),
         );
         rt.add(DeviceSetup {
-            device: ps,
+            device: ps.clone(),
             interfaces: ifs,
             rtc: RtcConfig::default(),
             seed: 1,
         })
         .unwrap();
+        (rt, ps)
+    }
+
+    /// Issue 8 defect 3: the Restart-button factory reset erases the Modbus
+    /// topology, the pairing, the Wi-Fi access point password, the
+    /// accounts and the data, and keeps the firmware image.
+    #[tokio::test]
+    async fn factory_reset_erases_topology_passwords_and_data() {
+        let site = Site::default_site();
+        let (rt, running) = runtime(&site, &ps1(&site), 12);
+        let code = running.label.device_code.clone();
         assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
         let nv = rt.nv("ps1").unwrap();
         // The accounts are made on first use (a login), not by the boot.
@@ -796,35 +807,13 @@ mod tests {
     async fn access_point_follows_model_firmware_and_permanent_deactivation() {
         let site = Site::default_site();
         let boot = |model: Model, firmware: Option<&str>, octet: u8| {
-            let mut dev = site.device("ps1").unwrap().clone();
+            let mut dev = ps1(&site);
             dev.model = model;
             dev.firmware = firmware.map(str::to_string);
-            let cfg = dev.panel_server.as_mut().unwrap();
-            cfg.pbkdf2_iterations = Some(10);
             if model.name().ends_with("WD") {
-                cfg.wireless.clear();
+                dev.panel_server.as_mut().unwrap().wireless.clear();
             }
-            let ps = Arc::new(PanelServer::new(&site, &dev));
-            let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
-            let mut rt = Runtime::new(
-                clock,
-                Store::open(None).unwrap(),
-                EventBus::new(),
-                Duration::from_secs(3600),
-            );
-            let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
-            ifs.insert(
-                "eth1".into(),
-                Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, octet))),
-            );
-            rt.add(DeviceSetup {
-                device: ps.clone(),
-                interfaces: ifs,
-                rtc: RtcConfig::default(),
-                seed: 1,
-            })
-            .unwrap();
-            (rt, ps)
+            runtime(&site, &dev, octet)
         };
         let (rt, ps) = boot(Model::PAS600L, None, 20);
         assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
@@ -867,28 +856,7 @@ mod tests {
     #[tokio::test]
     async fn stored_image_is_verified_at_every_boot() {
         let site = Site::default_site();
-        let mut dev = site.device("ps1").unwrap().clone();
-        dev.panel_server.as_mut().unwrap().pbkdf2_iterations = Some(10);
-        let ps = Arc::new(PanelServer::new(&site, &dev));
-        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
-        let mut rt = Runtime::new(
-            clock,
-            Store::open(None).unwrap(),
-            EventBus::new(),
-            Duration::from_secs(3600),
-        );
-        let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
-        ifs.insert(
-            "eth1".into(),
-            Arc::new(HostStack::new(Ipv4Addr::new(127, 77, 57, 10))),
-        );
-        rt.add(DeviceSetup {
-            device: ps,
-            interfaces: ifs,
-            rtc: RtcConfig::default(),
-            seed: 1,
-        })
-        .unwrap();
+        let (rt, _) = runtime(&site, &ps1(&site), 10);
         assert_eq!(rt.power_on("ps1").await.unwrap(), Power::On);
         let nv = rt.nv("ps1").unwrap();
         let key = firmware::signing_key(include_str!("../../../keys/lab-vendor.key")).unwrap();
@@ -945,26 +913,8 @@ mod tests {
         use tokio_modbus::slave::Slave;
 
         let site = Site::default_site();
-        let mut dev = site.device("ps1").unwrap().clone();
-        dev.panel_server.as_mut().unwrap().pbkdf2_iterations = Some(10);
-        let ps = Arc::new(PanelServer::new(&site, &dev));
-        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
-        let mut rt = Runtime::new(
-            clock,
-            Store::open(None).unwrap(),
-            EventBus::new(),
-            Duration::from_secs(3600),
-        );
         let ip = Ipv4Addr::new(127, 77, 57, 14);
-        let mut ifs: BTreeMap<String, Arc<dyn Stack>> = BTreeMap::new();
-        ifs.insert("eth1".into(), Arc::new(HostStack::new(ip)));
-        rt.add(DeviceSetup {
-            device: ps.clone(),
-            interfaces: ifs,
-            rtc: RtcConfig::default(),
-            seed: 1,
-        })
-        .unwrap();
+        let (rt, ps) = runtime(&site, &ps1(&site), 14);
         let busy = work::hold().await;
         assert_eq!(work::free(), 0);
         let on = tokio::time::timeout(Duration::from_secs(10), rt.power_on("ps1")).await;

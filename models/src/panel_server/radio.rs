@@ -1421,6 +1421,95 @@ mod tests {
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
+    /// A PowerTag (A9MEM1540) `id` at Modbus unit `unit` with RF-ID `rf`.
+    fn powertag(id: &str, unit: u8, rf: u64, seed: u64) -> Arc<FieldDevice> {
+        let spec = crate::field::Spec {
+            id: id.into(),
+            model: "A9MEM1540".into(),
+            unit,
+            rf_id: Some(rf),
+            profile: None,
+            powered: true,
+            seed,
+            day0: 0.0,
+        };
+        Arc::new(FieldDevice::new(&spec, GatewayCopy::default()).unwrap())
+    }
+
+    /// The Panel Server `ps1` at (0, 0, 2) on `channel` of a medium seeded
+    /// with `seed`, with `devs` and its `commissioning` codes; the clock is
+    /// paused (time moves by [`Rig::jump`]).
+    struct Rig {
+        clock: fieldtwin_emulator::clock::Clock,
+        air: Air,
+        devs: Vec<Arc<FieldDevice>>,
+        events: EventBus,
+        c: Arc<Coordinator>,
+    }
+
+    impl Rig {
+        fn new(
+            seed: u64,
+            channel: u8,
+            devs: Vec<Arc<FieldDevice>>,
+            commissioning: Vec<(InstallCode, bool)>,
+        ) -> Self {
+            let clock = fieldtwin_emulator::clock::Clock::start(chrono::Utc::now(), 1.0).unwrap();
+            clock.set_paused(true);
+            let air = Air::new(&clock, seed);
+            let place = Placement {
+                position: Position::new(0.0, 0.0, 2.0),
+                channel,
+                devices: Vec::new(),
+                commissioning,
+            };
+            let events = EventBus::new();
+            let c = attach(
+                &air,
+                "ps1",
+                &place,
+                &devs,
+                &GatewayCopy::default(),
+                &events,
+                &clock,
+            )
+            .unwrap();
+            Self {
+                clock,
+                air,
+                devs,
+                events,
+                c,
+            }
+        }
+
+        /// Moves the clock `s` seconds on and lets the medium catch up.
+        async fn jump(&self, s: u64) {
+            self.clock.advance(Duration::from_secs(s));
+            self.air.process(self.clock.now()).await;
+        }
+
+        /// A listening radio `probe` at (1, 1, 1) on `channel`.
+        fn probe(&self, channel: u8) -> Arc<Probe> {
+            let probe = Arc::new(Probe::default());
+            self.air
+                .attach(
+                    radio_id("probe"),
+                    RadioConfig {
+                        name: "probe".into(),
+                        position: Position::new(1.0, 1.0, 1.0),
+                        channel,
+                        tx_power_dbm: 0.0,
+                        listening: true,
+                    },
+                    probe.clone(),
+                    None,
+                )
+                .unwrap();
+            probe
+        }
+    }
+
     #[test]
     fn a_device_times_out_and_comes_back() {
         let mut t = LinkTable::default();
@@ -1487,46 +1576,20 @@ mod tests {
     /// and they come back once it stops; 802.15.4 off silences them.
     #[tokio::test]
     async fn reports_cross_the_medium_and_a_jammer_cuts_them() {
-        use crate::field::{GatewayCopy, Spec};
         use crate::proto::modbus::{Request, Response};
-        use fieldtwin_emulator::clock::Clock;
         use fieldtwin_emulator::radio::{Jammer, Pattern};
 
-        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
-        clock.set_paused(true);
-        let air = Air::new(&clock, 3);
-        let devs: Vec<Arc<FieldDevice>> = (0..3u64)
-            .map(|i| {
-                let spec = Spec {
-                    id: format!("pt{i}"),
-                    model: "A9MEM1540".into(),
-                    unit: 100 + i as u8,
-                    rf_id: Some(0x2A3B_0001 + i),
-                    profile: None,
-                    powered: true,
-                    seed: i,
-                    day0: 0.0,
-                };
-                Arc::new(FieldDevice::new(&spec, GatewayCopy::default()).unwrap())
-            })
+        let devs = (0..3u64)
+            .map(|i| powertag(&format!("pt{i}"), 100 + i as u8, 0x2A3B_0001 + i, i))
             .collect();
-        let place = Placement {
-            position: Position::new(0.0, 0.0, 2.0),
-            channel: 15,
-            devices: Vec::new(),
-            commissioning: Vec::new(),
-        };
-        let events = EventBus::new();
-        let c = attach(
-            &air,
-            "ps1",
-            &place,
-            &devs,
-            &GatewayCopy::default(),
-            &events,
-            &clock,
-        )
-        .unwrap();
+        let rig = Rig::new(3, 15, devs, Vec::new());
+        let Rig {
+            clock,
+            air,
+            devs,
+            c,
+            ..
+        } = &rig;
         let rf: Vec<u64> = devs.iter().filter_map(|d| d.rf_id).collect();
         c.configure(&rf, &[], true, clock.now(), true);
         let read = |d: &FieldDevice, reg: u16, n: u16| match d.handle(
@@ -1539,15 +1602,9 @@ mod tests {
             Some(Ok(Response::Registers { values, .. })) => values,
             other => panic!("{other:?}"),
         };
-        let jump = |s: u64| {
-            let (clock, air) = (clock.clone(), air.clone());
-            async move {
-                clock.advance(Duration::from_secs(s));
-                air.process(clock.now()).await;
-            }
-        };
+        let jump = |s| rig.jump(s);
         jump(6).await;
-        for d in &devs {
+        for d in devs {
             let l = c
                 .table
                 .lock()
@@ -1573,7 +1630,7 @@ mod tests {
             air.medium().stats().frames >= acks_before + 6,
             "reports and acks"
         );
-        for d in &devs {
+        for d in devs {
             let l = c
                 .table
                 .lock()
@@ -1600,7 +1657,7 @@ mod tests {
         );
         jump(20).await;
         assert!(air.medium().stats().channel_access_failures > 0);
-        for d in &devs {
+        for d in devs {
             assert!(!d.in_contact(), "{} still connected", d.id);
             assert_eq!(read(d, 31146, 1), vec![0]);
             assert_eq!(read(d, 3060, 2), vec![0xFFC0, 0]);
@@ -1642,56 +1699,16 @@ mod tests {
     /// exactly 864 µs (macAckWaitDuration) after its report ended.
     #[tokio::test]
     async fn acknowledgements_follow_the_report_by_192_us_and_are_missed_after_864_us() {
-        use crate::field::{GatewayCopy, Spec};
-        use fieldtwin_emulator::clock::Clock;
         use fieldtwin_emulator::radio::phy::airtime;
 
-        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
-        clock.set_paused(true);
-        let air = Air::new(&clock, 11);
-        let spec = Spec {
-            id: "pt0".into(),
-            model: "A9MEM1540".into(),
-            unit: 100,
-            rf_id: Some(0x2A3B_0001),
-            profile: None,
-            powered: true,
-            seed: 0,
-            day0: 0.0,
-        };
-        let devs = vec![Arc::new(
-            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
-        )];
-        let place = Placement {
-            position: Position::new(0.0, 0.0, 2.0),
-            channel: 15,
-            devices: Vec::new(),
-            commissioning: Vec::new(),
-        };
-        let c = attach(
-            &air,
-            "ps1",
-            &place,
-            &devs,
-            &GatewayCopy::default(),
-            &EventBus::new(),
-            &clock,
-        )
-        .unwrap();
-        let probe = Arc::new(Probe::default());
-        air.attach(
-            radio_id("probe"),
-            RadioConfig {
-                name: "probe".into(),
-                position: Position::new(1.0, 1.0, 1.0),
-                channel: 15,
-                tx_power_dbm: 0.0,
-                listening: true,
-            },
-            probe.clone(),
-            None,
-        )
-        .unwrap();
+        let rig = Rig::new(
+            11,
+            15,
+            vec![powertag("pt0", 100, 0x2A3B_0001, 0)],
+            Vec::new(),
+        );
+        let Rig { clock, air, c, .. } = &rig;
+        let probe = rig.probe(15);
         let rf = [0x2A3B_0001];
         c.configure(&rf, &[], true, clock.now(), true);
         clock.advance(Duration::from_secs(6));
@@ -1754,66 +1771,20 @@ mod tests {
     /// reporting (ignored as unpaired), and leaves once it hears it.
     #[tokio::test]
     async fn a_removed_device_leaves_only_when_it_hears_the_leave() {
-        use crate::field::{GatewayCopy, Spec};
-        use fieldtwin_emulator::clock::Clock;
         use fieldtwin_emulator::radio::phy::airtime;
 
-        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
-        clock.set_paused(true);
-        let air = Air::new(&clock, 12);
         let rf = 0x2A3B_0005u64;
-        let spec = Spec {
-            id: "pt0".into(),
-            model: "A9MEM1540".into(),
-            unit: 100,
-            rf_id: Some(rf),
-            profile: None,
-            powered: true,
-            seed: 0,
-            day0: 0.0,
-        };
-        let devs = vec![Arc::new(
-            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
-        )];
-        let place = Placement {
-            position: Position::new(0.0, 0.0, 2.0),
-            channel: 16,
-            devices: Vec::new(),
-            commissioning: Vec::new(),
-        };
-        let events = EventBus::new();
+        let rig = Rig::new(12, 16, vec![powertag("pt0", 100, rf, 0)], Vec::new());
+        let Rig {
+            clock,
+            air,
+            devs,
+            events,
+            c,
+        } = &rig;
         let mut ev = events.subscribe();
-        let c = attach(
-            &air,
-            "ps1",
-            &place,
-            &devs,
-            &GatewayCopy::default(),
-            &events,
-            &clock,
-        )
-        .unwrap();
-        let probe = Arc::new(Probe::default());
-        air.attach(
-            radio_id("probe"),
-            RadioConfig {
-                name: "probe".into(),
-                position: Position::new(1.0, 1.0, 1.0),
-                channel: 16,
-                tx_power_dbm: 0.0,
-                listening: true,
-            },
-            probe.clone(),
-            None,
-        )
-        .unwrap();
-        let jump = |s: u64| {
-            let (clock, air) = (clock.clone(), air.clone());
-            async move {
-                clock.advance(Duration::from_secs(s));
-                air.process(clock.now()).await;
-            }
-        };
+        let probe = rig.probe(16);
+        let jump = |s| rig.jump(s);
         c.configure(&[rf], &[], true, clock.now(), true);
         jump(6).await;
         assert!(devs[0].in_contact());
@@ -1911,57 +1882,15 @@ mod tests {
     /// then it reports and is connected.
     #[tokio::test]
     async fn new_devices_join_over_the_medium() {
-        use crate::field::{GatewayCopy, Spec};
-        use fieldtwin_emulator::clock::Clock;
-
-        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
-        clock.set_paused(true);
-        let air = Air::new(&clock, 5);
         let (pt, pp) = (0x2A3B_0009u64, 0x8A3B_0000_0000_C0DEu64);
-        let devs: Vec<Arc<FieldDevice>> = [(pt, "A9MEM1540"), (pp, "A9MEM1540")]
-            .iter()
-            .enumerate()
-            .map(|(i, (rf, model))| {
-                let spec = Spec {
-                    id: format!("d{i}"),
-                    model: (*model).into(),
-                    unit: 100 + i as u8,
-                    rf_id: Some(*rf),
-                    profile: None,
-                    powered: true,
-                    seed: i as u64,
-                    day0: 0.0,
-                };
-                Arc::new(FieldDevice::new(&spec, GatewayCopy::default()).unwrap())
-            })
-            .collect();
+        let devs = vec![powertag("d0", 100, pt, 0), powertag("d1", 101, pp, 1)];
         let own = InstallCode::derived(9, "d1");
-        let place = Placement {
-            position: Position::new(0.0, 0.0, 2.0),
-            channel: 20,
-            devices: Vec::new(),
-            commissioning: vec![(InstallCode::derived(9, "d0"), false), (own, false)],
-        };
-        let events = EventBus::new();
-        let c = attach(
-            &air,
-            "ps1",
-            &place,
-            &devs,
-            &GatewayCopy::default(),
-            &events,
-            &clock,
-        )
-        .unwrap();
+        let commissioning = vec![(InstallCode::derived(9, "d0"), false), (own, false)];
+        let rig = Rig::new(5, 20, devs, commissioning);
+        let Rig { clock, devs, c, .. } = &rig;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         c.set_join_sink(Some(tx));
-        let jump = |s: u64| {
-            let (clock, air) = (clock.clone(), air.clone());
-            async move {
-                clock.advance(Duration::from_secs(s));
-                air.process(clock.now()).await;
-            }
-        };
+        let jump = |s| rig.jump(s);
         c.configure(&[], &[], true, clock.now(), true);
         jump(12).await;
         {
@@ -2029,49 +1958,15 @@ mod tests {
     /// joins and reports.
     #[tokio::test]
     async fn protect_plus_off_lets_a_sixteen_character_device_join_without_its_code() {
-        use crate::field::{GatewayCopy, Spec};
-        use fieldtwin_emulator::clock::Clock;
-
-        let clock = Clock::start(chrono::Utc::now(), 1.0).unwrap();
-        clock.set_paused(true);
-        let air = Air::new(&clock, 7);
         let pp = 0x8A3B_0000_0000_C0DEu64;
-        let spec = Spec {
-            id: "heattag".into(),
-            model: "A9MEM1540".into(),
-            unit: 100,
-            rf_id: Some(pp),
-            profile: None,
-            powered: true,
-            seed: 0,
-            day0: 0.0,
-        };
-        let devs = vec![Arc::new(
-            FieldDevice::new(&spec, GatewayCopy::default()).unwrap(),
-        )];
-        let place = Placement {
-            position: Position::new(0.0, 0.0, 2.0),
-            channel: 21,
-            devices: Vec::new(),
-            commissioning: vec![(InstallCode::derived(3, "heattag"), false)],
-        };
-        let c = attach(
-            &air,
-            "ps1",
-            &place,
-            &devs,
-            &GatewayCopy::default(),
-            &EventBus::new(),
-            &clock,
-        )
-        .unwrap();
-        let jump = |s: u64| {
-            let (clock, air) = (clock.clone(), air.clone());
-            async move {
-                clock.advance(Duration::from_secs(s));
-                air.process(clock.now()).await;
-            }
-        };
+        let rig = Rig::new(
+            7,
+            21,
+            vec![powertag("heattag", 100, pp, 0)],
+            vec![(InstallCode::derived(3, "heattag"), false)],
+        );
+        let Rig { clock, devs, c, .. } = &rig;
+        let jump = |s| rig.jump(s);
         c.configure(&[], &[], true, clock.now(), true);
         jump(6).await;
         assert_eq!(c.table.lock().unwrap().ignored, vec![pp], "on: ignored");

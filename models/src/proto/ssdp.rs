@@ -309,6 +309,13 @@ pub fn uuid_from(seed: &str) -> String {
             .wrapping_mul(0x0000_0100_0000_01b3)
             .rotate_left(7);
     }
+    uuid_text(h, l)
+}
+
+/// A uuid's text (RFC 4122 layout, version 4, variant `8`) from hash bits:
+/// all of `h` but its bits 12-15, then the top 12 and the low 48 bits of
+/// `l`.
+pub fn uuid_text(h: u64, l: u64) -> String {
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         h >> 32,

@@ -92,15 +92,20 @@ pub const BODY_MIN_RATE: u64 = 1024;
 #[derive(Clone)]
 pub struct App(Arc<AppInner>);
 
-struct AppInner {
-    make: Box<dyn Fn() -> Router + Send + Sync>,
-    built: std::sync::OnceLock<Router>,
+enum AppInner {
+    /// Given made ([`From<Router>`]).
+    Ready(Router),
+    /// Made by `make` when first needed ([`App::lazy`]).
+    Lazy {
+        make: Box<dyn Fn() -> Router + Send + Sync>,
+        built: std::sync::OnceLock<Router>,
+    },
 }
 
 impl App {
     /// The router `make` returns, made once, when first needed.
     pub fn lazy(make: impl Fn() -> Router + Send + Sync + 'static) -> Self {
-        Self(Arc::new(AppInner {
+        Self(Arc::new(AppInner::Lazy {
             make: Box::new(make),
             built: std::sync::OnceLock::new(),
         }))
@@ -108,18 +113,16 @@ impl App {
 
     /// The router, made now if no client needed it before.
     pub fn router(&self) -> Router {
-        self.0.built.get_or_init(|| (self.0.make)()).clone()
+        match &*self.0 {
+            AppInner::Ready(r) => r.clone(),
+            AppInner::Lazy { make, built } => built.get_or_init(make).clone(),
+        }
     }
 }
 
 impl From<Router> for App {
     fn from(r: Router) -> Self {
-        let built = std::sync::OnceLock::new();
-        let _ = built.set(r);
-        Self(Arc::new(AppInner {
-            make: Box::new(Router::new),
-            built,
-        }))
+        Self(Arc::new(AppInner::Ready(r)))
     }
 }
 

@@ -24,6 +24,10 @@
 //!   [`SESSION_CACHE`] entries, as an embedded web server does ([NF];
 //!   rustls' default of 256 per device let the cache grow to gigabytes at
 //!   10,000 devices under `bench soak`).
+//! - [`client_connector`] is the client side (a device's uploads, mail):
+//!   TLS 1.2 or 1.3, the server verified against the CA certificate(s) in
+//!   PEM it is given; no usable certificate there is an error, not a
+//!   connector that trusts nothing.
 
 use std::sync::Arc;
 
@@ -381,6 +385,35 @@ pub fn acceptor(material: &Material, versions: Versions) -> Result<TlsAcceptor, 
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     bounded_sessions(&mut cfg);
     Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// A TLS 1.2/1.3 client connector that verifies servers against the CA
+/// certificate(s) in `ca_pem`. The errors read "`{ca} is not PEM: …`"
+/// (`ca` names where the CA came from, for the user) and `none` when
+/// `ca_pem` holds no certificate.
+pub fn client_connector(
+    ca_pem: &[u8],
+    ca: &str,
+    none: &str,
+) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| format!("{ca} is not PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(none.into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 #[cfg(test)]

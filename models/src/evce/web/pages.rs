@@ -7,25 +7,18 @@ use crate::evce::enrollment;
 use crate::evce::policy::SUPPORT_USER;
 use crate::security::accounts;
 use crate::security::audit::Entry;
+use crate::security::html;
 pub use crate::security::html::esc;
 
-const STYLE: &str = "body{font-family:sans-serif;margin:0;background:#f4f6f4}header{background:#3dcd58;color:#fff;padding:8px 16px}nav a,nav button{margin-right:12px;color:#fff;background:none;border:none;font:inherit;cursor:pointer;text-decoration:underline}main{padding:16px;max-width:900px}section{background:#fff;padding:12px;margin-bottom:12px;border:1px solid #ccc}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.msg{padding:8px;background:#ffe;border:1px solid #cc9;margin-bottom:12px}label{display:block;margin:6px 0}";
+/// The header of the EV Charging Expert's pages.
+const CHROME: html::Chrome = html::Chrome {
+    product: "EV Charging Expert",
+    brand: "EcoStruxure EV Charging Expert",
+    links: r#"<a href="/">Home</a><a href="/stations">Charging stations</a><a href="/firmware">Firmware update</a><a href="/logs">Audit log</a><a href="/maintenance">Maintenance</a><a href="/password">Password</a>"#,
+};
 
 fn layout(title: &str, csrf: Option<&str>, msg: Option<&str>, body: &str) -> String {
-    let nav = match csrf {
-        Some(c) => format!(
-            r#"<nav><a href="/">Home</a><a href="/stations">Charging stations</a><a href="/firmware">Firmware update</a><a href="/logs">Audit log</a><a href="/maintenance">Maintenance</a><a href="/password">Password</a><form method="post" action="/logout" style="display:inline"><input type="hidden" name="csrf" value="{}"><button id="logout" type="submit">Log out</button></form></nav>"#,
-            esc(c)
-        ),
-        None => String::new(),
-    };
-    let m = msg
-        .map(|m| format!(r#"<div class="msg" id="message">{}</div>"#, esc(m)))
-        .unwrap_or_default();
-    format!(
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{t} - EV Charging Expert</title><style>{STYLE}</style></head><body><header><strong>EcoStruxure EV Charging Expert</strong> {nav}</header><main><h1>{t}</h1>{m}{body}</main></body></html>"#,
-        t = esc(title)
-    )
+    html::layout(&CHROME, title, csrf, msg, body)
 }
 
 fn hidden(csrf: &str) -> String {

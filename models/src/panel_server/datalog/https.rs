@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fieldtwin_emulator::net::Stack;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, IpAddr, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -167,27 +166,16 @@ impl Target {
         field: String,
         ca_pem: &[u8],
     ) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| format!("the CA file is not PEM: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("the CA file holds no certificate".into());
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let connector = crate::security::tls::client_connector(
+            ca_pem,
+            "the CA file",
+            "the CA file holds no certificate",
+        )?;
         Ok(Self {
             addr,
             path,
             field,
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            connector,
         })
     }
 

@@ -50,14 +50,7 @@ fn uuid(node: &Node) -> String {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     let l = h.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        h >> 32,
-        (h >> 16) & 0xffff,
-        h & 0xfff,
-        l >> 52,
-        l & 0xffff_ffff_ffff
-    )
+    crate::proto::ssdp::uuid_text(h, l)
 }
 
 fn random_id() -> String {

@@ -29,18 +29,7 @@ pub enum RtuError {
 
 /// Modbus CRC-16 of `data`.
 pub fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
+    fieldtwin_emulator::crc::crc16_reflected(0xA001, 0xFFFF, data)
 }
 
 /// Builds the RTU frame of `pdu` for `unit`.
