@@ -227,14 +227,24 @@ fn failures_errors_and_bad_input_are_reported() {
         "header.rhai",
         "//! name: H\n//! colour: red\n//! description: d\n",
     );
+    // Input registers (function 4): the serial meter (unit 1) answers them
+    // like holding registers; the Panel Server itself (unit 255) refuses
+    // the function (exception 1), as its Modbus file lists FC3 only.
+    let input = write(
+        "input.rhai",
+        "//! name: Input registers\n//! description: function 4\n\
+         let r = modbus_read_input(\"ps1\", 1, 3028, 2);\n\
+         expect(r.ok && r.values.len() == 2, \"unit 1 answers FC4\");\n\
+         expect_eq(modbus_read_input(\"ps1\", 255, 10, 1).exception, 1, \"unit 255 refuses FC4\");\n",
+    );
     let xml = dir.path().join("out.xml").display().to_string();
     let api = s.api.to_string();
     let (ok, out) = run(&[
         "scenario", "run", &failing, &syntax, &endless, &unknown, &duration, &unit, &header,
-        "--api", &api, "--junit", &xml,
+        &input, "--api", &api, "--junit", &xml,
     ]);
     assert!(!ok, "{out}");
-    assert!(out.contains("scenarios: 0 passed, 7 failed"), "{out}");
+    assert!(out.contains("scenarios: 1 passed, 7 failed"), "{out}");
     // The failing step is named with its line and the observed value; the
     // script went on; the virtual time of the step is after the 10 min jump.
     assert!(
@@ -281,7 +291,7 @@ fn failures_errors_and_bad_input_are_reported() {
         "{out}"
     );
     let cases = junit(Path::new(&xml));
-    assert_eq!(cases.len(), 7, "{cases:?}");
+    assert_eq!(cases.len(), 8, "{cases:?}");
     assert_eq!(cases[0].0, "Deliberately failing");
     assert!(
         cases[0]
@@ -289,9 +299,14 @@ fn failures_errors_and_bad_input_are_reported() {
             .starts_with("failure: step 2 (line 5): one is two"),
         "{cases:?}"
     );
-    for (_, state) in &cases[1..] {
+    for (_, state) in &cases[1..7] {
         assert!(state.starts_with("error: "), "{cases:?}");
     }
+    assert_eq!(
+        cases[7],
+        ("Input registers".into(), "pass".into()),
+        "{cases:?}"
+    );
     // The site survived all of it.
     assert_eq!(s.get_json("/api/v1/devices/ps1")["power"], "on");
 }
