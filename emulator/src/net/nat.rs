@@ -13,7 +13,9 @@
 //!   segment (the logger's site segment), where the NAT owns a pool of
 //!   [`POOL_SIZE`] addresses and answers ARP for them.
 //! - Forwarding is the router's (RFC 1812): TTL decremented (a packet
-//!   that would reach 0 is dropped), MACs rewritten, and every checksum the
+//!   that would reach 0 is dropped and answered with ICMP time exceeded:
+//!   from [`INSIDE_GATEWAY`] to an inside sender, from the pool address
+//!   it was sent to for an outside one), MACs rewritten, and every checksum the
 //!   rewrite touches (IPv4 header, TCP/UDP with their pseudo-header)
 //!   updated incrementally (RFC 1624, [`super::router::checksum_update`]).
 //!   A UDP datagram without checksum (0) keeps none.
@@ -77,7 +79,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::pending_arp::{Due, PendingArp, Queued};
-use super::router::{arp_frame_as, be16, checksum, checksum_update, ip_at, ipv4_header};
+use super::router::{
+    arp_frame_as, be16, checksum, checksum_update, icmp_error_packet, ip_at, ipv4_header,
+};
 use super::switch::{PortHandle, PortKind, Segment};
 use crate::site::Subnet;
 
@@ -671,9 +675,20 @@ impl Nat {
             || h.dst.is_broadcast()
             || h.dst.is_multicast()
             || h.dst.is_unspecified()
-            || f[14 + 8] <= 1
         {
             self.dropped += 1;
+            return;
+        }
+        if f[14 + 8] <= 1 {
+            // It would leave with TTL 0: time exceeded, from the gateway
+            // address the inside host knows (traceroute's first hop).
+            self.dropped += 1;
+            if let Some(e) = icmp_error_packet(&f, self.cfg.mac, INSIDE_GATEWAY, 11, 0) {
+                out.push(Out {
+                    side: Side::Inside,
+                    frame: e,
+                });
+            }
             return;
         }
         let Some((f, key, flags)) = self.classify(Side::Inside, f, &h, now, out) else {
@@ -730,7 +745,17 @@ impl Nat {
             }
         }
         if f[14 + 8] <= 1 {
+            // Time exceeded, from the pool address it was sent to, back to
+            // the hop it came from (nothing for an address not ours).
             self.dropped += 1;
+            if self.cfg.pool.contains(&h.dst)
+                && let Some(e) = icmp_error_packet(&f, self.cfg.mac, h.dst, 11, 0)
+            {
+                out.push(Out {
+                    side: Side::Outside,
+                    frame: e,
+                });
+            }
             return;
         }
         let Some((f, key, flags)) = self.classify(Side::Outside, f, &h, now, out) else {
@@ -1322,6 +1347,91 @@ mod tests {
 
     fn syn(port: u16) -> Vec<u8> {
         packet((DEV, NAT), TCP, (DEV_IP, port), (SERVER, 8883), SYN, b"")
+    }
+
+    /// `f` with its TTL set to `ttl` (header checksum redone).
+    fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+        f[22] = ttl;
+        f[24..26].fill(0);
+        let sum = checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&sum.to_be_bytes());
+        f
+    }
+
+    /// Asserts `e` is a well-formed ICMP time exceeded from `from` to
+    /// `to`, quoting `about` as it arrived.
+    fn assert_time_exceeded(e: &[u8], from: Ipv4Addr, to: Ipv4Addr, about: &[u8]) {
+        assert_eq!(be16(e, 12), ETH_IPV4);
+        assert_eq!((ip_at(e, 26), ip_at(e, 30)), (from, to));
+        assert_eq!(e[23], 1, "ICMP");
+        assert_eq!((e[34], e[35]), (11, 0), "time exceeded in transit");
+        assert_eq!(checksum(&e[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(checksum(&e[34..]), 0, "ICMP checksum");
+        assert_eq!(&e[42..], &about[14..], "the packet quoted as it came");
+    }
+
+    #[test]
+    fn a_packet_whose_ttl_runs_out_gets_time_exceeded_from_the_nat() {
+        let (mut nat, now, mut out) = resolved();
+        // From the inside: answered from the inside gateway, no mapping.
+        out.clear();
+        let late = with_ttl(syn(50001), 1);
+        nat.input(Side::Inside, late.clone(), now, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].side, Side::Inside);
+        assert_eq!(
+            (&out[0].frame[0..6], &out[0].frame[6..12]),
+            (&DEV[..], &NAT[..])
+        );
+        assert_time_exceeded(&out[0].frame, INSIDE_GATEWAY, DEV_IP, &late);
+        assert!(nat.by_inside.is_empty(), "no mapping for it");
+        // From the outside, to a mapped pool address: answered from that
+        // address, back to the hop it came from.
+        out.clear();
+        nat.input(Side::Inside, syn(50000), now, &mut out);
+        let public = ip_at(&out[0].frame, 26);
+        out.clear();
+        let back = |dst: Ipv4Addr| {
+            with_ttl(
+                packet(
+                    (HOST, NAT),
+                    TCP,
+                    (SERVER, 8883),
+                    (dst, 50000),
+                    SYN | ACK,
+                    b"",
+                ),
+                1,
+            )
+        };
+        nat.input(Side::Outside, back(public), now, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].side, Side::Outside);
+        assert_eq!(
+            (&out[0].frame[0..6], &out[0].frame[6..12]),
+            (&HOST[..], &NAT[..])
+        );
+        assert_time_exceeded(&out[0].frame, public, SERVER, &back(public));
+        // To an address that is not the NAT's: nothing.
+        out.clear();
+        nat.input(
+            Side::Outside,
+            back(Ipv4Addr::new(10, 77, 0, 250)),
+            now,
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        // About an ICMP error: nothing (RFC 1812 4.3.2.7).
+        let mut err = with_ttl(syn(50002), 1);
+        err[23] = 1;
+        err[34] = 3;
+        let sum = {
+            err[24..26].fill(0);
+            checksum(&err[14..34])
+        };
+        err[24..26].copy_from_slice(&sum.to_be_bytes());
+        nat.input(Side::Inside, err, now, &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]

@@ -560,34 +560,7 @@ impl Router {
     }
 
     fn icmp_error_frame(&self, from: RPort, f: &[u8], ty: u8, code: u8) -> Option<Vec<u8>> {
-        let (ihl, total) = ipv4_header(f)?;
-        let ip = &f[14..14 + total];
-        let src = ip_at(ip, 12);
-        if !is_unicast_ip(src) || be16(ip, 6) & 0x1fff != 0 {
-            return None;
-        }
-        if ip[9] == 1 && total > ihl && matches!(ip[ihl], 3 | 4 | 5 | 11 | 12) {
-            return None;
-        }
-        // The original header and as much of its data as fits in 576 bytes.
-        let quoted = &ip[..total.min(576 - 28)];
-        let len = 20 + 8 + quoted.len();
-        let mut r = Vec::with_capacity(14 + len);
-        r.extend_from_slice(&f[6..12]);
-        r.extend_from_slice(&ROUTER_MAC);
-        r.extend_from_slice(&ETH_IPV4.to_be_bytes());
-        r.extend_from_slice(&[0x45, 0xc0]);
-        r.extend_from_slice(&(len as u16).to_be_bytes());
-        r.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
-        r.extend_from_slice(&self.source_on(from).octets());
-        r.extend_from_slice(&src.octets());
-        let sum = checksum(&r[14..34]);
-        r[24..26].copy_from_slice(&sum.to_be_bytes());
-        r.extend_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
-        r.extend_from_slice(quoted);
-        let sum = checksum(&r[34..]);
-        r[36..38].copy_from_slice(&sum.to_be_bytes());
-        Some(r)
+        icmp_error_packet(f, ROUTER_MAC, self.source_on(from), ty, code)
     }
 
     /// ARP retries and give-ups due at `now`; returns when to call again.
@@ -645,6 +618,47 @@ pub(crate) fn ipv4_header(f: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     Some((ihl, total))
+}
+
+/// ICMP error `ty`/`code` about frame `f`, sent from `source` (MAC
+/// `eth_src`) back to the frame's sender (its source MAC: the previous
+/// hop), quoting its header and as much of its data as fits in 576 bytes
+/// (RFC 1812 4.3.2.3). None for what must not get one (RFC 1812 4.3.2.7):
+/// a non-unicast sender, a non-initial fragment, an ICMP error.
+pub(super) fn icmp_error_packet(
+    f: &[u8],
+    eth_src: Mac,
+    source: Ipv4Addr,
+    ty: u8,
+    code: u8,
+) -> Option<Vec<u8>> {
+    let (ihl, total) = ipv4_header(f)?;
+    let ip = &f[14..14 + total];
+    let src = ip_at(ip, 12);
+    if !is_unicast_ip(src) || be16(ip, 6) & 0x1fff != 0 {
+        return None;
+    }
+    if ip[9] == 1 && total > ihl && matches!(ip[ihl], 3 | 4 | 5 | 11 | 12) {
+        return None;
+    }
+    let quoted = &ip[..total.min(576 - 28)];
+    let len = 20 + 8 + quoted.len();
+    let mut r = Vec::with_capacity(14 + len);
+    r.extend_from_slice(&f[6..12]);
+    r.extend_from_slice(&eth_src);
+    r.extend_from_slice(&ETH_IPV4.to_be_bytes());
+    r.extend_from_slice(&[0x45, 0xc0]);
+    r.extend_from_slice(&(len as u16).to_be_bytes());
+    r.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+    r.extend_from_slice(&source.octets());
+    r.extend_from_slice(&src.octets());
+    let sum = checksum(&r[14..34]);
+    r[24..26].copy_from_slice(&sum.to_be_bytes());
+    r.extend_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
+    r.extend_from_slice(quoted);
+    let sum = checksum(&r[34..]);
+    r[36..38].copy_from_slice(&sum.to_be_bytes());
+    Some(r)
 }
 
 fn arp_frame(op: u16, eth_dst: Mac, spa: Ipv4Addr, tha: Mac, tpa: Ipv4Addr) -> Vec<u8> {
