@@ -7,7 +7,9 @@
 //! curl over HTTPS, and deactivating Wi-Fi dropping the association), the
 //! access point's idle timeout, and infrastructure mode (the Panel Server
 //! joining the site's Wi-Fi network as a station; a wrong passphrase never
-//! associates).
+//! associates). In TAP mode (in a namespace of their own), the access
+//! point's side (208) and the station (240) are interfaces with MACs of
+//! their own on the lab segment.
 
 mod common;
 
@@ -279,6 +281,34 @@ fn wired_by_design_with_wireless_devices_is_refused_naming_the_field() {
     );
 }
 
+/// The HTTP status of `GET https://ip/login` from a client inside `ns`
+/// ("000": no answer within 3 s).
+fn ns_https(ns: &common::netns::Netns, ip: &str) -> String {
+    let out = ns.run(
+        "curl",
+        &[
+            "-sk",
+            "--max-time",
+            "3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("https://{ip}/login"),
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The MAC the namespace's neighbour table holds for `ip`.
+fn ns_mac(ns: &common::netns::Netns, ip: &str) -> Option<String> {
+    let out = ns.run("ip", &["-4", "neigh", "show", ip]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_string)
+}
+
 /// TAP mode: the access point's side is an interface with its own MAC on
 /// the lab segment; a lab client in the namespace reaches the webpages over
 /// it only while associated.
@@ -291,22 +321,7 @@ fn wifi_access_point_side_in_tap_mode() {
     let ns = common::netns::Netns::named(&format!("ft-wifi-tap-{}", std::process::id()));
     let run = common::netns::start(&ns, &site(a), &[]);
     let ap_side = format!("10.77.{a}.12");
-    let https = |ip: &str| -> String {
-        let out = ns.run(
-            "curl",
-            &[
-                "-sk",
-                "--max-time",
-                "3",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("https://{ip}/login"),
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let https = |ip: &str| ns_https(&ns, ip);
     run.wait_until(Duration::from_secs(20), || {
         https(&format!("10.77.{a}.10")) == "200"
     });
@@ -461,5 +476,58 @@ fn wifi_infrastructure_mode_joins_the_site_network_as_a_station() {
     );
     assert_eq!(https_status(&format!("127.77.{a}.13")), 0);
     assert_eq!(https_status(&format!("127.77.{a}.10")), 200);
+    run.stop();
+}
+
+/// TAP mode, infrastructure mode: ps1's Wi-Fi station is an interface of
+/// its own on the lab segment (its own MAC, ARP, TCP): a lab client in the
+/// namespace reaches its pages over it while it is associated, Modbus
+/// over it only once activated on Wi-Fi, and nothing once it has left the
+/// network.
+#[test]
+fn wifi_station_in_tap_mode() {
+    if !common::netns::root() {
+        return;
+    }
+    let a = 240;
+    let ns = common::netns::Netns::named(&format!("ft-wifi-sta-{}", std::process::id()));
+    let run = common::netns::start(&ns, &site_with_station(a, "Plant-Passw0rd"), &[]);
+    let (eth1, wlan) = (format!("10.77.{a}.10"), format!("10.77.{a}.13"));
+    run.wait_until(Duration::from_secs(20), || ns_https(&ns, &eth1) == "200");
+    run.wait_until(Duration::from_secs(20), || ns_https(&ns, &wlan) == "200");
+    let (mac_eth1, mac_wlan) = (ns_mac(&ns, &eth1), ns_mac(&ns, &wlan));
+    assert!(
+        mac_eth1.is_some() && mac_wlan.is_some(),
+        "{mac_eth1:?} {mac_wlan:?}"
+    );
+    assert_ne!(mac_eth1, mac_wlan, "the station has a MAC of its own");
+    let modbus = |ip: &str| {
+        ns.run(
+            "mbpoll",
+            &[
+                "-1", "-a", "255", "-r", "11", "-c", "6", "-t", "4", "-o", "3", ip,
+            ],
+        )
+        .status
+        .success()
+    };
+    assert!(modbus(&eth1));
+    assert!(!modbus(&wlan), "Modbus over Wi-Fi while deactivated there");
+    let (code, body) = command(
+        &run,
+        r#"{"command":"modbus_service","device":"ps1","interface":"wifi","enabled":true}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(modbus(&wlan), "no Modbus over the Wi-Fi station");
+    let (code, body) = command(
+        &run,
+        r#"{"command":"wifi_disassociate","ssid":"PlantWiFi","station":"ps1"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let v = run.get_json("/api/v1/wifi");
+    assert!(v["stations"][0]["associated"].is_null(), "{v}");
+    assert_eq!(ns_https(&ns, &wlan), "000", "reachable after leaving");
+    assert!(!modbus(&wlan), "Modbus after leaving");
+    assert_eq!(ns_https(&ns, &eth1), "200", "ETH1 unaffected");
     run.stop();
 }

@@ -39,8 +39,9 @@
 //!   while it is associated; a refusal (no such SSID on the air, TKIP,
 //!   wrong passphrase) leaves it down and is shown in [`Air::stations`].
 //!   A station that is not associated tries again whenever an access point
-//!   is armed or goes on the air; one whose access point goes away is
-//!   dropped (carrier down) and waits for it.
+//!   is armed or goes on the air; one whose access point goes away, or
+//!   that leaves it ([`Air::disassociate`], `wifi_disassociate` naming the
+//!   device as station), is dropped (carrier down) and waits for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -574,6 +575,15 @@ impl Air {
         }
         let device = device.clone();
         drop(aps);
+        // A device station that left is no longer associated: its carrier
+        // goes down, and it waits for an access point to go on the air.
+        if let Some(st) = self.lock_stations().get_mut(station)
+            && st.associated.as_deref() == Some(device.as_str())
+        {
+            st.associated = None;
+            st.error = Some(format!("left {ssid}"));
+            carrier(&st.stack, false);
+        }
         self.mark_idle();
         self.emit(&device, format!("{station} left {ssid}"));
         Ok(device)
@@ -760,6 +770,24 @@ mod tests {
         );
         assert!(air.stations()[0].error.as_deref().unwrap().contains("TKIP"));
         assert!(!sta.carrier());
+        air.join(
+            "ps2",
+            offer("PlantWiFi", "Plant-Passw0rd", Cipher::Ccmp),
+            Some(sta.clone()),
+        );
+        assert_eq!(air.stations()[0].associated.as_deref(), Some("segment:lan"));
+        assert!(sta.carrier());
+        // The station leaves the network: not associated, carrier down,
+        // the AP and the station agree.
+        assert_eq!(
+            air.disassociate("PlantWiFi", "ps2"),
+            Ok("segment:lan".to_string())
+        );
+        assert_eq!(air.stations()[0].associated, None);
+        assert_eq!(air.stations()[0].error.as_deref(), Some("left PlantWiFi"));
+        assert!(!sta.carrier());
+        assert!(air.access_points().iter().all(|a| a.stations.is_empty()));
+        // Joining again associates it again.
         air.join(
             "ps2",
             offer("PlantWiFi", "Plant-Passw0rd", Cipher::Ccmp),

@@ -36,6 +36,7 @@
 //! | 220-223 | scenario runs by hand of the EV scenarios (issue 11 item 9, helper evscen) |
 //! | 224-227 | datalogger_e2e (issue 12: carrier NAT through the router in TAP mode: 224) |
 //! | 236-239 | scenario runs by hand (helper natsta: the rogue station over wss) |
+//! | 240 | wifi::wifi_station_in_tap_mode |
 
 #![allow(dead_code)]
 
