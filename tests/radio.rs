@@ -333,6 +333,26 @@ fn by_address<'a>(list: &'a [Value], rf: &str) -> Option<&'a Value> {
     list.iter().find(|f| f["address"] == rf)
 }
 
+/// Injects the frame `inject(attempt)` makes, then lets 1 s of virtual
+/// time pass, until ps1 lists `rf` in `state` (at most 5 attempts);
+/// returns its entry. An injected frame goes on the air at once, without
+/// CSMA, as an attacker's would: it collides with a site frame (a report,
+/// an acknowledgement) that happens to be on the air, and is lost, so the
+/// test tries again as a real attacker would (virtual time starts a few
+/// ms late from run to run, so the instants differ).
+fn inject_until(s: &RunningSite, inject: impl Fn(u32) -> String, rf: &str, state: &str) -> Value {
+    let mut list = Vec::new();
+    for attempt in 0..5 {
+        command(s, &inject(attempt));
+        advance(s, 1.0);
+        list = wireless(s);
+        if let Some(f) = by_address(&list, rf).filter(|f| f["state"] == state) {
+            return f.clone();
+        }
+    }
+    panic!("{rf} never {state} after 5 injections: {list:?}");
+}
+
 fn f32_of(v: &Value) -> f32 {
     let w = words(v);
     f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1]))
@@ -378,31 +398,38 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
     );
     // (Two frames injected at the same instant collide: one at a time.)
     advance(&s, 0.1);
-    command(
-        &s,
-        r#"{"command":"radio_inject","join":{"rf_id":"0xFEEDF00D","to":"ps1","nonce":7}}"#,
-    );
     let (code, body) = s.post(
         "/api/v1/commands",
         r#"{"command":"radio_inject","join":{"rf_id":"0xFEEDF00D","to":"ps1","install_code":"1234"}}"#,
     );
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("join.install_code"), "{body}");
-    advance(&s, 1.0);
+    inject_until(
+        &s,
+        |n| {
+            format!(
+                r#"{{"command":"radio_inject","join":{{"rf_id":"0xFEEDF00D","to":"ps1","nonce":{}}}}}"#,
+                7 + n
+            )
+        },
+        "00000000FEEDF00D",
+        "discovered",
+    );
     let list = wireless(&s);
     assert_eq!(field(&list, "trh-store")["state"], "not_paired", "{list:?}");
-    let feed = by_address(&list, "00000000FEEDF00D").unwrap_or_else(|| panic!("{list:?}"));
-    assert_eq!(feed["state"], "discovered", "{feed}");
 
     // A rogue report injected over the air: discovered only.
-    command(
+    let rogue = inject_until(
         &s,
-        r#"{"command":"radio_inject","report":{"rf_id":"0xDEADBEEF","to":"ps1","counter":1,"power_w":1000}}"#,
+        |n| {
+            format!(
+                r#"{{"command":"radio_inject","report":{{"rf_id":"0xDEADBEEF","to":"ps1","counter":{},"power_w":1000}}}}"#,
+                1 + n
+            )
+        },
+        rogue_rf,
+        "discovered",
     );
-    advance(&s, 1.0);
-    let list = wireless(&s);
-    let rogue = by_address(&list, rogue_rf).unwrap_or_else(|| panic!("{list:?}"));
-    assert_eq!(rogue["state"], "discovered", "{rogue}");
     assert_eq!(rogue["connected"], false, "{rogue}");
     assert!(rogue.get("unit").is_none(), "{rogue}");
     assert_eq!(pymodbus(&ip, &["read:106:3060:2"])[0]["exception"], 10);
@@ -440,14 +467,17 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
     let list = wireless(&s);
     let added = by_address(&list, rogue_rf).unwrap_or_else(|| panic!("{list:?}"));
     assert_eq!(added["unit"], 106, "{added}");
-    command(
+    inject_until(
         &s,
-        r#"{"command":"radio_inject","report":{"rf_id":"0xDEADBEEF","to":"ps1","counter":2,"power_w":1234.5}}"#,
+        |n| {
+            format!(
+                r#"{{"command":"radio_inject","report":{{"rf_id":"0xDEADBEEF","to":"ps1","counter":{},"power_w":1234.5}}}}"#,
+                10 + n
+            )
+        },
+        rogue_rf,
+        "connected",
     );
-    advance(&s, 1.0);
-    let list = wireless(&s);
-    let rogue = by_address(&list, rogue_rf).unwrap();
-    assert_eq!(rogue["state"], "connected", "{rogue}");
     let r = pymodbus(
         &ip,
         &["read:106:3060:2", "read:106:31027:4", "read:106:31146:1"],
@@ -618,16 +648,17 @@ fn commissioning_discovers_rogues_and_joins_protect_plus_devices_by_install_code
         body.contains(r#"<option value="off" selected>"#),
         "Protect Plus shown off: {body}"
     );
-    command(
+    inject_until(
         &s,
-        &format!(
-            r#"{{"command":"radio_inject","join":{{"rf_id":"0x{other_pp}","to":"ps1","nonce":2}}}}"#
-        ),
+        |n| {
+            format!(
+                r#"{{"command":"radio_inject","join":{{"rf_id":"0x{other_pp}","to":"ps1","nonce":{}}}}}"#,
+                2 + n
+            )
+        },
+        other_pp,
+        "discovered",
     );
-    advance(&s, 1.0);
-    let list = wireless(&s);
-    let found = by_address(&list, other_pp).unwrap_or_else(|| panic!("{list:?}"));
-    assert_eq!(found["state"], "discovered", "{found}");
     let (code, body) = web.submit(
         "/settings",
         "/settings/wireless",
