@@ -1313,7 +1313,12 @@ mod tests {
             f.extend_from_slice(&[0, 0]);
         }
         f.extend_from_slice(payload);
-        let sum = l4_checksum(&f);
+        let sum = match l4_checksum(&f) {
+            // A UDP checksum that computes to 0 is sent as all ones: 0
+            // means "no checksum" (RFC 768), which the NAT keeps as is.
+            0 if proto == UDP => 0xffff,
+            sum => sum,
+        };
         let at = if proto == TCP { 34 + 16 } else { 34 + 6 };
         f[at..at + 2].copy_from_slice(&sum.to_be_bytes());
         f
@@ -1604,6 +1609,43 @@ mod tests {
         assert_eq!(m[0].protocol, "tcp");
         nat.poll(t0 + TCP_ESTABLISHED, &mut out);
         assert!(nat.mappings().is_empty());
+    }
+
+    /// The proptest case that found the test's own UDP checksum of 0 (a
+    /// datagram "without checksum", which the NAT rightly keeps so).
+    #[test]
+    fn a_udp_checksum_that_computes_to_zero_crosses_both_ways() {
+        let (mut nat, now, mut out) = resolved();
+        out.clear();
+        let payload = [
+            167u8, 203, 52, 115, 109, 122, 137, 95, 120, 243, 109, 236, 77,
+        ];
+        let (sport, dport) = (34949u16, 23269u16);
+        let f = packet(
+            (DEV, NAT),
+            UDP,
+            (DEV_IP, sport),
+            (SERVER, dport),
+            0,
+            &payload,
+        );
+        nat.input(Side::Inside, f, now, &mut out);
+        let o = &out[0].frame;
+        assert_eq!(l4_checksum(o), 0);
+        let (public, port) = (ip_at(o, 26), be16(o, 34));
+        out.clear();
+        let back = packet(
+            (HOST, NAT),
+            UDP,
+            (SERVER, dport),
+            (public, port),
+            0,
+            &payload,
+        );
+        assert_eq!(be16(&back, 40), 0xffff, "computed 0, sent as all ones");
+        nat.input(Side::Outside, back, now, &mut out);
+        let i = &out[0].frame;
+        assert_eq!((be16(i, 36), l4_checksum(i)), (sport, 0));
     }
 
     proptest::proptest! {
