@@ -281,6 +281,17 @@ fn wired_by_design_with_wireless_devices_is_refused_naming_the_field() {
     );
 }
 
+/// `site` running in TAP mode in a namespace of its own named after
+/// `tag`; `None` without root (the TAP tests are skipped then).
+fn in_netns(tag: &str, site: &str) -> Option<(common::netns::Netns, RunningSite)> {
+    if !common::netns::root() {
+        return None;
+    }
+    let ns = common::netns::Netns::named(&format!("{tag}-{}", std::process::id()));
+    let run = common::netns::start(&ns, site, &[]);
+    Some((ns, run))
+}
+
 /// The HTTP status of `GET https://ip/login` from a client inside `ns`
 /// ("000": no answer within 3 s).
 fn ns_https(ns: &common::netns::Netns, ip: &str) -> String {
@@ -314,12 +325,10 @@ fn ns_mac(ns: &common::netns::Netns, ip: &str) -> Option<String> {
 /// it only while associated.
 #[test]
 fn wifi_access_point_side_in_tap_mode() {
-    if !common::netns::root() {
-        return;
-    }
     let a = 208;
-    let ns = common::netns::Netns::named(&format!("ft-wifi-tap-{}", std::process::id()));
-    let run = common::netns::start(&ns, &site(a), &[]);
+    let Some((ns, run)) = in_netns("ft-wifi-tap", &site(a)) else {
+        return;
+    };
     let ap_side = format!("10.77.{a}.12");
     let https = |ip: &str| ns_https(&ns, ip);
     run.wait_until(Duration::from_secs(20), || {
@@ -486,12 +495,10 @@ fn wifi_infrastructure_mode_joins_the_site_network_as_a_station() {
 /// network.
 #[test]
 fn wifi_station_in_tap_mode() {
-    if !common::netns::root() {
-        return;
-    }
     let a = 240;
-    let ns = common::netns::Netns::named(&format!("ft-wifi-sta-{}", std::process::id()));
-    let run = common::netns::start(&ns, &site_with_station(a, "Plant-Passw0rd"), &[]);
+    let Some((ns, run)) = in_netns("ft-wifi-sta", &site_with_station(a, "Plant-Passw0rd")) else {
+        return;
+    };
     let (eth1, wlan) = (format!("10.77.{a}.10"), format!("10.77.{a}.13"));
     run.wait_until(Duration::from_secs(20), || ns_https(&ns, &eth1) == "200");
     run.wait_until(Duration::from_secs(20), || ns_https(&ns, &wlan) == "200");

@@ -770,13 +770,16 @@ mod tests {
         );
         assert!(air.stations()[0].error.as_deref().unwrap().contains("TKIP"));
         assert!(!sta.carrier());
-        air.join(
-            "ps2",
-            offer("PlantWiFi", "Plant-Passw0rd", Cipher::Ccmp),
-            Some(sta.clone()),
-        );
-        assert_eq!(air.stations()[0].associated.as_deref(), Some("segment:lan"));
-        assert!(sta.carrier());
+        let join_site_network = || {
+            air.join(
+                "ps2",
+                offer("PlantWiFi", "Plant-Passw0rd", Cipher::Ccmp),
+                Some(sta.clone()),
+            );
+            assert_eq!(air.stations()[0].associated.as_deref(), Some("segment:lan"));
+            assert!(sta.carrier());
+        };
+        join_site_network();
         // The station leaves the network: not associated, carrier down,
         // the AP and the station agree.
         assert_eq!(
@@ -788,13 +791,7 @@ mod tests {
         assert!(!sta.carrier());
         assert!(air.access_points().iter().all(|a| a.stations.is_empty()));
         // Joining again associates it again.
-        air.join(
-            "ps2",
-            offer("PlantWiFi", "Plant-Passw0rd", Cipher::Ccmp),
-            Some(sta.clone()),
-        );
-        assert_eq!(air.stations()[0].associated.as_deref(), Some("segment:lan"));
-        assert!(sta.carrier());
+        join_site_network();
         air.device_off("ps2");
         assert!(air.stations().is_empty() && !sta.carrier());
         assert!(air.access_points().iter().all(|a| a.stations.is_empty()));
