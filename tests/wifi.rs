@@ -281,6 +281,18 @@ fn wired_by_design_with_wireless_devices_is_refused_naming_the_field() {
     );
 }
 
+/// Modbus over ps1's Wi-Fi station (`answers`) is refused until the
+/// service is activated on Wi-Fi (control API), then answers.
+fn modbus_follows_the_wifi_setting(run: &RunningSite, answers: impl Fn() -> bool) {
+    assert!(!answers(), "Modbus over Wi-Fi while deactivated there");
+    let (code, body) = command(
+        run,
+        r#"{"command":"modbus_service","device":"ps1","interface":"wifi","enabled":true}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(answers(), "no Modbus over the Wi-Fi station");
+}
+
 /// `site` running in TAP mode in a namespace of its own named after
 /// `tag`; `None` without root (the TAP tests are skipped then).
 fn in_netns(tag: &str, site: &str) -> Option<(common::netns::Netns, RunningSite)> {
@@ -421,13 +433,7 @@ fn wifi_infrastructure_mode_joins_the_site_network_as_a_station() {
         .status
         .success()
     };
-    assert!(!modbus(&wlan), "Modbus over Wi-Fi while deactivated there");
-    let (code, body) = command(
-        &run,
-        r#"{"command":"modbus_service","device":"ps1","interface":"wifi","enabled":true}"#,
-    );
-    assert_eq!(code, 200, "{body}");
-    assert!(modbus(&wlan), "no Modbus over the Wi-Fi station");
+    modbus_follows_the_wifi_setting(&run, || modbus(&wlan));
     // Deactivating Wi-Fi (from ETH1) leaves the network.
     let web = Web::of(&run, eth1.clone());
     assert_eq!(web.login_as("SecurityAdmin", &web.password).0, 200);
@@ -519,13 +525,7 @@ fn wifi_station_in_tap_mode() {
         .success()
     };
     assert!(modbus(&eth1));
-    assert!(!modbus(&wlan), "Modbus over Wi-Fi while deactivated there");
-    let (code, body) = command(
-        &run,
-        r#"{"command":"modbus_service","device":"ps1","interface":"wifi","enabled":true}"#,
-    );
-    assert_eq!(code, 200, "{body}");
-    assert!(modbus(&wlan), "no Modbus over the Wi-Fi station");
+    modbus_follows_the_wifi_setting(&run, || modbus(&wlan));
     let (code, body) = command(
         &run,
         r#"{"command":"wifi_disassociate","ssid":"PlantWiFi","station":"ps1"}"#,
